@@ -635,8 +635,8 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$664 ;
   wire [71:0] \$665 ;
   wire [71:0] \$666 ;
-  wire [73:0] \$667 ;
-  wire [74:0] \$668 ;
+  wire [72:0] \$667 ;
+  wire [73:0] \$668 ;
   wire \$669 ;
   wire \$67 ;
   wire [73:0] \$670 ;
@@ -709,40 +709,46 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
-  reg [15:0] \$733 ;
-  reg [15:0] \$734 ;
-  reg \$735 ;
-  reg [2:0] \$736 ;
+  wire \$733 ;
+  wire \$734 ;
+  reg [15:0] \$735 ;
+  reg [15:0] \$736 ;
   reg \$737 ;
-  reg \$738 ;
+  reg [2:0] \$738 ;
   reg \$739 ;
   wire [6:0] \$74 ;
   reg \$740 ;
-  reg [73:0] \$741 ;
-  reg [15:0] \$742 ;
-  reg [12:0] \$743 ;
-  reg [12:0] \$744 ;
-  reg [145:0] \$745 ;
-  reg [28:0] \$746 ;
-  reg [43:0] \$747 ;
-  reg [54:0] \$748 ;
-  reg [5:0] \$749 ;
+  reg \$741 ;
+  reg \$742 ;
+  reg \$743 ;
+  reg \$744 ;
+  reg [72:0] \$745 ;
+  reg [72:0] \$746 ;
+  reg [73:0] \$747 ;
+  reg [15:0] \$748 ;
+  reg [12:0] \$749 ;
   wire [6:0] \$75 ;
-  reg [5:0] \$750 ;
-  reg [5:0] \$751 ;
-  reg [114:0] \$752 ;
-  reg [55:0] \$753 ;
-  reg [158:0] \$754 ;
-  reg [56:0] \$755 ;
-  reg [56:0] \$756 ;
-  reg [114:0] \$757 ;
-  reg [99:0] \$758 ;
-  reg [71:0] \$759 ;
+  reg [12:0] \$750 ;
+  reg [145:0] \$751 ;
+  reg [28:0] \$752 ;
+  reg [43:0] \$753 ;
+  reg [54:0] \$754 ;
+  reg [5:0] \$755 ;
+  reg [5:0] \$756 ;
+  reg [5:0] \$757 ;
+  reg [114:0] \$758 ;
+  reg [55:0] \$759 ;
   wire \$76 ;
-  reg [71:0] \$760 ;
-  reg [71:0] \$761 ;
-  wire [6:0] \$762 ;
-  wire [1:0] \$763 ;
+  reg [158:0] \$760 ;
+  reg [56:0] \$761 ;
+  reg [56:0] \$762 ;
+  reg [114:0] \$763 ;
+  reg [99:0] \$764 ;
+  reg [71:0] \$765 ;
+  reg [71:0] \$766 ;
+  reg [71:0] \$767 ;
+  wire [6:0] \$768 ;
+  wire [1:0] \$769 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
@@ -770,6 +776,8 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [6:0] \$99 ;
   reg [2:0] \$signal  = 3'h0;
   reg \$signal$68  = 1'h0;
+  reg \$signal$69  = 1'h0;
+  reg \$signal$71  = 1'h0;
   wire [2:0] \$signal[0] ;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
@@ -809,7 +817,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$78 ;
+  wire \done$82 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -860,8 +868,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg s0_mask = 1'h0;
   reg [15:0] s0_x = 16'h0000;
   wire [15:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [72:0] s1_t0_0 = 73'h0000000000000000000;
+  reg [72:0] s1_t0_1 = 73'h0000000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [114:0] scratch = 115'h00000000000000000000000000000;
   wire [2:0] sel;
@@ -1225,12 +1235,12 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$609  = - $signed(tq);
   assign \$610  = \$608  ? \$609  : { tq[158], tq };
   assign \$611  = $signed(tq) < $signed(1'h0);
-  assign \$612  = $signed({ 1'h0, chan[12:0] }) - $signed(\$762 );
-  assign \$613  = $signed({ 1'h0, chan[12:0] }) + $signed(\$762 );
-  assign \$614  = $signed(\$762 ) < $signed(1'h0);
-  assign \$615  = - $signed(\$762 );
-  assign \$616  = \$614  ? \$615  : { \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762  };
-  assign \$617  = $signed(\$762 ) < $signed(1'h0);
+  assign \$612  = $signed({ 1'h0, chan[12:0] }) - $signed(\$768 );
+  assign \$613  = $signed({ 1'h0, chan[12:0] }) + $signed(\$768 );
+  assign \$614  = $signed(\$768 ) < $signed(1'h0);
+  assign \$615  = - $signed(\$768 );
+  assign \$616  = \$614  ? \$615  : { \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768  };
+  assign \$617  = $signed(\$768 ) < $signed(1'h0);
   assign \$618  = | left;
   assign \$619  = \$618  & adv;
   assign \$620  = i__valid & i__ready;
@@ -1280,18 +1290,18 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$664  = ! \$signal ;
   assign \$665  = \$664  ? const0 : const1;
   assign \$666  = \$663  ? const2 : \$665 ;
-  assign \$667  = $signed(\$662 ) + $signed(\$666 );
-  assign \$668  = $signed(\$667 ) + $signed(34'h100000000);
-  assign \$669  = ~ s1_mask;
+  assign \$667  = $signed(\$666 ) + $signed(34'h100000000);
+  assign \$668  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$669  = ~ s2_mask;
   assign \$671  = $signed(\$670 ) > $signed(16'h7fff);
   assign \$673  = $signed(\$672 ) < $signed(16'h8000);
   assign \$675  = \$673  ? 17'h18000 : { 1'h0, \$674 [15:0] };
   assign \$676  = \$671  ? 17'h07fff : \$675 ;
-  assign \$677  = s1_mask ? \$676  : 17'h00000;
+  assign \$677  = s2_mask ? \$676  : 17'h00000;
   assign \$679  = $signed(\$678 ) > $signed(16'h7fff);
   assign \$681  = $signed(\$680 ) < $signed(16'h8000);
   assign \$682  = \$679  | \$681 ;
-  assign \$683  = s1_mask & \$682 ;
+  assign \$683  = s2_mask & \$682 ;
   assign \$684  = sat + \$683 ;
   assign \$685  = left - 1'h1;
   assign \$686  = last ? 14'h0000 : \$685 ;
@@ -1329,69 +1339,79 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$725  = \$722  ? 115'h000000000007ff801100100000000 : \$724 ;
   assign \$726  = | left;
   assign \$727  = ~ \$726 ;
-  assign \$728  = ~ \$signal$68 ;
+  assign \$728  = ~ \$signal$69 ;
   assign \$729  = \$727  & \$728 ;
-  assign \$730  = ~ s1_valid;
+  assign \$730  = ~ \$signal$68 ;
   assign \$731  = \$729  & \$730 ;
-  assign \$732  = \$731  & adv;
+  assign \$732  = ~ s2_valid;
+  assign \$733  = \$731  & \$732 ;
+  assign \$734  = \$733  & adv;
   always @(posedge clk)
-    s0_x <= \$733 ;
+    s0_x <= \$735 ;
   always @(posedge clk)
-    s0_g <= \$734 ;
+    s0_g <= \$736 ;
   always @(posedge clk)
-    s0_mask <= \$735 ;
+    s0_mask <= \$737 ;
   always @(posedge clk)
-    \$signal  <= \$736 ;
+    \$signal  <= \$738 ;
   always @(posedge clk)
-    o__valid <= \$737 ;
+    o__valid <= \$739 ;
   always @(posedge clk)
-    s1_valid <= \$738 ;
+    s2_valid <= \$740 ;
   always @(posedge clk)
-    \$signal$68  <= \$739 ;
+    \$signal$68  <= \$741 ;
   always @(posedge clk)
-    s1_mask <= \$740 ;
+    \$signal$69  <= \$742 ;
   always @(posedge clk)
-    acc0 <= \$741 ;
+    s2_mask <= \$743 ;
   always @(posedge clk)
-    o__payload <= \$742 ;
+    \$signal$71  <= \$744 ;
   always @(posedge clk)
-    sat <= \$743 ;
+    s1_t0_0 <= \$745 ;
   always @(posedge clk)
-    left <= \$744 ;
+    s1_t0_1 <= \$746 ;
   always @(posedge clk)
-    chan <= \$745 ;
+    acc0 <= \$747 ;
   always @(posedge clk)
-    sg <= \$746 ;
+    o__payload <= \$748 ;
   always @(posedge clk)
-    sgx <= \$747 ;
+    sat <= \$749 ;
   always @(posedge clk)
-    dgamma <= \$748 ;
+    left <= \$750 ;
   always @(posedge clk)
-    align <= \$749 ;
+    chan <= \$751 ;
   always @(posedge clk)
-    fsm_state <= \$750 ;
+    sg <= \$752 ;
   always @(posedge clk)
-    sh <= \$751 ;
+    sgx <= \$753 ;
   always @(posedge clk)
-    scratch <= \$752 ;
+    dgamma <= \$754 ;
   always @(posedge clk)
-    qg <= \$753 ;
+    align <= \$755 ;
   always @(posedge clk)
-    tq <= \$754 ;
+    fsm_state <= \$756 ;
   always @(posedge clk)
-    m1 <= \$755 ;
+    sh <= \$757 ;
   always @(posedge clk)
-    lane_a <= \$756 ;
+    scratch <= \$758 ;
   always @(posedge clk)
-    c0w <= \$757 ;
+    qg <= \$759 ;
   always @(posedge clk)
-    m2 <= \$758 ;
+    tq <= \$760 ;
   always @(posedge clk)
-    const1 <= \$759 ;
+    m1 <= \$761 ;
   always @(posedge clk)
-    const2 <= \$760 ;
+    lane_a <= \$762 ;
   always @(posedge clk)
-    const0 <= \$761 ;
+    c0w <= \$763 ;
+  always @(posedge clk)
+    m2 <= \$764 ;
+  always @(posedge clk)
+    const1 <= \$765 ;
+  always @(posedge clk)
+    const2 <= \$766 ;
+  always @(posedge clk)
+    const0 <= \$767 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1410,7 +1430,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   \hwnorm_bwd_cvar_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$78 ),
+    .done(\done$82 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$52 ),
     .q(q),
@@ -1431,16 +1451,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_cvar_s16.sel$80  \sel$80  (
+  \hwnorm_bwd_cvar_s16.sel$84  \sel$84  (
     .clear(clear),
     .clk(clk),
     .m(chan[129:125]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1495$0 (\$762 ),
-    .\port$1508$0 (\$763 ),
-    .\port$1606$0 (chan[41:0]),
+    .\port$1497$0 (\$768 ),
+    .\port$1510$0 (\$769 ),
+    .\port$1616$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -2774,49 +2794,29 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = s0_x;
+    \$735  = s0_x;
     if (take) begin
-      \$733  = i__payload[15:0];
+      \$735  = i__payload[15:0];
     end
     if (rst) begin
-      \$733  = 16'h0000;
+      \$735  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = s0_g;
+    \$736  = s0_g;
     if (take) begin
-      \$734  = i__payload[31:16];
+      \$736  = i__payload[31:16];
     end
     if (rst) begin
-      \$734  = 16'h0000;
+      \$736  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = s0_mask;
+    \$737  = s0_mask;
     if (take) begin
-      \$735  = mask;
-    end
-    if (rst) begin
-      \$735  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = \$signal ;
-    if (take) begin
-      \$736  = { 1'h0, \$763  };
-    end
-    if (rst) begin
-      \$736  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = o__valid;
-    if (adv) begin
-      \$737  = s1_valid;
+      \$737  = mask;
     end
     if (rst) begin
       \$737  = 1'h0;
@@ -2824,19 +2824,19 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = s1_valid;
-    if (adv) begin
-      \$738  = \$signal$68 ;
+    \$738  = \$signal ;
+    if (take) begin
+      \$738  = { 1'h0, \$769  };
     end
     if (rst) begin
-      \$738  = 1'h0;
+      \$738  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = \$signal$68 ;
+    \$739  = o__valid;
     if (adv) begin
-      \$739  = take;
+      \$739  = s2_valid;
     end
     if (rst) begin
       \$739  = 1'h0;
@@ -2844,9 +2844,9 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = s1_mask;
+    \$740  = s2_valid;
     if (adv) begin
-      \$740  = s0_mask;
+      \$740  = \$signal$68 ;
     end
     if (rst) begin
       \$740  = 1'h0;
@@ -2854,121 +2854,181 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = acc0;
+    \$741  = \$signal$68 ;
     if (adv) begin
-      \$741  = \$668 [73:0];
+      \$741  = \$signal$69 ;
     end
     if (rst) begin
-      \$741  = 74'h0000000000000000000;
+      \$741  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = o__payload;
+    \$742  = \$signal$69 ;
     if (adv) begin
-      \$742  = \$677 [15:0];
+      \$742  = take;
     end
     if (rst) begin
-      \$742  = 16'h0000;
+      \$742  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = sat;
+    \$743  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$743  = \$684 [12:0];
+      \$743  = \$signal$71 ;
+    end
+    if (rst) begin
+      \$743  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$744  = \$signal$71 ;
+    if (adv) begin
+      \$744  = s0_mask;
+    end
+    if (rst) begin
+      \$744  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$745  = s1_t0_0;
+    if (adv) begin
+      \$745  = \$662 ;
+    end
+    if (rst) begin
+      \$745  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$746  = s1_t0_1;
+    if (adv) begin
+      \$746  = \$667 ;
+    end
+    if (rst) begin
+      \$746  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$747  = acc0;
+    if (adv) begin
+      \$747  = \$668 ;
+    end
+    if (rst) begin
+      \$747  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$748  = o__payload;
+    if (adv) begin
+      \$748  = \$677 [15:0];
+    end
+    if (rst) begin
+      \$748  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$749  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$749  = \$684 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$743  = 13'h0000;
+            \$749  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$743  = 13'h0000;
+      \$749  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = left;
+    \$750  = left;
     if (beat) begin
-      \$744  = \$686 [12:0];
+      \$750  = \$686 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$744  = chan__payload[12:0];
+            \$750  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$744  = chan[12:0];
+              \$750  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$744  = 13'h0000;
+      \$750  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = chan;
+    \$751  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$745  = chan__payload;
+            \$751  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$745  = 146'h0000000000000000000000000000000000000;
+      \$751  = 146'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = sg;
+    \$752  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$746  = 29'h00000000;
+            \$752  = 29'h00000000;
             if (refused) begin
-              \$746  = 29'h00000000;
+              \$752  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$746  = \$688 [28:0];
+            \$752  = \$688 [28:0];
           end
     endcase
     if (rst) begin
-      \$746  = 29'h00000000;
+      \$752  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = sgx;
+    \$753  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$747  = 44'h00000000000;
+            \$753  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$747  = \$691 [43:0];
+            \$753  = \$691 [43:0];
           end
     endcase
     if (rst) begin
-      \$747  = 44'h00000000000;
+      \$753  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = dgamma;
+    \$754  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$748  = 55'h00000000000000;
+            \$754  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -2991,19 +3051,19 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          \$748  = \$695 [54:0];
+          \$754  = \$695 [54:0];
     endcase
     if (rst) begin
-      \$748  = 55'h00000000000000;
+      \$754  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = align;
+    \$755  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$749  = 6'h00;
+            \$755  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3034,9 +3094,9 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$697 ) begin
-            \$749  = 6'h00;
+            \$755  = 6'h00;
           end else begin
-            \$749  = \$699 [5:0];
+            \$755  = \$699 [5:0];
           end
       6'h10:
           /* empty */;
@@ -3067,9 +3127,9 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$703 ) begin
-            \$749  = 6'h00;
+            \$755  = 6'h00;
           end else begin
-            \$749  = \$705 [5:0];
+            \$755  = \$705 [5:0];
           end
       6'h1e:
           /* empty */;
@@ -3080,9 +3140,9 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           (* full_case = 32'd1 *)
           if (\$711 ) begin
-            \$749  = 6'h00;
+            \$755  = 6'h00;
           end else begin
-            \$749  = \$713 [5:0];
+            \$755  = \$713 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3093,173 +3153,173 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           (* full_case = 32'd1 *)
           if (\$719 ) begin
-            \$749  = 6'h00;
+            \$755  = 6'h00;
           end else begin
-            \$749  = \$721 [5:0];
+            \$755  = \$721 [5:0];
           end
     endcase
     if (rst) begin
-      \$749  = 6'h00;
+      \$755  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = fsm_state;
+    \$756  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$750  = 6'h01;
+              \$756  = 6'h01;
             end else begin
-              \$750  = 6'h02;
+              \$756  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$750  = 6'h03;
+              \$756  = 6'h03;
             end
           end
       6'h03:
-          \$750  = 6'h04;
+          \$756  = 6'h04;
       6'h04:
           if (done) begin
-            \$750  = 6'h05;
+            \$756  = 6'h05;
           end
       6'h05:
-          \$750  = 6'h06;
+          \$756  = 6'h06;
       6'h06:
           if (done) begin
-            \$750  = 6'h07;
+            \$756  = 6'h07;
           end
       6'h07:
-          \$750  = 6'h08;
+          \$756  = 6'h08;
       6'h08:
-          if (\done$78 ) begin
-            \$750  = 6'h09;
+          if (\done$82 ) begin
+            \$756  = 6'h09;
           end
       6'h09:
-          \$750  = 6'h0a;
+          \$756  = 6'h0a;
       6'h0a:
-          \$750  = 6'h0b;
+          \$756  = 6'h0b;
       6'h0b:
-          if (\done$78 ) begin
-            \$750  = 6'h0c;
+          if (\done$82 ) begin
+            \$756  = 6'h0c;
           end
       6'h0c:
-          \$750  = 6'h0d;
+          \$756  = 6'h0d;
       6'h0d:
-          \$750  = 6'h0e;
+          \$756  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$750  = 6'h0f;
+            \$756  = 6'h0f;
           end
       6'h0f:
           if (\$697 ) begin
-            \$750  = 6'h10;
+            \$756  = 6'h10;
           end
       6'h10:
-          \$750  = 6'h11;
+          \$756  = 6'h11;
       6'h11:
           if (done) begin
-            \$750  = 6'h12;
+            \$756  = 6'h12;
           end
       6'h12:
-          \$750  = 6'h13;
+          \$756  = 6'h13;
       6'h13:
           if (done) begin
-            \$750  = 6'h14;
+            \$756  = 6'h14;
           end
       6'h14:
-          \$750  = 6'h15;
+          \$756  = 6'h15;
       6'h15:
           if (done) begin
-            \$750  = 6'h16;
+            \$756  = 6'h16;
           end
       6'h16:
-          \$750  = 6'h17;
+          \$756  = 6'h17;
       6'h17:
-          if (\done$78 ) begin
-            \$750  = 6'h18;
+          if (\done$82 ) begin
+            \$756  = 6'h18;
           end
       6'h18:
-          \$750  = 6'h19;
+          \$756  = 6'h19;
       6'h19:
-          if (\done$78 ) begin
-            \$750  = 6'h1a;
+          if (\done$82 ) begin
+            \$756  = 6'h1a;
           end
       6'h1a:
-          \$750  = 6'h1b;
+          \$756  = 6'h1b;
       6'h1b:
-          \$750  = 6'h1c;
+          \$756  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$750  = 6'h1d;
+            \$756  = 6'h1d;
           end
       6'h1d:
           if (\$703 ) begin
-            \$750  = 6'h1e;
+            \$756  = 6'h1e;
           end
       6'h1e:
-          \$750  = 6'h1f;
+          \$756  = 6'h1f;
       6'h1f:
-          \$750  = 6'h20;
+          \$756  = 6'h20;
       6'h20:
           if (done) begin
-            \$750  = 6'h21;
+            \$756  = 6'h21;
           end
       6'h21:
           if (\$711 ) begin
-            \$750  = 6'h22;
+            \$756  = 6'h22;
           end
       6'h22:
-          \$750  = 6'h23;
+          \$756  = 6'h23;
       6'h23:
-          \$750  = 6'h24;
+          \$756  = 6'h24;
       6'h24:
           if (done) begin
-            \$750  = 6'h25;
+            \$756  = 6'h25;
           end
       6'h25:
           if (\$719 ) begin
-            \$750  = 6'h26;
+            \$756  = 6'h26;
           end
       6'h26:
-          \$750  = 6'h27;
+          \$756  = 6'h27;
       6'h27:
-          if (\$732 ) begin
-            \$750  = 6'h28;
+          if (\$734 ) begin
+            \$756  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$750  = 6'h00;
+            \$756  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$750  = 6'h00;
+            \$756  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$750  = 6'h00;
+      \$756  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = sh;
+    \$757  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$751  = \$387 [5:0];
+          \$757  = \$387 [5:0];
     endcase
     if (rst) begin
-      \$751  = 6'h00;
+      \$757  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = scratch;
+    \$758  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3269,7 +3329,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h04:
           if (done) begin
-            \$752  = p;
+            \$758  = p;
           end
       6'h05:
           /* empty */;
@@ -3301,13 +3361,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           if (done) begin
-            \$752  = p;
+            \$758  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$752  = p;
+            \$758  = p;
           end
       6'h16:
           /* empty */;
@@ -3323,13 +3383,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1c:
           if (done) begin
-            \$752  = p;
+            \$758  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$703 ) begin
           end else begin
-            \$752  = \$704 [114:0];
+            \$758  = \$704 [114:0];
           end
       6'h1e:
           /* empty */;
@@ -3337,13 +3397,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           if (done) begin
-            \$752  = p;
+            \$758  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
           if (\$711 ) begin
           end else begin
-            \$752  = \$712 [114:0];
+            \$758  = \$712 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3351,22 +3411,22 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           if (done) begin
-            \$752  = p;
+            \$758  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$719 ) begin
           end else begin
-            \$752  = \$720 [114:0];
+            \$758  = \$720 [114:0];
           end
     endcase
     if (rst) begin
-      \$752  = 115'h00000000000000000000000000000;
+      \$758  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = qg;
+    \$759  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3380,16 +3440,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (done) begin
-            \$753  = p[55:0];
+            \$759  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$753  = 56'h00000000000000;
+      \$759  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = tq;
+    \$760  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3406,16 +3466,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$78 ) begin
-            \$754  = q;
+          if (\done$82 ) begin
+            \$760  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$78 ) begin
-            \$754  = q;
+          if (\done$82 ) begin
+            \$760  = q;
           end
       6'h0c:
           /* empty */;
@@ -3440,23 +3500,23 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$78 ) begin
-            \$754  = q;
+          if (\done$82 ) begin
+            \$760  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$78 ) begin
-            \$754  = q;
+          if (\done$82 ) begin
+            \$760  = q;
           end
     endcase
     if (rst) begin
-      \$754  = 159'h0000000000000000000000000000000000000000;
+      \$760  = 159'h0000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = m1;
+    \$761  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3475,15 +3535,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h08:
           /* empty */;
       6'h09:
-          \$755  = \$693 [56:0];
+          \$761  = \$693 [56:0];
     endcase
     if (rst) begin
-      \$755  = 57'h000000000000000;
+      \$761  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = lane_a;
+    \$762  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3513,22 +3573,22 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0e:
           if (done) begin
-            \$756  = p[56:0];
+            \$762  = p[56:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$697 ) begin
           end else begin
-            \$756  = \$698 [56:0];
+            \$762  = \$698 [56:0];
           end
     endcase
     if (rst) begin
-      \$756  = 57'h000000000000000;
+      \$762  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = c0w;
+    \$763  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3564,16 +3624,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h11:
           if (done) begin
-            \$757  = p;
+            \$763  = p;
           end
     endcase
     if (rst) begin
-      \$757  = 115'h00000000000000000000000000000;
+      \$763  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = m2;
+    \$764  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3626,15 +3686,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$758  = \$701 [99:0];
+          \$764  = \$701 [99:0];
     endcase
     if (rst) begin
-      \$758  = 100'h0000000000000000000000000;
+      \$764  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = const1;
+    \$765  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3695,15 +3755,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$759  = \$709 [71:0];
+          \$765  = \$709 [71:0];
     endcase
     if (rst) begin
-      \$759  = 72'h000000000000000000;
+      \$765  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = const2;
+    \$766  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3772,15 +3832,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$760  = \$717 [71:0];
+          \$766  = \$717 [71:0];
     endcase
     if (rst) begin
-      \$760  = 72'h000000000000000000;
+      \$766  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = const0;
+    \$767  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3857,10 +3917,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$761  = \$725 [71:0];
+          \$767  = \$725 [71:0];
     endcase
     if (rst) begin
-      \$761  = 72'h000000000000000000;
+      \$767  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3872,8 +3932,8 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign sh_new = \$387 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762  };
-  assign sel = { 1'h0, \$763  };
+  assign tsum = { \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768  };
+  assign sel = { 1'h0, \$769  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[96:42];
@@ -3900,7 +3960,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal[0]  = \$signal ;
-  assign \sel[0]  = { 1'h0, \$763  };
+  assign \sel[0]  = { 1'h0, \$769  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4532,7 +4592,7 @@ module \hwnorm_bwd_cvar_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1495$0 , \port$1508$0 , clear, p1, p2, \port$1606$0 , m, x);
+module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 , clear, p1, p2, \port$1616$0 , m, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
@@ -5297,12 +5357,12 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1495$0 , \port$1508$0 
   wire pass7;
   wire pass8;
   wire pass9;
-  output [6:0] \port$1495$0 ;
-  wire [6:0] \port$1495$0 ;
-  output [1:0] \port$1508$0 ;
-  wire [1:0] \port$1508$0 ;
-  input [41:0] \port$1606$0 ;
-  wire [41:0] \port$1606$0 ;
+  output [6:0] \port$1497$0 ;
+  wire [6:0] \port$1497$0 ;
+  output [1:0] \port$1510$0 ;
+  wire [1:0] \port$1510$0 ;
+  input [41:0] \port$1616$0 ;
+  wire [41:0] \port$1616$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -5681,8 +5741,8 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1495$0 , \port$1508$0 
     treg20 <= \$536 ;
   always @(posedge clk)
     seen <= \$537 ;
-  assign \$1  = $signed({ 1'h0, \port$1606$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1606$0 [41:13]);
+  assign \$1  = $signed({ 1'h0, \port$1616$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1616$0 [41:13]);
   assign \$2  = $signed(kreg0) >= $signed(d0);
   assign ge0_0 = valid0 & \$2 ;
   assign \$3  = $signed(kreg1) >= $signed(d0);
@@ -6854,16 +6914,16 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1495$0 , \port$1508$0 
       \$537  = 13'h0000;
     end
   end
-  assign n = \port$1606$0 [12:0];
-  assign s = \port$1606$0 [41:13];
+  assign n = \port$1616$0 [12:0];
+  assign s = \port$1616$0 [41:13];
   assign key0 = d0;
   assign t0 = 2'h1;
   assign lc0_is0 = 1'h1;
   assign budget = \$395 [4:0];
   assign tsum = { \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457  };
   assign sel = { 1'h0, \$470  };
-  assign \port$1495$0  = \$457 ;
-  assign \port$1508$0  = \$470 ;
+  assign \port$1497$0  = \$457 ;
+  assign \port$1510$0  = \$470 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$470  };
   assign at0_0 = \$23 ;

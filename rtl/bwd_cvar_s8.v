@@ -464,8 +464,8 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$51 ;
   wire [51:0] \$510 ;
   wire [51:0] \$511 ;
-  wire [53:0] \$512 ;
-  wire [54:0] \$513 ;
+  wire [52:0] \$512 ;
+  wire [53:0] \$513 ;
   wire \$514 ;
   wire [53:0] \$515 ;
   wire \$516 ;
@@ -536,42 +536,48 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$575 ;
   wire \$576 ;
   wire \$577 ;
-  reg [7:0] \$578 ;
-  reg [7:0] \$579 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
-  reg \$580 ;
-  reg [2:0] \$581 ;
+  reg [7:0] \$580 ;
+  reg [7:0] \$581 ;
   reg \$582 ;
-  reg \$583 ;
+  reg [2:0] \$583 ;
   reg \$584 ;
   reg \$585 ;
-  reg [53:0] \$586 ;
-  reg [7:0] \$587 ;
-  reg [12:0] \$588 ;
-  reg [12:0] \$589 ;
+  reg \$586 ;
+  reg \$587 ;
+  reg \$588 ;
+  reg \$589 ;
   wire \$59 ;
-  reg [105:0] \$590 ;
-  reg [20:0] \$591 ;
-  reg [27:0] \$592 ;
-  reg [42:0] \$593 ;
-  reg [4:0] \$594 ;
-  reg [5:0] \$595 ;
-  reg [4:0] \$596 ;
-  reg [90:0] \$597 ;
-  reg [39:0] \$598 ;
-  reg [110:0] \$599 ;
+  reg [52:0] \$590 ;
+  reg [52:0] \$591 ;
+  reg [53:0] \$592 ;
+  reg [7:0] \$593 ;
+  reg [12:0] \$594 ;
+  reg [12:0] \$595 ;
+  reg [105:0] \$596 ;
+  reg [20:0] \$597 ;
+  reg [27:0] \$598 ;
+  reg [42:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg [44:0] \$600 ;
-  reg [44:0] \$601 ;
-  reg [90:0] \$602 ;
-  reg [75:0] \$603 ;
-  reg [51:0] \$604 ;
-  reg [51:0] \$605 ;
-  reg [51:0] \$606 ;
-  wire [6:0] \$607 ;
-  wire [1:0] \$608 ;
+  reg [4:0] \$600 ;
+  reg [5:0] \$601 ;
+  reg [4:0] \$602 ;
+  reg [90:0] \$603 ;
+  reg [39:0] \$604 ;
+  reg [110:0] \$605 ;
+  reg [44:0] \$606 ;
+  reg [44:0] \$607 ;
+  reg [90:0] \$608 ;
+  reg [75:0] \$609 ;
   wire \$61 ;
+  reg [51:0] \$610 ;
+  reg [51:0] \$611 ;
+  reg [51:0] \$612 ;
+  wire [6:0] \$613 ;
+  wire [1:0] \$614 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
@@ -615,6 +621,8 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$99 ;
   reg [2:0] \$signal  = 3'h0;
   reg \$signal$68  = 1'h0;
+  reg \$signal$69  = 1'h0;
+  reg \$signal$71  = 1'h0;
   wire [2:0] \$signal[0] ;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
@@ -654,7 +662,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$78 ;
+  wire \done$82 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -705,8 +713,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [52:0] s1_t0_0 = 53'h00000000000000;
+  reg [52:0] s1_t0_1 = 53'h00000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [90:0] scratch = 91'h00000000000000000000000;
   wire [2:0] sel;
@@ -736,6 +746,12 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$382  = \$357  ? \$369  : \$381 ;
+  assign \$383  = \$318  ? \$350  : \$382 ;
+  assign den_lead = \$294  ? \$303  : \$383 ;
+  assign \$384  = chan__payload[8] | chan__payload[9];
+  assign \$385  = chan__payload[10] | chan__payload[11];
+  assign \$386  = \$384  | \$385 ;
   assign \$387  = \$386  | chan__payload[12];
   assign \$388  = chan__payload[10] | chan__payload[11];
   assign \$389  = chan__payload[11] ? 4'hb : 4'ha;
@@ -805,12 +821,12 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$454  = - $signed(tq);
   assign \$455  = \$453  ? \$454  : { tq[110], tq };
   assign \$456  = $signed(tq) < $signed(1'h0);
-  assign \$457  = $signed({ 1'h0, chan[12:0] }) - $signed(\$607 );
-  assign \$458  = $signed({ 1'h0, chan[12:0] }) + $signed(\$607 );
-  assign \$459  = $signed(\$607 ) < $signed(1'h0);
-  assign \$460  = - $signed(\$607 );
-  assign \$461  = \$459  ? \$460  : { \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607  };
-  assign \$462  = $signed(\$607 ) < $signed(1'h0);
+  assign \$457  = $signed({ 1'h0, chan[12:0] }) - $signed(\$613 );
+  assign \$458  = $signed({ 1'h0, chan[12:0] }) + $signed(\$613 );
+  assign \$459  = $signed(\$613 ) < $signed(1'h0);
+  assign \$460  = - $signed(\$613 );
+  assign \$461  = \$459  ? \$460  : { \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613  };
+  assign \$462  = $signed(\$613 ) < $signed(1'h0);
   assign \$463  = | left;
   assign \$464  = \$463  & adv;
   assign \$465  = i__valid & i__ready;
@@ -860,18 +876,18 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$509  = ! \$signal ;
   assign \$510  = \$509  ? const0 : const1;
   assign \$511  = \$508  ? const2 : \$510 ;
-  assign \$512  = $signed(\$507 ) + $signed(\$511 );
-  assign \$513  = $signed(\$512 ) + $signed(26'h1000000);
-  assign \$514  = ~ s1_mask;
+  assign \$512  = $signed(\$511 ) + $signed(26'h1000000);
+  assign \$513  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$514  = ~ s2_mask;
   assign \$516  = $signed(\$515 ) > $signed(8'h7f);
   assign \$518  = $signed(\$517 ) < $signed(8'h80);
   assign \$520  = \$518  ? 9'h180 : { 1'h0, \$519 [7:0] };
   assign \$521  = \$516  ? 9'h07f : \$520 ;
-  assign \$522  = s1_mask ? \$521  : 9'h000;
+  assign \$522  = s2_mask ? \$521  : 9'h000;
   assign \$524  = $signed(\$523 ) > $signed(8'h7f);
   assign \$526  = $signed(\$525 ) < $signed(8'h80);
   assign \$527  = \$524  | \$526 ;
-  assign \$528  = s1_mask & \$527 ;
+  assign \$528  = s2_mask & \$527 ;
   assign \$529  = sat + \$528 ;
   assign \$530  = left - 1'h1;
   assign \$531  = last ? 14'h0000 : \$530 ;
@@ -909,69 +925,79 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$570  = \$567  ? 91'h00000000007ff8111ff0000 : \$569 ;
   assign \$571  = | left;
   assign \$572  = ~ \$571 ;
-  assign \$573  = ~ \$signal$68 ;
+  assign \$573  = ~ \$signal$69 ;
   assign \$574  = \$572  & \$573 ;
-  assign \$575  = ~ s1_valid;
+  assign \$575  = ~ \$signal$68 ;
   assign \$576  = \$574  & \$575 ;
-  assign \$577  = \$576  & adv;
+  assign \$577  = ~ s2_valid;
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$578  & adv;
   always @(posedge clk)
-    s0_x <= \$578 ;
+    s0_x <= \$580 ;
   always @(posedge clk)
-    s0_g <= \$579 ;
+    s0_g <= \$581 ;
   always @(posedge clk)
-    s0_mask <= \$580 ;
+    s0_mask <= \$582 ;
   always @(posedge clk)
-    \$signal  <= \$581 ;
+    \$signal  <= \$583 ;
   always @(posedge clk)
-    o__valid <= \$582 ;
+    o__valid <= \$584 ;
   always @(posedge clk)
-    s1_valid <= \$583 ;
+    s2_valid <= \$585 ;
   always @(posedge clk)
-    \$signal$68  <= \$584 ;
+    \$signal$68  <= \$586 ;
   always @(posedge clk)
-    s1_mask <= \$585 ;
+    \$signal$69  <= \$587 ;
   always @(posedge clk)
-    acc0 <= \$586 ;
+    s2_mask <= \$588 ;
   always @(posedge clk)
-    o__payload <= \$587 ;
+    \$signal$71  <= \$589 ;
   always @(posedge clk)
-    sat <= \$588 ;
+    s1_t0_0 <= \$590 ;
   always @(posedge clk)
-    left <= \$589 ;
+    s1_t0_1 <= \$591 ;
   always @(posedge clk)
-    chan <= \$590 ;
+    acc0 <= \$592 ;
   always @(posedge clk)
-    sg <= \$591 ;
+    o__payload <= \$593 ;
   always @(posedge clk)
-    sgx <= \$592 ;
+    sat <= \$594 ;
   always @(posedge clk)
-    dgamma <= \$593 ;
+    left <= \$595 ;
   always @(posedge clk)
-    align <= \$594 ;
+    chan <= \$596 ;
   always @(posedge clk)
-    fsm_state <= \$595 ;
+    sg <= \$597 ;
   always @(posedge clk)
-    sh <= \$596 ;
+    sgx <= \$598 ;
   always @(posedge clk)
-    scratch <= \$597 ;
+    dgamma <= \$599 ;
   always @(posedge clk)
-    qg <= \$598 ;
+    align <= \$600 ;
   always @(posedge clk)
-    tq <= \$599 ;
+    fsm_state <= \$601 ;
   always @(posedge clk)
-    m1 <= \$600 ;
+    sh <= \$602 ;
   always @(posedge clk)
-    lane_a <= \$601 ;
+    scratch <= \$603 ;
   always @(posedge clk)
-    c0w <= \$602 ;
+    qg <= \$604 ;
   always @(posedge clk)
-    m2 <= \$603 ;
+    tq <= \$605 ;
   always @(posedge clk)
-    const1 <= \$604 ;
+    m1 <= \$606 ;
   always @(posedge clk)
-    const2 <= \$605 ;
+    lane_a <= \$607 ;
   always @(posedge clk)
-    const0 <= \$606 ;
+    c0w <= \$608 ;
+  always @(posedge clk)
+    m2 <= \$609 ;
+  always @(posedge clk)
+    const1 <= \$610 ;
+  always @(posedge clk)
+    const2 <= \$611 ;
+  always @(posedge clk)
+    const0 <= \$612 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1143,16 +1169,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$379  = chan__payload[35] ? 6'h01 : 6'h00;
   assign \$380  = \$377  ? \$378  : \$379 ;
   assign \$381  = \$372  ? \$376  : \$380 ;
-  assign \$382  = \$357  ? \$369  : \$381 ;
-  assign \$383  = \$318  ? \$350  : \$382 ;
-  assign den_lead = \$294  ? \$303  : \$383 ;
-  assign \$384  = chan__payload[8] | chan__payload[9];
-  assign \$385  = chan__payload[10] | chan__payload[11];
-  assign \$386  = \$384  | \$385 ;
   \hwnorm_bwd_cvar_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$78 ),
+    .done(\done$82 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$52 ),
     .q(q),
@@ -1173,16 +1193,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_cvar_s8.sel$80  \sel$80  (
+  \hwnorm_bwd_cvar_s8.sel$84  \sel$84  (
     .clear(clear),
     .clk(clk),
     .m(chan[97:93]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1340$0 (\$607 ),
-    .\port$1353$0 (\$608 ),
-    .\port$1451$0 (chan[33:0]),
+    .\port$1342$0 (\$613 ),
+    .\port$1355$0 (\$614 ),
+    .\port$1461$0 (chan[33:0]),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -2516,49 +2536,29 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = s0_x;
+    \$580  = s0_x;
     if (take) begin
-      \$578  = i__payload[7:0];
+      \$580  = i__payload[7:0];
     end
     if (rst) begin
-      \$578  = 8'h00;
+      \$580  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = s0_g;
+    \$581  = s0_g;
     if (take) begin
-      \$579  = i__payload[15:8];
+      \$581  = i__payload[15:8];
     end
     if (rst) begin
-      \$579  = 8'h00;
+      \$581  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = s0_mask;
+    \$582  = s0_mask;
     if (take) begin
-      \$580  = mask;
-    end
-    if (rst) begin
-      \$580  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = \$signal ;
-    if (take) begin
-      \$581  = { 1'h0, \$608  };
-    end
-    if (rst) begin
-      \$581  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = o__valid;
-    if (adv) begin
-      \$582  = s1_valid;
+      \$582  = mask;
     end
     if (rst) begin
       \$582  = 1'h0;
@@ -2566,19 +2566,19 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = s1_valid;
-    if (adv) begin
-      \$583  = \$signal$68 ;
+    \$583  = \$signal ;
+    if (take) begin
+      \$583  = { 1'h0, \$614  };
     end
     if (rst) begin
-      \$583  = 1'h0;
+      \$583  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = \$signal$68 ;
+    \$584  = o__valid;
     if (adv) begin
-      \$584  = take;
+      \$584  = s2_valid;
     end
     if (rst) begin
       \$584  = 1'h0;
@@ -2586,9 +2586,9 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = s1_mask;
+    \$585  = s2_valid;
     if (adv) begin
-      \$585  = s0_mask;
+      \$585  = \$signal$68 ;
     end
     if (rst) begin
       \$585  = 1'h0;
@@ -2596,121 +2596,181 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = acc0;
+    \$586  = \$signal$68 ;
     if (adv) begin
-      \$586  = \$513 [53:0];
+      \$586  = \$signal$69 ;
     end
     if (rst) begin
-      \$586  = 54'h00000000000000;
+      \$586  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = o__payload;
+    \$587  = \$signal$69 ;
     if (adv) begin
-      \$587  = \$522 [7:0];
+      \$587  = take;
     end
     if (rst) begin
-      \$587  = 8'h00;
+      \$587  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = sat;
+    \$588  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$588  = \$529 [12:0];
+      \$588  = \$signal$71 ;
+    end
+    if (rst) begin
+      \$588  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$589  = \$signal$71 ;
+    if (adv) begin
+      \$589  = s0_mask;
+    end
+    if (rst) begin
+      \$589  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$590  = s1_t0_0;
+    if (adv) begin
+      \$590  = \$507 ;
+    end
+    if (rst) begin
+      \$590  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$591  = s1_t0_1;
+    if (adv) begin
+      \$591  = \$512 ;
+    end
+    if (rst) begin
+      \$591  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$592  = acc0;
+    if (adv) begin
+      \$592  = \$513 ;
+    end
+    if (rst) begin
+      \$592  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$593  = o__payload;
+    if (adv) begin
+      \$593  = \$522 [7:0];
+    end
+    if (rst) begin
+      \$593  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$594  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$594  = \$529 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$588  = 13'h0000;
+            \$594  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$588  = 13'h0000;
+      \$594  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = left;
+    \$595  = left;
     if (beat) begin
-      \$589  = \$531 [12:0];
+      \$595  = \$531 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$589  = chan__payload[12:0];
+            \$595  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$589  = chan[12:0];
+              \$595  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$589  = 13'h0000;
+      \$595  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = chan;
+    \$596  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$590  = chan__payload;
+            \$596  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$590  = 106'h000000000000000000000000000;
+      \$596  = 106'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = sg;
+    \$597  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$591  = 21'h000000;
+            \$597  = 21'h000000;
             if (refused) begin
-              \$591  = 21'h000000;
+              \$597  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$591  = \$533 [20:0];
+            \$597  = \$533 [20:0];
           end
     endcase
     if (rst) begin
-      \$591  = 21'h000000;
+      \$597  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = sgx;
+    \$598  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$592  = 28'h0000000;
+            \$598  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$592  = \$536 [27:0];
+            \$598  = \$536 [27:0];
           end
     endcase
     if (rst) begin
-      \$592  = 28'h0000000;
+      \$598  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = dgamma;
+    \$599  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$593  = 43'h00000000000;
+            \$599  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2733,19 +2793,19 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0b:
           /* empty */;
       6'h0c:
-          \$593  = \$540 [42:0];
+          \$599  = \$540 [42:0];
     endcase
     if (rst) begin
-      \$593  = 43'h00000000000;
+      \$599  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = align;
+    \$600  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$594  = 5'h00;
+            \$600  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2776,9 +2836,9 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$542 ) begin
-            \$594  = 5'h00;
+            \$600  = 5'h00;
           end else begin
-            \$594  = \$544 [4:0];
+            \$600  = \$544 [4:0];
           end
       6'h10:
           /* empty */;
@@ -2809,9 +2869,9 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$548 ) begin
-            \$594  = 5'h00;
+            \$600  = 5'h00;
           end else begin
-            \$594  = \$550 [4:0];
+            \$600  = \$550 [4:0];
           end
       6'h1e:
           /* empty */;
@@ -2822,9 +2882,9 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           (* full_case = 32'd1 *)
           if (\$556 ) begin
-            \$594  = 5'h00;
+            \$600  = 5'h00;
           end else begin
-            \$594  = \$558 [4:0];
+            \$600  = \$558 [4:0];
           end
       6'h22:
           /* empty */;
@@ -2835,173 +2895,173 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           (* full_case = 32'd1 *)
           if (\$564 ) begin
-            \$594  = 5'h00;
+            \$600  = 5'h00;
           end else begin
-            \$594  = \$566 [4:0];
+            \$600  = \$566 [4:0];
           end
     endcase
     if (rst) begin
-      \$594  = 5'h00;
+      \$600  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = fsm_state;
+    \$601  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$595  = 6'h01;
+              \$601  = 6'h01;
             end else begin
-              \$595  = 6'h02;
+              \$601  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$595  = 6'h03;
+              \$601  = 6'h03;
             end
           end
       6'h03:
-          \$595  = 6'h04;
+          \$601  = 6'h04;
       6'h04:
           if (done) begin
-            \$595  = 6'h05;
+            \$601  = 6'h05;
           end
       6'h05:
-          \$595  = 6'h06;
+          \$601  = 6'h06;
       6'h06:
           if (done) begin
-            \$595  = 6'h07;
+            \$601  = 6'h07;
           end
       6'h07:
-          \$595  = 6'h08;
+          \$601  = 6'h08;
       6'h08:
-          if (\done$78 ) begin
-            \$595  = 6'h09;
+          if (\done$82 ) begin
+            \$601  = 6'h09;
           end
       6'h09:
-          \$595  = 6'h0a;
+          \$601  = 6'h0a;
       6'h0a:
-          \$595  = 6'h0b;
+          \$601  = 6'h0b;
       6'h0b:
-          if (\done$78 ) begin
-            \$595  = 6'h0c;
+          if (\done$82 ) begin
+            \$601  = 6'h0c;
           end
       6'h0c:
-          \$595  = 6'h0d;
+          \$601  = 6'h0d;
       6'h0d:
-          \$595  = 6'h0e;
+          \$601  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$595  = 6'h0f;
+            \$601  = 6'h0f;
           end
       6'h0f:
           if (\$542 ) begin
-            \$595  = 6'h10;
+            \$601  = 6'h10;
           end
       6'h10:
-          \$595  = 6'h11;
+          \$601  = 6'h11;
       6'h11:
           if (done) begin
-            \$595  = 6'h12;
+            \$601  = 6'h12;
           end
       6'h12:
-          \$595  = 6'h13;
+          \$601  = 6'h13;
       6'h13:
           if (done) begin
-            \$595  = 6'h14;
+            \$601  = 6'h14;
           end
       6'h14:
-          \$595  = 6'h15;
+          \$601  = 6'h15;
       6'h15:
           if (done) begin
-            \$595  = 6'h16;
+            \$601  = 6'h16;
           end
       6'h16:
-          \$595  = 6'h17;
+          \$601  = 6'h17;
       6'h17:
-          if (\done$78 ) begin
-            \$595  = 6'h18;
+          if (\done$82 ) begin
+            \$601  = 6'h18;
           end
       6'h18:
-          \$595  = 6'h19;
+          \$601  = 6'h19;
       6'h19:
-          if (\done$78 ) begin
-            \$595  = 6'h1a;
+          if (\done$82 ) begin
+            \$601  = 6'h1a;
           end
       6'h1a:
-          \$595  = 6'h1b;
+          \$601  = 6'h1b;
       6'h1b:
-          \$595  = 6'h1c;
+          \$601  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$595  = 6'h1d;
+            \$601  = 6'h1d;
           end
       6'h1d:
           if (\$548 ) begin
-            \$595  = 6'h1e;
+            \$601  = 6'h1e;
           end
       6'h1e:
-          \$595  = 6'h1f;
+          \$601  = 6'h1f;
       6'h1f:
-          \$595  = 6'h20;
+          \$601  = 6'h20;
       6'h20:
           if (done) begin
-            \$595  = 6'h21;
+            \$601  = 6'h21;
           end
       6'h21:
           if (\$556 ) begin
-            \$595  = 6'h22;
+            \$601  = 6'h22;
           end
       6'h22:
-          \$595  = 6'h23;
+          \$601  = 6'h23;
       6'h23:
-          \$595  = 6'h24;
+          \$601  = 6'h24;
       6'h24:
           if (done) begin
-            \$595  = 6'h25;
+            \$601  = 6'h25;
           end
       6'h25:
           if (\$564 ) begin
-            \$595  = 6'h26;
+            \$601  = 6'h26;
           end
       6'h26:
-          \$595  = 6'h27;
+          \$601  = 6'h27;
       6'h27:
-          if (\$577 ) begin
-            \$595  = 6'h28;
+          if (\$579 ) begin
+            \$601  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$595  = 6'h00;
+            \$601  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$595  = 6'h00;
+            \$601  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$595  = 6'h00;
+      \$601  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = sh;
+    \$602  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$596  = \$287 [4:0];
+          \$602  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$596  = 5'h00;
+      \$602  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = scratch;
+    \$603  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3011,7 +3071,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h04:
           if (done) begin
-            \$597  = p;
+            \$603  = p;
           end
       6'h05:
           /* empty */;
@@ -3043,13 +3103,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           if (done) begin
-            \$597  = p;
+            \$603  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$597  = p;
+            \$603  = p;
           end
       6'h16:
           /* empty */;
@@ -3065,13 +3125,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1c:
           if (done) begin
-            \$597  = p;
+            \$603  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$548 ) begin
           end else begin
-            \$597  = \$549 [90:0];
+            \$603  = \$549 [90:0];
           end
       6'h1e:
           /* empty */;
@@ -3079,13 +3139,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h20:
           if (done) begin
-            \$597  = p;
+            \$603  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
           if (\$556 ) begin
           end else begin
-            \$597  = \$557 [90:0];
+            \$603  = \$557 [90:0];
           end
       6'h22:
           /* empty */;
@@ -3093,22 +3153,22 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h24:
           if (done) begin
-            \$597  = p;
+            \$603  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$564 ) begin
           end else begin
-            \$597  = \$565 [90:0];
+            \$603  = \$565 [90:0];
           end
     endcase
     if (rst) begin
-      \$597  = 91'h00000000000000000000000;
+      \$603  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = qg;
+    \$604  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3122,16 +3182,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (done) begin
-            \$598  = p[39:0];
+            \$604  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$598  = 40'h0000000000;
+      \$604  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = tq;
+    \$605  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3148,16 +3208,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$78 ) begin
-            \$599  = q;
+          if (\done$82 ) begin
+            \$605  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$78 ) begin
-            \$599  = q;
+          if (\done$82 ) begin
+            \$605  = q;
           end
       6'h0c:
           /* empty */;
@@ -3182,23 +3242,23 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$78 ) begin
-            \$599  = q;
+          if (\done$82 ) begin
+            \$605  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$78 ) begin
-            \$599  = q;
+          if (\done$82 ) begin
+            \$605  = q;
           end
     endcase
     if (rst) begin
-      \$599  = 111'h0000000000000000000000000000;
+      \$605  = 111'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = m1;
+    \$606  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3217,15 +3277,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h08:
           /* empty */;
       6'h09:
-          \$600  = \$538 [44:0];
+          \$606  = \$538 [44:0];
     endcase
     if (rst) begin
-      \$600  = 45'h000000000000;
+      \$606  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = lane_a;
+    \$607  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3255,22 +3315,22 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0e:
           if (done) begin
-            \$601  = p[44:0];
+            \$607  = p[44:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$542 ) begin
           end else begin
-            \$601  = \$543 [44:0];
+            \$607  = \$543 [44:0];
           end
     endcase
     if (rst) begin
-      \$601  = 45'h000000000000;
+      \$607  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = c0w;
+    \$608  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3306,16 +3366,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h11:
           if (done) begin
-            \$602  = p;
+            \$608  = p;
           end
     endcase
     if (rst) begin
-      \$602  = 91'h00000000000000000000000;
+      \$608  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = m2;
+    \$609  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3368,15 +3428,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          \$603  = \$546 [75:0];
+          \$609  = \$546 [75:0];
     endcase
     if (rst) begin
-      \$603  = 76'h0000000000000000000;
+      \$609  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = const1;
+    \$610  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3437,15 +3497,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$604  = \$554 [51:0];
+          \$610  = \$554 [51:0];
     endcase
     if (rst) begin
-      \$604  = 52'h0000000000000;
+      \$610  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = const2;
+    \$611  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3514,15 +3574,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$605  = \$562 [51:0];
+          \$611  = \$562 [51:0];
     endcase
     if (rst) begin
-      \$605  = 52'h0000000000000;
+      \$611  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = const0;
+    \$612  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3599,10 +3659,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$606  = \$570 [51:0];
+          \$612  = \$570 [51:0];
     endcase
     if (rst) begin
-      \$606  = 52'h0000000000000;
+      \$612  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3614,8 +3674,8 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign sh_new = \$287 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607  };
-  assign sel = { 1'h0, \$608  };
+  assign tsum = { \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613  };
+  assign sel = { 1'h0, \$614  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[72:34];
@@ -3642,7 +3702,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal[0]  = \$signal ;
-  assign \sel[0]  = { 1'h0, \$608  };
+  assign \sel[0]  = { 1'h0, \$614  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4222,7 +4282,7 @@ module \hwnorm_bwd_cvar_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1340$0 , \port$1353$0 , clear, p1, p2, \port$1451$0 , m, x);
+module \hwnorm_bwd_cvar_s8.sel$84 (clk, rst, mask, \port$1342$0 , \port$1355$0 , clear, p1, p2, \port$1461$0 , m, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [20:0] \$1 ;
   wire \$10 ;
@@ -4987,12 +5047,12 @@ module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1340$0 , \port$1353$0 ,
   wire pass7;
   wire pass8;
   wire pass9;
-  output [6:0] \port$1340$0 ;
-  wire [6:0] \port$1340$0 ;
-  output [1:0] \port$1353$0 ;
-  wire [1:0] \port$1353$0 ;
-  input [33:0] \port$1451$0 ;
-  wire [33:0] \port$1451$0 ;
+  output [6:0] \port$1342$0 ;
+  wire [6:0] \port$1342$0 ;
+  output [1:0] \port$1355$0 ;
+  wire [1:0] \port$1355$0 ;
+  input [33:0] \port$1461$0 ;
+  wire [33:0] \port$1461$0 ;
   input rst;
   wire rst;
   wire [20:0] s;
@@ -5371,8 +5431,8 @@ module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1340$0 , \port$1353$0 ,
     treg20 <= \$536 ;
   always @(posedge clk)
     seen <= \$537 ;
-  assign \$1  = $signed({ 1'h0, \port$1451$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1451$0 [33:13]);
+  assign \$1  = $signed({ 1'h0, \port$1461$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1461$0 [33:13]);
   assign \$2  = $signed(kreg0) >= $signed(d0);
   assign ge0_0 = valid0 & \$2 ;
   assign \$3  = $signed(kreg1) >= $signed(d0);
@@ -6544,16 +6604,16 @@ module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1340$0 , \port$1353$0 ,
       \$537  = 13'h0000;
     end
   end
-  assign n = \port$1451$0 [12:0];
-  assign s = \port$1451$0 [33:13];
+  assign n = \port$1461$0 [12:0];
+  assign s = \port$1461$0 [33:13];
   assign key0 = d0;
   assign t0 = 2'h1;
   assign lc0_is0 = 1'h1;
   assign budget = \$395 [4:0];
   assign tsum = { \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457  };
   assign sel = { 1'h0, \$470  };
-  assign \port$1340$0  = \$457 ;
-  assign \port$1353$0  = \$470 ;
+  assign \port$1342$0  = \$457 ;
+  assign \port$1355$0  = \$470 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$470  };
   assign at0_0 = \$23 ;

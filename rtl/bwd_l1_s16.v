@@ -715,9 +715,9 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$736 ;
   wire [71:0] \$737 ;
   wire [71:0] \$738 ;
-  wire [73:0] \$739 ;
+  wire [72:0] \$739 ;
   wire [6:0] \$74 ;
-  wire [74:0] \$740 ;
+  wire [73:0] \$740 ;
   wire \$741 ;
   wire [73:0] \$742 ;
   wire \$743 ;
@@ -790,42 +790,48 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$803 ;
   wire \$804 ;
   wire \$805 ;
-  reg [15:0] \$806 ;
-  reg [15:0] \$807 ;
-  reg \$808 ;
-  reg [2:0] \$809 ;
+  wire \$806 ;
+  wire \$807 ;
+  reg [15:0] \$808 ;
+  reg [15:0] \$809 ;
   wire \$81 ;
   reg \$810 ;
-  reg \$811 ;
+  reg [2:0] \$811 ;
   reg \$812 ;
   reg \$813 ;
-  reg [73:0] \$814 ;
-  reg [15:0] \$815 ;
-  reg [12:0] \$816 ;
-  reg [12:0] \$817 ;
-  reg [167:0] \$818 ;
-  reg [28:0] \$819 ;
+  reg \$814 ;
+  reg \$815 ;
+  reg \$816 ;
+  reg \$817 ;
+  reg [72:0] \$818 ;
+  reg [72:0] \$819 ;
   wire \$82 ;
-  reg [43:0] \$820 ;
-  reg [54:0] \$821 ;
-  reg [5:0] \$822 ;
-  reg [5:0] \$823 ;
-  reg [16:0] \$824 ;
-  reg \$825 ;
-  reg [5:0] \$826 ;
-  reg [114:0] \$827 ;
-  reg [55:0] \$828 ;
-  reg [172:0] \$829 ;
+  reg [73:0] \$820 ;
+  reg [15:0] \$821 ;
+  reg [12:0] \$822 ;
+  reg [12:0] \$823 ;
+  reg [167:0] \$824 ;
+  reg [28:0] \$825 ;
+  reg [43:0] \$826 ;
+  reg [54:0] \$827 ;
+  reg [5:0] \$828 ;
+  reg [5:0] \$829 ;
   wire \$83 ;
-  reg [56:0] \$830 ;
-  reg [56:0] \$831 ;
-  reg [114:0] \$832 ;
-  reg [99:0] \$833 ;
-  reg [71:0] \$834 ;
-  reg [71:0] \$835 ;
-  reg [71:0] \$836 ;
-  wire [1:0] \$837 ;
+  reg [16:0] \$830 ;
+  reg \$831 ;
+  reg [5:0] \$832 ;
+  reg [114:0] \$833 ;
+  reg [55:0] \$834 ;
+  reg [172:0] \$835 ;
+  reg [56:0] \$836 ;
+  reg [56:0] \$837 ;
+  reg [114:0] \$838 ;
+  reg [99:0] \$839 ;
   wire \$84 ;
+  reg [71:0] \$840 ;
+  reg [71:0] \$841 ;
+  reg [71:0] \$842 ;
+  wire [1:0] \$843 ;
   wire \$85 ;
   wire \$86 ;
   wire [6:0] \$87 ;
@@ -847,6 +853,8 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg [2:0] \$signal$66  = 3'h0;
   wire [2:0] \$signal$66[0] ;
   reg \$signal$69  = 1'h0;
+  reg \$signal$70  = 1'h0;
+  reg \$signal$72  = 1'h0;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -883,7 +891,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [6:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$79 ;
+  wire \done$83 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -921,7 +929,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg p1;
   reg p2;
   reg [16:0] q = 17'h00000;
-  wire [172:0] \q$78 ;
+  wire [172:0] \q$82 ;
   reg [55:0] qg = 56'h00000000000000;
   wire refused;
   reg [74:0] rem_init;
@@ -935,8 +943,10 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg s0_mask = 1'h0;
   reg [15:0] s0_x = 16'h0000;
   wire [15:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [72:0] s1_t0_0 = 73'h0000000000000000000;
+  reg [72:0] s1_t0_1 = 73'h0000000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [114:0] scratch = 115'h00000000000000000000000000000;
   wire [2:0] sel;
@@ -1439,18 +1449,18 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$736  = ! \$signal$66 ;
   assign \$737  = \$736  ? const0 : const1;
   assign \$738  = \$735  ? const2 : \$737 ;
-  assign \$739  = $signed(\$734 ) + $signed(\$738 );
-  assign \$740  = $signed(\$739 ) + $signed(34'h100000000);
-  assign \$741  = ~ s1_mask;
+  assign \$739  = $signed(\$738 ) + $signed(34'h100000000);
+  assign \$740  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$741  = ~ s2_mask;
   assign \$743  = $signed(\$742 ) > $signed(16'h7fff);
   assign \$745  = $signed(\$744 ) < $signed(16'h8000);
   assign \$747  = \$745  ? 17'h18000 : { 1'h0, \$746 [15:0] };
   assign \$748  = \$743  ? 17'h07fff : \$747 ;
-  assign \$749  = s1_mask ? \$748  : 17'h00000;
+  assign \$749  = s2_mask ? \$748  : 17'h00000;
   assign \$751  = $signed(\$750 ) > $signed(16'h7fff);
   assign \$753  = $signed(\$752 ) < $signed(16'h8000);
   assign \$754  = \$751  | \$753 ;
-  assign \$755  = s1_mask & \$754 ;
+  assign \$755  = s2_mask & \$754 ;
   assign \$756  = sat + \$755 ;
   assign \$757  = left - 1'h1;
   assign \$758  = last ? 14'h0000 : \$757 ;
@@ -1489,73 +1499,83 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$798  = \$795  ? 115'h000000000007ff801100100000000 : \$797 ;
   assign \$799  = | left;
   assign \$800  = ~ \$799 ;
-  assign \$801  = ~ \$signal$69 ;
+  assign \$801  = ~ \$signal$70 ;
   assign \$802  = \$800  & \$801 ;
-  assign \$803  = ~ s1_valid;
+  assign \$803  = ~ \$signal$69 ;
   assign \$804  = \$802  & \$803 ;
-  assign \$805  = \$804  & adv;
+  assign \$805  = ~ s2_valid;
+  assign \$806  = \$804  & \$805 ;
+  assign \$807  = \$806  & adv;
   always @(posedge clk)
-    s0_x <= \$806 ;
+    s0_x <= \$808 ;
   always @(posedge clk)
-    s0_g <= \$807 ;
+    s0_g <= \$809 ;
   always @(posedge clk)
-    s0_mask <= \$808 ;
+    s0_mask <= \$810 ;
   always @(posedge clk)
-    \$signal$66  <= \$809 ;
+    \$signal$66  <= \$811 ;
   always @(posedge clk)
-    o__valid <= \$810 ;
+    o__valid <= \$812 ;
   always @(posedge clk)
-    s1_valid <= \$811 ;
+    s2_valid <= \$813 ;
   always @(posedge clk)
-    \$signal$69  <= \$812 ;
+    \$signal$69  <= \$814 ;
   always @(posedge clk)
-    s1_mask <= \$813 ;
+    \$signal$70  <= \$815 ;
   always @(posedge clk)
-    acc0 <= \$814 ;
+    s2_mask <= \$816 ;
   always @(posedge clk)
-    o__payload <= \$815 ;
+    \$signal$72  <= \$817 ;
   always @(posedge clk)
-    sat <= \$816 ;
+    s1_t0_0 <= \$818 ;
   always @(posedge clk)
-    left <= \$817 ;
+    s1_t0_1 <= \$819 ;
   always @(posedge clk)
-    chan <= \$818 ;
+    acc0 <= \$820 ;
   always @(posedge clk)
-    sg <= \$819 ;
+    o__payload <= \$821 ;
   always @(posedge clk)
-    sgx <= \$820 ;
+    sat <= \$822 ;
   always @(posedge clk)
-    dgamma <= \$821 ;
+    left <= \$823 ;
   always @(posedge clk)
-    align <= \$822 ;
+    chan <= \$824 ;
   always @(posedge clk)
-    fsm_state <= \$823 ;
+    sg <= \$825 ;
   always @(posedge clk)
-    q <= \$824 ;
+    sgx <= \$826 ;
   always @(posedge clk)
-    rz <= \$825 ;
+    dgamma <= \$827 ;
   always @(posedge clk)
-    sh <= \$826 ;
+    align <= \$828 ;
   always @(posedge clk)
-    scratch <= \$827 ;
+    fsm_state <= \$829 ;
   always @(posedge clk)
-    qg <= \$828 ;
+    q <= \$830 ;
   always @(posedge clk)
-    tq <= \$829 ;
+    rz <= \$831 ;
   always @(posedge clk)
-    m1 <= \$830 ;
+    sh <= \$832 ;
   always @(posedge clk)
-    lane_a <= \$831 ;
+    scratch <= \$833 ;
   always @(posedge clk)
-    c0w <= \$832 ;
+    qg <= \$834 ;
   always @(posedge clk)
-    m2 <= \$833 ;
+    tq <= \$835 ;
   always @(posedge clk)
-    const1 <= \$834 ;
+    m1 <= \$836 ;
   always @(posedge clk)
-    const2 <= \$835 ;
+    lane_a <= \$837 ;
   always @(posedge clk)
-    const0 <= \$836 ;
+    c0w <= \$838 ;
+  always @(posedge clk)
+    m2 <= \$839 ;
+  always @(posedge clk)
+    const1 <= \$840 ;
+  always @(posedge clk)
+    const2 <= \$841 ;
+  always @(posedge clk)
+    const0 <= \$842 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1565,7 +1585,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$78 ),
+    .q(\q$82 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1576,19 +1596,19 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$79 ),
+    .done(\done$83 ),
     .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
     .start(\start$44 ),
     .steps(\steps$49 )
   );
-  \hwnorm_bwd_l1_s16.sel$81  \sel$81  (
+  \hwnorm_bwd_l1_s16.sel$85  \sel$85  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$914$0 (\$837 ),
+    .\port$916$0 (\$843 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -3077,49 +3097,29 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$806  = s0_x;
+    \$808  = s0_x;
     if (take) begin
-      \$806  = i__payload[15:0];
+      \$808  = i__payload[15:0];
     end
     if (rst) begin
-      \$806  = 16'h0000;
+      \$808  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$807  = s0_g;
+    \$809  = s0_g;
     if (take) begin
-      \$807  = i__payload[31:16];
+      \$809  = i__payload[31:16];
     end
     if (rst) begin
-      \$807  = 16'h0000;
+      \$809  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$808  = s0_mask;
+    \$810  = s0_mask;
     if (take) begin
-      \$808  = mask;
-    end
-    if (rst) begin
-      \$808  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$809  = \$signal$66 ;
-    if (take) begin
-      \$809  = { 1'h0, \$837  };
-    end
-    if (rst) begin
-      \$809  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$810  = o__valid;
-    if (adv) begin
-      \$810  = s1_valid;
+      \$810  = mask;
     end
     if (rst) begin
       \$810  = 1'h0;
@@ -3127,19 +3127,19 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$811  = s1_valid;
-    if (adv) begin
-      \$811  = \$signal$69 ;
+    \$811  = \$signal$66 ;
+    if (take) begin
+      \$811  = { 1'h0, \$843  };
     end
     if (rst) begin
-      \$811  = 1'h0;
+      \$811  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$812  = \$signal$69 ;
+    \$812  = o__valid;
     if (adv) begin
-      \$812  = take;
+      \$812  = s2_valid;
     end
     if (rst) begin
       \$812  = 1'h0;
@@ -3147,9 +3147,9 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$813  = s1_mask;
+    \$813  = s2_valid;
     if (adv) begin
-      \$813  = s0_mask;
+      \$813  = \$signal$69 ;
     end
     if (rst) begin
       \$813  = 1'h0;
@@ -3157,52 +3157,112 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$814  = acc0;
+    \$814  = \$signal$69 ;
     if (adv) begin
-      \$814  = \$740 [73:0];
+      \$814  = \$signal$70 ;
     end
     if (rst) begin
-      \$814  = 74'h0000000000000000000;
+      \$814  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$815  = o__payload;
+    \$815  = \$signal$70 ;
     if (adv) begin
-      \$815  = \$749 [15:0];
+      \$815  = take;
     end
     if (rst) begin
-      \$815  = 16'h0000;
+      \$815  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$816  = sat;
+    \$816  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$816  = \$756 [12:0];
+      \$816  = \$signal$72 ;
+    end
+    if (rst) begin
+      \$816  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$817  = \$signal$72 ;
+    if (adv) begin
+      \$817  = s0_mask;
+    end
+    if (rst) begin
+      \$817  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$818  = s1_t0_0;
+    if (adv) begin
+      \$818  = \$734 ;
+    end
+    if (rst) begin
+      \$818  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$819  = s1_t0_1;
+    if (adv) begin
+      \$819  = \$739 ;
+    end
+    if (rst) begin
+      \$819  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$820  = acc0;
+    if (adv) begin
+      \$820  = \$740 ;
+    end
+    if (rst) begin
+      \$820  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$821  = o__payload;
+    if (adv) begin
+      \$821  = \$749 [15:0];
+    end
+    if (rst) begin
+      \$821  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$822  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$822  = \$756 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$816  = 13'h0000;
+            \$822  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$816  = 13'h0000;
+      \$822  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$817  = left;
+    \$823  = left;
     if (beat) begin
-      \$817  = \$758 [12:0];
+      \$823  = \$758 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$817  = chan__payload[12:0];
+            \$823  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3215,36 +3275,36 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$817  = chan[12:0];
+              \$823  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$817  = 13'h0000;
+      \$823  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$818  = chan;
+    \$824  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$818  = chan__payload;
+            \$824  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$818  = 168'h000000000000000000000000000000000000000000;
+      \$824  = 168'h000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$819  = sg;
+    \$825  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$819  = 29'h00000000;
+            \$825  = 29'h00000000;
             if (refused) begin
-              \$819  = 29'h00000000;
+              \$825  = 29'h00000000;
             end
           end
       6'h02:
@@ -3257,20 +3317,20 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$819  = \$761 [28:0];
+            \$825  = \$761 [28:0];
           end
     endcase
     if (rst) begin
-      \$819  = 29'h00000000;
+      \$825  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$820  = sgx;
+    \$826  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$820  = 44'h00000000000;
+            \$826  = 44'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3282,20 +3342,20 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$820  = \$764 [43:0];
+            \$826  = \$764 [43:0];
           end
     endcase
     if (rst) begin
-      \$820  = 44'h00000000000;
+      \$826  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$821  = dgamma;
+    \$827  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$821  = 55'h00000000000000;
+            \$827  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3326,19 +3386,19 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0f:
           /* empty */;
       6'h10:
-          \$821  = \$768 [54:0];
+          \$827  = \$768 [54:0];
     endcase
     if (rst) begin
-      \$821  = 55'h00000000000000;
+      \$827  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$822  = align;
+    \$828  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$822  = 6'h00;
+            \$828  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3377,9 +3437,9 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           (* full_case = 32'd1 *)
           if (\$770 ) begin
-            \$822  = 6'h00;
+            \$828  = 6'h00;
           end else begin
-            \$822  = \$772 [5:0];
+            \$828  = \$772 [5:0];
           end
       6'h14:
           /* empty */;
@@ -3410,9 +3470,9 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h21:
           (* full_case = 32'd1 *)
           if (\$776 ) begin
-            \$822  = 6'h00;
+            \$828  = 6'h00;
           end else begin
-            \$822  = \$778 [5:0];
+            \$828  = \$778 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3423,9 +3483,9 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h25:
           (* full_case = 32'd1 *)
           if (\$784 ) begin
-            \$822  = 6'h00;
+            \$828  = 6'h00;
           end else begin
-            \$822  = \$786 [5:0];
+            \$828  = \$786 [5:0];
           end
       6'h26:
           /* empty */;
@@ -3436,172 +3496,172 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h29:
           (* full_case = 32'd1 *)
           if (\$792 ) begin
-            \$822  = 6'h00;
+            \$828  = 6'h00;
           end else begin
-            \$822  = \$794 [5:0];
+            \$828  = \$794 [5:0];
           end
     endcase
     if (rst) begin
-      \$822  = 6'h00;
+      \$828  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$823  = fsm_state;
+    \$829  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$823  = 6'h01;
+              \$829  = 6'h01;
             end else begin
-              \$823  = 6'h02;
+              \$829  = 6'h02;
             end
           end
       6'h02:
-          \$823  = 6'h03;
+          \$829  = 6'h03;
       6'h03:
           if (done) begin
-            \$823  = 6'h04;
+            \$829  = 6'h04;
           end
       6'h04:
-          \$823  = 6'h05;
+          \$829  = 6'h05;
       6'h05:
-          if (\done$79 ) begin
-            \$823  = 6'h06;
+          if (\done$83 ) begin
+            \$829  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$823  = 6'h07;
+              \$829  = 6'h07;
             end
           end
       6'h07:
-          \$823  = 6'h08;
+          \$829  = 6'h08;
       6'h08:
-          if (\done$79 ) begin
-            \$823  = 6'h09;
+          if (\done$83 ) begin
+            \$829  = 6'h09;
           end
       6'h09:
-          \$823  = 6'h0a;
+          \$829  = 6'h0a;
       6'h0a:
-          if (\done$79 ) begin
-            \$823  = 6'h0b;
+          if (\done$83 ) begin
+            \$829  = 6'h0b;
           end
       6'h0b:
-          \$823  = 6'h0c;
+          \$829  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$823  = 6'h0d;
+            \$829  = 6'h0d;
           end
       6'h0d:
-          \$823  = 6'h0e;
+          \$829  = 6'h0e;
       6'h0e:
-          \$823  = 6'h0f;
+          \$829  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$823  = 6'h10;
+            \$829  = 6'h10;
           end
       6'h10:
-          \$823  = 6'h11;
+          \$829  = 6'h11;
       6'h11:
-          \$823  = 6'h12;
+          \$829  = 6'h12;
       6'h12:
-          if (\done$79 ) begin
-            \$823  = 6'h13;
+          if (\done$83 ) begin
+            \$829  = 6'h13;
           end
       6'h13:
           if (\$770 ) begin
-            \$823  = 6'h14;
+            \$829  = 6'h14;
           end
       6'h14:
-          \$823  = 6'h15;
+          \$829  = 6'h15;
       6'h15:
-          if (\done$79 ) begin
-            \$823  = 6'h16;
+          if (\done$83 ) begin
+            \$829  = 6'h16;
           end
       6'h16:
-          \$823  = 6'h17;
+          \$829  = 6'h17;
       6'h17:
-          if (\done$79 ) begin
-            \$823  = 6'h18;
+          if (\done$83 ) begin
+            \$829  = 6'h18;
           end
       6'h18:
-          \$823  = 6'h19;
+          \$829  = 6'h19;
       6'h19:
-          if (\done$79 ) begin
-            \$823  = 6'h1a;
+          if (\done$83 ) begin
+            \$829  = 6'h1a;
           end
       6'h1a:
-          \$823  = 6'h1b;
+          \$829  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$823  = 6'h1c;
+            \$829  = 6'h1c;
           end
       6'h1c:
-          \$823  = 6'h1d;
+          \$829  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$823  = 6'h1e;
+            \$829  = 6'h1e;
           end
       6'h1e:
-          \$823  = 6'h1f;
+          \$829  = 6'h1f;
       6'h1f:
-          \$823  = 6'h20;
+          \$829  = 6'h20;
       6'h20:
-          if (\done$79 ) begin
-            \$823  = 6'h21;
+          if (\done$83 ) begin
+            \$829  = 6'h21;
           end
       6'h21:
           if (\$776 ) begin
-            \$823  = 6'h22;
+            \$829  = 6'h22;
           end
       6'h22:
-          \$823  = 6'h23;
+          \$829  = 6'h23;
       6'h23:
-          \$823  = 6'h24;
+          \$829  = 6'h24;
       6'h24:
-          if (\done$79 ) begin
-            \$823  = 6'h25;
+          if (\done$83 ) begin
+            \$829  = 6'h25;
           end
       6'h25:
           if (\$784 ) begin
-            \$823  = 6'h26;
+            \$829  = 6'h26;
           end
       6'h26:
-          \$823  = 6'h27;
+          \$829  = 6'h27;
       6'h27:
-          \$823  = 6'h28;
+          \$829  = 6'h28;
       6'h28:
-          if (\done$79 ) begin
-            \$823  = 6'h29;
+          if (\done$83 ) begin
+            \$829  = 6'h29;
           end
       6'h29:
           if (\$792 ) begin
-            \$823  = 6'h2a;
+            \$829  = 6'h2a;
           end
       6'h2a:
-          \$823  = 6'h2b;
+          \$829  = 6'h2b;
       6'h2b:
-          if (\$805 ) begin
-            \$823  = 6'h2c;
+          if (\$807 ) begin
+            \$829  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$823  = 6'h00;
+            \$829  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$823  = 6'h00;
+            \$829  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$823  = 6'h00;
+      \$829  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$824  = q;
+    \$830  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3609,16 +3669,16 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h03:
           if (done) begin
-            \$824  = \q$78 [16:0];
+            \$830  = \q$82 [16:0];
           end
     endcase
     if (rst) begin
-      \$824  = 17'h00000;
+      \$830  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$825  = rz;
+    \$831  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3629,17 +3689,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$79 ) begin
-            \$825  = \$759 ;
+          if (\done$83 ) begin
+            \$831  = \$759 ;
           end
     endcase
     if (rst) begin
-      \$825  = 1'h0;
+      \$831  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$826  = sh;
+    \$832  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3652,15 +3712,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h05:
           /* empty */;
       6'h06:
-          \$826  = \$387 [5:0];
+          \$832  = \$387 [5:0];
     endcase
     if (rst) begin
-      \$826  = 6'h00;
+      \$832  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$827  = scratch;
+    \$833  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3677,8 +3737,8 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$79 ) begin
-            \$827  = p;
+          if (\done$83 ) begin
+            \$833  = p;
           end
       6'h09:
           /* empty */;
@@ -3709,14 +3769,14 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$79 ) begin
-            \$827  = p;
+          if (\done$83 ) begin
+            \$833  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$79 ) begin
-            \$827  = p;
+          if (\done$83 ) begin
+            \$833  = p;
           end
       6'h1a:
           /* empty */;
@@ -3731,51 +3791,51 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1f:
           /* empty */;
       6'h20:
-          if (\done$79 ) begin
-            \$827  = p;
+          if (\done$83 ) begin
+            \$833  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
           if (\$776 ) begin
           end else begin
-            \$827  = \$777 [114:0];
+            \$833  = \$777 [114:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$79 ) begin
-            \$827  = p;
+          if (\done$83 ) begin
+            \$833  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$784 ) begin
           end else begin
-            \$827  = \$785 [114:0];
+            \$833  = \$785 [114:0];
           end
       6'h26:
           /* empty */;
       6'h27:
           /* empty */;
       6'h28:
-          if (\done$79 ) begin
-            \$827  = p;
+          if (\done$83 ) begin
+            \$833  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
           if (\$792 ) begin
           end else begin
-            \$827  = \$793 [114:0];
+            \$833  = \$793 [114:0];
           end
     endcase
     if (rst) begin
-      \$827  = 115'h00000000000000000000000000000;
+      \$833  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$828  = qg;
+    \$834  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3796,17 +3856,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$79 ) begin
-            \$828  = p[55:0];
+          if (\done$83 ) begin
+            \$834  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$828  = 56'h00000000000000;
+      \$834  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$829  = tq;
+    \$835  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3832,7 +3892,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0c:
           if (done) begin
-            \$829  = \q$78 ;
+            \$835  = \q$82 ;
           end
       6'h0d:
           /* empty */;
@@ -3840,7 +3900,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0f:
           if (done) begin
-            \$829  = \q$78 ;
+            \$835  = \q$82 ;
           end
       6'h10:
           /* empty */;
@@ -3866,22 +3926,22 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1b:
           if (done) begin
-            \$829  = \q$78 ;
+            \$835  = \q$82 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$829  = \q$78 ;
+            \$835  = \q$82 ;
           end
     endcase
     if (rst) begin
-      \$829  = 173'h00000000000000000000000000000000000000000000;
+      \$835  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$830  = m1;
+    \$836  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3908,15 +3968,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0c:
           /* empty */;
       6'h0d:
-          \$830  = \$766 [56:0];
+          \$836  = \$766 [56:0];
     endcase
     if (rst) begin
-      \$830  = 57'h000000000000000;
+      \$836  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = lane_a;
+    \$837  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3953,23 +4013,23 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$79 ) begin
-            \$831  = p[56:0];
+          if (\done$83 ) begin
+            \$837  = p[56:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
           if (\$770 ) begin
           end else begin
-            \$831  = \$771 [56:0];
+            \$837  = \$771 [56:0];
           end
     endcase
     if (rst) begin
-      \$831  = 57'h000000000000000;
+      \$837  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = c0w;
+    \$838  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4012,17 +4072,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$79 ) begin
-            \$832  = p;
+          if (\done$83 ) begin
+            \$838  = p;
           end
     endcase
     if (rst) begin
-      \$832  = 115'h00000000000000000000000000000;
+      \$838  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = m2;
+    \$839  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4083,15 +4143,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1d:
           /* empty */;
       6'h1e:
-          \$833  = \$774 [99:0];
+          \$839  = \$774 [99:0];
     endcase
     if (rst) begin
-      \$833  = 100'h0000000000000000000000000;
+      \$839  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$834  = const1;
+    \$840  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4160,15 +4220,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h21:
           /* empty */;
       6'h22:
-          \$834  = \$782 [71:0];
+          \$840  = \$782 [71:0];
     endcase
     if (rst) begin
-      \$834  = 72'h000000000000000000;
+      \$840  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$835  = const2;
+    \$841  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4245,15 +4305,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h25:
           /* empty */;
       6'h26:
-          \$835  = \$790 [71:0];
+          \$841  = \$790 [71:0];
     endcase
     if (rst) begin
-      \$835  = 72'h000000000000000000;
+      \$841  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$836  = const0;
+    \$842  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4338,10 +4398,10 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h29:
           /* empty */;
       6'h2a:
-          \$836  = \$798 [71:0];
+          \$842  = \$798 [71:0];
     endcase
     if (rst) begin
-      \$836  = 72'h000000000000000000;
+      \$842  = 72'h000000000000000000;
     end
   end
   assign \$signal  = q;
@@ -4352,7 +4412,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign sh_new = \$387 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$837  };
+  assign sel = { 1'h0, \$843  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[116:42];
@@ -4377,7 +4437,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal$66[0]  = \$signal$66 ;
-  assign \sel[0]  = { 1'h0, \$837  };
+  assign \sel[0]  = { 1'h0, \$843  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -5009,7 +5069,7 @@ module \hwnorm_bwd_l1_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, cl
   assign \$6  = { 1'h0, b_sh[35:1] };
 endmodule
 
-module \hwnorm_bwd_l1_s16.sel$81 (clk, rst, mask, \port$914$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_l1_s16.sel$85 (clk, rst, mask, \port$916$0 , clear, p1, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5035,8 +5095,8 @@ module \hwnorm_bwd_l1_s16.sel$81 (clk, rst, mask, \port$914$0 , clear, p1, q, rz
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$914$0 ;
-  wire [1:0] \port$914$0 ;
+  output [1:0] \port$916$0 ;
+  wire [1:0] \port$916$0 ;
   input [16:0] q;
   wire [16:0] q;
   input rst;
@@ -5080,7 +5140,7 @@ module \hwnorm_bwd_l1_s16.sel$81 (clk, rst, mask, \port$914$0 , clear, p1, q, rz
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$914$0  = \$7 ;
+  assign \port$916$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

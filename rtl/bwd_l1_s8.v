@@ -545,8 +545,8 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$583 ;
   wire [51:0] \$584 ;
   wire [51:0] \$585 ;
-  wire [53:0] \$586 ;
-  wire [54:0] \$587 ;
+  wire [52:0] \$586 ;
+  wire [53:0] \$587 ;
   wire \$588 ;
   wire [53:0] \$589 ;
   wire \$59 ;
@@ -620,42 +620,48 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$650 ;
   wire \$651 ;
   wire \$652 ;
-  reg [7:0] \$653 ;
-  reg [7:0] \$654 ;
-  reg \$655 ;
-  reg [2:0] \$656 ;
+  wire \$653 ;
+  wire \$654 ;
+  reg [7:0] \$655 ;
+  reg [7:0] \$656 ;
   reg \$657 ;
-  reg \$658 ;
+  reg [2:0] \$658 ;
   reg \$659 ;
   wire \$66 ;
   reg \$660 ;
-  reg [53:0] \$661 ;
-  reg [7:0] \$662 ;
-  reg [12:0] \$663 ;
-  reg [12:0] \$664 ;
-  reg [127:0] \$665 ;
-  reg [20:0] \$666 ;
-  reg [27:0] \$667 ;
-  reg [42:0] \$668 ;
-  reg [4:0] \$669 ;
+  reg \$661 ;
+  reg \$662 ;
+  reg \$663 ;
+  reg \$664 ;
+  reg [52:0] \$665 ;
+  reg [52:0] \$666 ;
+  reg [53:0] \$667 ;
+  reg [7:0] \$668 ;
+  reg [12:0] \$669 ;
   wire \$67 ;
-  reg [5:0] \$670 ;
-  reg [8:0] \$671 ;
-  reg \$672 ;
-  reg [4:0] \$673 ;
-  reg [90:0] \$674 ;
-  reg [39:0] \$675 ;
-  reg [124:0] \$676 ;
-  reg [44:0] \$677 ;
-  reg [44:0] \$678 ;
-  reg [90:0] \$679 ;
+  reg [12:0] \$670 ;
+  reg [127:0] \$671 ;
+  reg [20:0] \$672 ;
+  reg [27:0] \$673 ;
+  reg [42:0] \$674 ;
+  reg [4:0] \$675 ;
+  reg [5:0] \$676 ;
+  reg [8:0] \$677 ;
+  reg \$678 ;
+  reg [4:0] \$679 ;
   wire [6:0] \$68 ;
-  reg [75:0] \$680 ;
-  reg [51:0] \$681 ;
-  reg [51:0] \$682 ;
-  reg [51:0] \$683 ;
-  wire [1:0] \$684 ;
+  reg [90:0] \$680 ;
+  reg [39:0] \$681 ;
+  reg [124:0] \$682 ;
+  reg [44:0] \$683 ;
+  reg [44:0] \$684 ;
+  reg [90:0] \$685 ;
+  reg [75:0] \$686 ;
+  reg [51:0] \$687 ;
+  reg [51:0] \$688 ;
+  reg [51:0] \$689 ;
   wire [6:0] \$69 ;
+  wire [1:0] \$690 ;
   wire \$7 ;
   wire [6:0] \$70 ;
   wire \$71 ;
@@ -694,6 +700,8 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg [2:0] \$signal$66  = 3'h0;
   wire [2:0] \$signal$66[0] ;
   reg \$signal$69  = 1'h0;
+  reg \$signal$70  = 1'h0;
+  reg \$signal$72  = 1'h0;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
   wire adv;
@@ -730,7 +738,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$79 ;
+  wire \done$83 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -768,7 +776,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg p1;
   reg p2;
   reg [8:0] q = 9'h000;
-  wire [124:0] \q$78 ;
+  wire [124:0] \q$82 ;
   reg [39:0] qg = 40'h0000000000;
   wire refused;
   reg [58:0] rem_init;
@@ -782,8 +790,10 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [52:0] s1_t0_0 = 53'h00000000000000;
+  reg [52:0] s1_t0_1 = 53'h00000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [90:0] scratch = 91'h00000000000000000000000;
   wire [2:0] sel;
@@ -813,6 +823,12 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = chan__payload[86] | chan__payload[87];
+  assign \$308  = chan__payload[88] | chan__payload[89];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = \$306  | \$309 ;
+  assign \$311  = chan__payload[90] | chan__payload[91];
   assign \$312  = \$311  | chan__payload[92];
   assign \$313  = \$310  | \$312 ;
   assign \$314  = \$303  | \$313 ;
@@ -1087,18 +1103,18 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$583  = ! \$signal$66 ;
   assign \$584  = \$583  ? const0 : const1;
   assign \$585  = \$582  ? const2 : \$584 ;
-  assign \$586  = $signed(\$581 ) + $signed(\$585 );
-  assign \$587  = $signed(\$586 ) + $signed(26'h1000000);
-  assign \$588  = ~ s1_mask;
+  assign \$586  = $signed(\$585 ) + $signed(26'h1000000);
+  assign \$587  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$588  = ~ s2_mask;
   assign \$590  = $signed(\$589 ) > $signed(8'h7f);
   assign \$592  = $signed(\$591 ) < $signed(8'h80);
   assign \$594  = \$592  ? 9'h180 : { 1'h0, \$593 [7:0] };
   assign \$595  = \$590  ? 9'h07f : \$594 ;
-  assign \$596  = s1_mask ? \$595  : 9'h000;
+  assign \$596  = s2_mask ? \$595  : 9'h000;
   assign \$598  = $signed(\$597 ) > $signed(8'h7f);
   assign \$600  = $signed(\$599 ) < $signed(8'h80);
   assign \$601  = \$598  | \$600 ;
-  assign \$602  = s1_mask & \$601 ;
+  assign \$602  = s2_mask & \$601 ;
   assign \$603  = sat + \$602 ;
   assign \$604  = left - 1'h1;
   assign \$605  = last ? 14'h0000 : \$604 ;
@@ -1137,73 +1153,83 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$645  = \$642  ? 91'h00000000007ff8111ff0000 : \$644 ;
   assign \$646  = | left;
   assign \$647  = ~ \$646 ;
-  assign \$648  = ~ \$signal$69 ;
+  assign \$648  = ~ \$signal$70 ;
   assign \$649  = \$647  & \$648 ;
-  assign \$650  = ~ s1_valid;
+  assign \$650  = ~ \$signal$69 ;
   assign \$651  = \$649  & \$650 ;
-  assign \$652  = \$651  & adv;
+  assign \$652  = ~ s2_valid;
+  assign \$653  = \$651  & \$652 ;
+  assign \$654  = \$653  & adv;
   always @(posedge clk)
-    s0_x <= \$653 ;
+    s0_x <= \$655 ;
   always @(posedge clk)
-    s0_g <= \$654 ;
+    s0_g <= \$656 ;
   always @(posedge clk)
-    s0_mask <= \$655 ;
+    s0_mask <= \$657 ;
   always @(posedge clk)
-    \$signal$66  <= \$656 ;
+    \$signal$66  <= \$658 ;
   always @(posedge clk)
-    o__valid <= \$657 ;
+    o__valid <= \$659 ;
   always @(posedge clk)
-    s1_valid <= \$658 ;
+    s2_valid <= \$660 ;
   always @(posedge clk)
-    \$signal$69  <= \$659 ;
+    \$signal$69  <= \$661 ;
   always @(posedge clk)
-    s1_mask <= \$660 ;
+    \$signal$70  <= \$662 ;
   always @(posedge clk)
-    acc0 <= \$661 ;
+    s2_mask <= \$663 ;
   always @(posedge clk)
-    o__payload <= \$662 ;
+    \$signal$72  <= \$664 ;
   always @(posedge clk)
-    sat <= \$663 ;
+    s1_t0_0 <= \$665 ;
   always @(posedge clk)
-    left <= \$664 ;
+    s1_t0_1 <= \$666 ;
   always @(posedge clk)
-    chan <= \$665 ;
+    acc0 <= \$667 ;
   always @(posedge clk)
-    sg <= \$666 ;
+    o__payload <= \$668 ;
   always @(posedge clk)
-    sgx <= \$667 ;
+    sat <= \$669 ;
   always @(posedge clk)
-    dgamma <= \$668 ;
+    left <= \$670 ;
   always @(posedge clk)
-    align <= \$669 ;
+    chan <= \$671 ;
   always @(posedge clk)
-    fsm_state <= \$670 ;
+    sg <= \$672 ;
   always @(posedge clk)
-    q <= \$671 ;
+    sgx <= \$673 ;
   always @(posedge clk)
-    rz <= \$672 ;
+    dgamma <= \$674 ;
   always @(posedge clk)
-    sh <= \$673 ;
+    align <= \$675 ;
   always @(posedge clk)
-    scratch <= \$674 ;
+    fsm_state <= \$676 ;
   always @(posedge clk)
-    qg <= \$675 ;
+    q <= \$677 ;
   always @(posedge clk)
-    tq <= \$676 ;
+    rz <= \$678 ;
   always @(posedge clk)
-    m1 <= \$677 ;
+    sh <= \$679 ;
   always @(posedge clk)
-    lane_a <= \$678 ;
+    scratch <= \$680 ;
   always @(posedge clk)
-    c0w <= \$679 ;
+    qg <= \$681 ;
   always @(posedge clk)
-    m2 <= \$680 ;
+    tq <= \$682 ;
   always @(posedge clk)
-    const1 <= \$681 ;
+    m1 <= \$683 ;
   always @(posedge clk)
-    const2 <= \$682 ;
+    lane_a <= \$684 ;
   always @(posedge clk)
-    const0 <= \$683 ;
+    c0w <= \$685 ;
+  always @(posedge clk)
+    m2 <= \$686 ;
+  always @(posedge clk)
+    const1 <= \$687 ;
+  always @(posedge clk)
+    const2 <= \$688 ;
+  always @(posedge clk)
+    const0 <= \$689 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1299,19 +1325,13 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$303  = \$295  | \$302 ;
   assign \$304  = chan__payload[82] | chan__payload[83];
   assign \$305  = chan__payload[84] | chan__payload[85];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = chan__payload[86] | chan__payload[87];
-  assign \$308  = chan__payload[88] | chan__payload[89];
-  assign \$309  = \$307  | \$308 ;
-  assign \$310  = \$306  | \$309 ;
-  assign \$311  = chan__payload[90] | chan__payload[91];
   \hwnorm_bwd_l1_s8.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$78 ),
+    .q(\q$82 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1322,19 +1342,19 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$79 ),
+    .done(\done$83 ),
     .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
     .start(\start$44 ),
     .steps(\steps$49 )
   );
-  \hwnorm_bwd_l1_s8.sel$81  \sel$81  (
+  \hwnorm_bwd_l1_s8.sel$85  \sel$85  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$761$0 (\$684 ),
+    .\port$763$0 (\$690 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -2823,49 +2843,29 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = s0_x;
+    \$655  = s0_x;
     if (take) begin
-      \$653  = i__payload[7:0];
+      \$655  = i__payload[7:0];
     end
     if (rst) begin
-      \$653  = 8'h00;
+      \$655  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = s0_g;
+    \$656  = s0_g;
     if (take) begin
-      \$654  = i__payload[15:8];
+      \$656  = i__payload[15:8];
     end
     if (rst) begin
-      \$654  = 8'h00;
+      \$656  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = s0_mask;
+    \$657  = s0_mask;
     if (take) begin
-      \$655  = mask;
-    end
-    if (rst) begin
-      \$655  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = \$signal$66 ;
-    if (take) begin
-      \$656  = { 1'h0, \$684  };
-    end
-    if (rst) begin
-      \$656  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = o__valid;
-    if (adv) begin
-      \$657  = s1_valid;
+      \$657  = mask;
     end
     if (rst) begin
       \$657  = 1'h0;
@@ -2873,19 +2873,19 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = s1_valid;
-    if (adv) begin
-      \$658  = \$signal$69 ;
+    \$658  = \$signal$66 ;
+    if (take) begin
+      \$658  = { 1'h0, \$690  };
     end
     if (rst) begin
-      \$658  = 1'h0;
+      \$658  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = \$signal$69 ;
+    \$659  = o__valid;
     if (adv) begin
-      \$659  = take;
+      \$659  = s2_valid;
     end
     if (rst) begin
       \$659  = 1'h0;
@@ -2893,9 +2893,9 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = s1_mask;
+    \$660  = s2_valid;
     if (adv) begin
-      \$660  = s0_mask;
+      \$660  = \$signal$69 ;
     end
     if (rst) begin
       \$660  = 1'h0;
@@ -2903,52 +2903,112 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = acc0;
+    \$661  = \$signal$69 ;
     if (adv) begin
-      \$661  = \$587 [53:0];
+      \$661  = \$signal$70 ;
     end
     if (rst) begin
-      \$661  = 54'h00000000000000;
+      \$661  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = o__payload;
+    \$662  = \$signal$70 ;
     if (adv) begin
-      \$662  = \$596 [7:0];
+      \$662  = take;
     end
     if (rst) begin
-      \$662  = 8'h00;
+      \$662  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = sat;
+    \$663  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$663  = \$603 [12:0];
+      \$663  = \$signal$72 ;
+    end
+    if (rst) begin
+      \$663  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$664  = \$signal$72 ;
+    if (adv) begin
+      \$664  = s0_mask;
+    end
+    if (rst) begin
+      \$664  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$665  = s1_t0_0;
+    if (adv) begin
+      \$665  = \$581 ;
+    end
+    if (rst) begin
+      \$665  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$666  = s1_t0_1;
+    if (adv) begin
+      \$666  = \$586 ;
+    end
+    if (rst) begin
+      \$666  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$667  = acc0;
+    if (adv) begin
+      \$667  = \$587 ;
+    end
+    if (rst) begin
+      \$667  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$668  = o__payload;
+    if (adv) begin
+      \$668  = \$596 [7:0];
+    end
+    if (rst) begin
+      \$668  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$669  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$669  = \$603 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$663  = 13'h0000;
+            \$669  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$663  = 13'h0000;
+      \$669  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = left;
+    \$670  = left;
     if (beat) begin
-      \$664  = \$605 [12:0];
+      \$670  = \$605 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$664  = chan__payload[12:0];
+            \$670  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -2961,36 +3021,36 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$664  = chan[12:0];
+              \$670  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$664  = 13'h0000;
+      \$670  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = chan;
+    \$671  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$665  = chan__payload;
+            \$671  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$665  = 128'h00000000000000000000000000000000;
+      \$671  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = sg;
+    \$672  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$666  = 21'h000000;
+            \$672  = 21'h000000;
             if (refused) begin
-              \$666  = 21'h000000;
+              \$672  = 21'h000000;
             end
           end
       6'h02:
@@ -3003,20 +3063,20 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$666  = \$608 [20:0];
+            \$672  = \$608 [20:0];
           end
     endcase
     if (rst) begin
-      \$666  = 21'h000000;
+      \$672  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = sgx;
+    \$673  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$667  = 28'h0000000;
+            \$673  = 28'h0000000;
           end
       6'h02:
           /* empty */;
@@ -3028,20 +3088,20 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$667  = \$611 [27:0];
+            \$673  = \$611 [27:0];
           end
     endcase
     if (rst) begin
-      \$667  = 28'h0000000;
+      \$673  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = dgamma;
+    \$674  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$668  = 43'h00000000000;
+            \$674  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3072,19 +3132,19 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0f:
           /* empty */;
       6'h10:
-          \$668  = \$615 [42:0];
+          \$674  = \$615 [42:0];
     endcase
     if (rst) begin
-      \$668  = 43'h00000000000;
+      \$674  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = align;
+    \$675  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$669  = 5'h00;
+            \$675  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -3123,9 +3183,9 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h13:
           (* full_case = 32'd1 *)
           if (\$617 ) begin
-            \$669  = 5'h00;
+            \$675  = 5'h00;
           end else begin
-            \$669  = \$619 [4:0];
+            \$675  = \$619 [4:0];
           end
       6'h14:
           /* empty */;
@@ -3156,9 +3216,9 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h21:
           (* full_case = 32'd1 *)
           if (\$623 ) begin
-            \$669  = 5'h00;
+            \$675  = 5'h00;
           end else begin
-            \$669  = \$625 [4:0];
+            \$675  = \$625 [4:0];
           end
       6'h22:
           /* empty */;
@@ -3169,9 +3229,9 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h25:
           (* full_case = 32'd1 *)
           if (\$631 ) begin
-            \$669  = 5'h00;
+            \$675  = 5'h00;
           end else begin
-            \$669  = \$633 [4:0];
+            \$675  = \$633 [4:0];
           end
       6'h26:
           /* empty */;
@@ -3182,172 +3242,172 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h29:
           (* full_case = 32'd1 *)
           if (\$639 ) begin
-            \$669  = 5'h00;
+            \$675  = 5'h00;
           end else begin
-            \$669  = \$641 [4:0];
+            \$675  = \$641 [4:0];
           end
     endcase
     if (rst) begin
-      \$669  = 5'h00;
+      \$675  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = fsm_state;
+    \$676  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$670  = 6'h01;
+              \$676  = 6'h01;
             end else begin
-              \$670  = 6'h02;
+              \$676  = 6'h02;
             end
           end
       6'h02:
-          \$670  = 6'h03;
+          \$676  = 6'h03;
       6'h03:
           if (done) begin
-            \$670  = 6'h04;
+            \$676  = 6'h04;
           end
       6'h04:
-          \$670  = 6'h05;
+          \$676  = 6'h05;
       6'h05:
-          if (\done$79 ) begin
-            \$670  = 6'h06;
+          if (\done$83 ) begin
+            \$676  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$670  = 6'h07;
+              \$676  = 6'h07;
             end
           end
       6'h07:
-          \$670  = 6'h08;
+          \$676  = 6'h08;
       6'h08:
-          if (\done$79 ) begin
-            \$670  = 6'h09;
+          if (\done$83 ) begin
+            \$676  = 6'h09;
           end
       6'h09:
-          \$670  = 6'h0a;
+          \$676  = 6'h0a;
       6'h0a:
-          if (\done$79 ) begin
-            \$670  = 6'h0b;
+          if (\done$83 ) begin
+            \$676  = 6'h0b;
           end
       6'h0b:
-          \$670  = 6'h0c;
+          \$676  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$670  = 6'h0d;
+            \$676  = 6'h0d;
           end
       6'h0d:
-          \$670  = 6'h0e;
+          \$676  = 6'h0e;
       6'h0e:
-          \$670  = 6'h0f;
+          \$676  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$670  = 6'h10;
+            \$676  = 6'h10;
           end
       6'h10:
-          \$670  = 6'h11;
+          \$676  = 6'h11;
       6'h11:
-          \$670  = 6'h12;
+          \$676  = 6'h12;
       6'h12:
-          if (\done$79 ) begin
-            \$670  = 6'h13;
+          if (\done$83 ) begin
+            \$676  = 6'h13;
           end
       6'h13:
           if (\$617 ) begin
-            \$670  = 6'h14;
+            \$676  = 6'h14;
           end
       6'h14:
-          \$670  = 6'h15;
+          \$676  = 6'h15;
       6'h15:
-          if (\done$79 ) begin
-            \$670  = 6'h16;
+          if (\done$83 ) begin
+            \$676  = 6'h16;
           end
       6'h16:
-          \$670  = 6'h17;
+          \$676  = 6'h17;
       6'h17:
-          if (\done$79 ) begin
-            \$670  = 6'h18;
+          if (\done$83 ) begin
+            \$676  = 6'h18;
           end
       6'h18:
-          \$670  = 6'h19;
+          \$676  = 6'h19;
       6'h19:
-          if (\done$79 ) begin
-            \$670  = 6'h1a;
+          if (\done$83 ) begin
+            \$676  = 6'h1a;
           end
       6'h1a:
-          \$670  = 6'h1b;
+          \$676  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$670  = 6'h1c;
+            \$676  = 6'h1c;
           end
       6'h1c:
-          \$670  = 6'h1d;
+          \$676  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$670  = 6'h1e;
+            \$676  = 6'h1e;
           end
       6'h1e:
-          \$670  = 6'h1f;
+          \$676  = 6'h1f;
       6'h1f:
-          \$670  = 6'h20;
+          \$676  = 6'h20;
       6'h20:
-          if (\done$79 ) begin
-            \$670  = 6'h21;
+          if (\done$83 ) begin
+            \$676  = 6'h21;
           end
       6'h21:
           if (\$623 ) begin
-            \$670  = 6'h22;
+            \$676  = 6'h22;
           end
       6'h22:
-          \$670  = 6'h23;
+          \$676  = 6'h23;
       6'h23:
-          \$670  = 6'h24;
+          \$676  = 6'h24;
       6'h24:
-          if (\done$79 ) begin
-            \$670  = 6'h25;
+          if (\done$83 ) begin
+            \$676  = 6'h25;
           end
       6'h25:
           if (\$631 ) begin
-            \$670  = 6'h26;
+            \$676  = 6'h26;
           end
       6'h26:
-          \$670  = 6'h27;
+          \$676  = 6'h27;
       6'h27:
-          \$670  = 6'h28;
+          \$676  = 6'h28;
       6'h28:
-          if (\done$79 ) begin
-            \$670  = 6'h29;
+          if (\done$83 ) begin
+            \$676  = 6'h29;
           end
       6'h29:
           if (\$639 ) begin
-            \$670  = 6'h2a;
+            \$676  = 6'h2a;
           end
       6'h2a:
-          \$670  = 6'h2b;
+          \$676  = 6'h2b;
       6'h2b:
-          if (\$652 ) begin
-            \$670  = 6'h2c;
+          if (\$654 ) begin
+            \$676  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$670  = 6'h00;
+            \$676  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$670  = 6'h00;
+            \$676  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$670  = 6'h00;
+      \$676  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = q;
+    \$677  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3355,16 +3415,16 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h03:
           if (done) begin
-            \$671  = \q$78 [8:0];
+            \$677  = \q$82 [8:0];
           end
     endcase
     if (rst) begin
-      \$671  = 9'h000;
+      \$677  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = rz;
+    \$678  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3375,17 +3435,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$79 ) begin
-            \$672  = \$606 ;
+          if (\done$83 ) begin
+            \$678  = \$606 ;
           end
     endcase
     if (rst) begin
-      \$672  = 1'h0;
+      \$678  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = sh;
+    \$679  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3398,15 +3458,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h05:
           /* empty */;
       6'h06:
-          \$673  = \$287 [4:0];
+          \$679  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$673  = 5'h00;
+      \$679  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = scratch;
+    \$680  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3423,8 +3483,8 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$79 ) begin
-            \$674  = p;
+          if (\done$83 ) begin
+            \$680  = p;
           end
       6'h09:
           /* empty */;
@@ -3455,14 +3515,14 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$79 ) begin
-            \$674  = p;
+          if (\done$83 ) begin
+            \$680  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$79 ) begin
-            \$674  = p;
+          if (\done$83 ) begin
+            \$680  = p;
           end
       6'h1a:
           /* empty */;
@@ -3477,51 +3537,51 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1f:
           /* empty */;
       6'h20:
-          if (\done$79 ) begin
-            \$674  = p;
+          if (\done$83 ) begin
+            \$680  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
           if (\$623 ) begin
           end else begin
-            \$674  = \$624 [90:0];
+            \$680  = \$624 [90:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$79 ) begin
-            \$674  = p;
+          if (\done$83 ) begin
+            \$680  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$631 ) begin
           end else begin
-            \$674  = \$632 [90:0];
+            \$680  = \$632 [90:0];
           end
       6'h26:
           /* empty */;
       6'h27:
           /* empty */;
       6'h28:
-          if (\done$79 ) begin
-            \$674  = p;
+          if (\done$83 ) begin
+            \$680  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
           if (\$639 ) begin
           end else begin
-            \$674  = \$640 [90:0];
+            \$680  = \$640 [90:0];
           end
     endcase
     if (rst) begin
-      \$674  = 91'h00000000000000000000000;
+      \$680  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = qg;
+    \$681  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3542,17 +3602,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$79 ) begin
-            \$675  = p[39:0];
+          if (\done$83 ) begin
+            \$681  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$675  = 40'h0000000000;
+      \$681  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = tq;
+    \$682  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3578,7 +3638,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0c:
           if (done) begin
-            \$676  = \q$78 ;
+            \$682  = \q$82 ;
           end
       6'h0d:
           /* empty */;
@@ -3586,7 +3646,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0f:
           if (done) begin
-            \$676  = \q$78 ;
+            \$682  = \q$82 ;
           end
       6'h10:
           /* empty */;
@@ -3612,22 +3672,22 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h1b:
           if (done) begin
-            \$676  = \q$78 ;
+            \$682  = \q$82 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$676  = \q$78 ;
+            \$682  = \q$82 ;
           end
     endcase
     if (rst) begin
-      \$676  = 125'h00000000000000000000000000000000;
+      \$682  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = m1;
+    \$683  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3654,15 +3714,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0c:
           /* empty */;
       6'h0d:
-          \$677  = \$613 [44:0];
+          \$683  = \$613 [44:0];
     endcase
     if (rst) begin
-      \$677  = 45'h000000000000;
+      \$683  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = lane_a;
+    \$684  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3699,23 +3759,23 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$79 ) begin
-            \$678  = p[44:0];
+          if (\done$83 ) begin
+            \$684  = p[44:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
           if (\$617 ) begin
           end else begin
-            \$678  = \$618 [44:0];
+            \$684  = \$618 [44:0];
           end
     endcase
     if (rst) begin
-      \$678  = 45'h000000000000;
+      \$684  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = c0w;
+    \$685  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3758,17 +3818,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$79 ) begin
-            \$679  = p;
+          if (\done$83 ) begin
+            \$685  = p;
           end
     endcase
     if (rst) begin
-      \$679  = 91'h00000000000000000000000;
+      \$685  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = m2;
+    \$686  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3829,15 +3889,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1d:
           /* empty */;
       6'h1e:
-          \$680  = \$621 [75:0];
+          \$686  = \$621 [75:0];
     endcase
     if (rst) begin
-      \$680  = 76'h0000000000000000000;
+      \$686  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = const1;
+    \$687  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3906,15 +3966,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h21:
           /* empty */;
       6'h22:
-          \$681  = \$629 [51:0];
+          \$687  = \$629 [51:0];
     endcase
     if (rst) begin
-      \$681  = 52'h0000000000000;
+      \$687  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = const2;
+    \$688  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3991,15 +4051,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h25:
           /* empty */;
       6'h26:
-          \$682  = \$637 [51:0];
+          \$688  = \$637 [51:0];
     endcase
     if (rst) begin
-      \$682  = 52'h0000000000000;
+      \$688  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = const0;
+    \$689  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4084,10 +4144,10 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h29:
           /* empty */;
       6'h2a:
-          \$683  = \$645 [51:0];
+          \$689  = \$645 [51:0];
     endcase
     if (rst) begin
-      \$683  = 52'h0000000000000;
+      \$689  = 52'h0000000000000;
     end
   end
   assign \$signal  = q;
@@ -4098,7 +4158,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign sh_new = \$287 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$684  };
+  assign sel = { 1'h0, \$690  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[92:34];
@@ -4123,7 +4183,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal$66[0]  = \$signal$66 ;
-  assign \sel[0]  = { 1'h0, \$684  };
+  assign \sel[0]  = { 1'h0, \$690  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4703,7 +4763,7 @@ module \hwnorm_bwd_l1_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk
   assign \$6  = { 1'h0, b_sh[27:1] };
 endmodule
 
-module \hwnorm_bwd_l1_s8.sel$81 (clk, rst, mask, \port$761$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_l1_s8.sel$85 (clk, rst, mask, \port$763$0 , clear, p1, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -4729,8 +4789,8 @@ module \hwnorm_bwd_l1_s8.sel$81 (clk, rst, mask, \port$761$0 , clear, p1, q, rz,
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$761$0 ;
-  wire [1:0] \port$761$0 ;
+  output [1:0] \port$763$0 ;
+  wire [1:0] \port$763$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -4774,7 +4834,7 @@ module \hwnorm_bwd_l1_s8.sel$81 (clk, rst, mask, \port$761$0 , clear, p1, q, rz,
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$761$0  = \$7 ;
+  assign \port$763$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -320,122 +320,122 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [24:0] \$380 ;
   wire [24:0] \$381 ;
   wire [25:0] \$382 ;
-  wire \$383 ;
-  wire [24:0] \$384 ;
+  wire [21:0] \$383 ;
+  wire [26:0] \$384 ;
   wire \$385 ;
-  wire \$386 ;
+  wire [24:0] \$386 ;
   wire \$387 ;
-  wire [24:0] \$388 ;
+  wire \$388 ;
   wire \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire [24:0] \$391 ;
-  wire [8:0] \$392 ;
-  wire [8:0] \$393 ;
+  wire [24:0] \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire [24:0] \$393 ;
   wire [8:0] \$394 ;
-  wire [24:0] \$395 ;
-  wire \$396 ;
-  wire \$397 ;
+  wire [8:0] \$395 ;
+  wire [8:0] \$396 ;
+  wire [24:0] \$397 ;
   wire \$398 ;
-  wire [24:0] \$399 ;
+  wire \$399 ;
   wire \$4 ;
   wire [5:0] \$40 ;
   wire \$400 ;
-  wire \$401 ;
+  wire [24:0] \$401 ;
   wire \$402 ;
   wire \$403 ;
-  wire [13:0] \$404 ;
-  wire [13:0] \$405 ;
+  wire \$404 ;
+  wire \$405 ;
   wire [13:0] \$406 ;
-  wire \$407 ;
-  wire [7:0] \$408 ;
-  wire [21:0] \$409 ;
+  wire [13:0] \$407 ;
+  wire [13:0] \$408 ;
+  wire \$409 ;
   wire [5:0] \$41 ;
-  wire [15:0] \$410 ;
-  wire [15:0] \$411 ;
-  wire [28:0] \$412 ;
-  wire [128:0] \$413 ;
-  wire [128:0] \$414 ;
-  wire \$415 ;
-  wire [58:0] \$416 ;
-  wire [6:0] \$417 ;
-  wire [6:0] \$418 ;
-  wire \$419 ;
+  wire [7:0] \$410 ;
+  wire [21:0] \$411 ;
+  wire [15:0] \$412 ;
+  wire [15:0] \$413 ;
+  wire [28:0] \$414 ;
+  wire [128:0] \$415 ;
+  wire [128:0] \$416 ;
+  wire \$417 ;
+  wire [58:0] \$418 ;
+  wire [6:0] \$419 ;
   wire \$42 ;
-  wire \$420 ;
+  wire [6:0] \$420 ;
   wire \$421 ;
   wire \$422 ;
   wire \$423 ;
   wire \$424 ;
   wire \$425 ;
-  wire [47:0] \$426 ;
-  wire [10:0] \$427 ;
-  wire [48:0] \$428 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire [47:0] \$428 ;
   wire [10:0] \$429 ;
   wire \$43 ;
-  wire \$430 ;
-  wire \$431 ;
+  wire [48:0] \$430 ;
+  wire [10:0] \$431 ;
   wire \$432 ;
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
   wire \$436 ;
   wire \$437 ;
-  wire [48:0] \$438 ;
-  wire [48:0] \$439 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  wire \$440 ;
-  wire \$441 ;
-  wire [25:0] \$442 ;
-  wire [28:0] \$443 ;
-  wire [28:0] \$444 ;
-  wire \$445 ;
-  wire \$446 ;
+  wire [48:0] \$440 ;
+  wire [48:0] \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire [25:0] \$444 ;
+  wire [28:0] \$445 ;
+  wire [28:0] \$446 ;
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
   wire \$45 ;
-  wire [23:0] \$450 ;
-  wire [23:0] \$451 ;
-  wire [24:0] \$452 ;
-  wire \$453 ;
-  wire \$454 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire [23:0] \$452 ;
+  wire [23:0] \$453 ;
+  wire [24:0] \$454 ;
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
-  wire [34:0] \$458 ;
-  wire [34:0] \$459 ;
+  wire \$458 ;
+  wire \$459 ;
   wire [5:0] \$46 ;
-  wire \$460 ;
-  wire \$461 ;
+  wire [34:0] \$460 ;
+  wire [34:0] \$461 ;
   wire \$462 ;
   wire \$463 ;
   wire \$464 ;
-  wire [8:0] \$465 ;
-  wire [8:0] \$466 ;
-  wire \$467 ;
-  wire \$468 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire [8:0] \$467 ;
+  wire [8:0] \$468 ;
   wire \$469 ;
   wire [5:0] \$47 ;
   wire \$470 ;
   wire \$471 ;
-  wire [12:0] \$472 ;
-  wire [12:0] \$473 ;
-  wire [13:0] \$474 ;
-  wire [14:0] \$475 ;
-  wire \$476 ;
-  wire \$477 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire [12:0] \$474 ;
+  wire [12:0] \$475 ;
+  wire [13:0] \$476 ;
+  wire [14:0] \$477 ;
   wire \$478 ;
   wire \$479 ;
   wire [5:0] \$48 ;
   wire \$480 ;
-  wire [12:0] \$481 ;
-  wire [12:0] \$482 ;
-  wire [13:0] \$483 ;
-  wire [14:0] \$484 ;
-  wire [2:0] \$485 ;
-  wire \$486 ;
-  wire \$487 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire [12:0] \$483 ;
+  wire [12:0] \$484 ;
+  wire [13:0] \$485 ;
+  wire [14:0] \$486 ;
+  wire [2:0] \$487 ;
   wire \$488 ;
   wire \$489 ;
   wire \$49 ;
@@ -443,65 +443,75 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire \$491 ;
   wire \$492 ;
   wire \$493 ;
-  reg [7:0] \$494 ;
-  reg [7:0] \$495 ;
-  reg \$496 ;
-  reg [2:0] \$497 ;
-  reg \$498 ;
-  reg \$499 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  reg [7:0] \$498 ;
+  reg [7:0] \$499 ;
   wire \$5 ;
   wire [5:0] \$50 ;
   reg \$500 ;
-  reg \$501 ;
+  reg [2:0] \$501 ;
   reg \$502 ;
   reg \$503 ;
-  reg [24:0] \$504 ;
-  reg [7:0] \$505 ;
-  reg [12:0] \$506 ;
-  reg [12:0] \$507 ;
-  reg [127:0] \$508 ;
-  reg [20:0] \$509 ;
+  reg \$504 ;
+  reg \$505 ;
+  reg \$506 ;
+  reg \$507 ;
+  reg \$508 ;
+  reg \$509 ;
   wire [5:0] \$51 ;
-  reg [27:0] \$510 ;
-  reg [42:0] \$511 ;
-  reg [3:0] \$512 ;
-  reg [5:0] \$513 ;
-  reg [8:0] \$514 ;
-  reg \$515 ;
+  reg \$510 ;
+  reg \$511 ;
+  reg [20:0] \$512 ;
+  reg [25:0] \$513 ;
+  reg [24:0] \$514 ;
+  reg [7:0] \$515 ;
   reg [12:0] \$516 ;
-  reg [109:0] \$517 ;
-  reg [39:0] \$518 ;
-  reg [127:0] \$519 ;
+  reg [12:0] \$517 ;
+  reg [127:0] \$518 ;
+  reg [20:0] \$519 ;
   wire [5:0] \$52 ;
-  reg [58:0] \$520 ;
-  reg [5:0] \$521 ;
-  reg [47:0] \$522 ;
-  reg [9:0] \$523 ;
-  reg \$524 ;
+  reg [27:0] \$520 ;
+  reg [42:0] \$521 ;
+  reg [3:0] \$522 ;
+  reg [5:0] \$523 ;
+  reg [8:0] \$524 ;
   reg \$525 ;
-  reg \$526 ;
-  reg [25:0] \$527 ;
-  reg [3:0] \$528 ;
-  reg [12:0] \$529 ;
+  reg [12:0] \$526 ;
+  reg [109:0] \$527 ;
+  reg [39:0] \$528 ;
+  reg [127:0] \$529 ;
   wire [5:0] \$53 ;
-  reg [12:0] \$530 ;
-  reg [80:0] \$531 ;
-  reg [66:0] \$532 ;
-  reg [1:0] \$533 ;
-  reg [80:0] \$534 ;
-  reg [24:0] \$535 ;
-  reg [24:0] \$536 ;
-  reg [24:0] \$537 ;
-  reg [34:0] \$538 ;
-  reg [8:0] \$539 ;
+  reg [58:0] \$530 ;
+  reg [5:0] \$531 ;
+  reg [47:0] \$532 ;
+  reg [9:0] \$533 ;
+  reg \$534 ;
+  reg \$535 ;
+  reg \$536 ;
+  reg [25:0] \$537 ;
+  reg [3:0] \$538 ;
+  reg [12:0] \$539 ;
   wire [5:0] \$54 ;
-  reg [8:0] \$540 ;
-  reg [8:0] \$541 ;
-  reg [13:0] \$542 ;
-  reg [13:0] \$543 ;
-  reg [13:0] \$544 ;
-  wire [1:0] \$545 ;
+  reg [12:0] \$540 ;
+  reg [80:0] \$541 ;
+  reg [66:0] \$542 ;
+  reg [1:0] \$543 ;
+  reg [80:0] \$544 ;
+  reg [24:0] \$545 ;
+  reg [24:0] \$546 ;
+  reg [24:0] \$547 ;
+  reg [34:0] \$548 ;
+  reg [8:0] \$549 ;
   wire \$55 ;
+  reg [8:0] \$550 ;
+  reg [8:0] \$551 ;
+  reg [13:0] \$552 ;
+  reg [13:0] \$553 ;
+  reg [13:0] \$554 ;
+  wire [1:0] \$555 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
@@ -555,6 +565,10 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [2:0] \$signal$69  = 3'h0;
   wire [2:0] \$signal$69[0] ;
   reg \$signal$72  = 1'h0;
+  reg \$signal$73  = 1'h0;
+  reg \$signal$75  = 1'h0;
+  reg \$signal$76  = 1'h0;
+  reg \$signal$78  = 1'h0;
   reg [109:0] a;
   reg [24:0] acc0 = 25'h0000000;
   wire adv;
@@ -590,7 +604,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [42:0] dgamma = 43'h00000000000;
   reg [58:0] dn = 59'h000000000000000;
   wire done;
-  wire \done$89 ;
+  wire \done$95 ;
   reg [66:0] fq = 67'h00000000000000000;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
@@ -631,7 +645,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg p1;
   reg p2;
   reg [8:0] q = 9'h000;
-  wire [127:0] \q$88 ;
+  wire [127:0] \q$94 ;
   reg [8:0] q0 = 9'h000;
   reg [8:0] q1 = 9'h000;
   reg [8:0] q2 = 9'h000;
@@ -650,10 +664,12 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_force = 1'h0;
-  reg s1_high = 1'h0;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [20:0] s1_t0_0 = 21'h000000;
+  reg [25:0] s1_t0_1 = 26'h0000000;
+  reg s2_force = 1'h0;
+  reg s2_high = 1'h0;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [109:0] scratch = 110'h0000000000000000000000000000;
   reg [5:0] sd = 6'h00;
@@ -691,153 +707,177 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [24:0] z2 = 25'h0000000;
   reg zero = 1'h0;
   reg [34:0] zt = 35'h000000000;
-  assign \$449  = $signed(tq) < $signed(1'h0);
-  assign \$450  = \$449  ? 24'h800000 : 24'h7fffff;
-  assign \$451  = \$448  ? tq[23:0] : \$450 ;
-  assign \$452  = $signed(\$451 ) - $signed({ 1'h0, rnd_h });
-  assign \$453  = & tq[127:34];
-  assign \$454  = | tq[127:34];
-  assign \$455  = ~ \$454 ;
-  assign \$456  = \$453  | \$455 ;
-  assign \$457  = $signed(tq) < $signed(1'h0);
-  assign \$458  = \$457  ? 35'h400000000 : 35'h3ffffffff;
-  assign \$459  = \$456  ? tq[34:0] : \$458 ;
-  assign \$460  = & tq[127:8];
-  assign \$461  = | tq[127:8];
-  assign \$462  = ~ \$461 ;
-  assign \$463  = \$460  | \$462 ;
-  assign \$464  = $signed(tq) < $signed(1'h0);
-  assign \$465  = \$464  ? 9'h100 : 9'h0ff;
-  assign \$466  = \$463  ? tq[8:0] : \$465 ;
-  assign \$467  = & scratch[109:12];
-  assign \$468  = | scratch[109:12];
-  assign \$469  = ~ \$468 ;
-  assign \$470  = \$467  | \$469 ;
-  assign \$471  = $signed(scratch) < $signed(1'h0);
-  assign \$472  = \$471  ? 13'h1000 : 13'h0fff;
-  assign \$473  = \$470  ? scratch[12:0] : \$472 ;
-  assign \$474  = - $signed(\$473 );
-  assign \$475  = $signed(\$474 ) - $signed({ 1'h0, rnd_h });
-  assign \$476  = & scratch[109:12];
-  assign \$477  = | scratch[109:12];
-  assign \$478  = ~ \$477 ;
-  assign \$479  = \$476  | \$478 ;
-  assign \$480  = $signed(scratch) < $signed(1'h0);
-  assign \$481  = \$480  ? 13'h1000 : 13'h0fff;
-  assign \$482  = \$479  ? scratch[12:0] : \$481 ;
-  assign \$483  = - $signed(\$482 );
-  assign \$484  = $signed(\$483 ) - $signed({ 1'h0, rnd_h });
-  assign \$485  = ci + 1'h1;
-  assign \$486  = ci != 2'h3;
-  assign \$487  = | left;
-  assign \$488  = ~ \$487 ;
-  assign \$489  = ~ \$signal$72 ;
-  assign \$490  = \$488  & \$489 ;
-  assign \$491  = ~ s1_valid;
+  assign \$439  = $signed(chan[127:120]) < $signed(1'h0);
+  assign \$440  = - am;
+  assign \$441  = \$439  ? \$440  : { 1'h0, am };
+  assign \$443  = \$442  | zero;
+  assign \$444  = \$443  ? 26'h0000000 : xs;
+  assign \$445  = 1'h1 << sh;
+  assign \$447  = & tq[127:23];
+  assign \$448  = | tq[127:23];
+  assign \$449  = ~ \$448 ;
+  assign \$450  = \$447  | \$449 ;
+  assign \$451  = $signed(tq) < $signed(1'h0);
+  assign \$452  = \$451  ? 24'h800000 : 24'h7fffff;
+  assign \$453  = \$450  ? tq[23:0] : \$452 ;
+  assign \$454  = $signed(\$453 ) - $signed({ 1'h0, rnd_h });
+  assign \$455  = & tq[127:34];
+  assign \$456  = | tq[127:34];
+  assign \$457  = ~ \$456 ;
+  assign \$458  = \$455  | \$457 ;
+  assign \$459  = $signed(tq) < $signed(1'h0);
+  assign \$460  = \$459  ? 35'h400000000 : 35'h3ffffffff;
+  assign \$461  = \$458  ? tq[34:0] : \$460 ;
+  assign \$462  = & tq[127:8];
+  assign \$463  = | tq[127:8];
+  assign \$464  = ~ \$463 ;
+  assign \$465  = \$462  | \$464 ;
+  assign \$466  = $signed(tq) < $signed(1'h0);
+  assign \$467  = \$466  ? 9'h100 : 9'h0ff;
+  assign \$468  = \$465  ? tq[8:0] : \$467 ;
+  assign \$469  = & scratch[109:12];
+  assign \$470  = | scratch[109:12];
+  assign \$471  = ~ \$470 ;
+  assign \$472  = \$469  | \$471 ;
+  assign \$473  = $signed(scratch) < $signed(1'h0);
+  assign \$474  = \$473  ? 13'h1000 : 13'h0fff;
+  assign \$475  = \$472  ? scratch[12:0] : \$474 ;
+  assign \$476  = - $signed(\$475 );
+  assign \$477  = $signed(\$476 ) - $signed({ 1'h0, rnd_h });
+  assign \$478  = & scratch[109:12];
+  assign \$479  = | scratch[109:12];
+  assign \$480  = ~ \$479 ;
+  assign \$481  = \$478  | \$480 ;
+  assign \$482  = $signed(scratch) < $signed(1'h0);
+  assign \$483  = \$482  ? 13'h1000 : 13'h0fff;
+  assign \$484  = \$481  ? scratch[12:0] : \$483 ;
+  assign \$485  = - $signed(\$484 );
+  assign \$486  = $signed(\$485 ) - $signed({ 1'h0, rnd_h });
+  assign \$487  = ci + 1'h1;
+  assign \$488  = ci != 2'h3;
+  assign \$489  = | left;
+  assign \$490  = ~ \$489 ;
+  assign \$491  = ~ \$signal$73 ;
   assign \$492  = \$490  & \$491 ;
-  assign \$493  = \$492  & adv;
+  assign \$493  = ~ \$signal$72 ;
+  assign \$494  = \$492  & \$493 ;
+  assign \$495  = ~ s2_valid;
+  assign \$496  = \$494  & \$495 ;
+  assign \$497  = \$496  & adv;
   always @(posedge clk)
-    s0_x <= \$494 ;
+    s0_x <= \$498 ;
   always @(posedge clk)
-    s0_g <= \$495 ;
+    s0_g <= \$499 ;
   always @(posedge clk)
-    s0_mask <= \$496 ;
+    s0_mask <= \$500 ;
   always @(posedge clk)
-    \$signal$69  <= \$497 ;
+    \$signal$69  <= \$501 ;
   always @(posedge clk)
-    o__valid <= \$498 ;
+    o__valid <= \$502 ;
   always @(posedge clk)
-    s1_valid <= \$499 ;
+    s2_valid <= \$503 ;
   always @(posedge clk)
-    \$signal$72  <= \$500 ;
+    \$signal$72  <= \$504 ;
   always @(posedge clk)
-    s1_mask <= \$501 ;
+    \$signal$73  <= \$505 ;
   always @(posedge clk)
-    s1_force <= \$502 ;
+    s2_mask <= \$506 ;
   always @(posedge clk)
-    s1_high <= \$503 ;
+    \$signal$75  <= \$507 ;
   always @(posedge clk)
-    acc0 <= \$504 ;
+    \$signal$76  <= \$508 ;
   always @(posedge clk)
-    o__payload <= \$505 ;
+    \$signal$78  <= \$509 ;
   always @(posedge clk)
-    sat <= \$506 ;
+    s2_force <= \$510 ;
   always @(posedge clk)
-    left <= \$507 ;
+    s2_high <= \$511 ;
   always @(posedge clk)
-    chan <= \$508 ;
+    s1_t0_0 <= \$512 ;
   always @(posedge clk)
-    sg <= \$509 ;
+    s1_t0_1 <= \$513 ;
   always @(posedge clk)
-    sgx <= \$510 ;
+    acc0 <= \$514 ;
   always @(posedge clk)
-    dgamma <= \$511 ;
+    o__payload <= \$515 ;
   always @(posedge clk)
-    align <= \$512 ;
+    sat <= \$516 ;
   always @(posedge clk)
-    fsm_state <= \$513 ;
+    left <= \$517 ;
   always @(posedge clk)
-    q <= \$514 ;
+    chan <= \$518 ;
   always @(posedge clk)
-    rz <= \$515 ;
+    sg <= \$519 ;
   always @(posedge clk)
-    r_mean <= \$516 ;
+    sgx <= \$520 ;
   always @(posedge clk)
-    scratch <= \$517 ;
+    dgamma <= \$521 ;
   always @(posedge clk)
-    qg <= \$518 ;
+    align <= \$522 ;
   always @(posedge clk)
-    tq <= \$519 ;
+    fsm_state <= \$523 ;
   always @(posedge clk)
-    dn <= \$520 ;
+    q <= \$524 ;
   always @(posedge clk)
-    sd <= \$521 ;
+    rz <= \$525 ;
   always @(posedge clk)
-    am <= \$522 ;
+    r_mean <= \$526 ;
   always @(posedge clk)
-    shc <= \$523 ;
+    scratch <= \$527 ;
   always @(posedge clk)
-    special <= \$524 ;
+    qg <= \$528 ;
   always @(posedge clk)
-    zero <= \$525 ;
+    tq <= \$529 ;
   always @(posedge clk)
-    tiny <= \$526 ;
+    dn <= \$530 ;
   always @(posedge clk)
-    xs <= \$527 ;
+    sd <= \$531 ;
   always @(posedge clk)
-    sh <= \$528 ;
+    am <= \$532 ;
   always @(posedge clk)
-    xl <= \$529 ;
+    shc <= \$533 ;
   always @(posedge clk)
-    rnd_h <= \$530 ;
+    special <= \$534 ;
   always @(posedge clk)
-    nbase <= \$531 ;
+    zero <= \$535 ;
   always @(posedge clk)
-    fq <= \$532 ;
+    tiny <= \$536 ;
   always @(posedge clk)
-    ci <= \$533 ;
+    xs <= \$537 ;
   always @(posedge clk)
-    nt <= \$534 ;
+    sh <= \$538 ;
   always @(posedge clk)
-    z0 <= \$535 ;
+    xl <= \$539 ;
   always @(posedge clk)
-    z1 <= \$536 ;
+    rnd_h <= \$540 ;
   always @(posedge clk)
-    z2 <= \$537 ;
+    nbase <= \$541 ;
   always @(posedge clk)
-    zt <= \$538 ;
+    fq <= \$542 ;
   always @(posedge clk)
-    q0 <= \$539 ;
+    ci <= \$543 ;
   always @(posedge clk)
-    q1 <= \$540 ;
+    nt <= \$544 ;
   always @(posedge clk)
-    q2 <= \$541 ;
+    z0 <= \$545 ;
   always @(posedge clk)
-    na1_0 <= \$542 ;
+    z1 <= \$546 ;
   always @(posedge clk)
-    na1_1 <= \$543 ;
+    z2 <= \$547 ;
   always @(posedge clk)
-    na1_2 <= \$544 ;
+    zt <= \$548 ;
+  always @(posedge clk)
+    q0 <= \$549 ;
+  always @(posedge clk)
+    q1 <= \$550 ;
+  always @(posedge clk)
+    q2 <= \$551 ;
+  always @(posedge clk)
+    na1_0 <= \$552 ;
+  always @(posedge clk)
+    na1_1 <= \$553 ;
+  always @(posedge clk)
+    na1_2 <= \$554 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = ~ o__valid;
@@ -1216,74 +1256,66 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$379  = \$378  ? z1 : z0;
   assign \$380  = \$377  ? z2 : \$379 ;
   assign \$381  = \$372  ? { \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376  } : \$380 ;
-  assign \$382  = $signed(\$365 ) - $signed(\$381 );
-  assign \$383  = ~ s1_mask;
-  assign \$384  = $signed(acc0) >>> sh;
-  assign \$385  = $signed(\$384 ) > $signed(8'h7f);
-  assign \$386  = s1_force ? s1_high : \$385 ;
-  assign \$387  = ~ s1_high;
-  assign \$388  = $signed(acc0) >>> sh;
-  assign \$389  = $signed(\$388 ) < $signed(8'h80);
-  assign \$390  = s1_force ? \$387  : \$389 ;
-  assign \$391  = $signed(acc0) >>> sh;
-  assign \$392  = \$390  ? 9'h180 : { 1'h0, \$391 [7:0] };
-  assign \$393  = \$386  ? 9'h07f : \$392 ;
-  assign \$394  = s1_mask ? \$393  : 9'h000;
-  assign \$395  = $signed(acc0) >>> sh;
-  assign \$396  = $signed(\$395 ) > $signed(8'h7f);
-  assign \$397  = s1_force ? s1_high : \$396 ;
-  assign \$398  = ~ s1_high;
-  assign \$399  = $signed(acc0) >>> sh;
-  assign \$400  = $signed(\$399 ) < $signed(8'h80);
-  assign \$401  = s1_force ? \$398  : \$400 ;
-  assign \$402  = \$397  | \$401 ;
-  assign \$403  = s1_mask & \$402 ;
-  assign \$404  = sat + \$403 ;
-  assign \$405  = left - 1'h1;
-  assign \$406  = last ? 14'h0000 : \$405 ;
-  assign \$407  = ! p;
-  assign \$408  = mask ? i__payload[15:8] : 8'h00;
-  assign \$409  = $signed(sg) + $signed(\$408 );
-  assign \$410  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$411  = mask ? \$410  : 16'h0000;
-  assign \$412  = $signed(sgx) + $signed(\$411 );
-  assign \$413  = $signed(tq) + $signed(2'h1);
-  assign \$415  = dn >= 16'h8000;
-  assign \$417  = sd + 1'h1;
-  assign \$418  = 2'h3 + sd;
-  assign \$419  = ! chan[127:120];
-  assign \$420  = ~ special;
-  assign \$421  = am >= 13'h1000;
-  assign \$422  = $signed(shc) > $signed(5'h0d);
-  assign \$423  = \$421  | \$422 ;
-  assign \$424  = \$420  & \$423 ;
-  assign \$425  = $signed(shc) < $signed(4'h4);
-  assign \$427  = $signed(shc) - $signed(2'h1);
-  assign \$429  = $signed(shc) + $signed(2'h1);
-  assign \$430  = ~ zero;
-  assign \$431  = special & \$430 ;
-  assign \$432  = ~ special;
-  assign \$433  = ~ zero;
-  assign \$434  = \$432  & \$433 ;
-  assign \$435  = am < 12'h800;
+  assign \$382  = - $signed(\$381 );
+  assign \$383  = $signed(1'h0) + $signed(s1_t0_0);
+  assign \$384  = $signed(\$383 ) + $signed(s1_t0_1);
+  assign \$385  = ~ s2_mask;
+  assign \$386  = $signed(acc0) >>> sh;
+  assign \$387  = $signed(\$386 ) > $signed(8'h7f);
+  assign \$388  = s2_force ? s2_high : \$387 ;
+  assign \$389  = ~ s2_high;
+  assign \$390  = $signed(acc0) >>> sh;
+  assign \$391  = $signed(\$390 ) < $signed(8'h80);
+  assign \$392  = s2_force ? \$389  : \$391 ;
+  assign \$393  = $signed(acc0) >>> sh;
+  assign \$394  = \$392  ? 9'h180 : { 1'h0, \$393 [7:0] };
+  assign \$395  = \$388  ? 9'h07f : \$394 ;
+  assign \$396  = s2_mask ? \$395  : 9'h000;
+  assign \$397  = $signed(acc0) >>> sh;
+  assign \$398  = $signed(\$397 ) > $signed(8'h7f);
+  assign \$399  = s2_force ? s2_high : \$398 ;
+  assign \$400  = ~ s2_high;
+  assign \$401  = $signed(acc0) >>> sh;
+  assign \$402  = $signed(\$401 ) < $signed(8'h80);
+  assign \$403  = s2_force ? \$400  : \$402 ;
+  assign \$404  = \$399  | \$403 ;
+  assign \$405  = s2_mask & \$404 ;
+  assign \$406  = sat + \$405 ;
+  assign \$407  = left - 1'h1;
+  assign \$408  = last ? 14'h0000 : \$407 ;
+  assign \$409  = ! p;
+  assign \$410  = mask ? i__payload[15:8] : 8'h00;
+  assign \$411  = $signed(sg) + $signed(\$410 );
+  assign \$412  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$413  = mask ? \$412  : 16'h0000;
+  assign \$414  = $signed(sgx) + $signed(\$413 );
+  assign \$415  = $signed(tq) + $signed(2'h1);
+  assign \$417  = dn >= 16'h8000;
+  assign \$419  = sd + 1'h1;
+  assign \$420  = 2'h3 + sd;
+  assign \$421  = ! chan[127:120];
+  assign \$422  = ~ special;
+  assign \$423  = am >= 13'h1000;
+  assign \$424  = $signed(shc) > $signed(5'h0d);
+  assign \$425  = \$423  | \$424 ;
+  assign \$426  = \$422  & \$425 ;
+  assign \$427  = $signed(shc) < $signed(4'h4);
+  assign \$429  = $signed(shc) - $signed(2'h1);
+  assign \$431  = $signed(shc) + $signed(2'h1);
+  assign \$432  = ~ zero;
+  assign \$433  = special & \$432 ;
+  assign \$434  = ~ special;
+  assign \$435  = ~ zero;
   assign \$436  = \$434  & \$435 ;
-  assign \$437  = $signed(chan[127:120]) < $signed(1'h0);
-  assign \$438  = - am;
-  assign \$439  = \$437  ? \$438  : { 1'h0, am };
-  assign \$441  = \$440  | zero;
-  assign \$442  = \$441  ? 26'h0000000 : xs;
-  assign \$443  = 1'h1 << sh;
-  assign \$445  = & tq[127:23];
-  assign \$446  = | tq[127:23];
-  assign \$447  = ~ \$446 ;
-  assign \$448  = \$445  | \$447 ;
+  assign \$437  = am < 12'h800;
+  assign \$438  = \$436  & \$437 ;
   \hwnorm_bwd_l1_s8_lean.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$88 ),
+    .q(\q$94 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1294,19 +1326,19 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$89 ),
+    .done(\done$95 ),
     .\neg$12 (\neg$45 ),
     .p(p),
     .rst(rst),
     .start(\start$41 ),
     .steps(\steps$46 )
   );
-  \hwnorm_bwd_l1_s8_lean.sel$98  \sel$98  (
+  \hwnorm_bwd_l1_s8_lean.sel$104  \sel$104  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$652$0 (\$545 ),
+    .\port$656$0 (\$555 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -3443,69 +3475,29 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = s0_x;
+    \$498  = s0_x;
     if (take) begin
-      \$494  = i__payload[7:0];
+      \$498  = i__payload[7:0];
     end
     if (rst) begin
-      \$494  = 8'h00;
+      \$498  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = s0_g;
+    \$499  = s0_g;
     if (take) begin
-      \$495  = i__payload[15:8];
+      \$499  = i__payload[15:8];
     end
     if (rst) begin
-      \$495  = 8'h00;
+      \$499  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = s0_mask;
+    \$500  = s0_mask;
     if (take) begin
-      \$496  = mask;
-    end
-    if (rst) begin
-      \$496  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = \$signal$69 ;
-    if (take) begin
-      \$497  = { 1'h0, \$545  };
-    end
-    if (rst) begin
-      \$497  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = o__valid;
-    if (adv) begin
-      \$498  = s1_valid;
-    end
-    if (rst) begin
-      \$498  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = s1_valid;
-    if (adv) begin
-      \$499  = \$signal$72 ;
-    end
-    if (rst) begin
-      \$499  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = \$signal$72 ;
-    if (adv) begin
-      \$500  = take;
+      \$500  = mask;
     end
     if (rst) begin
       \$500  = 1'h0;
@@ -3513,19 +3505,19 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = s1_mask;
-    if (adv) begin
-      \$501  = s0_mask;
+    \$501  = \$signal$69 ;
+    if (take) begin
+      \$501  = { 1'h0, \$555  };
     end
     if (rst) begin
-      \$501  = 1'h0;
+      \$501  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = s1_force;
+    \$502  = o__valid;
     if (adv) begin
-      \$502  = \$350 ;
+      \$502  = s2_valid;
     end
     if (rst) begin
       \$502  = 1'h0;
@@ -3533,9 +3525,9 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = s1_high;
+    \$503  = s2_valid;
     if (adv) begin
-      \$503  = \$364 ;
+      \$503  = \$signal$72 ;
     end
     if (rst) begin
       \$503  = 1'h0;
@@ -3543,453 +3535,136 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = acc0;
+    \$504  = \$signal$72 ;
     if (adv) begin
-      \$504  = \$382 [24:0];
+      \$504  = \$signal$73 ;
     end
     if (rst) begin
-      \$504  = 25'h0000000;
+      \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = o__payload;
+    \$505  = \$signal$73 ;
     if (adv) begin
-      \$505  = \$394 [7:0];
+      \$505  = take;
     end
     if (rst) begin
-      \$505  = 8'h00;
+      \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = sat;
+    \$506  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$506  = \$404 [12:0];
+      \$506  = \$signal$75 ;
+    end
+    if (rst) begin
+      \$506  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$507  = \$signal$75 ;
+    if (adv) begin
+      \$507  = s0_mask;
+    end
+    if (rst) begin
+      \$507  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$508  = \$signal$76 ;
+    if (adv) begin
+      \$508  = \$350 ;
+    end
+    if (rst) begin
+      \$508  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$509  = \$signal$78 ;
+    if (adv) begin
+      \$509  = \$364 ;
+    end
+    if (rst) begin
+      \$509  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$510  = s2_force;
+    if (adv) begin
+      \$510  = \$signal$76 ;
+    end
+    if (rst) begin
+      \$510  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$511  = s2_high;
+    if (adv) begin
+      \$511  = \$signal$78 ;
+    end
+    if (rst) begin
+      \$511  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$512  = s1_t0_0;
+    if (adv) begin
+      \$512  = \$365 ;
+    end
+    if (rst) begin
+      \$512  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$513  = s1_t0_1;
+    if (adv) begin
+      \$513  = \$382 ;
+    end
+    if (rst) begin
+      \$513  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$514  = acc0;
+    if (adv) begin
+      \$514  = \$384 [24:0];
+    end
+    if (rst) begin
+      \$514  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$515  = o__payload;
+    if (adv) begin
+      \$515  = \$396 [7:0];
+    end
+    if (rst) begin
+      \$515  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$516  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$516  = \$406 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$506  = 13'h0000;
-          end
-    endcase
-    if (rst) begin
-      \$506  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = left;
-    if (beat) begin
-      \$507  = \$406 [12:0];
-    end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$507  = chan__payload[12:0];
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (i__valid) begin
-            if (last) begin
-              \$507  = chan[12:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$507  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = chan;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$508  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$508  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$509  = 21'h000000;
-            if (refused) begin
-              \$509  = 21'h000000;
-            end
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (i__valid) begin
-            \$509  = \$409 [20:0];
-          end
-    endcase
-    if (rst) begin
-      \$509  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$510  = 28'h0000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (i__valid) begin
-            \$510  = \$412 [27:0];
-          end
-    endcase
-    if (rst) begin
-      \$510  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$511  = 43'h00000000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          \$511  = \$414 [42:0];
-    endcase
-    if (rst) begin
-      \$511  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = align;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$512  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$512  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$513  = 6'h01;
-            end else begin
-              \$513  = 6'h02;
-            end
-          end
-      6'h02:
-          \$513  = 6'h03;
-      6'h03:
-          if (done) begin
-            \$513  = 6'h04;
-          end
-      6'h04:
-          \$513  = 6'h05;
-      6'h05:
-          if (\done$89 ) begin
-            \$513  = 6'h06;
-          end
-      6'h06:
-          if (i__valid) begin
-            if (last) begin
-              \$513  = 6'h07;
-            end
-          end
-      6'h07:
-          \$513  = 6'h08;
-      6'h08:
-          if (\done$89 ) begin
-            \$513  = 6'h09;
-          end
-      6'h09:
-          \$513  = 6'h0a;
-      6'h0a:
-          if (\done$89 ) begin
-            \$513  = 6'h0b;
-          end
-      6'h0b:
-          \$513  = 6'h0c;
-      6'h0c:
-          if (done) begin
-            \$513  = 6'h0d;
-          end
-      6'h0d:
-          \$513  = 6'h0e;
-      6'h0e:
-          \$513  = 6'h0f;
-      6'h0f:
-          (* full_case = 32'd1 *)
-          if (\$415 ) begin
-          end else begin
-            \$513  = 6'h10;
-          end
-      6'h10:
-          \$513  = 6'h11;
-      6'h11:
-          if (\done$89 ) begin
-            \$513  = 6'h12;
-          end
-      6'h12:
-          \$513  = 6'h13;
-      6'h13:
-          if (done) begin
-            \$513  = 6'h14;
-          end
-      6'h14:
-          \$513  = 6'h15;
-      6'h15:
-          (* full_case = 32'd1 *)
-          if (\$424 ) begin
-          end else if (\$425 ) begin
-          end else begin
-            \$513  = 6'h16;
-          end
-      6'h16:
-          \$513  = 6'h17;
-      6'h17:
-          \$513  = 6'h18;
-      6'h18:
-          \$513  = 6'h19;
-      6'h19:
-          if (\done$89 ) begin
-            \$513  = 6'h1a;
-          end
-      6'h1a:
-          \$513  = 6'h1b;
-      6'h1b:
-          if (\done$89 ) begin
-            \$513  = 6'h1c;
-          end
-      6'h1c:
-          \$513  = 6'h1d;
-      6'h1d:
-          \$513  = 6'h1e;
-      6'h1e:
-          if (\done$89 ) begin
-            \$513  = 6'h1f;
-          end
-      6'h1f:
-          (* full_case = 32'd1 *)
-          if (tiny) begin
-            \$513  = 6'h20;
-          end else begin
-            \$513  = 6'h21;
-          end
-      6'h21:
-          \$513  = 6'h22;
-      6'h22:
-          if (\done$89 ) begin
-            \$513  = 6'h23;
-          end
-      6'h23:
-          \$513  = 6'h24;
-      6'h24:
-          if (done) begin
-            \$513  = 6'h25;
-          end
-      6'h25:
-          \$513  = 6'h26;
-      6'h20:
-          \$513  = 6'h27;
-      6'h27:
-          if (\done$89 ) begin
-            \$513  = 6'h28;
-          end
-      6'h28:
-          \$513  = 6'h29;
-      6'h29:
-          if (done) begin
-            \$513  = 6'h26;
-          end
-      6'h26:
-          \$513  = 6'h2a;
-      6'h2a:
-          if (done) begin
-            \$513  = 6'h2b;
-          end
-      6'h2b:
-          (* full_case = 32'd1 *)
-          if (special) begin
-            \$513  = 6'h2c;
-          end else begin
-            \$513  = 6'h2d;
-          end
-      6'h2d:
-          \$513  = 6'h2e;
-      6'h2e:
-          \$513  = 6'h2f;
-      6'h2c:
-          \$513  = 6'h30;
-      6'h30:
-          \$513  = 6'h31;
-      6'h31:
-          if (done) begin
-            \$513  = 6'h32;
-          end
-      6'h32:
-          \$513  = 6'h33;
-      6'h33:
-          if (done) begin
-            \$513  = 6'h34;
-          end
-      6'h34:
-          \$513  = 6'h35;
-      6'h35:
-          \$513  = 6'h36;
-      6'h36:
-          if (\done$89 ) begin
-            \$513  = 6'h37;
-          end
-      6'h37:
-          \$513  = 6'h38;
-      6'h38:
-          \$513  = 6'h39;
-      6'h39:
-          if (\done$89 ) begin
-            \$513  = 6'h3a;
-          end
-      6'h3a:
-          \$513  = 6'h2f;
-      6'h2f:
-          \$513  = 6'h3b;
-      6'h3b:
-          (* full_case = 32'd1 *)
-          if (\$486 ) begin
-            \$513  = 6'h1d;
-          end else begin
-            \$513  = 6'h3c;
-          end
-      6'h3c:
-          if (\$493 ) begin
-            \$513  = 6'h3d;
-          end
-      6'h3d:
-          if (stats__ready) begin
-            \$513  = 6'h00;
-          end
-      6'h01:
-          if (stats__ready) begin
-            \$513  = 6'h00;
-          end
-    endcase
-    if (rst) begin
-      \$513  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = q;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          if (done) begin
-            \$514  = \q$88 [8:0];
-          end
-    endcase
-    if (rst) begin
-      \$514  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$515  = rz;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$89 ) begin
-            \$515  = \$407 ;
-          end
-    endcase
-    if (rst) begin
-      \$515  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = r_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$89 ) begin
-            \$516  = p[12:0];
+            \$516  = 13'h0000;
           end
     endcase
     if (rst) begin
@@ -3998,7 +3673,424 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = scratch;
+    \$517  = left;
+    if (beat) begin
+      \$517  = \$408 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$517  = chan__payload[12:0];
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$517  = chan[12:0];
+            end
+          end
+    endcase
+    if (rst) begin
+      \$517  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$518  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$518  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$518  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$519  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$519  = 21'h000000;
+            if (refused) begin
+              \$519  = 21'h000000;
+            end
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            \$519  = \$411 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$519  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$520  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$520  = 28'h0000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            \$520  = \$414 [27:0];
+          end
+    endcase
+    if (rst) begin
+      \$520  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$521  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$521  = 43'h00000000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$521  = \$416 [42:0];
+    endcase
+    if (rst) begin
+      \$521  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$522  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$522  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$522  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$523  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$523  = 6'h01;
+            end else begin
+              \$523  = 6'h02;
+            end
+          end
+      6'h02:
+          \$523  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$523  = 6'h04;
+          end
+      6'h04:
+          \$523  = 6'h05;
+      6'h05:
+          if (\done$95 ) begin
+            \$523  = 6'h06;
+          end
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$523  = 6'h07;
+            end
+          end
+      6'h07:
+          \$523  = 6'h08;
+      6'h08:
+          if (\done$95 ) begin
+            \$523  = 6'h09;
+          end
+      6'h09:
+          \$523  = 6'h0a;
+      6'h0a:
+          if (\done$95 ) begin
+            \$523  = 6'h0b;
+          end
+      6'h0b:
+          \$523  = 6'h0c;
+      6'h0c:
+          if (done) begin
+            \$523  = 6'h0d;
+          end
+      6'h0d:
+          \$523  = 6'h0e;
+      6'h0e:
+          \$523  = 6'h0f;
+      6'h0f:
+          (* full_case = 32'd1 *)
+          if (\$417 ) begin
+          end else begin
+            \$523  = 6'h10;
+          end
+      6'h10:
+          \$523  = 6'h11;
+      6'h11:
+          if (\done$95 ) begin
+            \$523  = 6'h12;
+          end
+      6'h12:
+          \$523  = 6'h13;
+      6'h13:
+          if (done) begin
+            \$523  = 6'h14;
+          end
+      6'h14:
+          \$523  = 6'h15;
+      6'h15:
+          (* full_case = 32'd1 *)
+          if (\$426 ) begin
+          end else if (\$427 ) begin
+          end else begin
+            \$523  = 6'h16;
+          end
+      6'h16:
+          \$523  = 6'h17;
+      6'h17:
+          \$523  = 6'h18;
+      6'h18:
+          \$523  = 6'h19;
+      6'h19:
+          if (\done$95 ) begin
+            \$523  = 6'h1a;
+          end
+      6'h1a:
+          \$523  = 6'h1b;
+      6'h1b:
+          if (\done$95 ) begin
+            \$523  = 6'h1c;
+          end
+      6'h1c:
+          \$523  = 6'h1d;
+      6'h1d:
+          \$523  = 6'h1e;
+      6'h1e:
+          if (\done$95 ) begin
+            \$523  = 6'h1f;
+          end
+      6'h1f:
+          (* full_case = 32'd1 *)
+          if (tiny) begin
+            \$523  = 6'h20;
+          end else begin
+            \$523  = 6'h21;
+          end
+      6'h21:
+          \$523  = 6'h22;
+      6'h22:
+          if (\done$95 ) begin
+            \$523  = 6'h23;
+          end
+      6'h23:
+          \$523  = 6'h24;
+      6'h24:
+          if (done) begin
+            \$523  = 6'h25;
+          end
+      6'h25:
+          \$523  = 6'h26;
+      6'h20:
+          \$523  = 6'h27;
+      6'h27:
+          if (\done$95 ) begin
+            \$523  = 6'h28;
+          end
+      6'h28:
+          \$523  = 6'h29;
+      6'h29:
+          if (done) begin
+            \$523  = 6'h26;
+          end
+      6'h26:
+          \$523  = 6'h2a;
+      6'h2a:
+          if (done) begin
+            \$523  = 6'h2b;
+          end
+      6'h2b:
+          (* full_case = 32'd1 *)
+          if (special) begin
+            \$523  = 6'h2c;
+          end else begin
+            \$523  = 6'h2d;
+          end
+      6'h2d:
+          \$523  = 6'h2e;
+      6'h2e:
+          \$523  = 6'h2f;
+      6'h2c:
+          \$523  = 6'h30;
+      6'h30:
+          \$523  = 6'h31;
+      6'h31:
+          if (done) begin
+            \$523  = 6'h32;
+          end
+      6'h32:
+          \$523  = 6'h33;
+      6'h33:
+          if (done) begin
+            \$523  = 6'h34;
+          end
+      6'h34:
+          \$523  = 6'h35;
+      6'h35:
+          \$523  = 6'h36;
+      6'h36:
+          if (\done$95 ) begin
+            \$523  = 6'h37;
+          end
+      6'h37:
+          \$523  = 6'h38;
+      6'h38:
+          \$523  = 6'h39;
+      6'h39:
+          if (\done$95 ) begin
+            \$523  = 6'h3a;
+          end
+      6'h3a:
+          \$523  = 6'h2f;
+      6'h2f:
+          \$523  = 6'h3b;
+      6'h3b:
+          (* full_case = 32'd1 *)
+          if (\$488 ) begin
+            \$523  = 6'h1d;
+          end else begin
+            \$523  = 6'h3c;
+          end
+      6'h3c:
+          if (\$497 ) begin
+            \$523  = 6'h3d;
+          end
+      6'h3d:
+          if (stats__ready) begin
+            \$523  = 6'h00;
+          end
+      6'h01:
+          if (stats__ready) begin
+            \$523  = 6'h00;
+          end
+    endcase
+    if (rst) begin
+      \$523  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$524  = q;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$524  = \q$94 [8:0];
+          end
+    endcase
+    if (rst) begin
+      \$524  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$525  = rz;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$95 ) begin
+            \$525  = \$409 ;
+          end
+    endcase
+    if (rst) begin
+      \$525  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$526  = r_mean;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$95 ) begin
+            \$526  = p[12:0];
+          end
+    endcase
+    if (rst) begin
+      \$526  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$527  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4015,8 +4107,8 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$89 ) begin
-            \$517  = p;
+          if (\done$95 ) begin
+            \$527  = p;
           end
       6'h09:
           /* empty */;
@@ -4035,8 +4127,8 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h10:
           /* empty */;
       6'h11:
-          if (\done$89 ) begin
-            \$517  = p;
+          if (\done$95 ) begin
+            \$527  = p;
           end
       6'h12:
           /* empty */;
@@ -4069,8 +4161,8 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h21:
           /* empty */;
       6'h22:
-          if (\done$89 ) begin
-            \$517  = p;
+          if (\done$95 ) begin
+            \$527  = p;
           end
       6'h23:
           /* empty */;
@@ -4081,8 +4173,8 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h20:
           /* empty */;
       6'h27:
-          if (\done$89 ) begin
-            \$517  = p;
+          if (\done$95 ) begin
+            \$527  = p;
           end
       6'h28:
           /* empty */;
@@ -4113,25 +4205,25 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h35:
           /* empty */;
       6'h36:
-          if (\done$89 ) begin
-            \$517  = p;
+          if (\done$95 ) begin
+            \$527  = p;
           end
       6'h37:
           /* empty */;
       6'h38:
           /* empty */;
       6'h39:
-          if (\done$89 ) begin
-            \$517  = p;
+          if (\done$95 ) begin
+            \$527  = p;
           end
     endcase
     if (rst) begin
-      \$517  = 110'h0000000000000000000000000000;
+      \$527  = 110'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$518  = qg;
+    \$528  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4152,17 +4244,17 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$89 ) begin
-            \$518  = p[39:0];
+          if (\done$95 ) begin
+            \$528  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$518  = 40'h0000000000;
+      \$528  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$519  = tq;
+    \$529  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4188,7 +4280,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h0c:
           if (done) begin
-            \$519  = \q$88 ;
+            \$529  = \q$94 ;
           end
       6'h0d:
           /* empty */;
@@ -4204,7 +4296,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h13:
           if (done) begin
-            \$519  = \q$88 ;
+            \$529  = \q$94 ;
           end
       6'h14:
           /* empty */;
@@ -4238,7 +4330,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h24:
           if (done) begin
-            \$519  = \q$88 ;
+            \$529  = \q$94 ;
           end
       6'h25:
           /* empty */;
@@ -4250,13 +4342,13 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h29:
           if (done) begin
-            \$519  = \q$88 ;
+            \$529  = \q$94 ;
           end
       6'h26:
           /* empty */;
       6'h2a:
           if (done) begin
-            \$519  = \q$88 ;
+            \$529  = \q$94 ;
           end
       6'h2b:
           /* empty */;
@@ -4270,22 +4362,22 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h31:
           if (done) begin
-            \$519  = \q$88 ;
+            \$529  = \q$94 ;
           end
       6'h32:
           /* empty */;
       6'h33:
           if (done) begin
-            \$519  = \q$88 ;
+            \$529  = \q$94 ;
           end
     endcase
     if (rst) begin
-      \$519  = 128'h00000000000000000000000000000000;
+      \$529  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$520  = dn;
+    \$530  = dn;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4314,19 +4406,19 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0d:
           /* empty */;
       6'h0e:
-          \$520  = chan[92:34];
+          \$530  = chan[92:34];
       6'h0f:
-          if (\$415 ) begin
-            \$520  = \$416 ;
+          if (\$417 ) begin
+            \$530  = \$418 ;
           end
     endcase
     if (rst) begin
-      \$520  = 59'h000000000000000;
+      \$530  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$521  = sd;
+    \$531  = sd;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4355,74 +4447,19 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0d:
           /* empty */;
       6'h0e:
-          \$521  = 6'h00;
+          \$531  = 6'h00;
       6'h0f:
-          if (\$415 ) begin
-            \$521  = \$417 [5:0];
+          if (\$417 ) begin
+            \$531  = \$419 [5:0];
           end
     endcase
     if (rst) begin
-      \$521  = 6'h00;
+      \$531  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$522  = am;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$522  = tq[47:0];
-      6'h15:
-          if (\$424 ) begin
-            \$522  = \$426 ;
-          end else if (\$425 ) begin
-            \$522  = \$428 [47:0];
-          end
-    endcase
-    if (rst) begin
-      \$522  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$523  = shc;
+    \$532  = am;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4463,21 +4500,21 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h13:
           /* empty */;
       6'h14:
-          \$523  = { 3'h0, \$418  };
+          \$532  = tq[47:0];
       6'h15:
-          if (\$424 ) begin
-            \$523  = \$427 [9:0];
-          end else if (\$425 ) begin
-            \$523  = \$429 [9:0];
+          if (\$426 ) begin
+            \$532  = \$428 ;
+          end else if (\$427 ) begin
+            \$532  = \$430 [47:0];
           end
     endcase
     if (rst) begin
-      \$523  = 10'h000;
+      \$532  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$524  = special;
+    \$533  = shc;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4518,22 +4555,77 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h13:
           /* empty */;
       6'h14:
-          \$524  = 1'h0;
+          \$533  = { 3'h0, \$420  };
       6'h15:
-          if (\$424 ) begin
-          end else if (\$425 ) begin
-            \$524  = 1'h1;
+          if (\$426 ) begin
+            \$533  = \$429 [9:0];
+          end else if (\$427 ) begin
+            \$533  = \$431 [9:0];
+          end
+    endcase
+    if (rst) begin
+      \$533  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$534  = special;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$534  = 1'h0;
+      6'h15:
+          if (\$426 ) begin
+          end else if (\$427 ) begin
+            \$534  = 1'h1;
           end
       6'h16:
-          \$524  = \$431 ;
+          \$534  = \$433 ;
     endcase
     if (rst) begin
-      \$524  = 1'h0;
+      \$534  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$525  = zero;
+    \$535  = zero;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4574,68 +4666,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h13:
           /* empty */;
       6'h14:
-          \$525  = \$419 ;
+          \$535  = \$421 ;
     endcase
     if (rst) begin
-      \$525  = 1'h0;
+      \$535  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$526  = tiny;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$526  = \$436 ;
-    endcase
-    if (rst) begin
-      \$526  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$527  = xs;
+    \$536  = tiny;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4680,15 +4719,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h15:
           /* empty */;
       6'h16:
-          \$527  = \$439 [25:0];
+          \$536  = \$438 ;
     endcase
     if (rst) begin
-      \$527  = 26'h0000000;
+      \$536  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$528  = sh;
+    \$537  = xs;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4733,15 +4772,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h15:
           /* empty */;
       6'h16:
-          \$528  = shc[3:0];
+          \$537  = \$441 [25:0];
     endcase
     if (rst) begin
-      \$528  = 4'h0;
+      \$537  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$529  = xl;
+    \$538  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4786,17 +4825,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
-      6'h17:
-          \$529  = \$442 [12:0];
+          \$538  = shc[3:0];
     endcase
     if (rst) begin
-      \$529  = 13'h0000;
+      \$538  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$530  = rnd_h;
+    \$539  = xl;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4843,15 +4880,70 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h16:
           /* empty */;
       6'h17:
-          \$530  = \$444 [12:0];
+          \$539  = \$444 [12:0];
     endcase
     if (rst) begin
-      \$530  = 13'h0000;
+      \$539  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$531  = nbase;
+    \$540  = rnd_h;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$540  = \$446 [12:0];
+    endcase
+    if (rst) begin
+      \$540  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$541  = nbase;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4902,17 +4994,17 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$89 ) begin
-            \$531  = p[80:0];
+          if (\done$95 ) begin
+            \$541  = p[80:0];
           end
     endcase
     if (rst) begin
-      \$531  = 81'h000000000000000000000;
+      \$541  = 81'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$532  = fq;
+    \$542  = fq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4967,17 +5059,17 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$89 ) begin
-            \$532  = p[66:0];
+          if (\done$95 ) begin
+            \$542  = p[66:0];
           end
     endcase
     if (rst) begin
-      \$532  = 67'h00000000000000000;
+      \$542  = 67'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$533  = ci;
+    \$543  = ci;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5034,7 +5126,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h1b:
           /* empty */;
       6'h1c:
-          \$533  = 2'h0;
+          \$543  = 2'h0;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -5094,15 +5186,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h3a:
           /* empty */;
       6'h2f:
-          \$533  = \$485 [1:0];
+          \$543  = \$487 [1:0];
     endcase
     if (rst) begin
-      \$533  = 2'h0;
+      \$543  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$534  = nt;
+    \$544  = nt;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5163,17 +5255,17 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h1d:
           /* empty */;
       6'h1e:
-          if (\done$89 ) begin
-            \$534  = p[80:0];
+          if (\done$95 ) begin
+            \$544  = p[80:0];
           end
     endcase
     if (rst) begin
-      \$534  = 81'h000000000000000000000;
+      \$544  = 81'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$535  = z0;
+    \$545  = z0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5264,7 +5356,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2d:
           casez (ci)
             2'h0:
-                \$535  = \$452 ;
+                \$545  = \$454 ;
           endcase
       6'h2e:
           /* empty */;
@@ -5287,16 +5379,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h37:
           casez (ci)
             2'h0:
-                \$535  = { \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475  };
+                \$545  = { \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477  };
           endcase
     endcase
     if (rst) begin
-      \$535  = 25'h0000000;
+      \$545  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$536  = z1;
+    \$546  = z1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5389,7 +5481,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h0:
                 /* empty */;
             2'h1:
-                \$536  = \$452 ;
+                \$546  = \$454 ;
           endcase
       6'h2e:
           /* empty */;
@@ -5414,16 +5506,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h0:
                 /* empty */;
             2'h1:
-                \$536  = { \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475  };
+                \$546  = { \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477  };
           endcase
     endcase
     if (rst) begin
-      \$536  = 25'h0000000;
+      \$546  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$537  = z2;
+    \$547  = z2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5518,7 +5610,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h1:
                 /* empty */;
             2'h2:
-                \$537  = \$452 ;
+                \$547  = \$454 ;
           endcase
       6'h2e:
           /* empty */;
@@ -5545,16 +5637,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h1:
                 /* empty */;
             2'h2:
-                \$537  = { \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475 [14], \$475  };
+                \$547  = { \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477  };
           endcase
     endcase
     if (rst) begin
-      \$537  = 25'h0000000;
+      \$547  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$538  = zt;
+    \$548  = zt;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5647,15 +5739,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2e:
           /* empty */;
       6'h2c:
-          \$538  = \$459 ;
+          \$548  = \$461 ;
     endcase
     if (rst) begin
-      \$538  = 35'h000000000;
+      \$548  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$539  = q0;
+    \$549  = q0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5760,16 +5852,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h34:
           casez (ci)
             2'h0:
-                \$539  = \$466 ;
+                \$549  = \$468 ;
           endcase
     endcase
     if (rst) begin
-      \$539  = 9'h000;
+      \$549  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$540  = q1;
+    \$550  = q1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5876,16 +5968,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h0:
                 /* empty */;
             2'h1:
-                \$540  = \$466 ;
+                \$550  = \$468 ;
           endcase
     endcase
     if (rst) begin
-      \$540  = 9'h000;
+      \$550  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$541  = q2;
+    \$551  = q2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5994,16 +6086,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h1:
                 /* empty */;
             2'h2:
-                \$541  = \$466 ;
+                \$551  = \$468 ;
           endcase
     endcase
     if (rst) begin
-      \$541  = 9'h000;
+      \$551  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$542  = na1_0;
+    \$552  = na1_0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6120,144 +6212,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h3a:
           casez (ci)
             2'h0:
-                \$542  = \$484 [13:0];
+                \$552  = \$486 [13:0];
           endcase
     endcase
     if (rst) begin
-      \$542  = 14'h0000;
+      \$552  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$543  = na1_1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h37:
-          /* empty */;
-      6'h38:
-          /* empty */;
-      6'h39:
-          /* empty */;
-      6'h3a:
-          casez (ci)
-            2'h0:
-                /* empty */;
-            2'h1:
-                \$543  = \$484 [13:0];
-          endcase
-    endcase
-    if (rst) begin
-      \$543  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$544  = na1_2;
+    \$553  = na1_1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6376,13 +6340,141 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h0:
                 /* empty */;
             2'h1:
-                /* empty */;
-            2'h2:
-                \$544  = \$484 [13:0];
+                \$553  = \$486 [13:0];
           endcase
     endcase
     if (rst) begin
-      \$544  = 14'h0000;
+      \$553  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$554  = na1_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          casez (ci)
+            2'h0:
+                /* empty */;
+            2'h1:
+                /* empty */;
+            2'h2:
+                \$554  = \$486 [13:0];
+          endcase
+    endcase
+    if (rst) begin
+      \$554  = 14'h0000;
     end
   end
   always @* begin
@@ -6463,7 +6555,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \mask$22  = mask;
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$545  };
+  assign sel = { 1'h0, \$555  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[92:34];
@@ -6488,16 +6580,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal$69[0]  = \$signal$69 ;
-  assign \sel[0]  = { 1'h0, \$545  };
+  assign \sel[0]  = { 1'h0, \$555  };
   assign \$211  = { \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 , 86'h0000000000000000000000 };
   assign \$219  = { \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 , 105'h000000000000000000000000000 };
   assign \$249  = { \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 , 37'h0000000000 };
-  assign \$414  = { \$413 [128], \$413 [128:1] };
-  assign \$416  = { 1'h0, dn[58:1] };
-  assign \$426  = { 1'h0, am[47:1] };
-  assign \$428  = { am, 1'h0 };
-  assign \$440  = special;
-  assign \$444  = { 1'h0, \$443 [28:1] };
+  assign \$416  = { \$415 [128], \$415 [128:1] };
+  assign \$418  = { 1'h0, dn[58:1] };
+  assign \$428  = { 1'h0, am[47:1] };
+  assign \$430  = { am, 1'h0 };
+  assign \$442  = special;
+  assign \$446  = { 1'h0, \$445 [28:1] };
 endmodule
 
 module \hwnorm_bwd_l1_s8_lean.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -6848,7 +6940,7 @@ module \hwnorm_bwd_l1_s8_lean.mul (rst, start, a, b, c, \neg$12 , steps, done, p
   assign \$6  = { 1'h0, b_sh[27:1] };
 endmodule
 
-module \hwnorm_bwd_l1_s8_lean.sel$98 (clk, rst, mask, \port$652$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_l1_s8_lean.sel$104 (clk, rst, mask, \port$656$0 , clear, p1, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6874,8 +6966,8 @@ module \hwnorm_bwd_l1_s8_lean.sel$98 (clk, rst, mask, \port$652$0 , clear, p1, q
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$652$0 ;
-  wire [1:0] \port$652$0 ;
+  output [1:0] \port$656$0 ;
+  wire [1:0] \port$656$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -6919,7 +7011,7 @@ module \hwnorm_bwd_l1_s8_lean.sel$98 (clk, rst, mask, \port$652$0 , clear, p1, q
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$652$0  = \$7 ;
+  assign \port$656$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -619,36 +619,43 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$65 ;
   wire \$650 ;
   wire \$651 ;
-  reg [15:0] \$652 ;
-  reg [15:0] \$653 ;
-  reg \$654 ;
-  reg \$655 ;
+  wire \$652 ;
+  wire \$653 ;
+  reg [15:0] \$654 ;
+  reg [15:0] \$655 ;
   reg \$656 ;
   reg \$657 ;
   reg \$658 ;
-  reg [85:0] \$659 ;
+  reg \$659 ;
   wire \$66 ;
-  reg [15:0] \$660 ;
-  reg [12:0] \$661 ;
-  reg [12:0] \$662 ;
-  reg [108:0] \$663 ;
-  reg [28:0] \$664 ;
-  reg [43:0] \$665 ;
-  reg [46:0] \$666 ;
-  reg [5:0] \$667 ;
-  reg [5:0] \$668 ;
-  reg [5:0] \$669 ;
+  reg \$660 ;
+  reg \$661 ;
+  reg \$662 ;
+  reg [65:0] \$663 ;
+  reg [84:0] \$664 ;
+  reg [84:0] \$665 ;
+  reg [85:0] \$666 ;
+  reg [15:0] \$667 ;
+  reg [12:0] \$668 ;
+  reg [12:0] \$669 ;
   wire \$67 ;
-  reg [104:0] \$670 ;
-  reg [55:0] \$671 ;
-  reg [173:0] \$672 ;
-  reg [49:0] \$673 ;
-  reg [49:0] \$674 ;
-  reg [104:0] \$675 ;
-  reg [84:0] \$676 ;
-  reg [68:0] \$677 ;
-  reg [83:0] \$678 ;
+  reg [108:0] \$670 ;
+  reg [28:0] \$671 ;
+  reg [43:0] \$672 ;
+  reg [46:0] \$673 ;
+  reg [5:0] \$674 ;
+  reg [5:0] \$675 ;
+  reg [5:0] \$676 ;
+  reg [104:0] \$677 ;
+  reg [55:0] \$678 ;
+  reg [173:0] \$679 ;
   wire \$68 ;
+  reg [49:0] \$680 ;
+  reg [49:0] \$681 ;
+  reg [104:0] \$682 ;
+  reg [84:0] \$683 ;
+  reg [68:0] \$684 ;
+  reg [83:0] \$685 ;
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
@@ -684,7 +691,9 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [6:0] \$98 ;
   wire \$99 ;
   reg \$signal  = 1'h0;
-  reg [68:0] \$signal$62  = 69'h000000000000000000;
+  reg \$signal$58  = 1'h0;
+  reg \$signal$60  = 1'h0;
+  reg [68:0] \$signal$66  = 69'h000000000000000000;
   reg [104:0] a;
   reg [85:0] acc0 = 86'h0000000000000000000000;
   wire adv;
@@ -716,7 +725,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [5:0] den_lead;
   reg [46:0] dgamma = 47'h000000000000;
   wire done;
-  wire \done$66 ;
+  wire \done$71 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -761,8 +770,11 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg s0_mask = 1'h0;
   reg [15:0] s0_x = 16'h0000;
   wire [15:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [65:0] s1_t0_0 = 66'h00000000000000000;
+  reg [84:0] s1_t0_1 = 85'h0000000000000000000000;
+  reg [84:0] s1_t0_2 = 85'h0000000000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [104:0] scratch = 105'h000000000000000000000000000;
   reg [28:0] sg = 29'h00000000;
@@ -787,6 +799,13 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg [7:0] \steps$41 ;
   reg take;
   reg [173:0] tq = 174'h00000000000000000000000000000000000000000000;
+  assign \$313  = \$311  | \$312 ;
+  assign \$314  = \$3 [14] | \$3 [15];
+  assign \$315  = \$3 [15] ? 7'h0f : 7'h0e;
+  assign \$316  = \$3 [13] ? 7'h0d : 7'h0c;
+  assign \$317  = \$314  ? \$315  : \$316 ;
+  assign \$318  = \$3 [10] | \$3 [11];
+  assign \$319  = \$3 [11] ? 7'h0b : 7'h0a;
   assign \$320  = \$3 [9] ? 7'h09 : 7'h08;
   assign \$321  = \$318  ? \$319  : \$320 ;
   assign \$322  = \$313  ? \$317  : \$321 ;
@@ -1064,20 +1083,20 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$593  = fsm_state == 6'h22;
   assign \$594  = fsm_state == 6'h23;
   assign \$595  = $signed(s0_g) * $signed(lane_a);
-  assign \$596  = $signed(\$595 ) + $signed(const0);
-  assign \$597  = $signed(s0_x) * $signed(\$signal$62 );
-  assign \$598  = $signed(\$596 ) - $signed(\$597 );
-  assign \$599  = $signed(\$598 ) + $signed(35'h200000000);
-  assign \$600  = ~ s1_mask;
+  assign \$596  = $signed(const0) + $signed(35'h200000000);
+  assign \$597  = $signed(s0_x) * $signed(\$signal$66 );
+  assign \$598  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$599  = $signed(\$598 ) - $signed(s1_t0_2);
+  assign \$600  = ~ s2_mask;
   assign \$602  = $signed(\$601 ) > $signed(16'h7fff);
   assign \$604  = $signed(\$603 ) < $signed(16'h8000);
   assign \$606  = \$604  ? 17'h18000 : { 1'h0, \$605 [15:0] };
   assign \$607  = \$602  ? 17'h07fff : \$606 ;
-  assign \$608  = s1_mask ? \$607  : 17'h00000;
+  assign \$608  = s2_mask ? \$607  : 17'h00000;
   assign \$610  = $signed(\$609 ) > $signed(16'h7fff);
   assign \$612  = $signed(\$611 ) < $signed(16'h8000);
   assign \$613  = \$610  | \$612 ;
-  assign \$614  = s1_mask & \$613 ;
+  assign \$614  = s2_mask & \$613 ;
   assign \$615  = sat + \$614 ;
   assign \$616  = left - 1'h1;
   assign \$617  = last ? 14'h0000 : \$616 ;
@@ -1104,65 +1123,77 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$644  = \$641  ? 105'h0000007ff0107f2400000000000 : \$643 ;
   assign \$645  = | left;
   assign \$646  = ~ \$645 ;
-  assign \$647  = ~ \$signal ;
+  assign \$647  = ~ \$signal$58 ;
   assign \$648  = \$646  & \$647 ;
-  assign \$649  = ~ s1_valid;
+  assign \$649  = ~ \$signal ;
   assign \$650  = \$648  & \$649 ;
-  assign \$651  = \$650  & adv;
+  assign \$651  = ~ s2_valid;
+  assign \$652  = \$650  & \$651 ;
+  assign \$653  = \$652  & adv;
   always @(posedge clk)
-    s0_x <= \$652 ;
+    s0_x <= \$654 ;
   always @(posedge clk)
-    s0_g <= \$653 ;
+    s0_g <= \$655 ;
   always @(posedge clk)
-    s0_mask <= \$654 ;
+    s0_mask <= \$656 ;
   always @(posedge clk)
-    o__valid <= \$655 ;
+    o__valid <= \$657 ;
   always @(posedge clk)
-    s1_valid <= \$656 ;
+    s2_valid <= \$658 ;
   always @(posedge clk)
-    \$signal  <= \$657 ;
+    \$signal  <= \$659 ;
   always @(posedge clk)
-    s1_mask <= \$658 ;
+    \$signal$58  <= \$660 ;
   always @(posedge clk)
-    acc0 <= \$659 ;
+    s2_mask <= \$661 ;
   always @(posedge clk)
-    o__payload <= \$660 ;
+    \$signal$60  <= \$662 ;
   always @(posedge clk)
-    sat <= \$661 ;
+    s1_t0_0 <= \$663 ;
   always @(posedge clk)
-    left <= \$662 ;
+    s1_t0_1 <= \$664 ;
   always @(posedge clk)
-    chan <= \$663 ;
+    s1_t0_2 <= \$665 ;
   always @(posedge clk)
-    sg <= \$664 ;
+    acc0 <= \$666 ;
   always @(posedge clk)
-    sgx <= \$665 ;
+    o__payload <= \$667 ;
   always @(posedge clk)
-    dgamma <= \$666 ;
+    sat <= \$668 ;
   always @(posedge clk)
-    align <= \$667 ;
+    left <= \$669 ;
   always @(posedge clk)
-    fsm_state <= \$668 ;
+    chan <= \$670 ;
   always @(posedge clk)
-    sh <= \$669 ;
+    sg <= \$671 ;
   always @(posedge clk)
-    scratch <= \$670 ;
+    sgx <= \$672 ;
   always @(posedge clk)
-    qg <= \$671 ;
+    dgamma <= \$673 ;
   always @(posedge clk)
-    tq <= \$672 ;
+    align <= \$674 ;
   always @(posedge clk)
-    m1 <= \$673 ;
+    fsm_state <= \$675 ;
   always @(posedge clk)
-    lane_a <= \$674 ;
+    sh <= \$676 ;
   always @(posedge clk)
-    c0w <= \$675 ;
+    scratch <= \$677 ;
   always @(posedge clk)
-    m2 <= \$676 ;
+    qg <= \$678 ;
   always @(posedge clk)
-    \$signal$62  <= \$677 ;
+    tq <= \$679 ;
   always @(posedge clk)
-    const0 <= \$678 ;
+    m1 <= \$680 ;
+  always @(posedge clk)
+    lane_a <= \$681 ;
+  always @(posedge clk)
+    c0w <= \$682 ;
+  always @(posedge clk)
+    m2 <= \$683 ;
+  always @(posedge clk)
+    \$signal$66  <= \$684 ;
+  always @(posedge clk)
+    const0 <= \$685 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1256,17 +1287,10 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$310  = \$306  | \$309 ;
   assign \$311  = \$3 [12] | \$3 [13];
   assign \$312  = \$3 [14] | \$3 [15];
-  assign \$313  = \$311  | \$312 ;
-  assign \$314  = \$3 [14] | \$3 [15];
-  assign \$315  = \$3 [15] ? 7'h0f : 7'h0e;
-  assign \$316  = \$3 [13] ? 7'h0d : 7'h0c;
-  assign \$317  = \$314  ? \$315  : \$316 ;
-  assign \$318  = \$3 [10] | \$3 [11];
-  assign \$319  = \$3 [11] ? 7'h0b : 7'h0a;
   \hwnorm_bwd_l2_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$66 ),
+    .done(\done$71 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$45 ),
     .q(q),
@@ -2403,49 +2427,29 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = s0_x;
+    \$654  = s0_x;
     if (take) begin
-      \$652  = i__payload[15:0];
+      \$654  = i__payload[15:0];
     end
     if (rst) begin
-      \$652  = 16'h0000;
+      \$654  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = s0_g;
+    \$655  = s0_g;
     if (take) begin
-      \$653  = i__payload[31:16];
+      \$655  = i__payload[31:16];
     end
     if (rst) begin
-      \$653  = 16'h0000;
+      \$655  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = s0_mask;
+    \$656  = s0_mask;
     if (take) begin
-      \$654  = mask;
-    end
-    if (rst) begin
-      \$654  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = o__valid;
-    if (adv) begin
-      \$655  = s1_valid;
-    end
-    if (rst) begin
-      \$655  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = s1_valid;
-    if (adv) begin
-      \$656  = \$signal ;
+      \$656  = mask;
     end
     if (rst) begin
       \$656  = 1'h0;
@@ -2453,9 +2457,9 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = \$signal ;
+    \$657  = o__valid;
     if (adv) begin
-      \$657  = take;
+      \$657  = s2_valid;
     end
     if (rst) begin
       \$657  = 1'h0;
@@ -2463,9 +2467,9 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = s1_mask;
+    \$658  = s2_valid;
     if (adv) begin
-      \$658  = s0_mask;
+      \$658  = \$signal ;
     end
     if (rst) begin
       \$658  = 1'h0;
@@ -2473,121 +2477,191 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = acc0;
+    \$659  = \$signal ;
     if (adv) begin
-      \$659  = \$599 [85:0];
+      \$659  = \$signal$58 ;
     end
     if (rst) begin
-      \$659  = 86'h0000000000000000000000;
+      \$659  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = o__payload;
+    \$660  = \$signal$58 ;
     if (adv) begin
-      \$660  = \$608 [15:0];
+      \$660  = take;
     end
     if (rst) begin
-      \$660  = 16'h0000;
+      \$660  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = sat;
+    \$661  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$661  = \$615 [12:0];
+      \$661  = \$signal$60 ;
+    end
+    if (rst) begin
+      \$661  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$662  = \$signal$60 ;
+    if (adv) begin
+      \$662  = s0_mask;
+    end
+    if (rst) begin
+      \$662  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$663  = s1_t0_0;
+    if (adv) begin
+      \$663  = \$595 ;
+    end
+    if (rst) begin
+      \$663  = 66'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$664  = s1_t0_1;
+    if (adv) begin
+      \$664  = \$596 ;
+    end
+    if (rst) begin
+      \$664  = 85'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$665  = s1_t0_2;
+    if (adv) begin
+      \$665  = \$597 ;
+    end
+    if (rst) begin
+      \$665  = 85'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$666  = acc0;
+    if (adv) begin
+      \$666  = \$599 [85:0];
+    end
+    if (rst) begin
+      \$666  = 86'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$667  = o__payload;
+    if (adv) begin
+      \$667  = \$608 [15:0];
+    end
+    if (rst) begin
+      \$667  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$668  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$668  = \$615 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$661  = 13'h0000;
+            \$668  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$661  = 13'h0000;
+      \$668  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = left;
+    \$669  = left;
     if (beat) begin
-      \$662  = \$617 [12:0];
+      \$669  = \$617 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$662  = chan__payload[12:0];
+            \$669  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$662  = chan[12:0];
+              \$669  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$662  = 13'h0000;
+      \$669  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = chan;
+    \$670  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$663  = chan__payload;
+            \$670  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$663  = 109'h0000000000000000000000000000;
+      \$670  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = sg;
+    \$671  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$664  = 29'h00000000;
+            \$671  = 29'h00000000;
             if (refused) begin
-              \$664  = 29'h00000000;
+              \$671  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$664  = \$619 [28:0];
+            \$671  = \$619 [28:0];
           end
     endcase
     if (rst) begin
-      \$664  = 29'h00000000;
+      \$671  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = sgx;
+    \$672  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$665  = 44'h00000000000;
+            \$672  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$665  = \$622 [43:0];
+            \$672  = \$622 [43:0];
           end
     endcase
     if (rst) begin
-      \$665  = 44'h00000000000;
+      \$672  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = dgamma;
+    \$673  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$666  = 47'h000000000000;
+            \$673  = 47'h000000000000;
           end
       6'h02:
           /* empty */;
@@ -2610,19 +2684,19 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0b:
           /* empty */;
       6'h0c:
-          \$666  = \$626 [46:0];
+          \$673  = \$626 [46:0];
     endcase
     if (rst) begin
-      \$666  = 47'h000000000000;
+      \$673  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = align;
+    \$674  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$667  = 6'h00;
+            \$674  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -2653,9 +2727,9 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$628 ) begin
-            \$667  = 6'h00;
+            \$674  = 6'h00;
           end else begin
-            \$667  = \$630 [5:0];
+            \$674  = \$630 [5:0];
           end
       6'h10:
           /* empty */;
@@ -2686,9 +2760,9 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$634 ) begin
-            \$667  = 6'h00;
+            \$674  = 6'h00;
           end else begin
-            \$667  = \$636 [5:0];
+            \$674  = \$636 [5:0];
           end
       6'h1e:
           /* empty */;
@@ -2697,159 +2771,159 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h20:
           (* full_case = 32'd1 *)
           if (\$638 ) begin
-            \$667  = 6'h00;
+            \$674  = 6'h00;
           end else begin
-            \$667  = \$640 [5:0];
+            \$674  = \$640 [5:0];
           end
     endcase
     if (rst) begin
-      \$667  = 6'h00;
+      \$674  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = fsm_state;
+    \$675  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$668  = 6'h01;
+              \$675  = 6'h01;
             end else begin
-              \$668  = 6'h02;
+              \$675  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$668  = 6'h03;
+              \$675  = 6'h03;
             end
           end
       6'h03:
-          \$668  = 6'h04;
+          \$675  = 6'h04;
       6'h04:
           if (done) begin
-            \$668  = 6'h05;
+            \$675  = 6'h05;
           end
       6'h05:
-          \$668  = 6'h06;
+          \$675  = 6'h06;
       6'h06:
           if (done) begin
-            \$668  = 6'h07;
+            \$675  = 6'h07;
           end
       6'h07:
-          \$668  = 6'h08;
+          \$675  = 6'h08;
       6'h08:
-          if (\done$66 ) begin
-            \$668  = 6'h09;
+          if (\done$71 ) begin
+            \$675  = 6'h09;
           end
       6'h09:
-          \$668  = 6'h0a;
+          \$675  = 6'h0a;
       6'h0a:
-          \$668  = 6'h0b;
+          \$675  = 6'h0b;
       6'h0b:
-          if (\done$66 ) begin
-            \$668  = 6'h0c;
+          if (\done$71 ) begin
+            \$675  = 6'h0c;
           end
       6'h0c:
-          \$668  = 6'h0d;
+          \$675  = 6'h0d;
       6'h0d:
-          \$668  = 6'h0e;
+          \$675  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$668  = 6'h0f;
+            \$675  = 6'h0f;
           end
       6'h0f:
           if (\$628 ) begin
-            \$668  = 6'h10;
+            \$675  = 6'h10;
           end
       6'h10:
-          \$668  = 6'h11;
+          \$675  = 6'h11;
       6'h11:
           if (done) begin
-            \$668  = 6'h12;
+            \$675  = 6'h12;
           end
       6'h12:
-          \$668  = 6'h13;
+          \$675  = 6'h13;
       6'h13:
           if (done) begin
-            \$668  = 6'h14;
+            \$675  = 6'h14;
           end
       6'h14:
-          \$668  = 6'h15;
+          \$675  = 6'h15;
       6'h15:
-          if (\done$66 ) begin
-            \$668  = 6'h16;
+          if (\done$71 ) begin
+            \$675  = 6'h16;
           end
       6'h16:
-          \$668  = 6'h17;
+          \$675  = 6'h17;
       6'h17:
-          if (\done$66 ) begin
-            \$668  = 6'h18;
+          if (\done$71 ) begin
+            \$675  = 6'h18;
           end
       6'h18:
-          \$668  = 6'h19;
+          \$675  = 6'h19;
       6'h19:
-          if (\done$66 ) begin
-            \$668  = 6'h1a;
+          if (\done$71 ) begin
+            \$675  = 6'h1a;
           end
       6'h1a:
-          \$668  = 6'h1b;
+          \$675  = 6'h1b;
       6'h1b:
-          \$668  = 6'h1c;
+          \$675  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$668  = 6'h1d;
+            \$675  = 6'h1d;
           end
       6'h1d:
           if (\$634 ) begin
-            \$668  = 6'h1e;
+            \$675  = 6'h1e;
           end
       6'h1e:
-          \$668  = 6'h1f;
+          \$675  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$668  = 6'h20;
+            \$675  = 6'h20;
           end
       6'h20:
           if (\$638 ) begin
-            \$668  = 6'h21;
+            \$675  = 6'h21;
           end
       6'h21:
-          \$668  = 6'h22;
+          \$675  = 6'h22;
       6'h22:
-          if (\$651 ) begin
-            \$668  = 6'h23;
+          if (\$653 ) begin
+            \$675  = 6'h23;
           end
       6'h23:
           if (stats__ready) begin
-            \$668  = 6'h00;
+            \$675  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$668  = 6'h00;
+            \$675  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$668  = 6'h00;
+      \$675  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = sh;
+    \$676  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$669  = \$343 [5:0];
+          \$676  = \$343 [5:0];
     endcase
     if (rst) begin
-      \$669  = 6'h00;
+      \$676  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = scratch;
+    \$677  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2859,7 +2933,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h04:
           if (done) begin
-            \$670  = p;
+            \$677  = p;
           end
       6'h05:
           /* empty */;
@@ -2891,7 +2965,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h13:
           if (done) begin
-            \$670  = p;
+            \$677  = p;
           end
       6'h14:
           /* empty */;
@@ -2917,22 +2991,22 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1f:
           if (done) begin
-            \$670  = p;
+            \$677  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
           if (\$638 ) begin
           end else begin
-            \$670  = \$639 [104:0];
+            \$677  = \$639 [104:0];
           end
     endcase
     if (rst) begin
-      \$670  = 105'h000000000000000000000000000;
+      \$677  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = qg;
+    \$678  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2946,16 +3020,16 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (done) begin
-            \$671  = p[55:0];
+            \$678  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$671  = 56'h00000000000000;
+      \$678  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = tq;
+    \$679  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2972,16 +3046,16 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$66 ) begin
-            \$672  = q;
+          if (\done$71 ) begin
+            \$679  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$66 ) begin
-            \$672  = q;
+          if (\done$71 ) begin
+            \$679  = q;
           end
       6'h0c:
           /* empty */;
@@ -3002,29 +3076,29 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$66 ) begin
-            \$672  = q;
+          if (\done$71 ) begin
+            \$679  = q;
           end
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$66 ) begin
-            \$672  = q;
+          if (\done$71 ) begin
+            \$679  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$66 ) begin
-            \$672  = q;
+          if (\done$71 ) begin
+            \$679  = q;
           end
     endcase
     if (rst) begin
-      \$672  = 174'h00000000000000000000000000000000000000000000;
+      \$679  = 174'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = m1;
+    \$680  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3043,15 +3117,15 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h08:
           /* empty */;
       6'h09:
-          \$673  = \$624 [49:0];
+          \$680  = \$624 [49:0];
     endcase
     if (rst) begin
-      \$673  = 50'h0000000000000;
+      \$680  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = lane_a;
+    \$681  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3081,22 +3155,22 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0e:
           if (done) begin
-            \$674  = p[49:0];
+            \$681  = p[49:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$628 ) begin
           end else begin
-            \$674  = \$629 [49:0];
+            \$681  = \$629 [49:0];
           end
     endcase
     if (rst) begin
-      \$674  = 50'h0000000000000;
+      \$681  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = c0w;
+    \$682  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3132,16 +3206,16 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h11:
           if (done) begin
-            \$675  = p;
+            \$682  = p;
           end
     endcase
     if (rst) begin
-      \$675  = 105'h000000000000000000000000000;
+      \$682  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = m2;
+    \$683  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3194,15 +3268,15 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h19:
           /* empty */;
       6'h1a:
-          \$676  = \$632 [84:0];
+          \$683  = \$632 [84:0];
     endcase
     if (rst) begin
-      \$676  = 85'h0000000000000000000000;
+      \$683  = 85'h0000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = \$signal$62 ;
+    \$684  = \$signal$66 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3260,22 +3334,22 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1c:
           if (done) begin
-            \$677  = p[68:0];
+            \$684  = p[68:0];
           end
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$634 ) begin
           end else begin
-            \$677  = \$635 [68:0];
+            \$684  = \$635 [68:0];
           end
     endcase
     if (rst) begin
-      \$677  = 69'h000000000000000000;
+      \$684  = 69'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = const0;
+    \$685  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3342,10 +3416,10 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h20:
           /* empty */;
       6'h21:
-          \$678  = \$644 [83:0];
+          \$685  = \$644 [83:0];
     endcase
     if (rst) begin
-      \$678  = 84'h000000000000000000000;
+      \$685  = 84'h000000000000000000000;
     end
   end
   assign shv = { 60'h000000000000000, \$3  };
@@ -3606,7 +3680,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$626  = { \$625 [174], \$625 [174:1] };
   assign \$629  = { lane_a, 1'h0 };
   assign \$632  = { \$631 [174], \$631 [174:1] };
-  assign \$635  = { \$signal$62 , 1'h0 };
+  assign \$635  = { \$signal$66 , 1'h0 };
   assign \$639  = { scratch, 1'h0 };
 endmodule
 

@@ -442,37 +442,44 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$490 ;
   wire \$491 ;
   wire \$492 ;
-  reg [7:0] \$493 ;
-  reg [7:0] \$494 ;
-  reg \$495 ;
-  reg \$496 ;
+  wire \$493 ;
+  wire \$494 ;
+  reg [7:0] \$495 ;
+  reg [7:0] \$496 ;
   reg \$497 ;
   reg \$498 ;
   reg \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [61:0] \$500 ;
-  reg [7:0] \$501 ;
-  reg [12:0] \$502 ;
-  reg [12:0] \$503 ;
-  reg [76:0] \$504 ;
-  reg [20:0] \$505 ;
-  reg [27:0] \$506 ;
-  reg [34:0] \$507 ;
-  reg [4:0] \$508 ;
-  reg [5:0] \$509 ;
+  reg \$500 ;
+  reg \$501 ;
+  reg \$502 ;
+  reg \$503 ;
+  reg [45:0] \$504 ;
+  reg [60:0] \$505 ;
+  reg [60:0] \$506 ;
+  reg [61:0] \$507 ;
+  reg [7:0] \$508 ;
+  reg [12:0] \$509 ;
   wire \$51 ;
-  reg [4:0] \$510 ;
+  reg [12:0] \$510 ;
   reg [76:0] \$511 ;
-  reg [39:0] \$512 ;
-  reg [117:0] \$513 ;
-  reg [37:0] \$514 ;
-  reg [37:0] \$515 ;
-  reg [76:0] \$516 ;
-  reg [64:0] \$517 ;
-  reg [52:0] \$518 ;
-  reg [59:0] \$519 ;
+  reg [20:0] \$512 ;
+  reg [27:0] \$513 ;
+  reg [34:0] \$514 ;
+  reg [4:0] \$515 ;
+  reg [5:0] \$516 ;
+  reg [4:0] \$517 ;
+  reg [76:0] \$518 ;
+  reg [39:0] \$519 ;
   wire \$52 ;
+  reg [117:0] \$520 ;
+  reg [37:0] \$521 ;
+  reg [37:0] \$522 ;
+  reg [76:0] \$523 ;
+  reg [64:0] \$524 ;
+  reg [52:0] \$525 ;
+  reg [59:0] \$526 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
@@ -525,7 +532,9 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$98 ;
   wire [6:0] \$99 ;
   reg \$signal  = 1'h0;
-  reg [52:0] \$signal$62  = 53'h00000000000000;
+  reg \$signal$58  = 1'h0;
+  reg \$signal$60  = 1'h0;
+  reg [52:0] \$signal$66  = 53'h00000000000000;
   reg [76:0] a;
   reg [61:0] acc0 = 62'h0000000000000000;
   wire adv;
@@ -557,7 +566,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [5:0] den_lead;
   reg [34:0] dgamma = 35'h000000000;
   wire done;
-  wire \done$66 ;
+  wire \done$71 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -602,8 +611,11 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [45:0] s1_t0_0 = 46'h000000000000;
+  reg [60:0] s1_t0_1 = 61'h0000000000000000;
+  reg [60:0] s1_t0_2 = 61'h0000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [76:0] scratch = 77'h00000000000000000000;
   reg [20:0] sg = 21'h000000;
@@ -628,6 +640,10 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg [6:0] \steps$41 ;
   reg take;
   reg [117:0] tq = 118'h000000000000000000000000000000;
+  assign \$468  = align + sh;
+  assign \$469  = \$468  == 5'h1a;
+  assign \$471  = align + 1'h1;
+  assign \$472  = $signed(tq) + $signed(2'h1);
   assign \$474  = align + sh;
   assign \$475  = \$474  == 5'h1a;
   assign \$477  = align + 1'h1;
@@ -640,65 +656,77 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$485  = \$482  ? 77'h000007ff100943fc0000 : \$484 ;
   assign \$486  = | left;
   assign \$487  = ~ \$486 ;
-  assign \$488  = ~ \$signal ;
+  assign \$488  = ~ \$signal$58 ;
   assign \$489  = \$487  & \$488 ;
-  assign \$490  = ~ s1_valid;
+  assign \$490  = ~ \$signal ;
   assign \$491  = \$489  & \$490 ;
-  assign \$492  = \$491  & adv;
+  assign \$492  = ~ s2_valid;
+  assign \$493  = \$491  & \$492 ;
+  assign \$494  = \$493  & adv;
   always @(posedge clk)
-    s0_x <= \$493 ;
+    s0_x <= \$495 ;
   always @(posedge clk)
-    s0_g <= \$494 ;
+    s0_g <= \$496 ;
   always @(posedge clk)
-    s0_mask <= \$495 ;
+    s0_mask <= \$497 ;
   always @(posedge clk)
-    o__valid <= \$496 ;
+    o__valid <= \$498 ;
   always @(posedge clk)
-    s1_valid <= \$497 ;
+    s2_valid <= \$499 ;
   always @(posedge clk)
-    \$signal  <= \$498 ;
+    \$signal  <= \$500 ;
   always @(posedge clk)
-    s1_mask <= \$499 ;
+    \$signal$58  <= \$501 ;
   always @(posedge clk)
-    acc0 <= \$500 ;
+    s2_mask <= \$502 ;
   always @(posedge clk)
-    o__payload <= \$501 ;
+    \$signal$60  <= \$503 ;
   always @(posedge clk)
-    sat <= \$502 ;
+    s1_t0_0 <= \$504 ;
   always @(posedge clk)
-    left <= \$503 ;
+    s1_t0_1 <= \$505 ;
   always @(posedge clk)
-    chan <= \$504 ;
+    s1_t0_2 <= \$506 ;
   always @(posedge clk)
-    sg <= \$505 ;
+    acc0 <= \$507 ;
   always @(posedge clk)
-    sgx <= \$506 ;
+    o__payload <= \$508 ;
   always @(posedge clk)
-    dgamma <= \$507 ;
+    sat <= \$509 ;
   always @(posedge clk)
-    align <= \$508 ;
+    left <= \$510 ;
   always @(posedge clk)
-    fsm_state <= \$509 ;
+    chan <= \$511 ;
   always @(posedge clk)
-    sh <= \$510 ;
+    sg <= \$512 ;
   always @(posedge clk)
-    scratch <= \$511 ;
+    sgx <= \$513 ;
   always @(posedge clk)
-    qg <= \$512 ;
+    dgamma <= \$514 ;
   always @(posedge clk)
-    tq <= \$513 ;
+    align <= \$515 ;
   always @(posedge clk)
-    m1 <= \$514 ;
+    fsm_state <= \$516 ;
   always @(posedge clk)
-    lane_a <= \$515 ;
+    sh <= \$517 ;
   always @(posedge clk)
-    c0w <= \$516 ;
+    scratch <= \$518 ;
   always @(posedge clk)
-    m2 <= \$517 ;
+    qg <= \$519 ;
   always @(posedge clk)
-    \$signal$62  <= \$518 ;
+    tq <= \$520 ;
   always @(posedge clk)
-    const0 <= \$519 ;
+    m1 <= \$521 ;
+  always @(posedge clk)
+    lane_a <= \$522 ;
+  always @(posedge clk)
+    c0w <= \$523 ;
+  always @(posedge clk)
+    m2 <= \$524 ;
+  always @(posedge clk)
+    \$signal$66  <= \$525 ;
+  always @(posedge clk)
+    const0 <= \$526 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -977,20 +1005,20 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$434  = fsm_state == 6'h22;
   assign \$435  = fsm_state == 6'h23;
   assign \$436  = $signed(s0_g) * $signed(lane_a);
-  assign \$437  = $signed(\$436 ) + $signed(const0);
-  assign \$438  = $signed(s0_x) * $signed(\$signal$62 );
-  assign \$439  = $signed(\$437 ) - $signed(\$438 );
-  assign \$440  = $signed(\$439 ) + $signed(27'h2000000);
-  assign \$441  = ~ s1_mask;
+  assign \$437  = $signed(const0) + $signed(27'h2000000);
+  assign \$438  = $signed(s0_x) * $signed(\$signal$66 );
+  assign \$439  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$440  = $signed(\$439 ) - $signed(s1_t0_2);
+  assign \$441  = ~ s2_mask;
   assign \$443  = $signed(\$442 ) > $signed(8'h7f);
   assign \$445  = $signed(\$444 ) < $signed(8'h80);
   assign \$447  = \$445  ? 9'h180 : { 1'h0, \$446 [7:0] };
   assign \$448  = \$443  ? 9'h07f : \$447 ;
-  assign \$449  = s1_mask ? \$448  : 9'h000;
+  assign \$449  = s2_mask ? \$448  : 9'h000;
   assign \$451  = $signed(\$450 ) > $signed(8'h7f);
   assign \$453  = $signed(\$452 ) < $signed(8'h80);
   assign \$454  = \$451  | \$453 ;
-  assign \$455  = s1_mask & \$454 ;
+  assign \$455  = s2_mask & \$454 ;
   assign \$456  = sat + \$455 ;
   assign \$457  = left - 1'h1;
   assign \$458  = last ? 14'h0000 : \$457 ;
@@ -1001,14 +1029,10 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$463  = $signed(sgx) + $signed(\$462 );
   assign \$464  = $signed(tq) + $signed(2'h1);
   assign \$466  = $signed(tq) + $signed(2'h1);
-  assign \$468  = align + sh;
-  assign \$469  = \$468  == 5'h1a;
-  assign \$471  = align + 1'h1;
-  assign \$472  = $signed(tq) + $signed(2'h1);
   \hwnorm_bwd_l2_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$66 ),
+    .done(\done$71 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$45 ),
     .q(q),
@@ -2145,49 +2169,29 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$493  = s0_x;
+    \$495  = s0_x;
     if (take) begin
-      \$493  = i__payload[7:0];
+      \$495  = i__payload[7:0];
     end
     if (rst) begin
-      \$493  = 8'h00;
+      \$495  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = s0_g;
+    \$496  = s0_g;
     if (take) begin
-      \$494  = i__payload[15:8];
+      \$496  = i__payload[15:8];
     end
     if (rst) begin
-      \$494  = 8'h00;
+      \$496  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = s0_mask;
+    \$497  = s0_mask;
     if (take) begin
-      \$495  = mask;
-    end
-    if (rst) begin
-      \$495  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = o__valid;
-    if (adv) begin
-      \$496  = s1_valid;
-    end
-    if (rst) begin
-      \$496  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = s1_valid;
-    if (adv) begin
-      \$497  = \$signal ;
+      \$497  = mask;
     end
     if (rst) begin
       \$497  = 1'h0;
@@ -2195,9 +2199,9 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = \$signal ;
+    \$498  = o__valid;
     if (adv) begin
-      \$498  = take;
+      \$498  = s2_valid;
     end
     if (rst) begin
       \$498  = 1'h0;
@@ -2205,9 +2209,9 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = s1_mask;
+    \$499  = s2_valid;
     if (adv) begin
-      \$499  = s0_mask;
+      \$499  = \$signal ;
     end
     if (rst) begin
       \$499  = 1'h0;
@@ -2215,457 +2219,141 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = acc0;
+    \$500  = \$signal ;
     if (adv) begin
-      \$500  = \$440 [61:0];
+      \$500  = \$signal$58 ;
     end
     if (rst) begin
-      \$500  = 62'h0000000000000000;
+      \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = o__payload;
+    \$501  = \$signal$58 ;
     if (adv) begin
-      \$501  = \$449 [7:0];
+      \$501  = take;
     end
     if (rst) begin
-      \$501  = 8'h00;
+      \$501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = sat;
+    \$502  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$502  = \$456 [12:0];
+      \$502  = \$signal$60 ;
+    end
+    if (rst) begin
+      \$502  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$503  = \$signal$60 ;
+    if (adv) begin
+      \$503  = s0_mask;
+    end
+    if (rst) begin
+      \$503  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$504  = s1_t0_0;
+    if (adv) begin
+      \$504  = \$436 ;
+    end
+    if (rst) begin
+      \$504  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$505  = s1_t0_1;
+    if (adv) begin
+      \$505  = \$437 ;
+    end
+    if (rst) begin
+      \$505  = 61'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$506  = s1_t0_2;
+    if (adv) begin
+      \$506  = \$438 ;
+    end
+    if (rst) begin
+      \$506  = 61'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$507  = acc0;
+    if (adv) begin
+      \$507  = \$440 [61:0];
+    end
+    if (rst) begin
+      \$507  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$508  = o__payload;
+    if (adv) begin
+      \$508  = \$449 [7:0];
+    end
+    if (rst) begin
+      \$508  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$509  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$509  = \$456 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$502  = 13'h0000;
+            \$509  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$502  = 13'h0000;
+      \$509  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = left;
+    \$510  = left;
     if (beat) begin
-      \$503  = \$458 [12:0];
+      \$510  = \$458 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$503  = chan__payload[12:0];
+            \$510  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$503  = chan[12:0];
+              \$510  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$503  = 13'h0000;
+      \$510  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = chan;
+    \$511  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$504  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$504  = 77'h00000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$505  = 21'h000000;
-            if (refused) begin
-              \$505  = 21'h000000;
-            end
-          end
-      6'h02:
-          if (i__valid) begin
-            \$505  = \$460 [20:0];
-          end
-    endcase
-    if (rst) begin
-      \$505  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$506  = 28'h0000000;
-          end
-      6'h02:
-          if (i__valid) begin
-            \$506  = \$463 [27:0];
-          end
-    endcase
-    if (rst) begin
-      \$506  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$507  = 35'h000000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$507  = \$467 [34:0];
-    endcase
-    if (rst) begin
-      \$507  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = align;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$508  = 5'h00;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          (* full_case = 32'd1 *)
-          if (\$469 ) begin
-            \$508  = 5'h00;
-          end else begin
-            \$508  = \$471 [4:0];
-          end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          (* full_case = 32'd1 *)
-          if (\$475 ) begin
-            \$508  = 5'h00;
-          end else begin
-            \$508  = \$477 [4:0];
-          end
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          (* full_case = 32'd1 *)
-          if (\$479 ) begin
-            \$508  = 5'h00;
-          end else begin
-            \$508  = \$481 [4:0];
-          end
-    endcase
-    if (rst) begin
-      \$508  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$509  = 6'h01;
-            end else begin
-              \$509  = 6'h02;
-            end
-          end
-      6'h02:
-          if (i__valid) begin
-            if (last) begin
-              \$509  = 6'h03;
-            end
-          end
-      6'h03:
-          \$509  = 6'h04;
-      6'h04:
-          if (done) begin
-            \$509  = 6'h05;
-          end
-      6'h05:
-          \$509  = 6'h06;
-      6'h06:
-          if (done) begin
-            \$509  = 6'h07;
-          end
-      6'h07:
-          \$509  = 6'h08;
-      6'h08:
-          if (\done$66 ) begin
-            \$509  = 6'h09;
-          end
-      6'h09:
-          \$509  = 6'h0a;
-      6'h0a:
-          \$509  = 6'h0b;
-      6'h0b:
-          if (\done$66 ) begin
-            \$509  = 6'h0c;
-          end
-      6'h0c:
-          \$509  = 6'h0d;
-      6'h0d:
-          \$509  = 6'h0e;
-      6'h0e:
-          if (done) begin
-            \$509  = 6'h0f;
-          end
-      6'h0f:
-          if (\$469 ) begin
-            \$509  = 6'h10;
-          end
-      6'h10:
-          \$509  = 6'h11;
-      6'h11:
-          if (done) begin
-            \$509  = 6'h12;
-          end
-      6'h12:
-          \$509  = 6'h13;
-      6'h13:
-          if (done) begin
-            \$509  = 6'h14;
-          end
-      6'h14:
-          \$509  = 6'h15;
-      6'h15:
-          if (\done$66 ) begin
-            \$509  = 6'h16;
-          end
-      6'h16:
-          \$509  = 6'h17;
-      6'h17:
-          if (\done$66 ) begin
-            \$509  = 6'h18;
-          end
-      6'h18:
-          \$509  = 6'h19;
-      6'h19:
-          if (\done$66 ) begin
-            \$509  = 6'h1a;
-          end
-      6'h1a:
-          \$509  = 6'h1b;
-      6'h1b:
-          \$509  = 6'h1c;
-      6'h1c:
-          if (done) begin
-            \$509  = 6'h1d;
-          end
-      6'h1d:
-          if (\$475 ) begin
-            \$509  = 6'h1e;
-          end
-      6'h1e:
-          \$509  = 6'h1f;
-      6'h1f:
-          if (done) begin
-            \$509  = 6'h20;
-          end
-      6'h20:
-          if (\$479 ) begin
-            \$509  = 6'h21;
-          end
-      6'h21:
-          \$509  = 6'h22;
-      6'h22:
-          if (\$492 ) begin
-            \$509  = 6'h23;
-          end
-      6'h23:
-          if (stats__ready) begin
-            \$509  = 6'h00;
-          end
-      6'h01:
-          if (stats__ready) begin
-            \$509  = 6'h00;
-          end
-    endcase
-    if (rst) begin
-      \$509  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$510  = \$235 [4:0];
-    endcase
-    if (rst) begin
-      \$510  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = scratch;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          if (done) begin
-            \$511  = p;
-          end
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          if (done) begin
-            \$511  = p;
-          end
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          if (done) begin
-            \$511  = p;
-          end
-      6'h20:
-          (* full_case = 32'd1 *)
-          if (\$479 ) begin
-          end else begin
-            \$511  = \$480 [76:0];
+            \$511  = chan__payload;
           end
     endcase
     if (rst) begin
@@ -2674,7 +2362,393 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = qg;
+    \$512  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$512  = 21'h000000;
+            if (refused) begin
+              \$512  = 21'h000000;
+            end
+          end
+      6'h02:
+          if (i__valid) begin
+            \$512  = \$460 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$512  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$513  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$513  = 28'h0000000;
+          end
+      6'h02:
+          if (i__valid) begin
+            \$513  = \$463 [27:0];
+          end
+    endcase
+    if (rst) begin
+      \$513  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$514  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$514  = 35'h000000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$514  = \$467 [34:0];
+    endcase
+    if (rst) begin
+      \$514  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$515  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$515  = 5'h00;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          (* full_case = 32'd1 *)
+          if (\$469 ) begin
+            \$515  = 5'h00;
+          end else begin
+            \$515  = \$471 [4:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          (* full_case = 32'd1 *)
+          if (\$475 ) begin
+            \$515  = 5'h00;
+          end else begin
+            \$515  = \$477 [4:0];
+          end
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          (* full_case = 32'd1 *)
+          if (\$479 ) begin
+            \$515  = 5'h00;
+          end else begin
+            \$515  = \$481 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$515  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$516  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$516  = 6'h01;
+            end else begin
+              \$516  = 6'h02;
+            end
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$516  = 6'h03;
+            end
+          end
+      6'h03:
+          \$516  = 6'h04;
+      6'h04:
+          if (done) begin
+            \$516  = 6'h05;
+          end
+      6'h05:
+          \$516  = 6'h06;
+      6'h06:
+          if (done) begin
+            \$516  = 6'h07;
+          end
+      6'h07:
+          \$516  = 6'h08;
+      6'h08:
+          if (\done$71 ) begin
+            \$516  = 6'h09;
+          end
+      6'h09:
+          \$516  = 6'h0a;
+      6'h0a:
+          \$516  = 6'h0b;
+      6'h0b:
+          if (\done$71 ) begin
+            \$516  = 6'h0c;
+          end
+      6'h0c:
+          \$516  = 6'h0d;
+      6'h0d:
+          \$516  = 6'h0e;
+      6'h0e:
+          if (done) begin
+            \$516  = 6'h0f;
+          end
+      6'h0f:
+          if (\$469 ) begin
+            \$516  = 6'h10;
+          end
+      6'h10:
+          \$516  = 6'h11;
+      6'h11:
+          if (done) begin
+            \$516  = 6'h12;
+          end
+      6'h12:
+          \$516  = 6'h13;
+      6'h13:
+          if (done) begin
+            \$516  = 6'h14;
+          end
+      6'h14:
+          \$516  = 6'h15;
+      6'h15:
+          if (\done$71 ) begin
+            \$516  = 6'h16;
+          end
+      6'h16:
+          \$516  = 6'h17;
+      6'h17:
+          if (\done$71 ) begin
+            \$516  = 6'h18;
+          end
+      6'h18:
+          \$516  = 6'h19;
+      6'h19:
+          if (\done$71 ) begin
+            \$516  = 6'h1a;
+          end
+      6'h1a:
+          \$516  = 6'h1b;
+      6'h1b:
+          \$516  = 6'h1c;
+      6'h1c:
+          if (done) begin
+            \$516  = 6'h1d;
+          end
+      6'h1d:
+          if (\$475 ) begin
+            \$516  = 6'h1e;
+          end
+      6'h1e:
+          \$516  = 6'h1f;
+      6'h1f:
+          if (done) begin
+            \$516  = 6'h20;
+          end
+      6'h20:
+          if (\$479 ) begin
+            \$516  = 6'h21;
+          end
+      6'h21:
+          \$516  = 6'h22;
+      6'h22:
+          if (\$494 ) begin
+            \$516  = 6'h23;
+          end
+      6'h23:
+          if (stats__ready) begin
+            \$516  = 6'h00;
+          end
+      6'h01:
+          if (stats__ready) begin
+            \$516  = 6'h00;
+          end
+    endcase
+    if (rst) begin
+      \$516  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$517  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$517  = \$235 [4:0];
+    endcase
+    if (rst) begin
+      \$517  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$518  = scratch;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          if (done) begin
+            \$518  = p;
+          end
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          if (done) begin
+            \$518  = p;
+          end
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          if (done) begin
+            \$518  = p;
+          end
+      6'h20:
+          (* full_case = 32'd1 *)
+          if (\$479 ) begin
+          end else begin
+            \$518  = \$480 [76:0];
+          end
+    endcase
+    if (rst) begin
+      \$518  = 77'h00000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$519  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2688,16 +2762,16 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h06:
           if (done) begin
-            \$512  = p[39:0];
+            \$519  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$512  = 40'h0000000000;
+      \$519  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = tq;
+    \$520  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2714,16 +2788,16 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$66 ) begin
-            \$513  = q;
+          if (\done$71 ) begin
+            \$520  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$66 ) begin
-            \$513  = q;
+          if (\done$71 ) begin
+            \$520  = q;
           end
       6'h0c:
           /* empty */;
@@ -2744,29 +2818,29 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$66 ) begin
-            \$513  = q;
+          if (\done$71 ) begin
+            \$520  = q;
           end
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$66 ) begin
-            \$513  = q;
+          if (\done$71 ) begin
+            \$520  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$66 ) begin
-            \$513  = q;
+          if (\done$71 ) begin
+            \$520  = q;
           end
     endcase
     if (rst) begin
-      \$513  = 118'h000000000000000000000000000000;
+      \$520  = 118'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = m1;
+    \$521  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2785,15 +2859,15 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h08:
           /* empty */;
       6'h09:
-          \$514  = \$465 [37:0];
+          \$521  = \$465 [37:0];
     endcase
     if (rst) begin
-      \$514  = 38'h0000000000;
+      \$521  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$515  = lane_a;
+    \$522  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2823,22 +2897,22 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0e:
           if (done) begin
-            \$515  = p[37:0];
+            \$522  = p[37:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$469 ) begin
           end else begin
-            \$515  = \$470 [37:0];
+            \$522  = \$470 [37:0];
           end
     endcase
     if (rst) begin
-      \$515  = 38'h0000000000;
+      \$522  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = c0w;
+    \$523  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2874,16 +2948,16 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h11:
           if (done) begin
-            \$516  = p;
+            \$523  = p;
           end
     endcase
     if (rst) begin
-      \$516  = 77'h00000000000000000000;
+      \$523  = 77'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = m2;
+    \$524  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2936,15 +3010,15 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h19:
           /* empty */;
       6'h1a:
-          \$517  = \$473 [64:0];
+          \$524  = \$473 [64:0];
     endcase
     if (rst) begin
-      \$517  = 65'h00000000000000000;
+      \$524  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$518  = \$signal$62 ;
+    \$525  = \$signal$66 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3002,22 +3076,22 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h1c:
           if (done) begin
-            \$518  = p[52:0];
+            \$525  = p[52:0];
           end
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$475 ) begin
           end else begin
-            \$518  = \$476 [52:0];
+            \$525  = \$476 [52:0];
           end
     endcase
     if (rst) begin
-      \$518  = 53'h00000000000000;
+      \$525  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$519  = const0;
+    \$526  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3084,10 +3158,10 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h20:
           /* empty */;
       6'h21:
-          \$519  = \$485 [59:0];
+          \$526  = \$485 [59:0];
     endcase
     if (rst) begin
-      \$519  = 60'h000000000000000;
+      \$526  = 60'h000000000000000;
     end
   end
   assign shv = { 48'h000000000000, \$3  };
@@ -3288,7 +3362,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$467  = { \$466 [118], \$466 [118:1] };
   assign \$470  = { lane_a, 1'h0 };
   assign \$473  = { \$472 [118], \$472 [118:1] };
-  assign \$476  = { \$signal$62 , 1'h0 };
+  assign \$476  = { \$signal$66 , 1'h0 };
   assign \$480  = { scratch, 1'h0 };
 endmodule
 

@@ -222,72 +222,72 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [65:0] \$292 ;
   wire [66:0] \$293 ;
   wire \$294 ;
-  wire [9:0] \$295 ;
-  wire [34:0] \$296 ;
-  wire [65:0] \$297 ;
-  wire [65:0] \$298 ;
+  wire [66:0] \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
   wire [66:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
+  wire [66:0] \$300 ;
   wire \$301 ;
-  wire \$302 ;
-  wire [9:0] \$303 ;
-  wire [34:0] \$304 ;
-  wire [65:0] \$305 ;
-  wire [65:0] \$306 ;
-  wire [66:0] \$307 ;
-  wire [9:0] \$308 ;
-  wire [34:0] \$309 ;
+  wire [25:0] \$302 ;
+  wire [25:0] \$303 ;
+  wire [26:0] \$304 ;
+  wire [27:0] \$305 ;
+  wire \$306 ;
+  wire [26:0] \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire \$31 ;
-  wire [65:0] \$310 ;
-  wire [65:0] \$311 ;
-  wire [66:0] \$312 ;
+  wire \$310 ;
+  wire [26:0] \$311 ;
+  wire \$312 ;
   wire \$313 ;
-  wire [25:0] \$314 ;
-  wire [25:0] \$315 ;
-  wire [26:0] \$316 ;
-  wire [27:0] \$317 ;
-  wire \$318 ;
-  wire [26:0] \$319 ;
+  wire [26:0] \$314 ;
+  wire [8:0] \$315 ;
+  wire [8:0] \$316 ;
+  wire [8:0] \$317 ;
+  wire [26:0] \$318 ;
+  wire \$319 ;
   wire [5:0] \$32 ;
   wire \$320 ;
   wire \$321 ;
-  wire \$322 ;
-  wire [26:0] \$323 ;
+  wire [26:0] \$322 ;
+  wire \$323 ;
   wire \$324 ;
   wire \$325 ;
-  wire [26:0] \$326 ;
-  wire [8:0] \$327 ;
-  wire [8:0] \$328 ;
-  wire [8:0] \$329 ;
+  wire \$326 ;
+  wire [13:0] \$327 ;
+  wire [13:0] \$328 ;
+  wire [13:0] \$329 ;
   wire [5:0] \$33 ;
-  wire [26:0] \$330 ;
-  wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire [26:0] \$334 ;
-  wire \$335 ;
-  wire \$336 ;
-  wire \$337 ;
+  wire \$330 ;
+  wire [7:0] \$331 ;
+  wire [21:0] \$332 ;
+  wire [15:0] \$333 ;
+  wire [15:0] \$334 ;
+  wire [28:0] \$335 ;
+  wire [156:0] \$336 ;
+  wire [156:0] \$337 ;
   wire \$338 ;
-  wire [13:0] \$339 ;
+  wire [34:0] \$339 ;
   wire [5:0] \$34 ;
-  wire [13:0] \$340 ;
-  wire [13:0] \$341 ;
+  wire [6:0] \$340 ;
+  wire [6:0] \$341 ;
   wire \$342 ;
-  wire [7:0] \$343 ;
-  wire [21:0] \$344 ;
-  wire [15:0] \$345 ;
-  wire [15:0] \$346 ;
-  wire [28:0] \$347 ;
-  wire [156:0] \$348 ;
-  wire [156:0] \$349 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire [47:0] \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire [34:0] \$351 ;
-  wire [6:0] \$352 ;
-  wire [6:0] \$353 ;
+  wire [10:0] \$350 ;
+  wire [48:0] \$351 ;
+  wire [10:0] \$352 ;
+  wire \$353 ;
   wire \$354 ;
   wire \$355 ;
   wire \$356 ;
@@ -296,107 +296,104 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire \$359 ;
   wire [5:0] \$36 ;
   wire \$360 ;
-  wire [47:0] \$361 ;
-  wire [10:0] \$362 ;
-  wire [48:0] \$363 ;
-  wire [10:0] \$364 ;
-  wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
+  wire [48:0] \$361 ;
+  wire [48:0] \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire [17:0] \$365 ;
+  wire [28:0] \$366 ;
+  wire [28:0] \$367 ;
   wire \$368 ;
   wire \$369 ;
   wire [5:0] \$37 ;
   wire \$370 ;
   wire \$371 ;
   wire \$372 ;
-  wire [48:0] \$373 ;
-  wire [48:0] \$374 ;
-  wire \$375 ;
-  wire \$376 ;
-  wire [17:0] \$377 ;
-  wire [28:0] \$378 ;
-  wire [28:0] \$379 ;
+  wire \$373 ;
+  wire [155:0] \$374 ;
+  wire [6:0] \$375 ;
+  wire [156:0] \$376 ;
+  wire [156:0] \$377 ;
+  wire \$378 ;
+  wire [152:0] \$379 ;
   wire [5:0] \$38 ;
-  wire \$380 ;
-  wire \$381 ;
+  wire [6:0] \$380 ;
+  wire [6:0] \$381 ;
   wire \$382 ;
-  wire \$383 ;
-  wire \$384 ;
+  wire [152:0] \$383 ;
+  wire [6:0] \$384 ;
   wire \$385 ;
   wire [155:0] \$386 ;
   wire [6:0] \$387 ;
-  wire [156:0] \$388 ;
-  wire [156:0] \$389 ;
+  wire \$388 ;
+  wire \$389 ;
   wire [5:0] \$39 ;
   wire \$390 ;
-  wire [152:0] \$391 ;
-  wire [6:0] \$392 ;
-  wire [6:0] \$393 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
   wire \$394 ;
-  wire [152:0] \$395 ;
-  wire [6:0] \$396 ;
-  wire \$397 ;
-  wire [155:0] \$398 ;
-  wire [6:0] \$399 ;
+  wire \$395 ;
+  wire \$396 ;
+  reg [7:0] \$397 ;
+  reg [7:0] \$398 ;
+  reg \$399 ;
   wire [5:0] \$4 ;
   wire \$40 ;
-  wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
-  wire \$403 ;
-  wire \$404 ;
-  wire \$405 ;
-  wire \$406 ;
-  reg [7:0] \$407 ;
-  reg [7:0] \$408 ;
+  reg \$400 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg \$403 ;
+  reg \$404 ;
+  reg \$405 ;
+  reg \$406 ;
+  reg \$407 ;
+  reg \$408 ;
   reg \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg \$411 ;
-  reg \$412 ;
-  reg \$413 ;
-  reg \$414 ;
-  reg \$415 ;
-  reg [26:0] \$416 ;
-  reg [7:0] \$417 ;
-  reg [12:0] \$418 ;
-  reg [12:0] \$419 ;
+  reg [25:0] \$410 ;
+  reg [65:0] \$411 ;
+  reg [12:0] \$412 ;
+  reg [26:0] \$413 ;
+  reg [7:0] \$414 ;
+  reg [12:0] \$415 ;
+  reg [12:0] \$416 ;
+  reg [76:0] \$417 ;
+  reg [20:0] \$418 ;
+  reg [27:0] \$419 ;
   wire \$42 ;
-  reg [76:0] \$420 ;
-  reg [20:0] \$421 ;
-  reg [27:0] \$422 ;
-  reg [34:0] \$423 ;
-  reg [3:0] \$424 ;
-  reg [6:0] \$425 ;
-  reg [8:0] \$426 ;
-  reg \$427 ;
-  reg [12:0] \$428 ;
-  reg [151:0] \$429 ;
+  reg [34:0] \$420 ;
+  reg [3:0] \$421 ;
+  reg [6:0] \$422 ;
+  reg [8:0] \$423 ;
+  reg \$424 ;
+  reg [12:0] \$425 ;
+  reg [151:0] \$426 ;
+  reg [39:0] \$427 ;
+  reg [155:0] \$428 ;
+  reg [34:0] \$429 ;
   wire \$43 ;
-  reg [39:0] \$430 ;
-  reg [155:0] \$431 ;
-  reg [34:0] \$432 ;
-  reg [5:0] \$433 ;
-  reg [47:0] \$434 ;
-  reg [9:0] \$435 ;
-  reg \$436 ;
-  reg \$437 ;
-  reg \$438 ;
-  reg [17:0] \$439 ;
+  reg [5:0] \$430 ;
+  reg [47:0] \$431 ;
+  reg [9:0] \$432 ;
+  reg \$433 ;
+  reg \$434 ;
+  reg \$435 ;
+  reg [17:0] \$436 ;
+  reg [3:0] \$437 ;
+  reg [17:0] \$438 ;
+  reg [12:0] \$439 ;
   wire [5:0] \$44 ;
-  reg [3:0] \$440 ;
-  reg [17:0] \$441 ;
-  reg [12:0] \$442 ;
-  reg [56:0] \$443 ;
-  reg [155:0] \$444 ;
-  reg \$445 ;
+  reg [56:0] \$440 ;
+  reg [155:0] \$441 ;
+  reg \$442 ;
+  reg [5:0] \$443 ;
+  reg [24:0] \$444 ;
+  reg [13:0] \$445 ;
   reg [5:0] \$446 ;
-  reg [24:0] \$447 ;
-  reg [13:0] \$448 ;
-  reg [5:0] \$449 ;
+  reg [151:0] \$447 ;
+  reg [56:0] \$448 ;
   wire [5:0] \$45 ;
-  reg [151:0] \$450 ;
-  reg [56:0] \$451 ;
   wire [5:0] \$46 ;
   wire \$47 ;
   wire [5:0] \$48 ;
@@ -458,6 +455,10 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [3:0] \$99 ;
   reg [8:0] \$signal  = 9'h000;
   reg \$signal$56  = 1'h0;
+  reg \$signal$57  = 1'h0;
+  reg \$signal$59  = 1'h0;
+  reg \$signal$60  = 1'h0;
+  reg \$signal$61  = 1'h0;
   reg [151:0] a;
   reg [26:0] acc0 = 27'h0000000;
   wire adv;
@@ -490,7 +491,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [34:0] dgamma = 35'h000000000;
   reg [34:0] dn = 35'h000000000;
   wire done;
-  wire \done$69 ;
+  wire \done$76 ;
   reg [6:0] fsm_state = 7'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -536,10 +537,13 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_force = 1'h0;
-  reg s1_high = 1'h0;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [25:0] s1_t0_0 = 26'h0000000;
+  reg [65:0] s1_t0_1 = 66'h00000000000000000;
+  reg [12:0] s1_t0_2 = 13'h0000;
+  reg s2_force = 1'h0;
+  reg s2_high = 1'h0;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [151:0] scratch = 152'h00000000000000000000000000000000000000;
   reg [5:0] sd = 6'h00;
@@ -866,196 +870,203 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$289  = $signed(s0_x) - $signed(\$signal );
   assign \$290  = $signed(ys) * $signed(\$289 );
   assign \$292  = $signed(\$291 ) >>> syl;
-  assign \$293  = $signed(zref) + $signed(\$292 );
+  assign \$293  = $signed(zref) + $signed(s1_t0_1);
   assign \$294  = & \$293 [66:25];
-  assign \$295  = $signed(s0_x) - $signed(\$signal );
-  assign \$296  = $signed(ys) * $signed(\$295 );
-  assign \$298  = $signed(\$297 ) >>> syl;
-  assign \$299  = $signed(zref) + $signed(\$298 );
-  assign \$300  = | \$299 [66:25];
-  assign \$301  = ~ \$300 ;
-  assign \$302  = \$294  | \$301 ;
-  assign \$303  = $signed(s0_x) - $signed(\$signal );
-  assign \$304  = $signed(ys) * $signed(\$303 );
-  assign \$306  = $signed(\$305 ) >>> syl;
-  assign \$307  = $signed(zref) + $signed(\$306 );
-  assign \$308  = $signed(s0_x) - $signed(\$signal );
-  assign \$309  = $signed(ys) * $signed(\$308 );
-  assign \$311  = $signed(\$310 ) >>> syl;
-  assign \$312  = $signed(zref) + $signed(\$311 );
-  assign \$313  = $signed(\$312 ) < $signed(1'h0);
-  assign \$314  = \$313  ? 26'h2000000 : 26'h1ffffff;
-  assign \$315  = \$302  ? \$307 [25:0] : \$314 ;
-  assign \$316  = $signed(\$288 ) - $signed(\$315 );
-  assign \$317  = $signed(\$316 ) + $signed({ 1'h0, rnd_h });
-  assign \$318  = ~ s1_mask;
-  assign \$319  = $signed(acc0) >>> sh;
-  assign \$320  = $signed(\$319 ) > $signed(8'h7f);
-  assign \$321  = s1_force ? s1_high : \$320 ;
-  assign \$322  = ~ s1_high;
-  assign \$323  = $signed(acc0) >>> sh;
-  assign \$324  = $signed(\$323 ) < $signed(8'h80);
-  assign \$325  = s1_force ? \$322  : \$324 ;
-  assign \$326  = $signed(acc0) >>> sh;
-  assign \$327  = \$325  ? 9'h180 : { 1'h0, \$326 [7:0] };
-  assign \$328  = \$321  ? 9'h07f : \$327 ;
-  assign \$329  = s1_mask ? \$328  : 9'h000;
-  assign \$330  = $signed(acc0) >>> sh;
-  assign \$331  = $signed(\$330 ) > $signed(8'h7f);
-  assign \$332  = s1_force ? s1_high : \$331 ;
-  assign \$333  = ~ s1_high;
-  assign \$334  = $signed(acc0) >>> sh;
-  assign \$335  = $signed(\$334 ) < $signed(8'h80);
-  assign \$336  = s1_force ? \$333  : \$335 ;
-  assign \$337  = \$332  | \$336 ;
-  assign \$338  = s1_mask & \$337 ;
-  assign \$339  = sat + \$338 ;
-  assign \$340  = left - 1'h1;
-  assign \$341  = last ? 14'h0000 : \$340 ;
-  assign \$342  = ! p;
-  assign \$343  = mask ? i__payload[15:8] : 8'h00;
-  assign \$344  = $signed(sg) + $signed(\$343 );
-  assign \$345  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$346  = mask ? \$345  : 16'h0000;
-  assign \$347  = $signed(sgx) + $signed(\$346 );
-  assign \$348  = $signed(tq) + $signed(2'h1);
-  assign \$350  = dn >= 16'h8000;
-  assign \$352  = sd + 1'h1;
-  assign \$353  = 4'he + sd;
-  assign \$354  = ! chan[76:69];
+  assign \$295  = $signed(zref) + $signed(s1_t0_1);
+  assign \$296  = | \$295 [66:25];
+  assign \$297  = ~ \$296 ;
+  assign \$298  = \$294  | \$297 ;
+  assign \$299  = $signed(zref) + $signed(s1_t0_1);
+  assign \$300  = $signed(zref) + $signed(s1_t0_1);
+  assign \$301  = $signed(\$300 ) < $signed(1'h0);
+  assign \$302  = \$301  ? 26'h2000000 : 26'h1ffffff;
+  assign \$303  = \$298  ? \$299 [25:0] : \$302 ;
+  assign \$304  = $signed(s1_t0_0) - $signed(\$303 );
+  assign \$305  = $signed(\$304 ) + $signed({ 1'h0, s1_t0_2 });
+  assign \$306  = ~ s2_mask;
+  assign \$307  = $signed(acc0) >>> sh;
+  assign \$308  = $signed(\$307 ) > $signed(8'h7f);
+  assign \$309  = s2_force ? s2_high : \$308 ;
+  assign \$310  = ~ s2_high;
+  assign \$311  = $signed(acc0) >>> sh;
+  assign \$312  = $signed(\$311 ) < $signed(8'h80);
+  assign \$313  = s2_force ? \$310  : \$312 ;
+  assign \$314  = $signed(acc0) >>> sh;
+  assign \$315  = \$313  ? 9'h180 : { 1'h0, \$314 [7:0] };
+  assign \$316  = \$309  ? 9'h07f : \$315 ;
+  assign \$317  = s2_mask ? \$316  : 9'h000;
+  assign \$318  = $signed(acc0) >>> sh;
+  assign \$319  = $signed(\$318 ) > $signed(8'h7f);
+  assign \$320  = s2_force ? s2_high : \$319 ;
+  assign \$321  = ~ s2_high;
+  assign \$322  = $signed(acc0) >>> sh;
+  assign \$323  = $signed(\$322 ) < $signed(8'h80);
+  assign \$324  = s2_force ? \$321  : \$323 ;
+  assign \$325  = \$320  | \$324 ;
+  assign \$326  = s2_mask & \$325 ;
+  assign \$327  = sat + \$326 ;
+  assign \$328  = left - 1'h1;
+  assign \$329  = last ? 14'h0000 : \$328 ;
+  assign \$330  = ! p;
+  assign \$331  = mask ? i__payload[15:8] : 8'h00;
+  assign \$332  = $signed(sg) + $signed(\$331 );
+  assign \$333  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$334  = mask ? \$333  : 16'h0000;
+  assign \$335  = $signed(sgx) + $signed(\$334 );
+  assign \$336  = $signed(tq) + $signed(2'h1);
+  assign \$338  = dn >= 16'h8000;
+  assign \$340  = sd + 1'h1;
+  assign \$341  = 4'he + sd;
+  assign \$342  = ! chan[76:69];
+  assign \$343  = ~ special;
+  assign \$344  = am >= 13'h1000;
+  assign \$345  = $signed(shc) > $signed(5'h0d);
+  assign \$346  = \$344  | \$345 ;
+  assign \$347  = \$343  & \$346 ;
+  assign \$348  = $signed(shc) < $signed(4'h4);
+  assign \$350  = $signed(shc) - $signed(2'h1);
+  assign \$352  = $signed(shc) + $signed(2'h1);
+  assign \$353  = ~ zero;
+  assign \$354  = special & \$353 ;
   assign \$355  = ~ special;
-  assign \$356  = am >= 13'h1000;
-  assign \$357  = $signed(shc) > $signed(5'h0d);
-  assign \$358  = \$356  | \$357 ;
-  assign \$359  = \$355  & \$358 ;
-  assign \$360  = $signed(shc) < $signed(4'h4);
-  assign \$362  = $signed(shc) - $signed(2'h1);
-  assign \$364  = $signed(shc) + $signed(2'h1);
-  assign \$365  = ~ zero;
-  assign \$366  = special & \$365 ;
-  assign \$367  = ~ special;
-  assign \$368  = ~ zero;
-  assign \$369  = \$367  & \$368 ;
-  assign \$370  = am < 12'h800;
-  assign \$371  = \$369  & \$370 ;
-  assign \$372  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$373  = - am;
-  assign \$374  = \$372  ? \$373  : { 1'h0, am };
-  assign \$377  = \$376  ? 18'h00000 : xs;
-  assign \$378  = 1'h1 << sh;
-  assign \$380  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$381  = $signed(xs) < $signed(1'h0);
-  assign \$382  = tiny ? \$380  : \$381 ;
-  assign \$383  = $signed(qg) < $signed(1'h0);
-  assign \$384  = \$382  ^ \$383 ;
-  assign \$385  = yw >= 25'h1000000;
-  assign \$387  = syl - 1'h1;
-  assign \$388  = - yw;
-  assign \$389  = ysgn ? \$388  : { 1'h0, yw };
-  assign \$390  = | cnt;
-  assign \$392  = cnt - 1'h1;
-  assign \$393  = syl + 5'h19;
-  assign \$394  = | cnt;
-  assign \$396  = cnt - 1'h1;
-  assign \$397  = | cnt;
-  assign \$399  = cnt - 1'h1;
-  assign \$400  = | left;
-  assign \$401  = ~ \$400 ;
-  assign \$402  = ~ \$signal$56 ;
-  assign \$403  = \$401  & \$402 ;
-  assign \$404  = ~ s1_valid;
-  assign \$405  = \$403  & \$404 ;
-  assign \$406  = \$405  & adv;
+  assign \$356  = ~ zero;
+  assign \$357  = \$355  & \$356 ;
+  assign \$358  = am < 12'h800;
+  assign \$359  = \$357  & \$358 ;
+  assign \$360  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$361  = - am;
+  assign \$362  = \$360  ? \$361  : { 1'h0, am };
+  assign \$365  = \$364  ? 18'h00000 : xs;
+  assign \$366  = 1'h1 << sh;
+  assign \$368  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$369  = $signed(xs) < $signed(1'h0);
+  assign \$370  = tiny ? \$368  : \$369 ;
+  assign \$371  = $signed(qg) < $signed(1'h0);
+  assign \$372  = \$370  ^ \$371 ;
+  assign \$373  = yw >= 25'h1000000;
+  assign \$375  = syl - 1'h1;
+  assign \$376  = - yw;
+  assign \$377  = ysgn ? \$376  : { 1'h0, yw };
+  assign \$378  = | cnt;
+  assign \$380  = cnt - 1'h1;
+  assign \$381  = syl + 5'h19;
+  assign \$382  = | cnt;
+  assign \$384  = cnt - 1'h1;
+  assign \$385  = | cnt;
+  assign \$387  = cnt - 1'h1;
+  assign \$388  = | left;
+  assign \$389  = ~ \$388 ;
+  assign \$390  = ~ \$signal$57 ;
+  assign \$391  = \$389  & \$390 ;
+  assign \$392  = ~ \$signal$56 ;
+  assign \$393  = \$391  & \$392 ;
+  assign \$394  = ~ s2_valid;
+  assign \$395  = \$393  & \$394 ;
+  assign \$396  = \$395  & adv;
   always @(posedge clk)
-    s0_x <= \$407 ;
+    s0_x <= \$397 ;
   always @(posedge clk)
-    s0_g <= \$408 ;
+    s0_g <= \$398 ;
   always @(posedge clk)
-    s0_mask <= \$409 ;
+    s0_mask <= \$399 ;
   always @(posedge clk)
-    o__valid <= \$410 ;
+    o__valid <= \$400 ;
   always @(posedge clk)
-    s1_valid <= \$411 ;
+    s2_valid <= \$401 ;
   always @(posedge clk)
-    \$signal$56  <= \$412 ;
+    \$signal$56  <= \$402 ;
   always @(posedge clk)
-    s1_mask <= \$413 ;
+    \$signal$57  <= \$403 ;
   always @(posedge clk)
-    s1_force <= \$414 ;
+    s2_mask <= \$404 ;
   always @(posedge clk)
-    s1_high <= \$415 ;
+    \$signal$59  <= \$405 ;
   always @(posedge clk)
-    acc0 <= \$416 ;
+    \$signal$60  <= \$406 ;
   always @(posedge clk)
-    o__payload <= \$417 ;
+    \$signal$61  <= \$407 ;
   always @(posedge clk)
-    sat <= \$418 ;
+    s2_force <= \$408 ;
   always @(posedge clk)
-    left <= \$419 ;
+    s2_high <= \$409 ;
   always @(posedge clk)
-    chan <= \$420 ;
+    s1_t0_0 <= \$410 ;
   always @(posedge clk)
-    sg <= \$421 ;
+    s1_t0_1 <= \$411 ;
   always @(posedge clk)
-    sgx <= \$422 ;
+    s1_t0_2 <= \$412 ;
   always @(posedge clk)
-    dgamma <= \$423 ;
+    acc0 <= \$413 ;
   always @(posedge clk)
-    align <= \$424 ;
+    o__payload <= \$414 ;
   always @(posedge clk)
-    fsm_state <= \$425 ;
+    sat <= \$415 ;
   always @(posedge clk)
-    \$signal  <= \$426 ;
+    left <= \$416 ;
   always @(posedge clk)
-    rz <= \$427 ;
+    chan <= \$417 ;
   always @(posedge clk)
-    r_mean <= \$428 ;
+    sg <= \$418 ;
   always @(posedge clk)
-    scratch <= \$429 ;
+    sgx <= \$419 ;
   always @(posedge clk)
-    qg <= \$430 ;
+    dgamma <= \$420 ;
   always @(posedge clk)
-    tq <= \$431 ;
+    align <= \$421 ;
   always @(posedge clk)
-    dn <= \$432 ;
+    fsm_state <= \$422 ;
   always @(posedge clk)
-    sd <= \$433 ;
+    \$signal  <= \$423 ;
   always @(posedge clk)
-    am <= \$434 ;
+    rz <= \$424 ;
   always @(posedge clk)
-    shc <= \$435 ;
+    r_mean <= \$425 ;
   always @(posedge clk)
-    special <= \$436 ;
+    scratch <= \$426 ;
   always @(posedge clk)
-    zero <= \$437 ;
+    qg <= \$427 ;
   always @(posedge clk)
-    tiny <= \$438 ;
+    tq <= \$428 ;
   always @(posedge clk)
-    xs <= \$439 ;
+    dn <= \$429 ;
   always @(posedge clk)
-    sh <= \$440 ;
+    sd <= \$430 ;
   always @(posedge clk)
-    xl <= \$441 ;
+    am <= \$431 ;
   always @(posedge clk)
-    rnd_h <= \$442 ;
+    shc <= \$432 ;
   always @(posedge clk)
-    nbase <= \$443 ;
+    special <= \$433 ;
   always @(posedge clk)
-    yw <= \$444 ;
+    zero <= \$434 ;
   always @(posedge clk)
-    ysgn <= \$445 ;
+    tiny <= \$435 ;
   always @(posedge clk)
-    syl <= \$446 ;
+    xs <= \$436 ;
   always @(posedge clk)
-    ys <= \$447 ;
+    sh <= \$437 ;
   always @(posedge clk)
-    wr <= \$448 ;
+    xl <= \$438 ;
   always @(posedge clk)
-    cnt <= \$449 ;
+    rnd_h <= \$439 ;
   always @(posedge clk)
-    t2 <= \$450 ;
+    nbase <= \$440 ;
   always @(posedge clk)
-    zref <= \$451 ;
+    yw <= \$441 ;
+  always @(posedge clk)
+    ysgn <= \$442 ;
+  always @(posedge clk)
+    syl <= \$443 ;
+  always @(posedge clk)
+    ys <= \$444 ;
+  always @(posedge clk)
+    wr <= \$445 ;
+  always @(posedge clk)
+    cnt <= \$446 ;
+  always @(posedge clk)
+    t2 <= \$447 ;
+  always @(posedge clk)
+    zref <= \$448 ;
   \hwnorm_bwd_l2_s8_lean.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1073,7 +1084,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$69 ),
+    .done(\done$76 ),
     .\neg$12 (\neg$39 ),
     .p(p),
     .rst(rst),
@@ -3590,29 +3601,129 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$407  = s0_x;
+    \$397  = s0_x;
     if (take) begin
-      \$407  = i__payload[7:0];
+      \$397  = i__payload[7:0];
     end
     if (rst) begin
-      \$407  = 8'h00;
+      \$397  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$408  = s0_g;
+    \$398  = s0_g;
     if (take) begin
-      \$408  = i__payload[15:8];
+      \$398  = i__payload[15:8];
     end
     if (rst) begin
-      \$408  = 8'h00;
+      \$398  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$409  = s0_mask;
+    \$399  = s0_mask;
     if (take) begin
-      \$409  = mask;
+      \$399  = mask;
+    end
+    if (rst) begin
+      \$399  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$400  = o__valid;
+    if (adv) begin
+      \$400  = s2_valid;
+    end
+    if (rst) begin
+      \$400  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$401  = s2_valid;
+    if (adv) begin
+      \$401  = \$signal$56 ;
+    end
+    if (rst) begin
+      \$401  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$402  = \$signal$56 ;
+    if (adv) begin
+      \$402  = \$signal$57 ;
+    end
+    if (rst) begin
+      \$402  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$403  = \$signal$57 ;
+    if (adv) begin
+      \$403  = take;
+    end
+    if (rst) begin
+      \$403  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$404  = s2_mask;
+    if (adv) begin
+      \$404  = \$signal$59 ;
+    end
+    if (rst) begin
+      \$404  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$405  = \$signal$59 ;
+    if (adv) begin
+      \$405  = s0_mask;
+    end
+    if (rst) begin
+      \$405  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$406  = \$signal$60 ;
+    if (adv) begin
+      \$406  = 1'h0;
+    end
+    if (rst) begin
+      \$406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$407  = \$signal$61 ;
+    if (adv) begin
+      \$407  = 1'h0;
+    end
+    if (rst) begin
+      \$407  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$408  = s2_force;
+    if (adv) begin
+      \$408  = \$signal$60 ;
+    end
+    if (rst) begin
+      \$408  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$409  = s2_high;
+    if (adv) begin
+      \$409  = \$signal$61 ;
     end
     if (rst) begin
       \$409  = 1'h0;
@@ -3620,112 +3731,82 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$410  = o__valid;
+    \$410  = s1_t0_0;
     if (adv) begin
-      \$410  = s1_valid;
+      \$410  = \$288 ;
     end
     if (rst) begin
-      \$410  = 1'h0;
+      \$410  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$411  = s1_valid;
+    \$411  = s1_t0_1;
     if (adv) begin
-      \$411  = \$signal$56 ;
+      \$411  = \$292 ;
     end
     if (rst) begin
-      \$411  = 1'h0;
+      \$411  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$412  = \$signal$56 ;
+    \$412  = s1_t0_2;
     if (adv) begin
-      \$412  = take;
+      \$412  = rnd_h;
     end
     if (rst) begin
-      \$412  = 1'h0;
+      \$412  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$413  = s1_mask;
+    \$413  = acc0;
     if (adv) begin
-      \$413  = s0_mask;
+      \$413  = \$305 [26:0];
     end
     if (rst) begin
-      \$413  = 1'h0;
+      \$413  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$414  = s1_force;
+    \$414  = o__payload;
     if (adv) begin
-      \$414  = 1'h0;
+      \$414  = \$317 [7:0];
     end
     if (rst) begin
-      \$414  = 1'h0;
+      \$414  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$415  = s1_high;
+    \$415  = sat;
     if (adv) begin
-      \$415  = 1'h0;
-    end
-    if (rst) begin
-      \$415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$416  = acc0;
-    if (adv) begin
-      \$416  = \$317 [26:0];
-    end
-    if (rst) begin
-      \$416  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$417  = o__payload;
-    if (adv) begin
-      \$417  = \$329 [7:0];
-    end
-    if (rst) begin
-      \$417  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$418  = sat;
-    if (adv) begin
-      if (s1_valid) begin
-        \$418  = \$339 [12:0];
+      if (s2_valid) begin
+        \$415  = \$327 [12:0];
       end
     end
     casez (fsm_state)
       7'h00:
           if (chan__valid) begin
-            \$418  = 13'h0000;
+            \$415  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$418  = 13'h0000;
+      \$415  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$419  = left;
+    \$416  = left;
     if (beat) begin
-      \$419  = \$341 [12:0];
+      \$416  = \$329 [12:0];
     end
     casez (fsm_state)
       7'h00:
           if (chan__valid) begin
-            \$419  = chan__payload[12:0];
+            \$416  = chan__payload[12:0];
           end
       7'h02:
           /* empty */;
@@ -3738,36 +3819,36 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h06:
           if (i__valid) begin
             if (last) begin
-              \$419  = chan[12:0];
+              \$416  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$419  = 13'h0000;
+      \$416  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$420  = chan;
+    \$417  = chan;
     casez (fsm_state)
       7'h00:
           if (chan__valid) begin
-            \$420  = chan__payload;
+            \$417  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$420  = 77'h00000000000000000000;
+      \$417  = 77'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$421  = sg;
+    \$418  = sg;
     casez (fsm_state)
       7'h00:
           if (chan__valid) begin
-            \$421  = 21'h000000;
+            \$418  = 21'h000000;
             if (refused) begin
-              \$421  = 21'h000000;
+              \$418  = 21'h000000;
             end
           end
       7'h02:
@@ -3780,20 +3861,20 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       7'h06:
           if (i__valid) begin
-            \$421  = \$344 [20:0];
+            \$418  = \$332 [20:0];
           end
     endcase
     if (rst) begin
-      \$421  = 21'h000000;
+      \$418  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$422  = sgx;
+    \$419  = sgx;
     casez (fsm_state)
       7'h00:
           if (chan__valid) begin
-            \$422  = 28'h0000000;
+            \$419  = 28'h0000000;
           end
       7'h02:
           /* empty */;
@@ -3805,20 +3886,20 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       7'h06:
           if (i__valid) begin
-            \$422  = \$347 [27:0];
+            \$419  = \$335 [27:0];
           end
     endcase
     if (rst) begin
-      \$422  = 28'h0000000;
+      \$419  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$423  = dgamma;
+    \$420  = dgamma;
     casez (fsm_state)
       7'h00:
           if (chan__valid) begin
-            \$423  = 35'h000000000;
+            \$420  = 35'h000000000;
           end
       7'h02:
           /* empty */;
@@ -3843,293 +3924,293 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h0c:
           /* empty */;
       7'h0d:
-          \$423  = \$349 [34:0];
+          \$420  = \$337 [34:0];
     endcase
     if (rst) begin
-      \$423  = 35'h000000000;
+      \$420  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = align;
+    \$421  = align;
     casez (fsm_state)
       7'h00:
           if (chan__valid) begin
-            \$424  = 4'h0;
+            \$421  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$424  = 4'h0;
+      \$421  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$425  = fsm_state;
+    \$422  = fsm_state;
     casez (fsm_state)
       7'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$425  = 7'h01;
+              \$422  = 7'h01;
             end else begin
-              \$425  = 7'h02;
+              \$422  = 7'h02;
             end
           end
       7'h02:
-          \$425  = 7'h03;
+          \$422  = 7'h03;
       7'h03:
           if (done) begin
-            \$425  = 7'h04;
+            \$422  = 7'h04;
           end
       7'h04:
-          \$425  = 7'h05;
+          \$422  = 7'h05;
       7'h05:
-          if (\done$69 ) begin
-            \$425  = 7'h06;
+          if (\done$76 ) begin
+            \$422  = 7'h06;
           end
       7'h06:
           if (i__valid) begin
             if (last) begin
-              \$425  = 7'h07;
+              \$422  = 7'h07;
             end
           end
       7'h07:
-          \$425  = 7'h08;
+          \$422  = 7'h08;
       7'h08:
-          if (\done$69 ) begin
-            \$425  = 7'h09;
+          if (\done$76 ) begin
+            \$422  = 7'h09;
           end
       7'h09:
-          \$425  = 7'h0a;
+          \$422  = 7'h0a;
       7'h0a:
-          if (\done$69 ) begin
-            \$425  = 7'h0b;
+          if (\done$76 ) begin
+            \$422  = 7'h0b;
           end
       7'h0b:
-          \$425  = 7'h0c;
+          \$422  = 7'h0c;
       7'h0c:
           if (done) begin
-            \$425  = 7'h0d;
+            \$422  = 7'h0d;
           end
       7'h0d:
-          \$425  = 7'h0e;
+          \$422  = 7'h0e;
       7'h0e:
-          \$425  = 7'h0f;
+          \$422  = 7'h0f;
       7'h0f:
           (* full_case = 32'd1 *)
-          if (\$350 ) begin
+          if (\$338 ) begin
           end else begin
-            \$425  = 7'h10;
+            \$422  = 7'h10;
           end
       7'h10:
-          \$425  = 7'h11;
+          \$422  = 7'h11;
       7'h11:
-          if (\done$69 ) begin
-            \$425  = 7'h12;
+          if (\done$76 ) begin
+            \$422  = 7'h12;
           end
       7'h12:
-          \$425  = 7'h13;
+          \$422  = 7'h13;
       7'h13:
           if (done) begin
-            \$425  = 7'h14;
+            \$422  = 7'h14;
           end
       7'h14:
-          \$425  = 7'h15;
+          \$422  = 7'h15;
       7'h15:
           (* full_case = 32'd1 *)
-          if (\$359 ) begin
-          end else if (\$360 ) begin
+          if (\$347 ) begin
+          end else if (\$348 ) begin
           end else begin
-            \$425  = 7'h16;
+            \$422  = 7'h16;
           end
       7'h16:
-          \$425  = 7'h17;
+          \$422  = 7'h17;
       7'h17:
-          \$425  = 7'h18;
+          \$422  = 7'h18;
       7'h18:
-          \$425  = 7'h19;
+          \$422  = 7'h19;
       7'h19:
-          if (\done$69 ) begin
-            \$425  = 7'h1a;
+          if (\done$76 ) begin
+            \$422  = 7'h1a;
           end
       7'h1a:
           (* full_case = 32'd1 *)
           if (tiny) begin
-            \$425  = 7'h1b;
+            \$422  = 7'h1b;
           end else begin
-            \$425  = 7'h1c;
+            \$422  = 7'h1c;
           end
       7'h1c:
-          \$425  = 7'h1d;
+          \$422  = 7'h1d;
       7'h1d:
-          if (\done$69 ) begin
-            \$425  = 7'h1e;
+          if (\done$76 ) begin
+            \$422  = 7'h1e;
           end
       7'h1e:
-          \$425  = 7'h1f;
+          \$422  = 7'h1f;
       7'h1f:
           if (done) begin
-            \$425  = 7'h20;
+            \$422  = 7'h20;
           end
       7'h20:
-          \$425  = 7'h21;
+          \$422  = 7'h21;
       7'h21:
           if (done) begin
-            \$425  = 7'h22;
+            \$422  = 7'h22;
           end
       7'h22:
-          \$425  = 7'h23;
+          \$422  = 7'h23;
       7'h1b:
-          \$425  = 7'h24;
+          \$422  = 7'h24;
       7'h24:
-          if (\done$69 ) begin
-            \$425  = 7'h25;
+          if (\done$76 ) begin
+            \$422  = 7'h25;
           end
       7'h25:
-          \$425  = 7'h26;
+          \$422  = 7'h26;
       7'h26:
-          if (\done$69 ) begin
-            \$425  = 7'h27;
+          if (\done$76 ) begin
+            \$422  = 7'h27;
           end
       7'h27:
-          \$425  = 7'h28;
+          \$422  = 7'h28;
       7'h28:
           if (done) begin
-            \$425  = 7'h29;
+            \$422  = 7'h29;
           end
       7'h29:
-          \$425  = 7'h2a;
+          \$422  = 7'h2a;
       7'h2a:
           if (done) begin
-            \$425  = 7'h2b;
+            \$422  = 7'h2b;
           end
       7'h2b:
-          \$425  = 7'h2c;
+          \$422  = 7'h2c;
       7'h2c:
           if (done) begin
-            \$425  = 7'h23;
+            \$422  = 7'h23;
           end
       7'h23:
-          \$425  = 7'h2d;
+          \$422  = 7'h2d;
       7'h2d:
           (* full_case = 32'd1 *)
-          if (\$385 ) begin
+          if (\$373 ) begin
           end else begin
-            \$425  = 7'h2e;
+            \$422  = 7'h2e;
           end
       7'h2e:
-          \$425  = 7'h2f;
+          \$422  = 7'h2f;
       7'h2f:
-          \$425  = 7'h30;
+          \$422  = 7'h30;
       7'h30:
           (* full_case = 32'd1 *)
           if (tiny) begin
-            \$425  = 7'h31;
+            \$422  = 7'h31;
           end else begin
-            \$425  = 7'h32;
+            \$422  = 7'h32;
           end
       7'h32:
-          \$425  = 7'h33;
+          \$422  = 7'h33;
       7'h33:
-          if (\done$69 ) begin
-            \$425  = 7'h34;
+          if (\done$76 ) begin
+            \$422  = 7'h34;
           end
       7'h34:
-          \$425  = 7'h35;
+          \$422  = 7'h35;
       7'h35:
           (* full_case = 32'd1 *)
-          if (\$390 ) begin
+          if (\$378 ) begin
           end else begin
-            \$425  = 7'h36;
+            \$422  = 7'h36;
           end
       7'h36:
-          \$425  = 7'h37;
+          \$422  = 7'h37;
       7'h37:
-          if (\done$69 ) begin
-            \$425  = 7'h38;
+          if (\done$76 ) begin
+            \$422  = 7'h38;
           end
       7'h38:
-          \$425  = 7'h39;
+          \$422  = 7'h39;
       7'h39:
           if (done) begin
-            \$425  = 7'h3a;
+            \$422  = 7'h3a;
           end
       7'h3a:
-          \$425  = 7'h3b;
+          \$422  = 7'h3b;
       7'h31:
-          \$425  = 7'h3c;
+          \$422  = 7'h3c;
       7'h3c:
-          if (\done$69 ) begin
-            \$425  = 7'h3d;
+          if (\done$76 ) begin
+            \$422  = 7'h3d;
           end
       7'h3d:
-          \$425  = 7'h3e;
+          \$422  = 7'h3e;
       7'h3e:
-          if (\done$69 ) begin
-            \$425  = 7'h3f;
+          if (\done$76 ) begin
+            \$422  = 7'h3f;
           end
       7'h3f:
-          \$425  = 7'h40;
+          \$422  = 7'h40;
       7'h40:
           (* full_case = 32'd1 *)
-          if (\$394 ) begin
+          if (\$382 ) begin
           end else begin
-            \$425  = 7'h41;
+            \$422  = 7'h41;
           end
       7'h41:
-          \$425  = 7'h42;
+          \$422  = 7'h42;
       7'h42:
-          if (\done$69 ) begin
-            \$425  = 7'h43;
+          if (\done$76 ) begin
+            \$422  = 7'h43;
           end
       7'h43:
-          \$425  = 7'h44;
+          \$422  = 7'h44;
       7'h44:
-          if (\done$69 ) begin
-            \$425  = 7'h45;
+          if (\done$76 ) begin
+            \$422  = 7'h45;
           end
       7'h45:
-          \$425  = 7'h46;
+          \$422  = 7'h46;
       7'h46:
           if (done) begin
-            \$425  = 7'h47;
+            \$422  = 7'h47;
           end
       7'h47:
-          \$425  = 7'h48;
+          \$422  = 7'h48;
       7'h48:
           if (done) begin
-            \$425  = 7'h3b;
+            \$422  = 7'h3b;
           end
       7'h3b:
-          \$425  = 7'h49;
+          \$422  = 7'h49;
       7'h49:
           (* full_case = 32'd1 *)
-          if (\$397 ) begin
+          if (\$385 ) begin
           end else begin
-            \$425  = 7'h4a;
+            \$422  = 7'h4a;
           end
       7'h4a:
-          \$425  = 7'h4b;
+          \$422  = 7'h4b;
       7'h4b:
-          if (\$406 ) begin
-            \$425  = 7'h4c;
+          if (\$396 ) begin
+            \$422  = 7'h4c;
           end
       7'h4c:
           if (stats__ready) begin
-            \$425  = 7'h00;
+            \$422  = 7'h00;
           end
       7'h01:
           if (stats__ready) begin
-            \$425  = 7'h00;
+            \$422  = 7'h00;
           end
     endcase
     if (rst) begin
-      \$425  = 7'h00;
+      \$422  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$426  = \$signal ;
+    \$423  = \$signal ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4137,16 +4218,16 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       7'h03:
           if (done) begin
-            \$426  = q[8:0];
+            \$423  = q[8:0];
           end
     endcase
     if (rst) begin
-      \$426  = 9'h000;
+      \$423  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$427  = rz;
+    \$424  = rz;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4157,17 +4238,17 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h04:
           /* empty */;
       7'h05:
-          if (\done$69 ) begin
-            \$427  = \$342 ;
+          if (\done$76 ) begin
+            \$424  = \$330 ;
           end
     endcase
     if (rst) begin
-      \$427  = 1'h0;
+      \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = r_mean;
+    \$425  = r_mean;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4178,17 +4259,17 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h04:
           /* empty */;
       7'h05:
-          if (\done$69 ) begin
-            \$428  = p[12:0];
+          if (\done$76 ) begin
+            \$425  = p[12:0];
           end
     endcase
     if (rst) begin
-      \$428  = 13'h0000;
+      \$425  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$429  = scratch;
+    \$426  = scratch;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4205,8 +4286,8 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h07:
           /* empty */;
       7'h08:
-          if (\done$69 ) begin
-            \$429  = p;
+          if (\done$76 ) begin
+            \$426  = p;
           end
       7'h09:
           /* empty */;
@@ -4225,8 +4306,8 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h10:
           /* empty */;
       7'h11:
-          if (\done$69 ) begin
-            \$429  = p;
+          if (\done$76 ) begin
+            \$426  = p;
           end
       7'h12:
           /* empty */;
@@ -4249,8 +4330,8 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h1c:
           /* empty */;
       7'h1d:
-          if (\done$69 ) begin
-            \$429  = p;
+          if (\done$76 ) begin
+            \$426  = p;
           end
       7'h1e:
           /* empty */;
@@ -4265,14 +4346,14 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h1b:
           /* empty */;
       7'h24:
-          if (\done$69 ) begin
-            \$429  = p;
+          if (\done$76 ) begin
+            \$426  = p;
           end
       7'h25:
           /* empty */;
       7'h26:
-          if (\done$69 ) begin
-            \$429  = p;
+          if (\done$76 ) begin
+            \$426  = p;
           end
       7'h27:
           /* empty */;
@@ -4299,20 +4380,20 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h32:
           /* empty */;
       7'h33:
-          if (\done$69 ) begin
-            \$429  = p;
+          if (\done$76 ) begin
+            \$426  = p;
           end
       7'h34:
           /* empty */;
       7'h35:
-          if (\$390 ) begin
-            \$429  = \$391 [151:0];
+          if (\$378 ) begin
+            \$426  = \$379 [151:0];
           end
       7'h36:
           /* empty */;
       7'h37:
-          if (\done$69 ) begin
-            \$429  = p;
+          if (\done$76 ) begin
+            \$426  = p;
           end
       7'h38:
           /* empty */;
@@ -4323,20 +4404,20 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h31:
           /* empty */;
       7'h3c:
-          if (\done$69 ) begin
-            \$429  = p;
+          if (\done$76 ) begin
+            \$426  = p;
           end
       7'h3d:
           /* empty */;
       7'h3e:
-          if (\done$69 ) begin
-            \$429  = p;
+          if (\done$76 ) begin
+            \$426  = p;
           end
       7'h3f:
           /* empty */;
       7'h40:
-          if (\$394 ) begin
-            \$429  = \$395 [151:0];
+          if (\$382 ) begin
+            \$426  = \$383 [151:0];
           end
       7'h41:
           /* empty */;
@@ -4345,17 +4426,17 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h43:
           /* empty */;
       7'h44:
-          if (\done$69 ) begin
-            \$429  = p;
+          if (\done$76 ) begin
+            \$426  = p;
           end
     endcase
     if (rst) begin
-      \$429  = 152'h00000000000000000000000000000000000000;
+      \$426  = 152'h00000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$430  = qg;
+    \$427  = qg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4376,17 +4457,17 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h09:
           /* empty */;
       7'h0a:
-          if (\done$69 ) begin
-            \$430  = p[39:0];
+          if (\done$76 ) begin
+            \$427  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$430  = 40'h0000000000;
+      \$427  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$431  = tq;
+    \$428  = tq;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4412,7 +4493,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       7'h0c:
           if (done) begin
-            \$431  = q;
+            \$428  = q;
           end
       7'h0d:
           /* empty */;
@@ -4428,7 +4509,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       7'h13:
           if (done) begin
-            \$431  = q;
+            \$428  = q;
           end
       7'h14:
           /* empty */;
@@ -4452,13 +4533,13 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       7'h1f:
           if (done) begin
-            \$431  = q;
+            \$428  = q;
           end
       7'h20:
           /* empty */;
       7'h21:
           if (done) begin
-            \$431  = q;
+            \$428  = q;
           end
       7'h22:
           /* empty */;
@@ -4474,19 +4555,19 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       7'h28:
           if (done) begin
-            \$431  = q;
+            \$428  = q;
           end
       7'h29:
           /* empty */;
       7'h2a:
           if (done) begin
-            \$431  = q;
+            \$428  = q;
           end
       7'h2b:
           /* empty */;
       7'h2c:
           if (done) begin
-            \$431  = q;
+            \$428  = q;
           end
       7'h23:
           /* empty */;
@@ -4514,7 +4595,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       7'h39:
           if (done) begin
-            \$431  = q;
+            \$428  = q;
           end
       7'h3a:
           /* empty */;
@@ -4542,756 +4623,28 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       7'h46:
           if (done) begin
-            \$431  = q;
+            \$428  = q;
           end
       7'h47:
           /* empty */;
       7'h48:
           if (done) begin
-            \$431  = q;
+            \$428  = q;
           end
       7'h3b:
           /* empty */;
       7'h49:
-          if (\$397 ) begin
-            \$431  = \$398 ;
-          end
-    endcase
-    if (rst) begin
-      \$431  = 156'h000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = dn;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          \$432  = chan[68:34];
-      7'h0f:
-          if (\$350 ) begin
-            \$432  = \$351 ;
-          end
-    endcase
-    if (rst) begin
-      \$432  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$433  = sd;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          \$433  = 6'h00;
-      7'h0f:
-          if (\$350 ) begin
-            \$433  = \$352 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$433  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$434  = am;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$434  = tq[47:0];
-      7'h15:
-          if (\$359 ) begin
-            \$434  = \$361 ;
-          end else if (\$360 ) begin
-            \$434  = \$363 [47:0];
-          end
-    endcase
-    if (rst) begin
-      \$434  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$435  = shc;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$435  = { 3'h0, \$353  };
-      7'h15:
-          if (\$359 ) begin
-            \$435  = \$362 [9:0];
-          end else if (\$360 ) begin
-            \$435  = \$364 [9:0];
-          end
-    endcase
-    if (rst) begin
-      \$435  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$436  = special;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$436  = 1'h0;
-      7'h15:
-          if (\$359 ) begin
-          end else if (\$360 ) begin
-            \$436  = 1'h1;
-          end
-      7'h16:
-          \$436  = \$366 ;
-    endcase
-    if (rst) begin
-      \$436  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$437  = zero;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$437  = \$354 ;
-    endcase
-    if (rst) begin
-      \$437  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = tiny;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          \$438  = \$371 ;
-    endcase
-    if (rst) begin
-      \$438  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$439  = xs;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          \$439  = \$374 [17:0];
-    endcase
-    if (rst) begin
-      \$439  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$440  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          \$440  = shc[3:0];
-    endcase
-    if (rst) begin
-      \$440  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$441  = xl;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$441  = \$377 ;
-    endcase
-    if (rst) begin
-      \$441  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$442  = rnd_h;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$442  = \$379 [12:0];
-    endcase
-    if (rst) begin
-      \$442  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$443  = nbase;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          if (\done$69 ) begin
-            \$443  = p[56:0];
-          end
-    endcase
-    if (rst) begin
-      \$443  = 57'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$444  = yw;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          \$444  = tq;
-      7'h2d:
           if (\$385 ) begin
-            \$444  = \$386 ;
+            \$428  = \$386 ;
           end
     endcase
     if (rst) begin
-      \$444  = 156'h000000000000000000000000000000000000000;
+      \$428  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$445  = ysgn;
+    \$429  = dn;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5320,75 +4673,605 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h0d:
           /* empty */;
       7'h0e:
-          /* empty */;
+          \$429  = chan[68:34];
       7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          \$445  = \$384 ;
+          if (\$338 ) begin
+            \$429  = \$339 ;
+          end
     endcase
     if (rst) begin
-      \$445  = 1'h0;
+      \$429  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$446  = syl;
+    \$430  = sd;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$430  = 6'h00;
+      7'h0f:
+          if (\$338 ) begin
+            \$430  = \$340 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$430  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$431  = am;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$431  = tq[47:0];
+      7'h15:
+          if (\$347 ) begin
+            \$431  = \$349 ;
+          end else if (\$348 ) begin
+            \$431  = \$351 [47:0];
+          end
+    endcase
+    if (rst) begin
+      \$431  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$432  = shc;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$432  = { 3'h0, \$341  };
+      7'h15:
+          if (\$347 ) begin
+            \$432  = \$350 [9:0];
+          end else if (\$348 ) begin
+            \$432  = \$352 [9:0];
+          end
+    endcase
+    if (rst) begin
+      \$432  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$433  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$433  = 1'h0;
+      7'h15:
+          if (\$347 ) begin
+          end else if (\$348 ) begin
+            \$433  = 1'h1;
+          end
+      7'h16:
+          \$433  = \$354 ;
+    endcase
+    if (rst) begin
+      \$433  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$434  = zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$434  = \$342 ;
+    endcase
+    if (rst) begin
+      \$434  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$435  = tiny;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$435  = \$359 ;
+    endcase
+    if (rst) begin
+      \$435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$436  = xs;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$436  = \$362 [17:0];
+    endcase
+    if (rst) begin
+      \$436  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$437  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$437  = shc[3:0];
+    endcase
+    if (rst) begin
+      \$437  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$438  = xl;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$438  = \$365 ;
+    endcase
+    if (rst) begin
+      \$438  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$439  = rnd_h;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$439  = \$367 [12:0];
+    endcase
+    if (rst) begin
+      \$439  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$440  = nbase;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          if (\done$76 ) begin
+            \$440  = p[56:0];
+          end
+    endcase
+    if (rst) begin
+      \$440  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$441  = yw;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5477,8 +5360,571 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h2c:
           /* empty */;
       7'h23:
-          \$446  = 6'h22;
+          \$441  = tq;
       7'h2d:
+          if (\$373 ) begin
+            \$441  = \$374 ;
+          end
+    endcase
+    if (rst) begin
+      \$441  = 156'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$442  = ysgn;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          \$442  = \$372 ;
+    endcase
+    if (rst) begin
+      \$442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$443  = syl;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          \$443  = 6'h22;
+      7'h2d:
+          if (\$373 ) begin
+            \$443  = \$375 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$443  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$444  = ys;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$444  = \$377 [24:0];
+    endcase
+    if (rst) begin
+      \$444  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$445  = wr;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$445  = { 1'h0, r_mean };
+    endcase
+    if (rst) begin
+      \$445  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$446  = cnt;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$446  = syl;
+      7'h35:
+          if (\$378 ) begin
+            \$446  = \$380 [5:0];
+          end
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$446  = \$381 [5:0];
+      7'h40:
+          if (\$382 ) begin
+            \$446  = \$384 [5:0];
+          end
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h3b:
+          \$446  = syl;
+      7'h49:
           if (\$385 ) begin
             \$446  = \$387 [5:0];
           end
@@ -5489,372 +5935,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$447  = ys;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$447  = \$389 [24:0];
-    endcase
-    if (rst) begin
-      \$447  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$448  = wr;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          \$448  = { 1'h0, r_mean };
-    endcase
-    if (rst) begin
-      \$448  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$449  = cnt;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          \$449  = syl;
-      7'h35:
-          if (\$390 ) begin
-            \$449  = \$392 [5:0];
-          end
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          \$449  = \$393 [5:0];
-      7'h40:
-          if (\$394 ) begin
-            \$449  = \$396 [5:0];
-          end
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          /* empty */;
-      7'h3b:
-          \$449  = syl;
-      7'h49:
-          if (\$397 ) begin
-            \$449  = \$399 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$449  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$450  = t2;
+    \$447  = t2;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5985,17 +6066,17 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h41:
           /* empty */;
       7'h42:
-          if (\done$69 ) begin
-            \$450  = p;
+          if (\done$76 ) begin
+            \$447  = p;
           end
     endcase
     if (rst) begin
-      \$450  = 152'h00000000000000000000000000000000000000;
+      \$447  = 152'h00000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$451  = zref;
+    \$448  = zref;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6144,10 +6225,10 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h49:
           /* empty */;
       7'h4a:
-          \$451  = tq[56:0];
+          \$448  = tq[56:0];
     endcase
     if (rst) begin
-      \$451  = 57'h000000000000000;
+      \$448  = 57'h000000000000000;
     end
   end
   assign o_valid = o__valid;
@@ -6179,20 +6260,17 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$181  = { ys[24], ys[24], ys[24], ys[24], ys[24], ys[24], ys[24], ys, 24'h000000 };
   assign \$195  = { ys[24], ys[24], ys[24], ys[24], ys[24], ys[24], ys[24], ys, 24'h000000 };
   assign \$291  = { \$290 [34], \$290 [34], \$290 [34], \$290 [34], \$290 [34], \$290 [34], \$290 [34], \$290 , 24'h000000 };
-  assign \$297  = { \$296 [34], \$296 [34], \$296 [34], \$296 [34], \$296 [34], \$296 [34], \$296 [34], \$296 , 24'h000000 };
-  assign \$305  = { \$304 [34], \$304 [34], \$304 [34], \$304 [34], \$304 [34], \$304 [34], \$304 [34], \$304 , 24'h000000 };
-  assign \$310  = { \$309 [34], \$309 [34], \$309 [34], \$309 [34], \$309 [34], \$309 [34], \$309 [34], \$309 , 24'h000000 };
-  assign \$349  = { \$348 [156], \$348 [156:1] };
-  assign \$351  = { 1'h0, dn[34:1] };
-  assign \$361  = { 1'h0, am[47:1] };
-  assign \$363  = { am, 1'h0 };
-  assign \$375  = 1'h0;
-  assign \$376  = zero;
-  assign \$379  = { 1'h0, \$378 [28:1] };
-  assign \$386  = { 1'h0, yw[155:1] };
-  assign \$391  = { scratch, 1'h0 };
-  assign \$395  = { scratch, 1'h0 };
-  assign \$398  = { tq[155], tq[155:1] };
+  assign \$337  = { \$336 [156], \$336 [156:1] };
+  assign \$339  = { 1'h0, dn[34:1] };
+  assign \$349  = { 1'h0, am[47:1] };
+  assign \$351  = { am, 1'h0 };
+  assign \$363  = 1'h0;
+  assign \$364  = zero;
+  assign \$367  = { 1'h0, \$366 [28:1] };
+  assign \$374  = { 1'h0, yw[155:1] };
+  assign \$379  = { scratch, 1'h0 };
+  assign \$383  = { scratch, 1'h0 };
+  assign \$386  = { tq[155], tq[155:1] };
 endmodule
 
 module \hwnorm_bwd_l2_s8_lean.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);

@@ -623,8 +623,8 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$653 ;
   wire [71:0] \$654 ;
   wire [71:0] \$655 ;
-  wire [73:0] \$656 ;
-  wire [74:0] \$657 ;
+  wire [72:0] \$656 ;
+  wire [73:0] \$657 ;
   wire \$658 ;
   wire [73:0] \$659 ;
   wire \$66 ;
@@ -697,40 +697,46 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$72 ;
   wire \$720 ;
   wire \$721 ;
-  reg [15:0] \$722 ;
-  reg [15:0] \$723 ;
-  reg \$724 ;
-  reg [2:0] \$725 ;
+  wire \$722 ;
+  wire \$723 ;
+  reg [15:0] \$724 ;
+  reg [15:0] \$725 ;
   reg \$726 ;
-  reg \$727 ;
+  reg [2:0] \$727 ;
   reg \$728 ;
   reg \$729 ;
   wire \$73 ;
-  reg [73:0] \$730 ;
-  reg [15:0] \$731 ;
-  reg [12:0] \$732 ;
-  reg [12:0] \$733 ;
-  reg [135:0] \$734 ;
-  reg [28:0] \$735 ;
-  reg [43:0] \$736 ;
-  reg [54:0] \$737 ;
-  reg [5:0] \$738 ;
-  reg [5:0] \$739 ;
+  reg \$730 ;
+  reg \$731 ;
+  reg \$732 ;
+  reg \$733 ;
+  reg [72:0] \$734 ;
+  reg [72:0] \$735 ;
+  reg [73:0] \$736 ;
+  reg [15:0] \$737 ;
+  reg [12:0] \$738 ;
+  reg [12:0] \$739 ;
   wire \$74 ;
-  reg [5:0] \$740 ;
-  reg [114:0] \$741 ;
-  reg [55:0] \$742 ;
-  reg [152:0] \$743 ;
-  reg [56:0] \$744 ;
-  reg [56:0] \$745 ;
-  reg [114:0] \$746 ;
-  reg [99:0] \$747 ;
-  reg [71:0] \$748 ;
-  reg [71:0] \$749 ;
+  reg [135:0] \$740 ;
+  reg [28:0] \$741 ;
+  reg [43:0] \$742 ;
+  reg [54:0] \$743 ;
+  reg [5:0] \$744 ;
+  reg [5:0] \$745 ;
+  reg [5:0] \$746 ;
+  reg [114:0] \$747 ;
+  reg [55:0] \$748 ;
+  reg [152:0] \$749 ;
   wire \$75 ;
-  reg [71:0] \$750 ;
-  wire [1:0] \$751 ;
-  wire [1:0] \$752 ;
+  reg [56:0] \$750 ;
+  reg [56:0] \$751 ;
+  reg [114:0] \$752 ;
+  reg [99:0] \$753 ;
+  reg [71:0] \$754 ;
+  reg [71:0] \$755 ;
+  reg [71:0] \$756 ;
+  wire [1:0] \$757 ;
+  wire [1:0] \$758 ;
   wire [6:0] \$76 ;
   wire [6:0] \$77 ;
   wire \$78 ;
@@ -759,6 +765,8 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$99 ;
   reg [2:0] \$signal  = 3'h0;
   reg \$signal$68  = 1'h0;
+  reg \$signal$69  = 1'h0;
+  reg \$signal$71  = 1'h0;
   wire [2:0] \$signal[0] ;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
@@ -796,7 +804,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$78 ;
+  wire \done$82 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -847,8 +855,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg s0_mask = 1'h0;
   reg [15:0] s0_x = 16'h0000;
   wire [15:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [72:0] s1_t0_0 = 73'h0000000000000000000;
+  reg [72:0] s1_t0_1 = 73'h0000000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [114:0] scratch = 115'h00000000000000000000000000000;
   wire [2:0] sel;
@@ -1199,12 +1209,12 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$598  = - $signed(tq);
   assign \$599  = \$597  ? \$598  : { tq[152], tq };
   assign \$600  = $signed(tq) < $signed(1'h0);
-  assign \$601  = $signed({ 1'h0, chan[12:0] }) - $signed(\$751 );
-  assign \$602  = $signed({ 1'h0, chan[12:0] }) + $signed(\$751 );
-  assign \$603  = $signed(\$751 ) < $signed(1'h0);
-  assign \$604  = - $signed(\$751 );
-  assign \$605  = \$603  ? \$604  : { \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751  };
-  assign \$606  = $signed(\$751 ) < $signed(1'h0);
+  assign \$601  = $signed({ 1'h0, chan[12:0] }) - $signed(\$757 );
+  assign \$602  = $signed({ 1'h0, chan[12:0] }) + $signed(\$757 );
+  assign \$603  = $signed(\$757 ) < $signed(1'h0);
+  assign \$604  = - $signed(\$757 );
+  assign \$605  = \$603  ? \$604  : { \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757  };
+  assign \$606  = $signed(\$757 ) < $signed(1'h0);
   assign \$607  = | left;
   assign \$608  = \$607  & adv;
   assign \$609  = i__valid & i__ready;
@@ -1254,18 +1264,18 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$653  = ! \$signal ;
   assign \$654  = \$653  ? const0 : const1;
   assign \$655  = \$652  ? const2 : \$654 ;
-  assign \$656  = $signed(\$651 ) + $signed(\$655 );
-  assign \$657  = $signed(\$656 ) + $signed(34'h100000000);
-  assign \$658  = ~ s1_mask;
+  assign \$656  = $signed(\$655 ) + $signed(34'h100000000);
+  assign \$657  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$658  = ~ s2_mask;
   assign \$660  = $signed(\$659 ) > $signed(16'h7fff);
   assign \$662  = $signed(\$661 ) < $signed(16'h8000);
   assign \$664  = \$662  ? 17'h18000 : { 1'h0, \$663 [15:0] };
   assign \$665  = \$660  ? 17'h07fff : \$664 ;
-  assign \$666  = s1_mask ? \$665  : 17'h00000;
+  assign \$666  = s2_mask ? \$665  : 17'h00000;
   assign \$668  = $signed(\$667 ) > $signed(16'h7fff);
   assign \$670  = $signed(\$669 ) < $signed(16'h8000);
   assign \$671  = \$668  | \$670 ;
-  assign \$672  = s1_mask & \$671 ;
+  assign \$672  = s2_mask & \$671 ;
   assign \$673  = sat + \$672 ;
   assign \$674  = left - 1'h1;
   assign \$675  = last ? 14'h0000 : \$674 ;
@@ -1303,69 +1313,79 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$714  = \$711  ? 115'h000000000007ff801100100000000 : \$713 ;
   assign \$715  = | left;
   assign \$716  = ~ \$715 ;
-  assign \$717  = ~ \$signal$68 ;
+  assign \$717  = ~ \$signal$69 ;
   assign \$718  = \$716  & \$717 ;
-  assign \$719  = ~ s1_valid;
+  assign \$719  = ~ \$signal$68 ;
   assign \$720  = \$718  & \$719 ;
-  assign \$721  = \$720  & adv;
+  assign \$721  = ~ s2_valid;
+  assign \$722  = \$720  & \$721 ;
+  assign \$723  = \$722  & adv;
   always @(posedge clk)
-    s0_x <= \$722 ;
+    s0_x <= \$724 ;
   always @(posedge clk)
-    s0_g <= \$723 ;
+    s0_g <= \$725 ;
   always @(posedge clk)
-    s0_mask <= \$724 ;
+    s0_mask <= \$726 ;
   always @(posedge clk)
-    \$signal  <= \$725 ;
+    \$signal  <= \$727 ;
   always @(posedge clk)
-    o__valid <= \$726 ;
+    o__valid <= \$728 ;
   always @(posedge clk)
-    s1_valid <= \$727 ;
+    s2_valid <= \$729 ;
   always @(posedge clk)
-    \$signal$68  <= \$728 ;
+    \$signal$68  <= \$730 ;
   always @(posedge clk)
-    s1_mask <= \$729 ;
+    \$signal$69  <= \$731 ;
   always @(posedge clk)
-    acc0 <= \$730 ;
+    s2_mask <= \$732 ;
   always @(posedge clk)
-    o__payload <= \$731 ;
+    \$signal$71  <= \$733 ;
   always @(posedge clk)
-    sat <= \$732 ;
+    s1_t0_0 <= \$734 ;
   always @(posedge clk)
-    left <= \$733 ;
+    s1_t0_1 <= \$735 ;
   always @(posedge clk)
-    chan <= \$734 ;
+    acc0 <= \$736 ;
   always @(posedge clk)
-    sg <= \$735 ;
+    o__payload <= \$737 ;
   always @(posedge clk)
-    sgx <= \$736 ;
+    sat <= \$738 ;
   always @(posedge clk)
-    dgamma <= \$737 ;
+    left <= \$739 ;
   always @(posedge clk)
-    align <= \$738 ;
+    chan <= \$740 ;
   always @(posedge clk)
-    fsm_state <= \$739 ;
+    sg <= \$741 ;
   always @(posedge clk)
-    sh <= \$740 ;
+    sgx <= \$742 ;
   always @(posedge clk)
-    scratch <= \$741 ;
+    dgamma <= \$743 ;
   always @(posedge clk)
-    qg <= \$742 ;
+    align <= \$744 ;
   always @(posedge clk)
-    tq <= \$743 ;
+    fsm_state <= \$745 ;
   always @(posedge clk)
-    m1 <= \$744 ;
+    sh <= \$746 ;
   always @(posedge clk)
-    lane_a <= \$745 ;
+    scratch <= \$747 ;
   always @(posedge clk)
-    c0w <= \$746 ;
+    qg <= \$748 ;
   always @(posedge clk)
-    m2 <= \$747 ;
+    tq <= \$749 ;
   always @(posedge clk)
-    const1 <= \$748 ;
+    m1 <= \$750 ;
   always @(posedge clk)
-    const2 <= \$749 ;
+    lane_a <= \$751 ;
   always @(posedge clk)
-    const0 <= \$750 ;
+    c0w <= \$752 ;
+  always @(posedge clk)
+    m2 <= \$753 ;
+  always @(posedge clk)
+    const1 <= \$754 ;
+  always @(posedge clk)
+    const2 <= \$755 ;
+  always @(posedge clk)
+    const0 <= \$756 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 1'h1;
@@ -1386,7 +1406,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   \hwnorm_bwd_linf_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$78 ),
+    .done(\done$82 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$52 ),
     .q(q),
@@ -1407,16 +1427,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_linf_s16.sel$80  \sel$80  (
+  \hwnorm_bwd_linf_s16.sel$84  \sel$84  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [0]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$851$0 (\$751 ),
-    .\port$864$0 (\$752 ),
-    .\port$962$0 (chan[41:0]),
+    .\port$853$0 (\$757 ),
+    .\port$866$0 (\$758 ),
+    .\port$972$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -2750,49 +2770,29 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$722  = s0_x;
+    \$724  = s0_x;
     if (take) begin
-      \$722  = i__payload[15:0];
+      \$724  = i__payload[15:0];
     end
     if (rst) begin
-      \$722  = 16'h0000;
+      \$724  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$723  = s0_g;
+    \$725  = s0_g;
     if (take) begin
-      \$723  = i__payload[31:16];
+      \$725  = i__payload[31:16];
     end
     if (rst) begin
-      \$723  = 16'h0000;
+      \$725  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$724  = s0_mask;
+    \$726  = s0_mask;
     if (take) begin
-      \$724  = mask;
-    end
-    if (rst) begin
-      \$724  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$725  = \$signal ;
-    if (take) begin
-      \$725  = { 1'h0, \$752  };
-    end
-    if (rst) begin
-      \$725  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$726  = o__valid;
-    if (adv) begin
-      \$726  = s1_valid;
+      \$726  = mask;
     end
     if (rst) begin
       \$726  = 1'h0;
@@ -2800,19 +2800,19 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$727  = s1_valid;
-    if (adv) begin
-      \$727  = \$signal$68 ;
+    \$727  = \$signal ;
+    if (take) begin
+      \$727  = { 1'h0, \$758  };
     end
     if (rst) begin
-      \$727  = 1'h0;
+      \$727  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$728  = \$signal$68 ;
+    \$728  = o__valid;
     if (adv) begin
-      \$728  = take;
+      \$728  = s2_valid;
     end
     if (rst) begin
       \$728  = 1'h0;
@@ -2820,9 +2820,9 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$729  = s1_mask;
+    \$729  = s2_valid;
     if (adv) begin
-      \$729  = s0_mask;
+      \$729  = \$signal$68 ;
     end
     if (rst) begin
       \$729  = 1'h0;
@@ -2830,121 +2830,181 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$730  = acc0;
+    \$730  = \$signal$68 ;
     if (adv) begin
-      \$730  = \$657 [73:0];
+      \$730  = \$signal$69 ;
     end
     if (rst) begin
-      \$730  = 74'h0000000000000000000;
+      \$730  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$731  = o__payload;
+    \$731  = \$signal$69 ;
     if (adv) begin
-      \$731  = \$666 [15:0];
+      \$731  = take;
     end
     if (rst) begin
-      \$731  = 16'h0000;
+      \$731  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = sat;
+    \$732  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$732  = \$673 [12:0];
+      \$732  = \$signal$71 ;
+    end
+    if (rst) begin
+      \$732  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$733  = \$signal$71 ;
+    if (adv) begin
+      \$733  = s0_mask;
+    end
+    if (rst) begin
+      \$733  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$734  = s1_t0_0;
+    if (adv) begin
+      \$734  = \$651 ;
+    end
+    if (rst) begin
+      \$734  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$735  = s1_t0_1;
+    if (adv) begin
+      \$735  = \$656 ;
+    end
+    if (rst) begin
+      \$735  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$736  = acc0;
+    if (adv) begin
+      \$736  = \$657 ;
+    end
+    if (rst) begin
+      \$736  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$737  = o__payload;
+    if (adv) begin
+      \$737  = \$666 [15:0];
+    end
+    if (rst) begin
+      \$737  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$738  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$738  = \$673 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$732  = 13'h0000;
+            \$738  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$732  = 13'h0000;
+      \$738  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = left;
+    \$739  = left;
     if (beat) begin
-      \$733  = \$675 [12:0];
+      \$739  = \$675 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$733  = chan__payload[12:0];
+            \$739  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$733  = chan[12:0];
+              \$739  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$733  = 13'h0000;
+      \$739  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = chan;
+    \$740  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$734  = chan__payload;
+            \$740  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$734  = 136'h0000000000000000000000000000000000;
+      \$740  = 136'h0000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = sg;
+    \$741  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$735  = 29'h00000000;
+            \$741  = 29'h00000000;
             if (refused) begin
-              \$735  = 29'h00000000;
+              \$741  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$735  = \$677 [28:0];
+            \$741  = \$677 [28:0];
           end
     endcase
     if (rst) begin
-      \$735  = 29'h00000000;
+      \$741  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = sgx;
+    \$742  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$736  = 44'h00000000000;
+            \$742  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$736  = \$680 [43:0];
+            \$742  = \$680 [43:0];
           end
     endcase
     if (rst) begin
-      \$736  = 44'h00000000000;
+      \$742  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = dgamma;
+    \$743  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$737  = 55'h00000000000000;
+            \$743  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -2967,19 +3027,19 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          \$737  = \$684 [54:0];
+          \$743  = \$684 [54:0];
     endcase
     if (rst) begin
-      \$737  = 55'h00000000000000;
+      \$743  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = align;
+    \$744  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$738  = 6'h00;
+            \$744  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3010,9 +3070,9 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$686 ) begin
-            \$738  = 6'h00;
+            \$744  = 6'h00;
           end else begin
-            \$738  = \$688 [5:0];
+            \$744  = \$688 [5:0];
           end
       6'h10:
           /* empty */;
@@ -3043,9 +3103,9 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$692 ) begin
-            \$738  = 6'h00;
+            \$744  = 6'h00;
           end else begin
-            \$738  = \$694 [5:0];
+            \$744  = \$694 [5:0];
           end
       6'h1e:
           /* empty */;
@@ -3056,9 +3116,9 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           (* full_case = 32'd1 *)
           if (\$700 ) begin
-            \$738  = 6'h00;
+            \$744  = 6'h00;
           end else begin
-            \$738  = \$702 [5:0];
+            \$744  = \$702 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3069,173 +3129,173 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           (* full_case = 32'd1 *)
           if (\$708 ) begin
-            \$738  = 6'h00;
+            \$744  = 6'h00;
           end else begin
-            \$738  = \$710 [5:0];
+            \$744  = \$710 [5:0];
           end
     endcase
     if (rst) begin
-      \$738  = 6'h00;
+      \$744  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = fsm_state;
+    \$745  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$739  = 6'h01;
+              \$745  = 6'h01;
             end else begin
-              \$739  = 6'h02;
+              \$745  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$739  = 6'h03;
+              \$745  = 6'h03;
             end
           end
       6'h03:
-          \$739  = 6'h04;
+          \$745  = 6'h04;
       6'h04:
           if (done) begin
-            \$739  = 6'h05;
+            \$745  = 6'h05;
           end
       6'h05:
-          \$739  = 6'h06;
+          \$745  = 6'h06;
       6'h06:
           if (done) begin
-            \$739  = 6'h07;
+            \$745  = 6'h07;
           end
       6'h07:
-          \$739  = 6'h08;
+          \$745  = 6'h08;
       6'h08:
-          if (\done$78 ) begin
-            \$739  = 6'h09;
+          if (\done$82 ) begin
+            \$745  = 6'h09;
           end
       6'h09:
-          \$739  = 6'h0a;
+          \$745  = 6'h0a;
       6'h0a:
-          \$739  = 6'h0b;
+          \$745  = 6'h0b;
       6'h0b:
-          if (\done$78 ) begin
-            \$739  = 6'h0c;
+          if (\done$82 ) begin
+            \$745  = 6'h0c;
           end
       6'h0c:
-          \$739  = 6'h0d;
+          \$745  = 6'h0d;
       6'h0d:
-          \$739  = 6'h0e;
+          \$745  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$739  = 6'h0f;
+            \$745  = 6'h0f;
           end
       6'h0f:
           if (\$686 ) begin
-            \$739  = 6'h10;
+            \$745  = 6'h10;
           end
       6'h10:
-          \$739  = 6'h11;
+          \$745  = 6'h11;
       6'h11:
           if (done) begin
-            \$739  = 6'h12;
+            \$745  = 6'h12;
           end
       6'h12:
-          \$739  = 6'h13;
+          \$745  = 6'h13;
       6'h13:
           if (done) begin
-            \$739  = 6'h14;
+            \$745  = 6'h14;
           end
       6'h14:
-          \$739  = 6'h15;
+          \$745  = 6'h15;
       6'h15:
           if (done) begin
-            \$739  = 6'h16;
+            \$745  = 6'h16;
           end
       6'h16:
-          \$739  = 6'h17;
+          \$745  = 6'h17;
       6'h17:
-          if (\done$78 ) begin
-            \$739  = 6'h18;
+          if (\done$82 ) begin
+            \$745  = 6'h18;
           end
       6'h18:
-          \$739  = 6'h19;
+          \$745  = 6'h19;
       6'h19:
-          if (\done$78 ) begin
-            \$739  = 6'h1a;
+          if (\done$82 ) begin
+            \$745  = 6'h1a;
           end
       6'h1a:
-          \$739  = 6'h1b;
+          \$745  = 6'h1b;
       6'h1b:
-          \$739  = 6'h1c;
+          \$745  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$739  = 6'h1d;
+            \$745  = 6'h1d;
           end
       6'h1d:
           if (\$692 ) begin
-            \$739  = 6'h1e;
+            \$745  = 6'h1e;
           end
       6'h1e:
-          \$739  = 6'h1f;
+          \$745  = 6'h1f;
       6'h1f:
-          \$739  = 6'h20;
+          \$745  = 6'h20;
       6'h20:
           if (done) begin
-            \$739  = 6'h21;
+            \$745  = 6'h21;
           end
       6'h21:
           if (\$700 ) begin
-            \$739  = 6'h22;
+            \$745  = 6'h22;
           end
       6'h22:
-          \$739  = 6'h23;
+          \$745  = 6'h23;
       6'h23:
-          \$739  = 6'h24;
+          \$745  = 6'h24;
       6'h24:
           if (done) begin
-            \$739  = 6'h25;
+            \$745  = 6'h25;
           end
       6'h25:
           if (\$708 ) begin
-            \$739  = 6'h26;
+            \$745  = 6'h26;
           end
       6'h26:
-          \$739  = 6'h27;
+          \$745  = 6'h27;
       6'h27:
-          if (\$721 ) begin
-            \$739  = 6'h28;
+          if (\$723 ) begin
+            \$745  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$739  = 6'h00;
+            \$745  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$739  = 6'h00;
+            \$745  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$739  = 6'h00;
+      \$745  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = sh;
+    \$746  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$740  = \$389 [5:0];
+          \$746  = \$389 [5:0];
     endcase
     if (rst) begin
-      \$740  = 6'h00;
+      \$746  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = scratch;
+    \$747  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3245,7 +3305,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h04:
           if (done) begin
-            \$741  = p;
+            \$747  = p;
           end
       6'h05:
           /* empty */;
@@ -3277,13 +3337,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           if (done) begin
-            \$741  = p;
+            \$747  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$741  = p;
+            \$747  = p;
           end
       6'h16:
           /* empty */;
@@ -3299,13 +3359,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1c:
           if (done) begin
-            \$741  = p;
+            \$747  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$692 ) begin
           end else begin
-            \$741  = \$693 [114:0];
+            \$747  = \$693 [114:0];
           end
       6'h1e:
           /* empty */;
@@ -3313,13 +3373,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           if (done) begin
-            \$741  = p;
+            \$747  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
           if (\$700 ) begin
           end else begin
-            \$741  = \$701 [114:0];
+            \$747  = \$701 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3327,22 +3387,22 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           if (done) begin
-            \$741  = p;
+            \$747  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$708 ) begin
           end else begin
-            \$741  = \$709 [114:0];
+            \$747  = \$709 [114:0];
           end
     endcase
     if (rst) begin
-      \$741  = 115'h00000000000000000000000000000;
+      \$747  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = qg;
+    \$748  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3356,16 +3416,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (done) begin
-            \$742  = p[55:0];
+            \$748  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$742  = 56'h00000000000000;
+      \$748  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = tq;
+    \$749  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3382,16 +3442,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$78 ) begin
-            \$743  = q;
+          if (\done$82 ) begin
+            \$749  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$78 ) begin
-            \$743  = q;
+          if (\done$82 ) begin
+            \$749  = q;
           end
       6'h0c:
           /* empty */;
@@ -3416,23 +3476,23 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$78 ) begin
-            \$743  = q;
+          if (\done$82 ) begin
+            \$749  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$78 ) begin
-            \$743  = q;
+          if (\done$82 ) begin
+            \$749  = q;
           end
     endcase
     if (rst) begin
-      \$743  = 153'h000000000000000000000000000000000000000;
+      \$749  = 153'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = m1;
+    \$750  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3451,15 +3511,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h08:
           /* empty */;
       6'h09:
-          \$744  = \$682 [56:0];
+          \$750  = \$682 [56:0];
     endcase
     if (rst) begin
-      \$744  = 57'h000000000000000;
+      \$750  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = lane_a;
+    \$751  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3489,22 +3549,22 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0e:
           if (done) begin
-            \$745  = p[56:0];
+            \$751  = p[56:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$686 ) begin
           end else begin
-            \$745  = \$687 [56:0];
+            \$751  = \$687 [56:0];
           end
     endcase
     if (rst) begin
-      \$745  = 57'h000000000000000;
+      \$751  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = c0w;
+    \$752  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3540,16 +3600,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h11:
           if (done) begin
-            \$746  = p;
+            \$752  = p;
           end
     endcase
     if (rst) begin
-      \$746  = 115'h00000000000000000000000000000;
+      \$752  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = m2;
+    \$753  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3602,15 +3662,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$747  = \$690 [99:0];
+          \$753  = \$690 [99:0];
     endcase
     if (rst) begin
-      \$747  = 100'h0000000000000000000000000;
+      \$753  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = const1;
+    \$754  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3671,15 +3731,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$748  = \$698 [71:0];
+          \$754  = \$698 [71:0];
     endcase
     if (rst) begin
-      \$748  = 72'h000000000000000000;
+      \$754  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = const2;
+    \$755  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3748,15 +3808,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$749  = \$706 [71:0];
+          \$755  = \$706 [71:0];
     endcase
     if (rst) begin
-      \$749  = 72'h000000000000000000;
+      \$755  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = const0;
+    \$756  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3833,10 +3893,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$750  = \$714 [71:0];
+          \$756  = \$714 [71:0];
     endcase
     if (rst) begin
-      \$750  = 72'h000000000000000000;
+      \$756  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3848,8 +3908,8 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign sh_new = \$389 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751  };
-  assign sel = { 1'h0, \$752  };
+  assign tsum = { \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757  };
+  assign sel = { 1'h0, \$758  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[94:42];
@@ -3874,7 +3934,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal[0]  = \$signal ;
-  assign \sel[0]  = { 1'h0, \$752  };
+  assign \sel[0]  = { 1'h0, \$758  };
   assign \$3  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4506,7 +4566,7 @@ module \hwnorm_bwd_linf_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$851$0 , \port$864$0 , clear, p1, p2, \port$962$0 , x);
+module \hwnorm_bwd_linf_s16.sel$84 (clk, rst, mask, m, \port$853$0 , \port$866$0 , clear, p1, p2, \port$972$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
@@ -4576,12 +4636,12 @@ module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$851$0 , \port$864$0
   input p2;
   wire p2;
   wire pass0;
-  output [1:0] \port$851$0 ;
-  wire [1:0] \port$851$0 ;
-  output [1:0] \port$864$0 ;
-  wire [1:0] \port$864$0 ;
-  input [41:0] \port$962$0 ;
-  wire [41:0] \port$962$0 ;
+  output [1:0] \port$853$0 ;
+  wire [1:0] \port$853$0 ;
+  output [1:0] \port$866$0 ;
+  wire [1:0] \port$866$0 ;
+  input [41:0] \port$972$0 ;
+  wire [41:0] \port$972$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -4598,8 +4658,8 @@ module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$851$0 , \port$864$0
   wire [15:0] \x[0] ;
   always @(posedge clk)
     seen <= \$42 ;
-  assign \$1  = $signed({ 1'h0, \port$962$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$962$0 [41:13]);
+  assign \$1  = $signed({ 1'h0, \port$972$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$972$0 [41:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[29], d0 };
@@ -4704,14 +4764,14 @@ module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$851$0 , \port$864$0
       \$42  = 13'h0000;
     end
   end
-  assign n = \port$962$0 [12:0];
-  assign s = \port$962$0 [41:13];
+  assign n = \port$972$0 [12:0];
+  assign s = \port$972$0 [41:13];
   assign key0 = \$4 [29:0];
   assign lc0_is0 = 1'h1;
   assign tsum = { \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22  };
   assign sel = { 1'h0, \$35  };
-  assign \port$851$0  = \$22 ;
-  assign \port$864$0  = \$35 ;
+  assign \port$853$0  = \$22 ;
+  assign \port$866$0  = \$35 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$35  };
   assign at0_0 = \$9 ;

@@ -454,8 +454,8 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$500 ;
   wire [51:0] \$501 ;
   wire [51:0] \$502 ;
-  wire [53:0] \$503 ;
-  wire [54:0] \$504 ;
+  wire [52:0] \$503 ;
+  wire [53:0] \$504 ;
   wire \$505 ;
   wire [53:0] \$506 ;
   wire \$507 ;
@@ -526,42 +526,48 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$566 ;
   wire \$567 ;
   wire \$568 ;
-  reg [7:0] \$569 ;
+  wire \$569 ;
   wire [6:0] \$57 ;
-  reg [7:0] \$570 ;
-  reg \$571 ;
-  reg [2:0] \$572 ;
+  wire \$570 ;
+  reg [7:0] \$571 ;
+  reg [7:0] \$572 ;
   reg \$573 ;
-  reg \$574 ;
+  reg [2:0] \$574 ;
   reg \$575 ;
   reg \$576 ;
-  reg [53:0] \$577 ;
-  reg [7:0] \$578 ;
-  reg [12:0] \$579 ;
+  reg \$577 ;
+  reg \$578 ;
+  reg \$579 ;
   wire [6:0] \$58 ;
-  reg [12:0] \$580 ;
-  reg [95:0] \$581 ;
-  reg [20:0] \$582 ;
-  reg [27:0] \$583 ;
-  reg [42:0] \$584 ;
-  reg [4:0] \$585 ;
-  reg [5:0] \$586 ;
-  reg [4:0] \$587 ;
-  reg [90:0] \$588 ;
-  reg [39:0] \$589 ;
+  reg \$580 ;
+  reg [52:0] \$581 ;
+  reg [52:0] \$582 ;
+  reg [53:0] \$583 ;
+  reg [7:0] \$584 ;
+  reg [12:0] \$585 ;
+  reg [12:0] \$586 ;
+  reg [95:0] \$587 ;
+  reg [20:0] \$588 ;
+  reg [27:0] \$589 ;
   wire \$59 ;
-  reg [104:0] \$590 ;
-  reg [44:0] \$591 ;
-  reg [44:0] \$592 ;
-  reg [90:0] \$593 ;
-  reg [75:0] \$594 ;
-  reg [51:0] \$595 ;
-  reg [51:0] \$596 ;
-  reg [51:0] \$597 ;
-  wire [1:0] \$598 ;
-  wire [1:0] \$599 ;
+  reg [42:0] \$590 ;
+  reg [4:0] \$591 ;
+  reg [5:0] \$592 ;
+  reg [4:0] \$593 ;
+  reg [90:0] \$594 ;
+  reg [39:0] \$595 ;
+  reg [104:0] \$596 ;
+  reg [44:0] \$597 ;
+  reg [44:0] \$598 ;
+  reg [90:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
+  reg [75:0] \$600 ;
+  reg [51:0] \$601 ;
+  reg [51:0] \$602 ;
+  reg [51:0] \$603 ;
+  wire [1:0] \$604 ;
+  wire [1:0] \$605 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
@@ -606,6 +612,8 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$99 ;
   reg [2:0] \$signal  = 3'h0;
   reg \$signal$68  = 1'h0;
+  reg \$signal$69  = 1'h0;
+  reg \$signal$71  = 1'h0;
   wire [2:0] \$signal[0] ;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
@@ -643,7 +651,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$78 ;
+  wire \done$82 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -694,8 +702,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [52:0] s1_t0_0 = 53'h00000000000000;
+  reg [52:0] s1_t0_1 = 53'h00000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [90:0] scratch = 91'h00000000000000000000000;
   wire [2:0] sel;
@@ -725,6 +735,12 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$390  = chan__payload[6] | chan__payload[7];
+  assign \$391  = \$389  | \$390 ;
+  assign \$392  = chan__payload[6] | chan__payload[7];
+  assign \$393  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$394  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$395  = \$392  ? \$393  : \$394 ;
   assign \$396  = chan__payload[2] | chan__payload[3];
   assign \$397  = chan__payload[3] ? 4'h3 : 4'h2;
   assign \$398  = chan__payload[1] ? 4'h1 : 4'h0;
@@ -776,12 +792,12 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$445  = - $signed(tq);
   assign \$446  = \$444  ? \$445  : { tq[104], tq };
   assign \$447  = $signed(tq) < $signed(1'h0);
-  assign \$448  = $signed({ 1'h0, chan[12:0] }) - $signed(\$598 );
-  assign \$449  = $signed({ 1'h0, chan[12:0] }) + $signed(\$598 );
-  assign \$450  = $signed(\$598 ) < $signed(1'h0);
-  assign \$451  = - $signed(\$598 );
-  assign \$452  = \$450  ? \$451  : { \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598  };
-  assign \$453  = $signed(\$598 ) < $signed(1'h0);
+  assign \$448  = $signed({ 1'h0, chan[12:0] }) - $signed(\$604 );
+  assign \$449  = $signed({ 1'h0, chan[12:0] }) + $signed(\$604 );
+  assign \$450  = $signed(\$604 ) < $signed(1'h0);
+  assign \$451  = - $signed(\$604 );
+  assign \$452  = \$450  ? \$451  : { \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604  };
+  assign \$453  = $signed(\$604 ) < $signed(1'h0);
   assign \$454  = | left;
   assign \$455  = \$454  & adv;
   assign \$456  = i__valid & i__ready;
@@ -831,18 +847,18 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$500  = ! \$signal ;
   assign \$501  = \$500  ? const0 : const1;
   assign \$502  = \$499  ? const2 : \$501 ;
-  assign \$503  = $signed(\$498 ) + $signed(\$502 );
-  assign \$504  = $signed(\$503 ) + $signed(26'h1000000);
-  assign \$505  = ~ s1_mask;
+  assign \$503  = $signed(\$502 ) + $signed(26'h1000000);
+  assign \$504  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$505  = ~ s2_mask;
   assign \$507  = $signed(\$506 ) > $signed(8'h7f);
   assign \$509  = $signed(\$508 ) < $signed(8'h80);
   assign \$511  = \$509  ? 9'h180 : { 1'h0, \$510 [7:0] };
   assign \$512  = \$507  ? 9'h07f : \$511 ;
-  assign \$513  = s1_mask ? \$512  : 9'h000;
+  assign \$513  = s2_mask ? \$512  : 9'h000;
   assign \$515  = $signed(\$514 ) > $signed(8'h7f);
   assign \$517  = $signed(\$516 ) < $signed(8'h80);
   assign \$518  = \$515  | \$517 ;
-  assign \$519  = s1_mask & \$518 ;
+  assign \$519  = s2_mask & \$518 ;
   assign \$520  = sat + \$519 ;
   assign \$521  = left - 1'h1;
   assign \$522  = last ? 14'h0000 : \$521 ;
@@ -880,69 +896,79 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$561  = \$558  ? 91'h00000000007ff8111ff0000 : \$560 ;
   assign \$562  = | left;
   assign \$563  = ~ \$562 ;
-  assign \$564  = ~ \$signal$68 ;
+  assign \$564  = ~ \$signal$69 ;
   assign \$565  = \$563  & \$564 ;
-  assign \$566  = ~ s1_valid;
+  assign \$566  = ~ \$signal$68 ;
   assign \$567  = \$565  & \$566 ;
-  assign \$568  = \$567  & adv;
+  assign \$568  = ~ s2_valid;
+  assign \$569  = \$567  & \$568 ;
+  assign \$570  = \$569  & adv;
   always @(posedge clk)
-    s0_x <= \$569 ;
+    s0_x <= \$571 ;
   always @(posedge clk)
-    s0_g <= \$570 ;
+    s0_g <= \$572 ;
   always @(posedge clk)
-    s0_mask <= \$571 ;
+    s0_mask <= \$573 ;
   always @(posedge clk)
-    \$signal  <= \$572 ;
+    \$signal  <= \$574 ;
   always @(posedge clk)
-    o__valid <= \$573 ;
+    o__valid <= \$575 ;
   always @(posedge clk)
-    s1_valid <= \$574 ;
+    s2_valid <= \$576 ;
   always @(posedge clk)
-    \$signal$68  <= \$575 ;
+    \$signal$68  <= \$577 ;
   always @(posedge clk)
-    s1_mask <= \$576 ;
+    \$signal$69  <= \$578 ;
   always @(posedge clk)
-    acc0 <= \$577 ;
+    s2_mask <= \$579 ;
   always @(posedge clk)
-    o__payload <= \$578 ;
+    \$signal$71  <= \$580 ;
   always @(posedge clk)
-    sat <= \$579 ;
+    s1_t0_0 <= \$581 ;
   always @(posedge clk)
-    left <= \$580 ;
+    s1_t0_1 <= \$582 ;
   always @(posedge clk)
-    chan <= \$581 ;
+    acc0 <= \$583 ;
   always @(posedge clk)
-    sg <= \$582 ;
+    o__payload <= \$584 ;
   always @(posedge clk)
-    sgx <= \$583 ;
+    sat <= \$585 ;
   always @(posedge clk)
-    dgamma <= \$584 ;
+    left <= \$586 ;
   always @(posedge clk)
-    align <= \$585 ;
+    chan <= \$587 ;
   always @(posedge clk)
-    fsm_state <= \$586 ;
+    sg <= \$588 ;
   always @(posedge clk)
-    sh <= \$587 ;
+    sgx <= \$589 ;
   always @(posedge clk)
-    scratch <= \$588 ;
+    dgamma <= \$590 ;
   always @(posedge clk)
-    qg <= \$589 ;
+    align <= \$591 ;
   always @(posedge clk)
-    tq <= \$590 ;
+    fsm_state <= \$592 ;
   always @(posedge clk)
-    m1 <= \$591 ;
+    sh <= \$593 ;
   always @(posedge clk)
-    lane_a <= \$592 ;
+    scratch <= \$594 ;
   always @(posedge clk)
-    c0w <= \$593 ;
+    qg <= \$595 ;
   always @(posedge clk)
-    m2 <= \$594 ;
+    tq <= \$596 ;
   always @(posedge clk)
-    const1 <= \$595 ;
+    m1 <= \$597 ;
   always @(posedge clk)
-    const2 <= \$596 ;
+    lane_a <= \$598 ;
   always @(posedge clk)
-    const0 <= \$597 ;
+    c0w <= \$599 ;
+  always @(posedge clk)
+    m2 <= \$600 ;
+  always @(posedge clk)
+    const1 <= \$601 ;
+  always @(posedge clk)
+    const2 <= \$602 ;
+  always @(posedge clk)
+    const0 <= \$603 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 1'h1;
@@ -1123,16 +1149,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$387  = \$384  ? \$385  : \$386 ;
   assign \$388  = chan__payload[12] ? 4'hc : \$387 ;
   assign \$389  = chan__payload[4] | chan__payload[5];
-  assign \$390  = chan__payload[6] | chan__payload[7];
-  assign \$391  = \$389  | \$390 ;
-  assign \$392  = chan__payload[6] | chan__payload[7];
-  assign \$393  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$394  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$395  = \$392  ? \$393  : \$394 ;
   \hwnorm_bwd_linf_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$78 ),
+    .done(\done$82 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$52 ),
     .q(q),
@@ -1153,16 +1173,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_linf_s8.sel$80  \sel$80  (
+  \hwnorm_bwd_linf_s8.sel$84  \sel$84  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [0]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$698$0 (\$598 ),
-    .\port$711$0 (\$599 ),
-    .\port$809$0 (chan[33:0]),
+    .\port$700$0 (\$604 ),
+    .\port$713$0 (\$605 ),
+    .\port$819$0 (chan[33:0]),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -2496,49 +2516,29 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$569  = s0_x;
+    \$571  = s0_x;
     if (take) begin
-      \$569  = i__payload[7:0];
+      \$571  = i__payload[7:0];
     end
     if (rst) begin
-      \$569  = 8'h00;
+      \$571  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$570  = s0_g;
+    \$572  = s0_g;
     if (take) begin
-      \$570  = i__payload[15:8];
+      \$572  = i__payload[15:8];
     end
     if (rst) begin
-      \$570  = 8'h00;
+      \$572  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$571  = s0_mask;
+    \$573  = s0_mask;
     if (take) begin
-      \$571  = mask;
-    end
-    if (rst) begin
-      \$571  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$572  = \$signal ;
-    if (take) begin
-      \$572  = { 1'h0, \$599  };
-    end
-    if (rst) begin
-      \$572  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$573  = o__valid;
-    if (adv) begin
-      \$573  = s1_valid;
+      \$573  = mask;
     end
     if (rst) begin
       \$573  = 1'h0;
@@ -2546,19 +2546,19 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$574  = s1_valid;
-    if (adv) begin
-      \$574  = \$signal$68 ;
+    \$574  = \$signal ;
+    if (take) begin
+      \$574  = { 1'h0, \$605  };
     end
     if (rst) begin
-      \$574  = 1'h0;
+      \$574  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$575  = \$signal$68 ;
+    \$575  = o__valid;
     if (adv) begin
-      \$575  = take;
+      \$575  = s2_valid;
     end
     if (rst) begin
       \$575  = 1'h0;
@@ -2566,9 +2566,9 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$576  = s1_mask;
+    \$576  = s2_valid;
     if (adv) begin
-      \$576  = s0_mask;
+      \$576  = \$signal$68 ;
     end
     if (rst) begin
       \$576  = 1'h0;
@@ -2576,121 +2576,181 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$577  = acc0;
+    \$577  = \$signal$68 ;
     if (adv) begin
-      \$577  = \$504 [53:0];
+      \$577  = \$signal$69 ;
     end
     if (rst) begin
-      \$577  = 54'h00000000000000;
+      \$577  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = o__payload;
+    \$578  = \$signal$69 ;
     if (adv) begin
-      \$578  = \$513 [7:0];
+      \$578  = take;
     end
     if (rst) begin
-      \$578  = 8'h00;
+      \$578  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = sat;
+    \$579  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$579  = \$520 [12:0];
+      \$579  = \$signal$71 ;
+    end
+    if (rst) begin
+      \$579  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$580  = \$signal$71 ;
+    if (adv) begin
+      \$580  = s0_mask;
+    end
+    if (rst) begin
+      \$580  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$581  = s1_t0_0;
+    if (adv) begin
+      \$581  = \$498 ;
+    end
+    if (rst) begin
+      \$581  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$582  = s1_t0_1;
+    if (adv) begin
+      \$582  = \$503 ;
+    end
+    if (rst) begin
+      \$582  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$583  = acc0;
+    if (adv) begin
+      \$583  = \$504 ;
+    end
+    if (rst) begin
+      \$583  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$584  = o__payload;
+    if (adv) begin
+      \$584  = \$513 [7:0];
+    end
+    if (rst) begin
+      \$584  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$585  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$585  = \$520 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$579  = 13'h0000;
+            \$585  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$579  = 13'h0000;
+      \$585  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = left;
+    \$586  = left;
     if (beat) begin
-      \$580  = \$522 [12:0];
+      \$586  = \$522 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$580  = chan__payload[12:0];
+            \$586  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$580  = chan[12:0];
+              \$586  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$580  = 13'h0000;
+      \$586  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = chan;
+    \$587  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$581  = chan__payload;
+            \$587  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$581  = 96'h000000000000000000000000;
+      \$587  = 96'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = sg;
+    \$588  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$582  = 21'h000000;
+            \$588  = 21'h000000;
             if (refused) begin
-              \$582  = 21'h000000;
+              \$588  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$582  = \$524 [20:0];
+            \$588  = \$524 [20:0];
           end
     endcase
     if (rst) begin
-      \$582  = 21'h000000;
+      \$588  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = sgx;
+    \$589  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$583  = 28'h0000000;
+            \$589  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$583  = \$527 [27:0];
+            \$589  = \$527 [27:0];
           end
     endcase
     if (rst) begin
-      \$583  = 28'h0000000;
+      \$589  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = dgamma;
+    \$590  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$584  = 43'h00000000000;
+            \$590  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2713,19 +2773,19 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0b:
           /* empty */;
       6'h0c:
-          \$584  = \$531 [42:0];
+          \$590  = \$531 [42:0];
     endcase
     if (rst) begin
-      \$584  = 43'h00000000000;
+      \$590  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = align;
+    \$591  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$585  = 5'h00;
+            \$591  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2756,9 +2816,9 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$533 ) begin
-            \$585  = 5'h00;
+            \$591  = 5'h00;
           end else begin
-            \$585  = \$535 [4:0];
+            \$591  = \$535 [4:0];
           end
       6'h10:
           /* empty */;
@@ -2789,9 +2849,9 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$539 ) begin
-            \$585  = 5'h00;
+            \$591  = 5'h00;
           end else begin
-            \$585  = \$541 [4:0];
+            \$591  = \$541 [4:0];
           end
       6'h1e:
           /* empty */;
@@ -2802,9 +2862,9 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           (* full_case = 32'd1 *)
           if (\$547 ) begin
-            \$585  = 5'h00;
+            \$591  = 5'h00;
           end else begin
-            \$585  = \$549 [4:0];
+            \$591  = \$549 [4:0];
           end
       6'h22:
           /* empty */;
@@ -2815,173 +2875,173 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           (* full_case = 32'd1 *)
           if (\$555 ) begin
-            \$585  = 5'h00;
+            \$591  = 5'h00;
           end else begin
-            \$585  = \$557 [4:0];
+            \$591  = \$557 [4:0];
           end
     endcase
     if (rst) begin
-      \$585  = 5'h00;
+      \$591  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = fsm_state;
+    \$592  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$586  = 6'h01;
+              \$592  = 6'h01;
             end else begin
-              \$586  = 6'h02;
+              \$592  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$586  = 6'h03;
+              \$592  = 6'h03;
             end
           end
       6'h03:
-          \$586  = 6'h04;
+          \$592  = 6'h04;
       6'h04:
           if (done) begin
-            \$586  = 6'h05;
+            \$592  = 6'h05;
           end
       6'h05:
-          \$586  = 6'h06;
+          \$592  = 6'h06;
       6'h06:
           if (done) begin
-            \$586  = 6'h07;
+            \$592  = 6'h07;
           end
       6'h07:
-          \$586  = 6'h08;
+          \$592  = 6'h08;
       6'h08:
-          if (\done$78 ) begin
-            \$586  = 6'h09;
+          if (\done$82 ) begin
+            \$592  = 6'h09;
           end
       6'h09:
-          \$586  = 6'h0a;
+          \$592  = 6'h0a;
       6'h0a:
-          \$586  = 6'h0b;
+          \$592  = 6'h0b;
       6'h0b:
-          if (\done$78 ) begin
-            \$586  = 6'h0c;
+          if (\done$82 ) begin
+            \$592  = 6'h0c;
           end
       6'h0c:
-          \$586  = 6'h0d;
+          \$592  = 6'h0d;
       6'h0d:
-          \$586  = 6'h0e;
+          \$592  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$586  = 6'h0f;
+            \$592  = 6'h0f;
           end
       6'h0f:
           if (\$533 ) begin
-            \$586  = 6'h10;
+            \$592  = 6'h10;
           end
       6'h10:
-          \$586  = 6'h11;
+          \$592  = 6'h11;
       6'h11:
           if (done) begin
-            \$586  = 6'h12;
+            \$592  = 6'h12;
           end
       6'h12:
-          \$586  = 6'h13;
+          \$592  = 6'h13;
       6'h13:
           if (done) begin
-            \$586  = 6'h14;
+            \$592  = 6'h14;
           end
       6'h14:
-          \$586  = 6'h15;
+          \$592  = 6'h15;
       6'h15:
           if (done) begin
-            \$586  = 6'h16;
+            \$592  = 6'h16;
           end
       6'h16:
-          \$586  = 6'h17;
+          \$592  = 6'h17;
       6'h17:
-          if (\done$78 ) begin
-            \$586  = 6'h18;
+          if (\done$82 ) begin
+            \$592  = 6'h18;
           end
       6'h18:
-          \$586  = 6'h19;
+          \$592  = 6'h19;
       6'h19:
-          if (\done$78 ) begin
-            \$586  = 6'h1a;
+          if (\done$82 ) begin
+            \$592  = 6'h1a;
           end
       6'h1a:
-          \$586  = 6'h1b;
+          \$592  = 6'h1b;
       6'h1b:
-          \$586  = 6'h1c;
+          \$592  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$586  = 6'h1d;
+            \$592  = 6'h1d;
           end
       6'h1d:
           if (\$539 ) begin
-            \$586  = 6'h1e;
+            \$592  = 6'h1e;
           end
       6'h1e:
-          \$586  = 6'h1f;
+          \$592  = 6'h1f;
       6'h1f:
-          \$586  = 6'h20;
+          \$592  = 6'h20;
       6'h20:
           if (done) begin
-            \$586  = 6'h21;
+            \$592  = 6'h21;
           end
       6'h21:
           if (\$547 ) begin
-            \$586  = 6'h22;
+            \$592  = 6'h22;
           end
       6'h22:
-          \$586  = 6'h23;
+          \$592  = 6'h23;
       6'h23:
-          \$586  = 6'h24;
+          \$592  = 6'h24;
       6'h24:
           if (done) begin
-            \$586  = 6'h25;
+            \$592  = 6'h25;
           end
       6'h25:
           if (\$555 ) begin
-            \$586  = 6'h26;
+            \$592  = 6'h26;
           end
       6'h26:
-          \$586  = 6'h27;
+          \$592  = 6'h27;
       6'h27:
-          if (\$568 ) begin
-            \$586  = 6'h28;
+          if (\$570 ) begin
+            \$592  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$586  = 6'h00;
+            \$592  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$586  = 6'h00;
+            \$592  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$586  = 6'h00;
+      \$592  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = sh;
+    \$593  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$587  = \$289 [4:0];
+          \$593  = \$289 [4:0];
     endcase
     if (rst) begin
-      \$587  = 5'h00;
+      \$593  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = scratch;
+    \$594  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2991,7 +3051,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h04:
           if (done) begin
-            \$588  = p;
+            \$594  = p;
           end
       6'h05:
           /* empty */;
@@ -3023,13 +3083,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           if (done) begin
-            \$588  = p;
+            \$594  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$588  = p;
+            \$594  = p;
           end
       6'h16:
           /* empty */;
@@ -3045,13 +3105,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1c:
           if (done) begin
-            \$588  = p;
+            \$594  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$539 ) begin
           end else begin
-            \$588  = \$540 [90:0];
+            \$594  = \$540 [90:0];
           end
       6'h1e:
           /* empty */;
@@ -3059,13 +3119,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h20:
           if (done) begin
-            \$588  = p;
+            \$594  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
           if (\$547 ) begin
           end else begin
-            \$588  = \$548 [90:0];
+            \$594  = \$548 [90:0];
           end
       6'h22:
           /* empty */;
@@ -3073,22 +3133,22 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h24:
           if (done) begin
-            \$588  = p;
+            \$594  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$555 ) begin
           end else begin
-            \$588  = \$556 [90:0];
+            \$594  = \$556 [90:0];
           end
     endcase
     if (rst) begin
-      \$588  = 91'h00000000000000000000000;
+      \$594  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = qg;
+    \$595  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3102,16 +3162,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (done) begin
-            \$589  = p[39:0];
+            \$595  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$589  = 40'h0000000000;
+      \$595  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = tq;
+    \$596  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3128,16 +3188,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$78 ) begin
-            \$590  = q;
+          if (\done$82 ) begin
+            \$596  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$78 ) begin
-            \$590  = q;
+          if (\done$82 ) begin
+            \$596  = q;
           end
       6'h0c:
           /* empty */;
@@ -3162,23 +3222,23 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$78 ) begin
-            \$590  = q;
+          if (\done$82 ) begin
+            \$596  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$78 ) begin
-            \$590  = q;
+          if (\done$82 ) begin
+            \$596  = q;
           end
     endcase
     if (rst) begin
-      \$590  = 105'h000000000000000000000000000;
+      \$596  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = m1;
+    \$597  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3197,15 +3257,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h08:
           /* empty */;
       6'h09:
-          \$591  = \$529 [44:0];
+          \$597  = \$529 [44:0];
     endcase
     if (rst) begin
-      \$591  = 45'h000000000000;
+      \$597  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = lane_a;
+    \$598  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3235,22 +3295,22 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0e:
           if (done) begin
-            \$592  = p[44:0];
+            \$598  = p[44:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$533 ) begin
           end else begin
-            \$592  = \$534 [44:0];
+            \$598  = \$534 [44:0];
           end
     endcase
     if (rst) begin
-      \$592  = 45'h000000000000;
+      \$598  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = c0w;
+    \$599  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3286,16 +3346,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h11:
           if (done) begin
-            \$593  = p;
+            \$599  = p;
           end
     endcase
     if (rst) begin
-      \$593  = 91'h00000000000000000000000;
+      \$599  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = m2;
+    \$600  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3348,15 +3408,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          \$594  = \$537 [75:0];
+          \$600  = \$537 [75:0];
     endcase
     if (rst) begin
-      \$594  = 76'h0000000000000000000;
+      \$600  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = const1;
+    \$601  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3417,15 +3477,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$595  = \$545 [51:0];
+          \$601  = \$545 [51:0];
     endcase
     if (rst) begin
-      \$595  = 52'h0000000000000;
+      \$601  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = const2;
+    \$602  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3494,15 +3554,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$596  = \$553 [51:0];
+          \$602  = \$553 [51:0];
     endcase
     if (rst) begin
-      \$596  = 52'h0000000000000;
+      \$602  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = const0;
+    \$603  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3579,10 +3639,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$597  = \$561 [51:0];
+          \$603  = \$561 [51:0];
     endcase
     if (rst) begin
-      \$597  = 52'h0000000000000;
+      \$603  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3594,8 +3654,8 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign sh_new = \$289 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598  };
-  assign sel = { 1'h0, \$599  };
+  assign tsum = { \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604  };
+  assign sel = { 1'h0, \$605  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[70:34];
@@ -3620,7 +3680,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal[0]  = \$signal ;
-  assign \sel[0]  = { 1'h0, \$599  };
+  assign \sel[0]  = { 1'h0, \$605  };
   assign \$3  = { 7'h00, chan[12:0], 8'h00 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4200,7 +4260,7 @@ module \hwnorm_bwd_linf_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$698$0 , \port$711$0 , clear, p1, p2, \port$809$0 , x);
+module \hwnorm_bwd_linf_s8.sel$84 (clk, rst, mask, m, \port$700$0 , \port$713$0 , clear, p1, p2, \port$819$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [20:0] \$1 ;
   wire \$10 ;
@@ -4270,12 +4330,12 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$698$0 , \port$711$0 
   input p2;
   wire p2;
   wire pass0;
-  output [1:0] \port$698$0 ;
-  wire [1:0] \port$698$0 ;
-  output [1:0] \port$711$0 ;
-  wire [1:0] \port$711$0 ;
-  input [33:0] \port$809$0 ;
-  wire [33:0] \port$809$0 ;
+  output [1:0] \port$700$0 ;
+  wire [1:0] \port$700$0 ;
+  output [1:0] \port$713$0 ;
+  wire [1:0] \port$713$0 ;
+  input [33:0] \port$819$0 ;
+  wire [33:0] \port$819$0 ;
   input rst;
   wire rst;
   wire [20:0] s;
@@ -4292,8 +4352,8 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$698$0 , \port$711$0 
   wire [7:0] \x[0] ;
   always @(posedge clk)
     seen <= \$42 ;
-  assign \$1  = $signed({ 1'h0, \port$809$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$809$0 [33:13]);
+  assign \$1  = $signed({ 1'h0, \port$819$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$819$0 [33:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[21], d0 };
@@ -4398,14 +4458,14 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$698$0 , \port$711$0 
       \$42  = 13'h0000;
     end
   end
-  assign n = \port$809$0 [12:0];
-  assign s = \port$809$0 [33:13];
+  assign n = \port$819$0 [12:0];
+  assign s = \port$819$0 [33:13];
   assign key0 = \$4 [21:0];
   assign lc0_is0 = 1'h1;
   assign tsum = { \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22  };
   assign sel = { 1'h0, \$35  };
-  assign \port$698$0  = \$22 ;
-  assign \port$711$0  = \$35 ;
+  assign \port$700$0  = \$22 ;
+  assign \port$713$0  = \$35 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$35  };
   assign at0_0 = \$9 ;

@@ -712,8 +712,8 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$733 ;
   wire [71:0] \$734 ;
   wire [71:0] \$735 ;
-  wire [73:0] \$736 ;
-  wire [74:0] \$737 ;
+  wire [72:0] \$736 ;
+  wire [73:0] \$737 ;
   wire \$738 ;
   wire [73:0] \$739 ;
   wire [6:0] \$74 ;
@@ -787,42 +787,48 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$800 ;
   wire \$801 ;
   wire \$802 ;
-  reg [15:0] \$803 ;
-  reg [15:0] \$804 ;
-  reg \$805 ;
-  reg [2:0] \$806 ;
+  wire \$803 ;
+  wire \$804 ;
+  reg [15:0] \$805 ;
+  reg [15:0] \$806 ;
   reg \$807 ;
-  reg \$808 ;
+  reg [2:0] \$808 ;
   reg \$809 ;
   wire \$81 ;
   reg \$810 ;
-  reg [73:0] \$811 ;
-  reg [15:0] \$812 ;
-  reg [12:0] \$813 ;
-  reg [12:0] \$814 ;
-  reg [166:0] \$815 ;
-  reg [28:0] \$816 ;
-  reg [43:0] \$817 ;
-  reg [54:0] \$818 ;
-  reg [5:0] \$819 ;
+  reg \$811 ;
+  reg \$812 ;
+  reg \$813 ;
+  reg \$814 ;
+  reg [72:0] \$815 ;
+  reg [72:0] \$816 ;
+  reg [73:0] \$817 ;
+  reg [15:0] \$818 ;
+  reg [12:0] \$819 ;
   wire \$82 ;
-  reg [5:0] \$820 ;
-  reg [16:0] \$821 ;
-  reg \$822 ;
-  reg [5:0] \$823 ;
-  reg [114:0] \$824 ;
-  reg [55:0] \$825 ;
-  reg [172:0] \$826 ;
-  reg [56:0] \$827 ;
-  reg [56:0] \$828 ;
-  reg [114:0] \$829 ;
+  reg [12:0] \$820 ;
+  reg [166:0] \$821 ;
+  reg [28:0] \$822 ;
+  reg [43:0] \$823 ;
+  reg [54:0] \$824 ;
+  reg [5:0] \$825 ;
+  reg [5:0] \$826 ;
+  reg [16:0] \$827 ;
+  reg \$828 ;
+  reg [5:0] \$829 ;
   wire \$83 ;
-  reg [99:0] \$830 ;
-  reg [71:0] \$831 ;
-  reg [71:0] \$832 ;
-  reg [71:0] \$833 ;
-  wire [1:0] \$834 ;
+  reg [114:0] \$830 ;
+  reg [55:0] \$831 ;
+  reg [172:0] \$832 ;
+  reg [56:0] \$833 ;
+  reg [56:0] \$834 ;
+  reg [114:0] \$835 ;
+  reg [99:0] \$836 ;
+  reg [71:0] \$837 ;
+  reg [71:0] \$838 ;
+  reg [71:0] \$839 ;
   wire \$84 ;
+  wire [1:0] \$840 ;
   wire \$85 ;
   wire \$86 ;
   wire [6:0] \$87 ;
@@ -844,6 +850,8 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg [2:0] \$signal$66  = 3'h0;
   wire [2:0] \$signal$66[0] ;
   reg \$signal$69  = 1'h0;
+  reg \$signal$70  = 1'h0;
+  reg \$signal$72  = 1'h0;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -880,7 +888,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [6:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$79 ;
+  wire \done$83 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -918,7 +926,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg p1;
   reg p2;
   reg [16:0] q = 17'h00000;
-  wire [172:0] \q$78 ;
+  wire [172:0] \q$82 ;
   reg [55:0] qg = 56'h00000000000000;
   wire refused;
   reg [73:0] rem_init;
@@ -932,8 +940,10 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg s0_mask = 1'h0;
   reg [15:0] s0_x = 16'h0000;
   wire [15:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [72:0] s1_t0_0 = 73'h0000000000000000000;
+  reg [72:0] s1_t0_1 = 73'h0000000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [114:0] scratch = 115'h00000000000000000000000000000;
   wire [2:0] sel;
@@ -1433,18 +1443,18 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$733  = ! \$signal$66 ;
   assign \$734  = \$733  ? const0 : const1;
   assign \$735  = \$732  ? const2 : \$734 ;
-  assign \$736  = $signed(\$731 ) + $signed(\$735 );
-  assign \$737  = $signed(\$736 ) + $signed(34'h100000000);
-  assign \$738  = ~ s1_mask;
+  assign \$736  = $signed(\$735 ) + $signed(34'h100000000);
+  assign \$737  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$738  = ~ s2_mask;
   assign \$740  = $signed(\$739 ) > $signed(16'h7fff);
   assign \$742  = $signed(\$741 ) < $signed(16'h8000);
   assign \$744  = \$742  ? 17'h18000 : { 1'h0, \$743 [15:0] };
   assign \$745  = \$740  ? 17'h07fff : \$744 ;
-  assign \$746  = s1_mask ? \$745  : 17'h00000;
+  assign \$746  = s2_mask ? \$745  : 17'h00000;
   assign \$748  = $signed(\$747 ) > $signed(16'h7fff);
   assign \$750  = $signed(\$749 ) < $signed(16'h8000);
   assign \$751  = \$748  | \$750 ;
-  assign \$752  = s1_mask & \$751 ;
+  assign \$752  = s2_mask & \$751 ;
   assign \$753  = sat + \$752 ;
   assign \$754  = left - 1'h1;
   assign \$755  = last ? 14'h0000 : \$754 ;
@@ -1483,73 +1493,83 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$795  = \$792  ? 115'h000000000007ff801100100000000 : \$794 ;
   assign \$796  = | left;
   assign \$797  = ~ \$796 ;
-  assign \$798  = ~ \$signal$69 ;
+  assign \$798  = ~ \$signal$70 ;
   assign \$799  = \$797  & \$798 ;
-  assign \$800  = ~ s1_valid;
+  assign \$800  = ~ \$signal$69 ;
   assign \$801  = \$799  & \$800 ;
-  assign \$802  = \$801  & adv;
+  assign \$802  = ~ s2_valid;
+  assign \$803  = \$801  & \$802 ;
+  assign \$804  = \$803  & adv;
   always @(posedge clk)
-    s0_x <= \$803 ;
+    s0_x <= \$805 ;
   always @(posedge clk)
-    s0_g <= \$804 ;
+    s0_g <= \$806 ;
   always @(posedge clk)
-    s0_mask <= \$805 ;
+    s0_mask <= \$807 ;
   always @(posedge clk)
-    \$signal$66  <= \$806 ;
+    \$signal$66  <= \$808 ;
   always @(posedge clk)
-    o__valid <= \$807 ;
+    o__valid <= \$809 ;
   always @(posedge clk)
-    s1_valid <= \$808 ;
+    s2_valid <= \$810 ;
   always @(posedge clk)
-    \$signal$69  <= \$809 ;
+    \$signal$69  <= \$811 ;
   always @(posedge clk)
-    s1_mask <= \$810 ;
+    \$signal$70  <= \$812 ;
   always @(posedge clk)
-    acc0 <= \$811 ;
+    s2_mask <= \$813 ;
   always @(posedge clk)
-    o__payload <= \$812 ;
+    \$signal$72  <= \$814 ;
   always @(posedge clk)
-    sat <= \$813 ;
+    s1_t0_0 <= \$815 ;
   always @(posedge clk)
-    left <= \$814 ;
+    s1_t0_1 <= \$816 ;
   always @(posedge clk)
-    chan <= \$815 ;
+    acc0 <= \$817 ;
   always @(posedge clk)
-    sg <= \$816 ;
+    o__payload <= \$818 ;
   always @(posedge clk)
-    sgx <= \$817 ;
+    sat <= \$819 ;
   always @(posedge clk)
-    dgamma <= \$818 ;
+    left <= \$820 ;
   always @(posedge clk)
-    align <= \$819 ;
+    chan <= \$821 ;
   always @(posedge clk)
-    fsm_state <= \$820 ;
+    sg <= \$822 ;
   always @(posedge clk)
-    q <= \$821 ;
+    sgx <= \$823 ;
   always @(posedge clk)
-    rz <= \$822 ;
+    dgamma <= \$824 ;
   always @(posedge clk)
-    sh <= \$823 ;
+    align <= \$825 ;
   always @(posedge clk)
-    scratch <= \$824 ;
+    fsm_state <= \$826 ;
   always @(posedge clk)
-    qg <= \$825 ;
+    q <= \$827 ;
   always @(posedge clk)
-    tq <= \$826 ;
+    rz <= \$828 ;
   always @(posedge clk)
-    m1 <= \$827 ;
+    sh <= \$829 ;
   always @(posedge clk)
-    lane_a <= \$828 ;
+    scratch <= \$830 ;
   always @(posedge clk)
-    c0w <= \$829 ;
+    qg <= \$831 ;
   always @(posedge clk)
-    m2 <= \$830 ;
+    tq <= \$832 ;
   always @(posedge clk)
-    const1 <= \$831 ;
+    m1 <= \$833 ;
   always @(posedge clk)
-    const2 <= \$832 ;
+    lane_a <= \$834 ;
   always @(posedge clk)
-    const0 <= \$833 ;
+    c0w <= \$835 ;
+  always @(posedge clk)
+    m2 <= \$836 ;
+  always @(posedge clk)
+    const1 <= \$837 ;
+  always @(posedge clk)
+    const2 <= \$838 ;
+  always @(posedge clk)
+    const0 <= \$839 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1559,7 +1579,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$78 ),
+    .q(\q$82 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1570,19 +1590,19 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$79 ),
+    .done(\done$83 ),
     .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
     .start(\start$44 ),
     .steps(\steps$49 )
   );
-  \hwnorm_bwd_mad_s16.sel$81  \sel$81  (
+  \hwnorm_bwd_mad_s16.sel$85  \sel$85  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$911$0 (\$834 ),
+    .\port$913$0 (\$840 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -3071,49 +3091,29 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$803  = s0_x;
+    \$805  = s0_x;
     if (take) begin
-      \$803  = i__payload[15:0];
+      \$805  = i__payload[15:0];
     end
     if (rst) begin
-      \$803  = 16'h0000;
+      \$805  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$804  = s0_g;
+    \$806  = s0_g;
     if (take) begin
-      \$804  = i__payload[31:16];
+      \$806  = i__payload[31:16];
     end
     if (rst) begin
-      \$804  = 16'h0000;
+      \$806  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$805  = s0_mask;
+    \$807  = s0_mask;
     if (take) begin
-      \$805  = mask;
-    end
-    if (rst) begin
-      \$805  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$806  = \$signal$66 ;
-    if (take) begin
-      \$806  = { 1'h0, \$834  };
-    end
-    if (rst) begin
-      \$806  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$807  = o__valid;
-    if (adv) begin
-      \$807  = s1_valid;
+      \$807  = mask;
     end
     if (rst) begin
       \$807  = 1'h0;
@@ -3121,19 +3121,19 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$808  = s1_valid;
-    if (adv) begin
-      \$808  = \$signal$69 ;
+    \$808  = \$signal$66 ;
+    if (take) begin
+      \$808  = { 1'h0, \$840  };
     end
     if (rst) begin
-      \$808  = 1'h0;
+      \$808  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$809  = \$signal$69 ;
+    \$809  = o__valid;
     if (adv) begin
-      \$809  = take;
+      \$809  = s2_valid;
     end
     if (rst) begin
       \$809  = 1'h0;
@@ -3141,9 +3141,9 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$810  = s1_mask;
+    \$810  = s2_valid;
     if (adv) begin
-      \$810  = s0_mask;
+      \$810  = \$signal$69 ;
     end
     if (rst) begin
       \$810  = 1'h0;
@@ -3151,52 +3151,112 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$811  = acc0;
+    \$811  = \$signal$69 ;
     if (adv) begin
-      \$811  = \$737 [73:0];
+      \$811  = \$signal$70 ;
     end
     if (rst) begin
-      \$811  = 74'h0000000000000000000;
+      \$811  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$812  = o__payload;
+    \$812  = \$signal$70 ;
     if (adv) begin
-      \$812  = \$746 [15:0];
+      \$812  = take;
     end
     if (rst) begin
-      \$812  = 16'h0000;
+      \$812  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$813  = sat;
+    \$813  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$813  = \$753 [12:0];
+      \$813  = \$signal$72 ;
+    end
+    if (rst) begin
+      \$813  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$814  = \$signal$72 ;
+    if (adv) begin
+      \$814  = s0_mask;
+    end
+    if (rst) begin
+      \$814  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$815  = s1_t0_0;
+    if (adv) begin
+      \$815  = \$731 ;
+    end
+    if (rst) begin
+      \$815  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$816  = s1_t0_1;
+    if (adv) begin
+      \$816  = \$736 ;
+    end
+    if (rst) begin
+      \$816  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$817  = acc0;
+    if (adv) begin
+      \$817  = \$737 ;
+    end
+    if (rst) begin
+      \$817  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$818  = o__payload;
+    if (adv) begin
+      \$818  = \$746 [15:0];
+    end
+    if (rst) begin
+      \$818  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$819  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$819  = \$753 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$813  = 13'h0000;
+            \$819  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$813  = 13'h0000;
+      \$819  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$814  = left;
+    \$820  = left;
     if (beat) begin
-      \$814  = \$755 [12:0];
+      \$820  = \$755 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$814  = chan__payload[12:0];
+            \$820  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3209,36 +3269,36 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$814  = chan[12:0];
+              \$820  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$814  = 13'h0000;
+      \$820  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$815  = chan;
+    \$821  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$815  = chan__payload;
+            \$821  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$815  = 167'h000000000000000000000000000000000000000000;
+      \$821  = 167'h000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$816  = sg;
+    \$822  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$816  = 29'h00000000;
+            \$822  = 29'h00000000;
             if (refused) begin
-              \$816  = 29'h00000000;
+              \$822  = 29'h00000000;
             end
           end
       6'h02:
@@ -3251,20 +3311,20 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$816  = \$758 [28:0];
+            \$822  = \$758 [28:0];
           end
     endcase
     if (rst) begin
-      \$816  = 29'h00000000;
+      \$822  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$817  = sgx;
+    \$823  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$817  = 44'h00000000000;
+            \$823  = 44'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3276,20 +3336,20 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$817  = \$761 [43:0];
+            \$823  = \$761 [43:0];
           end
     endcase
     if (rst) begin
-      \$817  = 44'h00000000000;
+      \$823  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$818  = dgamma;
+    \$824  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$818  = 55'h00000000000000;
+            \$824  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3320,19 +3380,19 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          \$818  = \$765 [54:0];
+          \$824  = \$765 [54:0];
     endcase
     if (rst) begin
-      \$818  = 55'h00000000000000;
+      \$824  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$819  = align;
+    \$825  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$819  = 6'h00;
+            \$825  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3371,9 +3431,9 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h13:
           (* full_case = 32'd1 *)
           if (\$767 ) begin
-            \$819  = 6'h00;
+            \$825  = 6'h00;
           end else begin
-            \$819  = \$769 [5:0];
+            \$825  = \$769 [5:0];
           end
       6'h14:
           /* empty */;
@@ -3404,9 +3464,9 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           (* full_case = 32'd1 *)
           if (\$773 ) begin
-            \$819  = 6'h00;
+            \$825  = 6'h00;
           end else begin
-            \$819  = \$775 [5:0];
+            \$825  = \$775 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3417,9 +3477,9 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           (* full_case = 32'd1 *)
           if (\$781 ) begin
-            \$819  = 6'h00;
+            \$825  = 6'h00;
           end else begin
-            \$819  = \$783 [5:0];
+            \$825  = \$783 [5:0];
           end
       6'h26:
           /* empty */;
@@ -3430,172 +3490,172 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h29:
           (* full_case = 32'd1 *)
           if (\$789 ) begin
-            \$819  = 6'h00;
+            \$825  = 6'h00;
           end else begin
-            \$819  = \$791 [5:0];
+            \$825  = \$791 [5:0];
           end
     endcase
     if (rst) begin
-      \$819  = 6'h00;
+      \$825  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$820  = fsm_state;
+    \$826  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$820  = 6'h01;
+              \$826  = 6'h01;
             end else begin
-              \$820  = 6'h02;
+              \$826  = 6'h02;
             end
           end
       6'h02:
-          \$820  = 6'h03;
+          \$826  = 6'h03;
       6'h03:
           if (done) begin
-            \$820  = 6'h04;
+            \$826  = 6'h04;
           end
       6'h04:
-          \$820  = 6'h05;
+          \$826  = 6'h05;
       6'h05:
-          if (\done$79 ) begin
-            \$820  = 6'h06;
+          if (\done$83 ) begin
+            \$826  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$820  = 6'h07;
+              \$826  = 6'h07;
             end
           end
       6'h07:
-          \$820  = 6'h08;
+          \$826  = 6'h08;
       6'h08:
-          if (\done$79 ) begin
-            \$820  = 6'h09;
+          if (\done$83 ) begin
+            \$826  = 6'h09;
           end
       6'h09:
-          \$820  = 6'h0a;
+          \$826  = 6'h0a;
       6'h0a:
-          if (\done$79 ) begin
-            \$820  = 6'h0b;
+          if (\done$83 ) begin
+            \$826  = 6'h0b;
           end
       6'h0b:
-          \$820  = 6'h0c;
+          \$826  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$820  = 6'h0d;
+            \$826  = 6'h0d;
           end
       6'h0d:
-          \$820  = 6'h0e;
+          \$826  = 6'h0e;
       6'h0e:
-          \$820  = 6'h0f;
+          \$826  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$820  = 6'h10;
+            \$826  = 6'h10;
           end
       6'h10:
-          \$820  = 6'h11;
+          \$826  = 6'h11;
       6'h11:
-          \$820  = 6'h12;
+          \$826  = 6'h12;
       6'h12:
-          if (\done$79 ) begin
-            \$820  = 6'h13;
+          if (\done$83 ) begin
+            \$826  = 6'h13;
           end
       6'h13:
           if (\$767 ) begin
-            \$820  = 6'h14;
+            \$826  = 6'h14;
           end
       6'h14:
-          \$820  = 6'h15;
+          \$826  = 6'h15;
       6'h15:
-          if (\done$79 ) begin
-            \$820  = 6'h16;
+          if (\done$83 ) begin
+            \$826  = 6'h16;
           end
       6'h16:
-          \$820  = 6'h17;
+          \$826  = 6'h17;
       6'h17:
-          if (\done$79 ) begin
-            \$820  = 6'h18;
+          if (\done$83 ) begin
+            \$826  = 6'h18;
           end
       6'h18:
-          \$820  = 6'h19;
+          \$826  = 6'h19;
       6'h19:
-          if (\done$79 ) begin
-            \$820  = 6'h1a;
+          if (\done$83 ) begin
+            \$826  = 6'h1a;
           end
       6'h1a:
-          \$820  = 6'h1b;
+          \$826  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$820  = 6'h1c;
+            \$826  = 6'h1c;
           end
       6'h1c:
-          \$820  = 6'h1d;
+          \$826  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$820  = 6'h1e;
+            \$826  = 6'h1e;
           end
       6'h1e:
-          \$820  = 6'h1f;
+          \$826  = 6'h1f;
       6'h1f:
-          \$820  = 6'h20;
+          \$826  = 6'h20;
       6'h20:
-          if (\done$79 ) begin
-            \$820  = 6'h21;
+          if (\done$83 ) begin
+            \$826  = 6'h21;
           end
       6'h21:
           if (\$773 ) begin
-            \$820  = 6'h22;
+            \$826  = 6'h22;
           end
       6'h22:
-          \$820  = 6'h23;
+          \$826  = 6'h23;
       6'h23:
-          \$820  = 6'h24;
+          \$826  = 6'h24;
       6'h24:
-          if (\done$79 ) begin
-            \$820  = 6'h25;
+          if (\done$83 ) begin
+            \$826  = 6'h25;
           end
       6'h25:
           if (\$781 ) begin
-            \$820  = 6'h26;
+            \$826  = 6'h26;
           end
       6'h26:
-          \$820  = 6'h27;
+          \$826  = 6'h27;
       6'h27:
-          \$820  = 6'h28;
+          \$826  = 6'h28;
       6'h28:
-          if (\done$79 ) begin
-            \$820  = 6'h29;
+          if (\done$83 ) begin
+            \$826  = 6'h29;
           end
       6'h29:
           if (\$789 ) begin
-            \$820  = 6'h2a;
+            \$826  = 6'h2a;
           end
       6'h2a:
-          \$820  = 6'h2b;
+          \$826  = 6'h2b;
       6'h2b:
-          if (\$802 ) begin
-            \$820  = 6'h2c;
+          if (\$804 ) begin
+            \$826  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$820  = 6'h00;
+            \$826  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$820  = 6'h00;
+            \$826  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$820  = 6'h00;
+      \$826  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$821  = q;
+    \$827  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3603,16 +3663,16 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h03:
           if (done) begin
-            \$821  = \q$78 [16:0];
+            \$827  = \q$82 [16:0];
           end
     endcase
     if (rst) begin
-      \$821  = 17'h00000;
+      \$827  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$822  = rz;
+    \$828  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3623,17 +3683,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$79 ) begin
-            \$822  = \$756 ;
+          if (\done$83 ) begin
+            \$828  = \$756 ;
           end
     endcase
     if (rst) begin
-      \$822  = 1'h0;
+      \$828  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$823  = sh;
+    \$829  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3646,15 +3706,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h05:
           /* empty */;
       6'h06:
-          \$823  = \$387 [5:0];
+          \$829  = \$387 [5:0];
     endcase
     if (rst) begin
-      \$823  = 6'h00;
+      \$829  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$824  = scratch;
+    \$830  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3671,8 +3731,8 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$79 ) begin
-            \$824  = p;
+          if (\done$83 ) begin
+            \$830  = p;
           end
       6'h09:
           /* empty */;
@@ -3703,14 +3763,14 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$79 ) begin
-            \$824  = p;
+          if (\done$83 ) begin
+            \$830  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$79 ) begin
-            \$824  = p;
+          if (\done$83 ) begin
+            \$830  = p;
           end
       6'h1a:
           /* empty */;
@@ -3725,51 +3785,51 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1f:
           /* empty */;
       6'h20:
-          if (\done$79 ) begin
-            \$824  = p;
+          if (\done$83 ) begin
+            \$830  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
           if (\$773 ) begin
           end else begin
-            \$824  = \$774 [114:0];
+            \$830  = \$774 [114:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$79 ) begin
-            \$824  = p;
+          if (\done$83 ) begin
+            \$830  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$781 ) begin
           end else begin
-            \$824  = \$782 [114:0];
+            \$830  = \$782 [114:0];
           end
       6'h26:
           /* empty */;
       6'h27:
           /* empty */;
       6'h28:
-          if (\done$79 ) begin
-            \$824  = p;
+          if (\done$83 ) begin
+            \$830  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
           if (\$789 ) begin
           end else begin
-            \$824  = \$790 [114:0];
+            \$830  = \$790 [114:0];
           end
     endcase
     if (rst) begin
-      \$824  = 115'h00000000000000000000000000000;
+      \$830  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$825  = qg;
+    \$831  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3790,17 +3850,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$79 ) begin
-            \$825  = p[55:0];
+          if (\done$83 ) begin
+            \$831  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$825  = 56'h00000000000000;
+      \$831  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$826  = tq;
+    \$832  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3826,7 +3886,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0c:
           if (done) begin
-            \$826  = \q$78 ;
+            \$832  = \q$82 ;
           end
       6'h0d:
           /* empty */;
@@ -3834,7 +3894,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0f:
           if (done) begin
-            \$826  = \q$78 ;
+            \$832  = \q$82 ;
           end
       6'h10:
           /* empty */;
@@ -3860,22 +3920,22 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1b:
           if (done) begin
-            \$826  = \q$78 ;
+            \$832  = \q$82 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$826  = \q$78 ;
+            \$832  = \q$82 ;
           end
     endcase
     if (rst) begin
-      \$826  = 173'h00000000000000000000000000000000000000000000;
+      \$832  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$827  = m1;
+    \$833  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3902,15 +3962,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          \$827  = \$763 [56:0];
+          \$833  = \$763 [56:0];
     endcase
     if (rst) begin
-      \$827  = 57'h000000000000000;
+      \$833  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$828  = lane_a;
+    \$834  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3947,23 +4007,23 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$79 ) begin
-            \$828  = p[56:0];
+          if (\done$83 ) begin
+            \$834  = p[56:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
           if (\$767 ) begin
           end else begin
-            \$828  = \$768 [56:0];
+            \$834  = \$768 [56:0];
           end
     endcase
     if (rst) begin
-      \$828  = 57'h000000000000000;
+      \$834  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$829  = c0w;
+    \$835  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4006,17 +4066,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$79 ) begin
-            \$829  = p;
+          if (\done$83 ) begin
+            \$835  = p;
           end
     endcase
     if (rst) begin
-      \$829  = 115'h00000000000000000000000000000;
+      \$835  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$830  = m2;
+    \$836  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4077,15 +4137,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$830  = \$771 [99:0];
+          \$836  = \$771 [99:0];
     endcase
     if (rst) begin
-      \$830  = 100'h0000000000000000000000000;
+      \$836  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = const1;
+    \$837  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4154,15 +4214,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$831  = \$779 [71:0];
+          \$837  = \$779 [71:0];
     endcase
     if (rst) begin
-      \$831  = 72'h000000000000000000;
+      \$837  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = const2;
+    \$838  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4239,15 +4299,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$832  = \$787 [71:0];
+          \$838  = \$787 [71:0];
     endcase
     if (rst) begin
-      \$832  = 72'h000000000000000000;
+      \$838  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = const0;
+    \$839  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4332,10 +4392,10 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h29:
           /* empty */;
       6'h2a:
-          \$833  = \$795 [71:0];
+          \$839  = \$795 [71:0];
     endcase
     if (rst) begin
-      \$833  = 72'h000000000000000000;
+      \$839  = 72'h000000000000000000;
     end
   end
   assign \$signal  = q;
@@ -4346,7 +4406,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign sh_new = \$387 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$834  };
+  assign sel = { 1'h0, \$840  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[115:42];
@@ -4371,7 +4431,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal$66[0]  = \$signal$66 ;
-  assign \sel[0]  = { 1'h0, \$834  };
+  assign \sel[0]  = { 1'h0, \$840  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -5003,7 +5063,7 @@ module \hwnorm_bwd_mad_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[35:1] };
 endmodule
 
-module \hwnorm_bwd_mad_s16.sel$81 (clk, rst, mask, \port$911$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_mad_s16.sel$85 (clk, rst, mask, \port$913$0 , clear, p1, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5029,8 +5089,8 @@ module \hwnorm_bwd_mad_s16.sel$81 (clk, rst, mask, \port$911$0 , clear, p1, q, r
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$911$0 ;
-  wire [1:0] \port$911$0 ;
+  output [1:0] \port$913$0 ;
+  wire [1:0] \port$913$0 ;
   input [16:0] q;
   wire [16:0] q;
   input rst;
@@ -5074,7 +5134,7 @@ module \hwnorm_bwd_mad_s16.sel$81 (clk, rst, mask, \port$911$0 , clear, p1, q, r
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$911$0  = \$7 ;
+  assign \port$913$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -541,8 +541,8 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$58 ;
   wire [51:0] \$580 ;
   wire [51:0] \$581 ;
-  wire [53:0] \$582 ;
-  wire [54:0] \$583 ;
+  wire [52:0] \$582 ;
+  wire [53:0] \$583 ;
   wire \$584 ;
   wire [53:0] \$585 ;
   wire \$586 ;
@@ -615,42 +615,48 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$646 ;
   wire \$647 ;
   wire \$648 ;
-  reg [7:0] \$649 ;
+  wire \$649 ;
   wire \$65 ;
-  reg [7:0] \$650 ;
-  reg \$651 ;
-  reg [2:0] \$652 ;
+  wire \$650 ;
+  reg [7:0] \$651 ;
+  reg [7:0] \$652 ;
   reg \$653 ;
-  reg \$654 ;
+  reg [2:0] \$654 ;
   reg \$655 ;
   reg \$656 ;
-  reg [53:0] \$657 ;
-  reg [7:0] \$658 ;
-  reg [12:0] \$659 ;
+  reg \$657 ;
+  reg \$658 ;
+  reg \$659 ;
   wire \$66 ;
-  reg [12:0] \$660 ;
-  reg [126:0] \$661 ;
-  reg [20:0] \$662 ;
-  reg [27:0] \$663 ;
-  reg [42:0] \$664 ;
-  reg [4:0] \$665 ;
-  reg [5:0] \$666 ;
-  reg [8:0] \$667 ;
-  reg \$668 ;
-  reg [4:0] \$669 ;
+  reg \$660 ;
+  reg [52:0] \$661 ;
+  reg [52:0] \$662 ;
+  reg [53:0] \$663 ;
+  reg [7:0] \$664 ;
+  reg [12:0] \$665 ;
+  reg [12:0] \$666 ;
+  reg [126:0] \$667 ;
+  reg [20:0] \$668 ;
+  reg [27:0] \$669 ;
   wire \$67 ;
-  reg [90:0] \$670 ;
-  reg [39:0] \$671 ;
-  reg [124:0] \$672 ;
-  reg [44:0] \$673 ;
-  reg [44:0] \$674 ;
-  reg [90:0] \$675 ;
-  reg [75:0] \$676 ;
-  reg [51:0] \$677 ;
-  reg [51:0] \$678 ;
-  reg [51:0] \$679 ;
+  reg [42:0] \$670 ;
+  reg [4:0] \$671 ;
+  reg [5:0] \$672 ;
+  reg [8:0] \$673 ;
+  reg \$674 ;
+  reg [4:0] \$675 ;
+  reg [90:0] \$676 ;
+  reg [39:0] \$677 ;
+  reg [124:0] \$678 ;
+  reg [44:0] \$679 ;
   wire [6:0] \$68 ;
-  wire [1:0] \$680 ;
+  reg [44:0] \$680 ;
+  reg [90:0] \$681 ;
+  reg [75:0] \$682 ;
+  reg [51:0] \$683 ;
+  reg [51:0] \$684 ;
+  reg [51:0] \$685 ;
+  wire [1:0] \$686 ;
   wire [6:0] \$69 ;
   wire \$7 ;
   wire [6:0] \$70 ;
@@ -690,6 +696,8 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg [2:0] \$signal$66  = 3'h0;
   wire [2:0] \$signal$66[0] ;
   reg \$signal$69  = 1'h0;
+  reg \$signal$70  = 1'h0;
+  reg \$signal$72  = 1'h0;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
   wire adv;
@@ -726,7 +734,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$79 ;
+  wire \done$83 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -764,7 +772,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg p1;
   reg p2;
   reg [8:0] q = 9'h000;
-  wire [124:0] \q$78 ;
+  wire [124:0] \q$82 ;
   reg [39:0] qg = 40'h0000000000;
   wire refused;
   reg [57:0] rem_init;
@@ -778,8 +786,10 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [52:0] s1_t0_0 = 53'h00000000000000;
+  reg [52:0] s1_t0_1 = 53'h00000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [90:0] scratch = 91'h00000000000000000000000;
   wire [2:0] sel;
@@ -809,6 +819,12 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$310  = \$306  | \$309 ;
+  assign \$311  = chan__payload[90] | chan__payload[91];
+  assign \$312  = \$310  | \$311 ;
+  assign \$313  = \$303  | \$312 ;
+  assign \$314  = chan__payload[82] | chan__payload[83];
+  assign \$315  = chan__payload[84] | chan__payload[85];
   assign \$316  = \$314  | \$315 ;
   assign \$317  = chan__payload[86] | chan__payload[87];
   assign \$318  = chan__payload[88] | chan__payload[89];
@@ -1075,18 +1091,18 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$579  = ! \$signal$66 ;
   assign \$580  = \$579  ? const0 : const1;
   assign \$581  = \$578  ? const2 : \$580 ;
-  assign \$582  = $signed(\$577 ) + $signed(\$581 );
-  assign \$583  = $signed(\$582 ) + $signed(26'h1000000);
-  assign \$584  = ~ s1_mask;
+  assign \$582  = $signed(\$581 ) + $signed(26'h1000000);
+  assign \$583  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$584  = ~ s2_mask;
   assign \$586  = $signed(\$585 ) > $signed(8'h7f);
   assign \$588  = $signed(\$587 ) < $signed(8'h80);
   assign \$590  = \$588  ? 9'h180 : { 1'h0, \$589 [7:0] };
   assign \$591  = \$586  ? 9'h07f : \$590 ;
-  assign \$592  = s1_mask ? \$591  : 9'h000;
+  assign \$592  = s2_mask ? \$591  : 9'h000;
   assign \$594  = $signed(\$593 ) > $signed(8'h7f);
   assign \$596  = $signed(\$595 ) < $signed(8'h80);
   assign \$597  = \$594  | \$596 ;
-  assign \$598  = s1_mask & \$597 ;
+  assign \$598  = s2_mask & \$597 ;
   assign \$599  = sat + \$598 ;
   assign \$600  = left - 1'h1;
   assign \$601  = last ? 14'h0000 : \$600 ;
@@ -1125,73 +1141,83 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$641  = \$638  ? 91'h00000000007ff8111ff0000 : \$640 ;
   assign \$642  = | left;
   assign \$643  = ~ \$642 ;
-  assign \$644  = ~ \$signal$69 ;
+  assign \$644  = ~ \$signal$70 ;
   assign \$645  = \$643  & \$644 ;
-  assign \$646  = ~ s1_valid;
+  assign \$646  = ~ \$signal$69 ;
   assign \$647  = \$645  & \$646 ;
-  assign \$648  = \$647  & adv;
+  assign \$648  = ~ s2_valid;
+  assign \$649  = \$647  & \$648 ;
+  assign \$650  = \$649  & adv;
   always @(posedge clk)
-    s0_x <= \$649 ;
+    s0_x <= \$651 ;
   always @(posedge clk)
-    s0_g <= \$650 ;
+    s0_g <= \$652 ;
   always @(posedge clk)
-    s0_mask <= \$651 ;
+    s0_mask <= \$653 ;
   always @(posedge clk)
-    \$signal$66  <= \$652 ;
+    \$signal$66  <= \$654 ;
   always @(posedge clk)
-    o__valid <= \$653 ;
+    o__valid <= \$655 ;
   always @(posedge clk)
-    s1_valid <= \$654 ;
+    s2_valid <= \$656 ;
   always @(posedge clk)
-    \$signal$69  <= \$655 ;
+    \$signal$69  <= \$657 ;
   always @(posedge clk)
-    s1_mask <= \$656 ;
+    \$signal$70  <= \$658 ;
   always @(posedge clk)
-    acc0 <= \$657 ;
+    s2_mask <= \$659 ;
   always @(posedge clk)
-    o__payload <= \$658 ;
+    \$signal$72  <= \$660 ;
   always @(posedge clk)
-    sat <= \$659 ;
+    s1_t0_0 <= \$661 ;
   always @(posedge clk)
-    left <= \$660 ;
+    s1_t0_1 <= \$662 ;
   always @(posedge clk)
-    chan <= \$661 ;
+    acc0 <= \$663 ;
   always @(posedge clk)
-    sg <= \$662 ;
+    o__payload <= \$664 ;
   always @(posedge clk)
-    sgx <= \$663 ;
+    sat <= \$665 ;
   always @(posedge clk)
-    dgamma <= \$664 ;
+    left <= \$666 ;
   always @(posedge clk)
-    align <= \$665 ;
+    chan <= \$667 ;
   always @(posedge clk)
-    fsm_state <= \$666 ;
+    sg <= \$668 ;
   always @(posedge clk)
-    q <= \$667 ;
+    sgx <= \$669 ;
   always @(posedge clk)
-    rz <= \$668 ;
+    dgamma <= \$670 ;
   always @(posedge clk)
-    sh <= \$669 ;
+    align <= \$671 ;
   always @(posedge clk)
-    scratch <= \$670 ;
+    fsm_state <= \$672 ;
   always @(posedge clk)
-    qg <= \$671 ;
+    q <= \$673 ;
   always @(posedge clk)
-    tq <= \$672 ;
+    rz <= \$674 ;
   always @(posedge clk)
-    m1 <= \$673 ;
+    sh <= \$675 ;
   always @(posedge clk)
-    lane_a <= \$674 ;
+    scratch <= \$676 ;
   always @(posedge clk)
-    c0w <= \$675 ;
+    qg <= \$677 ;
   always @(posedge clk)
-    m2 <= \$676 ;
+    tq <= \$678 ;
   always @(posedge clk)
-    const1 <= \$677 ;
+    m1 <= \$679 ;
   always @(posedge clk)
-    const2 <= \$678 ;
+    lane_a <= \$680 ;
   always @(posedge clk)
-    const0 <= \$679 ;
+    c0w <= \$681 ;
+  always @(posedge clk)
+    m2 <= \$682 ;
+  always @(posedge clk)
+    const1 <= \$683 ;
+  always @(posedge clk)
+    const2 <= \$684 ;
+  always @(posedge clk)
+    const0 <= \$685 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1291,19 +1317,13 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$307  = chan__payload[86] | chan__payload[87];
   assign \$308  = chan__payload[88] | chan__payload[89];
   assign \$309  = \$307  | \$308 ;
-  assign \$310  = \$306  | \$309 ;
-  assign \$311  = chan__payload[90] | chan__payload[91];
-  assign \$312  = \$310  | \$311 ;
-  assign \$313  = \$303  | \$312 ;
-  assign \$314  = chan__payload[82] | chan__payload[83];
-  assign \$315  = chan__payload[84] | chan__payload[85];
   \hwnorm_bwd_mad_s8.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$78 ),
+    .q(\q$82 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1314,19 +1334,19 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$79 ),
+    .done(\done$83 ),
     .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
     .start(\start$44 ),
     .steps(\steps$49 )
   );
-  \hwnorm_bwd_mad_s8.sel$81  \sel$81  (
+  \hwnorm_bwd_mad_s8.sel$85  \sel$85  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$757$0 (\$680 ),
+    .\port$759$0 (\$686 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -2815,49 +2835,29 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$649  = s0_x;
+    \$651  = s0_x;
     if (take) begin
-      \$649  = i__payload[7:0];
+      \$651  = i__payload[7:0];
     end
     if (rst) begin
-      \$649  = 8'h00;
+      \$651  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$650  = s0_g;
+    \$652  = s0_g;
     if (take) begin
-      \$650  = i__payload[15:8];
+      \$652  = i__payload[15:8];
     end
     if (rst) begin
-      \$650  = 8'h00;
+      \$652  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = s0_mask;
+    \$653  = s0_mask;
     if (take) begin
-      \$651  = mask;
-    end
-    if (rst) begin
-      \$651  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = \$signal$66 ;
-    if (take) begin
-      \$652  = { 1'h0, \$680  };
-    end
-    if (rst) begin
-      \$652  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = o__valid;
-    if (adv) begin
-      \$653  = s1_valid;
+      \$653  = mask;
     end
     if (rst) begin
       \$653  = 1'h0;
@@ -2865,19 +2865,19 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = s1_valid;
-    if (adv) begin
-      \$654  = \$signal$69 ;
+    \$654  = \$signal$66 ;
+    if (take) begin
+      \$654  = { 1'h0, \$686  };
     end
     if (rst) begin
-      \$654  = 1'h0;
+      \$654  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = \$signal$69 ;
+    \$655  = o__valid;
     if (adv) begin
-      \$655  = take;
+      \$655  = s2_valid;
     end
     if (rst) begin
       \$655  = 1'h0;
@@ -2885,9 +2885,9 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = s1_mask;
+    \$656  = s2_valid;
     if (adv) begin
-      \$656  = s0_mask;
+      \$656  = \$signal$69 ;
     end
     if (rst) begin
       \$656  = 1'h0;
@@ -2895,52 +2895,112 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = acc0;
+    \$657  = \$signal$69 ;
     if (adv) begin
-      \$657  = \$583 [53:0];
+      \$657  = \$signal$70 ;
     end
     if (rst) begin
-      \$657  = 54'h00000000000000;
+      \$657  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = o__payload;
+    \$658  = \$signal$70 ;
     if (adv) begin
-      \$658  = \$592 [7:0];
+      \$658  = take;
     end
     if (rst) begin
-      \$658  = 8'h00;
+      \$658  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = sat;
+    \$659  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$659  = \$599 [12:0];
+      \$659  = \$signal$72 ;
+    end
+    if (rst) begin
+      \$659  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$660  = \$signal$72 ;
+    if (adv) begin
+      \$660  = s0_mask;
+    end
+    if (rst) begin
+      \$660  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$661  = s1_t0_0;
+    if (adv) begin
+      \$661  = \$577 ;
+    end
+    if (rst) begin
+      \$661  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$662  = s1_t0_1;
+    if (adv) begin
+      \$662  = \$582 ;
+    end
+    if (rst) begin
+      \$662  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$663  = acc0;
+    if (adv) begin
+      \$663  = \$583 ;
+    end
+    if (rst) begin
+      \$663  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$664  = o__payload;
+    if (adv) begin
+      \$664  = \$592 [7:0];
+    end
+    if (rst) begin
+      \$664  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$665  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$665  = \$599 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$659  = 13'h0000;
+            \$665  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$659  = 13'h0000;
+      \$665  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = left;
+    \$666  = left;
     if (beat) begin
-      \$660  = \$601 [12:0];
+      \$666  = \$601 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$660  = chan__payload[12:0];
+            \$666  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -2953,36 +3013,36 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$660  = chan[12:0];
+              \$666  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$660  = 13'h0000;
+      \$666  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = chan;
+    \$667  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$661  = chan__payload;
+            \$667  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$661  = 127'h00000000000000000000000000000000;
+      \$667  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = sg;
+    \$668  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$662  = 21'h000000;
+            \$668  = 21'h000000;
             if (refused) begin
-              \$662  = 21'h000000;
+              \$668  = 21'h000000;
             end
           end
       6'h02:
@@ -2995,20 +3055,20 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$662  = \$604 [20:0];
+            \$668  = \$604 [20:0];
           end
     endcase
     if (rst) begin
-      \$662  = 21'h000000;
+      \$668  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = sgx;
+    \$669  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$663  = 28'h0000000;
+            \$669  = 28'h0000000;
           end
       6'h02:
           /* empty */;
@@ -3020,20 +3080,20 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$663  = \$607 [27:0];
+            \$669  = \$607 [27:0];
           end
     endcase
     if (rst) begin
-      \$663  = 28'h0000000;
+      \$669  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = dgamma;
+    \$670  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$664  = 43'h00000000000;
+            \$670  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3064,19 +3124,19 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0f:
           /* empty */;
       6'h10:
-          \$664  = \$611 [42:0];
+          \$670  = \$611 [42:0];
     endcase
     if (rst) begin
-      \$664  = 43'h00000000000;
+      \$670  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = align;
+    \$671  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$665  = 5'h00;
+            \$671  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -3115,9 +3175,9 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           (* full_case = 32'd1 *)
           if (\$613 ) begin
-            \$665  = 5'h00;
+            \$671  = 5'h00;
           end else begin
-            \$665  = \$615 [4:0];
+            \$671  = \$615 [4:0];
           end
       6'h14:
           /* empty */;
@@ -3148,9 +3208,9 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h21:
           (* full_case = 32'd1 *)
           if (\$619 ) begin
-            \$665  = 5'h00;
+            \$671  = 5'h00;
           end else begin
-            \$665  = \$621 [4:0];
+            \$671  = \$621 [4:0];
           end
       6'h22:
           /* empty */;
@@ -3161,9 +3221,9 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h25:
           (* full_case = 32'd1 *)
           if (\$627 ) begin
-            \$665  = 5'h00;
+            \$671  = 5'h00;
           end else begin
-            \$665  = \$629 [4:0];
+            \$671  = \$629 [4:0];
           end
       6'h26:
           /* empty */;
@@ -3174,172 +3234,172 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h29:
           (* full_case = 32'd1 *)
           if (\$635 ) begin
-            \$665  = 5'h00;
+            \$671  = 5'h00;
           end else begin
-            \$665  = \$637 [4:0];
+            \$671  = \$637 [4:0];
           end
     endcase
     if (rst) begin
-      \$665  = 5'h00;
+      \$671  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = fsm_state;
+    \$672  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$666  = 6'h01;
+              \$672  = 6'h01;
             end else begin
-              \$666  = 6'h02;
+              \$672  = 6'h02;
             end
           end
       6'h02:
-          \$666  = 6'h03;
+          \$672  = 6'h03;
       6'h03:
           if (done) begin
-            \$666  = 6'h04;
+            \$672  = 6'h04;
           end
       6'h04:
-          \$666  = 6'h05;
+          \$672  = 6'h05;
       6'h05:
-          if (\done$79 ) begin
-            \$666  = 6'h06;
+          if (\done$83 ) begin
+            \$672  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$666  = 6'h07;
+              \$672  = 6'h07;
             end
           end
       6'h07:
-          \$666  = 6'h08;
+          \$672  = 6'h08;
       6'h08:
-          if (\done$79 ) begin
-            \$666  = 6'h09;
+          if (\done$83 ) begin
+            \$672  = 6'h09;
           end
       6'h09:
-          \$666  = 6'h0a;
+          \$672  = 6'h0a;
       6'h0a:
-          if (\done$79 ) begin
-            \$666  = 6'h0b;
+          if (\done$83 ) begin
+            \$672  = 6'h0b;
           end
       6'h0b:
-          \$666  = 6'h0c;
+          \$672  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$666  = 6'h0d;
+            \$672  = 6'h0d;
           end
       6'h0d:
-          \$666  = 6'h0e;
+          \$672  = 6'h0e;
       6'h0e:
-          \$666  = 6'h0f;
+          \$672  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$666  = 6'h10;
+            \$672  = 6'h10;
           end
       6'h10:
-          \$666  = 6'h11;
+          \$672  = 6'h11;
       6'h11:
-          \$666  = 6'h12;
+          \$672  = 6'h12;
       6'h12:
-          if (\done$79 ) begin
-            \$666  = 6'h13;
+          if (\done$83 ) begin
+            \$672  = 6'h13;
           end
       6'h13:
           if (\$613 ) begin
-            \$666  = 6'h14;
+            \$672  = 6'h14;
           end
       6'h14:
-          \$666  = 6'h15;
+          \$672  = 6'h15;
       6'h15:
-          if (\done$79 ) begin
-            \$666  = 6'h16;
+          if (\done$83 ) begin
+            \$672  = 6'h16;
           end
       6'h16:
-          \$666  = 6'h17;
+          \$672  = 6'h17;
       6'h17:
-          if (\done$79 ) begin
-            \$666  = 6'h18;
+          if (\done$83 ) begin
+            \$672  = 6'h18;
           end
       6'h18:
-          \$666  = 6'h19;
+          \$672  = 6'h19;
       6'h19:
-          if (\done$79 ) begin
-            \$666  = 6'h1a;
+          if (\done$83 ) begin
+            \$672  = 6'h1a;
           end
       6'h1a:
-          \$666  = 6'h1b;
+          \$672  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$666  = 6'h1c;
+            \$672  = 6'h1c;
           end
       6'h1c:
-          \$666  = 6'h1d;
+          \$672  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$666  = 6'h1e;
+            \$672  = 6'h1e;
           end
       6'h1e:
-          \$666  = 6'h1f;
+          \$672  = 6'h1f;
       6'h1f:
-          \$666  = 6'h20;
+          \$672  = 6'h20;
       6'h20:
-          if (\done$79 ) begin
-            \$666  = 6'h21;
+          if (\done$83 ) begin
+            \$672  = 6'h21;
           end
       6'h21:
           if (\$619 ) begin
-            \$666  = 6'h22;
+            \$672  = 6'h22;
           end
       6'h22:
-          \$666  = 6'h23;
+          \$672  = 6'h23;
       6'h23:
-          \$666  = 6'h24;
+          \$672  = 6'h24;
       6'h24:
-          if (\done$79 ) begin
-            \$666  = 6'h25;
+          if (\done$83 ) begin
+            \$672  = 6'h25;
           end
       6'h25:
           if (\$627 ) begin
-            \$666  = 6'h26;
+            \$672  = 6'h26;
           end
       6'h26:
-          \$666  = 6'h27;
+          \$672  = 6'h27;
       6'h27:
-          \$666  = 6'h28;
+          \$672  = 6'h28;
       6'h28:
-          if (\done$79 ) begin
-            \$666  = 6'h29;
+          if (\done$83 ) begin
+            \$672  = 6'h29;
           end
       6'h29:
           if (\$635 ) begin
-            \$666  = 6'h2a;
+            \$672  = 6'h2a;
           end
       6'h2a:
-          \$666  = 6'h2b;
+          \$672  = 6'h2b;
       6'h2b:
-          if (\$648 ) begin
-            \$666  = 6'h2c;
+          if (\$650 ) begin
+            \$672  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$666  = 6'h00;
+            \$672  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$666  = 6'h00;
+            \$672  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$666  = 6'h00;
+      \$672  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = q;
+    \$673  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3347,16 +3407,16 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h03:
           if (done) begin
-            \$667  = \q$78 [8:0];
+            \$673  = \q$82 [8:0];
           end
     endcase
     if (rst) begin
-      \$667  = 9'h000;
+      \$673  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = rz;
+    \$674  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3367,17 +3427,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$79 ) begin
-            \$668  = \$602 ;
+          if (\done$83 ) begin
+            \$674  = \$602 ;
           end
     endcase
     if (rst) begin
-      \$668  = 1'h0;
+      \$674  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = sh;
+    \$675  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3390,15 +3450,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h05:
           /* empty */;
       6'h06:
-          \$669  = \$287 [4:0];
+          \$675  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$669  = 5'h00;
+      \$675  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = scratch;
+    \$676  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3415,8 +3475,8 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$79 ) begin
-            \$670  = p;
+          if (\done$83 ) begin
+            \$676  = p;
           end
       6'h09:
           /* empty */;
@@ -3447,14 +3507,14 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$79 ) begin
-            \$670  = p;
+          if (\done$83 ) begin
+            \$676  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$79 ) begin
-            \$670  = p;
+          if (\done$83 ) begin
+            \$676  = p;
           end
       6'h1a:
           /* empty */;
@@ -3469,51 +3529,51 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1f:
           /* empty */;
       6'h20:
-          if (\done$79 ) begin
-            \$670  = p;
+          if (\done$83 ) begin
+            \$676  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
           if (\$619 ) begin
           end else begin
-            \$670  = \$620 [90:0];
+            \$676  = \$620 [90:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$79 ) begin
-            \$670  = p;
+          if (\done$83 ) begin
+            \$676  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$627 ) begin
           end else begin
-            \$670  = \$628 [90:0];
+            \$676  = \$628 [90:0];
           end
       6'h26:
           /* empty */;
       6'h27:
           /* empty */;
       6'h28:
-          if (\done$79 ) begin
-            \$670  = p;
+          if (\done$83 ) begin
+            \$676  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
           if (\$635 ) begin
           end else begin
-            \$670  = \$636 [90:0];
+            \$676  = \$636 [90:0];
           end
     endcase
     if (rst) begin
-      \$670  = 91'h00000000000000000000000;
+      \$676  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = qg;
+    \$677  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3534,17 +3594,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$79 ) begin
-            \$671  = p[39:0];
+          if (\done$83 ) begin
+            \$677  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$671  = 40'h0000000000;
+      \$677  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = tq;
+    \$678  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3570,7 +3630,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0c:
           if (done) begin
-            \$672  = \q$78 ;
+            \$678  = \q$82 ;
           end
       6'h0d:
           /* empty */;
@@ -3578,7 +3638,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0f:
           if (done) begin
-            \$672  = \q$78 ;
+            \$678  = \q$82 ;
           end
       6'h10:
           /* empty */;
@@ -3604,22 +3664,22 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1b:
           if (done) begin
-            \$672  = \q$78 ;
+            \$678  = \q$82 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$672  = \q$78 ;
+            \$678  = \q$82 ;
           end
     endcase
     if (rst) begin
-      \$672  = 125'h00000000000000000000000000000000;
+      \$678  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = m1;
+    \$679  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3646,15 +3706,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0c:
           /* empty */;
       6'h0d:
-          \$673  = \$609 [44:0];
+          \$679  = \$609 [44:0];
     endcase
     if (rst) begin
-      \$673  = 45'h000000000000;
+      \$679  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = lane_a;
+    \$680  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3691,23 +3751,23 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$79 ) begin
-            \$674  = p[44:0];
+          if (\done$83 ) begin
+            \$680  = p[44:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
           if (\$613 ) begin
           end else begin
-            \$674  = \$614 [44:0];
+            \$680  = \$614 [44:0];
           end
     endcase
     if (rst) begin
-      \$674  = 45'h000000000000;
+      \$680  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = c0w;
+    \$681  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3750,17 +3810,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$79 ) begin
-            \$675  = p;
+          if (\done$83 ) begin
+            \$681  = p;
           end
     endcase
     if (rst) begin
-      \$675  = 91'h00000000000000000000000;
+      \$681  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = m2;
+    \$682  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3821,15 +3881,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1d:
           /* empty */;
       6'h1e:
-          \$676  = \$617 [75:0];
+          \$682  = \$617 [75:0];
     endcase
     if (rst) begin
-      \$676  = 76'h0000000000000000000;
+      \$682  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = const1;
+    \$683  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3898,15 +3958,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h21:
           /* empty */;
       6'h22:
-          \$677  = \$625 [51:0];
+          \$683  = \$625 [51:0];
     endcase
     if (rst) begin
-      \$677  = 52'h0000000000000;
+      \$683  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = const2;
+    \$684  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3983,15 +4043,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h25:
           /* empty */;
       6'h26:
-          \$678  = \$633 [51:0];
+          \$684  = \$633 [51:0];
     endcase
     if (rst) begin
-      \$678  = 52'h0000000000000;
+      \$684  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = const0;
+    \$685  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4076,10 +4136,10 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h29:
           /* empty */;
       6'h2a:
-          \$679  = \$641 [51:0];
+          \$685  = \$641 [51:0];
     endcase
     if (rst) begin
-      \$679  = 52'h0000000000000;
+      \$685  = 52'h0000000000000;
     end
   end
   assign \$signal  = q;
@@ -4090,7 +4150,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign sh_new = \$287 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$680  };
+  assign sel = { 1'h0, \$686  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[91:34];
@@ -4115,7 +4175,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal$66[0]  = \$signal$66 ;
-  assign \sel[0]  = { 1'h0, \$680  };
+  assign \sel[0]  = { 1'h0, \$686  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4695,7 +4755,7 @@ module \hwnorm_bwd_mad_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, cl
   assign \$6  = { 1'h0, b_sh[27:1] };
 endmodule
 
-module \hwnorm_bwd_mad_s8.sel$81 (clk, rst, mask, \port$757$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_mad_s8.sel$85 (clk, rst, mask, \port$759$0 , clear, p1, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -4721,8 +4781,8 @@ module \hwnorm_bwd_mad_s8.sel$81 (clk, rst, mask, \port$757$0 , clear, p1, q, rz
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$757$0 ;
-  wire [1:0] \port$757$0 ;
+  output [1:0] \port$759$0 ;
+  wire [1:0] \port$759$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -4766,7 +4826,7 @@ module \hwnorm_bwd_mad_s8.sel$81 (clk, rst, mask, \port$757$0 , clear, p1, q, rz
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$757$0  = \$7 ;
+  assign \port$759$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

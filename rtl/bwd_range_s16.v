@@ -724,8 +724,8 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [78:0] \$744 ;
   wire [78:0] \$745 ;
   wire [78:0] \$746 ;
-  wire [80:0] \$747 ;
-  wire [81:0] \$748 ;
+  wire [79:0] \$747 ;
+  wire [80:0] \$748 ;
   wire \$749 ;
   wire \$75 ;
   wire [80:0] \$750 ;
@@ -815,41 +815,47 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$826 ;
   wire \$827 ;
   wire \$828 ;
-  reg [15:0] \$829 ;
+  wire \$829 ;
   wire \$83 ;
-  reg [15:0] \$830 ;
-  reg \$831 ;
-  reg [2:0] \$832 ;
+  wire \$830 ;
+  reg [15:0] \$831 ;
+  reg [15:0] \$832 ;
   reg \$833 ;
-  reg \$834 ;
+  reg [2:0] \$834 ;
   reg \$835 ;
   reg \$836 ;
-  reg [80:0] \$837 ;
-  reg [15:0] \$838 ;
-  reg [12:0] \$839 ;
+  reg \$837 ;
+  reg \$838 ;
+  reg \$839 ;
   wire \$84 ;
-  reg [12:0] \$840 ;
-  reg [186:0] \$841 ;
-  reg [28:0] \$842 ;
-  reg [43:0] \$843 ;
-  reg [61:0] \$844 ;
-  reg [5:0] \$845 ;
-  reg [5:0] \$846 ;
-  reg [5:0] \$847 ;
-  reg [124:0] \$848 ;
-  reg [55:0] \$849 ;
+  reg \$840 ;
+  reg [79:0] \$841 ;
+  reg [79:0] \$842 ;
+  reg [80:0] \$843 ;
+  reg [15:0] \$844 ;
+  reg [12:0] \$845 ;
+  reg [12:0] \$846 ;
+  reg [186:0] \$847 ;
+  reg [28:0] \$848 ;
+  reg [43:0] \$849 ;
   wire \$85 ;
-  reg [144:0] \$850 ;
-  reg [63:0] \$851 ;
-  reg [63:0] \$852 ;
-  reg [124:0] \$853 ;
-  reg [95:0] \$854 ;
-  reg [78:0] \$855 ;
-  reg [78:0] \$856 ;
-  reg [78:0] \$857 ;
-  reg [78:0] \$858 ;
-  reg [78:0] \$859 ;
+  reg [61:0] \$850 ;
+  reg [5:0] \$851 ;
+  reg [5:0] \$852 ;
+  reg [5:0] \$853 ;
+  reg [124:0] \$854 ;
+  reg [55:0] \$855 ;
+  reg [144:0] \$856 ;
+  reg [63:0] \$857 ;
+  reg [63:0] \$858 ;
+  reg [124:0] \$859 ;
   wire \$86 ;
+  reg [95:0] \$860 ;
+  reg [78:0] \$861 ;
+  reg [78:0] \$862 ;
+  reg [78:0] \$863 ;
+  reg [78:0] \$864 ;
+  reg [78:0] \$865 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
@@ -866,6 +872,8 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$99 ;
   reg [2:0] \$signal  = 3'h0;
   reg \$signal$66  = 1'h0;
+  reg \$signal$67  = 1'h0;
+  reg \$signal$69  = 1'h0;
   wire [2:0] \$signal[0] ;
   reg [124:0] a;
   reg [80:0] acc0 = 81'h000000000000000000000;
@@ -910,7 +918,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [5:0] den_lead;
   reg [61:0] dgamma = 62'h0000000000000000;
   wire done;
-  wire \done$78 ;
+  wire \done$82 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -959,8 +967,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   reg s0_mask = 1'h0;
   reg [15:0] s0_x = 16'h0000;
   wire [15:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [79:0] s1_t0_0 = 80'h00000000000000000000;
+  reg [79:0] s1_t0_1 = 80'h00000000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [124:0] scratch = 125'h00000000000000000000000000000000;
   wire [2:0] sel;
@@ -1417,18 +1427,18 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \$744  = \$741  ? const2 : \$743 ;
   assign \$745  = \$740  ? const3 : \$744 ;
   assign \$746  = \$739  ? const4 : \$745 ;
-  assign \$747  = $signed(\$738 ) + $signed(\$746 );
-  assign \$748  = $signed(\$747 ) + $signed(34'h100000000);
-  assign \$749  = ~ s1_mask;
+  assign \$747  = $signed(\$746 ) + $signed(34'h100000000);
+  assign \$748  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$749  = ~ s2_mask;
   assign \$751  = $signed(\$750 ) > $signed(16'h7fff);
   assign \$753  = $signed(\$752 ) < $signed(16'h8000);
   assign \$755  = \$753  ? 17'h18000 : { 1'h0, \$754 [15:0] };
   assign \$756  = \$751  ? 17'h07fff : \$755 ;
-  assign \$757  = s1_mask ? \$756  : 17'h00000;
+  assign \$757  = s2_mask ? \$756  : 17'h00000;
   assign \$759  = $signed(\$758 ) > $signed(16'h7fff);
   assign \$761  = $signed(\$760 ) < $signed(16'h8000);
   assign \$762  = \$759  | \$761 ;
-  assign \$763  = s1_mask & \$762 ;
+  assign \$763  = s2_mask & \$762 ;
   assign \$764  = sat + \$763 ;
   assign \$765  = left - 1'h1;
   assign \$766  = last ? 14'h0000 : \$765 ;
@@ -1480,73 +1490,83 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \$821  = \$818  ? 125'h0000000000003ffc0001100100000000 : \$820 ;
   assign \$822  = | left;
   assign \$823  = ~ \$822 ;
-  assign \$824  = ~ \$signal$66 ;
+  assign \$824  = ~ \$signal$67 ;
   assign \$825  = \$823  & \$824 ;
-  assign \$826  = ~ s1_valid;
+  assign \$826  = ~ \$signal$66 ;
   assign \$827  = \$825  & \$826 ;
-  assign \$828  = \$827  & adv;
+  assign \$828  = ~ s2_valid;
+  assign \$829  = \$827  & \$828 ;
+  assign \$830  = \$829  & adv;
   always @(posedge clk)
-    s0_x <= \$829 ;
+    s0_x <= \$831 ;
   always @(posedge clk)
-    s0_g <= \$830 ;
+    s0_g <= \$832 ;
   always @(posedge clk)
-    s0_mask <= \$831 ;
+    s0_mask <= \$833 ;
   always @(posedge clk)
-    \$signal  <= \$832 ;
+    \$signal  <= \$834 ;
   always @(posedge clk)
-    o__valid <= \$833 ;
+    o__valid <= \$835 ;
   always @(posedge clk)
-    s1_valid <= \$834 ;
+    s2_valid <= \$836 ;
   always @(posedge clk)
-    \$signal$66  <= \$835 ;
+    \$signal$66  <= \$837 ;
   always @(posedge clk)
-    s1_mask <= \$836 ;
+    \$signal$67  <= \$838 ;
   always @(posedge clk)
-    acc0 <= \$837 ;
+    s2_mask <= \$839 ;
   always @(posedge clk)
-    o__payload <= \$838 ;
+    \$signal$69  <= \$840 ;
   always @(posedge clk)
-    sat <= \$839 ;
+    s1_t0_0 <= \$841 ;
   always @(posedge clk)
-    left <= \$840 ;
+    s1_t0_1 <= \$842 ;
   always @(posedge clk)
-    chan <= \$841 ;
+    acc0 <= \$843 ;
   always @(posedge clk)
-    sg <= \$842 ;
+    o__payload <= \$844 ;
   always @(posedge clk)
-    sgx <= \$843 ;
+    sat <= \$845 ;
   always @(posedge clk)
-    dgamma <= \$844 ;
+    left <= \$846 ;
   always @(posedge clk)
-    align <= \$845 ;
+    chan <= \$847 ;
   always @(posedge clk)
-    fsm_state <= \$846 ;
+    sg <= \$848 ;
   always @(posedge clk)
-    sh <= \$847 ;
+    sgx <= \$849 ;
   always @(posedge clk)
-    scratch <= \$848 ;
+    dgamma <= \$850 ;
   always @(posedge clk)
-    qg <= \$849 ;
+    align <= \$851 ;
   always @(posedge clk)
-    tq <= \$850 ;
+    fsm_state <= \$852 ;
   always @(posedge clk)
-    m1 <= \$851 ;
+    sh <= \$853 ;
   always @(posedge clk)
-    lane_a <= \$852 ;
+    scratch <= \$854 ;
   always @(posedge clk)
-    c0w <= \$853 ;
+    qg <= \$855 ;
   always @(posedge clk)
-    m2 <= \$854 ;
+    tq <= \$856 ;
   always @(posedge clk)
-    const0 <= \$855 ;
+    m1 <= \$857 ;
   always @(posedge clk)
-    const1 <= \$856 ;
+    lane_a <= \$858 ;
   always @(posedge clk)
-    const2 <= \$857 ;
+    c0w <= \$859 ;
   always @(posedge clk)
-    const3 <= \$858 ;
+    m2 <= \$860 ;
   always @(posedge clk)
-    const4 <= \$859 ;
+    const0 <= \$861 ;
+  always @(posedge clk)
+    const1 <= \$862 ;
+  always @(posedge clk)
+    const2 <= \$863 ;
+  always @(posedge clk)
+    const3 <= \$864 ;
+  always @(posedge clk)
+    const4 <= \$865 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$2  = chan[142:115] > chan[170:143];
@@ -1555,7 +1575,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   \hwnorm_bwd_range_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$78 ),
+    .done(\done$82 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$51 ),
     .q(q),
@@ -1576,7 +1596,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_range_s16.sel$80  \sel$80  (
+  \hwnorm_bwd_range_s16.sel$84  \sel$84  (
     .chunk_size(chunk_size),
     .clear(clear),
     .clk(clk),
@@ -3106,49 +3126,29 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$829  = s0_x;
+    \$831  = s0_x;
     if (take) begin
-      \$829  = i__payload[15:0];
+      \$831  = i__payload[15:0];
     end
     if (rst) begin
-      \$829  = 16'h0000;
+      \$831  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$830  = s0_g;
+    \$832  = s0_g;
     if (take) begin
-      \$830  = i__payload[31:16];
+      \$832  = i__payload[31:16];
     end
     if (rst) begin
-      \$830  = 16'h0000;
+      \$832  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = s0_mask;
+    \$833  = s0_mask;
     if (take) begin
-      \$831  = mask;
-    end
-    if (rst) begin
-      \$831  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = \$signal ;
-    if (take) begin
-      \$832  = sel;
-    end
-    if (rst) begin
-      \$832  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = o__valid;
-    if (adv) begin
-      \$833  = s1_valid;
+      \$833  = mask;
     end
     if (rst) begin
       \$833  = 1'h0;
@@ -3156,19 +3156,19 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$834  = s1_valid;
-    if (adv) begin
-      \$834  = \$signal$66 ;
+    \$834  = \$signal ;
+    if (take) begin
+      \$834  = sel;
     end
     if (rst) begin
-      \$834  = 1'h0;
+      \$834  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$835  = \$signal$66 ;
+    \$835  = o__valid;
     if (adv) begin
-      \$835  = take;
+      \$835  = s2_valid;
     end
     if (rst) begin
       \$835  = 1'h0;
@@ -3176,9 +3176,9 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$836  = s1_mask;
+    \$836  = s2_valid;
     if (adv) begin
-      \$836  = s0_mask;
+      \$836  = \$signal$66 ;
     end
     if (rst) begin
       \$836  = 1'h0;
@@ -3186,121 +3186,181 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$837  = acc0;
+    \$837  = \$signal$66 ;
     if (adv) begin
-      \$837  = \$748 [80:0];
+      \$837  = \$signal$67 ;
     end
     if (rst) begin
-      \$837  = 81'h000000000000000000000;
+      \$837  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$838  = o__payload;
+    \$838  = \$signal$67 ;
     if (adv) begin
-      \$838  = \$757 [15:0];
+      \$838  = take;
     end
     if (rst) begin
-      \$838  = 16'h0000;
+      \$838  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$839  = sat;
+    \$839  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$839  = \$764 [12:0];
+      \$839  = \$signal$69 ;
+    end
+    if (rst) begin
+      \$839  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$840  = \$signal$69 ;
+    if (adv) begin
+      \$840  = s0_mask;
+    end
+    if (rst) begin
+      \$840  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$841  = s1_t0_0;
+    if (adv) begin
+      \$841  = \$738 ;
+    end
+    if (rst) begin
+      \$841  = 80'h00000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$842  = s1_t0_1;
+    if (adv) begin
+      \$842  = \$747 ;
+    end
+    if (rst) begin
+      \$842  = 80'h00000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$843  = acc0;
+    if (adv) begin
+      \$843  = \$748 ;
+    end
+    if (rst) begin
+      \$843  = 81'h000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$844  = o__payload;
+    if (adv) begin
+      \$844  = \$757 [15:0];
+    end
+    if (rst) begin
+      \$844  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$845  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$845  = \$764 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$839  = 13'h0000;
+            \$845  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$839  = 13'h0000;
+      \$845  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$840  = left;
+    \$846  = left;
     if (beat) begin
-      \$840  = \$766 [12:0];
+      \$846  = \$766 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$840  = chan__payload[12:0];
+            \$846  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$840  = chan[12:0];
+              \$846  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$840  = 13'h0000;
+      \$846  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$841  = chan;
+    \$847  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$841  = chan__payload;
+            \$847  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$841  = 187'h00000000000000000000000000000000000000000000000;
+      \$847  = 187'h00000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$842  = sg;
+    \$848  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$842  = 29'h00000000;
+            \$848  = 29'h00000000;
             if (refused) begin
-              \$842  = 29'h00000000;
+              \$848  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$842  = \$768 [28:0];
+            \$848  = \$768 [28:0];
           end
     endcase
     if (rst) begin
-      \$842  = 29'h00000000;
+      \$848  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$843  = sgx;
+    \$849  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$843  = 44'h00000000000;
+            \$849  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$843  = \$771 [43:0];
+            \$849  = \$771 [43:0];
           end
     endcase
     if (rst) begin
-      \$843  = 44'h00000000000;
+      \$849  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$844  = dgamma;
+    \$850  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$844  = 62'h0000000000000000;
+            \$850  = 62'h0000000000000000;
           end
       6'h02:
           /* empty */;
@@ -3323,19 +3383,19 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h0b:
           /* empty */;
       6'h0c:
-          \$844  = \$775 [61:0];
+          \$850  = \$775 [61:0];
     endcase
     if (rst) begin
-      \$844  = 62'h0000000000000000;
+      \$850  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$845  = align;
+    \$851  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$845  = 6'h00;
+            \$851  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3366,9 +3426,9 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$777 ) begin
-            \$845  = 6'h00;
+            \$851  = 6'h00;
           end else begin
-            \$845  = \$779 [5:0];
+            \$851  = \$779 [5:0];
           end
       6'h10:
           /* empty */;
@@ -3397,9 +3457,9 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h1c:
           (* full_case = 32'd1 *)
           if (\$783 ) begin
-            \$845  = 6'h00;
+            \$851  = 6'h00;
           end else begin
-            \$845  = \$785 [5:0];
+            \$851  = \$785 [5:0];
           end
       6'h1d:
           /* empty */;
@@ -3410,9 +3470,9 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h20:
           (* full_case = 32'd1 *)
           if (\$791 ) begin
-            \$845  = 6'h00;
+            \$851  = 6'h00;
           end else begin
-            \$845  = \$793 [5:0];
+            \$851  = \$793 [5:0];
           end
       6'h21:
           /* empty */;
@@ -3423,9 +3483,9 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h24:
           (* full_case = 32'd1 *)
           if (\$799 ) begin
-            \$845  = 6'h00;
+            \$851  = 6'h00;
           end else begin
-            \$845  = \$801 [5:0];
+            \$851  = \$801 [5:0];
           end
       6'h25:
           /* empty */;
@@ -3436,9 +3496,9 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h28:
           (* full_case = 32'd1 *)
           if (\$807 ) begin
-            \$845  = 6'h00;
+            \$851  = 6'h00;
           end else begin
-            \$845  = \$809 [5:0];
+            \$851  = \$809 [5:0];
           end
       6'h29:
           /* empty */;
@@ -3449,193 +3509,193 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h2c:
           (* full_case = 32'd1 *)
           if (\$815 ) begin
-            \$845  = 6'h00;
+            \$851  = 6'h00;
           end else begin
-            \$845  = \$817 [5:0];
+            \$851  = \$817 [5:0];
           end
     endcase
     if (rst) begin
-      \$845  = 6'h00;
+      \$851  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$846  = fsm_state;
+    \$852  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$846  = 6'h01;
+              \$852  = 6'h01;
             end else begin
-              \$846  = 6'h02;
+              \$852  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$846  = 6'h03;
+              \$852  = 6'h03;
             end
           end
       6'h03:
-          \$846  = 6'h04;
+          \$852  = 6'h04;
       6'h04:
           if (done) begin
-            \$846  = 6'h05;
+            \$852  = 6'h05;
           end
       6'h05:
-          \$846  = 6'h06;
+          \$852  = 6'h06;
       6'h06:
           if (done) begin
-            \$846  = 6'h07;
+            \$852  = 6'h07;
           end
       6'h07:
-          \$846  = 6'h08;
+          \$852  = 6'h08;
       6'h08:
-          if (\done$78 ) begin
-            \$846  = 6'h09;
+          if (\done$82 ) begin
+            \$852  = 6'h09;
           end
       6'h09:
-          \$846  = 6'h0a;
+          \$852  = 6'h0a;
       6'h0a:
-          \$846  = 6'h0b;
+          \$852  = 6'h0b;
       6'h0b:
-          if (\done$78 ) begin
-            \$846  = 6'h0c;
+          if (\done$82 ) begin
+            \$852  = 6'h0c;
           end
       6'h0c:
-          \$846  = 6'h0d;
+          \$852  = 6'h0d;
       6'h0d:
-          \$846  = 6'h0e;
+          \$852  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$846  = 6'h0f;
+            \$852  = 6'h0f;
           end
       6'h0f:
           if (\$777 ) begin
-            \$846  = 6'h10;
+            \$852  = 6'h10;
           end
       6'h10:
-          \$846  = 6'h11;
+          \$852  = 6'h11;
       6'h11:
           if (done) begin
-            \$846  = 6'h12;
+            \$852  = 6'h12;
           end
       6'h12:
-          \$846  = 6'h13;
+          \$852  = 6'h13;
       6'h13:
           if (done) begin
-            \$846  = 6'h14;
+            \$852  = 6'h14;
           end
       6'h14:
-          \$846  = 6'h15;
+          \$852  = 6'h15;
       6'h15:
           if (done) begin
-            \$846  = 6'h16;
+            \$852  = 6'h16;
           end
       6'h16:
-          \$846  = 6'h17;
+          \$852  = 6'h17;
       6'h17:
-          if (\done$78 ) begin
-            \$846  = 6'h18;
+          if (\done$82 ) begin
+            \$852  = 6'h18;
           end
       6'h18:
-          \$846  = 6'h19;
+          \$852  = 6'h19;
       6'h19:
-          if (\done$78 ) begin
-            \$846  = 6'h1a;
+          if (\done$82 ) begin
+            \$852  = 6'h1a;
           end
       6'h1a:
-          \$846  = 6'h1b;
+          \$852  = 6'h1b;
       6'h1b:
-          \$846  = 6'h1c;
+          \$852  = 6'h1c;
       6'h1c:
           if (\$783 ) begin
-            \$846  = 6'h1d;
+            \$852  = 6'h1d;
           end
       6'h1d:
-          \$846  = 6'h1e;
+          \$852  = 6'h1e;
       6'h1e:
-          \$846  = 6'h1f;
+          \$852  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$846  = 6'h20;
+            \$852  = 6'h20;
           end
       6'h20:
           if (\$791 ) begin
-            \$846  = 6'h21;
+            \$852  = 6'h21;
           end
       6'h21:
-          \$846  = 6'h22;
+          \$852  = 6'h22;
       6'h22:
-          \$846  = 6'h23;
+          \$852  = 6'h23;
       6'h23:
           if (done) begin
-            \$846  = 6'h24;
+            \$852  = 6'h24;
           end
       6'h24:
           if (\$799 ) begin
-            \$846  = 6'h25;
+            \$852  = 6'h25;
           end
       6'h25:
-          \$846  = 6'h26;
+          \$852  = 6'h26;
       6'h26:
-          \$846  = 6'h27;
+          \$852  = 6'h27;
       6'h27:
           if (done) begin
-            \$846  = 6'h28;
+            \$852  = 6'h28;
           end
       6'h28:
           if (\$807 ) begin
-            \$846  = 6'h29;
+            \$852  = 6'h29;
           end
       6'h29:
-          \$846  = 6'h2a;
+          \$852  = 6'h2a;
       6'h2a:
-          \$846  = 6'h2b;
+          \$852  = 6'h2b;
       6'h2b:
           if (done) begin
-            \$846  = 6'h2c;
+            \$852  = 6'h2c;
           end
       6'h2c:
           if (\$815 ) begin
-            \$846  = 6'h2d;
+            \$852  = 6'h2d;
           end
       6'h2d:
-          \$846  = 6'h2e;
+          \$852  = 6'h2e;
       6'h2e:
-          if (\$828 ) begin
-            \$846  = 6'h2f;
+          if (\$830 ) begin
+            \$852  = 6'h2f;
           end
       6'h2f:
           if (stats__ready) begin
-            \$846  = 6'h00;
+            \$852  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$846  = 6'h00;
+            \$852  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$846  = 6'h00;
+      \$852  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$847  = sh;
+    \$853  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$847  = \$438 [5:0];
+          \$853  = \$438 [5:0];
     endcase
     if (rst) begin
-      \$847  = 6'h00;
+      \$853  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$848  = scratch;
+    \$854  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3645,7 +3705,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h04:
           if (done) begin
-            \$848  = p;
+            \$854  = p;
           end
       6'h05:
           /* empty */;
@@ -3677,13 +3737,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h13:
           if (done) begin
-            \$848  = p;
+            \$854  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$848  = p;
+            \$854  = p;
           end
       6'h16:
           /* empty */;
@@ -3696,12 +3756,12 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h1a:
           /* empty */;
       6'h1b:
-          \$848  = c0w;
+          \$854  = c0w;
       6'h1c:
           (* full_case = 32'd1 *)
           if (\$783 ) begin
           end else begin
-            \$848  = \$784 [124:0];
+            \$854  = \$784 [124:0];
           end
       6'h1d:
           /* empty */;
@@ -3709,13 +3769,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h1f:
           if (done) begin
-            \$848  = p;
+            \$854  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
           if (\$791 ) begin
           end else begin
-            \$848  = \$792 [124:0];
+            \$854  = \$792 [124:0];
           end
       6'h21:
           /* empty */;
@@ -3723,13 +3783,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h23:
           if (done) begin
-            \$848  = p;
+            \$854  = p;
           end
       6'h24:
           (* full_case = 32'd1 *)
           if (\$799 ) begin
           end else begin
-            \$848  = \$800 [124:0];
+            \$854  = \$800 [124:0];
           end
       6'h25:
           /* empty */;
@@ -3737,13 +3797,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h27:
           if (done) begin
-            \$848  = p;
+            \$854  = p;
           end
       6'h28:
           (* full_case = 32'd1 *)
           if (\$807 ) begin
           end else begin
-            \$848  = \$808 [124:0];
+            \$854  = \$808 [124:0];
           end
       6'h29:
           /* empty */;
@@ -3751,22 +3811,22 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h2b:
           if (done) begin
-            \$848  = p;
+            \$854  = p;
           end
       6'h2c:
           (* full_case = 32'd1 *)
           if (\$815 ) begin
           end else begin
-            \$848  = \$816 [124:0];
+            \$854  = \$816 [124:0];
           end
     endcase
     if (rst) begin
-      \$848  = 125'h00000000000000000000000000000000;
+      \$854  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$849  = qg;
+    \$855  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3780,16 +3840,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h06:
           if (done) begin
-            \$849  = p[55:0];
+            \$855  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$849  = 56'h00000000000000;
+      \$855  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$850  = tq;
+    \$856  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3806,16 +3866,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$78 ) begin
-            \$850  = q;
+          if (\done$82 ) begin
+            \$856  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$78 ) begin
-            \$850  = q;
+          if (\done$82 ) begin
+            \$856  = q;
           end
       6'h0c:
           /* empty */;
@@ -3840,23 +3900,23 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$78 ) begin
-            \$850  = q;
+          if (\done$82 ) begin
+            \$856  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$78 ) begin
-            \$850  = q;
+          if (\done$82 ) begin
+            \$856  = q;
           end
     endcase
     if (rst) begin
-      \$850  = 145'h0000000000000000000000000000000000000;
+      \$856  = 145'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$851  = m1;
+    \$857  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3875,15 +3935,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h08:
           /* empty */;
       6'h09:
-          \$851  = \$773 [63:0];
+          \$857  = \$773 [63:0];
     endcase
     if (rst) begin
-      \$851  = 64'h0000000000000000;
+      \$857  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$852  = lane_a;
+    \$858  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3913,22 +3973,22 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h0e:
           if (done) begin
-            \$852  = p[63:0];
+            \$858  = p[63:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$777 ) begin
           end else begin
-            \$852  = \$778 [63:0];
+            \$858  = \$778 [63:0];
           end
     endcase
     if (rst) begin
-      \$852  = 64'h0000000000000000;
+      \$858  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$853  = c0w;
+    \$859  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3964,16 +4024,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h11:
           if (done) begin
-            \$853  = p;
+            \$859  = p;
           end
     endcase
     if (rst) begin
-      \$853  = 125'h00000000000000000000000000000000;
+      \$859  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$854  = m2;
+    \$860  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4026,15 +4086,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h19:
           /* empty */;
       6'h1a:
-          \$854  = \$781 [95:0];
+          \$860  = \$781 [95:0];
     endcase
     if (rst) begin
-      \$854  = 96'h000000000000000000000000;
+      \$860  = 96'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$855  = const0;
+    \$861  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4093,15 +4153,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h1c:
           /* empty */;
       6'h1d:
-          \$855  = \$789 [78:0];
+          \$861  = \$789 [78:0];
     endcase
     if (rst) begin
-      \$855  = 79'h00000000000000000000;
+      \$861  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$856  = const1;
+    \$862  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4168,15 +4228,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h20:
           /* empty */;
       6'h21:
-          \$856  = \$797 [78:0];
+          \$862  = \$797 [78:0];
     endcase
     if (rst) begin
-      \$856  = 79'h00000000000000000000;
+      \$862  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$857  = const2;
+    \$863  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4251,15 +4311,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h24:
           /* empty */;
       6'h25:
-          \$857  = \$805 [78:0];
+          \$863  = \$805 [78:0];
     endcase
     if (rst) begin
-      \$857  = 79'h00000000000000000000;
+      \$863  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$858  = const3;
+    \$864  = const3;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4342,15 +4402,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h28:
           /* empty */;
       6'h29:
-          \$858  = \$813 [78:0];
+          \$864  = \$813 [78:0];
     endcase
     if (rst) begin
-      \$858  = 79'h00000000000000000000;
+      \$864  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$859  = const4;
+    \$865  = const4;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4441,10 +4501,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h2c:
           /* empty */;
       6'h2d:
-          \$859  = \$821 [78:0];
+          \$865  = \$821 [78:0];
     endcase
     if (rst) begin
-      \$859  = 79'h00000000000000000000;
+      \$865  = 79'h00000000000000000000;
     end
   end
   assign x = i__payload[15:0];
@@ -5166,7 +5226,7 @@ module \hwnorm_bwd_range_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p,
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_range_s16.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
+module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [13:0] \$1 ;
   wire \$10 ;

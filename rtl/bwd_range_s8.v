@@ -535,8 +535,8 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [58:0] \$574 ;
   wire [58:0] \$575 ;
   wire [58:0] \$576 ;
-  wire [60:0] \$577 ;
-  wire [61:0] \$578 ;
+  wire [59:0] \$577 ;
+  wire [60:0] \$578 ;
   wire \$579 ;
   wire \$58 ;
   wire [60:0] \$580 ;
@@ -626,41 +626,47 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$656 ;
   wire \$657 ;
   wire \$658 ;
-  reg [7:0] \$659 ;
+  wire \$659 ;
   wire \$66 ;
-  reg [7:0] \$660 ;
-  reg \$661 ;
-  reg [2:0] \$662 ;
+  wire \$660 ;
+  reg [7:0] \$661 ;
+  reg [7:0] \$662 ;
   reg \$663 ;
-  reg \$664 ;
+  reg [2:0] \$664 ;
   reg \$665 ;
   reg \$666 ;
-  reg [60:0] \$667 ;
-  reg [7:0] \$668 ;
-  reg [12:0] \$669 ;
+  reg \$667 ;
+  reg \$668 ;
+  reg \$669 ;
   wire \$67 ;
-  reg [12:0] \$670 ;
-  reg [138:0] \$671 ;
-  reg [20:0] \$672 ;
-  reg [27:0] \$673 ;
-  reg [49:0] \$674 ;
-  reg [4:0] \$675 ;
-  reg [5:0] \$676 ;
-  reg [4:0] \$677 ;
-  reg [100:0] \$678 ;
-  reg [39:0] \$679 ;
+  reg \$670 ;
+  reg [59:0] \$671 ;
+  reg [59:0] \$672 ;
+  reg [60:0] \$673 ;
+  reg [7:0] \$674 ;
+  reg [12:0] \$675 ;
+  reg [12:0] \$676 ;
+  reg [138:0] \$677 ;
+  reg [20:0] \$678 ;
+  reg [27:0] \$679 ;
   wire \$68 ;
-  reg [104:0] \$680 ;
-  reg [51:0] \$681 ;
-  reg [51:0] \$682 ;
-  reg [100:0] \$683 ;
-  reg [79:0] \$684 ;
-  reg [58:0] \$685 ;
-  reg [58:0] \$686 ;
-  reg [58:0] \$687 ;
-  reg [58:0] \$688 ;
-  reg [58:0] \$689 ;
+  reg [49:0] \$680 ;
+  reg [4:0] \$681 ;
+  reg [5:0] \$682 ;
+  reg [4:0] \$683 ;
+  reg [100:0] \$684 ;
+  reg [39:0] \$685 ;
+  reg [104:0] \$686 ;
+  reg [51:0] \$687 ;
+  reg [51:0] \$688 ;
+  reg [100:0] \$689 ;
   wire \$69 ;
+  reg [79:0] \$690 ;
+  reg [58:0] \$691 ;
+  reg [58:0] \$692 ;
+  reg [58:0] \$693 ;
+  reg [58:0] \$694 ;
+  reg [58:0] \$695 ;
   wire \$7 ;
   wire \$70 ;
   wire \$71 ;
@@ -696,6 +702,8 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$99 ;
   reg [2:0] \$signal  = 3'h0;
   reg \$signal$66  = 1'h0;
+  reg \$signal$67  = 1'h0;
+  reg \$signal$69  = 1'h0;
   wire [2:0] \$signal[0] ;
   reg [100:0] a;
   reg [60:0] acc0 = 61'h0000000000000000;
@@ -740,7 +748,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [49:0] dgamma = 50'h0000000000000;
   wire done;
-  wire \done$78 ;
+  wire \done$82 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -789,8 +797,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [59:0] s1_t0_0 = 60'h000000000000000;
+  reg [59:0] s1_t0_1 = 60'h000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [100:0] scratch = 101'h00000000000000000000000000;
   wire [2:0] sel;
@@ -819,6 +829,12 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg [104:0] tq = 105'h000000000000000000000000000;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$303  = \$4 [10] | \$4 [11];
+  assign \$304  = \$4 [11] ? 7'h0b : 7'h0a;
+  assign \$305  = \$4 [9] ? 7'h09 : 7'h08;
+  assign \$306  = \$303  ? \$304  : \$305 ;
+  assign \$307  = \$298  ? \$302  : \$306 ;
+  assign \$308  = \$4 [4] | \$4 [5];
   assign \$309  = \$4 [6] | \$4 [7];
   assign \$310  = \$308  | \$309 ;
   assign \$311  = \$4 [6] | \$4 [7];
@@ -1085,18 +1101,18 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$574  = \$571  ? const2 : \$573 ;
   assign \$575  = \$570  ? const3 : \$574 ;
   assign \$576  = \$569  ? const4 : \$575 ;
-  assign \$577  = $signed(\$568 ) + $signed(\$576 );
-  assign \$578  = $signed(\$577 ) + $signed(26'h1000000);
-  assign \$579  = ~ s1_mask;
+  assign \$577  = $signed(\$576 ) + $signed(26'h1000000);
+  assign \$578  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$579  = ~ s2_mask;
   assign \$581  = $signed(\$580 ) > $signed(8'h7f);
   assign \$583  = $signed(\$582 ) < $signed(8'h80);
   assign \$585  = \$583  ? 9'h180 : { 1'h0, \$584 [7:0] };
   assign \$586  = \$581  ? 9'h07f : \$585 ;
-  assign \$587  = s1_mask ? \$586  : 9'h000;
+  assign \$587  = s2_mask ? \$586  : 9'h000;
   assign \$589  = $signed(\$588 ) > $signed(8'h7f);
   assign \$591  = $signed(\$590 ) < $signed(8'h80);
   assign \$592  = \$589  | \$591 ;
-  assign \$593  = s1_mask & \$592 ;
+  assign \$593  = s2_mask & \$592 ;
   assign \$594  = sat + \$593 ;
   assign \$595  = left - 1'h1;
   assign \$596  = last ? 14'h0000 : \$595 ;
@@ -1148,73 +1164,83 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$651  = \$648  ? 101'h000000000003ffc00111ff0000 : \$650 ;
   assign \$652  = | left;
   assign \$653  = ~ \$652 ;
-  assign \$654  = ~ \$signal$66 ;
+  assign \$654  = ~ \$signal$67 ;
   assign \$655  = \$653  & \$654 ;
-  assign \$656  = ~ s1_valid;
+  assign \$656  = ~ \$signal$66 ;
   assign \$657  = \$655  & \$656 ;
-  assign \$658  = \$657  & adv;
+  assign \$658  = ~ s2_valid;
+  assign \$659  = \$657  & \$658 ;
+  assign \$660  = \$659  & adv;
   always @(posedge clk)
-    s0_x <= \$659 ;
+    s0_x <= \$661 ;
   always @(posedge clk)
-    s0_g <= \$660 ;
+    s0_g <= \$662 ;
   always @(posedge clk)
-    s0_mask <= \$661 ;
+    s0_mask <= \$663 ;
   always @(posedge clk)
-    \$signal  <= \$662 ;
+    \$signal  <= \$664 ;
   always @(posedge clk)
-    o__valid <= \$663 ;
+    o__valid <= \$665 ;
   always @(posedge clk)
-    s1_valid <= \$664 ;
+    s2_valid <= \$666 ;
   always @(posedge clk)
-    \$signal$66  <= \$665 ;
+    \$signal$66  <= \$667 ;
   always @(posedge clk)
-    s1_mask <= \$666 ;
+    \$signal$67  <= \$668 ;
   always @(posedge clk)
-    acc0 <= \$667 ;
+    s2_mask <= \$669 ;
   always @(posedge clk)
-    o__payload <= \$668 ;
+    \$signal$69  <= \$670 ;
   always @(posedge clk)
-    sat <= \$669 ;
+    s1_t0_0 <= \$671 ;
   always @(posedge clk)
-    left <= \$670 ;
+    s1_t0_1 <= \$672 ;
   always @(posedge clk)
-    chan <= \$671 ;
+    acc0 <= \$673 ;
   always @(posedge clk)
-    sg <= \$672 ;
+    o__payload <= \$674 ;
   always @(posedge clk)
-    sgx <= \$673 ;
+    sat <= \$675 ;
   always @(posedge clk)
-    dgamma <= \$674 ;
+    left <= \$676 ;
   always @(posedge clk)
-    align <= \$675 ;
+    chan <= \$677 ;
   always @(posedge clk)
-    fsm_state <= \$676 ;
+    sg <= \$678 ;
   always @(posedge clk)
-    sh <= \$677 ;
+    sgx <= \$679 ;
   always @(posedge clk)
-    scratch <= \$678 ;
+    dgamma <= \$680 ;
   always @(posedge clk)
-    qg <= \$679 ;
+    align <= \$681 ;
   always @(posedge clk)
-    tq <= \$680 ;
+    fsm_state <= \$682 ;
   always @(posedge clk)
-    m1 <= \$681 ;
+    sh <= \$683 ;
   always @(posedge clk)
-    lane_a <= \$682 ;
+    scratch <= \$684 ;
   always @(posedge clk)
-    c0w <= \$683 ;
+    qg <= \$685 ;
   always @(posedge clk)
-    m2 <= \$684 ;
+    tq <= \$686 ;
   always @(posedge clk)
-    const0 <= \$685 ;
+    m1 <= \$687 ;
   always @(posedge clk)
-    const1 <= \$686 ;
+    lane_a <= \$688 ;
   always @(posedge clk)
-    const2 <= \$687 ;
+    c0w <= \$689 ;
   always @(posedge clk)
-    const3 <= \$688 ;
+    m2 <= \$690 ;
   always @(posedge clk)
-    const4 <= \$689 ;
+    const0 <= \$691 ;
+  always @(posedge clk)
+    const1 <= \$692 ;
+  always @(posedge clk)
+    const2 <= \$693 ;
+  always @(posedge clk)
+    const3 <= \$694 ;
+  always @(posedge clk)
+    const4 <= \$695 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$2  = chan[110:91] > chan[130:111];
@@ -1268,16 +1294,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$300  = \$4 [15] ? 7'h0f : 7'h0e;
   assign \$301  = \$4 [13] ? 7'h0d : 7'h0c;
   assign \$302  = \$299  ? \$300  : \$301 ;
-  assign \$303  = \$4 [10] | \$4 [11];
-  assign \$304  = \$4 [11] ? 7'h0b : 7'h0a;
-  assign \$305  = \$4 [9] ? 7'h09 : 7'h08;
-  assign \$306  = \$303  ? \$304  : \$305 ;
-  assign \$307  = \$298  ? \$302  : \$306 ;
-  assign \$308  = \$4 [4] | \$4 [5];
   \hwnorm_bwd_range_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$78 ),
+    .done(\done$82 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$51 ),
     .q(q),
@@ -1298,7 +1318,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_range_s8.sel$80  \sel$80  (
+  \hwnorm_bwd_range_s8.sel$84  \sel$84  (
     .chunk_size(chunk_size),
     .clear(clear),
     .clk(clk),
@@ -2828,49 +2848,29 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = s0_x;
+    \$661  = s0_x;
     if (take) begin
-      \$659  = i__payload[7:0];
+      \$661  = i__payload[7:0];
     end
     if (rst) begin
-      \$659  = 8'h00;
+      \$661  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = s0_g;
+    \$662  = s0_g;
     if (take) begin
-      \$660  = i__payload[15:8];
+      \$662  = i__payload[15:8];
     end
     if (rst) begin
-      \$660  = 8'h00;
+      \$662  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = s0_mask;
+    \$663  = s0_mask;
     if (take) begin
-      \$661  = mask;
-    end
-    if (rst) begin
-      \$661  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = \$signal ;
-    if (take) begin
-      \$662  = sel;
-    end
-    if (rst) begin
-      \$662  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = o__valid;
-    if (adv) begin
-      \$663  = s1_valid;
+      \$663  = mask;
     end
     if (rst) begin
       \$663  = 1'h0;
@@ -2878,19 +2878,19 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = s1_valid;
-    if (adv) begin
-      \$664  = \$signal$66 ;
+    \$664  = \$signal ;
+    if (take) begin
+      \$664  = sel;
     end
     if (rst) begin
-      \$664  = 1'h0;
+      \$664  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = \$signal$66 ;
+    \$665  = o__valid;
     if (adv) begin
-      \$665  = take;
+      \$665  = s2_valid;
     end
     if (rst) begin
       \$665  = 1'h0;
@@ -2898,9 +2898,9 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = s1_mask;
+    \$666  = s2_valid;
     if (adv) begin
-      \$666  = s0_mask;
+      \$666  = \$signal$66 ;
     end
     if (rst) begin
       \$666  = 1'h0;
@@ -2908,121 +2908,181 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = acc0;
+    \$667  = \$signal$66 ;
     if (adv) begin
-      \$667  = \$578 [60:0];
+      \$667  = \$signal$67 ;
     end
     if (rst) begin
-      \$667  = 61'h0000000000000000;
+      \$667  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = o__payload;
+    \$668  = \$signal$67 ;
     if (adv) begin
-      \$668  = \$587 [7:0];
+      \$668  = take;
     end
     if (rst) begin
-      \$668  = 8'h00;
+      \$668  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = sat;
+    \$669  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$669  = \$594 [12:0];
+      \$669  = \$signal$69 ;
+    end
+    if (rst) begin
+      \$669  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$670  = \$signal$69 ;
+    if (adv) begin
+      \$670  = s0_mask;
+    end
+    if (rst) begin
+      \$670  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$671  = s1_t0_0;
+    if (adv) begin
+      \$671  = \$568 ;
+    end
+    if (rst) begin
+      \$671  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$672  = s1_t0_1;
+    if (adv) begin
+      \$672  = \$577 ;
+    end
+    if (rst) begin
+      \$672  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$673  = acc0;
+    if (adv) begin
+      \$673  = \$578 ;
+    end
+    if (rst) begin
+      \$673  = 61'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$674  = o__payload;
+    if (adv) begin
+      \$674  = \$587 [7:0];
+    end
+    if (rst) begin
+      \$674  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$675  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$675  = \$594 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$669  = 13'h0000;
+            \$675  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$669  = 13'h0000;
+      \$675  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = left;
+    \$676  = left;
     if (beat) begin
-      \$670  = \$596 [12:0];
+      \$676  = \$596 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$670  = chan__payload[12:0];
+            \$676  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$670  = chan[12:0];
+              \$676  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$670  = 13'h0000;
+      \$676  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = chan;
+    \$677  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$671  = chan__payload;
+            \$677  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$671  = 139'h00000000000000000000000000000000000;
+      \$677  = 139'h00000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = sg;
+    \$678  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$672  = 21'h000000;
+            \$678  = 21'h000000;
             if (refused) begin
-              \$672  = 21'h000000;
+              \$678  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$672  = \$598 [20:0];
+            \$678  = \$598 [20:0];
           end
     endcase
     if (rst) begin
-      \$672  = 21'h000000;
+      \$678  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = sgx;
+    \$679  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$673  = 28'h0000000;
+            \$679  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$673  = \$601 [27:0];
+            \$679  = \$601 [27:0];
           end
     endcase
     if (rst) begin
-      \$673  = 28'h0000000;
+      \$679  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = dgamma;
+    \$680  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$674  = 50'h0000000000000;
+            \$680  = 50'h0000000000000;
           end
       6'h02:
           /* empty */;
@@ -3045,19 +3105,19 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          \$674  = \$605 [49:0];
+          \$680  = \$605 [49:0];
     endcase
     if (rst) begin
-      \$674  = 50'h0000000000000;
+      \$680  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = align;
+    \$681  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$675  = 5'h00;
+            \$681  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -3088,9 +3148,9 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$607 ) begin
-            \$675  = 5'h00;
+            \$681  = 5'h00;
           end else begin
-            \$675  = \$609 [4:0];
+            \$681  = \$609 [4:0];
           end
       6'h10:
           /* empty */;
@@ -3119,9 +3179,9 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1c:
           (* full_case = 32'd1 *)
           if (\$613 ) begin
-            \$675  = 5'h00;
+            \$681  = 5'h00;
           end else begin
-            \$675  = \$615 [4:0];
+            \$681  = \$615 [4:0];
           end
       6'h1d:
           /* empty */;
@@ -3132,9 +3192,9 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h20:
           (* full_case = 32'd1 *)
           if (\$621 ) begin
-            \$675  = 5'h00;
+            \$681  = 5'h00;
           end else begin
-            \$675  = \$623 [4:0];
+            \$681  = \$623 [4:0];
           end
       6'h21:
           /* empty */;
@@ -3145,9 +3205,9 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h24:
           (* full_case = 32'd1 *)
           if (\$629 ) begin
-            \$675  = 5'h00;
+            \$681  = 5'h00;
           end else begin
-            \$675  = \$631 [4:0];
+            \$681  = \$631 [4:0];
           end
       6'h25:
           /* empty */;
@@ -3158,9 +3218,9 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h28:
           (* full_case = 32'd1 *)
           if (\$637 ) begin
-            \$675  = 5'h00;
+            \$681  = 5'h00;
           end else begin
-            \$675  = \$639 [4:0];
+            \$681  = \$639 [4:0];
           end
       6'h29:
           /* empty */;
@@ -3171,193 +3231,193 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h2c:
           (* full_case = 32'd1 *)
           if (\$645 ) begin
-            \$675  = 5'h00;
+            \$681  = 5'h00;
           end else begin
-            \$675  = \$647 [4:0];
+            \$681  = \$647 [4:0];
           end
     endcase
     if (rst) begin
-      \$675  = 5'h00;
+      \$681  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = fsm_state;
+    \$682  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$676  = 6'h01;
+              \$682  = 6'h01;
             end else begin
-              \$676  = 6'h02;
+              \$682  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$676  = 6'h03;
+              \$682  = 6'h03;
             end
           end
       6'h03:
-          \$676  = 6'h04;
+          \$682  = 6'h04;
       6'h04:
           if (done) begin
-            \$676  = 6'h05;
+            \$682  = 6'h05;
           end
       6'h05:
-          \$676  = 6'h06;
+          \$682  = 6'h06;
       6'h06:
           if (done) begin
-            \$676  = 6'h07;
+            \$682  = 6'h07;
           end
       6'h07:
-          \$676  = 6'h08;
+          \$682  = 6'h08;
       6'h08:
-          if (\done$78 ) begin
-            \$676  = 6'h09;
+          if (\done$82 ) begin
+            \$682  = 6'h09;
           end
       6'h09:
-          \$676  = 6'h0a;
+          \$682  = 6'h0a;
       6'h0a:
-          \$676  = 6'h0b;
+          \$682  = 6'h0b;
       6'h0b:
-          if (\done$78 ) begin
-            \$676  = 6'h0c;
+          if (\done$82 ) begin
+            \$682  = 6'h0c;
           end
       6'h0c:
-          \$676  = 6'h0d;
+          \$682  = 6'h0d;
       6'h0d:
-          \$676  = 6'h0e;
+          \$682  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$676  = 6'h0f;
+            \$682  = 6'h0f;
           end
       6'h0f:
           if (\$607 ) begin
-            \$676  = 6'h10;
+            \$682  = 6'h10;
           end
       6'h10:
-          \$676  = 6'h11;
+          \$682  = 6'h11;
       6'h11:
           if (done) begin
-            \$676  = 6'h12;
+            \$682  = 6'h12;
           end
       6'h12:
-          \$676  = 6'h13;
+          \$682  = 6'h13;
       6'h13:
           if (done) begin
-            \$676  = 6'h14;
+            \$682  = 6'h14;
           end
       6'h14:
-          \$676  = 6'h15;
+          \$682  = 6'h15;
       6'h15:
           if (done) begin
-            \$676  = 6'h16;
+            \$682  = 6'h16;
           end
       6'h16:
-          \$676  = 6'h17;
+          \$682  = 6'h17;
       6'h17:
-          if (\done$78 ) begin
-            \$676  = 6'h18;
+          if (\done$82 ) begin
+            \$682  = 6'h18;
           end
       6'h18:
-          \$676  = 6'h19;
+          \$682  = 6'h19;
       6'h19:
-          if (\done$78 ) begin
-            \$676  = 6'h1a;
+          if (\done$82 ) begin
+            \$682  = 6'h1a;
           end
       6'h1a:
-          \$676  = 6'h1b;
+          \$682  = 6'h1b;
       6'h1b:
-          \$676  = 6'h1c;
+          \$682  = 6'h1c;
       6'h1c:
           if (\$613 ) begin
-            \$676  = 6'h1d;
+            \$682  = 6'h1d;
           end
       6'h1d:
-          \$676  = 6'h1e;
+          \$682  = 6'h1e;
       6'h1e:
-          \$676  = 6'h1f;
+          \$682  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$676  = 6'h20;
+            \$682  = 6'h20;
           end
       6'h20:
           if (\$621 ) begin
-            \$676  = 6'h21;
+            \$682  = 6'h21;
           end
       6'h21:
-          \$676  = 6'h22;
+          \$682  = 6'h22;
       6'h22:
-          \$676  = 6'h23;
+          \$682  = 6'h23;
       6'h23:
           if (done) begin
-            \$676  = 6'h24;
+            \$682  = 6'h24;
           end
       6'h24:
           if (\$629 ) begin
-            \$676  = 6'h25;
+            \$682  = 6'h25;
           end
       6'h25:
-          \$676  = 6'h26;
+          \$682  = 6'h26;
       6'h26:
-          \$676  = 6'h27;
+          \$682  = 6'h27;
       6'h27:
           if (done) begin
-            \$676  = 6'h28;
+            \$682  = 6'h28;
           end
       6'h28:
           if (\$637 ) begin
-            \$676  = 6'h29;
+            \$682  = 6'h29;
           end
       6'h29:
-          \$676  = 6'h2a;
+          \$682  = 6'h2a;
       6'h2a:
-          \$676  = 6'h2b;
+          \$682  = 6'h2b;
       6'h2b:
           if (done) begin
-            \$676  = 6'h2c;
+            \$682  = 6'h2c;
           end
       6'h2c:
           if (\$645 ) begin
-            \$676  = 6'h2d;
+            \$682  = 6'h2d;
           end
       6'h2d:
-          \$676  = 6'h2e;
+          \$682  = 6'h2e;
       6'h2e:
-          if (\$658 ) begin
-            \$676  = 6'h2f;
+          if (\$660 ) begin
+            \$682  = 6'h2f;
           end
       6'h2f:
           if (stats__ready) begin
-            \$676  = 6'h00;
+            \$682  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$676  = 6'h00;
+            \$682  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$676  = 6'h00;
+      \$682  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = sh;
+    \$683  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$677  = \$328 [4:0];
+          \$683  = \$328 [4:0];
     endcase
     if (rst) begin
-      \$677  = 5'h00;
+      \$683  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = scratch;
+    \$684  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3367,7 +3427,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h04:
           if (done) begin
-            \$678  = p;
+            \$684  = p;
           end
       6'h05:
           /* empty */;
@@ -3399,13 +3459,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           if (done) begin
-            \$678  = p;
+            \$684  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$678  = p;
+            \$684  = p;
           end
       6'h16:
           /* empty */;
@@ -3418,12 +3478,12 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1a:
           /* empty */;
       6'h1b:
-          \$678  = c0w;
+          \$684  = c0w;
       6'h1c:
           (* full_case = 32'd1 *)
           if (\$613 ) begin
           end else begin
-            \$678  = \$614 [100:0];
+            \$684  = \$614 [100:0];
           end
       6'h1d:
           /* empty */;
@@ -3431,13 +3491,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1f:
           if (done) begin
-            \$678  = p;
+            \$684  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
           if (\$621 ) begin
           end else begin
-            \$678  = \$622 [100:0];
+            \$684  = \$622 [100:0];
           end
       6'h21:
           /* empty */;
@@ -3445,13 +3505,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h23:
           if (done) begin
-            \$678  = p;
+            \$684  = p;
           end
       6'h24:
           (* full_case = 32'd1 *)
           if (\$629 ) begin
           end else begin
-            \$678  = \$630 [100:0];
+            \$684  = \$630 [100:0];
           end
       6'h25:
           /* empty */;
@@ -3459,13 +3519,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h27:
           if (done) begin
-            \$678  = p;
+            \$684  = p;
           end
       6'h28:
           (* full_case = 32'd1 *)
           if (\$637 ) begin
           end else begin
-            \$678  = \$638 [100:0];
+            \$684  = \$638 [100:0];
           end
       6'h29:
           /* empty */;
@@ -3473,22 +3533,22 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h2b:
           if (done) begin
-            \$678  = p;
+            \$684  = p;
           end
       6'h2c:
           (* full_case = 32'd1 *)
           if (\$645 ) begin
           end else begin
-            \$678  = \$646 [100:0];
+            \$684  = \$646 [100:0];
           end
     endcase
     if (rst) begin
-      \$678  = 101'h00000000000000000000000000;
+      \$684  = 101'h00000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = qg;
+    \$685  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3502,16 +3562,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (done) begin
-            \$679  = p[39:0];
+            \$685  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$679  = 40'h0000000000;
+      \$685  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = tq;
+    \$686  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3528,16 +3588,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$78 ) begin
-            \$680  = q;
+          if (\done$82 ) begin
+            \$686  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$78 ) begin
-            \$680  = q;
+          if (\done$82 ) begin
+            \$686  = q;
           end
       6'h0c:
           /* empty */;
@@ -3562,23 +3622,23 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$78 ) begin
-            \$680  = q;
+          if (\done$82 ) begin
+            \$686  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$78 ) begin
-            \$680  = q;
+          if (\done$82 ) begin
+            \$686  = q;
           end
     endcase
     if (rst) begin
-      \$680  = 105'h000000000000000000000000000;
+      \$686  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = m1;
+    \$687  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3597,15 +3657,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h08:
           /* empty */;
       6'h09:
-          \$681  = \$603 [51:0];
+          \$687  = \$603 [51:0];
     endcase
     if (rst) begin
-      \$681  = 52'h0000000000000;
+      \$687  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = lane_a;
+    \$688  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3635,22 +3695,22 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0e:
           if (done) begin
-            \$682  = p[51:0];
+            \$688  = p[51:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$607 ) begin
           end else begin
-            \$682  = \$608 [51:0];
+            \$688  = \$608 [51:0];
           end
     endcase
     if (rst) begin
-      \$682  = 52'h0000000000000;
+      \$688  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = c0w;
+    \$689  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3686,16 +3746,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h11:
           if (done) begin
-            \$683  = p;
+            \$689  = p;
           end
     endcase
     if (rst) begin
-      \$683  = 101'h00000000000000000000000000;
+      \$689  = 101'h00000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = m2;
+    \$690  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3748,15 +3808,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$684  = \$611 [79:0];
+          \$690  = \$611 [79:0];
     endcase
     if (rst) begin
-      \$684  = 80'h00000000000000000000;
+      \$690  = 80'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = const0;
+    \$691  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3815,15 +3875,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1c:
           /* empty */;
       6'h1d:
-          \$685  = \$619 [58:0];
+          \$691  = \$619 [58:0];
     endcase
     if (rst) begin
-      \$685  = 59'h000000000000000;
+      \$691  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = const1;
+    \$692  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3890,15 +3950,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h20:
           /* empty */;
       6'h21:
-          \$686  = \$627 [58:0];
+          \$692  = \$627 [58:0];
     endcase
     if (rst) begin
-      \$686  = 59'h000000000000000;
+      \$692  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = const2;
+    \$693  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3973,15 +4033,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h24:
           /* empty */;
       6'h25:
-          \$687  = \$635 [58:0];
+          \$693  = \$635 [58:0];
     endcase
     if (rst) begin
-      \$687  = 59'h000000000000000;
+      \$693  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = const3;
+    \$694  = const3;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4064,15 +4124,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h28:
           /* empty */;
       6'h29:
-          \$688  = \$643 [58:0];
+          \$694  = \$643 [58:0];
     endcase
     if (rst) begin
-      \$688  = 59'h000000000000000;
+      \$694  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = const4;
+    \$695  = const4;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4163,10 +4223,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h2c:
           /* empty */;
       6'h2d:
-          \$689  = \$651 [58:0];
+          \$695  = \$651 [58:0];
     endcase
     if (rst) begin
-      \$689  = 59'h000000000000000;
+      \$695  = 59'h000000000000000;
     end
   end
   assign x = i__payload[7:0];
@@ -4826,7 +4886,7 @@ module \hwnorm_bwd_range_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
+module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [13:0] \$1 ;
   wire \$10 ;

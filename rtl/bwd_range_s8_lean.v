@@ -282,59 +282,59 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   wire [24:0] \$346 ;
   wire [24:0] \$347 ;
   wire [25:0] \$348 ;
-  wire \$349 ;
+  wire [21:0] \$349 ;
   wire \$35 ;
-  wire [24:0] \$350 ;
+  wire [26:0] \$350 ;
   wire \$351 ;
-  wire \$352 ;
+  wire [24:0] \$352 ;
   wire \$353 ;
-  wire [24:0] \$354 ;
+  wire \$354 ;
   wire \$355 ;
-  wire \$356 ;
-  wire [24:0] \$357 ;
-  wire [8:0] \$358 ;
-  wire [8:0] \$359 ;
+  wire [24:0] \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire [24:0] \$359 ;
   wire \$36 ;
   wire [8:0] \$360 ;
-  wire [24:0] \$361 ;
-  wire \$362 ;
-  wire \$363 ;
+  wire [8:0] \$361 ;
+  wire [8:0] \$362 ;
+  wire [24:0] \$363 ;
   wire \$364 ;
-  wire [24:0] \$365 ;
+  wire \$365 ;
   wire \$366 ;
-  wire \$367 ;
+  wire [24:0] \$367 ;
   wire \$368 ;
   wire \$369 ;
   wire \$37 ;
-  wire [13:0] \$370 ;
-  wire [13:0] \$371 ;
+  wire \$370 ;
+  wire \$371 ;
   wire [13:0] \$372 ;
-  wire [7:0] \$373 ;
-  wire [21:0] \$374 ;
-  wire [15:0] \$375 ;
-  wire [15:0] \$376 ;
-  wire [28:0] \$377 ;
-  wire [114:0] \$378 ;
-  wire [114:0] \$379 ;
+  wire [13:0] \$373 ;
+  wire [13:0] \$374 ;
+  wire [7:0] \$375 ;
+  wire [21:0] \$376 ;
+  wire [15:0] \$377 ;
+  wire [15:0] \$378 ;
+  wire [28:0] \$379 ;
   wire \$38 ;
-  wire \$380 ;
-  wire [43:0] \$381 ;
-  wire [6:0] \$382 ;
-  wire [6:0] \$383 ;
-  wire \$384 ;
-  wire \$385 ;
+  wire [114:0] \$380 ;
+  wire [114:0] \$381 ;
+  wire \$382 ;
+  wire [43:0] \$383 ;
+  wire [6:0] \$384 ;
+  wire [6:0] \$385 ;
   wire \$386 ;
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire [47:0] \$391 ;
-  wire [10:0] \$392 ;
-  wire [48:0] \$393 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire [47:0] \$393 ;
   wire [10:0] \$394 ;
-  wire \$395 ;
-  wire \$396 ;
+  wire [48:0] \$395 ;
+  wire [10:0] \$396 ;
   wire \$397 ;
   wire \$398 ;
   wire \$399 ;
@@ -343,129 +343,139 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
-  wire [48:0] \$403 ;
-  wire [48:0] \$404 ;
-  wire \$405 ;
-  wire \$406 ;
-  wire [32:0] \$407 ;
-  wire [28:0] \$408 ;
-  wire [28:0] \$409 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire [48:0] \$405 ;
+  wire [48:0] \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire [32:0] \$409 ;
   wire \$41 ;
-  wire \$410 ;
-  wire \$411 ;
+  wire [28:0] \$410 ;
+  wire [28:0] \$411 ;
   wire \$412 ;
   wire \$413 ;
   wire \$414 ;
-  wire [23:0] \$415 ;
-  wire [23:0] \$416 ;
-  wire [24:0] \$417 ;
-  wire \$418 ;
-  wire \$419 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire [23:0] \$417 ;
+  wire [23:0] \$418 ;
+  wire [24:0] \$419 ;
   wire \$42 ;
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
-  wire [41:0] \$423 ;
-  wire [41:0] \$424 ;
-  wire \$425 ;
-  wire \$426 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire [41:0] \$425 ;
+  wire [41:0] \$426 ;
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
   wire \$43 ;
-  wire [8:0] \$430 ;
-  wire [8:0] \$431 ;
-  wire \$432 ;
-  wire \$433 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire [8:0] \$432 ;
+  wire [8:0] \$433 ;
   wire \$434 ;
   wire \$435 ;
   wire \$436 ;
-  wire [12:0] \$437 ;
-  wire [12:0] \$438 ;
-  wire [13:0] \$439 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire [12:0] \$439 ;
   wire \$44 ;
-  wire [14:0] \$440 ;
-  wire \$441 ;
-  wire \$442 ;
+  wire [12:0] \$440 ;
+  wire [13:0] \$441 ;
+  wire [14:0] \$442 ;
   wire \$443 ;
   wire \$444 ;
   wire \$445 ;
-  wire [12:0] \$446 ;
-  wire [12:0] \$447 ;
-  wire [13:0] \$448 ;
-  wire [14:0] \$449 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire [12:0] \$448 ;
+  wire [12:0] \$449 ;
   wire \$45 ;
-  wire [3:0] \$450 ;
-  wire \$451 ;
-  wire \$452 ;
+  wire [13:0] \$450 ;
+  wire [14:0] \$451 ;
+  wire [3:0] \$452 ;
   wire \$453 ;
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
   wire \$458 ;
-  reg [7:0] \$459 ;
+  wire \$459 ;
   wire \$46 ;
-  reg [7:0] \$460 ;
-  reg \$461 ;
-  reg [2:0] \$462 ;
-  reg \$463 ;
-  reg \$464 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  reg [7:0] \$463 ;
+  reg [7:0] \$464 ;
   reg \$465 ;
-  reg \$466 ;
+  reg [2:0] \$466 ;
   reg \$467 ;
   reg \$468 ;
-  reg [24:0] \$469 ;
+  reg \$469 ;
   wire \$47 ;
-  reg [7:0] \$470 ;
-  reg [12:0] \$471 ;
-  reg [12:0] \$472 ;
-  reg [138:0] \$473 ;
-  reg [20:0] \$474 ;
-  reg [27:0] \$475 ;
-  reg [49:0] \$476 ;
-  reg [3:0] \$477 ;
-  reg [5:0] \$478 ;
-  reg [107:0] \$479 ;
+  reg \$470 ;
+  reg \$471 ;
+  reg \$472 ;
+  reg \$473 ;
+  reg \$474 ;
+  reg \$475 ;
+  reg \$476 ;
+  reg [20:0] \$477 ;
+  reg [25:0] \$478 ;
+  reg [24:0] \$479 ;
   wire \$48 ;
-  reg [39:0] \$480 ;
-  reg [113:0] \$481 ;
-  reg [43:0] \$482 ;
-  reg [5:0] \$483 ;
-  reg [47:0] \$484 ;
-  reg [9:0] \$485 ;
-  reg \$486 ;
-  reg \$487 ;
-  reg \$488 ;
-  reg [32:0] \$489 ;
+  reg [7:0] \$480 ;
+  reg [12:0] \$481 ;
+  reg [12:0] \$482 ;
+  reg [138:0] \$483 ;
+  reg [20:0] \$484 ;
+  reg [27:0] \$485 ;
+  reg [49:0] \$486 ;
+  reg [3:0] \$487 ;
+  reg [5:0] \$488 ;
+  reg [107:0] \$489 ;
   wire \$49 ;
-  reg [3:0] \$490 ;
-  reg [12:0] \$491 ;
-  reg [12:0] \$492 ;
-  reg [65:0] \$493 ;
-  reg [51:0] \$494 ;
-  reg [2:0] \$495 ;
-  reg [71:0] \$496 ;
-  reg [24:0] \$497 ;
-  reg [24:0] \$498 ;
-  reg [24:0] \$499 ;
+  reg [39:0] \$490 ;
+  reg [113:0] \$491 ;
+  reg [43:0] \$492 ;
+  reg [5:0] \$493 ;
+  reg [47:0] \$494 ;
+  reg [9:0] \$495 ;
+  reg \$496 ;
+  reg \$497 ;
+  reg \$498 ;
+  reg [32:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [24:0] \$500 ;
-  reg [24:0] \$501 ;
-  reg [41:0] \$502 ;
-  reg [8:0] \$503 ;
-  reg [8:0] \$504 ;
-  reg [8:0] \$505 ;
-  reg [8:0] \$506 ;
-  reg [8:0] \$507 ;
-  reg [13:0] \$508 ;
-  reg [13:0] \$509 ;
+  reg [3:0] \$500 ;
+  reg [12:0] \$501 ;
+  reg [12:0] \$502 ;
+  reg [65:0] \$503 ;
+  reg [51:0] \$504 ;
+  reg [2:0] \$505 ;
+  reg [71:0] \$506 ;
+  reg [24:0] \$507 ;
+  reg [24:0] \$508 ;
+  reg [24:0] \$509 ;
   wire \$51 ;
-  reg [13:0] \$510 ;
-  reg [13:0] \$511 ;
-  reg [13:0] \$512 ;
+  reg [24:0] \$510 ;
+  reg [24:0] \$511 ;
+  reg [41:0] \$512 ;
+  reg [8:0] \$513 ;
+  reg [8:0] \$514 ;
+  reg [8:0] \$515 ;
+  reg [8:0] \$516 ;
+  reg [8:0] \$517 ;
+  reg [13:0] \$518 ;
+  reg [13:0] \$519 ;
   wire \$52 ;
+  reg [13:0] \$520 ;
+  reg [13:0] \$521 ;
+  reg [13:0] \$522 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
@@ -519,6 +529,10 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   wire \$99 ;
   reg [2:0] \$signal  = 3'h0;
   reg \$signal$71  = 1'h0;
+  reg \$signal$72  = 1'h0;
+  reg \$signal$74  = 1'h0;
+  reg \$signal$75  = 1'h0;
+  reg \$signal$77  = 1'h0;
   wire [2:0] \$signal[0] ;
   reg [107:0] a;
   reg [24:0] acc0 = 25'h0000000;
@@ -560,7 +574,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   reg [49:0] dgamma = 50'h0000000000000;
   reg [43:0] dn = 44'h00000000000;
   wire done;
-  wire \done$92 ;
+  wire \done$98 ;
   reg [51:0] fq = 52'h0000000000000;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
@@ -620,10 +634,12 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_force = 1'h0;
-  reg s1_high = 1'h0;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [20:0] s1_t0_0 = 21'h000000;
+  reg [25:0] s1_t0_1 = 26'h0000000;
+  reg s2_force = 1'h0;
+  reg s2_high = 1'h0;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [107:0] scratch = 108'h000000000000000000000000000;
   reg [5:0] sd = 6'h00;
@@ -663,113 +679,125 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   reg zero = 1'h0;
   reg [41:0] zt = 42'h00000000000;
   always @(posedge clk)
-    s0_x <= \$459 ;
+    s0_x <= \$463 ;
   always @(posedge clk)
-    s0_g <= \$460 ;
+    s0_g <= \$464 ;
   always @(posedge clk)
-    s0_mask <= \$461 ;
+    s0_mask <= \$465 ;
   always @(posedge clk)
-    \$signal  <= \$462 ;
+    \$signal  <= \$466 ;
   always @(posedge clk)
-    o__valid <= \$463 ;
+    o__valid <= \$467 ;
   always @(posedge clk)
-    s1_valid <= \$464 ;
+    s2_valid <= \$468 ;
   always @(posedge clk)
-    \$signal$71  <= \$465 ;
+    \$signal$71  <= \$469 ;
   always @(posedge clk)
-    s1_mask <= \$466 ;
+    \$signal$72  <= \$470 ;
   always @(posedge clk)
-    s1_force <= \$467 ;
+    s2_mask <= \$471 ;
   always @(posedge clk)
-    s1_high <= \$468 ;
+    \$signal$74  <= \$472 ;
   always @(posedge clk)
-    acc0 <= \$469 ;
+    \$signal$75  <= \$473 ;
   always @(posedge clk)
-    o__payload <= \$470 ;
+    \$signal$77  <= \$474 ;
   always @(posedge clk)
-    sat <= \$471 ;
+    s2_force <= \$475 ;
   always @(posedge clk)
-    left <= \$472 ;
+    s2_high <= \$476 ;
   always @(posedge clk)
-    chan <= \$473 ;
+    s1_t0_0 <= \$477 ;
   always @(posedge clk)
-    sg <= \$474 ;
+    s1_t0_1 <= \$478 ;
   always @(posedge clk)
-    sgx <= \$475 ;
+    acc0 <= \$479 ;
   always @(posedge clk)
-    dgamma <= \$476 ;
+    o__payload <= \$480 ;
   always @(posedge clk)
-    align <= \$477 ;
+    sat <= \$481 ;
   always @(posedge clk)
-    fsm_state <= \$478 ;
+    left <= \$482 ;
   always @(posedge clk)
-    scratch <= \$479 ;
+    chan <= \$483 ;
   always @(posedge clk)
-    qg <= \$480 ;
+    sg <= \$484 ;
   always @(posedge clk)
-    tq <= \$481 ;
+    sgx <= \$485 ;
   always @(posedge clk)
-    dn <= \$482 ;
+    dgamma <= \$486 ;
   always @(posedge clk)
-    sd <= \$483 ;
+    align <= \$487 ;
   always @(posedge clk)
-    am <= \$484 ;
+    fsm_state <= \$488 ;
   always @(posedge clk)
-    shc <= \$485 ;
+    scratch <= \$489 ;
   always @(posedge clk)
-    special <= \$486 ;
+    qg <= \$490 ;
   always @(posedge clk)
-    zero <= \$487 ;
+    tq <= \$491 ;
   always @(posedge clk)
-    tiny <= \$488 ;
+    dn <= \$492 ;
   always @(posedge clk)
-    xs <= \$489 ;
+    sd <= \$493 ;
   always @(posedge clk)
-    sh <= \$490 ;
+    am <= \$494 ;
   always @(posedge clk)
-    xl <= \$491 ;
+    shc <= \$495 ;
   always @(posedge clk)
-    rnd_h <= \$492 ;
+    special <= \$496 ;
   always @(posedge clk)
-    nbase <= \$493 ;
+    zero <= \$497 ;
   always @(posedge clk)
-    fq <= \$494 ;
+    tiny <= \$498 ;
   always @(posedge clk)
-    ci <= \$495 ;
+    xs <= \$499 ;
   always @(posedge clk)
-    nt <= \$496 ;
+    sh <= \$500 ;
   always @(posedge clk)
-    z0 <= \$497 ;
+    xl <= \$501 ;
   always @(posedge clk)
-    z1 <= \$498 ;
+    rnd_h <= \$502 ;
   always @(posedge clk)
-    z2 <= \$499 ;
+    nbase <= \$503 ;
   always @(posedge clk)
-    z3 <= \$500 ;
+    fq <= \$504 ;
   always @(posedge clk)
-    z4 <= \$501 ;
+    ci <= \$505 ;
   always @(posedge clk)
-    zt <= \$502 ;
+    nt <= \$506 ;
   always @(posedge clk)
-    q0 <= \$503 ;
+    z0 <= \$507 ;
   always @(posedge clk)
-    q1 <= \$504 ;
+    z1 <= \$508 ;
   always @(posedge clk)
-    q2 <= \$505 ;
+    z2 <= \$509 ;
   always @(posedge clk)
-    q3 <= \$506 ;
+    z3 <= \$510 ;
   always @(posedge clk)
-    q4 <= \$507 ;
+    z4 <= \$511 ;
   always @(posedge clk)
-    na1_0 <= \$508 ;
+    zt <= \$512 ;
   always @(posedge clk)
-    na1_1 <= \$509 ;
+    q0 <= \$513 ;
   always @(posedge clk)
-    na1_2 <= \$510 ;
+    q1 <= \$514 ;
   always @(posedge clk)
-    na1_3 <= \$511 ;
+    q2 <= \$515 ;
   always @(posedge clk)
-    na1_4 <= \$512 ;
+    q3 <= \$516 ;
+  always @(posedge clk)
+    q4 <= \$517 ;
+  always @(posedge clk)
+    na1_0 <= \$518 ;
+  always @(posedge clk)
+    na1_1 <= \$519 ;
+  always @(posedge clk)
+    na1_2 <= \$520 ;
+  always @(posedge clk)
+    na1_3 <= \$521 ;
+  always @(posedge clk)
+    na1_4 <= \$522 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = ~ o__valid;
@@ -1112,115 +1140,119 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   assign \$345  = \$340  ? z3 : \$344 ;
   assign \$346  = \$339  ? z4 : \$345 ;
   assign \$347  = \$330  ? { \$338 [13], \$338 [13], \$338 [13], \$338 [13], \$338 [13], \$338 [13], \$338 [13], \$338 [13], \$338 [13], \$338 [13], \$338 [13], \$338  } : \$346 ;
-  assign \$348  = $signed(\$319 ) - $signed(\$347 );
-  assign \$349  = ~ s1_mask;
-  assign \$350  = $signed(acc0) >>> sh;
-  assign \$351  = $signed(\$350 ) > $signed(8'h7f);
-  assign \$352  = s1_force ? s1_high : \$351 ;
-  assign \$353  = ~ s1_high;
-  assign \$354  = $signed(acc0) >>> sh;
-  assign \$355  = $signed(\$354 ) < $signed(8'h80);
-  assign \$356  = s1_force ? \$353  : \$355 ;
-  assign \$357  = $signed(acc0) >>> sh;
-  assign \$358  = \$356  ? 9'h180 : { 1'h0, \$357 [7:0] };
-  assign \$359  = \$352  ? 9'h07f : \$358 ;
-  assign \$360  = s1_mask ? \$359  : 9'h000;
-  assign \$361  = $signed(acc0) >>> sh;
-  assign \$362  = $signed(\$361 ) > $signed(8'h7f);
-  assign \$363  = s1_force ? s1_high : \$362 ;
-  assign \$364  = ~ s1_high;
-  assign \$365  = $signed(acc0) >>> sh;
-  assign \$366  = $signed(\$365 ) < $signed(8'h80);
-  assign \$367  = s1_force ? \$364  : \$366 ;
-  assign \$368  = \$363  | \$367 ;
-  assign \$369  = s1_mask & \$368 ;
-  assign \$370  = sat + \$369 ;
-  assign \$371  = left - 1'h1;
-  assign \$372  = last ? 14'h0000 : \$371 ;
-  assign \$373  = mask ? i__payload[15:8] : 8'h00;
-  assign \$374  = $signed(sg) + $signed(\$373 );
-  assign \$375  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$376  = mask ? \$375  : 16'h0000;
-  assign \$377  = $signed(sgx) + $signed(\$376 );
-  assign \$378  = $signed(tq) + $signed(2'h1);
-  assign \$380  = dn >= 16'h8000;
-  assign \$382  = sd + 1'h1;
-  assign \$383  = 4'h8 + sd;
-  assign \$384  = ! chan[138:131];
-  assign \$385  = ~ special;
-  assign \$386  = am >= 13'h1000;
-  assign \$387  = $signed(shc) > $signed(5'h0d);
-  assign \$388  = \$386  | \$387 ;
-  assign \$389  = \$385  & \$388 ;
-  assign \$390  = $signed(shc) < $signed(4'h4);
-  assign \$392  = $signed(shc) - $signed(2'h1);
-  assign \$394  = $signed(shc) + $signed(2'h1);
-  assign \$395  = ~ zero;
-  assign \$396  = special & \$395 ;
-  assign \$397  = ~ special;
-  assign \$398  = ~ zero;
-  assign \$399  = \$397  & \$398 ;
-  assign \$400  = am < 12'h800;
+  assign \$348  = - $signed(\$347 );
+  assign \$349  = $signed(1'h0) + $signed(s1_t0_0);
+  assign \$350  = $signed(\$349 ) + $signed(s1_t0_1);
+  assign \$351  = ~ s2_mask;
+  assign \$352  = $signed(acc0) >>> sh;
+  assign \$353  = $signed(\$352 ) > $signed(8'h7f);
+  assign \$354  = s2_force ? s2_high : \$353 ;
+  assign \$355  = ~ s2_high;
+  assign \$356  = $signed(acc0) >>> sh;
+  assign \$357  = $signed(\$356 ) < $signed(8'h80);
+  assign \$358  = s2_force ? \$355  : \$357 ;
+  assign \$359  = $signed(acc0) >>> sh;
+  assign \$360  = \$358  ? 9'h180 : { 1'h0, \$359 [7:0] };
+  assign \$361  = \$354  ? 9'h07f : \$360 ;
+  assign \$362  = s2_mask ? \$361  : 9'h000;
+  assign \$363  = $signed(acc0) >>> sh;
+  assign \$364  = $signed(\$363 ) > $signed(8'h7f);
+  assign \$365  = s2_force ? s2_high : \$364 ;
+  assign \$366  = ~ s2_high;
+  assign \$367  = $signed(acc0) >>> sh;
+  assign \$368  = $signed(\$367 ) < $signed(8'h80);
+  assign \$369  = s2_force ? \$366  : \$368 ;
+  assign \$370  = \$365  | \$369 ;
+  assign \$371  = s2_mask & \$370 ;
+  assign \$372  = sat + \$371 ;
+  assign \$373  = left - 1'h1;
+  assign \$374  = last ? 14'h0000 : \$373 ;
+  assign \$375  = mask ? i__payload[15:8] : 8'h00;
+  assign \$376  = $signed(sg) + $signed(\$375 );
+  assign \$377  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$378  = mask ? \$377  : 16'h0000;
+  assign \$379  = $signed(sgx) + $signed(\$378 );
+  assign \$380  = $signed(tq) + $signed(2'h1);
+  assign \$382  = dn >= 16'h8000;
+  assign \$384  = sd + 1'h1;
+  assign \$385  = 4'h8 + sd;
+  assign \$386  = ! chan[138:131];
+  assign \$387  = ~ special;
+  assign \$388  = am >= 13'h1000;
+  assign \$389  = $signed(shc) > $signed(5'h0d);
+  assign \$390  = \$388  | \$389 ;
+  assign \$391  = \$387  & \$390 ;
+  assign \$392  = $signed(shc) < $signed(4'h4);
+  assign \$394  = $signed(shc) - $signed(2'h1);
+  assign \$396  = $signed(shc) + $signed(2'h1);
+  assign \$397  = ~ zero;
+  assign \$398  = special & \$397 ;
+  assign \$399  = ~ special;
+  assign \$400  = ~ zero;
   assign \$401  = \$399  & \$400 ;
-  assign \$402  = $signed(chan[138:131]) < $signed(1'h0);
-  assign \$403  = - am;
-  assign \$404  = \$402  ? \$403  : { 1'h0, am };
-  assign \$406  = \$405  | zero;
-  assign \$407  = \$406  ? 33'h000000000 : xs;
-  assign \$408  = 1'h1 << sh;
-  assign \$410  = & tq[113:23];
-  assign \$411  = | tq[113:23];
-  assign \$412  = ~ \$411 ;
-  assign \$413  = \$410  | \$412 ;
-  assign \$414  = $signed(tq) < $signed(1'h0);
-  assign \$415  = \$414  ? 24'h800000 : 24'h7fffff;
-  assign \$416  = \$413  ? tq[23:0] : \$415 ;
-  assign \$417  = $signed(\$416 ) - $signed({ 1'h0, rnd_h });
-  assign \$418  = & tq[113:41];
-  assign \$419  = | tq[113:41];
-  assign \$420  = ~ \$419 ;
-  assign \$421  = \$418  | \$420 ;
-  assign \$422  = $signed(tq) < $signed(1'h0);
-  assign \$423  = \$422  ? 42'h20000000000 : 42'h1ffffffffff;
-  assign \$424  = \$421  ? tq[41:0] : \$423 ;
-  assign \$425  = & tq[113:8];
-  assign \$426  = | tq[113:8];
-  assign \$427  = ~ \$426 ;
-  assign \$428  = \$425  | \$427 ;
-  assign \$429  = $signed(tq) < $signed(1'h0);
-  assign \$430  = \$429  ? 9'h100 : 9'h0ff;
-  assign \$431  = \$428  ? tq[8:0] : \$430 ;
-  assign \$432  = & scratch[107:12];
-  assign \$433  = | scratch[107:12];
-  assign \$434  = ~ \$433 ;
-  assign \$435  = \$432  | \$434 ;
-  assign \$436  = $signed(scratch) < $signed(1'h0);
-  assign \$437  = \$436  ? 13'h1000 : 13'h0fff;
-  assign \$438  = \$435  ? scratch[12:0] : \$437 ;
-  assign \$439  = - $signed(\$438 );
-  assign \$440  = $signed(\$439 ) - $signed({ 1'h0, rnd_h });
-  assign \$441  = & scratch[107:12];
-  assign \$442  = | scratch[107:12];
-  assign \$443  = ~ \$442 ;
-  assign \$444  = \$441  | \$443 ;
-  assign \$445  = $signed(scratch) < $signed(1'h0);
-  assign \$446  = \$445  ? 13'h1000 : 13'h0fff;
-  assign \$447  = \$444  ? scratch[12:0] : \$446 ;
-  assign \$448  = - $signed(\$447 );
-  assign \$449  = $signed(\$448 ) - $signed({ 1'h0, rnd_h });
-  assign \$450  = ci + 1'h1;
-  assign \$451  = ci != 3'h5;
-  assign \$452  = | left;
-  assign \$453  = ~ \$452 ;
-  assign \$454  = ~ \$signal$71 ;
-  assign \$455  = \$453  & \$454 ;
-  assign \$456  = ~ s1_valid;
+  assign \$402  = am < 12'h800;
+  assign \$403  = \$401  & \$402 ;
+  assign \$404  = $signed(chan[138:131]) < $signed(1'h0);
+  assign \$405  = - am;
+  assign \$406  = \$404  ? \$405  : { 1'h0, am };
+  assign \$408  = \$407  | zero;
+  assign \$409  = \$408  ? 33'h000000000 : xs;
+  assign \$410  = 1'h1 << sh;
+  assign \$412  = & tq[113:23];
+  assign \$413  = | tq[113:23];
+  assign \$414  = ~ \$413 ;
+  assign \$415  = \$412  | \$414 ;
+  assign \$416  = $signed(tq) < $signed(1'h0);
+  assign \$417  = \$416  ? 24'h800000 : 24'h7fffff;
+  assign \$418  = \$415  ? tq[23:0] : \$417 ;
+  assign \$419  = $signed(\$418 ) - $signed({ 1'h0, rnd_h });
+  assign \$420  = & tq[113:41];
+  assign \$421  = | tq[113:41];
+  assign \$422  = ~ \$421 ;
+  assign \$423  = \$420  | \$422 ;
+  assign \$424  = $signed(tq) < $signed(1'h0);
+  assign \$425  = \$424  ? 42'h20000000000 : 42'h1ffffffffff;
+  assign \$426  = \$423  ? tq[41:0] : \$425 ;
+  assign \$427  = & tq[113:8];
+  assign \$428  = | tq[113:8];
+  assign \$429  = ~ \$428 ;
+  assign \$430  = \$427  | \$429 ;
+  assign \$431  = $signed(tq) < $signed(1'h0);
+  assign \$432  = \$431  ? 9'h100 : 9'h0ff;
+  assign \$433  = \$430  ? tq[8:0] : \$432 ;
+  assign \$434  = & scratch[107:12];
+  assign \$435  = | scratch[107:12];
+  assign \$436  = ~ \$435 ;
+  assign \$437  = \$434  | \$436 ;
+  assign \$438  = $signed(scratch) < $signed(1'h0);
+  assign \$439  = \$438  ? 13'h1000 : 13'h0fff;
+  assign \$440  = \$437  ? scratch[12:0] : \$439 ;
+  assign \$441  = - $signed(\$440 );
+  assign \$442  = $signed(\$441 ) - $signed({ 1'h0, rnd_h });
+  assign \$443  = & scratch[107:12];
+  assign \$444  = | scratch[107:12];
+  assign \$445  = ~ \$444 ;
+  assign \$446  = \$443  | \$445 ;
+  assign \$447  = $signed(scratch) < $signed(1'h0);
+  assign \$448  = \$447  ? 13'h1000 : 13'h0fff;
+  assign \$449  = \$446  ? scratch[12:0] : \$448 ;
+  assign \$450  = - $signed(\$449 );
+  assign \$451  = $signed(\$450 ) - $signed({ 1'h0, rnd_h });
+  assign \$452  = ci + 1'h1;
+  assign \$453  = ci != 3'h5;
+  assign \$454  = | left;
+  assign \$455  = ~ \$454 ;
+  assign \$456  = ~ \$signal$72 ;
   assign \$457  = \$455  & \$456 ;
-  assign \$458  = \$457  & adv;
+  assign \$458  = ~ \$signal$71 ;
+  assign \$459  = \$457  & \$458 ;
+  assign \$460  = ~ s2_valid;
+  assign \$461  = \$459  & \$460 ;
+  assign \$462  = \$461  & adv;
   \hwnorm_bwd_range_s8_lean.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$92 ),
+    .done(\done$98 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$48 ),
     .q(q),
@@ -1241,7 +1273,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_range_s8_lean.sel$100  \sel$100  (
+  \hwnorm_bwd_range_s8_lean.sel$106  \sel$106  (
     .chunk_size(chunk_size),
     .clear(clear),
     .clk(clk),
@@ -1253,3975 +1285,6 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
     .sel(sel),
     .x(i__payload[7:0])
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$459  = s0_x;
-    if (take) begin
-      \$459  = i__payload[7:0];
-    end
-    if (rst) begin
-      \$459  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$460  = s0_g;
-    if (take) begin
-      \$460  = i__payload[15:8];
-    end
-    if (rst) begin
-      \$460  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$461  = s0_mask;
-    if (take) begin
-      \$461  = mask;
-    end
-    if (rst) begin
-      \$461  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$462  = \$signal ;
-    if (take) begin
-      \$462  = sel;
-    end
-    if (rst) begin
-      \$462  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$463  = o__valid;
-    if (adv) begin
-      \$463  = s1_valid;
-    end
-    if (rst) begin
-      \$463  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = s1_valid;
-    if (adv) begin
-      \$464  = \$signal$71 ;
-    end
-    if (rst) begin
-      \$464  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = \$signal$71 ;
-    if (adv) begin
-      \$465  = take;
-    end
-    if (rst) begin
-      \$465  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$466  = s1_mask;
-    if (adv) begin
-      \$466  = s0_mask;
-    end
-    if (rst) begin
-      \$466  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = s1_force;
-    if (adv) begin
-      \$467  = \$296 ;
-    end
-    if (rst) begin
-      \$467  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = s1_high;
-    if (adv) begin
-      \$468  = \$318 ;
-    end
-    if (rst) begin
-      \$468  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = acc0;
-    if (adv) begin
-      \$469  = \$348 [24:0];
-    end
-    if (rst) begin
-      \$469  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$470  = o__payload;
-    if (adv) begin
-      \$470  = \$360 [7:0];
-    end
-    if (rst) begin
-      \$470  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = sat;
-    if (adv) begin
-      if (s1_valid) begin
-        \$471  = \$370 [12:0];
-      end
-    end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$471  = 13'h0000;
-          end
-    endcase
-    if (rst) begin
-      \$471  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = left;
-    if (beat) begin
-      \$472  = \$372 [12:0];
-    end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$472  = chan__payload[12:0];
-          end
-      6'h02:
-          if (i__valid) begin
-            if (last) begin
-              \$472  = chan[12:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$472  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = chan;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$473  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$473  = 139'h00000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$474  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$474  = 21'h000000;
-            if (refused) begin
-              \$474  = 21'h000000;
-            end
-          end
-      6'h02:
-          if (i__valid) begin
-            \$474  = \$374 [20:0];
-          end
-    endcase
-    if (rst) begin
-      \$474  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$475  = 28'h0000000;
-          end
-      6'h02:
-          if (i__valid) begin
-            \$475  = \$377 [27:0];
-          end
-    endcase
-    if (rst) begin
-      \$475  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$476  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$476  = 50'h0000000000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$476  = \$379 [49:0];
-    endcase
-    if (rst) begin
-      \$476  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = align;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$477  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$477  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$478  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$478  = 6'h01;
-            end else begin
-              \$478  = 6'h02;
-            end
-          end
-      6'h02:
-          if (i__valid) begin
-            if (last) begin
-              \$478  = 6'h03;
-            end
-          end
-      6'h03:
-          \$478  = 6'h04;
-      6'h04:
-          if (done) begin
-            \$478  = 6'h05;
-          end
-      6'h05:
-          \$478  = 6'h06;
-      6'h06:
-          if (done) begin
-            \$478  = 6'h07;
-          end
-      6'h07:
-          \$478  = 6'h08;
-      6'h08:
-          if (\done$92 ) begin
-            \$478  = 6'h09;
-          end
-      6'h09:
-          \$478  = 6'h0a;
-      6'h0a:
-          \$478  = 6'h0b;
-      6'h0b:
-          (* full_case = 32'd1 *)
-          if (\$380 ) begin
-          end else begin
-            \$478  = 6'h0c;
-          end
-      6'h0c:
-          \$478  = 6'h0d;
-      6'h0d:
-          if (done) begin
-            \$478  = 6'h0e;
-          end
-      6'h0e:
-          \$478  = 6'h0f;
-      6'h0f:
-          if (\done$92 ) begin
-            \$478  = 6'h10;
-          end
-      6'h10:
-          \$478  = 6'h11;
-      6'h11:
-          (* full_case = 32'd1 *)
-          if (\$389 ) begin
-          end else if (\$390 ) begin
-          end else begin
-            \$478  = 6'h12;
-          end
-      6'h12:
-          \$478  = 6'h13;
-      6'h13:
-          \$478  = 6'h14;
-      6'h14:
-          \$478  = 6'h15;
-      6'h15:
-          if (done) begin
-            \$478  = 6'h16;
-          end
-      6'h16:
-          \$478  = 6'h17;
-      6'h17:
-          if (done) begin
-            \$478  = 6'h18;
-          end
-      6'h18:
-          \$478  = 6'h19;
-      6'h19:
-          \$478  = 6'h1a;
-      6'h1a:
-          if (done) begin
-            \$478  = 6'h1b;
-          end
-      6'h1b:
-          (* full_case = 32'd1 *)
-          if (tiny) begin
-            \$478  = 6'h1c;
-          end else begin
-            \$478  = 6'h1d;
-          end
-      6'h1d:
-          \$478  = 6'h1e;
-      6'h1e:
-          if (done) begin
-            \$478  = 6'h1f;
-          end
-      6'h1f:
-          \$478  = 6'h20;
-      6'h20:
-          if (\done$92 ) begin
-            \$478  = 6'h21;
-          end
-      6'h21:
-          \$478  = 6'h22;
-      6'h1c:
-          \$478  = 6'h23;
-      6'h23:
-          if (done) begin
-            \$478  = 6'h24;
-          end
-      6'h24:
-          \$478  = 6'h25;
-      6'h25:
-          if (\done$92 ) begin
-            \$478  = 6'h22;
-          end
-      6'h22:
-          \$478  = 6'h26;
-      6'h26:
-          if (\done$92 ) begin
-            \$478  = 6'h27;
-          end
-      6'h27:
-          (* full_case = 32'd1 *)
-          if (special) begin
-            \$478  = 6'h28;
-          end else begin
-            \$478  = 6'h29;
-          end
-      6'h29:
-          \$478  = 6'h2a;
-      6'h2a:
-          \$478  = 6'h2b;
-      6'h28:
-          \$478  = 6'h2c;
-      6'h2c:
-          \$478  = 6'h2d;
-      6'h2d:
-          if (\done$92 ) begin
-            \$478  = 6'h2e;
-          end
-      6'h2e:
-          \$478  = 6'h2f;
-      6'h2f:
-          if (\done$92 ) begin
-            \$478  = 6'h30;
-          end
-      6'h30:
-          \$478  = 6'h31;
-      6'h31:
-          \$478  = 6'h32;
-      6'h32:
-          if (done) begin
-            \$478  = 6'h33;
-          end
-      6'h33:
-          \$478  = 6'h34;
-      6'h34:
-          \$478  = 6'h35;
-      6'h35:
-          if (done) begin
-            \$478  = 6'h36;
-          end
-      6'h36:
-          \$478  = 6'h2b;
-      6'h2b:
-          \$478  = 6'h37;
-      6'h37:
-          (* full_case = 32'd1 *)
-          if (\$451 ) begin
-            \$478  = 6'h19;
-          end else begin
-            \$478  = 6'h38;
-          end
-      6'h38:
-          if (\$458 ) begin
-            \$478  = 6'h39;
-          end
-      6'h39:
-          if (stats__ready) begin
-            \$478  = 6'h00;
-          end
-      6'h01:
-          if (stats__ready) begin
-            \$478  = 6'h00;
-          end
-    endcase
-    if (rst) begin
-      \$478  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = scratch;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          if (done) begin
-            \$479  = p;
-          end
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (done) begin
-            \$479  = p;
-          end
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          if (done) begin
-            \$479  = p;
-          end
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          if (done) begin
-            \$479  = p;
-          end
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          if (done) begin
-            \$479  = p;
-          end
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          if (done) begin
-            \$479  = p;
-          end
-    endcase
-    if (rst) begin
-      \$479  = 108'h000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = qg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (done) begin
-            \$480  = p[39:0];
-          end
-    endcase
-    if (rst) begin
-      \$480  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = tq;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$92 ) begin
-            \$481  = q;
-          end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          if (\done$92 ) begin
-            \$481  = q;
-          end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          if (\done$92 ) begin
-            \$481  = q;
-          end
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          if (\done$92 ) begin
-            \$481  = q;
-          end
-      6'h22:
-          /* empty */;
-      6'h26:
-          if (\done$92 ) begin
-            \$481  = q;
-          end
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          if (\done$92 ) begin
-            \$481  = q;
-          end
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          if (\done$92 ) begin
-            \$481  = q;
-          end
-    endcase
-    if (rst) begin
-      \$481  = 114'h00000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = dn;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \$482  = chan[77:34];
-      6'h0b:
-          if (\$380 ) begin
-            \$482  = \$381 ;
-          end
-    endcase
-    if (rst) begin
-      \$482  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = sd;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \$483  = 6'h00;
-      6'h0b:
-          if (\$380 ) begin
-            \$483  = \$382 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$483  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = am;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$484  = tq[47:0];
-      6'h11:
-          if (\$389 ) begin
-            \$484  = \$391 ;
-          end else if (\$390 ) begin
-            \$484  = \$393 [47:0];
-          end
-    endcase
-    if (rst) begin
-      \$484  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = shc;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$485  = { 3'h0, \$383  };
-      6'h11:
-          if (\$389 ) begin
-            \$485  = \$392 [9:0];
-          end else if (\$390 ) begin
-            \$485  = \$394 [9:0];
-          end
-    endcase
-    if (rst) begin
-      \$485  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$486  = special;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$486  = 1'h0;
-      6'h11:
-          if (\$389 ) begin
-          end else if (\$390 ) begin
-            \$486  = 1'h1;
-          end
-      6'h12:
-          \$486  = \$396 ;
-    endcase
-    if (rst) begin
-      \$486  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$487  = zero;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$487  = \$384 ;
-    endcase
-    if (rst) begin
-      \$487  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$488  = tiny;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$488  = \$401 ;
-    endcase
-    if (rst) begin
-      \$488  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$489  = xs;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$489  = \$404 [32:0];
-    endcase
-    if (rst) begin
-      \$489  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$490  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$490  = shc[3:0];
-    endcase
-    if (rst) begin
-      \$490  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$491  = xl;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$491  = \$407 [12:0];
-    endcase
-    if (rst) begin
-      \$491  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$492  = rnd_h;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$492  = \$409 [12:0];
-    endcase
-    if (rst) begin
-      \$492  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$493  = nbase;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          if (done) begin
-            \$493  = p[65:0];
-          end
-    endcase
-    if (rst) begin
-      \$493  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = fq;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          if (done) begin
-            \$494  = p[51:0];
-          end
-    endcase
-    if (rst) begin
-      \$494  = 52'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = ci;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$495  = 3'h0;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h2b:
-          \$495  = \$450 [2:0];
-    endcase
-    if (rst) begin
-      \$495  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = nt;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          if (done) begin
-            \$496  = p[71:0];
-          end
-    endcase
-    if (rst) begin
-      \$496  = 72'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = z0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          casez (ci)
-            3'h0:
-                \$497  = \$417 ;
-          endcase
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          casez (ci)
-            3'h0:
-                \$497  = { \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440  };
-          endcase
-    endcase
-    if (rst) begin
-      \$497  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = z1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                \$498  = \$417 ;
-          endcase
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                \$498  = { \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440  };
-          endcase
-    endcase
-    if (rst) begin
-      \$498  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = z2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                \$499  = \$417 ;
-          endcase
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                \$499  = { \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440  };
-          endcase
-    endcase
-    if (rst) begin
-      \$499  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = z3;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                /* empty */;
-            3'h3:
-                \$500  = \$417 ;
-          endcase
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                /* empty */;
-            3'h3:
-                \$500  = { \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440  };
-          endcase
-    endcase
-    if (rst) begin
-      \$500  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = z4;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                /* empty */;
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$501  = \$417 ;
-          endcase
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                /* empty */;
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$501  = { \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440 [14], \$440  };
-          endcase
-    endcase
-    if (rst) begin
-      \$501  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = zt;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          \$502  = \$424 ;
-    endcase
-    if (rst) begin
-      \$502  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = q0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          casez (ci)
-            3'h0:
-                \$503  = \$431 ;
-          endcase
-    endcase
-    if (rst) begin
-      \$503  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = q1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                \$504  = \$431 ;
-          endcase
-    endcase
-    if (rst) begin
-      \$504  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = q2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                \$505  = \$431 ;
-          endcase
-    endcase
-    if (rst) begin
-      \$505  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = q3;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                /* empty */;
-            3'h3:
-                \$506  = \$431 ;
-          endcase
-    endcase
-    if (rst) begin
-      \$506  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = q4;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                /* empty */;
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$507  = \$431 ;
-          endcase
-    endcase
-    if (rst) begin
-      \$507  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = na1_0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          casez (ci)
-            3'h0:
-                \$508  = \$449 [13:0];
-          endcase
-    endcase
-    if (rst) begin
-      \$508  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = na1_1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                \$509  = \$449 [13:0];
-          endcase
-    endcase
-    if (rst) begin
-      \$509  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = na1_2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                \$510  = \$449 [13:0];
-          endcase
-    endcase
-    if (rst) begin
-      \$510  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = na1_3;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                /* empty */;
-            3'h3:
-                \$511  = \$449 [13:0];
-          endcase
-    endcase
-    if (rst) begin
-      \$511  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = na1_4;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                /* empty */;
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$512  = \$449 [13:0];
-          endcase
-    endcase
-    if (rst) begin
-      \$512  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$174  = 20'h00000;
-    casez (ci)
-      3'h0:
-          \$174  = 20'h00000;
-      3'h1:
-          \$174  = chan[110:91];
-      3'h2:
-          \$174  = chan[110:91];
-      3'h3:
-          \$174  = chan[130:111];
-      3'h4:
-          \$174  = chan[130:111];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$175  = 1'h0;
-    casez (ci)
-      3'h0:
-          \$175  = 1'h0;
-      3'h1:
-          \$175  = 1'h0;
-      3'h2:
-          \$175  = 1'h1;
-      3'h3:
-          \$175  = 1'h0;
-      3'h4:
-          \$175  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$205  = 9'h000;
-    casez (ci)
-      3'h0:
-          \$205  = q0;
-      3'h1:
-          \$205  = q1;
-      3'h2:
-          \$205  = q2;
-      3'h3:
-          \$205  = q3;
-      3'h4:
-          \$205  = q4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = 9'h000;
-    casez (ci)
-      3'h0:
-          \$207  = q0;
-      3'h1:
-          \$207  = q1;
-      3'h2:
-          \$207  = q2;
-      3'h3:
-          \$207  = q3;
-      3'h4:
-          \$207  = q4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = 9'h000;
-    casez (ci)
-      3'h0:
-          \$209  = q0;
-      3'h1:
-          \$209  = q1;
-      3'h2:
-          \$209  = q2;
-      3'h3:
-          \$209  = q3;
-      3'h4:
-          \$209  = q4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = 9'h000;
-    casez (ci)
-      3'h0:
-          \$212  = q0;
-      3'h1:
-          \$212  = q1;
-      3'h2:
-          \$212  = q2;
-      3'h3:
-          \$212  = q3;
-      3'h4:
-          \$212  = q4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    chunk_size = chan[90:78];
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            chunk_size = chan__payload[90:78];
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__payload[84] = 1'h0;
-    stats__payload[49:0] = dgamma;
-    stats__payload[70:50] = sg;
-    stats__payload[83:71] = sat;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h37:
-          /* empty */;
-      6'h38:
-          /* empty */;
-      6'h39:
-          /* empty */;
-      6'h01:
-        begin
-          stats__payload[84] = 1'h1;
-          stats__payload[49:0] = 50'h0000000000000;
-          stats__payload[70:50] = 21'h000000;
-          stats__payload[83:71] = 13'h0000;
-        end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    chan__ready = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          chan__ready = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    clear = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            clear = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    i__ready = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          i__ready = 1'h1;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h37:
-          /* empty */;
-      6'h38:
-          i__ready = \$215 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    beat = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          beat = i__valid;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h37:
-          /* empty */;
-      6'h38:
-          beat = take;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    rewind = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          rewind = \$151 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    p1 = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          p1 = i__valid;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          start = 1'h1;
-      6'h04:
-          /* empty */;
-      6'h05:
-          start = 1'h1;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          start = 1'h1;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          start = 1'h1;
-      6'h15:
-          /* empty */;
-      6'h16:
-          start = 1'h1;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          start = 1'h1;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          start = 1'h1;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          start = 1'h1;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          start = 1'h1;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     a = 108'h000000000000000000000000000;
@@ -6696,6 +2759,4035 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           stats__valid = 1'h1;
     endcase
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$463  = s0_x;
+    if (take) begin
+      \$463  = i__payload[7:0];
+    end
+    if (rst) begin
+      \$463  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$464  = s0_g;
+    if (take) begin
+      \$464  = i__payload[15:8];
+    end
+    if (rst) begin
+      \$464  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$465  = s0_mask;
+    if (take) begin
+      \$465  = mask;
+    end
+    if (rst) begin
+      \$465  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$466  = \$signal ;
+    if (take) begin
+      \$466  = sel;
+    end
+    if (rst) begin
+      \$466  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$467  = o__valid;
+    if (adv) begin
+      \$467  = s2_valid;
+    end
+    if (rst) begin
+      \$467  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$468  = s2_valid;
+    if (adv) begin
+      \$468  = \$signal$71 ;
+    end
+    if (rst) begin
+      \$468  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$469  = \$signal$71 ;
+    if (adv) begin
+      \$469  = \$signal$72 ;
+    end
+    if (rst) begin
+      \$469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$470  = \$signal$72 ;
+    if (adv) begin
+      \$470  = take;
+    end
+    if (rst) begin
+      \$470  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$471  = s2_mask;
+    if (adv) begin
+      \$471  = \$signal$74 ;
+    end
+    if (rst) begin
+      \$471  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$472  = \$signal$74 ;
+    if (adv) begin
+      \$472  = s0_mask;
+    end
+    if (rst) begin
+      \$472  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$473  = \$signal$75 ;
+    if (adv) begin
+      \$473  = \$296 ;
+    end
+    if (rst) begin
+      \$473  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$474  = \$signal$77 ;
+    if (adv) begin
+      \$474  = \$318 ;
+    end
+    if (rst) begin
+      \$474  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$475  = s2_force;
+    if (adv) begin
+      \$475  = \$signal$75 ;
+    end
+    if (rst) begin
+      \$475  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$476  = s2_high;
+    if (adv) begin
+      \$476  = \$signal$77 ;
+    end
+    if (rst) begin
+      \$476  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$477  = s1_t0_0;
+    if (adv) begin
+      \$477  = \$319 ;
+    end
+    if (rst) begin
+      \$477  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$478  = s1_t0_1;
+    if (adv) begin
+      \$478  = \$348 ;
+    end
+    if (rst) begin
+      \$478  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$479  = acc0;
+    if (adv) begin
+      \$479  = \$350 [24:0];
+    end
+    if (rst) begin
+      \$479  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$480  = o__payload;
+    if (adv) begin
+      \$480  = \$362 [7:0];
+    end
+    if (rst) begin
+      \$480  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$481  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$481  = \$372 [12:0];
+      end
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$481  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$481  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$482  = left;
+    if (beat) begin
+      \$482  = \$374 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$482  = chan__payload[12:0];
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$482  = chan[12:0];
+            end
+          end
+    endcase
+    if (rst) begin
+      \$482  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$483  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$483  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$483  = 139'h00000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$484  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$484  = 21'h000000;
+            if (refused) begin
+              \$484  = 21'h000000;
+            end
+          end
+      6'h02:
+          if (i__valid) begin
+            \$484  = \$376 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$484  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$485  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$485  = 28'h0000000;
+          end
+      6'h02:
+          if (i__valid) begin
+            \$485  = \$379 [27:0];
+          end
+    endcase
+    if (rst) begin
+      \$485  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$486  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$486  = 50'h0000000000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$486  = \$381 [49:0];
+    endcase
+    if (rst) begin
+      \$486  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$487  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$487  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$487  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$488  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$488  = 6'h01;
+            end else begin
+              \$488  = 6'h02;
+            end
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$488  = 6'h03;
+            end
+          end
+      6'h03:
+          \$488  = 6'h04;
+      6'h04:
+          if (done) begin
+            \$488  = 6'h05;
+          end
+      6'h05:
+          \$488  = 6'h06;
+      6'h06:
+          if (done) begin
+            \$488  = 6'h07;
+          end
+      6'h07:
+          \$488  = 6'h08;
+      6'h08:
+          if (\done$98 ) begin
+            \$488  = 6'h09;
+          end
+      6'h09:
+          \$488  = 6'h0a;
+      6'h0a:
+          \$488  = 6'h0b;
+      6'h0b:
+          (* full_case = 32'd1 *)
+          if (\$382 ) begin
+          end else begin
+            \$488  = 6'h0c;
+          end
+      6'h0c:
+          \$488  = 6'h0d;
+      6'h0d:
+          if (done) begin
+            \$488  = 6'h0e;
+          end
+      6'h0e:
+          \$488  = 6'h0f;
+      6'h0f:
+          if (\done$98 ) begin
+            \$488  = 6'h10;
+          end
+      6'h10:
+          \$488  = 6'h11;
+      6'h11:
+          (* full_case = 32'd1 *)
+          if (\$391 ) begin
+          end else if (\$392 ) begin
+          end else begin
+            \$488  = 6'h12;
+          end
+      6'h12:
+          \$488  = 6'h13;
+      6'h13:
+          \$488  = 6'h14;
+      6'h14:
+          \$488  = 6'h15;
+      6'h15:
+          if (done) begin
+            \$488  = 6'h16;
+          end
+      6'h16:
+          \$488  = 6'h17;
+      6'h17:
+          if (done) begin
+            \$488  = 6'h18;
+          end
+      6'h18:
+          \$488  = 6'h19;
+      6'h19:
+          \$488  = 6'h1a;
+      6'h1a:
+          if (done) begin
+            \$488  = 6'h1b;
+          end
+      6'h1b:
+          (* full_case = 32'd1 *)
+          if (tiny) begin
+            \$488  = 6'h1c;
+          end else begin
+            \$488  = 6'h1d;
+          end
+      6'h1d:
+          \$488  = 6'h1e;
+      6'h1e:
+          if (done) begin
+            \$488  = 6'h1f;
+          end
+      6'h1f:
+          \$488  = 6'h20;
+      6'h20:
+          if (\done$98 ) begin
+            \$488  = 6'h21;
+          end
+      6'h21:
+          \$488  = 6'h22;
+      6'h1c:
+          \$488  = 6'h23;
+      6'h23:
+          if (done) begin
+            \$488  = 6'h24;
+          end
+      6'h24:
+          \$488  = 6'h25;
+      6'h25:
+          if (\done$98 ) begin
+            \$488  = 6'h22;
+          end
+      6'h22:
+          \$488  = 6'h26;
+      6'h26:
+          if (\done$98 ) begin
+            \$488  = 6'h27;
+          end
+      6'h27:
+          (* full_case = 32'd1 *)
+          if (special) begin
+            \$488  = 6'h28;
+          end else begin
+            \$488  = 6'h29;
+          end
+      6'h29:
+          \$488  = 6'h2a;
+      6'h2a:
+          \$488  = 6'h2b;
+      6'h28:
+          \$488  = 6'h2c;
+      6'h2c:
+          \$488  = 6'h2d;
+      6'h2d:
+          if (\done$98 ) begin
+            \$488  = 6'h2e;
+          end
+      6'h2e:
+          \$488  = 6'h2f;
+      6'h2f:
+          if (\done$98 ) begin
+            \$488  = 6'h30;
+          end
+      6'h30:
+          \$488  = 6'h31;
+      6'h31:
+          \$488  = 6'h32;
+      6'h32:
+          if (done) begin
+            \$488  = 6'h33;
+          end
+      6'h33:
+          \$488  = 6'h34;
+      6'h34:
+          \$488  = 6'h35;
+      6'h35:
+          if (done) begin
+            \$488  = 6'h36;
+          end
+      6'h36:
+          \$488  = 6'h2b;
+      6'h2b:
+          \$488  = 6'h37;
+      6'h37:
+          (* full_case = 32'd1 *)
+          if (\$453 ) begin
+            \$488  = 6'h19;
+          end else begin
+            \$488  = 6'h38;
+          end
+      6'h38:
+          if (\$462 ) begin
+            \$488  = 6'h39;
+          end
+      6'h39:
+          if (stats__ready) begin
+            \$488  = 6'h00;
+          end
+      6'h01:
+          if (stats__ready) begin
+            \$488  = 6'h00;
+          end
+    endcase
+    if (rst) begin
+      \$488  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$489  = scratch;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          if (done) begin
+            \$489  = p;
+          end
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          if (done) begin
+            \$489  = p;
+          end
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          if (done) begin
+            \$489  = p;
+          end
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          if (done) begin
+            \$489  = p;
+          end
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          if (done) begin
+            \$489  = p;
+          end
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          if (done) begin
+            \$489  = p;
+          end
+    endcase
+    if (rst) begin
+      \$489  = 108'h000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$490  = qg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (done) begin
+            \$490  = p[39:0];
+          end
+    endcase
+    if (rst) begin
+      \$490  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$491  = tq;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (\done$98 ) begin
+            \$491  = q;
+          end
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          if (\done$98 ) begin
+            \$491  = q;
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          if (\done$98 ) begin
+            \$491  = q;
+          end
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          if (\done$98 ) begin
+            \$491  = q;
+          end
+      6'h22:
+          /* empty */;
+      6'h26:
+          if (\done$98 ) begin
+            \$491  = q;
+          end
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          if (\done$98 ) begin
+            \$491  = q;
+          end
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          if (\done$98 ) begin
+            \$491  = q;
+          end
+    endcase
+    if (rst) begin
+      \$491  = 114'h00000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$492  = dn;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$492  = chan[77:34];
+      6'h0b:
+          if (\$382 ) begin
+            \$492  = \$383 ;
+          end
+    endcase
+    if (rst) begin
+      \$492  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$493  = sd;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$493  = 6'h00;
+      6'h0b:
+          if (\$382 ) begin
+            \$493  = \$384 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$493  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$494  = am;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$494  = tq[47:0];
+      6'h11:
+          if (\$391 ) begin
+            \$494  = \$393 ;
+          end else if (\$392 ) begin
+            \$494  = \$395 [47:0];
+          end
+    endcase
+    if (rst) begin
+      \$494  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$495  = shc;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$495  = { 3'h0, \$385  };
+      6'h11:
+          if (\$391 ) begin
+            \$495  = \$394 [9:0];
+          end else if (\$392 ) begin
+            \$495  = \$396 [9:0];
+          end
+    endcase
+    if (rst) begin
+      \$495  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$496  = special;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$496  = 1'h0;
+      6'h11:
+          if (\$391 ) begin
+          end else if (\$392 ) begin
+            \$496  = 1'h1;
+          end
+      6'h12:
+          \$496  = \$398 ;
+    endcase
+    if (rst) begin
+      \$496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$497  = zero;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$497  = \$386 ;
+    endcase
+    if (rst) begin
+      \$497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$498  = tiny;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$498  = \$403 ;
+    endcase
+    if (rst) begin
+      \$498  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$499  = xs;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$499  = \$406 [32:0];
+    endcase
+    if (rst) begin
+      \$499  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$500  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$500  = shc[3:0];
+    endcase
+    if (rst) begin
+      \$500  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$501  = xl;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$501  = \$409 [12:0];
+    endcase
+    if (rst) begin
+      \$501  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$502  = rnd_h;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$502  = \$411 [12:0];
+    endcase
+    if (rst) begin
+      \$502  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$503  = nbase;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (done) begin
+            \$503  = p[65:0];
+          end
+    endcase
+    if (rst) begin
+      \$503  = 66'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$504  = fq;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          if (done) begin
+            \$504  = p[51:0];
+          end
+    endcase
+    if (rst) begin
+      \$504  = 52'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$505  = ci;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$505  = 3'h0;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h2b:
+          \$505  = \$452 [2:0];
+    endcase
+    if (rst) begin
+      \$505  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$506  = nt;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          if (done) begin
+            \$506  = p[71:0];
+          end
+    endcase
+    if (rst) begin
+      \$506  = 72'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$507  = z0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          casez (ci)
+            3'h0:
+                \$507  = \$419 ;
+          endcase
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          casez (ci)
+            3'h0:
+                \$507  = { \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442  };
+          endcase
+    endcase
+    if (rst) begin
+      \$507  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$508  = z1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                \$508  = \$419 ;
+          endcase
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                \$508  = { \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442  };
+          endcase
+    endcase
+    if (rst) begin
+      \$508  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$509  = z2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                \$509  = \$419 ;
+          endcase
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                \$509  = { \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442  };
+          endcase
+    endcase
+    if (rst) begin
+      \$509  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$510  = z3;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                /* empty */;
+            3'h3:
+                \$510  = \$419 ;
+          endcase
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                /* empty */;
+            3'h3:
+                \$510  = { \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442  };
+          endcase
+    endcase
+    if (rst) begin
+      \$510  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$511  = z4;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                /* empty */;
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$511  = \$419 ;
+          endcase
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                /* empty */;
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$511  = { \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442  };
+          endcase
+    endcase
+    if (rst) begin
+      \$511  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$512  = zt;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          \$512  = \$426 ;
+    endcase
+    if (rst) begin
+      \$512  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$513  = q0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          casez (ci)
+            3'h0:
+                \$513  = \$433 ;
+          endcase
+    endcase
+    if (rst) begin
+      \$513  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$514  = q1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                \$514  = \$433 ;
+          endcase
+    endcase
+    if (rst) begin
+      \$514  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$515  = q2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                \$515  = \$433 ;
+          endcase
+    endcase
+    if (rst) begin
+      \$515  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$516  = q3;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                /* empty */;
+            3'h3:
+                \$516  = \$433 ;
+          endcase
+    endcase
+    if (rst) begin
+      \$516  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$517  = q4;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                /* empty */;
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$517  = \$433 ;
+          endcase
+    endcase
+    if (rst) begin
+      \$517  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$518  = na1_0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          casez (ci)
+            3'h0:
+                \$518  = \$451 [13:0];
+          endcase
+    endcase
+    if (rst) begin
+      \$518  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$519  = na1_1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                \$519  = \$451 [13:0];
+          endcase
+    endcase
+    if (rst) begin
+      \$519  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$520  = na1_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                \$520  = \$451 [13:0];
+          endcase
+    endcase
+    if (rst) begin
+      \$520  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$521  = na1_3;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                /* empty */;
+            3'h3:
+                \$521  = \$451 [13:0];
+          endcase
+    endcase
+    if (rst) begin
+      \$521  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$522  = na1_4;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                /* empty */;
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$522  = \$451 [13:0];
+          endcase
+    endcase
+    if (rst) begin
+      \$522  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$174  = 20'h00000;
+    casez (ci)
+      3'h0:
+          \$174  = 20'h00000;
+      3'h1:
+          \$174  = chan[110:91];
+      3'h2:
+          \$174  = chan[110:91];
+      3'h3:
+          \$174  = chan[130:111];
+      3'h4:
+          \$174  = chan[130:111];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$175  = 1'h0;
+    casez (ci)
+      3'h0:
+          \$175  = 1'h0;
+      3'h1:
+          \$175  = 1'h0;
+      3'h2:
+          \$175  = 1'h1;
+      3'h3:
+          \$175  = 1'h0;
+      3'h4:
+          \$175  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$205  = 9'h000;
+    casez (ci)
+      3'h0:
+          \$205  = q0;
+      3'h1:
+          \$205  = q1;
+      3'h2:
+          \$205  = q2;
+      3'h3:
+          \$205  = q3;
+      3'h4:
+          \$205  = q4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$207  = 9'h000;
+    casez (ci)
+      3'h0:
+          \$207  = q0;
+      3'h1:
+          \$207  = q1;
+      3'h2:
+          \$207  = q2;
+      3'h3:
+          \$207  = q3;
+      3'h4:
+          \$207  = q4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$209  = 9'h000;
+    casez (ci)
+      3'h0:
+          \$209  = q0;
+      3'h1:
+          \$209  = q1;
+      3'h2:
+          \$209  = q2;
+      3'h3:
+          \$209  = q3;
+      3'h4:
+          \$209  = q4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$212  = 9'h000;
+    casez (ci)
+      3'h0:
+          \$212  = q0;
+      3'h1:
+          \$212  = q1;
+      3'h2:
+          \$212  = q2;
+      3'h3:
+          \$212  = q3;
+      3'h4:
+          \$212  = q4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    chunk_size = chan[90:78];
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            chunk_size = chan__payload[90:78];
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[84] = 1'h0;
+    stats__payload[49:0] = dgamma;
+    stats__payload[70:50] = sg;
+    stats__payload[83:71] = sat;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h01:
+        begin
+          stats__payload[84] = 1'h1;
+          stats__payload[49:0] = 50'h0000000000000;
+          stats__payload[70:50] = 21'h000000;
+          stats__payload[83:71] = 13'h0000;
+        end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    chan__ready = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          chan__ready = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    clear = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            clear = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    i__ready = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          i__ready = 1'h1;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          i__ready = \$215 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    beat = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          beat = i__valid;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          beat = take;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    rewind = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          rewind = \$151 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    p1 = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          p1 = i__valid;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    start = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          start = 1'h1;
+      6'h04:
+          /* empty */;
+      6'h05:
+          start = 1'h1;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          start = 1'h1;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          start = 1'h1;
+      6'h15:
+          /* empty */;
+      6'h16:
+          start = 1'h1;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          start = 1'h1;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          start = 1'h1;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          start = 1'h1;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          start = 1'h1;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          start = 1'h1;
+    endcase
+  end
   assign x = i__payload[7:0];
   assign \mask$20  = mask;
   assign o_valid = o__valid;
@@ -6734,12 +6826,12 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   assign \$160  = { \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 , 72'h000000000000000000 };
   assign \$168  = { \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 , 91'h00000000000000000000000 };
   assign \$191  = { \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 , 32'h00000000 };
-  assign \$379  = { \$378 [114], \$378 [114:1] };
-  assign \$381  = { 1'h0, dn[43:1] };
-  assign \$391  = { 1'h0, am[47:1] };
-  assign \$393  = { am, 1'h0 };
-  assign \$405  = special;
-  assign \$409  = { 1'h0, \$408 [28:1] };
+  assign \$381  = { \$380 [114], \$380 [114:1] };
+  assign \$383  = { 1'h0, dn[43:1] };
+  assign \$393  = { 1'h0, am[47:1] };
+  assign \$395  = { am, 1'h0 };
+  assign \$407  = special;
+  assign \$411  = { 1'h0, \$410 [28:1] };
 endmodule
 
 module \hwnorm_bwd_range_s8_lean.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -7090,7 +7182,7 @@ module \hwnorm_bwd_range_s8_lean.mul (rst, start, a, b, c, \neg$12 , steps, done
   assign \$6  = { 1'h0, b_sh[33:1] };
 endmodule
 
-module \hwnorm_bwd_range_s8_lean.sel$100 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
+module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [13:0] \$1 ;
   wire \$10 ;

@@ -732,46 +732,53 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire \$751 ;
   wire \$752 ;
   wire \$753 ;
-  reg [15:0] \$754 ;
-  reg [15:0] \$755 ;
-  reg \$756 ;
-  reg [2:0] \$757 ;
+  wire \$754 ;
+  wire \$755 ;
+  reg [15:0] \$756 ;
+  reg [15:0] \$757 ;
   reg \$758 ;
-  reg \$759 ;
+  reg [2:0] \$759 ;
   wire \$76 ;
   reg \$760 ;
   reg \$761 ;
-  reg [97:0] \$762 ;
-  reg [15:0] \$763 ;
-  reg [12:0] \$764 ;
-  reg [12:0] \$765 ;
-  reg [108:0] \$766 ;
-  reg [28:0] \$767 ;
-  reg [43:0] \$768 ;
-  reg [46:0] \$769 ;
+  reg \$762 ;
+  reg \$763 ;
+  reg \$764 ;
+  reg \$765 ;
+  reg [76:0] \$766 ;
+  reg [96:0] \$767 ;
+  reg [96:0] \$768 ;
+  reg [97:0] \$769 ;
   wire \$77 ;
-  reg [5:0] \$770 ;
-  reg [5:0] \$771 ;
-  reg [28:0] \$772 ;
-  reg [12:0] \$773 ;
-  reg [16:0] \$774 ;
-  reg \$775 ;
-  reg [25:0] \$776 ;
+  reg [15:0] \$770 ;
+  reg [12:0] \$771 ;
+  reg [12:0] \$772 ;
+  reg [108:0] \$773 ;
+  reg [28:0] \$774 ;
+  reg [43:0] \$775 ;
+  reg [46:0] \$776 ;
   reg [5:0] \$777 ;
-  reg [116:0] \$778 ;
-  reg [55:0] \$779 ;
+  reg [5:0] \$778 ;
+  reg [28:0] \$779 ;
   wire \$78 ;
-  reg [184:0] \$780 ;
-  reg [60:0] \$781 ;
-  reg [60:0] \$782 ;
-  reg [116:0] \$783 ;
-  reg [94:0] \$784 ;
-  reg [80:0] \$785 ;
-  reg [116:0] \$786 ;
-  reg [95:0] \$787 ;
-  reg [95:0] \$788 ;
-  wire [1:0] \$789 ;
+  reg [12:0] \$780 ;
+  reg [16:0] \$781 ;
+  reg \$782 ;
+  reg [25:0] \$783 ;
+  reg [5:0] \$784 ;
+  reg [116:0] \$785 ;
+  reg [55:0] \$786 ;
+  reg [184:0] \$787 ;
+  reg [60:0] \$788 ;
+  reg [60:0] \$789 ;
   wire \$79 ;
+  reg [116:0] \$790 ;
+  reg [94:0] \$791 ;
+  reg [80:0] \$792 ;
+  reg [116:0] \$793 ;
+  reg [95:0] \$794 ;
+  reg [95:0] \$795 ;
+  wire [1:0] \$796 ;
   wire \$8 ;
   wire \$80 ;
   wire [6:0] \$81 ;
@@ -799,7 +806,9 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   reg [2:0] \$signal$69  = 3'h0;
   wire [2:0] \$signal$69[0] ;
   reg \$signal$72  = 1'h0;
-  reg [80:0] \$signal$78  = 81'h000000000000000000000;
+  reg \$signal$73  = 1'h0;
+  reg \$signal$75  = 1'h0;
+  reg [80:0] \$signal$82  = 81'h000000000000000000000;
   reg [116:0] a;
   reg [97:0] acc0 = 98'h0000000000000000000000000;
   wire adv;
@@ -834,7 +843,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire [5:0] den_lead;
   reg [46:0] dgamma = 47'h000000000000;
   wire done;
-  wire \done$82 ;
+  wire \done$87 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -873,7 +882,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   reg p1;
   reg p2;
   reg [16:0] q = 17'h00000;
-  wire [184:0] \q$81 ;
+  wire [184:0] \q$86 ;
   reg [55:0] qg = 56'h00000000000000;
   wire refused;
   reg [50:0] rem_init;
@@ -887,8 +896,11 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   reg s0_mask = 1'h0;
   reg [15:0] s0_x = 16'h0000;
   wire [15:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [76:0] s1_t0_0 = 77'h00000000000000000000;
+  reg [96:0] s1_t0_1 = 97'h0000000000000000000000000;
+  reg [96:0] s1_t0_2 = 97'h0000000000000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [116:0] scratch = 117'h000000000000000000000000000000;
   wire [2:0] sel;
@@ -919,6 +931,13 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   reg [116:0] wsum = 117'h000000000000000000000000000000;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  assign \$202  = \$3 [36] | \$3 [37];
+  assign \$203  = \$3 [38] | \$3 [39];
+  assign \$204  = \$202  | \$203 ;
+  assign \$205  = \$201  | \$204 ;
+  assign \$206  = \$3 [40] | \$3 [41];
+  assign \$207  = \$3 [42] | \$3 [43];
+  assign \$208  = \$206  | \$207 ;
   assign \$209  = \$3 [44] | \$3 [45];
   assign \$210  = \$3 [46] | \$3 [47];
   assign \$211  = \$209  | \$210 ;
@@ -1364,22 +1383,22 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$679  = $signed(s0_g) * $signed(lane_a);
   assign \$680  = \$signal$69  == 2'h2;
   assign \$681  = \$680  ? const1 : const0;
-  assign \$682  = $signed(\$679 ) + $signed(\$681 );
+  assign \$682  = $signed(\$681 ) + $signed(46'h100000000000);
   assign \$683  = \$signal$69  == 2'h2;
-  assign \$684  = $signed(s0_x) * $signed(\$signal$78 );
+  assign \$684  = $signed(s0_x) * $signed(\$signal$82 );
   assign \$685  = \$683  ? \$684  : 97'h0000000000000000000000000;
-  assign \$686  = $signed(\$682 ) - $signed(\$685 );
-  assign \$687  = $signed(\$686 ) + $signed(46'h100000000000);
-  assign \$688  = ~ s1_mask;
+  assign \$686  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$687  = $signed(\$686 ) - $signed(s1_t0_2);
+  assign \$688  = ~ s2_mask;
   assign \$690  = $signed(\$689 ) > $signed(16'h7fff);
   assign \$692  = $signed(\$691 ) < $signed(16'h8000);
   assign \$694  = \$692  ? 17'h18000 : { 1'h0, \$693 [15:0] };
   assign \$695  = \$690  ? 17'h07fff : \$694 ;
-  assign \$696  = s1_mask ? \$695  : 17'h00000;
+  assign \$696  = s2_mask ? \$695  : 17'h00000;
   assign \$698  = $signed(\$697 ) > $signed(16'h7fff);
   assign \$700  = $signed(\$699 ) < $signed(16'h8000);
   assign \$701  = \$698  | \$700 ;
-  assign \$702  = s1_mask & \$701 ;
+  assign \$702  = s2_mask & \$701 ;
   assign \$703  = sat + \$702 ;
   assign \$704  = left - 1'h1;
   assign \$705  = last ? 14'h0000 : \$704 ;
@@ -1389,10 +1408,10 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$709  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
   assign \$710  = mask ? \$709  : 32'd0;
   assign \$711  = $signed(sgx) + $signed(\$710 );
-  assign \$712  = \$789  == 2'h2;
+  assign \$712  = \$796  == 2'h2;
   assign \$713  = \$712  ? i__payload[15:0] : 16'h0000;
   assign \$714  = $signed(sx_neg) + $signed(\$713 );
-  assign \$715  = \$789  == 2'h2;
+  assign \$715  = \$796  == 2'h2;
   assign \$716  = c_neg + \$715 ;
   assign \$717  = $signed(tq) + $signed(2'h1);
   assign \$719  = $signed(tq) + $signed(2'h1);
@@ -1419,101 +1438,106 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$746  = \$743  ? 117'h0000007ff0088f8f00200000000000 : \$745 ;
   assign \$747  = | left;
   assign \$748  = ~ \$747 ;
-  assign \$749  = ~ \$signal$72 ;
+  assign \$749  = ~ \$signal$73 ;
   assign \$750  = \$748  & \$749 ;
-  assign \$751  = ~ s1_valid;
+  assign \$751  = ~ \$signal$72 ;
   assign \$752  = \$750  & \$751 ;
-  assign \$753  = \$752  & adv;
+  assign \$753  = ~ s2_valid;
+  assign \$754  = \$752  & \$753 ;
+  assign \$755  = \$754  & adv;
   always @(posedge clk)
-    s0_x <= \$754 ;
+    s0_x <= \$756 ;
   always @(posedge clk)
-    s0_g <= \$755 ;
+    s0_g <= \$757 ;
   always @(posedge clk)
-    s0_mask <= \$756 ;
+    s0_mask <= \$758 ;
   always @(posedge clk)
-    \$signal$69  <= \$757 ;
+    \$signal$69  <= \$759 ;
   always @(posedge clk)
-    o__valid <= \$758 ;
+    o__valid <= \$760 ;
   always @(posedge clk)
-    s1_valid <= \$759 ;
+    s2_valid <= \$761 ;
   always @(posedge clk)
-    \$signal$72  <= \$760 ;
+    \$signal$72  <= \$762 ;
   always @(posedge clk)
-    s1_mask <= \$761 ;
+    \$signal$73  <= \$763 ;
   always @(posedge clk)
-    acc0 <= \$762 ;
+    s2_mask <= \$764 ;
   always @(posedge clk)
-    o__payload <= \$763 ;
+    \$signal$75  <= \$765 ;
   always @(posedge clk)
-    sat <= \$764 ;
+    s1_t0_0 <= \$766 ;
   always @(posedge clk)
-    left <= \$765 ;
+    s1_t0_1 <= \$767 ;
   always @(posedge clk)
-    chan <= \$766 ;
+    s1_t0_2 <= \$768 ;
   always @(posedge clk)
-    sg <= \$767 ;
+    acc0 <= \$769 ;
   always @(posedge clk)
-    sgx <= \$768 ;
+    o__payload <= \$770 ;
   always @(posedge clk)
-    dgamma <= \$769 ;
+    sat <= \$771 ;
   always @(posedge clk)
-    align <= \$770 ;
+    left <= \$772 ;
   always @(posedge clk)
-    fsm_state <= \$771 ;
+    chan <= \$773 ;
   always @(posedge clk)
-    sx_neg <= \$772 ;
+    sg <= \$774 ;
   always @(posedge clk)
-    c_neg <= \$773 ;
+    sgx <= \$775 ;
   always @(posedge clk)
-    q <= \$774 ;
+    dgamma <= \$776 ;
   always @(posedge clk)
-    rz <= \$775 ;
+    align <= \$777 ;
   always @(posedge clk)
-    nn <= \$776 ;
+    fsm_state <= \$778 ;
   always @(posedge clk)
-    sh <= \$777 ;
+    sx_neg <= \$779 ;
   always @(posedge clk)
-    scratch <= \$778 ;
+    c_neg <= \$780 ;
   always @(posedge clk)
-    qg <= \$779 ;
+    q <= \$781 ;
   always @(posedge clk)
-    tq <= \$780 ;
+    rz <= \$782 ;
   always @(posedge clk)
-    m1 <= \$781 ;
+    nn <= \$783 ;
   always @(posedge clk)
-    lane_a <= \$782 ;
+    sh <= \$784 ;
   always @(posedge clk)
-    c0w <= \$783 ;
+    scratch <= \$785 ;
   always @(posedge clk)
-    m2 <= \$784 ;
+    qg <= \$786 ;
   always @(posedge clk)
-    \$signal$78  <= \$785 ;
+    tq <= \$787 ;
   always @(posedge clk)
-    wsum <= \$786 ;
+    m1 <= \$788 ;
   always @(posedge clk)
-    const0 <= \$787 ;
+    lane_a <= \$789 ;
   always @(posedge clk)
-    const1 <= \$788 ;
+    c0w <= \$790 ;
+  always @(posedge clk)
+    m2 <= \$791 ;
+  always @(posedge clk)
+    \$signal$82  <= \$792 ;
+  always @(posedge clk)
+    wsum <= \$793 ;
+  always @(posedge clk)
+    const0 <= \$794 ;
+  always @(posedge clk)
+    const1 <= \$795 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
   assign \$199  = \$3 [32] | \$3 [33];
   assign \$200  = \$3 [34] | \$3 [35];
   assign \$201  = \$199  | \$200 ;
-  assign \$202  = \$3 [36] | \$3 [37];
-  assign \$203  = \$3 [38] | \$3 [39];
-  assign \$204  = \$202  | \$203 ;
-  assign \$205  = \$201  | \$204 ;
-  assign \$206  = \$3 [40] | \$3 [41];
-  assign \$207  = \$3 [42] | \$3 [43];
-  assign \$208  = \$206  | \$207 ;
   \hwnorm_bwd_semidev_s16.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$81 ),
+    .q(\q$86 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1524,19 +1548,19 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$82 ),
+    .done(\done$87 ),
     .\neg$12 (\neg$49 ),
     .p(p),
     .rst(rst),
     .start(\start$45 ),
     .steps(\steps$50 )
   );
-  \hwnorm_bwd_semidev_s16.sel$84  \sel$84  (
+  \hwnorm_bwd_semidev_s16.sel$89  \sel$89  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$878$0 (\$789 ),
+    .\port$880$0 (\$796 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -3316,49 +3340,29 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = s0_x;
+    \$756  = s0_x;
     if (take) begin
-      \$754  = i__payload[15:0];
+      \$756  = i__payload[15:0];
     end
     if (rst) begin
-      \$754  = 16'h0000;
+      \$756  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = s0_g;
+    \$757  = s0_g;
     if (take) begin
-      \$755  = i__payload[31:16];
+      \$757  = i__payload[31:16];
     end
     if (rst) begin
-      \$755  = 16'h0000;
+      \$757  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = s0_mask;
+    \$758  = s0_mask;
     if (take) begin
-      \$756  = mask;
-    end
-    if (rst) begin
-      \$756  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = \$signal$69 ;
-    if (take) begin
-      \$757  = { 1'h0, \$789  };
-    end
-    if (rst) begin
-      \$757  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = o__valid;
-    if (adv) begin
-      \$758  = s1_valid;
+      \$758  = mask;
     end
     if (rst) begin
       \$758  = 1'h0;
@@ -3366,19 +3370,19 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = s1_valid;
-    if (adv) begin
-      \$759  = \$signal$72 ;
+    \$759  = \$signal$69 ;
+    if (take) begin
+      \$759  = { 1'h0, \$796  };
     end
     if (rst) begin
-      \$759  = 1'h0;
+      \$759  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = \$signal$72 ;
+    \$760  = o__valid;
     if (adv) begin
-      \$760  = take;
+      \$760  = s2_valid;
     end
     if (rst) begin
       \$760  = 1'h0;
@@ -3386,9 +3390,9 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = s1_mask;
+    \$761  = s2_valid;
     if (adv) begin
-      \$761  = s0_mask;
+      \$761  = \$signal$72 ;
     end
     if (rst) begin
       \$761  = 1'h0;
@@ -3396,52 +3400,122 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = acc0;
+    \$762  = \$signal$72 ;
     if (adv) begin
-      \$762  = \$687 [97:0];
+      \$762  = \$signal$73 ;
     end
     if (rst) begin
-      \$762  = 98'h0000000000000000000000000;
+      \$762  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = o__payload;
+    \$763  = \$signal$73 ;
     if (adv) begin
-      \$763  = \$696 [15:0];
+      \$763  = take;
     end
     if (rst) begin
-      \$763  = 16'h0000;
+      \$763  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = sat;
+    \$764  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$764  = \$703 [12:0];
+      \$764  = \$signal$75 ;
+    end
+    if (rst) begin
+      \$764  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$765  = \$signal$75 ;
+    if (adv) begin
+      \$765  = s0_mask;
+    end
+    if (rst) begin
+      \$765  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$766  = s1_t0_0;
+    if (adv) begin
+      \$766  = \$679 ;
+    end
+    if (rst) begin
+      \$766  = 77'h00000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$767  = s1_t0_1;
+    if (adv) begin
+      \$767  = \$682 ;
+    end
+    if (rst) begin
+      \$767  = 97'h0000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$768  = s1_t0_2;
+    if (adv) begin
+      \$768  = \$685 ;
+    end
+    if (rst) begin
+      \$768  = 97'h0000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$769  = acc0;
+    if (adv) begin
+      \$769  = \$687 [97:0];
+    end
+    if (rst) begin
+      \$769  = 98'h0000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$770  = o__payload;
+    if (adv) begin
+      \$770  = \$696 [15:0];
+    end
+    if (rst) begin
+      \$770  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$771  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$771  = \$703 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$764  = 13'h0000;
+            \$771  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$764  = 13'h0000;
+      \$771  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = left;
+    \$772  = left;
     if (beat) begin
-      \$765  = \$705 [12:0];
+      \$772  = \$705 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$765  = chan__payload[12:0];
+            \$772  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3458,36 +3532,36 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h08:
           if (i__valid) begin
             if (last) begin
-              \$765  = chan[12:0];
+              \$772  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$765  = 13'h0000;
+      \$772  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = chan;
+    \$773  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$766  = chan__payload;
+            \$773  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$766  = 109'h0000000000000000000000000000;
+      \$773  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$767  = sg;
+    \$774  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$767  = 29'h00000000;
+            \$774  = 29'h00000000;
             if (refused) begin
-              \$767  = 29'h00000000;
+              \$774  = 29'h00000000;
             end
           end
       6'h02:
@@ -3504,20 +3578,20 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h08:
           if (i__valid) begin
-            \$767  = \$708 [28:0];
+            \$774  = \$708 [28:0];
           end
     endcase
     if (rst) begin
-      \$767  = 29'h00000000;
+      \$774  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$768  = sgx;
+    \$775  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$768  = 44'h00000000000;
+            \$775  = 44'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3533,20 +3607,20 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h08:
           if (i__valid) begin
-            \$768  = \$711 [43:0];
+            \$775  = \$711 [43:0];
           end
     endcase
     if (rst) begin
-      \$768  = 44'h00000000000;
+      \$775  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$769  = dgamma;
+    \$776  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$769  = 47'h000000000000;
+            \$776  = 47'h000000000000;
           end
       6'h02:
           /* empty */;
@@ -3581,19 +3655,19 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h11:
           /* empty */;
       6'h12:
-          \$769  = \$720 [46:0];
+          \$776  = \$720 [46:0];
     endcase
     if (rst) begin
-      \$769  = 47'h000000000000;
+      \$776  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$770  = align;
+    \$777  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$770  = 6'h00;
+            \$777  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3636,9 +3710,9 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h15:
           (* full_case = 32'd1 *)
           if (\$722 ) begin
-            \$770  = 6'h00;
+            \$777  = 6'h00;
           end else begin
-            \$770  = \$724 [5:0];
+            \$777  = \$724 [5:0];
           end
       6'h16:
           /* empty */;
@@ -3673,9 +3747,9 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h25:
           (* full_case = 32'd1 *)
           if (\$728 ) begin
-            \$770  = 6'h00;
+            \$777  = 6'h00;
           end else begin
-            \$770  = \$730 [5:0];
+            \$777  = \$730 [5:0];
           end
       6'h26:
           /* empty */;
@@ -3694,9 +3768,9 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2d:
           (* full_case = 32'd1 *)
           if (\$732 ) begin
-            \$770  = 6'h00;
+            \$777  = 6'h00;
           end else begin
-            \$770  = \$734 [5:0];
+            \$777  = \$734 [5:0];
           end
       6'h2e:
           /* empty */;
@@ -3711,340 +3785,10 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h33:
           (* full_case = 32'd1 *)
           if (\$740 ) begin
-            \$770  = 6'h00;
+            \$777  = 6'h00;
           end else begin
-            \$770  = \$742 [5:0];
+            \$777  = \$742 [5:0];
           end
-    endcase
-    if (rst) begin
-      \$770  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$771  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$771  = 6'h01;
-            end else begin
-              \$771  = 6'h02;
-            end
-          end
-      6'h02:
-          \$771  = 6'h03;
-      6'h03:
-          if (done) begin
-            \$771  = 6'h04;
-          end
-      6'h04:
-          \$771  = 6'h05;
-      6'h05:
-          if (\done$82 ) begin
-            \$771  = 6'h06;
-          end
-      6'h06:
-          \$771  = 6'h07;
-      6'h07:
-          if (\done$82 ) begin
-            \$771  = 6'h08;
-          end
-      6'h08:
-          if (i__valid) begin
-            if (last) begin
-              \$771  = 6'h09;
-            end
-          end
-      6'h09:
-          \$771  = 6'h0a;
-      6'h0a:
-          if (\done$82 ) begin
-            \$771  = 6'h0b;
-          end
-      6'h0b:
-          \$771  = 6'h0c;
-      6'h0c:
-          if (\done$82 ) begin
-            \$771  = 6'h0d;
-          end
-      6'h0d:
-          \$771  = 6'h0e;
-      6'h0e:
-          if (done) begin
-            \$771  = 6'h0f;
-          end
-      6'h0f:
-          \$771  = 6'h10;
-      6'h10:
-          \$771  = 6'h11;
-      6'h11:
-          if (done) begin
-            \$771  = 6'h12;
-          end
-      6'h12:
-          \$771  = 6'h13;
-      6'h13:
-          \$771  = 6'h14;
-      6'h14:
-          if (\done$82 ) begin
-            \$771  = 6'h15;
-          end
-      6'h15:
-          if (\$722 ) begin
-            \$771  = 6'h16;
-          end
-      6'h16:
-          \$771  = 6'h17;
-      6'h17:
-          if (\done$82 ) begin
-            \$771  = 6'h18;
-          end
-      6'h18:
-          \$771  = 6'h19;
-      6'h19:
-          if (\done$82 ) begin
-            \$771  = 6'h1a;
-          end
-      6'h1a:
-          \$771  = 6'h1b;
-      6'h1b:
-          if (done) begin
-            \$771  = 6'h1c;
-          end
-      6'h1c:
-          \$771  = 6'h1d;
-      6'h1d:
-          if (done) begin
-            \$771  = 6'h1e;
-          end
-      6'h1e:
-          \$771  = 6'h1f;
-      6'h1f:
-          if (done) begin
-            \$771  = 6'h20;
-          end
-      6'h20:
-          \$771  = 6'h21;
-      6'h21:
-          if (done) begin
-            \$771  = 6'h22;
-          end
-      6'h22:
-          \$771  = 6'h23;
-      6'h23:
-          \$771  = 6'h24;
-      6'h24:
-          if (\done$82 ) begin
-            \$771  = 6'h25;
-          end
-      6'h25:
-          if (\$728 ) begin
-            \$771  = 6'h26;
-          end
-      6'h26:
-          \$771  = 6'h27;
-      6'h27:
-          if (\done$82 ) begin
-            \$771  = 6'h28;
-          end
-      6'h28:
-          \$771  = 6'h29;
-      6'h29:
-          if (\done$82 ) begin
-            \$771  = 6'h2a;
-          end
-      6'h2a:
-          \$771  = 6'h2b;
-      6'h2b:
-          if (\done$82 ) begin
-            \$771  = 6'h2c;
-          end
-      6'h2c:
-          \$771  = 6'h2d;
-      6'h2d:
-          if (\$732 ) begin
-            \$771  = 6'h2e;
-          end
-      6'h2e:
-          \$771  = 6'h2f;
-      6'h2f:
-          \$771  = 6'h30;
-      6'h30:
-          if (\done$82 ) begin
-            \$771  = 6'h31;
-          end
-      6'h31:
-          \$771  = 6'h32;
-      6'h32:
-          if (\done$82 ) begin
-            \$771  = 6'h33;
-          end
-      6'h33:
-          if (\$740 ) begin
-            \$771  = 6'h34;
-          end
-      6'h34:
-          \$771  = 6'h35;
-      6'h35:
-          if (\$753 ) begin
-            \$771  = 6'h36;
-          end
-      6'h36:
-          if (stats__ready) begin
-            \$771  = 6'h00;
-          end
-      6'h01:
-          if (stats__ready) begin
-            \$771  = 6'h00;
-          end
-    endcase
-    if (rst) begin
-      \$771  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$772  = sx_neg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$772  = 29'h00000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$772  = \$714 [28:0];
-          end
-    endcase
-    if (rst) begin
-      \$772  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$773  = c_neg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$773  = 13'h0000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$773  = \$716 [12:0];
-          end
-    endcase
-    if (rst) begin
-      \$773  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$774  = q;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          if (done) begin
-            \$774  = \q$81 [16:0];
-          end
-    endcase
-    if (rst) begin
-      \$774  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$775  = rz;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$82 ) begin
-            \$775  = \$706 ;
-          end
-    endcase
-    if (rst) begin
-      \$775  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$776  = nn;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$82 ) begin
-            \$776  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$776  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$777  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$777  = \$396 [5:0];
     endcase
     if (rst) begin
       \$777  = 6'h00;
@@ -4052,7 +3796,337 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$778  = scratch;
+    \$778  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$778  = 6'h01;
+            end else begin
+              \$778  = 6'h02;
+            end
+          end
+      6'h02:
+          \$778  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$778  = 6'h04;
+          end
+      6'h04:
+          \$778  = 6'h05;
+      6'h05:
+          if (\done$87 ) begin
+            \$778  = 6'h06;
+          end
+      6'h06:
+          \$778  = 6'h07;
+      6'h07:
+          if (\done$87 ) begin
+            \$778  = 6'h08;
+          end
+      6'h08:
+          if (i__valid) begin
+            if (last) begin
+              \$778  = 6'h09;
+            end
+          end
+      6'h09:
+          \$778  = 6'h0a;
+      6'h0a:
+          if (\done$87 ) begin
+            \$778  = 6'h0b;
+          end
+      6'h0b:
+          \$778  = 6'h0c;
+      6'h0c:
+          if (\done$87 ) begin
+            \$778  = 6'h0d;
+          end
+      6'h0d:
+          \$778  = 6'h0e;
+      6'h0e:
+          if (done) begin
+            \$778  = 6'h0f;
+          end
+      6'h0f:
+          \$778  = 6'h10;
+      6'h10:
+          \$778  = 6'h11;
+      6'h11:
+          if (done) begin
+            \$778  = 6'h12;
+          end
+      6'h12:
+          \$778  = 6'h13;
+      6'h13:
+          \$778  = 6'h14;
+      6'h14:
+          if (\done$87 ) begin
+            \$778  = 6'h15;
+          end
+      6'h15:
+          if (\$722 ) begin
+            \$778  = 6'h16;
+          end
+      6'h16:
+          \$778  = 6'h17;
+      6'h17:
+          if (\done$87 ) begin
+            \$778  = 6'h18;
+          end
+      6'h18:
+          \$778  = 6'h19;
+      6'h19:
+          if (\done$87 ) begin
+            \$778  = 6'h1a;
+          end
+      6'h1a:
+          \$778  = 6'h1b;
+      6'h1b:
+          if (done) begin
+            \$778  = 6'h1c;
+          end
+      6'h1c:
+          \$778  = 6'h1d;
+      6'h1d:
+          if (done) begin
+            \$778  = 6'h1e;
+          end
+      6'h1e:
+          \$778  = 6'h1f;
+      6'h1f:
+          if (done) begin
+            \$778  = 6'h20;
+          end
+      6'h20:
+          \$778  = 6'h21;
+      6'h21:
+          if (done) begin
+            \$778  = 6'h22;
+          end
+      6'h22:
+          \$778  = 6'h23;
+      6'h23:
+          \$778  = 6'h24;
+      6'h24:
+          if (\done$87 ) begin
+            \$778  = 6'h25;
+          end
+      6'h25:
+          if (\$728 ) begin
+            \$778  = 6'h26;
+          end
+      6'h26:
+          \$778  = 6'h27;
+      6'h27:
+          if (\done$87 ) begin
+            \$778  = 6'h28;
+          end
+      6'h28:
+          \$778  = 6'h29;
+      6'h29:
+          if (\done$87 ) begin
+            \$778  = 6'h2a;
+          end
+      6'h2a:
+          \$778  = 6'h2b;
+      6'h2b:
+          if (\done$87 ) begin
+            \$778  = 6'h2c;
+          end
+      6'h2c:
+          \$778  = 6'h2d;
+      6'h2d:
+          if (\$732 ) begin
+            \$778  = 6'h2e;
+          end
+      6'h2e:
+          \$778  = 6'h2f;
+      6'h2f:
+          \$778  = 6'h30;
+      6'h30:
+          if (\done$87 ) begin
+            \$778  = 6'h31;
+          end
+      6'h31:
+          \$778  = 6'h32;
+      6'h32:
+          if (\done$87 ) begin
+            \$778  = 6'h33;
+          end
+      6'h33:
+          if (\$740 ) begin
+            \$778  = 6'h34;
+          end
+      6'h34:
+          \$778  = 6'h35;
+      6'h35:
+          if (\$755 ) begin
+            \$778  = 6'h36;
+          end
+      6'h36:
+          if (stats__ready) begin
+            \$778  = 6'h00;
+          end
+      6'h01:
+          if (stats__ready) begin
+            \$778  = 6'h00;
+          end
+    endcase
+    if (rst) begin
+      \$778  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$779  = sx_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$779  = 29'h00000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$779  = \$714 [28:0];
+          end
+    endcase
+    if (rst) begin
+      \$779  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$780  = c_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$780  = 13'h0000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$780  = \$716 [12:0];
+          end
+    endcase
+    if (rst) begin
+      \$780  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$781  = q;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$781  = \q$86 [16:0];
+          end
+    endcase
+    if (rst) begin
+      \$781  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$782  = rz;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$87 ) begin
+            \$782  = \$706 ;
+          end
+    endcase
+    if (rst) begin
+      \$782  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$783  = nn;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          if (\done$87 ) begin
+            \$783  = p[25:0];
+          end
+    endcase
+    if (rst) begin
+      \$783  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$784  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$784  = \$396 [5:0];
+    endcase
+    if (rst) begin
+      \$784  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$785  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4073,8 +4147,8 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$82 ) begin
-            \$778  = p;
+          if (\done$87 ) begin
+            \$785  = p;
           end
       6'h0b:
           /* empty */;
@@ -4105,8 +4179,8 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$82 ) begin
-            \$778  = p;
+          if (\done$87 ) begin
+            \$785  = p;
           end
       6'h1a:
           /* empty */;
@@ -4145,41 +4219,41 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2b:
           /* empty */;
       6'h2c:
-          \$778  = c0w;
+          \$785  = c0w;
       6'h2d:
           (* full_case = 32'd1 *)
           if (\$732 ) begin
           end else begin
-            \$778  = \$733 [116:0];
+            \$785  = \$733 [116:0];
           end
       6'h2e:
           /* empty */;
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$82 ) begin
-            \$778  = p;
+          if (\done$87 ) begin
+            \$785  = p;
           end
       6'h31:
           /* empty */;
       6'h32:
-          if (\done$82 ) begin
-            \$778  = p;
+          if (\done$87 ) begin
+            \$785  = p;
           end
       6'h33:
           (* full_case = 32'd1 *)
           if (\$740 ) begin
           end else begin
-            \$778  = \$741 [116:0];
+            \$785  = \$741 [116:0];
           end
     endcase
     if (rst) begin
-      \$778  = 117'h000000000000000000000000000000;
+      \$785  = 117'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$779  = qg;
+    \$786  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4204,17 +4278,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$82 ) begin
-            \$779  = p[55:0];
+          if (\done$87 ) begin
+            \$786  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$779  = 56'h00000000000000;
+      \$786  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$780  = tq;
+    \$787  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4244,7 +4318,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h0e:
           if (done) begin
-            \$780  = \q$81 ;
+            \$787  = \q$86 ;
           end
       6'h0f:
           /* empty */;
@@ -4252,7 +4326,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h11:
           if (done) begin
-            \$780  = \q$81 ;
+            \$787  = \q$86 ;
           end
       6'h12:
           /* empty */;
@@ -4274,34 +4348,34 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h1b:
           if (done) begin
-            \$780  = \q$81 ;
+            \$787  = \q$86 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$780  = \q$81 ;
+            \$787  = \q$86 ;
           end
       6'h1e:
           /* empty */;
       6'h1f:
           if (done) begin
-            \$780  = \q$81 ;
+            \$787  = \q$86 ;
           end
       6'h20:
           /* empty */;
       6'h21:
           if (done) begin
-            \$780  = \q$81 ;
+            \$787  = \q$86 ;
           end
     endcase
     if (rst) begin
-      \$780  = 185'h00000000000000000000000000000000000000000000000;
+      \$787  = 185'h00000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$781  = m1;
+    \$788  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4332,15 +4406,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h0e:
           /* empty */;
       6'h0f:
-          \$781  = \$718 [60:0];
+          \$788  = \$718 [60:0];
     endcase
     if (rst) begin
-      \$781  = 61'h0000000000000000;
+      \$788  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$782  = lane_a;
+    \$789  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4381,23 +4455,23 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h13:
           /* empty */;
       6'h14:
-          if (\done$82 ) begin
-            \$782  = p[60:0];
+          if (\done$87 ) begin
+            \$789  = p[60:0];
           end
       6'h15:
           (* full_case = 32'd1 *)
           if (\$722 ) begin
           end else begin
-            \$782  = \$723 [60:0];
+            \$789  = \$723 [60:0];
           end
     endcase
     if (rst) begin
-      \$782  = 61'h0000000000000000;
+      \$789  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$783  = c0w;
+    \$790  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4444,8 +4518,8 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$82 ) begin
-            \$783  = p;
+          if (\done$87 ) begin
+            \$790  = p;
           end
       6'h18:
           /* empty */;
@@ -4486,17 +4560,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2a:
           /* empty */;
       6'h2b:
-          if (\done$82 ) begin
-            \$783  = p;
+          if (\done$87 ) begin
+            \$790  = p;
           end
     endcase
     if (rst) begin
-      \$783  = 117'h000000000000000000000000000000;
+      \$790  = 117'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$784  = m2;
+    \$791  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4565,15 +4639,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h21:
           /* empty */;
       6'h22:
-          \$784  = \$726 [94:0];
+          \$791  = \$726 [94:0];
     endcase
     if (rst) begin
-      \$784  = 95'h000000000000000000000000;
+      \$791  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$785  = \$signal$78 ;
+    \$792  = \$signal$82 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4646,23 +4720,23 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$82 ) begin
-            \$785  = p[80:0];
+          if (\done$87 ) begin
+            \$792  = p[80:0];
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$728 ) begin
           end else begin
-            \$785  = \$729 [80:0];
+            \$792  = \$729 [80:0];
           end
     endcase
     if (rst) begin
-      \$785  = 81'h000000000000000000000;
+      \$792  = 81'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$786  = wsum;
+    \$793  = wsum;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4741,23 +4815,23 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h26:
           /* empty */;
       6'h27:
-          if (\done$82 ) begin
-            \$786  = p;
+          if (\done$87 ) begin
+            \$793  = p;
           end
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$82 ) begin
-            \$786  = p;
+          if (\done$87 ) begin
+            \$793  = p;
           end
     endcase
     if (rst) begin
-      \$786  = 117'h000000000000000000000000000000;
+      \$793  = 117'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$787  = const0;
+    \$794  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4850,15 +4924,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2d:
           /* empty */;
       6'h2e:
-          \$787  = \$738 [95:0];
+          \$794  = \$738 [95:0];
     endcase
     if (rst) begin
-      \$787  = 96'h000000000000000000000000;
+      \$794  = 96'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$788  = const1;
+    \$795  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4963,10 +5037,10 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h33:
           /* empty */;
       6'h34:
-          \$788  = \$746 [95:0];
+          \$795  = \$746 [95:0];
     endcase
     if (rst) begin
-      \$788  = 96'h000000000000000000000000;
+      \$795  = 96'h000000000000000000000000;
     end
   end
   assign \$signal  = q;
@@ -4977,7 +5051,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign sh_new = \$396 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$789  };
+  assign sel = { 1'h0, \$796  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[92:42];
@@ -5000,7 +5074,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal$69[0]  = \$signal$69 ;
-  assign \sel[0]  = { 1'h0, \$789  };
+  assign \sel[0]  = { 1'h0, \$796  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { 15'h0000, nn, 16'h0000 };
   assign \$4  = 1'h0;
@@ -5240,7 +5314,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$720  = { \$719 [185], \$719 [185:1] };
   assign \$723  = { lane_a, 1'h0 };
   assign \$726  = { \$725 [185], \$725 [185:1] };
-  assign \$729  = { \$signal$78 , 1'h0 };
+  assign \$729  = { \$signal$82 , 1'h0 };
   assign \$733  = { scratch, 1'h0 };
   assign \$741  = { scratch, 1'h0 };
 endmodule
@@ -5593,7 +5667,7 @@ module \hwnorm_bwd_semidev_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, 
   assign \$6  = { 1'h0, b_sh[43:1] };
 endmodule
 
-module \hwnorm_bwd_semidev_s16.sel$84 (clk, rst, mask, \port$878$0 , clear, p1, q, rz, x);
+module \hwnorm_bwd_semidev_s16.sel$89 (clk, rst, mask, \port$880$0 , clear, p1, q, rz, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5619,8 +5693,8 @@ module \hwnorm_bwd_semidev_s16.sel$84 (clk, rst, mask, \port$878$0 , clear, p1, 
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$878$0 ;
-  wire [1:0] \port$878$0 ;
+  output [1:0] \port$880$0 ;
+  wire [1:0] \port$880$0 ;
   input [16:0] q;
   wire [16:0] q;
   input rst;
@@ -5663,7 +5737,7 @@ module \hwnorm_bwd_semidev_s16.sel$84 (clk, rst, mask, \port$878$0 , clear, p1, 
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$878$0  = \$7 ;
+  assign \port$880$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -545,47 +545,54 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire \$583 ;
   wire \$584 ;
   wire \$585 ;
-  reg [7:0] \$586 ;
-  reg [7:0] \$587 ;
-  reg \$588 ;
-  reg [2:0] \$589 ;
+  wire \$586 ;
+  wire \$587 ;
+  reg [7:0] \$588 ;
+  reg [7:0] \$589 ;
   wire \$59 ;
   reg \$590 ;
-  reg \$591 ;
+  reg [2:0] \$591 ;
   reg \$592 ;
   reg \$593 ;
-  reg [73:0] \$594 ;
-  reg [7:0] \$595 ;
-  reg [12:0] \$596 ;
-  reg [12:0] \$597 ;
-  reg [76:0] \$598 ;
-  reg [20:0] \$599 ;
+  reg \$594 ;
+  reg \$595 ;
+  reg \$596 ;
+  reg \$597 ;
+  reg [56:0] \$598 ;
+  reg [72:0] \$599 ;
   wire \$6 ;
   wire [6:0] \$60 ;
-  reg [27:0] \$600 ;
-  reg [34:0] \$601 ;
-  reg [5:0] \$602 ;
-  reg [5:0] \$603 ;
-  reg [20:0] \$604 ;
-  reg [12:0] \$605 ;
-  reg [8:0] \$606 ;
-  reg \$607 ;
-  reg [25:0] \$608 ;
+  reg [72:0] \$600 ;
+  reg [73:0] \$601 ;
+  reg [7:0] \$602 ;
+  reg [12:0] \$603 ;
+  reg [12:0] \$604 ;
+  reg [76:0] \$605 ;
+  reg [20:0] \$606 ;
+  reg [27:0] \$607 ;
+  reg [34:0] \$608 ;
   reg [5:0] \$609 ;
   wire [6:0] \$61 ;
-  reg [88:0] \$610 ;
-  reg [39:0] \$611 ;
-  reg [128:0] \$612 ;
-  reg [48:0] \$613 ;
-  reg [48:0] \$614 ;
-  reg [88:0] \$615 ;
-  reg [74:0] \$616 ;
-  reg [64:0] \$617 ;
-  reg [88:0] \$618 ;
-  reg [71:0] \$619 ;
+  reg [5:0] \$610 ;
+  reg [20:0] \$611 ;
+  reg [12:0] \$612 ;
+  reg [8:0] \$613 ;
+  reg \$614 ;
+  reg [25:0] \$615 ;
+  reg [5:0] \$616 ;
+  reg [88:0] \$617 ;
+  reg [39:0] \$618 ;
+  reg [128:0] \$619 ;
   wire [6:0] \$62 ;
-  reg [71:0] \$620 ;
-  wire [1:0] \$621 ;
+  reg [48:0] \$620 ;
+  reg [48:0] \$621 ;
+  reg [88:0] \$622 ;
+  reg [74:0] \$623 ;
+  reg [64:0] \$624 ;
+  reg [88:0] \$625 ;
+  reg [71:0] \$626 ;
+  reg [71:0] \$627 ;
+  wire [1:0] \$628 ;
   wire \$63 ;
   wire [6:0] \$64 ;
   wire [6:0] \$65 ;
@@ -631,7 +638,9 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [2:0] \$signal$69  = 3'h0;
   wire [2:0] \$signal$69[0] ;
   reg \$signal$72  = 1'h0;
-  reg [64:0] \$signal$78  = 65'h00000000000000000;
+  reg \$signal$73  = 1'h0;
+  reg \$signal$75  = 1'h0;
+  reg [64:0] \$signal$82  = 65'h00000000000000000;
   reg [88:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -666,7 +675,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [5:0] den_lead;
   reg [34:0] dgamma = 35'h000000000;
   wire done;
-  wire \done$82 ;
+  wire \done$87 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -705,7 +714,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   reg p1;
   reg p2;
   reg [8:0] q = 9'h000;
-  wire [128:0] \q$81 ;
+  wire [128:0] \q$86 ;
   reg [39:0] qg = 40'h0000000000;
   wire refused;
   reg [34:0] rem_init;
@@ -719,8 +728,11 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [56:0] s1_t0_0 = 57'h000000000000000;
+  reg [72:0] s1_t0_1 = 73'h0000000000000000000;
+  reg [72:0] s1_t0_2 = 73'h0000000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [88:0] scratch = 89'h00000000000000000000000;
   wire [2:0] sel;
@@ -751,6 +763,13 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [88:0] wsum = 89'h00000000000000000000000;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$367  = \$365  | \$366 ;
+  assign \$368  = \$367  | chan__payload[12];
+  assign \$369  = chan__payload[10] | chan__payload[11];
+  assign \$370  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$371  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$372  = \$369  ? \$370  : \$371 ;
+  assign \$373  = chan__payload[12] ? 4'hc : \$372 ;
   assign \$374  = chan__payload[4] | chan__payload[5];
   assign \$375  = chan__payload[6] | chan__payload[7];
   assign \$376  = \$374  | \$375 ;
@@ -890,22 +909,22 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$511  = $signed(s0_g) * $signed(lane_a);
   assign \$512  = \$signal$69  == 2'h2;
   assign \$513  = \$512  ? const1 : const0;
-  assign \$514  = $signed(\$511 ) + $signed(\$513 );
+  assign \$514  = $signed(\$513 ) + $signed(38'h1000000000);
   assign \$515  = \$signal$69  == 2'h2;
-  assign \$516  = $signed(s0_x) * $signed(\$signal$78 );
+  assign \$516  = $signed(s0_x) * $signed(\$signal$82 );
   assign \$517  = \$515  ? \$516  : 73'h0000000000000000000;
-  assign \$518  = $signed(\$514 ) - $signed(\$517 );
-  assign \$519  = $signed(\$518 ) + $signed(38'h1000000000);
-  assign \$520  = ~ s1_mask;
+  assign \$518  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$519  = $signed(\$518 ) - $signed(s1_t0_2);
+  assign \$520  = ~ s2_mask;
   assign \$522  = $signed(\$521 ) > $signed(8'h7f);
   assign \$524  = $signed(\$523 ) < $signed(8'h80);
   assign \$526  = \$524  ? 9'h180 : { 1'h0, \$525 [7:0] };
   assign \$527  = \$522  ? 9'h07f : \$526 ;
-  assign \$528  = s1_mask ? \$527  : 9'h000;
+  assign \$528  = s2_mask ? \$527  : 9'h000;
   assign \$530  = $signed(\$529 ) > $signed(8'h7f);
   assign \$532  = $signed(\$531 ) < $signed(8'h80);
   assign \$533  = \$530  | \$532 ;
-  assign \$534  = s1_mask & \$533 ;
+  assign \$534  = s2_mask & \$533 ;
   assign \$535  = sat + \$534 ;
   assign \$536  = left - 1'h1;
   assign \$537  = last ? 14'h0000 : \$536 ;
@@ -915,10 +934,10 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$541  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
   assign \$542  = mask ? \$541  : 16'h0000;
   assign \$543  = $signed(sgx) + $signed(\$542 );
-  assign \$544  = \$621  == 2'h2;
+  assign \$544  = \$628  == 2'h2;
   assign \$545  = \$544  ? i__payload[7:0] : 8'h00;
   assign \$546  = $signed(sx_neg) + $signed(\$545 );
-  assign \$547  = \$621  == 2'h2;
+  assign \$547  = \$628  == 2'h2;
   assign \$548  = c_neg + \$547 ;
   assign \$549  = $signed(tq) + $signed(2'h1);
   assign \$551  = $signed(tq) + $signed(2'h1);
@@ -945,81 +964,93 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$578  = \$575  ? 89'h000007ff090872000000000 : \$577 ;
   assign \$579  = | left;
   assign \$580  = ~ \$579 ;
-  assign \$581  = ~ \$signal$72 ;
+  assign \$581  = ~ \$signal$73 ;
   assign \$582  = \$580  & \$581 ;
-  assign \$583  = ~ s1_valid;
+  assign \$583  = ~ \$signal$72 ;
   assign \$584  = \$582  & \$583 ;
-  assign \$585  = \$584  & adv;
+  assign \$585  = ~ s2_valid;
+  assign \$586  = \$584  & \$585 ;
+  assign \$587  = \$586  & adv;
   always @(posedge clk)
-    s0_x <= \$586 ;
+    s0_x <= \$588 ;
   always @(posedge clk)
-    s0_g <= \$587 ;
+    s0_g <= \$589 ;
   always @(posedge clk)
-    s0_mask <= \$588 ;
+    s0_mask <= \$590 ;
   always @(posedge clk)
-    \$signal$69  <= \$589 ;
+    \$signal$69  <= \$591 ;
   always @(posedge clk)
-    o__valid <= \$590 ;
+    o__valid <= \$592 ;
   always @(posedge clk)
-    s1_valid <= \$591 ;
+    s2_valid <= \$593 ;
   always @(posedge clk)
-    \$signal$72  <= \$592 ;
+    \$signal$72  <= \$594 ;
   always @(posedge clk)
-    s1_mask <= \$593 ;
+    \$signal$73  <= \$595 ;
   always @(posedge clk)
-    acc0 <= \$594 ;
+    s2_mask <= \$596 ;
   always @(posedge clk)
-    o__payload <= \$595 ;
+    \$signal$75  <= \$597 ;
   always @(posedge clk)
-    sat <= \$596 ;
+    s1_t0_0 <= \$598 ;
   always @(posedge clk)
-    left <= \$597 ;
+    s1_t0_1 <= \$599 ;
   always @(posedge clk)
-    chan <= \$598 ;
+    s1_t0_2 <= \$600 ;
   always @(posedge clk)
-    sg <= \$599 ;
+    acc0 <= \$601 ;
   always @(posedge clk)
-    sgx <= \$600 ;
+    o__payload <= \$602 ;
   always @(posedge clk)
-    dgamma <= \$601 ;
+    sat <= \$603 ;
   always @(posedge clk)
-    align <= \$602 ;
+    left <= \$604 ;
   always @(posedge clk)
-    fsm_state <= \$603 ;
+    chan <= \$605 ;
   always @(posedge clk)
-    sx_neg <= \$604 ;
+    sg <= \$606 ;
   always @(posedge clk)
-    c_neg <= \$605 ;
+    sgx <= \$607 ;
   always @(posedge clk)
-    q <= \$606 ;
+    dgamma <= \$608 ;
   always @(posedge clk)
-    rz <= \$607 ;
+    align <= \$609 ;
   always @(posedge clk)
-    nn <= \$608 ;
+    fsm_state <= \$610 ;
   always @(posedge clk)
-    sh <= \$609 ;
+    sx_neg <= \$611 ;
   always @(posedge clk)
-    scratch <= \$610 ;
+    c_neg <= \$612 ;
   always @(posedge clk)
-    qg <= \$611 ;
+    q <= \$613 ;
   always @(posedge clk)
-    tq <= \$612 ;
+    rz <= \$614 ;
   always @(posedge clk)
-    m1 <= \$613 ;
+    nn <= \$615 ;
   always @(posedge clk)
-    lane_a <= \$614 ;
+    sh <= \$616 ;
   always @(posedge clk)
-    c0w <= \$615 ;
+    scratch <= \$617 ;
   always @(posedge clk)
-    m2 <= \$616 ;
+    qg <= \$618 ;
   always @(posedge clk)
-    \$signal$78  <= \$617 ;
+    tq <= \$619 ;
   always @(posedge clk)
-    wsum <= \$618 ;
+    m1 <= \$620 ;
   always @(posedge clk)
-    const0 <= \$619 ;
+    lane_a <= \$621 ;
   always @(posedge clk)
-    const1 <= \$620 ;
+    c0w <= \$622 ;
+  always @(posedge clk)
+    m2 <= \$623 ;
+  always @(posedge clk)
+    \$signal$82  <= \$624 ;
+  always @(posedge clk)
+    wsum <= \$625 ;
+  always @(posedge clk)
+    const0 <= \$626 ;
+  always @(posedge clk)
+    const1 <= \$627 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1223,20 +1254,13 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign den_lead = \$282  ? \$284  : \$364 ;
   assign \$365  = chan__payload[8] | chan__payload[9];
   assign \$366  = chan__payload[10] | chan__payload[11];
-  assign \$367  = \$365  | \$366 ;
-  assign \$368  = \$367  | chan__payload[12];
-  assign \$369  = chan__payload[10] | chan__payload[11];
-  assign \$370  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$371  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$372  = \$369  ? \$370  : \$371 ;
-  assign \$373  = chan__payload[12] ? 4'hc : \$372 ;
   \hwnorm_bwd_semidev_s8.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$81 ),
+    .q(\q$86 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1247,19 +1271,19 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$82 ),
+    .done(\done$87 ),
     .\neg$12 (\neg$49 ),
     .p(p),
     .rst(rst),
     .start(\start$45 ),
     .steps(\steps$50 )
   );
-  \hwnorm_bwd_semidev_s8.sel$84  \sel$84  (
+  \hwnorm_bwd_semidev_s8.sel$89  \sel$89  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$710$0 (\$621 ),
+    .\port$712$0 (\$628 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -3039,49 +3063,29 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = s0_x;
+    \$588  = s0_x;
     if (take) begin
-      \$586  = i__payload[7:0];
+      \$588  = i__payload[7:0];
     end
     if (rst) begin
-      \$586  = 8'h00;
+      \$588  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = s0_g;
+    \$589  = s0_g;
     if (take) begin
-      \$587  = i__payload[15:8];
+      \$589  = i__payload[15:8];
     end
     if (rst) begin
-      \$587  = 8'h00;
+      \$589  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = s0_mask;
+    \$590  = s0_mask;
     if (take) begin
-      \$588  = mask;
-    end
-    if (rst) begin
-      \$588  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = \$signal$69 ;
-    if (take) begin
-      \$589  = { 1'h0, \$621  };
-    end
-    if (rst) begin
-      \$589  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = o__valid;
-    if (adv) begin
-      \$590  = s1_valid;
+      \$590  = mask;
     end
     if (rst) begin
       \$590  = 1'h0;
@@ -3089,19 +3093,19 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = s1_valid;
-    if (adv) begin
-      \$591  = \$signal$72 ;
+    \$591  = \$signal$69 ;
+    if (take) begin
+      \$591  = { 1'h0, \$628  };
     end
     if (rst) begin
-      \$591  = 1'h0;
+      \$591  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = \$signal$72 ;
+    \$592  = o__valid;
     if (adv) begin
-      \$592  = take;
+      \$592  = s2_valid;
     end
     if (rst) begin
       \$592  = 1'h0;
@@ -3109,9 +3113,9 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = s1_mask;
+    \$593  = s2_valid;
     if (adv) begin
-      \$593  = s0_mask;
+      \$593  = \$signal$72 ;
     end
     if (rst) begin
       \$593  = 1'h0;
@@ -3119,52 +3123,122 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = acc0;
+    \$594  = \$signal$72 ;
     if (adv) begin
-      \$594  = \$519 [73:0];
+      \$594  = \$signal$73 ;
     end
     if (rst) begin
-      \$594  = 74'h0000000000000000000;
+      \$594  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = o__payload;
+    \$595  = \$signal$73 ;
     if (adv) begin
-      \$595  = \$528 [7:0];
+      \$595  = take;
     end
     if (rst) begin
-      \$595  = 8'h00;
+      \$595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = sat;
+    \$596  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$596  = \$535 [12:0];
+      \$596  = \$signal$75 ;
+    end
+    if (rst) begin
+      \$596  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$597  = \$signal$75 ;
+    if (adv) begin
+      \$597  = s0_mask;
+    end
+    if (rst) begin
+      \$597  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$598  = s1_t0_0;
+    if (adv) begin
+      \$598  = \$511 ;
+    end
+    if (rst) begin
+      \$598  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$599  = s1_t0_1;
+    if (adv) begin
+      \$599  = \$514 ;
+    end
+    if (rst) begin
+      \$599  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$600  = s1_t0_2;
+    if (adv) begin
+      \$600  = \$517 ;
+    end
+    if (rst) begin
+      \$600  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$601  = acc0;
+    if (adv) begin
+      \$601  = \$519 [73:0];
+    end
+    if (rst) begin
+      \$601  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$602  = o__payload;
+    if (adv) begin
+      \$602  = \$528 [7:0];
+    end
+    if (rst) begin
+      \$602  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$603  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$603  = \$535 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$596  = 13'h0000;
+            \$603  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$596  = 13'h0000;
+      \$603  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = left;
+    \$604  = left;
     if (beat) begin
-      \$597  = \$537 [12:0];
+      \$604  = \$537 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$597  = chan__payload[12:0];
+            \$604  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3181,36 +3255,36 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h08:
           if (i__valid) begin
             if (last) begin
-              \$597  = chan[12:0];
+              \$604  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$597  = 13'h0000;
+      \$604  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = chan;
+    \$605  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$598  = chan__payload;
+            \$605  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$598  = 77'h00000000000000000000;
+      \$605  = 77'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = sg;
+    \$606  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$599  = 21'h000000;
+            \$606  = 21'h000000;
             if (refused) begin
-              \$599  = 21'h000000;
+              \$606  = 21'h000000;
             end
           end
       6'h02:
@@ -3227,20 +3301,20 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h08:
           if (i__valid) begin
-            \$599  = \$540 [20:0];
+            \$606  = \$540 [20:0];
           end
     endcase
     if (rst) begin
-      \$599  = 21'h000000;
+      \$606  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = sgx;
+    \$607  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$600  = 28'h0000000;
+            \$607  = 28'h0000000;
           end
       6'h02:
           /* empty */;
@@ -3256,20 +3330,20 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h08:
           if (i__valid) begin
-            \$600  = \$543 [27:0];
+            \$607  = \$543 [27:0];
           end
     endcase
     if (rst) begin
-      \$600  = 28'h0000000;
+      \$607  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = dgamma;
+    \$608  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$601  = 35'h000000000;
+            \$608  = 35'h000000000;
           end
       6'h02:
           /* empty */;
@@ -3304,19 +3378,19 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h11:
           /* empty */;
       6'h12:
-          \$601  = \$552 [34:0];
+          \$608  = \$552 [34:0];
     endcase
     if (rst) begin
-      \$601  = 35'h000000000;
+      \$608  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = align;
+    \$609  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$602  = 6'h00;
+            \$609  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3359,9 +3433,9 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h15:
           (* full_case = 32'd1 *)
           if (\$554 ) begin
-            \$602  = 6'h00;
+            \$609  = 6'h00;
           end else begin
-            \$602  = \$556 [5:0];
+            \$609  = \$556 [5:0];
           end
       6'h16:
           /* empty */;
@@ -3396,9 +3470,9 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h25:
           (* full_case = 32'd1 *)
           if (\$560 ) begin
-            \$602  = 6'h00;
+            \$609  = 6'h00;
           end else begin
-            \$602  = \$562 [5:0];
+            \$609  = \$562 [5:0];
           end
       6'h26:
           /* empty */;
@@ -3417,9 +3491,9 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2d:
           (* full_case = 32'd1 *)
           if (\$564 ) begin
-            \$602  = 6'h00;
+            \$609  = 6'h00;
           end else begin
-            \$602  = \$566 [5:0];
+            \$609  = \$566 [5:0];
           end
       6'h2e:
           /* empty */;
@@ -3434,340 +3508,10 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h33:
           (* full_case = 32'd1 *)
           if (\$572 ) begin
-            \$602  = 6'h00;
+            \$609  = 6'h00;
           end else begin
-            \$602  = \$574 [5:0];
+            \$609  = \$574 [5:0];
           end
-    endcase
-    if (rst) begin
-      \$602  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$603  = 6'h01;
-            end else begin
-              \$603  = 6'h02;
-            end
-          end
-      6'h02:
-          \$603  = 6'h03;
-      6'h03:
-          if (done) begin
-            \$603  = 6'h04;
-          end
-      6'h04:
-          \$603  = 6'h05;
-      6'h05:
-          if (\done$82 ) begin
-            \$603  = 6'h06;
-          end
-      6'h06:
-          \$603  = 6'h07;
-      6'h07:
-          if (\done$82 ) begin
-            \$603  = 6'h08;
-          end
-      6'h08:
-          if (i__valid) begin
-            if (last) begin
-              \$603  = 6'h09;
-            end
-          end
-      6'h09:
-          \$603  = 6'h0a;
-      6'h0a:
-          if (\done$82 ) begin
-            \$603  = 6'h0b;
-          end
-      6'h0b:
-          \$603  = 6'h0c;
-      6'h0c:
-          if (\done$82 ) begin
-            \$603  = 6'h0d;
-          end
-      6'h0d:
-          \$603  = 6'h0e;
-      6'h0e:
-          if (done) begin
-            \$603  = 6'h0f;
-          end
-      6'h0f:
-          \$603  = 6'h10;
-      6'h10:
-          \$603  = 6'h11;
-      6'h11:
-          if (done) begin
-            \$603  = 6'h12;
-          end
-      6'h12:
-          \$603  = 6'h13;
-      6'h13:
-          \$603  = 6'h14;
-      6'h14:
-          if (\done$82 ) begin
-            \$603  = 6'h15;
-          end
-      6'h15:
-          if (\$554 ) begin
-            \$603  = 6'h16;
-          end
-      6'h16:
-          \$603  = 6'h17;
-      6'h17:
-          if (\done$82 ) begin
-            \$603  = 6'h18;
-          end
-      6'h18:
-          \$603  = 6'h19;
-      6'h19:
-          if (\done$82 ) begin
-            \$603  = 6'h1a;
-          end
-      6'h1a:
-          \$603  = 6'h1b;
-      6'h1b:
-          if (done) begin
-            \$603  = 6'h1c;
-          end
-      6'h1c:
-          \$603  = 6'h1d;
-      6'h1d:
-          if (done) begin
-            \$603  = 6'h1e;
-          end
-      6'h1e:
-          \$603  = 6'h1f;
-      6'h1f:
-          if (done) begin
-            \$603  = 6'h20;
-          end
-      6'h20:
-          \$603  = 6'h21;
-      6'h21:
-          if (done) begin
-            \$603  = 6'h22;
-          end
-      6'h22:
-          \$603  = 6'h23;
-      6'h23:
-          \$603  = 6'h24;
-      6'h24:
-          if (\done$82 ) begin
-            \$603  = 6'h25;
-          end
-      6'h25:
-          if (\$560 ) begin
-            \$603  = 6'h26;
-          end
-      6'h26:
-          \$603  = 6'h27;
-      6'h27:
-          if (\done$82 ) begin
-            \$603  = 6'h28;
-          end
-      6'h28:
-          \$603  = 6'h29;
-      6'h29:
-          if (\done$82 ) begin
-            \$603  = 6'h2a;
-          end
-      6'h2a:
-          \$603  = 6'h2b;
-      6'h2b:
-          if (\done$82 ) begin
-            \$603  = 6'h2c;
-          end
-      6'h2c:
-          \$603  = 6'h2d;
-      6'h2d:
-          if (\$564 ) begin
-            \$603  = 6'h2e;
-          end
-      6'h2e:
-          \$603  = 6'h2f;
-      6'h2f:
-          \$603  = 6'h30;
-      6'h30:
-          if (\done$82 ) begin
-            \$603  = 6'h31;
-          end
-      6'h31:
-          \$603  = 6'h32;
-      6'h32:
-          if (\done$82 ) begin
-            \$603  = 6'h33;
-          end
-      6'h33:
-          if (\$572 ) begin
-            \$603  = 6'h34;
-          end
-      6'h34:
-          \$603  = 6'h35;
-      6'h35:
-          if (\$585 ) begin
-            \$603  = 6'h36;
-          end
-      6'h36:
-          if (stats__ready) begin
-            \$603  = 6'h00;
-          end
-      6'h01:
-          if (stats__ready) begin
-            \$603  = 6'h00;
-          end
-    endcase
-    if (rst) begin
-      \$603  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = sx_neg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$604  = 21'h000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$604  = \$546 [20:0];
-          end
-    endcase
-    if (rst) begin
-      \$604  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = c_neg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$605  = 13'h0000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$605  = \$548 [12:0];
-          end
-    endcase
-    if (rst) begin
-      \$605  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = q;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          if (done) begin
-            \$606  = \q$81 [8:0];
-          end
-    endcase
-    if (rst) begin
-      \$606  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = rz;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$82 ) begin
-            \$607  = \$538 ;
-          end
-    endcase
-    if (rst) begin
-      \$607  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = nn;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$82 ) begin
-            \$608  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$608  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$609  = \$279 [5:0];
     endcase
     if (rst) begin
       \$609  = 6'h00;
@@ -3775,7 +3519,337 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = scratch;
+    \$610  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$610  = 6'h01;
+            end else begin
+              \$610  = 6'h02;
+            end
+          end
+      6'h02:
+          \$610  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$610  = 6'h04;
+          end
+      6'h04:
+          \$610  = 6'h05;
+      6'h05:
+          if (\done$87 ) begin
+            \$610  = 6'h06;
+          end
+      6'h06:
+          \$610  = 6'h07;
+      6'h07:
+          if (\done$87 ) begin
+            \$610  = 6'h08;
+          end
+      6'h08:
+          if (i__valid) begin
+            if (last) begin
+              \$610  = 6'h09;
+            end
+          end
+      6'h09:
+          \$610  = 6'h0a;
+      6'h0a:
+          if (\done$87 ) begin
+            \$610  = 6'h0b;
+          end
+      6'h0b:
+          \$610  = 6'h0c;
+      6'h0c:
+          if (\done$87 ) begin
+            \$610  = 6'h0d;
+          end
+      6'h0d:
+          \$610  = 6'h0e;
+      6'h0e:
+          if (done) begin
+            \$610  = 6'h0f;
+          end
+      6'h0f:
+          \$610  = 6'h10;
+      6'h10:
+          \$610  = 6'h11;
+      6'h11:
+          if (done) begin
+            \$610  = 6'h12;
+          end
+      6'h12:
+          \$610  = 6'h13;
+      6'h13:
+          \$610  = 6'h14;
+      6'h14:
+          if (\done$87 ) begin
+            \$610  = 6'h15;
+          end
+      6'h15:
+          if (\$554 ) begin
+            \$610  = 6'h16;
+          end
+      6'h16:
+          \$610  = 6'h17;
+      6'h17:
+          if (\done$87 ) begin
+            \$610  = 6'h18;
+          end
+      6'h18:
+          \$610  = 6'h19;
+      6'h19:
+          if (\done$87 ) begin
+            \$610  = 6'h1a;
+          end
+      6'h1a:
+          \$610  = 6'h1b;
+      6'h1b:
+          if (done) begin
+            \$610  = 6'h1c;
+          end
+      6'h1c:
+          \$610  = 6'h1d;
+      6'h1d:
+          if (done) begin
+            \$610  = 6'h1e;
+          end
+      6'h1e:
+          \$610  = 6'h1f;
+      6'h1f:
+          if (done) begin
+            \$610  = 6'h20;
+          end
+      6'h20:
+          \$610  = 6'h21;
+      6'h21:
+          if (done) begin
+            \$610  = 6'h22;
+          end
+      6'h22:
+          \$610  = 6'h23;
+      6'h23:
+          \$610  = 6'h24;
+      6'h24:
+          if (\done$87 ) begin
+            \$610  = 6'h25;
+          end
+      6'h25:
+          if (\$560 ) begin
+            \$610  = 6'h26;
+          end
+      6'h26:
+          \$610  = 6'h27;
+      6'h27:
+          if (\done$87 ) begin
+            \$610  = 6'h28;
+          end
+      6'h28:
+          \$610  = 6'h29;
+      6'h29:
+          if (\done$87 ) begin
+            \$610  = 6'h2a;
+          end
+      6'h2a:
+          \$610  = 6'h2b;
+      6'h2b:
+          if (\done$87 ) begin
+            \$610  = 6'h2c;
+          end
+      6'h2c:
+          \$610  = 6'h2d;
+      6'h2d:
+          if (\$564 ) begin
+            \$610  = 6'h2e;
+          end
+      6'h2e:
+          \$610  = 6'h2f;
+      6'h2f:
+          \$610  = 6'h30;
+      6'h30:
+          if (\done$87 ) begin
+            \$610  = 6'h31;
+          end
+      6'h31:
+          \$610  = 6'h32;
+      6'h32:
+          if (\done$87 ) begin
+            \$610  = 6'h33;
+          end
+      6'h33:
+          if (\$572 ) begin
+            \$610  = 6'h34;
+          end
+      6'h34:
+          \$610  = 6'h35;
+      6'h35:
+          if (\$587 ) begin
+            \$610  = 6'h36;
+          end
+      6'h36:
+          if (stats__ready) begin
+            \$610  = 6'h00;
+          end
+      6'h01:
+          if (stats__ready) begin
+            \$610  = 6'h00;
+          end
+    endcase
+    if (rst) begin
+      \$610  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$611  = sx_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$611  = 21'h000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$611  = \$546 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$611  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$612  = c_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$612  = 13'h0000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$612  = \$548 [12:0];
+          end
+    endcase
+    if (rst) begin
+      \$612  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$613  = q;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$613  = \q$86 [8:0];
+          end
+    endcase
+    if (rst) begin
+      \$613  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$614  = rz;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$87 ) begin
+            \$614  = \$538 ;
+          end
+    endcase
+    if (rst) begin
+      \$614  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$615  = nn;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          if (\done$87 ) begin
+            \$615  = p[25:0];
+          end
+    endcase
+    if (rst) begin
+      \$615  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$616  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$616  = \$279 [5:0];
+    endcase
+    if (rst) begin
+      \$616  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$617  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3796,8 +3870,8 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$82 ) begin
-            \$610  = p;
+          if (\done$87 ) begin
+            \$617  = p;
           end
       6'h0b:
           /* empty */;
@@ -3828,8 +3902,8 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$82 ) begin
-            \$610  = p;
+          if (\done$87 ) begin
+            \$617  = p;
           end
       6'h1a:
           /* empty */;
@@ -3868,41 +3942,41 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2b:
           /* empty */;
       6'h2c:
-          \$610  = c0w;
+          \$617  = c0w;
       6'h2d:
           (* full_case = 32'd1 *)
           if (\$564 ) begin
           end else begin
-            \$610  = \$565 [88:0];
+            \$617  = \$565 [88:0];
           end
       6'h2e:
           /* empty */;
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$82 ) begin
-            \$610  = p;
+          if (\done$87 ) begin
+            \$617  = p;
           end
       6'h31:
           /* empty */;
       6'h32:
-          if (\done$82 ) begin
-            \$610  = p;
+          if (\done$87 ) begin
+            \$617  = p;
           end
       6'h33:
           (* full_case = 32'd1 *)
           if (\$572 ) begin
           end else begin
-            \$610  = \$573 [88:0];
+            \$617  = \$573 [88:0];
           end
     endcase
     if (rst) begin
-      \$610  = 89'h00000000000000000000000;
+      \$617  = 89'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = qg;
+    \$618  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3927,17 +4001,17 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$82 ) begin
-            \$611  = p[39:0];
+          if (\done$87 ) begin
+            \$618  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$611  = 40'h0000000000;
+      \$618  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$612  = tq;
+    \$619  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3967,7 +4041,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h0e:
           if (done) begin
-            \$612  = \q$81 ;
+            \$619  = \q$86 ;
           end
       6'h0f:
           /* empty */;
@@ -3975,7 +4049,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h11:
           if (done) begin
-            \$612  = \q$81 ;
+            \$619  = \q$86 ;
           end
       6'h12:
           /* empty */;
@@ -3997,34 +4071,34 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h1b:
           if (done) begin
-            \$612  = \q$81 ;
+            \$619  = \q$86 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$612  = \q$81 ;
+            \$619  = \q$86 ;
           end
       6'h1e:
           /* empty */;
       6'h1f:
           if (done) begin
-            \$612  = \q$81 ;
+            \$619  = \q$86 ;
           end
       6'h20:
           /* empty */;
       6'h21:
           if (done) begin
-            \$612  = \q$81 ;
+            \$619  = \q$86 ;
           end
     endcase
     if (rst) begin
-      \$612  = 129'h000000000000000000000000000000000;
+      \$619  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$613  = m1;
+    \$620  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4055,15 +4129,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0e:
           /* empty */;
       6'h0f:
-          \$613  = \$550 [48:0];
+          \$620  = \$550 [48:0];
     endcase
     if (rst) begin
-      \$613  = 49'h0000000000000;
+      \$620  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$614  = lane_a;
+    \$621  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4104,23 +4178,23 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h13:
           /* empty */;
       6'h14:
-          if (\done$82 ) begin
-            \$614  = p[48:0];
+          if (\done$87 ) begin
+            \$621  = p[48:0];
           end
       6'h15:
           (* full_case = 32'd1 *)
           if (\$554 ) begin
           end else begin
-            \$614  = \$555 [48:0];
+            \$621  = \$555 [48:0];
           end
     endcase
     if (rst) begin
-      \$614  = 49'h0000000000000;
+      \$621  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$615  = c0w;
+    \$622  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4167,8 +4241,8 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$82 ) begin
-            \$615  = p;
+          if (\done$87 ) begin
+            \$622  = p;
           end
       6'h18:
           /* empty */;
@@ -4209,17 +4283,17 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2a:
           /* empty */;
       6'h2b:
-          if (\done$82 ) begin
-            \$615  = p;
+          if (\done$87 ) begin
+            \$622  = p;
           end
     endcase
     if (rst) begin
-      \$615  = 89'h00000000000000000000000;
+      \$622  = 89'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$616  = m2;
+    \$623  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4288,15 +4362,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h21:
           /* empty */;
       6'h22:
-          \$616  = \$558 [74:0];
+          \$623  = \$558 [74:0];
     endcase
     if (rst) begin
-      \$616  = 75'h0000000000000000000;
+      \$623  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$617  = \$signal$78 ;
+    \$624  = \$signal$82 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4369,23 +4443,23 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$82 ) begin
-            \$617  = p[64:0];
+          if (\done$87 ) begin
+            \$624  = p[64:0];
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$560 ) begin
           end else begin
-            \$617  = \$561 [64:0];
+            \$624  = \$561 [64:0];
           end
     endcase
     if (rst) begin
-      \$617  = 65'h00000000000000000;
+      \$624  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$618  = wsum;
+    \$625  = wsum;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4464,23 +4538,23 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h26:
           /* empty */;
       6'h27:
-          if (\done$82 ) begin
-            \$618  = p;
+          if (\done$87 ) begin
+            \$625  = p;
           end
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$82 ) begin
-            \$618  = p;
+          if (\done$87 ) begin
+            \$625  = p;
           end
     endcase
     if (rst) begin
-      \$618  = 89'h00000000000000000000000;
+      \$625  = 89'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$619  = const0;
+    \$626  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4573,15 +4647,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2d:
           /* empty */;
       6'h2e:
-          \$619  = \$570 [71:0];
+          \$626  = \$570 [71:0];
     endcase
     if (rst) begin
-      \$619  = 72'h000000000000000000;
+      \$626  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$620  = const1;
+    \$627  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4686,10 +4760,10 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h33:
           /* empty */;
       6'h34:
-          \$620  = \$578 [71:0];
+          \$627  = \$578 [71:0];
     endcase
     if (rst) begin
-      \$620  = 72'h000000000000000000;
+      \$627  = 72'h000000000000000000;
     end
   end
   assign \$signal  = q;
@@ -4700,7 +4774,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign sh_new = \$279 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$621  };
+  assign sel = { 1'h0, \$628  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[68:34];
@@ -4723,7 +4797,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal$69[0]  = \$signal$69 ;
-  assign \sel[0]  = { 1'h0, \$621  };
+  assign \sel[0]  = { 1'h0, \$628  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { 7'h00, nn, 8'h00 };
   assign \$4  = 1'h0;
@@ -4904,7 +4978,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$552  = { \$551 [129], \$551 [129:1] };
   assign \$555  = { lane_a, 1'h0 };
   assign \$558  = { \$557 [129], \$557 [129:1] };
-  assign \$561  = { \$signal$78 , 1'h0 };
+  assign \$561  = { \$signal$82 , 1'h0 };
   assign \$565  = { scratch, 1'h0 };
   assign \$573  = { scratch, 1'h0 };
 endmodule
@@ -5257,7 +5331,7 @@ module \hwnorm_bwd_semidev_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p
   assign \$6  = { 1'h0, b_sh[35:1] };
 endmodule
 
-module \hwnorm_bwd_semidev_s8.sel$84 (clk, rst, mask, \port$710$0 , clear, p1, q, rz, x);
+module \hwnorm_bwd_semidev_s8.sel$89 (clk, rst, mask, \port$712$0 , clear, p1, q, rz, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5283,8 +5357,8 @@ module \hwnorm_bwd_semidev_s8.sel$84 (clk, rst, mask, \port$710$0 , clear, p1, q
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$710$0 ;
-  wire [1:0] \port$710$0 ;
+  output [1:0] \port$712$0 ;
+  wire [1:0] \port$712$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -5327,7 +5401,7 @@ module \hwnorm_bwd_semidev_s8.sel$84 (clk, rst, mask, \port$710$0 , clear, p1, q
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$710$0  = \$7 ;
+  assign \port$712$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

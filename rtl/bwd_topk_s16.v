@@ -637,9 +637,9 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$666 ;
   wire [71:0] \$667 ;
   wire [71:0] \$668 ;
-  wire [73:0] \$669 ;
+  wire [72:0] \$669 ;
   wire \$67 ;
-  wire [74:0] \$670 ;
+  wire [73:0] \$670 ;
   wire \$671 ;
   wire [73:0] \$672 ;
   wire \$673 ;
@@ -711,41 +711,47 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$732 ;
   wire \$733 ;
   wire \$734 ;
-  reg [15:0] \$735 ;
-  reg [15:0] \$736 ;
-  reg \$737 ;
-  reg [2:0] \$738 ;
+  wire \$735 ;
+  wire \$736 ;
+  reg [15:0] \$737 ;
+  reg [15:0] \$738 ;
   reg \$739 ;
   wire \$74 ;
-  reg \$740 ;
+  reg [2:0] \$740 ;
   reg \$741 ;
   reg \$742 ;
-  reg [73:0] \$743 ;
-  reg [15:0] \$744 ;
-  reg [12:0] \$745 ;
-  reg [12:0] \$746 ;
-  reg [141:0] \$747 ;
-  reg [28:0] \$748 ;
-  reg [43:0] \$749 ;
+  reg \$743 ;
+  reg \$744 ;
+  reg \$745 ;
+  reg \$746 ;
+  reg [72:0] \$747 ;
+  reg [72:0] \$748 ;
+  reg [73:0] \$749 ;
   wire \$75 ;
-  reg [54:0] \$750 ;
-  reg [5:0] \$751 ;
-  reg [5:0] \$752 ;
-  reg [5:0] \$753 ;
-  reg [114:0] \$754 ;
-  reg [55:0] \$755 ;
-  reg [158:0] \$756 ;
-  reg [56:0] \$757 ;
-  reg [56:0] \$758 ;
-  reg [114:0] \$759 ;
+  reg [15:0] \$750 ;
+  reg [12:0] \$751 ;
+  reg [12:0] \$752 ;
+  reg [141:0] \$753 ;
+  reg [28:0] \$754 ;
+  reg [43:0] \$755 ;
+  reg [54:0] \$756 ;
+  reg [5:0] \$757 ;
+  reg [5:0] \$758 ;
+  reg [5:0] \$759 ;
   wire [6:0] \$76 ;
-  reg [99:0] \$760 ;
-  reg [71:0] \$761 ;
-  reg [71:0] \$762 ;
-  reg [71:0] \$763 ;
-  wire [5:0] \$764 ;
-  wire [1:0] \$765 ;
+  reg [114:0] \$760 ;
+  reg [55:0] \$761 ;
+  reg [158:0] \$762 ;
+  reg [56:0] \$763 ;
+  reg [56:0] \$764 ;
+  reg [114:0] \$765 ;
+  reg [99:0] \$766 ;
+  reg [71:0] \$767 ;
+  reg [71:0] \$768 ;
+  reg [71:0] \$769 ;
   wire [6:0] \$77 ;
+  wire [5:0] \$770 ;
+  wire [1:0] \$771 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
@@ -772,6 +778,8 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$99 ;
   reg [2:0] \$signal  = 3'h0;
   reg \$signal$68  = 1'h0;
+  reg \$signal$69  = 1'h0;
+  reg \$signal$71  = 1'h0;
   wire [2:0] \$signal[0] ;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
@@ -809,7 +817,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$78 ;
+  wire \done$82 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -860,8 +868,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg s0_mask = 1'h0;
   reg [15:0] s0_x = 16'h0000;
   wire [15:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [72:0] s1_t0_0 = 73'h0000000000000000000;
+  reg [72:0] s1_t0_1 = 73'h0000000000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [114:0] scratch = 115'h00000000000000000000000000000;
   wire [2:0] sel;
@@ -1225,12 +1235,12 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$611  = - $signed(tq);
   assign \$612  = \$610  ? \$611  : { tq[158], tq };
   assign \$613  = $signed(tq) < $signed(1'h0);
-  assign \$614  = $signed({ 1'h0, chan[12:0] }) - $signed(\$764 );
-  assign \$615  = $signed({ 1'h0, chan[12:0] }) + $signed(\$764 );
-  assign \$616  = $signed(\$764 ) < $signed(1'h0);
-  assign \$617  = - $signed(\$764 );
-  assign \$618  = \$616  ? \$617  : { \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764  };
-  assign \$619  = $signed(\$764 ) < $signed(1'h0);
+  assign \$614  = $signed({ 1'h0, chan[12:0] }) - $signed(\$770 );
+  assign \$615  = $signed({ 1'h0, chan[12:0] }) + $signed(\$770 );
+  assign \$616  = $signed(\$770 ) < $signed(1'h0);
+  assign \$617  = - $signed(\$770 );
+  assign \$618  = \$616  ? \$617  : { \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770  };
+  assign \$619  = $signed(\$770 ) < $signed(1'h0);
   assign \$620  = | left;
   assign \$621  = \$620  & adv;
   assign \$622  = i__valid & i__ready;
@@ -1280,18 +1290,18 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$666  = ! \$signal ;
   assign \$667  = \$666  ? const0 : const1;
   assign \$668  = \$665  ? const2 : \$667 ;
-  assign \$669  = $signed(\$664 ) + $signed(\$668 );
-  assign \$670  = $signed(\$669 ) + $signed(34'h100000000);
-  assign \$671  = ~ s1_mask;
+  assign \$669  = $signed(\$668 ) + $signed(34'h100000000);
+  assign \$670  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$671  = ~ s2_mask;
   assign \$673  = $signed(\$672 ) > $signed(16'h7fff);
   assign \$675  = $signed(\$674 ) < $signed(16'h8000);
   assign \$677  = \$675  ? 17'h18000 : { 1'h0, \$676 [15:0] };
   assign \$678  = \$673  ? 17'h07fff : \$677 ;
-  assign \$679  = s1_mask ? \$678  : 17'h00000;
+  assign \$679  = s2_mask ? \$678  : 17'h00000;
   assign \$681  = $signed(\$680 ) > $signed(16'h7fff);
   assign \$683  = $signed(\$682 ) < $signed(16'h8000);
   assign \$684  = \$681  | \$683 ;
-  assign \$685  = s1_mask & \$684 ;
+  assign \$685  = s2_mask & \$684 ;
   assign \$686  = sat + \$685 ;
   assign \$687  = left - 1'h1;
   assign \$688  = last ? 14'h0000 : \$687 ;
@@ -1329,69 +1339,79 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$727  = \$724  ? 115'h000000000007ff801100100000000 : \$726 ;
   assign \$728  = | left;
   assign \$729  = ~ \$728 ;
-  assign \$730  = ~ \$signal$68 ;
+  assign \$730  = ~ \$signal$69 ;
   assign \$731  = \$729  & \$730 ;
-  assign \$732  = ~ s1_valid;
+  assign \$732  = ~ \$signal$68 ;
   assign \$733  = \$731  & \$732 ;
-  assign \$734  = \$733  & adv;
+  assign \$734  = ~ s2_valid;
+  assign \$735  = \$733  & \$734 ;
+  assign \$736  = \$735  & adv;
   always @(posedge clk)
-    s0_x <= \$735 ;
+    s0_x <= \$737 ;
   always @(posedge clk)
-    s0_g <= \$736 ;
+    s0_g <= \$738 ;
   always @(posedge clk)
-    s0_mask <= \$737 ;
+    s0_mask <= \$739 ;
   always @(posedge clk)
-    \$signal  <= \$738 ;
+    \$signal  <= \$740 ;
   always @(posedge clk)
-    o__valid <= \$739 ;
+    o__valid <= \$741 ;
   always @(posedge clk)
-    s1_valid <= \$740 ;
+    s2_valid <= \$742 ;
   always @(posedge clk)
-    \$signal$68  <= \$741 ;
+    \$signal$68  <= \$743 ;
   always @(posedge clk)
-    s1_mask <= \$742 ;
+    \$signal$69  <= \$744 ;
   always @(posedge clk)
-    acc0 <= \$743 ;
+    s2_mask <= \$745 ;
   always @(posedge clk)
-    o__payload <= \$744 ;
+    \$signal$71  <= \$746 ;
   always @(posedge clk)
-    sat <= \$745 ;
+    s1_t0_0 <= \$747 ;
   always @(posedge clk)
-    left <= \$746 ;
+    s1_t0_1 <= \$748 ;
   always @(posedge clk)
-    chan <= \$747 ;
+    acc0 <= \$749 ;
   always @(posedge clk)
-    sg <= \$748 ;
+    o__payload <= \$750 ;
   always @(posedge clk)
-    sgx <= \$749 ;
+    sat <= \$751 ;
   always @(posedge clk)
-    dgamma <= \$750 ;
+    left <= \$752 ;
   always @(posedge clk)
-    align <= \$751 ;
+    chan <= \$753 ;
   always @(posedge clk)
-    fsm_state <= \$752 ;
+    sg <= \$754 ;
   always @(posedge clk)
-    sh <= \$753 ;
+    sgx <= \$755 ;
   always @(posedge clk)
-    scratch <= \$754 ;
+    dgamma <= \$756 ;
   always @(posedge clk)
-    qg <= \$755 ;
+    align <= \$757 ;
   always @(posedge clk)
-    tq <= \$756 ;
+    fsm_state <= \$758 ;
   always @(posedge clk)
-    m1 <= \$757 ;
+    sh <= \$759 ;
   always @(posedge clk)
-    lane_a <= \$758 ;
+    scratch <= \$760 ;
   always @(posedge clk)
-    c0w <= \$759 ;
+    qg <= \$761 ;
   always @(posedge clk)
-    m2 <= \$760 ;
+    tq <= \$762 ;
   always @(posedge clk)
-    const1 <= \$761 ;
+    m1 <= \$763 ;
   always @(posedge clk)
-    const2 <= \$762 ;
+    lane_a <= \$764 ;
   always @(posedge clk)
-    const0 <= \$763 ;
+    c0w <= \$765 ;
+  always @(posedge clk)
+    m2 <= \$766 ;
+  always @(posedge clk)
+    const1 <= \$767 ;
+  always @(posedge clk)
+    const2 <= \$768 ;
+  always @(posedge clk)
+    const0 <= \$769 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 4'ha;
@@ -1412,7 +1432,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   \hwnorm_bwd_topk_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$78 ),
+    .done(\done$82 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$52 ),
     .q(q),
@@ -1433,16 +1453,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_topk_s16.sel$80  \sel$80  (
+  \hwnorm_bwd_topk_s16.sel$84  \sel$84  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [3:0]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1152$0 (\$764 ),
-    .\port$1165$0 (\$765 ),
-    .\port$1263$0 (chan[41:0]),
+    .\port$1154$0 (\$770 ),
+    .\port$1167$0 (\$771 ),
+    .\port$1273$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -2776,49 +2796,29 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = s0_x;
+    \$737  = s0_x;
     if (take) begin
-      \$735  = i__payload[15:0];
+      \$737  = i__payload[15:0];
     end
     if (rst) begin
-      \$735  = 16'h0000;
+      \$737  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = s0_g;
+    \$738  = s0_g;
     if (take) begin
-      \$736  = i__payload[31:16];
+      \$738  = i__payload[31:16];
     end
     if (rst) begin
-      \$736  = 16'h0000;
+      \$738  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = s0_mask;
+    \$739  = s0_mask;
     if (take) begin
-      \$737  = mask;
-    end
-    if (rst) begin
-      \$737  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = \$signal ;
-    if (take) begin
-      \$738  = { 1'h0, \$765  };
-    end
-    if (rst) begin
-      \$738  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = o__valid;
-    if (adv) begin
-      \$739  = s1_valid;
+      \$739  = mask;
     end
     if (rst) begin
       \$739  = 1'h0;
@@ -2826,19 +2826,19 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = s1_valid;
-    if (adv) begin
-      \$740  = \$signal$68 ;
+    \$740  = \$signal ;
+    if (take) begin
+      \$740  = { 1'h0, \$771  };
     end
     if (rst) begin
-      \$740  = 1'h0;
+      \$740  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = \$signal$68 ;
+    \$741  = o__valid;
     if (adv) begin
-      \$741  = take;
+      \$741  = s2_valid;
     end
     if (rst) begin
       \$741  = 1'h0;
@@ -2846,9 +2846,9 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = s1_mask;
+    \$742  = s2_valid;
     if (adv) begin
-      \$742  = s0_mask;
+      \$742  = \$signal$68 ;
     end
     if (rst) begin
       \$742  = 1'h0;
@@ -2856,121 +2856,181 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = acc0;
+    \$743  = \$signal$68 ;
     if (adv) begin
-      \$743  = \$670 [73:0];
+      \$743  = \$signal$69 ;
     end
     if (rst) begin
-      \$743  = 74'h0000000000000000000;
+      \$743  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = o__payload;
+    \$744  = \$signal$69 ;
     if (adv) begin
-      \$744  = \$679 [15:0];
+      \$744  = take;
     end
     if (rst) begin
-      \$744  = 16'h0000;
+      \$744  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = sat;
+    \$745  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$745  = \$686 [12:0];
+      \$745  = \$signal$71 ;
+    end
+    if (rst) begin
+      \$745  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$746  = \$signal$71 ;
+    if (adv) begin
+      \$746  = s0_mask;
+    end
+    if (rst) begin
+      \$746  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$747  = s1_t0_0;
+    if (adv) begin
+      \$747  = \$664 ;
+    end
+    if (rst) begin
+      \$747  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$748  = s1_t0_1;
+    if (adv) begin
+      \$748  = \$669 ;
+    end
+    if (rst) begin
+      \$748  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$749  = acc0;
+    if (adv) begin
+      \$749  = \$670 ;
+    end
+    if (rst) begin
+      \$749  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$750  = o__payload;
+    if (adv) begin
+      \$750  = \$679 [15:0];
+    end
+    if (rst) begin
+      \$750  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$751  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$751  = \$686 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$745  = 13'h0000;
+            \$751  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$745  = 13'h0000;
+      \$751  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = left;
+    \$752  = left;
     if (beat) begin
-      \$746  = \$688 [12:0];
+      \$752  = \$688 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$746  = chan__payload[12:0];
+            \$752  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$746  = chan[12:0];
+              \$752  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$746  = 13'h0000;
+      \$752  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = chan;
+    \$753  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$747  = chan__payload;
+            \$753  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$747  = 142'h000000000000000000000000000000000000;
+      \$753  = 142'h000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = sg;
+    \$754  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$748  = 29'h00000000;
+            \$754  = 29'h00000000;
             if (refused) begin
-              \$748  = 29'h00000000;
+              \$754  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$748  = \$690 [28:0];
+            \$754  = \$690 [28:0];
           end
     endcase
     if (rst) begin
-      \$748  = 29'h00000000;
+      \$754  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = sgx;
+    \$755  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$749  = 44'h00000000000;
+            \$755  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$749  = \$693 [43:0];
+            \$755  = \$693 [43:0];
           end
     endcase
     if (rst) begin
-      \$749  = 44'h00000000000;
+      \$755  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = dgamma;
+    \$756  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$750  = 55'h00000000000000;
+            \$756  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -2993,19 +3053,19 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          \$750  = \$697 [54:0];
+          \$756  = \$697 [54:0];
     endcase
     if (rst) begin
-      \$750  = 55'h00000000000000;
+      \$756  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = align;
+    \$757  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$751  = 6'h00;
+            \$757  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3036,9 +3096,9 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$699 ) begin
-            \$751  = 6'h00;
+            \$757  = 6'h00;
           end else begin
-            \$751  = \$701 [5:0];
+            \$757  = \$701 [5:0];
           end
       6'h10:
           /* empty */;
@@ -3069,9 +3129,9 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$705 ) begin
-            \$751  = 6'h00;
+            \$757  = 6'h00;
           end else begin
-            \$751  = \$707 [5:0];
+            \$757  = \$707 [5:0];
           end
       6'h1e:
           /* empty */;
@@ -3082,9 +3142,9 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           (* full_case = 32'd1 *)
           if (\$713 ) begin
-            \$751  = 6'h00;
+            \$757  = 6'h00;
           end else begin
-            \$751  = \$715 [5:0];
+            \$757  = \$715 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3095,173 +3155,173 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           (* full_case = 32'd1 *)
           if (\$721 ) begin
-            \$751  = 6'h00;
+            \$757  = 6'h00;
           end else begin
-            \$751  = \$723 [5:0];
+            \$757  = \$723 [5:0];
           end
     endcase
     if (rst) begin
-      \$751  = 6'h00;
+      \$757  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = fsm_state;
+    \$758  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$752  = 6'h01;
+              \$758  = 6'h01;
             end else begin
-              \$752  = 6'h02;
+              \$758  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$752  = 6'h03;
+              \$758  = 6'h03;
             end
           end
       6'h03:
-          \$752  = 6'h04;
+          \$758  = 6'h04;
       6'h04:
           if (done) begin
-            \$752  = 6'h05;
+            \$758  = 6'h05;
           end
       6'h05:
-          \$752  = 6'h06;
+          \$758  = 6'h06;
       6'h06:
           if (done) begin
-            \$752  = 6'h07;
+            \$758  = 6'h07;
           end
       6'h07:
-          \$752  = 6'h08;
+          \$758  = 6'h08;
       6'h08:
-          if (\done$78 ) begin
-            \$752  = 6'h09;
+          if (\done$82 ) begin
+            \$758  = 6'h09;
           end
       6'h09:
-          \$752  = 6'h0a;
+          \$758  = 6'h0a;
       6'h0a:
-          \$752  = 6'h0b;
+          \$758  = 6'h0b;
       6'h0b:
-          if (\done$78 ) begin
-            \$752  = 6'h0c;
+          if (\done$82 ) begin
+            \$758  = 6'h0c;
           end
       6'h0c:
-          \$752  = 6'h0d;
+          \$758  = 6'h0d;
       6'h0d:
-          \$752  = 6'h0e;
+          \$758  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$752  = 6'h0f;
+            \$758  = 6'h0f;
           end
       6'h0f:
           if (\$699 ) begin
-            \$752  = 6'h10;
+            \$758  = 6'h10;
           end
       6'h10:
-          \$752  = 6'h11;
+          \$758  = 6'h11;
       6'h11:
           if (done) begin
-            \$752  = 6'h12;
+            \$758  = 6'h12;
           end
       6'h12:
-          \$752  = 6'h13;
+          \$758  = 6'h13;
       6'h13:
           if (done) begin
-            \$752  = 6'h14;
+            \$758  = 6'h14;
           end
       6'h14:
-          \$752  = 6'h15;
+          \$758  = 6'h15;
       6'h15:
           if (done) begin
-            \$752  = 6'h16;
+            \$758  = 6'h16;
           end
       6'h16:
-          \$752  = 6'h17;
+          \$758  = 6'h17;
       6'h17:
-          if (\done$78 ) begin
-            \$752  = 6'h18;
+          if (\done$82 ) begin
+            \$758  = 6'h18;
           end
       6'h18:
-          \$752  = 6'h19;
+          \$758  = 6'h19;
       6'h19:
-          if (\done$78 ) begin
-            \$752  = 6'h1a;
+          if (\done$82 ) begin
+            \$758  = 6'h1a;
           end
       6'h1a:
-          \$752  = 6'h1b;
+          \$758  = 6'h1b;
       6'h1b:
-          \$752  = 6'h1c;
+          \$758  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$752  = 6'h1d;
+            \$758  = 6'h1d;
           end
       6'h1d:
           if (\$705 ) begin
-            \$752  = 6'h1e;
+            \$758  = 6'h1e;
           end
       6'h1e:
-          \$752  = 6'h1f;
+          \$758  = 6'h1f;
       6'h1f:
-          \$752  = 6'h20;
+          \$758  = 6'h20;
       6'h20:
           if (done) begin
-            \$752  = 6'h21;
+            \$758  = 6'h21;
           end
       6'h21:
           if (\$713 ) begin
-            \$752  = 6'h22;
+            \$758  = 6'h22;
           end
       6'h22:
-          \$752  = 6'h23;
+          \$758  = 6'h23;
       6'h23:
-          \$752  = 6'h24;
+          \$758  = 6'h24;
       6'h24:
           if (done) begin
-            \$752  = 6'h25;
+            \$758  = 6'h25;
           end
       6'h25:
           if (\$721 ) begin
-            \$752  = 6'h26;
+            \$758  = 6'h26;
           end
       6'h26:
-          \$752  = 6'h27;
+          \$758  = 6'h27;
       6'h27:
-          if (\$734 ) begin
-            \$752  = 6'h28;
+          if (\$736 ) begin
+            \$758  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$752  = 6'h00;
+            \$758  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$752  = 6'h00;
+            \$758  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$752  = 6'h00;
+      \$758  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = sh;
+    \$759  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$753  = \$389 [5:0];
+          \$759  = \$389 [5:0];
     endcase
     if (rst) begin
-      \$753  = 6'h00;
+      \$759  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = scratch;
+    \$760  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3271,7 +3331,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h04:
           if (done) begin
-            \$754  = p;
+            \$760  = p;
           end
       6'h05:
           /* empty */;
@@ -3303,13 +3363,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           if (done) begin
-            \$754  = p;
+            \$760  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$754  = p;
+            \$760  = p;
           end
       6'h16:
           /* empty */;
@@ -3325,13 +3385,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1c:
           if (done) begin
-            \$754  = p;
+            \$760  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$705 ) begin
           end else begin
-            \$754  = \$706 [114:0];
+            \$760  = \$706 [114:0];
           end
       6'h1e:
           /* empty */;
@@ -3339,13 +3399,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           if (done) begin
-            \$754  = p;
+            \$760  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
           if (\$713 ) begin
           end else begin
-            \$754  = \$714 [114:0];
+            \$760  = \$714 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3353,22 +3413,22 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           if (done) begin
-            \$754  = p;
+            \$760  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$721 ) begin
           end else begin
-            \$754  = \$722 [114:0];
+            \$760  = \$722 [114:0];
           end
     endcase
     if (rst) begin
-      \$754  = 115'h00000000000000000000000000000;
+      \$760  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = qg;
+    \$761  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3382,16 +3442,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (done) begin
-            \$755  = p[55:0];
+            \$761  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$755  = 56'h00000000000000;
+      \$761  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = tq;
+    \$762  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3408,16 +3468,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$78 ) begin
-            \$756  = q;
+          if (\done$82 ) begin
+            \$762  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$78 ) begin
-            \$756  = q;
+          if (\done$82 ) begin
+            \$762  = q;
           end
       6'h0c:
           /* empty */;
@@ -3442,23 +3502,23 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$78 ) begin
-            \$756  = q;
+          if (\done$82 ) begin
+            \$762  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$78 ) begin
-            \$756  = q;
+          if (\done$82 ) begin
+            \$762  = q;
           end
     endcase
     if (rst) begin
-      \$756  = 159'h0000000000000000000000000000000000000000;
+      \$762  = 159'h0000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = m1;
+    \$763  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3477,15 +3537,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h08:
           /* empty */;
       6'h09:
-          \$757  = \$695 [56:0];
+          \$763  = \$695 [56:0];
     endcase
     if (rst) begin
-      \$757  = 57'h000000000000000;
+      \$763  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = lane_a;
+    \$764  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3515,22 +3575,22 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0e:
           if (done) begin
-            \$758  = p[56:0];
+            \$764  = p[56:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$699 ) begin
           end else begin
-            \$758  = \$700 [56:0];
+            \$764  = \$700 [56:0];
           end
     endcase
     if (rst) begin
-      \$758  = 57'h000000000000000;
+      \$764  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = c0w;
+    \$765  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3566,16 +3626,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h11:
           if (done) begin
-            \$759  = p;
+            \$765  = p;
           end
     endcase
     if (rst) begin
-      \$759  = 115'h00000000000000000000000000000;
+      \$765  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = m2;
+    \$766  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3628,15 +3688,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$760  = \$703 [99:0];
+          \$766  = \$703 [99:0];
     endcase
     if (rst) begin
-      \$760  = 100'h0000000000000000000000000;
+      \$766  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = const1;
+    \$767  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3697,15 +3757,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$761  = \$711 [71:0];
+          \$767  = \$711 [71:0];
     endcase
     if (rst) begin
-      \$761  = 72'h000000000000000000;
+      \$767  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = const2;
+    \$768  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3774,15 +3834,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$762  = \$719 [71:0];
+          \$768  = \$719 [71:0];
     endcase
     if (rst) begin
-      \$762  = 72'h000000000000000000;
+      \$768  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = const0;
+    \$769  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3859,10 +3919,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$763  = \$727 [71:0];
+          \$769  = \$727 [71:0];
     endcase
     if (rst) begin
-      \$763  = 72'h000000000000000000;
+      \$769  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3874,8 +3934,8 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign sh_new = \$389 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764  };
-  assign sel = { 1'h0, \$765  };
+  assign tsum = { \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770  };
+  assign sel = { 1'h0, \$771  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[97:42];
@@ -3900,7 +3960,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal[0]  = \$signal ;
-  assign \sel[0]  = { 1'h0, \$765  };
+  assign \sel[0]  = { 1'h0, \$771  };
   assign \$3  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4532,7 +4592,7 @@ module \hwnorm_bwd_topk_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1152$0 , \port$1165$0 , clear, p1, p2, \port$1263$0 , x);
+module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167$0 , clear, p1, p2, \port$1273$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
@@ -4918,12 +4978,12 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1152$0 , \port$1165
   wire pass7;
   wire pass8;
   wire pass9;
-  output [5:0] \port$1152$0 ;
-  wire [5:0] \port$1152$0 ;
-  output [1:0] \port$1165$0 ;
-  wire [1:0] \port$1165$0 ;
-  input [41:0] \port$1263$0 ;
-  wire [41:0] \port$1263$0 ;
+  output [5:0] \port$1154$0 ;
+  wire [5:0] \port$1154$0 ;
+  output [1:0] \port$1167$0 ;
+  wire [1:0] \port$1167$0 ;
+  input [41:0] \port$1273$0 ;
+  wire [41:0] \port$1273$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -4956,8 +5016,8 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1152$0 , \port$1165
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = $signed({ 1'h0, \port$1263$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1263$0 [41:13]);
+  assign \$1  = $signed({ 1'h0, \port$1273$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1273$0 [41:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[29], d0 };
@@ -5694,15 +5754,15 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1152$0 , \port$1165
       \$268  = 13'h0000;
     end
   end
-  assign n = \port$1263$0 [12:0];
-  assign s = \port$1263$0 [41:13];
+  assign n = \port$1273$0 [12:0];
+  assign s = \port$1273$0 [41:13];
   assign key0 = \$4 [29:0];
   assign lc0_is0 = 1'h1;
   assign budget = \$192 [3:0];
   assign tsum = { \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221  };
   assign sel = { 1'h0, \$234  };
-  assign \port$1152$0  = \$221 ;
-  assign \port$1165$0  = \$234 ;
+  assign \port$1154$0  = \$221 ;
+  assign \port$1167$0  = \$234 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$234  };
   assign at0_0 = \$18 ;

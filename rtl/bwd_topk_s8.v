@@ -465,8 +465,8 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$510 ;
   wire [51:0] \$511 ;
   wire [51:0] \$512 ;
-  wire [53:0] \$513 ;
-  wire [54:0] \$514 ;
+  wire [52:0] \$513 ;
+  wire [53:0] \$514 ;
   wire \$515 ;
   wire [53:0] \$516 ;
   wire \$517 ;
@@ -537,42 +537,48 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$576 ;
   wire \$577 ;
   wire \$578 ;
-  reg [7:0] \$579 ;
+  wire \$579 ;
   wire [6:0] \$58 ;
-  reg [7:0] \$580 ;
-  reg \$581 ;
-  reg [2:0] \$582 ;
+  wire \$580 ;
+  reg [7:0] \$581 ;
+  reg [7:0] \$582 ;
   reg \$583 ;
-  reg \$584 ;
+  reg [2:0] \$584 ;
   reg \$585 ;
   reg \$586 ;
-  reg [53:0] \$587 ;
-  reg [7:0] \$588 ;
-  reg [12:0] \$589 ;
+  reg \$587 ;
+  reg \$588 ;
+  reg \$589 ;
   wire \$59 ;
-  reg [12:0] \$590 ;
-  reg [101:0] \$591 ;
-  reg [20:0] \$592 ;
-  reg [27:0] \$593 ;
-  reg [42:0] \$594 ;
-  reg [4:0] \$595 ;
-  reg [5:0] \$596 ;
-  reg [4:0] \$597 ;
-  reg [90:0] \$598 ;
-  reg [39:0] \$599 ;
+  reg \$590 ;
+  reg [52:0] \$591 ;
+  reg [52:0] \$592 ;
+  reg [53:0] \$593 ;
+  reg [7:0] \$594 ;
+  reg [12:0] \$595 ;
+  reg [12:0] \$596 ;
+  reg [101:0] \$597 ;
+  reg [20:0] \$598 ;
+  reg [27:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg [110:0] \$600 ;
-  reg [44:0] \$601 ;
-  reg [44:0] \$602 ;
-  reg [90:0] \$603 ;
-  reg [75:0] \$604 ;
-  reg [51:0] \$605 ;
-  reg [51:0] \$606 ;
-  reg [51:0] \$607 ;
-  wire [5:0] \$608 ;
-  wire [1:0] \$609 ;
+  reg [42:0] \$600 ;
+  reg [4:0] \$601 ;
+  reg [5:0] \$602 ;
+  reg [4:0] \$603 ;
+  reg [90:0] \$604 ;
+  reg [39:0] \$605 ;
+  reg [110:0] \$606 ;
+  reg [44:0] \$607 ;
+  reg [44:0] \$608 ;
+  reg [90:0] \$609 ;
   wire \$61 ;
+  reg [75:0] \$610 ;
+  reg [51:0] \$611 ;
+  reg [51:0] \$612 ;
+  reg [51:0] \$613 ;
+  wire [5:0] \$614 ;
+  wire [1:0] \$615 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
@@ -616,6 +622,8 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$99 ;
   reg [2:0] \$signal  = 3'h0;
   reg \$signal$68  = 1'h0;
+  reg \$signal$69  = 1'h0;
+  reg \$signal$71  = 1'h0;
   wire [2:0] \$signal[0] ;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
@@ -653,7 +661,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$78 ;
+  wire \done$82 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -704,8 +712,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg s0_mask = 1'h0;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
-  reg s1_mask = 1'h0;
-  reg s1_valid = 1'h0;
+  reg [52:0] s1_t0_0 = 53'h00000000000000;
+  reg [52:0] s1_t0_1 = 53'h00000000000000;
+  reg s2_mask = 1'h0;
+  reg s2_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [90:0] scratch = 91'h00000000000000000000000;
   wire [2:0] sel;
@@ -735,6 +745,12 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$381  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$382  = \$379  ? \$380  : \$381 ;
+  assign \$383  = chan__payload[36] | chan__payload[37];
+  assign \$384  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$385  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$386  = \$383  ? \$384  : \$385 ;
   assign \$387  = \$378  ? \$382  : \$386 ;
   assign \$388  = \$363  ? \$375  : \$387 ;
   assign \$389  = \$324  ? \$356  : \$388 ;
@@ -806,12 +822,12 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$455  = - $signed(tq);
   assign \$456  = \$454  ? \$455  : { tq[110], tq };
   assign \$457  = $signed(tq) < $signed(1'h0);
-  assign \$458  = $signed({ 1'h0, chan[12:0] }) - $signed(\$608 );
-  assign \$459  = $signed({ 1'h0, chan[12:0] }) + $signed(\$608 );
-  assign \$460  = $signed(\$608 ) < $signed(1'h0);
-  assign \$461  = - $signed(\$608 );
-  assign \$462  = \$460  ? \$461  : { \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608  };
-  assign \$463  = $signed(\$608 ) < $signed(1'h0);
+  assign \$458  = $signed({ 1'h0, chan[12:0] }) - $signed(\$614 );
+  assign \$459  = $signed({ 1'h0, chan[12:0] }) + $signed(\$614 );
+  assign \$460  = $signed(\$614 ) < $signed(1'h0);
+  assign \$461  = - $signed(\$614 );
+  assign \$462  = \$460  ? \$461  : { \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614  };
+  assign \$463  = $signed(\$614 ) < $signed(1'h0);
   assign \$464  = | left;
   assign \$465  = \$464  & adv;
   assign \$466  = i__valid & i__ready;
@@ -861,18 +877,18 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$510  = ! \$signal ;
   assign \$511  = \$510  ? const0 : const1;
   assign \$512  = \$509  ? const2 : \$511 ;
-  assign \$513  = $signed(\$508 ) + $signed(\$512 );
-  assign \$514  = $signed(\$513 ) + $signed(26'h1000000);
-  assign \$515  = ~ s1_mask;
+  assign \$513  = $signed(\$512 ) + $signed(26'h1000000);
+  assign \$514  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$515  = ~ s2_mask;
   assign \$517  = $signed(\$516 ) > $signed(8'h7f);
   assign \$519  = $signed(\$518 ) < $signed(8'h80);
   assign \$521  = \$519  ? 9'h180 : { 1'h0, \$520 [7:0] };
   assign \$522  = \$517  ? 9'h07f : \$521 ;
-  assign \$523  = s1_mask ? \$522  : 9'h000;
+  assign \$523  = s2_mask ? \$522  : 9'h000;
   assign \$525  = $signed(\$524 ) > $signed(8'h7f);
   assign \$527  = $signed(\$526 ) < $signed(8'h80);
   assign \$528  = \$525  | \$527 ;
-  assign \$529  = s1_mask & \$528 ;
+  assign \$529  = s2_mask & \$528 ;
   assign \$530  = sat + \$529 ;
   assign \$531  = left - 1'h1;
   assign \$532  = last ? 14'h0000 : \$531 ;
@@ -910,69 +926,79 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$571  = \$568  ? 91'h00000000007ff8111ff0000 : \$570 ;
   assign \$572  = | left;
   assign \$573  = ~ \$572 ;
-  assign \$574  = ~ \$signal$68 ;
+  assign \$574  = ~ \$signal$69 ;
   assign \$575  = \$573  & \$574 ;
-  assign \$576  = ~ s1_valid;
+  assign \$576  = ~ \$signal$68 ;
   assign \$577  = \$575  & \$576 ;
-  assign \$578  = \$577  & adv;
+  assign \$578  = ~ s2_valid;
+  assign \$579  = \$577  & \$578 ;
+  assign \$580  = \$579  & adv;
   always @(posedge clk)
-    s0_x <= \$579 ;
+    s0_x <= \$581 ;
   always @(posedge clk)
-    s0_g <= \$580 ;
+    s0_g <= \$582 ;
   always @(posedge clk)
-    s0_mask <= \$581 ;
+    s0_mask <= \$583 ;
   always @(posedge clk)
-    \$signal  <= \$582 ;
+    \$signal  <= \$584 ;
   always @(posedge clk)
-    o__valid <= \$583 ;
+    o__valid <= \$585 ;
   always @(posedge clk)
-    s1_valid <= \$584 ;
+    s2_valid <= \$586 ;
   always @(posedge clk)
-    \$signal$68  <= \$585 ;
+    \$signal$68  <= \$587 ;
   always @(posedge clk)
-    s1_mask <= \$586 ;
+    \$signal$69  <= \$588 ;
   always @(posedge clk)
-    acc0 <= \$587 ;
+    s2_mask <= \$589 ;
   always @(posedge clk)
-    o__payload <= \$588 ;
+    \$signal$71  <= \$590 ;
   always @(posedge clk)
-    sat <= \$589 ;
+    s1_t0_0 <= \$591 ;
   always @(posedge clk)
-    left <= \$590 ;
+    s1_t0_1 <= \$592 ;
   always @(posedge clk)
-    chan <= \$591 ;
+    acc0 <= \$593 ;
   always @(posedge clk)
-    sg <= \$592 ;
+    o__payload <= \$594 ;
   always @(posedge clk)
-    sgx <= \$593 ;
+    sat <= \$595 ;
   always @(posedge clk)
-    dgamma <= \$594 ;
+    left <= \$596 ;
   always @(posedge clk)
-    align <= \$595 ;
+    chan <= \$597 ;
   always @(posedge clk)
-    fsm_state <= \$596 ;
+    sg <= \$598 ;
   always @(posedge clk)
-    sh <= \$597 ;
+    sgx <= \$599 ;
   always @(posedge clk)
-    scratch <= \$598 ;
+    dgamma <= \$600 ;
   always @(posedge clk)
-    qg <= \$599 ;
+    align <= \$601 ;
   always @(posedge clk)
-    tq <= \$600 ;
+    fsm_state <= \$602 ;
   always @(posedge clk)
-    m1 <= \$601 ;
+    sh <= \$603 ;
   always @(posedge clk)
-    lane_a <= \$602 ;
+    scratch <= \$604 ;
   always @(posedge clk)
-    c0w <= \$603 ;
+    qg <= \$605 ;
   always @(posedge clk)
-    m2 <= \$604 ;
+    tq <= \$606 ;
   always @(posedge clk)
-    const1 <= \$605 ;
+    m1 <= \$607 ;
   always @(posedge clk)
-    const2 <= \$606 ;
+    lane_a <= \$608 ;
   always @(posedge clk)
-    const0 <= \$607 ;
+    c0w <= \$609 ;
+  always @(posedge clk)
+    m2 <= \$610 ;
+  always @(posedge clk)
+    const1 <= \$611 ;
+  always @(posedge clk)
+    const2 <= \$612 ;
+  always @(posedge clk)
+    const0 <= \$613 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 4'ha;
@@ -1143,16 +1169,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$378  = \$376  | \$377 ;
   assign \$379  = chan__payload[40] | chan__payload[41];
   assign \$380  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$381  = chan__payload[39] ? 6'h05 : 6'h04;
-  assign \$382  = \$379  ? \$380  : \$381 ;
-  assign \$383  = chan__payload[36] | chan__payload[37];
-  assign \$384  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$385  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$386  = \$383  ? \$384  : \$385 ;
   \hwnorm_bwd_topk_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$78 ),
+    .done(\done$82 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$52 ),
     .q(q),
@@ -1173,16 +1193,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_topk_s8.sel$80  \sel$80  (
+  \hwnorm_bwd_topk_s8.sel$84  \sel$84  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [3:0]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1009$0 (\$609 ),
-    .\port$1107$0 (chan[33:0]),
-    .\port$996$0 (\$608 ),
+    .\port$1011$0 (\$615 ),
+    .\port$1117$0 (chan[33:0]),
+    .\port$998$0 (\$614 ),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -2516,49 +2536,29 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = s0_x;
+    \$581  = s0_x;
     if (take) begin
-      \$579  = i__payload[7:0];
+      \$581  = i__payload[7:0];
     end
     if (rst) begin
-      \$579  = 8'h00;
+      \$581  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = s0_g;
+    \$582  = s0_g;
     if (take) begin
-      \$580  = i__payload[15:8];
+      \$582  = i__payload[15:8];
     end
     if (rst) begin
-      \$580  = 8'h00;
+      \$582  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = s0_mask;
+    \$583  = s0_mask;
     if (take) begin
-      \$581  = mask;
-    end
-    if (rst) begin
-      \$581  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = \$signal ;
-    if (take) begin
-      \$582  = { 1'h0, \$609  };
-    end
-    if (rst) begin
-      \$582  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = o__valid;
-    if (adv) begin
-      \$583  = s1_valid;
+      \$583  = mask;
     end
     if (rst) begin
       \$583  = 1'h0;
@@ -2566,19 +2566,19 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = s1_valid;
-    if (adv) begin
-      \$584  = \$signal$68 ;
+    \$584  = \$signal ;
+    if (take) begin
+      \$584  = { 1'h0, \$615  };
     end
     if (rst) begin
-      \$584  = 1'h0;
+      \$584  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = \$signal$68 ;
+    \$585  = o__valid;
     if (adv) begin
-      \$585  = take;
+      \$585  = s2_valid;
     end
     if (rst) begin
       \$585  = 1'h0;
@@ -2586,9 +2586,9 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = s1_mask;
+    \$586  = s2_valid;
     if (adv) begin
-      \$586  = s0_mask;
+      \$586  = \$signal$68 ;
     end
     if (rst) begin
       \$586  = 1'h0;
@@ -2596,121 +2596,181 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = acc0;
+    \$587  = \$signal$68 ;
     if (adv) begin
-      \$587  = \$514 [53:0];
+      \$587  = \$signal$69 ;
     end
     if (rst) begin
-      \$587  = 54'h00000000000000;
+      \$587  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = o__payload;
+    \$588  = \$signal$69 ;
     if (adv) begin
-      \$588  = \$523 [7:0];
+      \$588  = take;
     end
     if (rst) begin
-      \$588  = 8'h00;
+      \$588  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = sat;
+    \$589  = s2_mask;
     if (adv) begin
-      if (s1_valid) begin
-        \$589  = \$530 [12:0];
+      \$589  = \$signal$71 ;
+    end
+    if (rst) begin
+      \$589  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$590  = \$signal$71 ;
+    if (adv) begin
+      \$590  = s0_mask;
+    end
+    if (rst) begin
+      \$590  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$591  = s1_t0_0;
+    if (adv) begin
+      \$591  = \$508 ;
+    end
+    if (rst) begin
+      \$591  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$592  = s1_t0_1;
+    if (adv) begin
+      \$592  = \$513 ;
+    end
+    if (rst) begin
+      \$592  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$593  = acc0;
+    if (adv) begin
+      \$593  = \$514 ;
+    end
+    if (rst) begin
+      \$593  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$594  = o__payload;
+    if (adv) begin
+      \$594  = \$523 [7:0];
+    end
+    if (rst) begin
+      \$594  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$595  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$595  = \$530 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$589  = 13'h0000;
+            \$595  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$589  = 13'h0000;
+      \$595  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = left;
+    \$596  = left;
     if (beat) begin
-      \$590  = \$532 [12:0];
+      \$596  = \$532 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$590  = chan__payload[12:0];
+            \$596  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$590  = chan[12:0];
+              \$596  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$590  = 13'h0000;
+      \$596  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = chan;
+    \$597  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$591  = chan__payload;
+            \$597  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$591  = 102'h00000000000000000000000000;
+      \$597  = 102'h00000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = sg;
+    \$598  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$592  = 21'h000000;
+            \$598  = 21'h000000;
             if (refused) begin
-              \$592  = 21'h000000;
+              \$598  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$592  = \$534 [20:0];
+            \$598  = \$534 [20:0];
           end
     endcase
     if (rst) begin
-      \$592  = 21'h000000;
+      \$598  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = sgx;
+    \$599  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$593  = 28'h0000000;
+            \$599  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$593  = \$537 [27:0];
+            \$599  = \$537 [27:0];
           end
     endcase
     if (rst) begin
-      \$593  = 28'h0000000;
+      \$599  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = dgamma;
+    \$600  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$594  = 43'h00000000000;
+            \$600  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2733,19 +2793,19 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0b:
           /* empty */;
       6'h0c:
-          \$594  = \$541 [42:0];
+          \$600  = \$541 [42:0];
     endcase
     if (rst) begin
-      \$594  = 43'h00000000000;
+      \$600  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = align;
+    \$601  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$595  = 5'h00;
+            \$601  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2776,9 +2836,9 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$543 ) begin
-            \$595  = 5'h00;
+            \$601  = 5'h00;
           end else begin
-            \$595  = \$545 [4:0];
+            \$601  = \$545 [4:0];
           end
       6'h10:
           /* empty */;
@@ -2809,9 +2869,9 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$549 ) begin
-            \$595  = 5'h00;
+            \$601  = 5'h00;
           end else begin
-            \$595  = \$551 [4:0];
+            \$601  = \$551 [4:0];
           end
       6'h1e:
           /* empty */;
@@ -2822,9 +2882,9 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           (* full_case = 32'd1 *)
           if (\$557 ) begin
-            \$595  = 5'h00;
+            \$601  = 5'h00;
           end else begin
-            \$595  = \$559 [4:0];
+            \$601  = \$559 [4:0];
           end
       6'h22:
           /* empty */;
@@ -2835,173 +2895,173 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           (* full_case = 32'd1 *)
           if (\$565 ) begin
-            \$595  = 5'h00;
+            \$601  = 5'h00;
           end else begin
-            \$595  = \$567 [4:0];
+            \$601  = \$567 [4:0];
           end
     endcase
     if (rst) begin
-      \$595  = 5'h00;
+      \$601  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = fsm_state;
+    \$602  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$596  = 6'h01;
+              \$602  = 6'h01;
             end else begin
-              \$596  = 6'h02;
+              \$602  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$596  = 6'h03;
+              \$602  = 6'h03;
             end
           end
       6'h03:
-          \$596  = 6'h04;
+          \$602  = 6'h04;
       6'h04:
           if (done) begin
-            \$596  = 6'h05;
+            \$602  = 6'h05;
           end
       6'h05:
-          \$596  = 6'h06;
+          \$602  = 6'h06;
       6'h06:
           if (done) begin
-            \$596  = 6'h07;
+            \$602  = 6'h07;
           end
       6'h07:
-          \$596  = 6'h08;
+          \$602  = 6'h08;
       6'h08:
-          if (\done$78 ) begin
-            \$596  = 6'h09;
+          if (\done$82 ) begin
+            \$602  = 6'h09;
           end
       6'h09:
-          \$596  = 6'h0a;
+          \$602  = 6'h0a;
       6'h0a:
-          \$596  = 6'h0b;
+          \$602  = 6'h0b;
       6'h0b:
-          if (\done$78 ) begin
-            \$596  = 6'h0c;
+          if (\done$82 ) begin
+            \$602  = 6'h0c;
           end
       6'h0c:
-          \$596  = 6'h0d;
+          \$602  = 6'h0d;
       6'h0d:
-          \$596  = 6'h0e;
+          \$602  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$596  = 6'h0f;
+            \$602  = 6'h0f;
           end
       6'h0f:
           if (\$543 ) begin
-            \$596  = 6'h10;
+            \$602  = 6'h10;
           end
       6'h10:
-          \$596  = 6'h11;
+          \$602  = 6'h11;
       6'h11:
           if (done) begin
-            \$596  = 6'h12;
+            \$602  = 6'h12;
           end
       6'h12:
-          \$596  = 6'h13;
+          \$602  = 6'h13;
       6'h13:
           if (done) begin
-            \$596  = 6'h14;
+            \$602  = 6'h14;
           end
       6'h14:
-          \$596  = 6'h15;
+          \$602  = 6'h15;
       6'h15:
           if (done) begin
-            \$596  = 6'h16;
+            \$602  = 6'h16;
           end
       6'h16:
-          \$596  = 6'h17;
+          \$602  = 6'h17;
       6'h17:
-          if (\done$78 ) begin
-            \$596  = 6'h18;
+          if (\done$82 ) begin
+            \$602  = 6'h18;
           end
       6'h18:
-          \$596  = 6'h19;
+          \$602  = 6'h19;
       6'h19:
-          if (\done$78 ) begin
-            \$596  = 6'h1a;
+          if (\done$82 ) begin
+            \$602  = 6'h1a;
           end
       6'h1a:
-          \$596  = 6'h1b;
+          \$602  = 6'h1b;
       6'h1b:
-          \$596  = 6'h1c;
+          \$602  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$596  = 6'h1d;
+            \$602  = 6'h1d;
           end
       6'h1d:
           if (\$549 ) begin
-            \$596  = 6'h1e;
+            \$602  = 6'h1e;
           end
       6'h1e:
-          \$596  = 6'h1f;
+          \$602  = 6'h1f;
       6'h1f:
-          \$596  = 6'h20;
+          \$602  = 6'h20;
       6'h20:
           if (done) begin
-            \$596  = 6'h21;
+            \$602  = 6'h21;
           end
       6'h21:
           if (\$557 ) begin
-            \$596  = 6'h22;
+            \$602  = 6'h22;
           end
       6'h22:
-          \$596  = 6'h23;
+          \$602  = 6'h23;
       6'h23:
-          \$596  = 6'h24;
+          \$602  = 6'h24;
       6'h24:
           if (done) begin
-            \$596  = 6'h25;
+            \$602  = 6'h25;
           end
       6'h25:
           if (\$565 ) begin
-            \$596  = 6'h26;
+            \$602  = 6'h26;
           end
       6'h26:
-          \$596  = 6'h27;
+          \$602  = 6'h27;
       6'h27:
-          if (\$578 ) begin
-            \$596  = 6'h28;
+          if (\$580 ) begin
+            \$602  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$596  = 6'h00;
+            \$602  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$596  = 6'h00;
+            \$602  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$596  = 6'h00;
+      \$602  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = sh;
+    \$603  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$597  = \$289 [4:0];
+          \$603  = \$289 [4:0];
     endcase
     if (rst) begin
-      \$597  = 5'h00;
+      \$603  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = scratch;
+    \$604  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3011,7 +3071,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h04:
           if (done) begin
-            \$598  = p;
+            \$604  = p;
           end
       6'h05:
           /* empty */;
@@ -3043,13 +3103,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           if (done) begin
-            \$598  = p;
+            \$604  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$598  = p;
+            \$604  = p;
           end
       6'h16:
           /* empty */;
@@ -3065,13 +3125,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1c:
           if (done) begin
-            \$598  = p;
+            \$604  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
           if (\$549 ) begin
           end else begin
-            \$598  = \$550 [90:0];
+            \$604  = \$550 [90:0];
           end
       6'h1e:
           /* empty */;
@@ -3079,13 +3139,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h20:
           if (done) begin
-            \$598  = p;
+            \$604  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
           if (\$557 ) begin
           end else begin
-            \$598  = \$558 [90:0];
+            \$604  = \$558 [90:0];
           end
       6'h22:
           /* empty */;
@@ -3093,22 +3153,22 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h24:
           if (done) begin
-            \$598  = p;
+            \$604  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
           if (\$565 ) begin
           end else begin
-            \$598  = \$566 [90:0];
+            \$604  = \$566 [90:0];
           end
     endcase
     if (rst) begin
-      \$598  = 91'h00000000000000000000000;
+      \$604  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = qg;
+    \$605  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3122,16 +3182,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (done) begin
-            \$599  = p[39:0];
+            \$605  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$599  = 40'h0000000000;
+      \$605  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = tq;
+    \$606  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3148,16 +3208,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$78 ) begin
-            \$600  = q;
+          if (\done$82 ) begin
+            \$606  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$78 ) begin
-            \$600  = q;
+          if (\done$82 ) begin
+            \$606  = q;
           end
       6'h0c:
           /* empty */;
@@ -3182,23 +3242,23 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$78 ) begin
-            \$600  = q;
+          if (\done$82 ) begin
+            \$606  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$78 ) begin
-            \$600  = q;
+          if (\done$82 ) begin
+            \$606  = q;
           end
     endcase
     if (rst) begin
-      \$600  = 111'h0000000000000000000000000000;
+      \$606  = 111'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = m1;
+    \$607  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3217,15 +3277,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h08:
           /* empty */;
       6'h09:
-          \$601  = \$539 [44:0];
+          \$607  = \$539 [44:0];
     endcase
     if (rst) begin
-      \$601  = 45'h000000000000;
+      \$607  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = lane_a;
+    \$608  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3255,22 +3315,22 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0e:
           if (done) begin
-            \$602  = p[44:0];
+            \$608  = p[44:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
           if (\$543 ) begin
           end else begin
-            \$602  = \$544 [44:0];
+            \$608  = \$544 [44:0];
           end
     endcase
     if (rst) begin
-      \$602  = 45'h000000000000;
+      \$608  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = c0w;
+    \$609  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3306,16 +3366,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h11:
           if (done) begin
-            \$603  = p;
+            \$609  = p;
           end
     endcase
     if (rst) begin
-      \$603  = 91'h00000000000000000000000;
+      \$609  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = m2;
+    \$610  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3368,15 +3428,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          \$604  = \$547 [75:0];
+          \$610  = \$547 [75:0];
     endcase
     if (rst) begin
-      \$604  = 76'h0000000000000000000;
+      \$610  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = const1;
+    \$611  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3437,15 +3497,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$605  = \$555 [51:0];
+          \$611  = \$555 [51:0];
     endcase
     if (rst) begin
-      \$605  = 52'h0000000000000;
+      \$611  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = const2;
+    \$612  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3514,15 +3574,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$606  = \$563 [51:0];
+          \$612  = \$563 [51:0];
     endcase
     if (rst) begin
-      \$606  = 52'h0000000000000;
+      \$612  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = const0;
+    \$613  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3599,10 +3659,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$607  = \$571 [51:0];
+          \$613  = \$571 [51:0];
     endcase
     if (rst) begin
-      \$607  = 52'h0000000000000;
+      \$613  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3614,8 +3674,8 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign sh_new = \$289 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608  };
-  assign sel = { 1'h0, \$609  };
+  assign tsum = { \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614  };
+  assign sel = { 1'h0, \$615  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[73:34];
@@ -3640,7 +3700,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
   assign \$signal[0]  = \$signal ;
-  assign \sel[0]  = { 1'h0, \$609  };
+  assign \sel[0]  = { 1'h0, \$615  };
   assign \$3  = { 7'h00, chan[12:0], 8'h00 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4220,7 +4280,7 @@ module \hwnorm_bwd_topk_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$996$0 , \port$1009$0 , clear, p1, p2, \port$1107$0 , x);
+module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0 , clear, p1, p2, \port$1117$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [20:0] \$1 ;
   wire \$10 ;
@@ -4606,12 +4666,12 @@ module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$996$0 , \port$1009$0
   wire pass7;
   wire pass8;
   wire pass9;
-  output [1:0] \port$1009$0 ;
-  wire [1:0] \port$1009$0 ;
-  input [33:0] \port$1107$0 ;
-  wire [33:0] \port$1107$0 ;
-  output [5:0] \port$996$0 ;
-  wire [5:0] \port$996$0 ;
+  output [1:0] \port$1011$0 ;
+  wire [1:0] \port$1011$0 ;
+  input [33:0] \port$1117$0 ;
+  wire [33:0] \port$1117$0 ;
+  output [5:0] \port$998$0 ;
+  wire [5:0] \port$998$0 ;
   input rst;
   wire rst;
   wire [20:0] s;
@@ -4644,8 +4704,8 @@ module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$996$0 , \port$1009$0
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$1  = $signed({ 1'h0, \port$1107$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1107$0 [33:13]);
+  assign \$1  = $signed({ 1'h0, \port$1117$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1117$0 [33:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[21], d0 };
@@ -5382,15 +5442,15 @@ module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$996$0 , \port$1009$0
       \$268  = 13'h0000;
     end
   end
-  assign n = \port$1107$0 [12:0];
-  assign s = \port$1107$0 [33:13];
+  assign n = \port$1117$0 [12:0];
+  assign s = \port$1117$0 [33:13];
   assign key0 = \$4 [21:0];
   assign lc0_is0 = 1'h1;
   assign budget = \$192 [3:0];
   assign tsum = { \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221  };
   assign sel = { 1'h0, \$234  };
-  assign \port$996$0  = \$221 ;
-  assign \port$1009$0  = \$234 ;
+  assign \port$998$0  = \$221 ;
+  assign \port$1011$0  = \$234 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$234  };
   assign at0_0 = \$18 ;

@@ -24,8 +24,9 @@ multiplier) into Sg and sum(g x), and the kind's selection unit (bwd_select.py) 
 then one sequential program on a SeqMul and a SeqDiv (sequential.py) computes Qg = n sum(g x) - S Sg, SH, M1, dgamma,
 M2 (chained divisions by Den, never by Den^2 or Den^3) and the dx constants: A' = n M1 and (l2, semidev) B', and the
 kind's few constants C = -Sg M1 - coef M2, each shifted left by sh_max - SH (one bit a cycle) and clamped where every
-dx it gives saturates. Pass 2 per lane, three registers that stall together: the beat with its selection codes, then
-acc = g A' [- x B'] + C[sel] + rnd, then clamp(acc >> sh_max) (a constant shift) into the output register; rnd is
+dx it gives saturates. Pass 2 per lane, four registers that stall together: the beat with its selection codes, then the
+products g A' [and x B'] beside C[sel] + rnd, then their sum acc, then clamp(acc >> sh_max) (a constant shift) into
+the output register; rnd is
 2**(sh_max-1) or the xorshift32 draw (dropout.py's xorshift_step) << (sh_max - 16). Bit-exact: the constants are the
 golden's, unrounded further (backward_widths says why every register holds its value).
 """
@@ -434,13 +435,14 @@ class BackwardDatapath(wiring.Component):
         stoch = gcfg.rounding == "stochastic"
 
         def lane(j, g, code, draw, x):
-            """acc = X g - Z[code] + rnd; the special regime: acc0 / acc1 at g = q, q + 1, else forced saturation."""
+            """acc = X g - Z[code] + rnd; the special regime: acc0 / acc1 at g = q, q + 1, else forced saturation.
+            Stage one: the product X g, and -Z + rnd; stage two their sum."""
             d = g - pick(qs, code)
             eq1, below, above = d == 1, d < 0, d > 1
             z = Mux(special & eq1, pick(a1s, code), pick(zs, code))
             force = special & (below | above)
-            acc = g * xl - z
-            return (acc + ((draw << sh) >> SR_BITS) if stoch else acc), force, Mux(xs < 0, below, above)
+            rest = ((draw << sh) >> SR_BITS) - z if stoch else -z
+            return [g * xl, rest], sum, force, Mux(xs < 0, below, above)
 
         return prog, lane
 
@@ -519,13 +521,18 @@ class BackwardDatapath(wiring.Component):
         stoch = gcfg.rounding == "stochastic"
 
         def lane(j, g, code, draw, x):
-            """acc = X g - clamp(zref + ((Y (x - xref)) >> SY)) + rnd (semidev: the upper Z where d >= 0)."""
+            """acc = X g - clamp(zref + ((Y (x - xref)) >> SY)) + rnd (semidev: the upper Z where d >= 0). Stage one:
+            the products X g and (Y (x - xref)) >> SY, rnd (and semidev's d < 0); stage two Z's sum, clamp and acc."""
             t = ((ys * (x - xref)) << sl) >> syl
-            z = zref + t
-            if semi:
-                z = Mux(code == 2, z, zup)
             rnd = ((draw << sh) >> SR_BITS) if stoch else rnd_h
-            return g * xl - _sat(z, w.lane_z - 1) + rnd, Const(0), Const(0)
+            terms = [g * xl, t, rnd] + ([code == 2] if semi else [])
+
+            def acc(r):
+                z = zref + r[1]
+                if semi:
+                    z = Mux(r[3], z, zup)
+                return r[0] - _sat(z, w.lane_z - 1) + r[2]
+            return terms, acc, Const(0), Const(0)
 
         return prog, lane
 
@@ -692,9 +699,10 @@ class BackwardDatapath(wiring.Component):
                 draws.append(s[32 - SR_BITS:])
             lfsr_next = s
 
-        # -- the dx lanes, three registers that stall together (adv: the output register is free or freed now):
-        # s0 holds the beat (x, g, its sel codes, mask, draws); s1 acc = g A' (- x B') + C[sel] + rnd; the output
-        # register dx = clamp(acc >> sh_max)
+        # -- the dx lanes, four registers that stall together (adv: the output register is free or freed now):
+        # s0 holds the beat (x, g, its sel codes, mask, draws); s1 the products g A' (and x B') and C[sel] + rnd;
+        # s2 acc, their sum; the output register dx = clamp(acc >> sh_max). The products have a register of their
+        # own: a multiply and a wide add in one cycle were the backward's critical path (17 ns on the ECP5).
         dxf = gcfg.dx_fmt
         o_valid = Signal()
         o_data = Signal(lanes_of(fmt_shape(dxf), lanes))
@@ -702,28 +710,33 @@ class BackwardDatapath(wiring.Component):
         take = Signal()                             # a pass-2 beat enters s0
         adv = Signal()
         m.d.comb += adv.eq(~o_valid | self.o.ready)
-        s0_valid, s1_valid = Signal(), Signal()
+        s0_valid, s1_valid, s2_valid = Signal(), Signal(), Signal()
         s0_x = Signal.like(xs, name="s0_x")
         s0_g = Signal.like(gs, name="s0_g")
         s0_mask = Signal(lanes)
         s0_sel = Signal(lanes_of(3, lanes)) if sel is not None else None
         s0_draw = Signal(lanes_of(SR_BITS, lanes)) if stoch else None
-        s1_mask = Signal(lanes)
-        s1_acc = [Signal(signed(w.acc), name=f"acc{j}") for j in range(lanes)]
-        s1_force = Signal(lanes)                    # lean, special regime: the lane's dx saturates
-        s1_high = Signal(lanes)                     # ... high (else low)
+        s1_mask, s2_mask = Signal(lanes), Signal(lanes)
+        s2_acc = [Signal(signed(w.acc), name=f"acc{j}") for j in range(lanes)]
+        s1_force, s2_force = Signal(lanes), Signal(lanes)       # lean, special regime: the lane's dx saturates
+        s1_high, s2_high = Signal(lanes), Signal(lanes)         # ... high (else low)
         with m.If(take):
             m.d.sync += [s0_x.eq(xs), s0_g.eq(gs), s0_mask.eq(mask)]
             if s0_sel is not None:
                 m.d.sync += s0_sel.eq(sel.sel)
             if stoch:
                 m.d.sync += [s0_draw.eq(Cat(*draws)), state.eq(lfsr_next)]
-        accs, forces, highs = [], [], []
+        terms, accs, forces, highs = [], [], [], []         # per lane: stage one's values; stage two's sum of them
+
+        def stage(j, values, combine):
+            regs = [Signal(v.shape(), name=f"s1_t{j}_{i}") for i, v in enumerate(values)]
+            terms.extend(zip(regs, values))
+            accs.append(combine(regs))
         for j in range(lanes):
             sj = s0_sel[j] if s0_sel is not None else None
             if lean:
-                acc, force, high = lane_expr(j, s0_g[j], sj, s0_draw[j] if stoch else None, s0_x[j])
-                accs.append(acc)
+                values, combine, force, high = lane_expr(j, s0_g[j], sj, s0_draw[j] if stoch else None, s0_x[j])
+                stage(j, values, combine)
                 forces.append(force)
                 highs.append(high)
                 continue
@@ -734,28 +747,31 @@ class BackwardDatapath(wiring.Component):
             if nconst > 1:
                 for i in range(2, nconst):
                     cj = Mux(sj == i, consts[i], cj)
-            expr = s0_g[j] * lane_a + cj
+            rnd = (s0_draw[j] << (w.sh_max - SR_BITS)) if stoch else Const(1 << (w.sh_max - 1))
+            values = [s0_g[j] * lane_a, cj + rnd]
             if kind == "semidev":
-                expr = expr - Mux(sj == 2, s0_x[j] * lane_b, 0)
+                values.append(Mux(sj == 2, s0_x[j] * lane_b, 0))
             elif lane_b is not None:
-                expr = expr - s0_x[j] * lane_b
-            rnd = (s0_draw[j] << (w.sh_max - SR_BITS)) if stoch else (1 << (w.sh_max - 1))
-            accs.append(expr + rnd)
+                values.append(s0_x[j] * lane_b)
+            stage(j, values, lambda r: r[0] + r[1] - r[2] if len(r) > 2 else r[0] + r[1])
         dx_vals, sat_flags = [], []
         for j in range(lanes):
-            v = s1_acc[j] >> (sh if lean else w.sh_max)
+            v = s2_acc[j] >> (sh if lean else w.sh_max)
             over, under = v > dxf.max_int, v < dxf.min_int
             if lean:                                # a forced lane saturates on its side
-                over, under = Mux(s1_force[j], s1_high[j], over), Mux(s1_force[j], ~s1_high[j], under)
-            dx_vals.append(Mux(~s1_mask[j], 0, Mux(over, dxf.max_int, Mux(under, dxf.min_int, v[:dxf.bits]))))
-            sat_flags.append(s1_mask[j] & (over | under))
+                over, under = Mux(s2_force[j], s2_high[j], over), Mux(s2_force[j], ~s2_high[j], under)
+            dx_vals.append(Mux(~s2_mask[j], 0, Mux(over, dxf.max_int, Mux(under, dxf.min_int, v[:dxf.bits]))))
+            sat_flags.append(s2_mask[j] & (over | under))
         with m.If(adv):
-            m.d.sync += [o_valid.eq(s1_valid), s1_valid.eq(s0_valid), s0_valid.eq(take), s1_mask.eq(s0_mask)]
+            m.d.sync += [o_valid.eq(s2_valid), s2_valid.eq(s1_valid), s1_valid.eq(s0_valid), s0_valid.eq(take),
+                         s2_mask.eq(s1_mask), s1_mask.eq(s0_mask)]
             if lean:
-                m.d.sync += [s1_force.eq(Cat(*forces)), s1_high.eq(Cat(*highs))]
-            m.d.sync += [a.eq(e) for a, e in zip(s1_acc, accs)]
+                m.d.sync += [s1_force.eq(Cat(*forces)), s1_high.eq(Cat(*highs)), s2_force.eq(s1_force),
+                             s2_high.eq(s1_high)]
+            m.d.sync += [r.eq(v) for r, v in terms]
+            m.d.sync += [a.eq(e) for a, e in zip(s2_acc, accs)]
             m.d.sync += o_data.eq(Cat(*[d[:dxf.bits] for d in dx_vals]))
-            with m.If(s1_valid):
+            with m.If(s2_valid):
                 m.d.sync += sat.eq(sat + tree_sum(sat_flags))
 
         # -- stats word
@@ -908,7 +924,7 @@ class BackwardDatapath(wiring.Component):
                 m.d.comb += [self.i.ready.eq(more & adv), take.eq(self.i.valid & self.i.ready), beat.eq(take)]
                 if sel is not None:
                     m.d.comb += sel.p2.eq(take)
-                with m.If(~more & ~s0_valid & ~s1_valid & adv):
+                with m.If(~more & ~s0_valid & ~s1_valid & ~s2_valid & adv):
                     m.next = "REPORT"
             with m.State("REPORT"):
                 m.d.comb += self.stats.valid.eq(1)
