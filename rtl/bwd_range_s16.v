@@ -5228,50 +5228,50 @@ endmodule
 
 module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
-  wire [13:0] \$1 ;
-  wire \$10 ;
-  wire [15:0] \$100 ;
-  wire [15:0] \$101 ;
+  wire \$1 ;
+  wire [15:0] \$10 ;
+  wire \$100 ;
+  wire \$101 ;
   wire \$102 ;
-  wire [15:0] \$103 ;
-  wire [15:0] \$104 ;
+  wire \$103 ;
+  wire \$104 ;
   wire \$105 ;
-  wire [15:0] \$106 ;
-  wire [15:0] \$107 ;
+  wire \$106 ;
+  wire \$107 ;
   wire \$108 ;
-  wire [15:0] \$109 ;
+  wire \$109 ;
   wire \$11 ;
-  wire [15:0] \$110 ;
+  wire \$110 ;
   wire \$111 ;
-  wire [15:0] \$112 ;
-  wire [15:0] \$113 ;
+  wire \$112 ;
+  wire [1:0] \$113 ;
   wire \$114 ;
-  wire [15:0] \$115 ;
-  wire [15:0] \$116 ;
-  wire \$117 ;
-  wire [15:0] \$118 ;
-  wire [15:0] \$119 ;
+  wire [2:0] \$115 ;
+  wire [2:0] \$116 ;
+  reg \$117 ;
+  reg [12:0] \$118 ;
+  reg \$119 ;
   wire [15:0] \$12 ;
-  wire \$120 ;
-  wire [15:0] \$121 ;
-  wire [15:0] \$122 ;
-  wire [3:0] \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  reg [12:0] \$120 ;
+  reg [3:0] \$121 ;
+  reg \$122 ;
+  reg \$123 ;
+  reg [15:0] \$124 ;
+  reg [15:0] \$125 ;
+  reg [15:0] \$126 ;
+  reg [15:0] \$127 ;
+  reg [15:0] \$128 ;
+  reg [15:0] \$129 ;
   wire [15:0] \$13 ;
-  reg [14:0] \$130 ;
-  reg [14:0] \$131 ;
-  reg [12:0] \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg \$135 ;
-  reg [3:0] \$136 ;
-  reg \$137 ;
-  reg \$138 ;
+  reg [15:0] \$130 ;
+  reg [15:0] \$131 ;
+  reg [15:0] \$132 ;
+  reg [15:0] \$133 ;
+  reg [15:0] \$134 ;
+  reg [15:0] \$135 ;
+  reg [15:0] \$136 ;
+  reg [15:0] \$137 ;
+  reg [15:0] \$138 ;
   reg [15:0] \$139 ;
   wire \$14 ;
   reg [15:0] \$140 ;
@@ -5280,61 +5280,46 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   reg [15:0] \$143 ;
   reg [15:0] \$144 ;
   reg [15:0] \$145 ;
-  reg [15:0] \$146 ;
-  reg [15:0] \$147 ;
-  reg [15:0] \$148 ;
-  reg [15:0] \$149 ;
-  wire \$15 ;
-  reg [15:0] \$150 ;
-  reg [15:0] \$151 ;
-  reg [15:0] \$152 ;
-  reg [15:0] \$153 ;
-  reg [15:0] \$154 ;
-  reg [15:0] \$155 ;
-  reg [15:0] \$156 ;
-  reg [15:0] \$157 ;
-  reg [15:0] \$158 ;
-  reg [15:0] \$159 ;
-  wire \$16 ;
-  reg [15:0] \$160 ;
-  reg [3:0] \$161 ;
+  reg [3:0] \$146 ;
+  wire [15:0] \$15 ;
+  wire [15:0] \$16 ;
   wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire \$2 ;
+  wire [15:0] \$18 ;
+  wire [15:0] \$19 ;
+  wire [13:0] \$2 ;
   wire \$20 ;
   wire [15:0] \$21 ;
   wire [15:0] \$22 ;
   wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire [15:0] \$24 ;
+  wire [15:0] \$25 ;
   wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
+  wire [15:0] \$27 ;
+  wire [15:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
+  wire [15:0] \$30 ;
+  wire [15:0] \$31 ;
   wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
+  wire [15:0] \$33 ;
+  wire [15:0] \$34 ;
   wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [15:0] \$36 ;
+  wire [15:0] \$37 ;
+  wire [3:0] \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
-  wire [3:0] \$44 ;
-  reg [15:0] \$45 ;
-  wire \$46 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [13:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
-  reg [15:0] \$49 ;
-  wire \$5 ;
+  wire [13:0] \$48 ;
+  wire [13:0] \$49 ;
+  wire [4:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -5345,52 +5330,54 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
-  wire \$60 ;
-  wire \$61 ;
+  wire [5:0] \$6 ;
+  wire [15:0] \$60 ;
+  wire [15:0] \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [1:0] \$67 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [2:0] \$69 ;
+  wire [15:0] \$69 ;
   wire \$7 ;
-  wire [2:0] \$70 ;
-  wire [13:0] \$71 ;
-  wire [14:0] \$72 ;
-  wire [13:0] \$73 ;
-  wire [14:0] \$74 ;
+  wire [15:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
-  wire [13:0] \$80 ;
-  wire [15:0] \$81 ;
-  wire [4:0] \$82 ;
-  wire [13:0] \$83 ;
-  wire [14:0] \$84 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
-  wire [13:0] \$86 ;
-  wire [14:0] \$87 ;
+  wire \$86 ;
+  wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
-  wire [4:0] \$90 ;
-  wire [5:0] \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire [15:0] \$94 ;
-  wire [15:0] \$95 ;
-  wire \$96 ;
-  wire [15:0] \$97 ;
-  wire [15:0] \$98 ;
+  wire [15:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire [3:0] \$92 ;
+  reg [15:0] \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire [3:0] \$96 ;
+  reg [15:0] \$97 ;
+  wire \$98 ;
   wire \$99 ;
-  reg [15:0] \$signal  = 16'h0000;
-  reg \$signal$60  = 1'h0;
+  reg \$signal  = 1'h0;
+  reg [15:0] \$signal$17  = 16'h0000;
+  reg [12:0] after_next;
+  wire after_start0;
   wire before_hi0;
   wire before_lo0;
   wire cand0_0;
@@ -5398,19 +5385,13 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   reg [3:0] chunk0 = 4'h0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
-  reg [3:0] cidx = 4'h0;
   input clear;
   wire clear;
   input clk;
   wire clk;
-  reg [12:0] cpos = 13'h0000;
-  reg cross_l = 1'h0;
-  reg [14:0] cs_next0;
-  reg [14:0] cs_next1;
-  reg [14:0] cs_r1 = 15'h0000;
-  reg [14:0] cs_r2 = 15'h0000;
-  wire [14:0] cs_x0;
-  wire [14:0] cs_x1;
+  reg cs_big = 1'h0;
+  reg [12:0] cs_over = 13'h0000;
+  reg [12:0] \dist  = 13'h0000;
   wire eq_hi0;
   wire eq_lo0;
   reg found_lo = 1'h0;
@@ -5455,11 +5436,11 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   wire rstart0;
   wire [15:0] run_h0;
   wire [15:0] run_l0;
-  wire [-1:0] seg0;
+  wire [12:0] second_next;
   output [2:0] sel;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
-  reg start0 = 1'h0;
+  reg start = 1'h0;
   reg wr0_0;
   reg wr1_0;
   reg wr2_0;
@@ -5473,431 +5454,485 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign cs_x1 = 1'h0 + \$1 ;
-  assign rstart0 = mask & start0;
-  assign hge0_1 = $signed(\$signal ) >= $signed(x);
+  assign \$1  = chunk_size >= 1'h1;
+  assign \$2  = chunk_size - 1'h1;
+  assign \$3  = clear | rewind;
+  assign \$4  = p1 | p2;
+  assign \$5  = chunk0 + after_start0;
+  assign \$6  = \$5  + 1'h0;
+  assign \$7  = clear | rewind;
+  assign \$9  = wr0_0 ? run_h0 : 16'h0000;
+  assign \$10  = wr0_0 ? run_l0 : 16'h0000;
+  assign \$12  = wr1_0 ? run_h0 : 16'h0000;
+  assign \$13  = wr1_0 ? run_l0 : 16'h0000;
+  assign \$15  = wr2_0 ? run_h0 : 16'h0000;
+  assign \$16  = wr2_0 ? run_l0 : 16'h0000;
+  assign \$18  = wr3_0 ? run_h0 : 16'h0000;
+  assign \$19  = wr3_0 ? run_l0 : 16'h0000;
+  assign \$21  = wr4_0 ? run_h0 : 16'h0000;
+  assign \$22  = wr4_0 ? run_l0 : 16'h0000;
+  assign \$24  = wr5_0 ? run_h0 : 16'h0000;
+  assign \$25  = wr5_0 ? run_l0 : 16'h0000;
+  assign \$27  = wr6_0 ? run_h0 : 16'h0000;
+  assign \$28  = wr6_0 ? run_l0 : 16'h0000;
+  assign \$30  = wr7_0 ? run_h0 : 16'h0000;
+  assign \$31  = wr7_0 ? run_l0 : 16'h0000;
+  assign \$33  = wr8_0 ? run_h0 : 16'h0000;
+  assign \$34  = wr8_0 ? run_l0 : 16'h0000;
+  assign \$36  = wr9_0 ? run_h0 : 16'h0000;
+  assign \$37  = wr9_0 ? run_l0 : 16'h0000;
+  assign \$38  = mask ? chunk0 : last;
+  assign \$39  = ~ rewind;
+  assign \$40  = p2 & \$39 ;
+  assign \$41  = ~ clear;
+  assign \$42  = \$40  & \$41 ;
+  assign \$43  = before_hi0 | eq_hi0;
+  assign \$44  = before_lo0 | eq_lo0;
+  assign \$45  = ! \dist ;
+  assign \$46  = \dist  - 1'h1;
+  assign \$47  = \dist  < 1'h1;
+  assign \$48  = \dist  + cs_over;
+  assign \$49  = chunk_size - 1'h1;
+  assign rstart0 = mask & start;
+  assign hge0_1 = $signed(\$signal$17 ) >= $signed(x);
   assign lge0_1 = $signed(open_lo) <= $signed(x);
-  assign cand0_0 = ~ \$2 ;
-  assign \$5  = ~ cand0_1;
-  assign \$6  = \$5  | hge0_1;
-  assign hwin0_0 = cand0_0 & \$7 ;
-  assign \$9  = ~ hge0_1;
-  assign \$10  = \$8  | \$9 ;
-  assign hwin0_1 = cand0_1 & \$11 ;
-  assign \$12  = hwin0_0 ? \$signal  : 16'h0000;
-  assign \$13  = hwin0_1 ? x : 16'h0000;
-  assign run_h0 = \$12  | \$13 ;
-  assign \$14  = ~ cand0_1;
-  assign \$15  = \$14  | lge0_1;
-  assign lwin0_0 = cand0_0 & \$16 ;
-  assign \$18  = ~ lge0_1;
-  assign \$19  = \$17  | \$18 ;
-  assign lwin0_1 = cand0_1 & \$20 ;
-  assign \$21  = lwin0_0 ? open_lo : 16'h0000;
-  assign \$22  = lwin0_1 ? x : 16'h0000;
-  assign run_l0 = \$21  | \$22 ;
-  assign \$23  = ! chunk0;
-  assign \$24  = mask & \$23 ;
-  assign \$25  = chunk0 == 1'h1;
-  assign \$26  = mask & \$25 ;
-  assign \$27  = chunk0 == 2'h2;
-  assign \$28  = mask & \$27 ;
-  assign \$29  = chunk0 == 2'h3;
-  assign \$30  = mask & \$29 ;
-  assign \$31  = chunk0 == 3'h4;
-  assign \$32  = mask & \$31 ;
-  assign \$33  = chunk0 == 3'h5;
-  assign \$34  = mask & \$33 ;
-  assign \$35  = chunk0 == 3'h6;
-  assign \$36  = mask & \$35 ;
-  assign \$37  = chunk0 == 3'h7;
-  assign \$38  = mask & \$37 ;
-  assign \$39  = chunk0 == 4'h8;
-  assign \$40  = mask & \$39 ;
-  assign \$41  = chunk0 == 4'h9;
-  assign \$42  = mask & \$41 ;
-  assign \$43  = chunk0 < 4'ha;
-  assign \$44  = \$43  ? chunk0 : 4'h0;
-  assign \$46  = \$45  == x;
-  assign eq_hi0 = mask & \$46 ;
-  assign \$47  = chunk0 < 4'ha;
-  assign \$48  = \$47  ? chunk0 : 4'h0;
-  assign \$50  = \$49  == x;
-  assign eq_lo0 = mask & \$50 ;
-  assign \$52  = | cpos;
-  assign \$53  = \$signal$60  & \$52 ;
-  assign \$55  = | cpos;
-  assign \$56  = found_lo & \$55 ;
-  assign \$57  = ~ mask;
-  assign \$58  = ~ before_hi0;
-  assign \$59  = eq_hi0 & \$58 ;
-  assign \$60  = ~ before_lo0;
-  assign \$61  = eq_lo0 & \$60 ;
-  assign \$62  = \$59  == \$61 ;
-  assign \$63  = \$57  | \$62 ;
-  assign \$64  = ~ before_hi0;
-  assign \$65  = eq_hi0 & \$64 ;
-  assign \$66  = chunk0 == last;
-  assign \$67  = \$66  ? 2'h3 : 2'h1;
-  assign \$68  = chunk0 == last;
-  assign \$69  = \$68  ? 3'h4 : 3'h2;
-  assign \$70  = \$65  ? { 1'h0, \$67  } : \$69 ;
-  assign sel = \$63  ? 3'h0 : \$70 ;
-  assign \$72  = 1'h0 + \$71 ;
-  assign \$74  = 1'h0 + \$73 ;
-  assign \$75  = clear | rewind;
-  assign \$76  = p1 | p2;
-  assign \$77  = cs_x1 <= 1'h1;
-  assign \$80  = cpos + 1'h1;
-  assign \$81  = \$80  - cs_next0;
-  assign \$82  = cidx + cross_l;
-  assign \$83  = cpos + 1'h1;
-  assign \$84  = \$83  + 1'h1;
-  assign \$85  = \$84  >= cs_next1;
-  assign \$86  = cpos + 1'h1;
-  assign \$87  = \$86  + 1'h0;
-  assign \$88  = \$87  == cs_next0;
-  assign \$90  = cidx + cross_l;
-  assign \$91  = \$90  + 1'h0;
-  assign \$92  = clear | rewind;
-  assign \$94  = wr0_0 ? run_h0 : 16'h0000;
-  assign \$95  = wr0_0 ? run_l0 : 16'h0000;
-  assign \$97  = wr1_0 ? run_h0 : 16'h0000;
-  assign \$98  = wr1_0 ? run_l0 : 16'h0000;
-  assign \$100  = wr2_0 ? run_h0 : 16'h0000;
-  assign \$101  = wr2_0 ? run_l0 : 16'h0000;
-  assign \$103  = wr3_0 ? run_h0 : 16'h0000;
-  assign \$104  = wr3_0 ? run_l0 : 16'h0000;
-  assign \$106  = wr4_0 ? run_h0 : 16'h0000;
-  assign \$107  = wr4_0 ? run_l0 : 16'h0000;
-  assign \$109  = wr5_0 ? run_h0 : 16'h0000;
-  assign \$110  = wr5_0 ? run_l0 : 16'h0000;
-  assign \$112  = wr6_0 ? run_h0 : 16'h0000;
-  assign \$113  = wr6_0 ? run_l0 : 16'h0000;
-  assign \$115  = wr7_0 ? run_h0 : 16'h0000;
-  assign \$116  = wr7_0 ? run_l0 : 16'h0000;
-  assign \$118  = wr8_0 ? run_h0 : 16'h0000;
-  assign \$119  = wr8_0 ? run_l0 : 16'h0000;
-  assign \$121  = wr9_0 ? run_h0 : 16'h0000;
-  assign \$122  = wr9_0 ? run_l0 : 16'h0000;
-  assign \$123  = mask ? chunk0 : last;
-  assign \$124  = ~ rewind;
-  assign \$125  = p2 & \$124 ;
-  assign \$126  = ~ clear;
-  assign \$127  = \$125  & \$126 ;
-  assign \$128  = before_hi0 | eq_hi0;
-  assign \$129  = before_lo0 | eq_lo0;
+  assign cand0_0 = ~ \$50 ;
+  assign \$53  = ~ cand0_1;
+  assign \$54  = \$53  | hge0_1;
+  assign hwin0_0 = cand0_0 & \$55 ;
+  assign \$57  = ~ hge0_1;
+  assign \$58  = \$56  | \$57 ;
+  assign hwin0_1 = cand0_1 & \$59 ;
+  assign \$60  = hwin0_0 ? \$signal$17  : 16'h0000;
+  assign \$61  = hwin0_1 ? x : 16'h0000;
+  assign run_h0 = \$60  | \$61 ;
+  assign \$62  = ~ cand0_1;
+  assign \$63  = \$62  | lge0_1;
+  assign lwin0_0 = cand0_0 & \$64 ;
+  assign \$66  = ~ lge0_1;
+  assign \$67  = \$65  | \$66 ;
+  assign lwin0_1 = cand0_1 & \$68 ;
+  assign \$69  = lwin0_0 ? open_lo : 16'h0000;
+  assign \$70  = lwin0_1 ? x : 16'h0000;
+  assign run_l0 = \$69  | \$70 ;
+  assign \$71  = ! chunk0;
+  assign \$72  = mask & \$71 ;
+  assign \$73  = chunk0 == 1'h1;
+  assign \$74  = mask & \$73 ;
+  assign \$75  = chunk0 == 2'h2;
+  assign \$76  = mask & \$75 ;
+  assign \$77  = chunk0 == 2'h3;
+  assign \$78  = mask & \$77 ;
+  assign \$79  = chunk0 == 3'h4;
+  assign \$80  = mask & \$79 ;
+  assign \$81  = chunk0 == 3'h5;
+  assign \$82  = mask & \$81 ;
+  assign \$83  = chunk0 == 3'h6;
+  assign \$84  = mask & \$83 ;
+  assign \$85  = chunk0 == 3'h7;
+  assign \$86  = mask & \$85 ;
+  assign \$87  = chunk0 == 4'h8;
+  assign \$88  = mask & \$87 ;
+  assign \$89  = chunk0 == 4'h9;
+  assign \$90  = mask & \$89 ;
+  assign \$91  = chunk0 < 4'ha;
+  assign \$92  = \$91  ? chunk0 : 4'h0;
+  assign \$94  = \$93  == x;
+  assign eq_hi0 = mask & \$94 ;
+  assign \$95  = chunk0 < 4'ha;
+  assign \$96  = \$95  ? chunk0 : 4'h0;
+  assign \$98  = \$97  == x;
+  assign eq_lo0 = mask & \$98 ;
+  assign \$99  = ~ start;
+  assign \$100  = \$signal  & \$99 ;
+  assign \$101  = ~ start;
+  assign \$102  = found_lo & \$101 ;
+  assign \$103  = ~ mask;
+  assign \$104  = ~ before_hi0;
+  assign \$105  = eq_hi0 & \$104 ;
+  assign \$106  = ~ before_lo0;
+  assign \$107  = eq_lo0 & \$106 ;
+  assign \$108  = \$105  == \$107 ;
+  assign \$109  = \$103  | \$108 ;
+  assign \$110  = ~ before_hi0;
+  assign \$111  = eq_hi0 & \$110 ;
+  assign \$112  = chunk0 == last;
+  assign \$113  = \$112  ? 2'h3 : 2'h1;
+  assign \$114  = chunk0 == last;
+  assign \$115  = \$114  ? 3'h4 : 3'h2;
+  assign \$116  = \$111  ? { 1'h0, \$113  } : \$115 ;
+  assign sel = \$109  ? 3'h0 : \$116 ;
   always @(posedge clk)
-    cs_r1 <= \$130 ;
+    cs_big <= \$117 ;
   always @(posedge clk)
-    cs_r2 <= \$131 ;
+    cs_over <= \$118 ;
   always @(posedge clk)
-    cpos <= \$132 ;
+    start <= \$119 ;
   always @(posedge clk)
-    cidx <= \$133 ;
+    \dist  <= \$120 ;
   always @(posedge clk)
-    cross_l <= \$134 ;
+    chunk0 <= \$121 ;
   always @(posedge clk)
-    start0 <= \$135 ;
+    \$signal  <= \$122 ;
   always @(posedge clk)
-    chunk0 <= \$136 ;
+    found_lo <= \$123 ;
   always @(posedge clk)
-    \$signal$60  <= \$137 ;
+    \$signal$17  <= \$124 ;
   always @(posedge clk)
-    found_lo <= \$138 ;
+    open_lo <= \$125 ;
   always @(posedge clk)
-    \$signal  <= \$139 ;
+    hi_v0 <= \$126 ;
   always @(posedge clk)
-    open_lo <= \$140 ;
+    lo_v0 <= \$127 ;
   always @(posedge clk)
-    hi_v0 <= \$141 ;
+    hi_v1 <= \$128 ;
   always @(posedge clk)
-    lo_v0 <= \$142 ;
+    lo_v1 <= \$129 ;
   always @(posedge clk)
-    hi_v1 <= \$143 ;
+    hi_v2 <= \$130 ;
   always @(posedge clk)
-    lo_v1 <= \$144 ;
+    lo_v2 <= \$131 ;
   always @(posedge clk)
-    hi_v2 <= \$145 ;
+    hi_v3 <= \$132 ;
   always @(posedge clk)
-    lo_v2 <= \$146 ;
+    lo_v3 <= \$133 ;
   always @(posedge clk)
-    hi_v3 <= \$147 ;
+    hi_v4 <= \$134 ;
   always @(posedge clk)
-    lo_v3 <= \$148 ;
+    lo_v4 <= \$135 ;
   always @(posedge clk)
-    hi_v4 <= \$149 ;
+    hi_v5 <= \$136 ;
   always @(posedge clk)
-    lo_v4 <= \$150 ;
+    lo_v5 <= \$137 ;
   always @(posedge clk)
-    hi_v5 <= \$151 ;
+    hi_v6 <= \$138 ;
   always @(posedge clk)
-    lo_v5 <= \$152 ;
+    lo_v6 <= \$139 ;
   always @(posedge clk)
-    hi_v6 <= \$153 ;
+    hi_v7 <= \$140 ;
   always @(posedge clk)
-    lo_v6 <= \$154 ;
+    lo_v7 <= \$141 ;
   always @(posedge clk)
-    hi_v7 <= \$155 ;
+    hi_v8 <= \$142 ;
   always @(posedge clk)
-    lo_v7 <= \$156 ;
+    lo_v8 <= \$143 ;
   always @(posedge clk)
-    hi_v8 <= \$157 ;
+    hi_v9 <= \$144 ;
   always @(posedge clk)
-    lo_v8 <= \$158 ;
+    lo_v9 <= \$145 ;
   always @(posedge clk)
-    hi_v9 <= \$159 ;
-  always @(posedge clk)
-    lo_v9 <= \$160 ;
-  always @(posedge clk)
-    last <= \$161 ;
+    last <= \$146 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cross_l)
-      1'h0:
-          cs_next0 = 15'h0000;
-      1'h1:
-          cs_next0 = cs_r1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cross_l)
-      1'h0:
-          cs_next1 = cs_r1;
-      1'h1:
-          cs_next1 = cs_r2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$45  = 16'h0000;
-    casez (\$44 )
+    \$93  = 16'h0000;
+    casez (\$92 )
       4'h0:
-          \$45  = hi_v0;
+          \$93  = hi_v0;
       4'h1:
-          \$45  = hi_v1;
+          \$93  = hi_v1;
       4'h2:
-          \$45  = hi_v2;
+          \$93  = hi_v2;
       4'h3:
-          \$45  = hi_v3;
+          \$93  = hi_v3;
       4'h4:
-          \$45  = hi_v4;
+          \$93  = hi_v4;
       4'h5:
-          \$45  = hi_v5;
+          \$93  = hi_v5;
       4'h6:
-          \$45  = hi_v6;
+          \$93  = hi_v6;
       4'h7:
-          \$45  = hi_v7;
+          \$93  = hi_v7;
       4'h8:
-          \$45  = hi_v8;
+          \$93  = hi_v8;
       4'h9:
-          \$45  = hi_v9;
+          \$93  = hi_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$49  = 16'h0000;
-    casez (\$48 )
+    \$97  = 16'h0000;
+    casez (\$96 )
       4'h0:
-          \$49  = lo_v0;
+          \$97  = lo_v0;
       4'h1:
-          \$49  = lo_v1;
+          \$97  = lo_v1;
       4'h2:
-          \$49  = lo_v2;
+          \$97  = lo_v2;
       4'h3:
-          \$49  = lo_v3;
+          \$97  = lo_v3;
       4'h4:
-          \$49  = lo_v4;
+          \$97  = lo_v4;
       4'h5:
-          \$49  = lo_v5;
+          \$97  = lo_v5;
       4'h6:
-          \$49  = lo_v6;
+          \$97  = lo_v6;
       4'h7:
-          \$49  = lo_v7;
+          \$97  = lo_v7;
       4'h8:
-          \$49  = lo_v8;
+          \$97  = lo_v8;
       4'h9:
-          \$49  = lo_v9;
+          \$97  = lo_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr0_0 = 1'h0;
-    if (p1) begin
-      wr0_0 = \$24 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr1_0 = 1'h0;
-    if (p1) begin
-      wr1_0 = \$26 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr2_0 = 1'h0;
-    if (p1) begin
-      wr2_0 = \$28 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr3_0 = 1'h0;
-    if (p1) begin
-      wr3_0 = \$30 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr4_0 = 1'h0;
-    if (p1) begin
-      wr4_0 = \$32 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr5_0 = 1'h0;
-    if (p1) begin
-      wr5_0 = \$34 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr6_0 = 1'h0;
-    if (p1) begin
-      wr6_0 = \$36 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr7_0 = 1'h0;
-    if (p1) begin
-      wr7_0 = \$38 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr8_0 = 1'h0;
-    if (p1) begin
-      wr8_0 = \$40 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr9_0 = 1'h0;
-    if (p1) begin
-      wr9_0 = \$42 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$130  = \$72 ;
+    \$117  = \$1 ;
     if (rst) begin
-      \$130  = 15'h0000;
+      \$117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$131  = \$74 ;
+    \$118  = \$2 [12:0];
     if (rst) begin
-      \$131  = 15'h0000;
+      \$118  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$132  = cpos;
-    if (\$75 ) begin
-      \$132  = 13'h0000;
-    end else if (\$76 ) begin
-      \$132  = \$81 [12:0];
+    \$119  = start;
+    if (\$3 ) begin
+      \$119  = 1'h1;
+    end else if (\$4 ) begin
+      \$119  = after_start0;
     end
     if (rst) begin
-      \$132  = 13'h0000;
+      \$119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$133  = cidx;
-    if (\$75 ) begin
-      \$133  = 4'h0;
-    end else if (\$76 ) begin
-      \$133  = \$82 [3:0];
+    \$120  = \dist ;
+    if (\$3 ) begin
+      \$120  = \$49 [12:0];
+    end else if (\$4 ) begin
+      \$120  = after_next;
     end
     if (rst) begin
-      \$133  = 4'h0;
+      \$120  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$134  = cross_l;
-    if (\$75 ) begin
-      \$134  = \$77 ;
-    end else if (\$76 ) begin
-      \$134  = \$85 ;
+    \$121  = chunk0;
+    if (\$3 ) begin
+      \$121  = 4'h0;
+    end else if (\$4 ) begin
+      \$121  = \$6 [3:0];
     end
     if (rst) begin
-      \$134  = 1'h0;
+      \$121  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$135  = start0;
-    if (\$75 ) begin
-      \$135  = \$79 ;
-    end else if (\$76 ) begin
-      \$135  = \$89 ;
+    \$122  = \$signal ;
+    if (\$7 ) begin
+      \$122  = 1'h0;
+    end
+    if (\$42 ) begin
+      \$122  = \$43 ;
     end
     if (rst) begin
-      \$135  = 1'h0;
+      \$122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$136  = chunk0;
-    if (\$75 ) begin
-      \$136  = 4'h0;
-    end else if (\$76 ) begin
-      \$136  = \$91 [3:0];
+    \$123  = found_lo;
+    if (\$7 ) begin
+      \$123  = 1'h0;
+    end
+    if (\$42 ) begin
+      \$123  = \$44 ;
     end
     if (rst) begin
-      \$136  = 4'h0;
+      \$123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$137  = \$signal$60 ;
-    if (\$92 ) begin
-      \$137  = 1'h0;
-    end
-    if (\$127 ) begin
-      \$137  = \$128 ;
-    end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$138  = found_lo;
-    if (\$92 ) begin
-      \$138  = 1'h0;
-    end
-    if (\$127 ) begin
-      \$138  = \$129 ;
-    end
-    if (rst) begin
-      \$138  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$139  = \$signal ;
+    \$124  = \$signal$17 ;
     if (p1) begin
-      \$139  = run_h0;
+      \$124  = run_h0;
+    end
+    if (rst) begin
+      \$124  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$125  = open_lo;
+    if (p1) begin
+      \$125  = run_l0;
+    end
+    if (rst) begin
+      \$125  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$126  = hi_v0;
+    if (p1) begin
+      if (\$8 ) begin
+        \$126  = \$9 ;
+      end
+    end
+    if (rst) begin
+      \$126  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$127  = lo_v0;
+    if (p1) begin
+      if (\$8 ) begin
+        \$127  = \$10 ;
+      end
+    end
+    if (rst) begin
+      \$127  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$128  = hi_v1;
+    if (p1) begin
+      if (\$11 ) begin
+        \$128  = \$12 ;
+      end
+    end
+    if (rst) begin
+      \$128  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$129  = lo_v1;
+    if (p1) begin
+      if (\$11 ) begin
+        \$129  = \$13 ;
+      end
+    end
+    if (rst) begin
+      \$129  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$130  = hi_v2;
+    if (p1) begin
+      if (\$14 ) begin
+        \$130  = \$15 ;
+      end
+    end
+    if (rst) begin
+      \$130  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$131  = lo_v2;
+    if (p1) begin
+      if (\$14 ) begin
+        \$131  = \$16 ;
+      end
+    end
+    if (rst) begin
+      \$131  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$132  = hi_v3;
+    if (p1) begin
+      if (\$17 ) begin
+        \$132  = \$18 ;
+      end
+    end
+    if (rst) begin
+      \$132  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$133  = lo_v3;
+    if (p1) begin
+      if (\$17 ) begin
+        \$133  = \$19 ;
+      end
+    end
+    if (rst) begin
+      \$133  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$134  = hi_v4;
+    if (p1) begin
+      if (\$20 ) begin
+        \$134  = \$21 ;
+      end
+    end
+    if (rst) begin
+      \$134  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$135  = lo_v4;
+    if (p1) begin
+      if (\$20 ) begin
+        \$135  = \$22 ;
+      end
+    end
+    if (rst) begin
+      \$135  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$136  = hi_v5;
+    if (p1) begin
+      if (\$23 ) begin
+        \$136  = \$24 ;
+      end
+    end
+    if (rst) begin
+      \$136  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$137  = lo_v5;
+    if (p1) begin
+      if (\$23 ) begin
+        \$137  = \$25 ;
+      end
+    end
+    if (rst) begin
+      \$137  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$138  = hi_v6;
+    if (p1) begin
+      if (\$26 ) begin
+        \$138  = \$27 ;
+      end
+    end
+    if (rst) begin
+      \$138  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$139  = lo_v6;
+    if (p1) begin
+      if (\$26 ) begin
+        \$139  = \$28 ;
+      end
     end
     if (rst) begin
       \$139  = 16'h0000;
@@ -5905,9 +5940,11 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$140  = open_lo;
+    \$140  = hi_v7;
     if (p1) begin
-      \$140  = run_l0;
+      if (\$29 ) begin
+        \$140  = \$30 ;
+      end
     end
     if (rst) begin
       \$140  = 16'h0000;
@@ -5915,10 +5952,10 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$141  = hi_v0;
+    \$141  = lo_v7;
     if (p1) begin
-      if (\$93 ) begin
-        \$141  = \$94 ;
+      if (\$29 ) begin
+        \$141  = \$31 ;
       end
     end
     if (rst) begin
@@ -5927,10 +5964,10 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$142  = lo_v0;
+    \$142  = hi_v8;
     if (p1) begin
-      if (\$93 ) begin
-        \$142  = \$95 ;
+      if (\$32 ) begin
+        \$142  = \$33 ;
       end
     end
     if (rst) begin
@@ -5939,10 +5976,10 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$143  = hi_v1;
+    \$143  = lo_v8;
     if (p1) begin
-      if (\$96 ) begin
-        \$143  = \$97 ;
+      if (\$32 ) begin
+        \$143  = \$34 ;
       end
     end
     if (rst) begin
@@ -5951,10 +5988,10 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$144  = lo_v1;
+    \$144  = hi_v9;
     if (p1) begin
-      if (\$96 ) begin
-        \$144  = \$98 ;
+      if (\$35 ) begin
+        \$144  = \$36 ;
       end
     end
     if (rst) begin
@@ -5963,10 +6000,10 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$145  = hi_v2;
+    \$145  = lo_v9;
     if (p1) begin
-      if (\$99 ) begin
-        \$145  = \$100 ;
+      if (\$35 ) begin
+        \$145  = \$37 ;
       end
     end
     if (rst) begin
@@ -5975,225 +6012,115 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$146  = lo_v2;
+    \$146  = last;
     if (p1) begin
-      if (\$99 ) begin
-        \$146  = \$101 ;
-      end
+      \$146  = \$38 ;
     end
     if (rst) begin
-      \$146  = 16'h0000;
+      \$146  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$147  = hi_v3;
-    if (p1) begin
-      if (\$102 ) begin
-        \$147  = \$103 ;
-      end
-    end
-    if (rst) begin
-      \$147  = 16'h0000;
+    after_next = \$46 [12:0];
+    if (\$47 ) begin
+      after_next = \$48 [12:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$148  = lo_v3;
+    wr0_0 = 1'h0;
     if (p1) begin
-      if (\$102 ) begin
-        \$148  = \$104 ;
-      end
-    end
-    if (rst) begin
-      \$148  = 16'h0000;
+      wr0_0 = \$72 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$149  = hi_v4;
+    wr1_0 = 1'h0;
     if (p1) begin
-      if (\$105 ) begin
-        \$149  = \$106 ;
-      end
-    end
-    if (rst) begin
-      \$149  = 16'h0000;
+      wr1_0 = \$74 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$150  = lo_v4;
+    wr2_0 = 1'h0;
     if (p1) begin
-      if (\$105 ) begin
-        \$150  = \$107 ;
-      end
-    end
-    if (rst) begin
-      \$150  = 16'h0000;
+      wr2_0 = \$76 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$151  = hi_v5;
+    wr3_0 = 1'h0;
     if (p1) begin
-      if (\$108 ) begin
-        \$151  = \$109 ;
-      end
-    end
-    if (rst) begin
-      \$151  = 16'h0000;
+      wr3_0 = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$152  = lo_v5;
+    wr4_0 = 1'h0;
     if (p1) begin
-      if (\$108 ) begin
-        \$152  = \$110 ;
-      end
-    end
-    if (rst) begin
-      \$152  = 16'h0000;
+      wr4_0 = \$80 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$153  = hi_v6;
+    wr5_0 = 1'h0;
     if (p1) begin
-      if (\$111 ) begin
-        \$153  = \$112 ;
-      end
-    end
-    if (rst) begin
-      \$153  = 16'h0000;
+      wr5_0 = \$82 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$154  = lo_v6;
+    wr6_0 = 1'h0;
     if (p1) begin
-      if (\$111 ) begin
-        \$154  = \$113 ;
-      end
-    end
-    if (rst) begin
-      \$154  = 16'h0000;
+      wr6_0 = \$84 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$155  = hi_v7;
+    wr7_0 = 1'h0;
     if (p1) begin
-      if (\$114 ) begin
-        \$155  = \$115 ;
-      end
-    end
-    if (rst) begin
-      \$155  = 16'h0000;
+      wr7_0 = \$86 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$156  = lo_v7;
+    wr8_0 = 1'h0;
     if (p1) begin
-      if (\$114 ) begin
-        \$156  = \$116 ;
-      end
-    end
-    if (rst) begin
-      \$156  = 16'h0000;
+      wr8_0 = \$88 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$157  = hi_v8;
+    wr9_0 = 1'h0;
     if (p1) begin
-      if (\$117 ) begin
-        \$157  = \$118 ;
-      end
-    end
-    if (rst) begin
-      \$157  = 16'h0000;
+      wr9_0 = \$90 ;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$158  = lo_v8;
-    if (p1) begin
-      if (\$117 ) begin
-        \$158  = \$119 ;
-      end
-    end
-    if (rst) begin
-      \$158  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$159  = hi_v9;
-    if (p1) begin
-      if (\$120 ) begin
-        \$159  = \$121 ;
-      end
-    end
-    if (rst) begin
-      \$159  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$160  = lo_v9;
-    if (p1) begin
-      if (\$120 ) begin
-        \$160  = \$122 ;
-      end
-    end
-    if (rst) begin
-      \$160  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$161  = last;
-    if (p1) begin
-      \$161  = \$123 ;
-    end
-    if (rst) begin
-      \$161  = 4'h0;
-    end
-  end
-  assign cs_x0 = 15'h0000;
+  assign second_next = \$49 [12:0];
   assign \x[0]  = x;
   assign \sel[0]  = sel;
-  assign \$1  = { 1'h0, chunk_size };
-  assign \$2  = rstart0;
-  assign \$3  = 1'h0;
-  assign \$4  = 1'h1;
+  assign after_start0 = \$45 ;
+  assign \$8  = wr0_0;
+  assign \$50  = rstart0;
+  assign \$51  = 1'h0;
+  assign \$52  = 1'h1;
   assign cand0_1 = mask;
-  assign \$7  = \$6 ;
-  assign \$8  = \$2 ;
-  assign \$11  = \$10 ;
-  assign \$16  = \$15 ;
-  assign \$17  = \$2 ;
-  assign \$20  = \$19 ;
-  assign \$51  = 1'h1;
-  assign before_hi0 = \$53 ;
-  assign \$54  = 1'h1;
-  assign before_lo0 = \$56 ;
-  assign \$71  = { 1'h0, chunk_size };
-  assign \$73  = { chunk_size, 1'h0 };
-  assign \$78  = 1'h1;
-  assign \$79  = 1'h1;
-  assign \$89  = \$88 ;
-  assign \$93  = wr0_0;
-  assign \$96  = wr1_0;
-  assign \$99  = wr2_0;
-  assign \$102  = wr3_0;
-  assign \$105  = wr4_0;
-  assign \$108  = wr5_0;
-  assign \$111  = wr6_0;
-  assign \$114  = wr7_0;
-  assign \$117  = wr8_0;
-  assign \$120  = wr9_0;
+  assign \$55  = \$54 ;
+  assign \$56  = \$50 ;
+  assign \$59  = \$58 ;
+  assign \$64  = \$63 ;
+  assign \$65  = \$50 ;
+  assign \$68  = \$67 ;
+  assign \$11  = wr1_0;
+  assign \$14  = wr2_0;
+  assign \$17  = wr3_0;
+  assign \$20  = wr4_0;
+  assign \$23  = wr5_0;
+  assign \$26  = wr6_0;
+  assign \$29  = wr7_0;
+  assign \$32  = wr8_0;
+  assign \$35  = wr9_0;
+  assign before_hi0 = \$100 ;
+  assign before_lo0 = \$102 ;
 endmodule

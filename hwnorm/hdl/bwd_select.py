@@ -11,6 +11,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import fmt_shape, lanes_of, tree_sum
+from .statistics import chunk_starts, first_starts, second_start
 
 
 class _Select(wiring.Component):
@@ -50,9 +51,10 @@ class SignSelect(_Select):
 
 class ChunkExtremes(_Select):
     """range: each chunk's max and min value (pass 1), then in pass 2 the first value equal to each (the chunk's first
-    max / first min position: ties to the lowest index). Lane j's chunk is the beat's first chunk plus the chunk starts
-    it passed: compares of cpos + j with t * chunk_size (t < lanes, constant multiples), registered a beat ahead
-    (`chunk_size` must hold from `clear` on: the top gives the descriptor's on that cycle). Pass 1 finds each lane's
+    max / first min position: ties to the lowest index). Lane j's chunk is lane 0's plus the chunk starts in lanes
+    1 .. j; the starts come from the distance to the next beat's first start, as in the forward's ChunkRange
+    (statistics.chunk_starts: compares with constants, one adder), registered a beat ahead (`chunk_size` must hold
+    from `clear` on: the top gives the descriptor's on that cycle). Pass 1 finds each lane's
     running max / min of its chunk in one level (`_runs`) and writes each chunk's value when the beat leaves it; pass 2
     looks up the lane's chunk and keeps, for the open chunk, whether its max / min came already. No indices are stored.
     `rewind` returns to the channel's first value between the passes."""
@@ -66,51 +68,29 @@ class ChunkExtremes(_Select):
         lanes, nch, cb = cfg.lanes, cfg.chunks, cfg.count_bits
         shape = fmt_shape(cfg.in_fmt)
         cs = self.chunk_size
-        mb = cb + (2 * lanes).bit_length()
-
-        def times(t):
-            return sum((cs << b) for b in range(t.bit_length()) if t >> b & 1) if t else 0
-        mult = [Signal(mb, name=f"cs_x{t}") for t in range(lanes + 1)]        # t chunk_size now (clear, rewind)
-        m.d.comb += [mult[t].eq(times(t)) for t in range(lanes + 1)]
-        mult_r = [Const(0, mb)] + [Signal(mb, name=f"cs_r{t}") for t in range(1, 2 * lanes + 1)]   # a cycle late
-        m.d.sync += [mult_r[t].eq(times(t)) for t in range(1, 2 * lanes + 1)]
-        cpos = Signal(cb)                      # lane 0's offset in its chunk
-        cidx = Signal(range(nch + lanes + 1))  # lane 0's chunk
         hi_v = Array(Signal(shape, name=f"hi_v{c}") for c in range(nch))
         lo_v = Array(Signal(shape, name=f"lo_v{c}") for c in range(nch))
         open_hi, open_lo = Signal(shape), Signal(shape)   # pass 1: the open chunk's running max / min
         found_hi, found_lo = Signal(), Signal()            # pass 2: the open chunk's max / min came already
-        last = Signal.like(cidx)               # the channel's last chunk
+        chunk = [Signal(range(nch + lanes + 1), name=f"chunk{j}") for j in range(lanes)]
+        last = Signal.like(chunk[0])                       # the channel's last chunk
 
-        # lane j's chunk and start flags are registered a beat ahead, for the next offset: 0 after clear / rewind
-        # (compares of j with t chunk_size), else cpos + lanes - step with step = cross_l chunk_size, so lane j's
-        # pos + j >= t chunk_size is cpos + lanes + j >= (t + cross_l) chunk_size: compares of cpos plus a constant with
-        # registered multiples (chunk_size holds from clear on: a cycle late is in time), no adder chain before them
-        chunk = [Signal.like(cidx, name=f"chunk{j}") for j in range(lanes)]
-        start = [Signal(name=f"start{j}") for j in range(lanes)]
-        seg = [Signal(range(lanes), name=f"seg{j}") for j in range(lanes)]
-        cross_l = Signal(range(lanes + 1))
-        sm = [Signal(mb, name=f"cs_next{u}") for u in range(lanes + 1)]       # (u + cross_l) chunk_size
-        m.d.comb += [sm[u].eq(Array(mult_r[u:u + lanes + 1])[cross_l]) for u in range(lanes + 1)]
+        # the current beat's chunk starts and each lane's chunk are registered a beat ahead, from the distance to the
+        # next beat's first start (the forward's ChunkRange does the same: compares with constants, one adder);
+        # lane j's chunk is lane 0's plus the starts in lanes 1 .. j, lane 0's the last lane's plus its own start
+        start = Signal(lanes)
+        dist = Signal(cb)                      # the next beat's lanes before its first chunk start
+        nflags, nxt = chunk_starts(m, dist, cs, lanes, cb)
+        first, second = first_starts(cs, lanes), second_start(m, cs, lanes, cb)
 
-        def flags(pos, mults):
-            """(per lane: chunk starts passed, starts here; the beat's chunk starts) with lane j at pos + j, against
-            the multiples t chunk_size in `mults`."""
-            segs = [tree_sum([(pos + j) >= mults[t] for t in range(1, lanes)]) if lanes > 1 else 0 for j in range(lanes)]
-            starts = [Cat(*[(pos + j) == mults[t] for t in range(lanes)]).any() for j in range(lanes)]
-            cl = tree_sum([(pos + lanes) >= mults[t] for t in range(1, lanes + 1)])
-            return segs, starts, cl
-
+        def lane_chunks(base, flags):
+            return [base + (tree_sum([flags[i] for i in range(1, j + 1)]) if j else 0) for j in range(lanes)]
         with m.If(self.clear | self.rewind):
-            segs, starts, cl = flags(0, mult)
-            m.d.sync += [cpos.eq(0), cidx.eq(0), cross_l.eq(cl)]
-            m.d.sync += [r.eq(v) for r, v in zip(seg, segs)] + [r.eq(v) for r, v in zip(start, starts)]
-            m.d.sync += [r.eq(v) for r, v in zip(chunk, segs)]
+            m.d.sync += [start.eq(first), dist.eq(second)]
+            m.d.sync += [r.eq(v) for r, v in zip(chunk, lane_chunks(0, first))]
         with m.Elif(self.p1 | self.p2):
-            segs, starts, cl = flags(cpos + lanes, sm)
-            m.d.sync += [cpos.eq(cpos + lanes - sm[0]), cidx.eq(cidx + cross_l), cross_l.eq(cl)]
-            m.d.sync += [r.eq(v) for r, v in zip(seg, segs)] + [r.eq(v) for r, v in zip(start, starts)]
-            m.d.sync += [r.eq(cidx + cross_l + v) for r, v in zip(chunk, segs)]
+            m.d.sync += [start.eq(Cat(*nflags)), dist.eq(nxt)]
+            m.d.sync += [r.eq(v) for r, v in zip(chunk, lane_chunks(chunk[-1] + nflags[0], nflags))]
         with m.If(self.clear | self.rewind):
             m.d.sync += [found_hi.eq(0), found_lo.eq(0)]
 
@@ -124,20 +104,19 @@ class ChunkExtremes(_Select):
         with m.If(self.p1):
             m.d.sync += [open_hi.eq(hi), open_lo.eq(lo)]
             for c in range(nch):
-                wr = [Signal(name=f"wr{c}_{j}") for j in range(lanes)]     # the last lane that ends chunk c
+                wr = [Signal(name=f"wr{c}_{j}") for j in range(lanes)]     # the one lane that ends chunk c
                 m.d.comb += [wr[j].eq(ends[j] & (chunk[j] == c)) for j in range(lanes)]
-                pick = [wr[j] & ~Cat(*wr[j + 1:]).any() if j + 1 < lanes else wr[j] for j in range(lanes)]
                 with m.If(Cat(*wr).any()):
-                    m.d.sync += [hi_v[c].eq(_or_select([(pick[j], runs[j][0]) for j in range(lanes)])),
-                                 lo_v[c].eq(_or_select([(pick[j], runs[j][1]) for j in range(lanes)]))]
+                    m.d.sync += [hi_v[c].eq(_or_select([(wr[j], runs[j][0]) for j in range(lanes)])),
+                                 lo_v[c].eq(_or_select([(wr[j], runs[j][1]) for j in range(lanes)]))]
             lc = last
             for j in range(lanes):
                 lc = Mux(self.mask[j], chunk[j], lc)
             m.d.sync += last.eq(lc)
 
         # pass 2: the first value of its chunk equal to the chunk's max (min)
-        fh_prev = found_hi & (cpos != 0)       # lane 0 continues the open chunk
-        fl_prev = found_lo & (cpos != 0)
+        fh_prev = found_hi & ~start[0]         # lane 0 continues the open chunk
+        fl_prev = found_lo & ~start[0]
         eq_h, eq_l, hit_h, hit_l = [], [], [], []
         for j in range(lanes):
             cj = Mux(chunk[j] < nch, chunk[j], 0)
@@ -148,7 +127,8 @@ class ChunkExtremes(_Select):
             eq_l.append(el)
         fbs = []
         for j in range(lanes):
-            before_h, before_l = Mux(seg[j] == 0, fh_prev, 0), Mux(seg[j] == 0, fl_prev, 0)
+            chunk0 = ~start[1:j + 1].any() if j else Const(1)      # lane j is in lane 0's chunk
+            before_h, before_l = fh_prev & chunk0, fl_prev & chunk0
             for i in range(j):                 # an earlier lane of the same chunk: no start in lanes i+1 .. j
                 same = ~Cat(*start[i + 1:j + 1]).any()
                 before_h = before_h | (same & eq_h[i])

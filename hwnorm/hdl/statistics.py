@@ -109,6 +109,48 @@ class MinMax(BeatUnit):
         return m
 
 
+def chunk_starts(m, dist, cs, lanes: int, bits: int):
+    """Chunk starts of a beat of `lanes` values, a beat ahead: lane j starts a chunk when j = dist + i * cs for some
+    i >= 0. From registers of chunk_size loaded every cycle (cs >= lanes, cs - lanes, and cs = c for each c < lanes)
+    the flags are compares of dist with constants, and the next beat's distance (the first start at or after `lanes`,
+    minus lanes) one adder: dist - lanes, dist + (cs - lanes), or for cs < lanes a constant per (dist, cs). Returns
+    (flags, next distance); cs must hold from a cycle before the flags are used."""
+    big, over = Signal(name="cs_big"), Signal(bits, name="cs_over")
+    small = {c: Signal(name=f"cs_is{c}") for c in range(1, lanes)}
+    m.d.sync += [big.eq(cs >= lanes), over.eq(cs - lanes)] + [small[c].eq(cs == c) for c in small]
+    near = [dist == d for d in range(lanes)]
+    flags = [Signal(name=f"after_start{j}") for j in range(lanes)]
+    for j in range(lanes):
+        hits = [small[c] & near[d] for c in small for d in range(j) if (j - d) % c == 0]
+        m.d.comb += flags[j].eq(Cat(near[j], *hits).any())
+    nxt = Signal(bits, name="after_next")
+    m.d.comb += nxt.eq(dist - lanes)
+    with m.If(dist < lanes):
+        m.d.comb += nxt.eq(dist + over)
+        for c, is_c in small.items():
+            for d in range(lanes):
+                with m.If(is_c & near[d]):
+                    m.d.comb += nxt.eq(d - (d - lanes) // c * c - lanes)
+    return flags, nxt
+
+
+def second_start(m, cs, lanes: int, bits: int):
+    """The second beat's distance (chunk_starts' dist) from chunk_size alone: cs - lanes, or for cs < lanes the first
+    multiple of cs at or after lanes, minus lanes (a constant per cs)."""
+    second = Signal(bits, name="second_next")
+    m.d.comb += second.eq(cs - lanes)
+    for c in range(1, lanes):
+        with m.If(cs == c):
+            m.d.comb += second.eq(-(-lanes // c) * c - lanes)
+    return second
+
+
+def first_starts(cs, lanes: int):
+    """The channel's first beat's chunk starts: lane j starts a chunk when chunk_size divides j (compares with
+    constants)."""
+    return Cat(*[Cat(*[cs == j // i for i in range(1, j + 1) if j % i == 0]).any() if j else 1 for j in range(lanes)])
+
+
 class ChunkRange(BeatUnit):
     """Range BN's chunked ranges: max - min per chunk of `chunk_size` consecutive values.
 
@@ -133,41 +175,6 @@ class ChunkRange(BeatUnit):
         super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
                                "r_open": Out(cfg.in_fmt.bits)})
 
-    def _starts(self, m, dist, cs):
-        """Lane j starts a chunk when j = dist + i * cs for some i >= 0. From registers of chunk_size loaded the
-        cycle before the first beat (cs >= lanes, cs - lanes, and cs = c for each c < lanes) the flags are
-        compares of dist with constants, and the next beat's distance (the first start at or after `lanes`,
-        minus lanes) one adder: dist - lanes, dist + (cs - lanes), or for cs < lanes a constant per (dist, cs)."""
-        lanes, bits = self.cfg.lanes, self.cfg.count_bits
-        big, over = Signal(name="cs_big"), Signal(bits, name="cs_over")
-        small = {c: Signal(name=f"cs_is{c}") for c in range(1, lanes)}
-        m.d.sync += [big.eq(cs >= lanes), over.eq(cs - lanes)] + [small[c].eq(cs == c) for c in small]
-        near = [dist == d for d in range(lanes)]
-        flags = [Signal(name=f"after_start{j}") for j in range(lanes)]
-        for j in range(lanes):
-            hits = [small[c] & near[d] for c in small for d in range(j) if (j - d) % c == 0]
-            m.d.comb += flags[j].eq(Cat(near[j], *hits).any())
-        nxt = Signal(bits, name="after_next")
-        m.d.comb += nxt.eq(dist - lanes)
-        with m.If(dist < lanes):
-            m.d.comb += nxt.eq(dist + over)
-            for c, is_c in small.items():
-                for d in range(lanes):
-                    with m.If(is_c & near[d]):
-                        m.d.comb += nxt.eq(d - (d - lanes) // c * c - lanes)
-        return flags, nxt
-
-    def _second(self, m, cs):
-        """The second beat's distance from chunk_size alone (the multiples are not registered yet): cs - lanes,
-        or for cs < lanes the first multiple of cs at or after lanes, minus lanes (a constant per cs)."""
-        lanes = self.cfg.lanes
-        second = Signal(self.cfg.count_bits, name="second_next")
-        m.d.comb += second.eq(cs - lanes)
-        for c in range(1, lanes):
-            with m.If(cs == c):
-                m.d.comb += second.eq(-(-lanes // c) * c - lanes)
-        return second
-
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
@@ -183,12 +190,11 @@ class ChunkRange(BeatUnit):
         m.d.comb += self.r_open.eq(hi - lo)
 
         # the first beat: lane j starts a chunk when chunk_size divides j (compares with constants)
-        first = Cat(*[Cat(*[cs == j // i for i in range(1, j + 1) if j % i == 0]).any() if j else 1
-                      for j in range(lanes)])
+        first = first_starts(cs, lanes)
         # one step ahead, so each register is one adder and compare from another: the starts of the
         # next beat from `dist`, and the distance one beat further on
-        after, nxt = self._starts(m, dist, cs)
-        second = self._second(m, cs)           # the second beat's distance, primed before the first beat
+        after, nxt = chunk_starts(m, dist, cs, lanes, cfg.count_bits)
+        second = second_start(m, cs, lanes, cfg.count_bits)     # the second beat's distance, primed before the first beat
         starts = Mux(fresh, first, start_next)
 
         # stage A: max, min and "any value" of every window [a, b] of the beat's lanes, and the starts.
