@@ -774,11 +774,12 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$97 ;
   wire \$98 ;
   wire [6:0] \$99 ;
-  reg [2:0] \$signal  = 3'h0;
-  reg \$signal$68  = 1'h0;
-  reg \$signal$69  = 1'h0;
+  wire [16:0] \$signal ;
+  reg [2:0] \$signal$68  = 3'h0;
+  wire [2:0] \$signal$68[0] ;
   reg \$signal$71  = 1'h0;
-  wire [2:0] \$signal[0] ;
+  reg \$signal$72  = 1'h0;
+  reg \$signal$74  = 1'h0;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -817,7 +818,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$82 ;
+  wire \done$85 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -837,10 +838,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg [56:0] m1 = 57'h000000000000000;
   reg [99:0] m2 = 100'h0000000000000000000000000;
   wire mask;
-  wire \mask$22 ;
+  wire \mask$25 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$52 ;
+  reg \neg$55 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -856,13 +857,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [114:0] p;
   reg p1;
   reg p2;
-  wire [158:0] q;
+  wire [16:0] q;
+  wire [158:0] \q$86 ;
   reg [55:0] qg = 56'h00000000000000;
+  wire [12:0] r;
+  wire [12:0] r_mean;
   wire refused;
   reg [54:0] rem_init;
   input rst;
   wire rst;
-  wire [28:0] s;
   reg [15:0] s0_g = 16'h0000;
   wire [15:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -883,7 +886,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$50 ;
+  reg \start$53 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -895,7 +898,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [7:0] \steps$48 ;
+  reg [7:0] \steps$51 ;
   reg take;
   reg [158:0] tq = 159'h0000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -1286,8 +1289,8 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$660  = fsm_state == 6'h27;
   assign \$661  = fsm_state == 6'h28;
   assign \$662  = $signed(s0_g) * $signed(lane_a);
-  assign \$663  = \$signal  == 2'h2;
-  assign \$664  = ! \$signal ;
+  assign \$663  = \$signal$68  == 2'h2;
+  assign \$664  = ! \$signal$68 ;
   assign \$665  = \$664  ? const0 : const1;
   assign \$666  = \$663  ? const2 : \$665 ;
   assign \$667  = $signed(\$666 ) + $signed(34'h100000000);
@@ -1339,9 +1342,9 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$725  = \$722  ? 115'h000000000007ff801100100000000 : \$724 ;
   assign \$726  = | left;
   assign \$727  = ~ \$726 ;
-  assign \$728  = ~ \$signal$69 ;
+  assign \$728  = ~ \$signal$72 ;
   assign \$729  = \$727  & \$728 ;
-  assign \$730  = ~ \$signal$68 ;
+  assign \$730  = ~ \$signal$71 ;
   assign \$731  = \$729  & \$730 ;
   assign \$732  = ~ s2_valid;
   assign \$733  = \$731  & \$732 ;
@@ -1353,19 +1356,19 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   always @(posedge clk)
     s0_mask <= \$737 ;
   always @(posedge clk)
-    \$signal  <= \$738 ;
+    \$signal$68  <= \$738 ;
   always @(posedge clk)
     o__valid <= \$739 ;
   always @(posedge clk)
     s2_valid <= \$740 ;
   always @(posedge clk)
-    \$signal$68  <= \$741 ;
+    \$signal$71  <= \$741 ;
   always @(posedge clk)
-    \$signal$69  <= \$742 ;
+    \$signal$72  <= \$742 ;
   always @(posedge clk)
     s2_mask <= \$743 ;
   always @(posedge clk)
-    \$signal$71  <= \$744 ;
+    \$signal$74  <= \$744 ;
   always @(posedge clk)
     s1_t0_0 <= \$745 ;
   always @(posedge clk)
@@ -1430,14 +1433,14 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   \hwnorm_bwd_cvar_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$82 ),
+    .done(\done$85 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$52 ),
-    .q(q),
+    .\neg$15 (\neg$55 ),
+    .q(\q$86 ),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$50 ),
-    .steps(\steps$48 )
+    .start(\start$53 ),
+    .steps(\steps$51 )
   );
   \hwnorm_bwd_cvar_s16.mul  mul (
     .a(a),
@@ -1451,16 +1454,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_cvar_s16.sel$84  \sel$84  (
+  \hwnorm_bwd_cvar_s16.sel$87  \sel$87  (
     .clear(clear),
     .clk(clk),
     .m(chan[129:125]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1497$0 (\$768 ),
-    .\port$1510$0 (\$769 ),
-    .\port$1616$0 (chan[41:0]),
+    .\port$1495$0 (\$768 ),
+    .\port$1508$0 (\$769 ),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -2268,7 +2270,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$48  = 8'h00;
+    \steps$51  = 8'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2283,13 +2285,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \steps$48  = \$585 ;
+          \steps$51  = \$585 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$48  = 8'h54;
+          \steps$51  = 8'h54;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2313,16 +2315,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \steps$48  = \$606 ;
+          \steps$51  = \$606 ;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$48  = 8'h9d;
+          \steps$51  = 8'h9d;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$50  = 1'h0;
+    \start$53  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2337,13 +2339,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \start$50  = 1'h1;
+          \start$53  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$50  = 1'h1;
+          \start$53  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2367,11 +2369,11 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \start$50  = 1'h1;
+          \start$53  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$50  = 1'h1;
+          \start$53  = 1'h1;
     endcase
   end
   always @* begin
@@ -2430,7 +2432,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$52  = 1'h0;
+    \neg$55  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2445,13 +2447,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \neg$52  = \$586 ;
+          \neg$55  = \$586 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$52  = \$591 ;
+          \neg$55  = \$591 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2475,11 +2477,11 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \neg$52  = \$607 ;
+          \neg$55  = \$607 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$52  = \$611 ;
+          \neg$55  = \$611 ;
     endcase
   end
   always @* begin
@@ -2824,7 +2826,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = \$signal ;
+    \$738  = \$signal$68 ;
     if (take) begin
       \$738  = { 1'h0, \$769  };
     end
@@ -2846,7 +2848,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$740  = s2_valid;
     if (adv) begin
-      \$740  = \$signal$68 ;
+      \$740  = \$signal$71 ;
     end
     if (rst) begin
       \$740  = 1'h0;
@@ -2854,9 +2856,9 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = \$signal$68 ;
+    \$741  = \$signal$71 ;
     if (adv) begin
-      \$741  = \$signal$69 ;
+      \$741  = \$signal$72 ;
     end
     if (rst) begin
       \$741  = 1'h0;
@@ -2864,7 +2866,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = \$signal$69 ;
+    \$742  = \$signal$72 ;
     if (adv) begin
       \$742  = take;
     end
@@ -2876,7 +2878,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$743  = s2_mask;
     if (adv) begin
-      \$743  = \$signal$71 ;
+      \$743  = \$signal$74 ;
     end
     if (rst) begin
       \$743  = 1'h0;
@@ -2884,7 +2886,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = \$signal$71 ;
+    \$744  = \$signal$74 ;
     if (adv) begin
       \$744  = s0_mask;
     end
@@ -3196,7 +3198,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           \$756  = 6'h08;
       6'h08:
-          if (\done$82 ) begin
+          if (\done$85 ) begin
             \$756  = 6'h09;
           end
       6'h09:
@@ -3204,7 +3206,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0a:
           \$756  = 6'h0b;
       6'h0b:
-          if (\done$82 ) begin
+          if (\done$85 ) begin
             \$756  = 6'h0c;
           end
       6'h0c:
@@ -3240,13 +3242,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h16:
           \$756  = 6'h17;
       6'h17:
-          if (\done$82 ) begin
+          if (\done$85 ) begin
             \$756  = 6'h18;
           end
       6'h18:
           \$756  = 6'h19;
       6'h19:
-          if (\done$82 ) begin
+          if (\done$85 ) begin
             \$756  = 6'h1a;
           end
       6'h1a:
@@ -3466,16 +3468,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$82 ) begin
-            \$760  = q;
+          if (\done$85 ) begin
+            \$760  = \q$86 ;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$82 ) begin
-            \$760  = q;
+          if (\done$85 ) begin
+            \$760  = \q$86 ;
           end
       6'h0c:
           /* empty */;
@@ -3500,14 +3502,14 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$82 ) begin
-            \$760  = q;
+          if (\done$85 ) begin
+            \$760  = \q$86 ;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$82 ) begin
-            \$760  = q;
+          if (\done$85 ) begin
+            \$760  = \q$86 ;
           end
     endcase
     if (rst) begin
@@ -3924,10 +3926,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     end
   end
   assign n = chan[12:0];
-  assign s = chan[41:13];
+  assign q = 17'h00000;
+  assign \$signal  = 17'h00000;
+  assign r = 13'h0000;
+  assign r_mean = 13'h0000;
   assign m = chan[129:125];
   assign x = i__payload[15:0];
-  assign \mask$22  = mask;
+  assign \mask$25  = mask;
   assign shv = { 70'h000000000000000000, \$3  };
   assign sh_new = \$387 [5:0];
   assign o_valid = o__valid;
@@ -3959,7 +3964,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal[0]  = \$signal ;
+  assign \$signal$68[0]  = \$signal$68 ;
   assign \sel[0]  = { 1'h0, \$769  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { chan[12:0], 1'h0 };
@@ -4592,9 +4597,9 @@ module \hwnorm_bwd_cvar_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 , clear, p1, p2, \port$1616$0 , m, x);
+module \hwnorm_bwd_cvar_s16.sel$87 (clk, rst, mask, \port$1495$0 , \port$1508$0 , clear, p1, p2, m, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
-  wire [28:0] \$1 ;
+  wire \$1 ;
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
@@ -4647,369 +4652,369 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   wire \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [29:0] \$148 ;
-  wire [29:0] \$149 ;
+  wire [16:0] \$147 ;
+  wire [16:0] \$148 ;
+  wire [1:0] \$149 ;
   wire \$15 ;
   wire [1:0] \$150 ;
-  wire [1:0] \$151 ;
-  wire [29:0] \$152 ;
-  wire [29:0] \$153 ;
-  wire [29:0] \$154 ;
-  wire [29:0] \$155 ;
+  wire [16:0] \$151 ;
+  wire [16:0] \$152 ;
+  wire [16:0] \$153 ;
+  wire [16:0] \$154 ;
+  wire [1:0] \$155 ;
   wire [1:0] \$156 ;
   wire [1:0] \$157 ;
   wire [1:0] \$158 ;
-  wire [1:0] \$159 ;
+  wire [16:0] \$159 ;
   wire \$16 ;
-  wire [29:0] \$160 ;
-  wire [29:0] \$161 ;
-  wire [29:0] \$162 ;
-  wire [29:0] \$163 ;
+  wire [16:0] \$160 ;
+  wire [16:0] \$161 ;
+  wire [16:0] \$162 ;
+  wire [1:0] \$163 ;
   wire [1:0] \$164 ;
   wire [1:0] \$165 ;
   wire [1:0] \$166 ;
-  wire [1:0] \$167 ;
-  wire [29:0] \$168 ;
-  wire [29:0] \$169 ;
+  wire [16:0] \$167 ;
+  wire [16:0] \$168 ;
+  wire [16:0] \$169 ;
   wire \$17 ;
-  wire [29:0] \$170 ;
-  wire [29:0] \$171 ;
+  wire [16:0] \$170 ;
+  wire [1:0] \$171 ;
   wire [1:0] \$172 ;
   wire [1:0] \$173 ;
   wire [1:0] \$174 ;
-  wire [1:0] \$175 ;
-  wire [29:0] \$176 ;
-  wire [29:0] \$177 ;
-  wire [29:0] \$178 ;
-  wire [29:0] \$179 ;
+  wire [16:0] \$175 ;
+  wire [16:0] \$176 ;
+  wire [16:0] \$177 ;
+  wire [16:0] \$178 ;
+  wire [1:0] \$179 ;
   wire \$18 ;
   wire [1:0] \$180 ;
   wire [1:0] \$181 ;
   wire [1:0] \$182 ;
-  wire [1:0] \$183 ;
-  wire [29:0] \$184 ;
-  wire [29:0] \$185 ;
-  wire [29:0] \$186 ;
-  wire [29:0] \$187 ;
+  wire [16:0] \$183 ;
+  wire [16:0] \$184 ;
+  wire [16:0] \$185 ;
+  wire [16:0] \$186 ;
+  wire [1:0] \$187 ;
   wire [1:0] \$188 ;
   wire [1:0] \$189 ;
   wire \$19 ;
   wire [1:0] \$190 ;
-  wire [1:0] \$191 ;
-  wire [29:0] \$192 ;
-  wire [29:0] \$193 ;
-  wire [29:0] \$194 ;
-  wire [29:0] \$195 ;
+  wire [16:0] \$191 ;
+  wire [16:0] \$192 ;
+  wire [16:0] \$193 ;
+  wire [16:0] \$194 ;
+  wire [1:0] \$195 ;
   wire [1:0] \$196 ;
   wire [1:0] \$197 ;
   wire [1:0] \$198 ;
-  wire [1:0] \$199 ;
+  wire [16:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [29:0] \$200 ;
-  wire [29:0] \$201 ;
-  wire [29:0] \$202 ;
-  wire [29:0] \$203 ;
+  wire [16:0] \$200 ;
+  wire [16:0] \$201 ;
+  wire [16:0] \$202 ;
+  wire [1:0] \$203 ;
   wire [1:0] \$204 ;
   wire [1:0] \$205 ;
   wire [1:0] \$206 ;
-  wire [1:0] \$207 ;
-  wire [29:0] \$208 ;
-  wire [29:0] \$209 ;
+  wire [16:0] \$207 ;
+  wire [16:0] \$208 ;
+  wire [16:0] \$209 ;
   wire \$21 ;
-  wire [29:0] \$210 ;
-  wire [29:0] \$211 ;
+  wire [16:0] \$210 ;
+  wire [1:0] \$211 ;
   wire [1:0] \$212 ;
   wire [1:0] \$213 ;
   wire [1:0] \$214 ;
-  wire [1:0] \$215 ;
-  wire [29:0] \$216 ;
-  wire [29:0] \$217 ;
-  wire [29:0] \$218 ;
-  wire [29:0] \$219 ;
+  wire [16:0] \$215 ;
+  wire [16:0] \$216 ;
+  wire [16:0] \$217 ;
+  wire [16:0] \$218 ;
+  wire [1:0] \$219 ;
   wire \$22 ;
   wire [1:0] \$220 ;
   wire [1:0] \$221 ;
   wire [1:0] \$222 ;
-  wire [1:0] \$223 ;
-  wire [29:0] \$224 ;
-  wire [29:0] \$225 ;
-  wire [29:0] \$226 ;
-  wire [29:0] \$227 ;
+  wire [16:0] \$223 ;
+  wire [16:0] \$224 ;
+  wire [16:0] \$225 ;
+  wire [16:0] \$226 ;
+  wire [1:0] \$227 ;
   wire [1:0] \$228 ;
   wire [1:0] \$229 ;
   wire \$23 ;
   wire [1:0] \$230 ;
-  wire [1:0] \$231 ;
-  wire [29:0] \$232 ;
-  wire [29:0] \$233 ;
-  wire [29:0] \$234 ;
-  wire [29:0] \$235 ;
+  wire [16:0] \$231 ;
+  wire [16:0] \$232 ;
+  wire [16:0] \$233 ;
+  wire [16:0] \$234 ;
+  wire [1:0] \$235 ;
   wire [1:0] \$236 ;
   wire [1:0] \$237 ;
   wire [1:0] \$238 ;
-  wire [1:0] \$239 ;
+  wire [16:0] \$239 ;
   wire \$24 ;
-  wire [29:0] \$240 ;
-  wire [29:0] \$241 ;
-  wire [29:0] \$242 ;
-  wire [29:0] \$243 ;
+  wire [16:0] \$240 ;
+  wire [16:0] \$241 ;
+  wire [16:0] \$242 ;
+  wire [1:0] \$243 ;
   wire [1:0] \$244 ;
   wire [1:0] \$245 ;
   wire [1:0] \$246 ;
-  wire [1:0] \$247 ;
-  wire [29:0] \$248 ;
-  wire [29:0] \$249 ;
+  wire [16:0] \$247 ;
+  wire [16:0] \$248 ;
+  wire [16:0] \$249 ;
   wire \$25 ;
-  wire [29:0] \$250 ;
-  wire [29:0] \$251 ;
+  wire [16:0] \$250 ;
+  wire [1:0] \$251 ;
   wire [1:0] \$252 ;
   wire [1:0] \$253 ;
   wire [1:0] \$254 ;
-  wire [1:0] \$255 ;
-  wire [29:0] \$256 ;
-  wire [29:0] \$257 ;
-  wire [29:0] \$258 ;
-  wire [29:0] \$259 ;
+  wire [16:0] \$255 ;
+  wire [16:0] \$256 ;
+  wire [16:0] \$257 ;
+  wire [16:0] \$258 ;
+  wire [1:0] \$259 ;
   wire \$26 ;
   wire [1:0] \$260 ;
   wire [1:0] \$261 ;
   wire [1:0] \$262 ;
-  wire [1:0] \$263 ;
-  wire [29:0] \$264 ;
-  wire [29:0] \$265 ;
-  wire [29:0] \$266 ;
-  wire [29:0] \$267 ;
+  wire [16:0] \$263 ;
+  wire [16:0] \$264 ;
+  wire [16:0] \$265 ;
+  wire [16:0] \$266 ;
+  wire [1:0] \$267 ;
   wire [1:0] \$268 ;
   wire [1:0] \$269 ;
   wire \$27 ;
   wire [1:0] \$270 ;
-  wire [1:0] \$271 ;
-  wire [29:0] \$272 ;
-  wire [29:0] \$273 ;
-  wire [29:0] \$274 ;
-  wire [29:0] \$275 ;
+  wire [16:0] \$271 ;
+  wire [16:0] \$272 ;
+  wire [16:0] \$273 ;
+  wire [16:0] \$274 ;
+  wire [1:0] \$275 ;
   wire [1:0] \$276 ;
   wire [1:0] \$277 ;
   wire [1:0] \$278 ;
-  wire [1:0] \$279 ;
+  wire [16:0] \$279 ;
   wire \$28 ;
-  wire [29:0] \$280 ;
-  wire [29:0] \$281 ;
-  wire [29:0] \$282 ;
-  wire [29:0] \$283 ;
+  wire [16:0] \$280 ;
+  wire [16:0] \$281 ;
+  wire [16:0] \$282 ;
+  wire [1:0] \$283 ;
   wire [1:0] \$284 ;
   wire [1:0] \$285 ;
   wire [1:0] \$286 ;
-  wire [1:0] \$287 ;
-  wire [29:0] \$288 ;
-  wire [29:0] \$289 ;
+  wire [16:0] \$287 ;
+  wire [16:0] \$288 ;
+  wire [16:0] \$289 ;
   wire \$29 ;
-  wire [29:0] \$290 ;
-  wire [29:0] \$291 ;
+  wire [16:0] \$290 ;
+  wire [1:0] \$291 ;
   wire [1:0] \$292 ;
   wire [1:0] \$293 ;
   wire [1:0] \$294 ;
-  wire [1:0] \$295 ;
-  wire [29:0] \$296 ;
-  wire [29:0] \$297 ;
-  wire [29:0] \$298 ;
-  wire [29:0] \$299 ;
+  wire [16:0] \$295 ;
+  wire [16:0] \$296 ;
+  wire [16:0] \$297 ;
+  wire [16:0] \$298 ;
+  wire [1:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
   wire [1:0] \$300 ;
   wire [1:0] \$301 ;
   wire [1:0] \$302 ;
-  wire [1:0] \$303 ;
-  wire [29:0] \$304 ;
-  wire [29:0] \$305 ;
-  wire [29:0] \$306 ;
-  wire [29:0] \$307 ;
+  wire [16:0] \$303 ;
+  wire [16:0] \$304 ;
+  wire [16:0] \$305 ;
+  wire [16:0] \$306 ;
+  wire [1:0] \$307 ;
   wire [1:0] \$308 ;
   wire [1:0] \$309 ;
   wire \$31 ;
   wire [1:0] \$310 ;
-  wire [1:0] \$311 ;
-  wire [5:0] \$312 ;
+  wire [5:0] \$311 ;
+  wire \$312 ;
   wire \$313 ;
   wire \$314 ;
   wire \$315 ;
   wire \$316 ;
   wire \$317 ;
-  wire \$318 ;
-  wire [1:0] \$319 ;
+  wire [1:0] \$318 ;
+  wire \$319 ;
   wire \$32 ;
   wire \$320 ;
   wire \$321 ;
   wire \$322 ;
   wire \$323 ;
   wire \$324 ;
-  wire \$325 ;
-  wire [1:0] \$326 ;
-  wire [2:0] \$327 ;
+  wire [1:0] \$325 ;
+  wire [2:0] \$326 ;
+  wire \$327 ;
   wire \$328 ;
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
   wire \$331 ;
   wire \$332 ;
-  wire \$333 ;
-  wire [1:0] \$334 ;
+  wire [1:0] \$333 ;
+  wire \$334 ;
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
   wire \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire [1:0] \$341 ;
-  wire [2:0] \$342 ;
-  wire [3:0] \$343 ;
+  wire [1:0] \$340 ;
+  wire [2:0] \$341 ;
+  wire [3:0] \$342 ;
+  wire \$343 ;
   wire \$344 ;
   wire \$345 ;
   wire \$346 ;
   wire \$347 ;
   wire \$348 ;
-  wire \$349 ;
+  wire [1:0] \$349 ;
   wire \$35 ;
-  wire [1:0] \$350 ;
+  wire \$350 ;
   wire \$351 ;
   wire \$352 ;
   wire \$353 ;
   wire \$354 ;
   wire \$355 ;
-  wire \$356 ;
-  wire [1:0] \$357 ;
-  wire [2:0] \$358 ;
+  wire [1:0] \$356 ;
+  wire [2:0] \$357 ;
+  wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
   wire \$361 ;
   wire \$362 ;
   wire \$363 ;
-  wire \$364 ;
-  wire [1:0] \$365 ;
+  wire [1:0] \$364 ;
+  wire \$365 ;
   wire \$366 ;
   wire \$367 ;
   wire \$368 ;
   wire \$369 ;
   wire \$37 ;
   wire \$370 ;
-  wire \$371 ;
-  wire [1:0] \$372 ;
-  wire [2:0] \$373 ;
-  wire [3:0] \$374 ;
-  wire [4:0] \$375 ;
+  wire [1:0] \$371 ;
+  wire [2:0] \$372 ;
+  wire [3:0] \$373 ;
+  wire [4:0] \$374 ;
+  wire \$375 ;
   wire \$376 ;
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
   wire \$38 ;
   wire \$380 ;
-  wire \$381 ;
-  wire [1:0] \$382 ;
+  wire [1:0] \$381 ;
+  wire \$382 ;
   wire \$383 ;
   wire \$384 ;
   wire \$385 ;
   wire \$386 ;
   wire \$387 ;
-  wire \$388 ;
-  wire [1:0] \$389 ;
+  wire [1:0] \$388 ;
+  wire [2:0] \$389 ;
   wire \$39 ;
-  wire [2:0] \$390 ;
+  wire \$390 ;
   wire \$391 ;
   wire \$392 ;
-  wire \$393 ;
-  wire [3:0] \$394 ;
-  wire [5:0] \$395 ;
-  wire \$396 ;
-  wire [1:0] \$397 ;
-  wire \$398 ;
-  wire [1:0] \$399 ;
+  wire [3:0] \$393 ;
+  wire [5:0] \$394 ;
+  wire \$395 ;
+  wire [1:0] \$396 ;
+  wire \$397 ;
+  wire [1:0] \$398 ;
+  wire [2:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [2:0] \$400 ;
-  wire \$401 ;
-  wire [1:0] \$402 ;
-  wire \$403 ;
-  wire [1:0] \$404 ;
-  wire [2:0] \$405 ;
-  wire [3:0] \$406 ;
-  wire \$407 ;
-  wire [1:0] \$408 ;
-  wire \$409 ;
+  wire \$400 ;
+  wire [1:0] \$401 ;
+  wire \$402 ;
+  wire [1:0] \$403 ;
+  wire [2:0] \$404 ;
+  wire [3:0] \$405 ;
+  wire \$406 ;
+  wire [1:0] \$407 ;
+  wire \$408 ;
+  wire [1:0] \$409 ;
   wire \$41 ;
-  wire [1:0] \$410 ;
-  wire [2:0] \$411 ;
-  wire \$412 ;
-  wire [1:0] \$413 ;
-  wire \$414 ;
-  wire [1:0] \$415 ;
-  wire [2:0] \$416 ;
-  wire [3:0] \$417 ;
-  wire [4:0] \$418 ;
-  wire \$419 ;
+  wire [2:0] \$410 ;
+  wire \$411 ;
+  wire [1:0] \$412 ;
+  wire \$413 ;
+  wire [1:0] \$414 ;
+  wire [2:0] \$415 ;
+  wire [3:0] \$416 ;
+  wire [4:0] \$417 ;
+  wire \$418 ;
+  wire [1:0] \$419 ;
   wire \$42 ;
-  wire [1:0] \$420 ;
-  wire \$421 ;
-  wire [1:0] \$422 ;
-  wire [2:0] \$423 ;
-  wire \$424 ;
-  wire [1:0] \$425 ;
-  wire \$426 ;
-  wire [1:0] \$427 ;
-  wire [2:0] \$428 ;
-  wire [3:0] \$429 ;
+  wire \$420 ;
+  wire [1:0] \$421 ;
+  wire [2:0] \$422 ;
+  wire \$423 ;
+  wire [1:0] \$424 ;
+  wire \$425 ;
+  wire [1:0] \$426 ;
+  wire [2:0] \$427 ;
+  wire [3:0] \$428 ;
+  wire \$429 ;
   wire \$43 ;
-  wire \$430 ;
-  wire [1:0] \$431 ;
-  wire \$432 ;
-  wire [1:0] \$433 ;
-  wire [2:0] \$434 ;
-  wire \$435 ;
-  wire [1:0] \$436 ;
-  wire \$437 ;
-  wire [1:0] \$438 ;
-  wire [2:0] \$439 ;
+  wire [1:0] \$430 ;
+  wire \$431 ;
+  wire [1:0] \$432 ;
+  wire [2:0] \$433 ;
+  wire \$434 ;
+  wire [1:0] \$435 ;
+  wire \$436 ;
+  wire [1:0] \$437 ;
+  wire [2:0] \$438 ;
+  wire [3:0] \$439 ;
   wire \$44 ;
-  wire [3:0] \$440 ;
-  wire [4:0] \$441 ;
-  wire [5:0] \$442 ;
-  wire \$443 ;
-  wire [1:0] \$444 ;
-  wire \$445 ;
-  wire [1:0] \$446 ;
-  wire [2:0] \$447 ;
-  wire \$448 ;
-  wire [1:0] \$449 ;
+  wire [4:0] \$440 ;
+  wire [5:0] \$441 ;
+  wire \$442 ;
+  wire [1:0] \$443 ;
+  wire \$444 ;
+  wire [1:0] \$445 ;
+  wire [2:0] \$446 ;
+  wire \$447 ;
+  wire [1:0] \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  wire \$450 ;
-  wire [1:0] \$451 ;
-  wire [2:0] \$452 ;
-  wire [3:0] \$453 ;
-  wire \$454 ;
-  wire [1:0] \$455 ;
-  wire [4:0] \$456 ;
-  wire [6:0] \$457 ;
+  wire [1:0] \$450 ;
+  wire [2:0] \$451 ;
+  wire [3:0] \$452 ;
+  wire \$453 ;
+  wire [1:0] \$454 ;
+  wire [4:0] \$455 ;
+  wire [6:0] \$456 ;
+  wire \$457 ;
   wire \$458 ;
   wire \$459 ;
   wire \$46 ;
-  wire \$460 ;
-  wire [13:0] \$461 ;
+  wire [13:0] \$460 ;
+  wire \$461 ;
   wire \$462 ;
   wire \$463 ;
   wire \$464 ;
   wire \$465 ;
   wire \$466 ;
   wire \$467 ;
-  wire \$468 ;
+  wire [1:0] \$468 ;
   wire [1:0] \$469 ;
   wire \$47 ;
-  wire [1:0] \$470 ;
+  wire \$470 ;
   wire \$471 ;
-  wire \$472 ;
-  wire [13:0] \$473 ;
+  wire [13:0] \$472 ;
+  reg \$473 ;
   reg \$474 ;
   reg \$475 ;
   reg \$476 ;
@@ -5032,55 +5037,54 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   reg \$491 ;
   reg \$492 ;
   reg \$493 ;
-  reg \$494 ;
-  reg [29:0] \$495 ;
-  reg [1:0] \$496 ;
-  reg [29:0] \$497 ;
-  reg [1:0] \$498 ;
-  reg [29:0] \$499 ;
+  reg [16:0] \$494 ;
+  reg [1:0] \$495 ;
+  reg [16:0] \$496 ;
+  reg [1:0] \$497 ;
+  reg [16:0] \$498 ;
+  reg [1:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [1:0] \$500 ;
-  reg [29:0] \$501 ;
-  reg [1:0] \$502 ;
-  reg [29:0] \$503 ;
-  reg [1:0] \$504 ;
-  reg [29:0] \$505 ;
-  reg [1:0] \$506 ;
-  reg [29:0] \$507 ;
-  reg [1:0] \$508 ;
-  reg [29:0] \$509 ;
+  reg [16:0] \$500 ;
+  reg [1:0] \$501 ;
+  reg [16:0] \$502 ;
+  reg [1:0] \$503 ;
+  reg [16:0] \$504 ;
+  reg [1:0] \$505 ;
+  reg [16:0] \$506 ;
+  reg [1:0] \$507 ;
+  reg [16:0] \$508 ;
+  reg [1:0] \$509 ;
   wire \$51 ;
-  reg [1:0] \$510 ;
-  reg [29:0] \$511 ;
-  reg [1:0] \$512 ;
-  reg [29:0] \$513 ;
-  reg [1:0] \$514 ;
-  reg [29:0] \$515 ;
-  reg [1:0] \$516 ;
-  reg [29:0] \$517 ;
-  reg [1:0] \$518 ;
-  reg [29:0] \$519 ;
+  reg [16:0] \$510 ;
+  reg [1:0] \$511 ;
+  reg [16:0] \$512 ;
+  reg [1:0] \$513 ;
+  reg [16:0] \$514 ;
+  reg [1:0] \$515 ;
+  reg [16:0] \$516 ;
+  reg [1:0] \$517 ;
+  reg [16:0] \$518 ;
+  reg [1:0] \$519 ;
   wire \$52 ;
-  reg [1:0] \$520 ;
-  reg [29:0] \$521 ;
-  reg [1:0] \$522 ;
-  reg [29:0] \$523 ;
-  reg [1:0] \$524 ;
-  reg [29:0] \$525 ;
-  reg [1:0] \$526 ;
-  reg [29:0] \$527 ;
-  reg [1:0] \$528 ;
-  reg [29:0] \$529 ;
+  reg [16:0] \$520 ;
+  reg [1:0] \$521 ;
+  reg [16:0] \$522 ;
+  reg [1:0] \$523 ;
+  reg [16:0] \$524 ;
+  reg [1:0] \$525 ;
+  reg [16:0] \$526 ;
+  reg [1:0] \$527 ;
+  reg [16:0] \$528 ;
+  reg [1:0] \$529 ;
   wire \$53 ;
-  reg [1:0] \$530 ;
-  reg [29:0] \$531 ;
-  reg [1:0] \$532 ;
-  reg [29:0] \$533 ;
-  reg [1:0] \$534 ;
-  reg [29:0] \$535 ;
-  reg [1:0] \$536 ;
-  reg [12:0] \$537 ;
+  reg [16:0] \$530 ;
+  reg [1:0] \$531 ;
+  reg [16:0] \$532 ;
+  reg [1:0] \$533 ;
+  reg [16:0] \$534 ;
+  reg [1:0] \$535 ;
+  reg [12:0] \$536 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
@@ -5157,7 +5161,6 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   wire clear;
   input clk;
   wire clk;
-  wire [29:0] d0;
   wire ge0_0;
   wire ge10_0;
   wire ge11_0;
@@ -5220,28 +5223,28 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   wire keep8_at9;
   wire keep9_at10;
   wire keep9_at9;
-  wire [29:0] key0;
-  reg [29:0] kreg0 = 30'h00000000;
-  reg [29:0] kreg1 = 30'h00000000;
-  reg [29:0] kreg10 = 30'h00000000;
-  reg [29:0] kreg11 = 30'h00000000;
-  reg [29:0] kreg12 = 30'h00000000;
-  reg [29:0] kreg13 = 30'h00000000;
-  reg [29:0] kreg14 = 30'h00000000;
-  reg [29:0] kreg15 = 30'h00000000;
-  reg [29:0] kreg16 = 30'h00000000;
-  reg [29:0] kreg17 = 30'h00000000;
-  reg [29:0] kreg18 = 30'h00000000;
-  reg [29:0] kreg19 = 30'h00000000;
-  reg [29:0] kreg2 = 30'h00000000;
-  reg [29:0] kreg20 = 30'h00000000;
-  reg [29:0] kreg3 = 30'h00000000;
-  reg [29:0] kreg4 = 30'h00000000;
-  reg [29:0] kreg5 = 30'h00000000;
-  reg [29:0] kreg6 = 30'h00000000;
-  reg [29:0] kreg7 = 30'h00000000;
-  reg [29:0] kreg8 = 30'h00000000;
-  reg [29:0] kreg9 = 30'h00000000;
+  wire [16:0] key0;
+  reg [16:0] kreg0 = 17'h00000;
+  reg [16:0] kreg1 = 17'h00000;
+  reg [16:0] kreg10 = 17'h00000;
+  reg [16:0] kreg11 = 17'h00000;
+  reg [16:0] kreg12 = 17'h00000;
+  reg [16:0] kreg13 = 17'h00000;
+  reg [16:0] kreg14 = 17'h00000;
+  reg [16:0] kreg15 = 17'h00000;
+  reg [16:0] kreg16 = 17'h00000;
+  reg [16:0] kreg17 = 17'h00000;
+  reg [16:0] kreg18 = 17'h00000;
+  reg [16:0] kreg19 = 17'h00000;
+  reg [16:0] kreg2 = 17'h00000;
+  reg [16:0] kreg20 = 17'h00000;
+  reg [16:0] kreg3 = 17'h00000;
+  reg [16:0] kreg4 = 17'h00000;
+  reg [16:0] kreg5 = 17'h00000;
+  reg [16:0] kreg6 = 17'h00000;
+  reg [16:0] kreg7 = 17'h00000;
+  reg [16:0] kreg8 = 17'h00000;
+  reg [16:0] kreg9 = 17'h00000;
   wire lane0_at0;
   wire lane0_at1;
   wire lane0_at10;
@@ -5268,28 +5271,27 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   wire [4:0] m;
   input mask;
   wire mask;
-  wire [12:0] n;
-  wire [29:0] nk0;
-  wire [29:0] nk1;
-  wire [29:0] nk10;
-  wire [29:0] nk11;
-  wire [29:0] nk12;
-  wire [29:0] nk13;
-  wire [29:0] nk14;
-  wire [29:0] nk15;
-  wire [29:0] nk16;
-  wire [29:0] nk17;
-  wire [29:0] nk18;
-  wire [29:0] nk19;
-  wire [29:0] nk2;
-  wire [29:0] nk20;
-  wire [29:0] nk3;
-  wire [29:0] nk4;
-  wire [29:0] nk5;
-  wire [29:0] nk6;
-  wire [29:0] nk7;
-  wire [29:0] nk8;
-  wire [29:0] nk9;
+  wire [16:0] nk0;
+  wire [16:0] nk1;
+  wire [16:0] nk10;
+  wire [16:0] nk11;
+  wire [16:0] nk12;
+  wire [16:0] nk13;
+  wire [16:0] nk14;
+  wire [16:0] nk15;
+  wire [16:0] nk16;
+  wire [16:0] nk17;
+  wire [16:0] nk18;
+  wire [16:0] nk19;
+  wire [16:0] nk2;
+  wire [16:0] nk20;
+  wire [16:0] nk3;
+  wire [16:0] nk4;
+  wire [16:0] nk5;
+  wire [16:0] nk6;
+  wire [16:0] nk7;
+  wire [16:0] nk8;
+  wire [16:0] nk9;
   wire [1:0] nt0;
   wire [1:0] nt1;
   wire [1:0] nt10;
@@ -5357,20 +5359,16 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   wire pass7;
   wire pass8;
   wire pass9;
-  output [6:0] \port$1497$0 ;
-  wire [6:0] \port$1497$0 ;
-  output [1:0] \port$1510$0 ;
-  wire [1:0] \port$1510$0 ;
-  input [41:0] \port$1616$0 ;
-  wire [41:0] \port$1616$0 ;
+  output [6:0] \port$1495$0 ;
+  wire [6:0] \port$1495$0 ;
+  output [1:0] \port$1508$0 ;
+  wire [1:0] \port$1508$0 ;
   input rst;
   wire rst;
-  wire [28:0] s;
   reg [12:0] seen = 13'h0000;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
-  wire [1:0] t0;
-  reg [29:0] thr;
+  reg [16:0] thr;
   reg [1:0] treg0 = 2'h0;
   reg [1:0] treg1 = 2'h0;
   reg [1:0] treg10 = 2'h0;
@@ -5417,733 +5415,731 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$284  = lane0_at17 ? 2'h1 : 2'h0;
-  assign \$285  = keep16_at17 ? treg16 : 2'h0;
-  assign \$286  = \$284  | \$285 ;
-  assign \$287  = keep17_at17 ? treg17 : 2'h0;
-  assign nt17 = \$286  | \$287 ;
+  assign \$286  = keep17_at17 ? treg17 : 2'h0;
+  assign nt17 = \$285  | \$286 ;
   assign nv18 = | { keep18_at18, keep17_at18, lane0_at18 };
-  assign \$288  = lane0_at18 ? d0 : 30'h00000000;
-  assign \$289  = keep17_at18 ? kreg17 : 30'h00000000;
-  assign \$290  = \$288  | \$289 ;
-  assign \$291  = keep18_at18 ? kreg18 : 30'h00000000;
-  assign nk18 = \$290  | \$291 ;
-  assign \$292  = lane0_at18 ? 2'h1 : 2'h0;
-  assign \$293  = keep17_at18 ? treg17 : 2'h0;
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = keep18_at18 ? treg18 : 2'h0;
-  assign nt18 = \$294  | \$295 ;
+  assign \$287  = lane0_at18 ? { x[15], x } : 17'h00000;
+  assign \$288  = keep17_at18 ? kreg17 : 17'h00000;
+  assign \$289  = \$287  | \$288 ;
+  assign \$290  = keep18_at18 ? kreg18 : 17'h00000;
+  assign nk18 = \$289  | \$290 ;
+  assign \$291  = lane0_at18 ? 2'h1 : 2'h0;
+  assign \$292  = keep17_at18 ? treg17 : 2'h0;
+  assign \$293  = \$291  | \$292 ;
+  assign \$294  = keep18_at18 ? treg18 : 2'h0;
+  assign nt18 = \$293  | \$294 ;
   assign nv19 = | { keep19_at19, keep18_at19, lane0_at19 };
-  assign \$296  = lane0_at19 ? d0 : 30'h00000000;
-  assign \$297  = keep18_at19 ? kreg18 : 30'h00000000;
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = keep19_at19 ? kreg19 : 30'h00000000;
-  assign nk19 = \$298  | \$299 ;
-  assign \$300  = lane0_at19 ? 2'h1 : 2'h0;
-  assign \$301  = keep18_at19 ? treg18 : 2'h0;
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = keep19_at19 ? treg19 : 2'h0;
-  assign nt19 = \$302  | \$303 ;
+  assign \$295  = lane0_at19 ? { x[15], x } : 17'h00000;
+  assign \$296  = keep18_at19 ? kreg18 : 17'h00000;
+  assign \$297  = \$295  | \$296 ;
+  assign \$298  = keep19_at19 ? kreg19 : 17'h00000;
+  assign nk19 = \$297  | \$298 ;
+  assign \$299  = lane0_at19 ? 2'h1 : 2'h0;
+  assign \$300  = keep18_at19 ? treg18 : 2'h0;
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = keep19_at19 ? treg19 : 2'h0;
+  assign nt19 = \$301  | \$302 ;
   assign nv20 = | { keep20_at20, keep19_at20, lane0_at20 };
-  assign \$304  = lane0_at20 ? d0 : 30'h00000000;
-  assign \$305  = keep19_at20 ? kreg19 : 30'h00000000;
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = keep20_at20 ? kreg20 : 30'h00000000;
-  assign nk20 = \$306  | \$307 ;
-  assign \$308  = lane0_at20 ? 2'h1 : 2'h0;
-  assign \$309  = keep19_at20 ? treg19 : 2'h0;
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = keep20_at20 ? treg20 : 2'h0;
-  assign nt20 = \$310  | \$311 ;
-  assign \$312  = m - 1'h1;
-  assign \$313  = m > 1'h0;
-  assign \$314  = kreg0 == thr;
-  assign \$315  = \$313  & \$314 ;
-  assign \$316  = m > 1'h1;
-  assign \$317  = kreg1 == thr;
-  assign \$318  = \$316  & \$317 ;
-  assign \$319  = \$315  + \$318 ;
-  assign \$320  = m > 2'h2;
-  assign \$321  = kreg2 == thr;
-  assign \$322  = \$320  & \$321 ;
-  assign \$323  = m > 2'h3;
-  assign \$324  = kreg3 == thr;
-  assign \$325  = \$323  & \$324 ;
-  assign \$326  = \$322  + \$325 ;
-  assign \$327  = \$319  + \$326 ;
-  assign \$328  = m > 3'h4;
-  assign \$329  = kreg4 == thr;
-  assign \$330  = \$328  & \$329 ;
-  assign \$331  = m > 3'h5;
-  assign \$332  = kreg5 == thr;
-  assign \$333  = \$331  & \$332 ;
-  assign \$334  = \$330  + \$333 ;
-  assign \$335  = m > 3'h6;
-  assign \$336  = kreg6 == thr;
-  assign \$337  = \$335  & \$336 ;
-  assign \$338  = m > 3'h7;
-  assign \$339  = kreg7 == thr;
-  assign \$340  = \$338  & \$339 ;
-  assign \$341  = \$337  + \$340 ;
-  assign \$342  = \$334  + \$341 ;
-  assign \$343  = \$327  + \$342 ;
-  assign \$344  = m > 4'h8;
-  assign \$345  = kreg8 == thr;
-  assign \$346  = \$344  & \$345 ;
-  assign \$347  = m > 4'h9;
-  assign \$348  = kreg9 == thr;
-  assign \$349  = \$347  & \$348 ;
-  assign \$350  = \$346  + \$349 ;
-  assign \$351  = m > 4'ha;
-  assign \$352  = kreg10 == thr;
-  assign \$353  = \$351  & \$352 ;
-  assign \$354  = m > 4'hb;
-  assign \$355  = kreg11 == thr;
-  assign \$356  = \$354  & \$355 ;
-  assign \$357  = \$353  + \$356 ;
-  assign \$358  = \$350  + \$357 ;
-  assign \$359  = m > 4'hc;
-  assign \$360  = kreg12 == thr;
-  assign \$361  = \$359  & \$360 ;
-  assign \$362  = m > 4'hd;
-  assign \$363  = kreg13 == thr;
-  assign \$364  = \$362  & \$363 ;
-  assign \$365  = \$361  + \$364 ;
-  assign \$366  = m > 4'he;
-  assign \$367  = kreg14 == thr;
-  assign \$368  = \$366  & \$367 ;
-  assign \$369  = m > 4'hf;
-  assign \$370  = kreg15 == thr;
-  assign \$371  = \$369  & \$370 ;
-  assign \$372  = \$368  + \$371 ;
-  assign \$373  = \$365  + \$372 ;
-  assign \$374  = \$358  + \$373 ;
-  assign \$375  = \$343  + \$374 ;
-  assign \$376  = m > 5'h10;
-  assign \$377  = kreg16 == thr;
-  assign \$378  = \$376  & \$377 ;
-  assign \$379  = m > 5'h11;
-  assign \$380  = kreg17 == thr;
-  assign \$381  = \$379  & \$380 ;
-  assign \$382  = \$378  + \$381 ;
-  assign \$383  = m > 5'h12;
-  assign \$384  = kreg18 == thr;
-  assign \$385  = \$383  & \$384 ;
-  assign \$386  = m > 5'h13;
-  assign \$387  = kreg19 == thr;
-  assign \$388  = \$386  & \$387 ;
-  assign \$389  = \$385  + \$388 ;
-  assign \$390  = \$382  + \$389 ;
-  assign \$391  = m > 5'h14;
-  assign \$392  = kreg20 == thr;
-  assign \$393  = \$391  & \$392 ;
-  assign \$394  = \$390  + \$393 ;
-  assign \$395  = \$375  + \$394 ;
-  assign \$396  = m > 1'h0;
-  assign \$397  = \$396  ? treg0 : 2'h0;
-  assign \$398  = m > 1'h1;
-  assign \$399  = \$398  ? treg1 : 2'h0;
-  assign \$400  = $signed(\$397 ) + $signed(\$399 );
-  assign \$401  = m > 2'h2;
-  assign \$402  = \$401  ? treg2 : 2'h0;
-  assign \$403  = m > 2'h3;
-  assign \$404  = \$403  ? treg3 : 2'h0;
-  assign \$405  = $signed(\$402 ) + $signed(\$404 );
-  assign \$406  = $signed(\$400 ) + $signed(\$405 );
-  assign \$407  = m > 3'h4;
-  assign \$408  = \$407  ? treg4 : 2'h0;
-  assign \$409  = m > 3'h5;
-  assign \$410  = \$409  ? treg5 : 2'h0;
-  assign \$411  = $signed(\$408 ) + $signed(\$410 );
-  assign \$412  = m > 3'h6;
-  assign \$413  = \$412  ? treg6 : 2'h0;
-  assign \$414  = m > 3'h7;
-  assign \$415  = \$414  ? treg7 : 2'h0;
-  assign \$416  = $signed(\$413 ) + $signed(\$415 );
-  assign \$417  = $signed(\$411 ) + $signed(\$416 );
-  assign \$418  = $signed(\$406 ) + $signed(\$417 );
-  assign \$419  = m > 4'h8;
-  assign \$420  = \$419  ? treg8 : 2'h0;
-  assign \$421  = m > 4'h9;
-  assign \$422  = \$421  ? treg9 : 2'h0;
-  assign \$423  = $signed(\$420 ) + $signed(\$422 );
-  assign \$424  = m > 4'ha;
-  assign \$425  = \$424  ? treg10 : 2'h0;
-  assign \$426  = m > 4'hb;
-  assign \$427  = \$426  ? treg11 : 2'h0;
-  assign \$428  = $signed(\$425 ) + $signed(\$427 );
-  assign \$429  = $signed(\$423 ) + $signed(\$428 );
-  assign \$430  = m > 4'hc;
-  assign \$431  = \$430  ? treg12 : 2'h0;
-  assign \$432  = m > 4'hd;
-  assign \$433  = \$432  ? treg13 : 2'h0;
-  assign \$434  = $signed(\$431 ) + $signed(\$433 );
-  assign \$435  = m > 4'he;
-  assign \$436  = \$435  ? treg14 : 2'h0;
-  assign \$437  = m > 4'hf;
-  assign \$438  = \$437  ? treg15 : 2'h0;
-  assign \$439  = $signed(\$436 ) + $signed(\$438 );
-  assign \$440  = $signed(\$434 ) + $signed(\$439 );
-  assign \$441  = $signed(\$429 ) + $signed(\$440 );
-  assign \$442  = $signed(\$418 ) + $signed(\$441 );
-  assign \$443  = m > 5'h10;
-  assign \$444  = \$443  ? treg16 : 2'h0;
-  assign \$445  = m > 5'h11;
-  assign \$446  = \$445  ? treg17 : 2'h0;
-  assign \$447  = $signed(\$444 ) + $signed(\$446 );
-  assign \$448  = m > 5'h12;
-  assign \$449  = \$448  ? treg18 : 2'h0;
-  assign \$450  = m > 5'h13;
-  assign \$451  = \$450  ? treg19 : 2'h0;
-  assign \$452  = $signed(\$449 ) + $signed(\$451 );
-  assign \$453  = $signed(\$447 ) + $signed(\$452 );
-  assign \$454  = m > 5'h14;
-  assign \$455  = \$454  ? treg20 : 2'h0;
-  assign \$456  = $signed(\$453 ) + $signed(\$455 );
-  assign \$457  = $signed(\$442 ) + $signed(\$456 );
-  assign \$458  = $signed(d0) > $signed(thr);
-  assign \$459  = d0 == thr;
-  assign \$460  = mask & \$459 ;
-  assign \$461  = seen + 1'h0;
-  assign \$462  = \$461  < \$395 [4:0];
-  assign \$463  = \$460  & \$462 ;
-  assign \$464  = \$458  | \$463 ;
-  assign \$465  = mask & \$464 ;
-  assign \$470  = \$467  ? 2'h1 : 2'h0;
-  assign \$471  = d0 == thr;
-  assign \$472  = mask & \$471 ;
-  assign \$473  = seen + \$472 ;
+  assign \$303  = lane0_at20 ? { x[15], x } : 17'h00000;
+  assign \$304  = keep19_at20 ? kreg19 : 17'h00000;
+  assign \$305  = \$303  | \$304 ;
+  assign \$306  = keep20_at20 ? kreg20 : 17'h00000;
+  assign nk20 = \$305  | \$306 ;
+  assign \$307  = lane0_at20 ? 2'h1 : 2'h0;
+  assign \$308  = keep19_at20 ? treg19 : 2'h0;
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = keep20_at20 ? treg20 : 2'h0;
+  assign nt20 = \$309  | \$310 ;
+  assign \$311  = m - 1'h1;
+  assign \$312  = m > 1'h0;
+  assign \$313  = kreg0 == thr;
+  assign \$314  = \$312  & \$313 ;
+  assign \$315  = m > 1'h1;
+  assign \$316  = kreg1 == thr;
+  assign \$317  = \$315  & \$316 ;
+  assign \$318  = \$314  + \$317 ;
+  assign \$319  = m > 2'h2;
+  assign \$320  = kreg2 == thr;
+  assign \$321  = \$319  & \$320 ;
+  assign \$322  = m > 2'h3;
+  assign \$323  = kreg3 == thr;
+  assign \$324  = \$322  & \$323 ;
+  assign \$325  = \$321  + \$324 ;
+  assign \$326  = \$318  + \$325 ;
+  assign \$327  = m > 3'h4;
+  assign \$328  = kreg4 == thr;
+  assign \$329  = \$327  & \$328 ;
+  assign \$330  = m > 3'h5;
+  assign \$331  = kreg5 == thr;
+  assign \$332  = \$330  & \$331 ;
+  assign \$333  = \$329  + \$332 ;
+  assign \$334  = m > 3'h6;
+  assign \$335  = kreg6 == thr;
+  assign \$336  = \$334  & \$335 ;
+  assign \$337  = m > 3'h7;
+  assign \$338  = kreg7 == thr;
+  assign \$339  = \$337  & \$338 ;
+  assign \$340  = \$336  + \$339 ;
+  assign \$341  = \$333  + \$340 ;
+  assign \$342  = \$326  + \$341 ;
+  assign \$343  = m > 4'h8;
+  assign \$344  = kreg8 == thr;
+  assign \$345  = \$343  & \$344 ;
+  assign \$346  = m > 4'h9;
+  assign \$347  = kreg9 == thr;
+  assign \$348  = \$346  & \$347 ;
+  assign \$349  = \$345  + \$348 ;
+  assign \$350  = m > 4'ha;
+  assign \$351  = kreg10 == thr;
+  assign \$352  = \$350  & \$351 ;
+  assign \$353  = m > 4'hb;
+  assign \$354  = kreg11 == thr;
+  assign \$355  = \$353  & \$354 ;
+  assign \$356  = \$352  + \$355 ;
+  assign \$357  = \$349  + \$356 ;
+  assign \$358  = m > 4'hc;
+  assign \$359  = kreg12 == thr;
+  assign \$360  = \$358  & \$359 ;
+  assign \$361  = m > 4'hd;
+  assign \$362  = kreg13 == thr;
+  assign \$363  = \$361  & \$362 ;
+  assign \$364  = \$360  + \$363 ;
+  assign \$365  = m > 4'he;
+  assign \$366  = kreg14 == thr;
+  assign \$367  = \$365  & \$366 ;
+  assign \$368  = m > 4'hf;
+  assign \$369  = kreg15 == thr;
+  assign \$370  = \$368  & \$369 ;
+  assign \$371  = \$367  + \$370 ;
+  assign \$372  = \$364  + \$371 ;
+  assign \$373  = \$357  + \$372 ;
+  assign \$374  = \$342  + \$373 ;
+  assign \$375  = m > 5'h10;
+  assign \$376  = kreg16 == thr;
+  assign \$377  = \$375  & \$376 ;
+  assign \$378  = m > 5'h11;
+  assign \$379  = kreg17 == thr;
+  assign \$380  = \$378  & \$379 ;
+  assign \$381  = \$377  + \$380 ;
+  assign \$382  = m > 5'h12;
+  assign \$383  = kreg18 == thr;
+  assign \$384  = \$382  & \$383 ;
+  assign \$385  = m > 5'h13;
+  assign \$386  = kreg19 == thr;
+  assign \$387  = \$385  & \$386 ;
+  assign \$388  = \$384  + \$387 ;
+  assign \$389  = \$381  + \$388 ;
+  assign \$390  = m > 5'h14;
+  assign \$391  = kreg20 == thr;
+  assign \$392  = \$390  & \$391 ;
+  assign \$393  = \$389  + \$392 ;
+  assign \$394  = \$374  + \$393 ;
+  assign \$395  = m > 1'h0;
+  assign \$396  = \$395  ? treg0 : 2'h0;
+  assign \$397  = m > 1'h1;
+  assign \$398  = \$397  ? treg1 : 2'h0;
+  assign \$399  = $signed(\$396 ) + $signed(\$398 );
+  assign \$400  = m > 2'h2;
+  assign \$401  = \$400  ? treg2 : 2'h0;
+  assign \$402  = m > 2'h3;
+  assign \$403  = \$402  ? treg3 : 2'h0;
+  assign \$404  = $signed(\$401 ) + $signed(\$403 );
+  assign \$405  = $signed(\$399 ) + $signed(\$404 );
+  assign \$406  = m > 3'h4;
+  assign \$407  = \$406  ? treg4 : 2'h0;
+  assign \$408  = m > 3'h5;
+  assign \$409  = \$408  ? treg5 : 2'h0;
+  assign \$410  = $signed(\$407 ) + $signed(\$409 );
+  assign \$411  = m > 3'h6;
+  assign \$412  = \$411  ? treg6 : 2'h0;
+  assign \$413  = m > 3'h7;
+  assign \$414  = \$413  ? treg7 : 2'h0;
+  assign \$415  = $signed(\$412 ) + $signed(\$414 );
+  assign \$416  = $signed(\$410 ) + $signed(\$415 );
+  assign \$417  = $signed(\$405 ) + $signed(\$416 );
+  assign \$418  = m > 4'h8;
+  assign \$419  = \$418  ? treg8 : 2'h0;
+  assign \$420  = m > 4'h9;
+  assign \$421  = \$420  ? treg9 : 2'h0;
+  assign \$422  = $signed(\$419 ) + $signed(\$421 );
+  assign \$423  = m > 4'ha;
+  assign \$424  = \$423  ? treg10 : 2'h0;
+  assign \$425  = m > 4'hb;
+  assign \$426  = \$425  ? treg11 : 2'h0;
+  assign \$427  = $signed(\$424 ) + $signed(\$426 );
+  assign \$428  = $signed(\$422 ) + $signed(\$427 );
+  assign \$429  = m > 4'hc;
+  assign \$430  = \$429  ? treg12 : 2'h0;
+  assign \$431  = m > 4'hd;
+  assign \$432  = \$431  ? treg13 : 2'h0;
+  assign \$433  = $signed(\$430 ) + $signed(\$432 );
+  assign \$434  = m > 4'he;
+  assign \$435  = \$434  ? treg14 : 2'h0;
+  assign \$436  = m > 4'hf;
+  assign \$437  = \$436  ? treg15 : 2'h0;
+  assign \$438  = $signed(\$435 ) + $signed(\$437 );
+  assign \$439  = $signed(\$433 ) + $signed(\$438 );
+  assign \$440  = $signed(\$428 ) + $signed(\$439 );
+  assign \$441  = $signed(\$417 ) + $signed(\$440 );
+  assign \$442  = m > 5'h10;
+  assign \$443  = \$442  ? treg16 : 2'h0;
+  assign \$444  = m > 5'h11;
+  assign \$445  = \$444  ? treg17 : 2'h0;
+  assign \$446  = $signed(\$443 ) + $signed(\$445 );
+  assign \$447  = m > 5'h12;
+  assign \$448  = \$447  ? treg18 : 2'h0;
+  assign \$449  = m > 5'h13;
+  assign \$450  = \$449  ? treg19 : 2'h0;
+  assign \$451  = $signed(\$448 ) + $signed(\$450 );
+  assign \$452  = $signed(\$446 ) + $signed(\$451 );
+  assign \$453  = m > 5'h14;
+  assign \$454  = \$453  ? treg20 : 2'h0;
+  assign \$455  = $signed(\$452 ) + $signed(\$454 );
+  assign \$456  = $signed(\$441 ) + $signed(\$455 );
+  assign \$457  = $signed(x) > $signed(thr);
+  assign \$458  = $signed(x) == $signed(thr);
+  assign \$459  = mask & \$458 ;
+  assign \$460  = seen + 1'h0;
+  assign \$461  = \$460  < \$394 [4:0];
+  assign \$462  = \$459  & \$461 ;
+  assign \$463  = \$457  | \$462 ;
+  assign \$464  = mask & \$463 ;
+  assign \$469  = \$466  ? 2'h1 : 2'h0;
+  assign \$470  = $signed(x) == $signed(thr);
+  assign \$471  = mask & \$470 ;
+  assign \$472  = seen + \$471 ;
   always @(posedge clk)
-    valid0 <= \$474 ;
+    valid0 <= \$473 ;
   always @(posedge clk)
-    valid1 <= \$475 ;
+    valid1 <= \$474 ;
   always @(posedge clk)
-    valid2 <= \$476 ;
+    valid2 <= \$475 ;
   always @(posedge clk)
-    valid3 <= \$477 ;
+    valid3 <= \$476 ;
   always @(posedge clk)
-    valid4 <= \$478 ;
+    valid4 <= \$477 ;
   always @(posedge clk)
-    valid5 <= \$479 ;
+    valid5 <= \$478 ;
   always @(posedge clk)
-    valid6 <= \$480 ;
+    valid6 <= \$479 ;
   always @(posedge clk)
-    valid7 <= \$481 ;
+    valid7 <= \$480 ;
   always @(posedge clk)
-    valid8 <= \$482 ;
+    valid8 <= \$481 ;
   always @(posedge clk)
-    valid9 <= \$483 ;
+    valid9 <= \$482 ;
   always @(posedge clk)
-    valid10 <= \$484 ;
+    valid10 <= \$483 ;
   always @(posedge clk)
-    valid11 <= \$485 ;
+    valid11 <= \$484 ;
   always @(posedge clk)
-    valid12 <= \$486 ;
+    valid12 <= \$485 ;
   always @(posedge clk)
-    valid13 <= \$487 ;
+    valid13 <= \$486 ;
   always @(posedge clk)
-    valid14 <= \$488 ;
+    valid14 <= \$487 ;
   always @(posedge clk)
-    valid15 <= \$489 ;
+    valid15 <= \$488 ;
   always @(posedge clk)
-    valid16 <= \$490 ;
+    valid16 <= \$489 ;
   always @(posedge clk)
-    valid17 <= \$491 ;
+    valid17 <= \$490 ;
   always @(posedge clk)
-    valid18 <= \$492 ;
+    valid18 <= \$491 ;
   always @(posedge clk)
-    valid19 <= \$493 ;
+    valid19 <= \$492 ;
   always @(posedge clk)
-    valid20 <= \$494 ;
+    valid20 <= \$493 ;
   always @(posedge clk)
-    kreg0 <= \$495 ;
+    kreg0 <= \$494 ;
   always @(posedge clk)
-    treg0 <= \$496 ;
+    treg0 <= \$495 ;
   always @(posedge clk)
-    kreg1 <= \$497 ;
+    kreg1 <= \$496 ;
   always @(posedge clk)
-    treg1 <= \$498 ;
+    treg1 <= \$497 ;
   always @(posedge clk)
-    kreg2 <= \$499 ;
+    kreg2 <= \$498 ;
   always @(posedge clk)
-    treg2 <= \$500 ;
+    treg2 <= \$499 ;
   always @(posedge clk)
-    kreg3 <= \$501 ;
+    kreg3 <= \$500 ;
   always @(posedge clk)
-    treg3 <= \$502 ;
+    treg3 <= \$501 ;
   always @(posedge clk)
-    kreg4 <= \$503 ;
+    kreg4 <= \$502 ;
   always @(posedge clk)
-    treg4 <= \$504 ;
+    treg4 <= \$503 ;
   always @(posedge clk)
-    kreg5 <= \$505 ;
+    kreg5 <= \$504 ;
   always @(posedge clk)
-    treg5 <= \$506 ;
+    treg5 <= \$505 ;
   always @(posedge clk)
-    kreg6 <= \$507 ;
+    kreg6 <= \$506 ;
   always @(posedge clk)
-    treg6 <= \$508 ;
+    treg6 <= \$507 ;
   always @(posedge clk)
-    kreg7 <= \$509 ;
+    kreg7 <= \$508 ;
   always @(posedge clk)
-    treg7 <= \$510 ;
+    treg7 <= \$509 ;
   always @(posedge clk)
-    kreg8 <= \$511 ;
+    kreg8 <= \$510 ;
   always @(posedge clk)
-    treg8 <= \$512 ;
+    treg8 <= \$511 ;
   always @(posedge clk)
-    kreg9 <= \$513 ;
+    kreg9 <= \$512 ;
   always @(posedge clk)
-    treg9 <= \$514 ;
+    treg9 <= \$513 ;
   always @(posedge clk)
-    kreg10 <= \$515 ;
+    kreg10 <= \$514 ;
   always @(posedge clk)
-    treg10 <= \$516 ;
+    treg10 <= \$515 ;
   always @(posedge clk)
-    kreg11 <= \$517 ;
+    kreg11 <= \$516 ;
   always @(posedge clk)
-    treg11 <= \$518 ;
-  always @(posedge clk)
-    kreg12 <= \$519 ;
-  always @(posedge clk)
-    treg12 <= \$520 ;
-  always @(posedge clk)
-    kreg13 <= \$521 ;
-  always @(posedge clk)
-    treg13 <= \$522 ;
-  always @(posedge clk)
-    kreg14 <= \$523 ;
-  always @(posedge clk)
-    treg14 <= \$524 ;
-  always @(posedge clk)
-    kreg15 <= \$525 ;
-  always @(posedge clk)
-    treg15 <= \$526 ;
-  always @(posedge clk)
-    kreg16 <= \$527 ;
-  always @(posedge clk)
-    treg16 <= \$528 ;
-  always @(posedge clk)
-    kreg17 <= \$529 ;
-  always @(posedge clk)
-    treg17 <= \$530 ;
-  always @(posedge clk)
-    kreg18 <= \$531 ;
-  always @(posedge clk)
-    treg18 <= \$532 ;
-  always @(posedge clk)
-    kreg19 <= \$533 ;
-  always @(posedge clk)
-    treg19 <= \$534 ;
-  always @(posedge clk)
-    kreg20 <= \$535 ;
-  always @(posedge clk)
-    treg20 <= \$536 ;
-  always @(posedge clk)
-    seen <= \$537 ;
-  assign \$1  = $signed({ 1'h0, \port$1616$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1616$0 [41:13]);
-  assign \$2  = $signed(kreg0) >= $signed(d0);
-  assign ge0_0 = valid0 & \$2 ;
-  assign \$3  = $signed(kreg1) >= $signed(d0);
-  assign ge1_0 = valid1 & \$3 ;
-  assign \$4  = $signed(kreg2) >= $signed(d0);
-  assign ge2_0 = valid2 & \$4 ;
-  assign \$5  = $signed(kreg3) >= $signed(d0);
-  assign ge3_0 = valid3 & \$5 ;
-  assign \$6  = $signed(kreg4) >= $signed(d0);
-  assign ge4_0 = valid4 & \$6 ;
-  assign \$7  = $signed(kreg5) >= $signed(d0);
-  assign ge5_0 = valid5 & \$7 ;
-  assign \$8  = $signed(kreg6) >= $signed(d0);
-  assign ge6_0 = valid6 & \$8 ;
-  assign \$9  = $signed(kreg7) >= $signed(d0);
-  assign ge7_0 = valid7 & \$9 ;
-  assign \$10  = $signed(kreg8) >= $signed(d0);
-  assign ge8_0 = valid8 & \$10 ;
-  assign \$11  = $signed(kreg9) >= $signed(d0);
-  assign ge9_0 = valid9 & \$11 ;
-  assign \$12  = $signed(kreg10) >= $signed(d0);
-  assign ge10_0 = valid10 & \$12 ;
-  assign \$13  = $signed(kreg11) >= $signed(d0);
-  assign ge11_0 = valid11 & \$13 ;
-  assign \$14  = $signed(kreg12) >= $signed(d0);
-  assign ge12_0 = valid12 & \$14 ;
-  assign \$15  = $signed(kreg13) >= $signed(d0);
-  assign ge13_0 = valid13 & \$15 ;
-  assign \$16  = $signed(kreg14) >= $signed(d0);
-  assign ge14_0 = valid14 & \$16 ;
-  assign \$17  = $signed(kreg15) >= $signed(d0);
-  assign ge15_0 = valid15 & \$17 ;
-  assign \$18  = $signed(kreg16) >= $signed(d0);
-  assign ge16_0 = valid16 & \$18 ;
-  assign \$19  = $signed(kreg17) >= $signed(d0);
-  assign ge17_0 = valid17 & \$19 ;
-  assign \$20  = $signed(kreg18) >= $signed(d0);
-  assign ge18_0 = valid18 & \$20 ;
-  assign \$21  = $signed(kreg19) >= $signed(d0);
-  assign ge19_0 = valid19 & \$21 ;
-  assign \$22  = $signed(kreg20) >= $signed(d0);
-  assign ge20_0 = valid20 & \$22 ;
-  assign \$23  = ~ ge0_0;
-  assign \$24  = ~ ge1_0;
-  assign at0_1 = ge0_0 & \$24 ;
-  assign \$25  = ~ ge2_0;
-  assign at0_2 = ge1_0 & \$25 ;
-  assign \$26  = ~ ge3_0;
-  assign at0_3 = ge2_0 & \$26 ;
-  assign \$27  = ~ ge4_0;
-  assign at0_4 = ge3_0 & \$27 ;
-  assign \$28  = ~ ge5_0;
-  assign at0_5 = ge4_0 & \$28 ;
-  assign \$29  = ~ ge6_0;
-  assign at0_6 = ge5_0 & \$29 ;
-  assign \$30  = ~ ge7_0;
-  assign at0_7 = ge6_0 & \$30 ;
-  assign \$31  = ~ ge8_0;
-  assign at0_8 = ge7_0 & \$31 ;
-  assign \$32  = ~ ge9_0;
-  assign at0_9 = ge8_0 & \$32 ;
-  assign \$33  = ~ ge10_0;
-  assign at0_10 = ge9_0 & \$33 ;
-  assign \$34  = ~ ge11_0;
-  assign at0_11 = ge10_0 & \$34 ;
-  assign \$35  = ~ ge12_0;
-  assign at0_12 = ge11_0 & \$35 ;
-  assign \$36  = ~ ge13_0;
-  assign at0_13 = ge12_0 & \$36 ;
-  assign \$37  = ~ ge14_0;
-  assign at0_14 = ge13_0 & \$37 ;
-  assign \$38  = ~ ge15_0;
-  assign at0_15 = ge14_0 & \$38 ;
-  assign \$39  = ~ ge16_0;
-  assign at0_16 = ge15_0 & \$39 ;
-  assign \$40  = ~ ge17_0;
-  assign at0_17 = ge16_0 & \$40 ;
-  assign \$41  = ~ ge18_0;
-  assign at0_18 = ge17_0 & \$41 ;
-  assign \$42  = ~ ge19_0;
-  assign at0_19 = ge18_0 & \$42 ;
-  assign \$43  = ~ ge20_0;
-  assign at0_20 = ge19_0 & \$43 ;
-  assign lane0_at0 = mask & \$45 ;
-  assign lane0_at1 = mask & \$47 ;
-  assign lane0_at2 = mask & \$49 ;
-  assign lane0_at3 = mask & \$51 ;
-  assign lane0_at4 = mask & \$53 ;
-  assign lane0_at5 = mask & \$55 ;
-  assign lane0_at6 = mask & \$57 ;
-  assign lane0_at7 = mask & \$59 ;
-  assign lane0_at8 = mask & \$61 ;
-  assign lane0_at9 = mask & \$63 ;
-  assign lane0_at10 = mask & \$65 ;
-  assign lane0_at11 = mask & \$67 ;
-  assign lane0_at12 = mask & \$69 ;
-  assign lane0_at13 = mask & \$71 ;
-  assign lane0_at14 = mask & \$73 ;
-  assign lane0_at15 = mask & \$75 ;
-  assign lane0_at16 = mask & \$77 ;
-  assign lane0_at17 = mask & \$79 ;
-  assign lane0_at18 = mask & \$81 ;
-  assign lane0_at19 = mask & \$83 ;
-  assign lane0_at20 = mask & \$85 ;
-  assign \$86  = ~ ge0_0;
-  assign pass0 = mask & \$86 ;
-  assign \$87  = ! pass0;
-  assign keep0_at0 = valid0 & \$87 ;
-  assign keep0_at1 = valid0 & \$88 ;
-  assign \$89  = ~ ge1_0;
-  assign pass1 = mask & \$89 ;
-  assign \$90  = ! pass1;
-  assign keep1_at1 = valid1 & \$90 ;
-  assign keep1_at2 = valid1 & \$91 ;
-  assign \$92  = ~ ge2_0;
-  assign pass2 = mask & \$92 ;
-  assign \$93  = ! pass2;
-  assign keep2_at2 = valid2 & \$93 ;
-  assign keep2_at3 = valid2 & \$94 ;
-  assign \$95  = ~ ge3_0;
-  assign pass3 = mask & \$95 ;
-  assign \$96  = ! pass3;
-  assign keep3_at3 = valid3 & \$96 ;
-  assign keep3_at4 = valid3 & \$97 ;
-  assign \$98  = ~ ge4_0;
-  assign pass4 = mask & \$98 ;
-  assign \$99  = ! pass4;
-  assign keep4_at4 = valid4 & \$99 ;
-  assign keep4_at5 = valid4 & \$100 ;
-  assign \$101  = ~ ge5_0;
-  assign pass5 = mask & \$101 ;
-  assign \$102  = ! pass5;
-  assign keep5_at5 = valid5 & \$102 ;
-  assign keep5_at6 = valid5 & \$103 ;
-  assign \$104  = ~ ge6_0;
-  assign pass6 = mask & \$104 ;
-  assign \$105  = ! pass6;
-  assign keep6_at6 = valid6 & \$105 ;
-  assign keep6_at7 = valid6 & \$106 ;
-  assign \$107  = ~ ge7_0;
-  assign pass7 = mask & \$107 ;
-  assign \$108  = ! pass7;
-  assign keep7_at7 = valid7 & \$108 ;
-  assign keep7_at8 = valid7 & \$109 ;
-  assign \$110  = ~ ge8_0;
-  assign pass8 = mask & \$110 ;
-  assign \$111  = ! pass8;
-  assign keep8_at8 = valid8 & \$111 ;
-  assign keep8_at9 = valid8 & \$112 ;
-  assign \$113  = ~ ge9_0;
-  assign pass9 = mask & \$113 ;
-  assign \$114  = ! pass9;
-  assign keep9_at9 = valid9 & \$114 ;
-  assign keep9_at10 = valid9 & \$115 ;
-  assign \$116  = ~ ge10_0;
-  assign pass10 = mask & \$116 ;
-  assign \$117  = ! pass10;
-  assign keep10_at10 = valid10 & \$117 ;
-  assign keep10_at11 = valid10 & \$118 ;
-  assign \$119  = ~ ge11_0;
-  assign pass11 = mask & \$119 ;
-  assign \$120  = ! pass11;
-  assign keep11_at11 = valid11 & \$120 ;
-  assign keep11_at12 = valid11 & \$121 ;
-  assign \$122  = ~ ge12_0;
-  assign pass12 = mask & \$122 ;
-  assign \$123  = ! pass12;
-  assign keep12_at12 = valid12 & \$123 ;
-  assign keep12_at13 = valid12 & \$124 ;
-  assign \$125  = ~ ge13_0;
-  assign pass13 = mask & \$125 ;
-  assign \$126  = ! pass13;
-  assign keep13_at13 = valid13 & \$126 ;
-  assign keep13_at14 = valid13 & \$127 ;
-  assign \$128  = ~ ge14_0;
-  assign pass14 = mask & \$128 ;
-  assign \$129  = ! pass14;
-  assign keep14_at14 = valid14 & \$129 ;
-  assign keep14_at15 = valid14 & \$130 ;
-  assign \$131  = ~ ge15_0;
-  assign pass15 = mask & \$131 ;
-  assign \$132  = ! pass15;
-  assign keep15_at15 = valid15 & \$132 ;
-  assign keep15_at16 = valid15 & \$133 ;
-  assign \$134  = ~ ge16_0;
-  assign pass16 = mask & \$134 ;
-  assign \$135  = ! pass16;
-  assign keep16_at16 = valid16 & \$135 ;
-  assign keep16_at17 = valid16 & \$136 ;
-  assign \$137  = ~ ge17_0;
-  assign pass17 = mask & \$137 ;
-  assign \$138  = ! pass17;
-  assign keep17_at17 = valid17 & \$138 ;
-  assign keep17_at18 = valid17 & \$139 ;
-  assign \$140  = ~ ge18_0;
-  assign pass18 = mask & \$140 ;
-  assign \$141  = ! pass18;
-  assign keep18_at18 = valid18 & \$141 ;
-  assign keep18_at19 = valid18 & \$142 ;
-  assign \$143  = ~ ge19_0;
-  assign pass19 = mask & \$143 ;
-  assign \$144  = ! pass19;
-  assign keep19_at19 = valid19 & \$144 ;
-  assign keep19_at20 = valid19 & \$145 ;
-  assign \$146  = ~ ge20_0;
-  assign pass20 = mask & \$146 ;
-  assign \$147  = ! pass20;
-  assign keep20_at20 = valid20 & \$147 ;
+    treg11 <= \$517 ;
+  always @(posedge clk)
+    kreg12 <= \$518 ;
+  always @(posedge clk)
+    treg12 <= \$519 ;
+  always @(posedge clk)
+    kreg13 <= \$520 ;
+  always @(posedge clk)
+    treg13 <= \$521 ;
+  always @(posedge clk)
+    kreg14 <= \$522 ;
+  always @(posedge clk)
+    treg14 <= \$523 ;
+  always @(posedge clk)
+    kreg15 <= \$524 ;
+  always @(posedge clk)
+    treg15 <= \$525 ;
+  always @(posedge clk)
+    kreg16 <= \$526 ;
+  always @(posedge clk)
+    treg16 <= \$527 ;
+  always @(posedge clk)
+    kreg17 <= \$528 ;
+  always @(posedge clk)
+    treg17 <= \$529 ;
+  always @(posedge clk)
+    kreg18 <= \$530 ;
+  always @(posedge clk)
+    treg18 <= \$531 ;
+  always @(posedge clk)
+    kreg19 <= \$532 ;
+  always @(posedge clk)
+    treg19 <= \$533 ;
+  always @(posedge clk)
+    kreg20 <= \$534 ;
+  always @(posedge clk)
+    treg20 <= \$535 ;
+  always @(posedge clk)
+    seen <= \$536 ;
+  assign \$1  = $signed(kreg0) >= $signed(x);
+  assign ge0_0 = valid0 & \$1 ;
+  assign \$2  = $signed(kreg1) >= $signed(x);
+  assign ge1_0 = valid1 & \$2 ;
+  assign \$3  = $signed(kreg2) >= $signed(x);
+  assign ge2_0 = valid2 & \$3 ;
+  assign \$4  = $signed(kreg3) >= $signed(x);
+  assign ge3_0 = valid3 & \$4 ;
+  assign \$5  = $signed(kreg4) >= $signed(x);
+  assign ge4_0 = valid4 & \$5 ;
+  assign \$6  = $signed(kreg5) >= $signed(x);
+  assign ge5_0 = valid5 & \$6 ;
+  assign \$7  = $signed(kreg6) >= $signed(x);
+  assign ge6_0 = valid6 & \$7 ;
+  assign \$8  = $signed(kreg7) >= $signed(x);
+  assign ge7_0 = valid7 & \$8 ;
+  assign \$9  = $signed(kreg8) >= $signed(x);
+  assign ge8_0 = valid8 & \$9 ;
+  assign \$10  = $signed(kreg9) >= $signed(x);
+  assign ge9_0 = valid9 & \$10 ;
+  assign \$11  = $signed(kreg10) >= $signed(x);
+  assign ge10_0 = valid10 & \$11 ;
+  assign \$12  = $signed(kreg11) >= $signed(x);
+  assign ge11_0 = valid11 & \$12 ;
+  assign \$13  = $signed(kreg12) >= $signed(x);
+  assign ge12_0 = valid12 & \$13 ;
+  assign \$14  = $signed(kreg13) >= $signed(x);
+  assign ge13_0 = valid13 & \$14 ;
+  assign \$15  = $signed(kreg14) >= $signed(x);
+  assign ge14_0 = valid14 & \$15 ;
+  assign \$16  = $signed(kreg15) >= $signed(x);
+  assign ge15_0 = valid15 & \$16 ;
+  assign \$17  = $signed(kreg16) >= $signed(x);
+  assign ge16_0 = valid16 & \$17 ;
+  assign \$18  = $signed(kreg17) >= $signed(x);
+  assign ge17_0 = valid17 & \$18 ;
+  assign \$19  = $signed(kreg18) >= $signed(x);
+  assign ge18_0 = valid18 & \$19 ;
+  assign \$20  = $signed(kreg19) >= $signed(x);
+  assign ge19_0 = valid19 & \$20 ;
+  assign \$21  = $signed(kreg20) >= $signed(x);
+  assign ge20_0 = valid20 & \$21 ;
+  assign \$22  = ~ ge0_0;
+  assign \$23  = ~ ge1_0;
+  assign at0_1 = ge0_0 & \$23 ;
+  assign \$24  = ~ ge2_0;
+  assign at0_2 = ge1_0 & \$24 ;
+  assign \$25  = ~ ge3_0;
+  assign at0_3 = ge2_0 & \$25 ;
+  assign \$26  = ~ ge4_0;
+  assign at0_4 = ge3_0 & \$26 ;
+  assign \$27  = ~ ge5_0;
+  assign at0_5 = ge4_0 & \$27 ;
+  assign \$28  = ~ ge6_0;
+  assign at0_6 = ge5_0 & \$28 ;
+  assign \$29  = ~ ge7_0;
+  assign at0_7 = ge6_0 & \$29 ;
+  assign \$30  = ~ ge8_0;
+  assign at0_8 = ge7_0 & \$30 ;
+  assign \$31  = ~ ge9_0;
+  assign at0_9 = ge8_0 & \$31 ;
+  assign \$32  = ~ ge10_0;
+  assign at0_10 = ge9_0 & \$32 ;
+  assign \$33  = ~ ge11_0;
+  assign at0_11 = ge10_0 & \$33 ;
+  assign \$34  = ~ ge12_0;
+  assign at0_12 = ge11_0 & \$34 ;
+  assign \$35  = ~ ge13_0;
+  assign at0_13 = ge12_0 & \$35 ;
+  assign \$36  = ~ ge14_0;
+  assign at0_14 = ge13_0 & \$36 ;
+  assign \$37  = ~ ge15_0;
+  assign at0_15 = ge14_0 & \$37 ;
+  assign \$38  = ~ ge16_0;
+  assign at0_16 = ge15_0 & \$38 ;
+  assign \$39  = ~ ge17_0;
+  assign at0_17 = ge16_0 & \$39 ;
+  assign \$40  = ~ ge18_0;
+  assign at0_18 = ge17_0 & \$40 ;
+  assign \$41  = ~ ge19_0;
+  assign at0_19 = ge18_0 & \$41 ;
+  assign \$42  = ~ ge20_0;
+  assign at0_20 = ge19_0 & \$42 ;
+  assign lane0_at0 = mask & \$44 ;
+  assign lane0_at1 = mask & \$46 ;
+  assign lane0_at2 = mask & \$48 ;
+  assign lane0_at3 = mask & \$50 ;
+  assign lane0_at4 = mask & \$52 ;
+  assign lane0_at5 = mask & \$54 ;
+  assign lane0_at6 = mask & \$56 ;
+  assign lane0_at7 = mask & \$58 ;
+  assign lane0_at8 = mask & \$60 ;
+  assign lane0_at9 = mask & \$62 ;
+  assign lane0_at10 = mask & \$64 ;
+  assign lane0_at11 = mask & \$66 ;
+  assign lane0_at12 = mask & \$68 ;
+  assign lane0_at13 = mask & \$70 ;
+  assign lane0_at14 = mask & \$72 ;
+  assign lane0_at15 = mask & \$74 ;
+  assign lane0_at16 = mask & \$76 ;
+  assign lane0_at17 = mask & \$78 ;
+  assign lane0_at18 = mask & \$80 ;
+  assign lane0_at19 = mask & \$82 ;
+  assign lane0_at20 = mask & \$84 ;
+  assign \$85  = ~ ge0_0;
+  assign pass0 = mask & \$85 ;
+  assign \$86  = ! pass0;
+  assign keep0_at0 = valid0 & \$86 ;
+  assign keep0_at1 = valid0 & \$87 ;
+  assign \$88  = ~ ge1_0;
+  assign pass1 = mask & \$88 ;
+  assign \$89  = ! pass1;
+  assign keep1_at1 = valid1 & \$89 ;
+  assign keep1_at2 = valid1 & \$90 ;
+  assign \$91  = ~ ge2_0;
+  assign pass2 = mask & \$91 ;
+  assign \$92  = ! pass2;
+  assign keep2_at2 = valid2 & \$92 ;
+  assign keep2_at3 = valid2 & \$93 ;
+  assign \$94  = ~ ge3_0;
+  assign pass3 = mask & \$94 ;
+  assign \$95  = ! pass3;
+  assign keep3_at3 = valid3 & \$95 ;
+  assign keep3_at4 = valid3 & \$96 ;
+  assign \$97  = ~ ge4_0;
+  assign pass4 = mask & \$97 ;
+  assign \$98  = ! pass4;
+  assign keep4_at4 = valid4 & \$98 ;
+  assign keep4_at5 = valid4 & \$99 ;
+  assign \$100  = ~ ge5_0;
+  assign pass5 = mask & \$100 ;
+  assign \$101  = ! pass5;
+  assign keep5_at5 = valid5 & \$101 ;
+  assign keep5_at6 = valid5 & \$102 ;
+  assign \$103  = ~ ge6_0;
+  assign pass6 = mask & \$103 ;
+  assign \$104  = ! pass6;
+  assign keep6_at6 = valid6 & \$104 ;
+  assign keep6_at7 = valid6 & \$105 ;
+  assign \$106  = ~ ge7_0;
+  assign pass7 = mask & \$106 ;
+  assign \$107  = ! pass7;
+  assign keep7_at7 = valid7 & \$107 ;
+  assign keep7_at8 = valid7 & \$108 ;
+  assign \$109  = ~ ge8_0;
+  assign pass8 = mask & \$109 ;
+  assign \$110  = ! pass8;
+  assign keep8_at8 = valid8 & \$110 ;
+  assign keep8_at9 = valid8 & \$111 ;
+  assign \$112  = ~ ge9_0;
+  assign pass9 = mask & \$112 ;
+  assign \$113  = ! pass9;
+  assign keep9_at9 = valid9 & \$113 ;
+  assign keep9_at10 = valid9 & \$114 ;
+  assign \$115  = ~ ge10_0;
+  assign pass10 = mask & \$115 ;
+  assign \$116  = ! pass10;
+  assign keep10_at10 = valid10 & \$116 ;
+  assign keep10_at11 = valid10 & \$117 ;
+  assign \$118  = ~ ge11_0;
+  assign pass11 = mask & \$118 ;
+  assign \$119  = ! pass11;
+  assign keep11_at11 = valid11 & \$119 ;
+  assign keep11_at12 = valid11 & \$120 ;
+  assign \$121  = ~ ge12_0;
+  assign pass12 = mask & \$121 ;
+  assign \$122  = ! pass12;
+  assign keep12_at12 = valid12 & \$122 ;
+  assign keep12_at13 = valid12 & \$123 ;
+  assign \$124  = ~ ge13_0;
+  assign pass13 = mask & \$124 ;
+  assign \$125  = ! pass13;
+  assign keep13_at13 = valid13 & \$125 ;
+  assign keep13_at14 = valid13 & \$126 ;
+  assign \$127  = ~ ge14_0;
+  assign pass14 = mask & \$127 ;
+  assign \$128  = ! pass14;
+  assign keep14_at14 = valid14 & \$128 ;
+  assign keep14_at15 = valid14 & \$129 ;
+  assign \$130  = ~ ge15_0;
+  assign pass15 = mask & \$130 ;
+  assign \$131  = ! pass15;
+  assign keep15_at15 = valid15 & \$131 ;
+  assign keep15_at16 = valid15 & \$132 ;
+  assign \$133  = ~ ge16_0;
+  assign pass16 = mask & \$133 ;
+  assign \$134  = ! pass16;
+  assign keep16_at16 = valid16 & \$134 ;
+  assign keep16_at17 = valid16 & \$135 ;
+  assign \$136  = ~ ge17_0;
+  assign pass17 = mask & \$136 ;
+  assign \$137  = ! pass17;
+  assign keep17_at17 = valid17 & \$137 ;
+  assign keep17_at18 = valid17 & \$138 ;
+  assign \$139  = ~ ge18_0;
+  assign pass18 = mask & \$139 ;
+  assign \$140  = ! pass18;
+  assign keep18_at18 = valid18 & \$140 ;
+  assign keep18_at19 = valid18 & \$141 ;
+  assign \$142  = ~ ge19_0;
+  assign pass19 = mask & \$142 ;
+  assign \$143  = ! pass19;
+  assign keep19_at19 = valid19 & \$143 ;
+  assign keep19_at20 = valid19 & \$144 ;
+  assign \$145  = ~ ge20_0;
+  assign pass20 = mask & \$145 ;
+  assign \$146  = ! pass20;
+  assign keep20_at20 = valid20 & \$146 ;
   assign nv0 = | { keep0_at0, lane0_at0 };
-  assign \$148  = lane0_at0 ? d0 : 30'h00000000;
-  assign \$149  = keep0_at0 ? kreg0 : 30'h00000000;
-  assign nk0 = \$148  | \$149 ;
-  assign \$150  = lane0_at0 ? 2'h1 : 2'h0;
-  assign \$151  = keep0_at0 ? treg0 : 2'h0;
-  assign nt0 = \$150  | \$151 ;
+  assign \$147  = lane0_at0 ? { x[15], x } : 17'h00000;
+  assign \$148  = keep0_at0 ? kreg0 : 17'h00000;
+  assign nk0 = \$147  | \$148 ;
+  assign \$149  = lane0_at0 ? 2'h1 : 2'h0;
+  assign \$150  = keep0_at0 ? treg0 : 2'h0;
+  assign nt0 = \$149  | \$150 ;
   assign nv1 = | { keep1_at1, keep0_at1, lane0_at1 };
-  assign \$152  = lane0_at1 ? d0 : 30'h00000000;
-  assign \$153  = keep0_at1 ? kreg0 : 30'h00000000;
-  assign \$154  = \$152  | \$153 ;
-  assign \$155  = keep1_at1 ? kreg1 : 30'h00000000;
-  assign nk1 = \$154  | \$155 ;
-  assign \$156  = lane0_at1 ? 2'h1 : 2'h0;
-  assign \$157  = keep0_at1 ? treg0 : 2'h0;
-  assign \$158  = \$156  | \$157 ;
-  assign \$159  = keep1_at1 ? treg1 : 2'h0;
-  assign nt1 = \$158  | \$159 ;
+  assign \$151  = lane0_at1 ? { x[15], x } : 17'h00000;
+  assign \$152  = keep0_at1 ? kreg0 : 17'h00000;
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = keep1_at1 ? kreg1 : 17'h00000;
+  assign nk1 = \$153  | \$154 ;
+  assign \$155  = lane0_at1 ? 2'h1 : 2'h0;
+  assign \$156  = keep0_at1 ? treg0 : 2'h0;
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = keep1_at1 ? treg1 : 2'h0;
+  assign nt1 = \$157  | \$158 ;
   assign nv2 = | { keep2_at2, keep1_at2, lane0_at2 };
-  assign \$160  = lane0_at2 ? d0 : 30'h00000000;
-  assign \$161  = keep1_at2 ? kreg1 : 30'h00000000;
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = keep2_at2 ? kreg2 : 30'h00000000;
-  assign nk2 = \$162  | \$163 ;
-  assign \$164  = lane0_at2 ? 2'h1 : 2'h0;
-  assign \$165  = keep1_at2 ? treg1 : 2'h0;
-  assign \$166  = \$164  | \$165 ;
-  assign \$167  = keep2_at2 ? treg2 : 2'h0;
-  assign nt2 = \$166  | \$167 ;
+  assign \$159  = lane0_at2 ? { x[15], x } : 17'h00000;
+  assign \$160  = keep1_at2 ? kreg1 : 17'h00000;
+  assign \$161  = \$159  | \$160 ;
+  assign \$162  = keep2_at2 ? kreg2 : 17'h00000;
+  assign nk2 = \$161  | \$162 ;
+  assign \$163  = lane0_at2 ? 2'h1 : 2'h0;
+  assign \$164  = keep1_at2 ? treg1 : 2'h0;
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = keep2_at2 ? treg2 : 2'h0;
+  assign nt2 = \$165  | \$166 ;
   assign nv3 = | { keep3_at3, keep2_at3, lane0_at3 };
-  assign \$168  = lane0_at3 ? d0 : 30'h00000000;
-  assign \$169  = keep2_at3 ? kreg2 : 30'h00000000;
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = keep3_at3 ? kreg3 : 30'h00000000;
-  assign nk3 = \$170  | \$171 ;
-  assign \$172  = lane0_at3 ? 2'h1 : 2'h0;
-  assign \$173  = keep2_at3 ? treg2 : 2'h0;
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = keep3_at3 ? treg3 : 2'h0;
-  assign nt3 = \$174  | \$175 ;
+  assign \$167  = lane0_at3 ? { x[15], x } : 17'h00000;
+  assign \$168  = keep2_at3 ? kreg2 : 17'h00000;
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = keep3_at3 ? kreg3 : 17'h00000;
+  assign nk3 = \$169  | \$170 ;
+  assign \$171  = lane0_at3 ? 2'h1 : 2'h0;
+  assign \$172  = keep2_at3 ? treg2 : 2'h0;
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = keep3_at3 ? treg3 : 2'h0;
+  assign nt3 = \$173  | \$174 ;
   assign nv4 = | { keep4_at4, keep3_at4, lane0_at4 };
-  assign \$176  = lane0_at4 ? d0 : 30'h00000000;
-  assign \$177  = keep3_at4 ? kreg3 : 30'h00000000;
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = keep4_at4 ? kreg4 : 30'h00000000;
-  assign nk4 = \$178  | \$179 ;
-  assign \$180  = lane0_at4 ? 2'h1 : 2'h0;
-  assign \$181  = keep3_at4 ? treg3 : 2'h0;
-  assign \$182  = \$180  | \$181 ;
-  assign \$183  = keep4_at4 ? treg4 : 2'h0;
-  assign nt4 = \$182  | \$183 ;
+  assign \$175  = lane0_at4 ? { x[15], x } : 17'h00000;
+  assign \$176  = keep3_at4 ? kreg3 : 17'h00000;
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = keep4_at4 ? kreg4 : 17'h00000;
+  assign nk4 = \$177  | \$178 ;
+  assign \$179  = lane0_at4 ? 2'h1 : 2'h0;
+  assign \$180  = keep3_at4 ? treg3 : 2'h0;
+  assign \$181  = \$179  | \$180 ;
+  assign \$182  = keep4_at4 ? treg4 : 2'h0;
+  assign nt4 = \$181  | \$182 ;
   assign nv5 = | { keep5_at5, keep4_at5, lane0_at5 };
-  assign \$184  = lane0_at5 ? d0 : 30'h00000000;
-  assign \$185  = keep4_at5 ? kreg4 : 30'h00000000;
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = keep5_at5 ? kreg5 : 30'h00000000;
-  assign nk5 = \$186  | \$187 ;
-  assign \$188  = lane0_at5 ? 2'h1 : 2'h0;
-  assign \$189  = keep4_at5 ? treg4 : 2'h0;
-  assign \$190  = \$188  | \$189 ;
-  assign \$191  = keep5_at5 ? treg5 : 2'h0;
-  assign nt5 = \$190  | \$191 ;
+  assign \$183  = lane0_at5 ? { x[15], x } : 17'h00000;
+  assign \$184  = keep4_at5 ? kreg4 : 17'h00000;
+  assign \$185  = \$183  | \$184 ;
+  assign \$186  = keep5_at5 ? kreg5 : 17'h00000;
+  assign nk5 = \$185  | \$186 ;
+  assign \$187  = lane0_at5 ? 2'h1 : 2'h0;
+  assign \$188  = keep4_at5 ? treg4 : 2'h0;
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = keep5_at5 ? treg5 : 2'h0;
+  assign nt5 = \$189  | \$190 ;
   assign nv6 = | { keep6_at6, keep5_at6, lane0_at6 };
-  assign \$192  = lane0_at6 ? d0 : 30'h00000000;
-  assign \$193  = keep5_at6 ? kreg5 : 30'h00000000;
-  assign \$194  = \$192  | \$193 ;
-  assign \$195  = keep6_at6 ? kreg6 : 30'h00000000;
-  assign nk6 = \$194  | \$195 ;
-  assign \$196  = lane0_at6 ? 2'h1 : 2'h0;
-  assign \$197  = keep5_at6 ? treg5 : 2'h0;
-  assign \$198  = \$196  | \$197 ;
-  assign \$199  = keep6_at6 ? treg6 : 2'h0;
-  assign nt6 = \$198  | \$199 ;
+  assign \$191  = lane0_at6 ? { x[15], x } : 17'h00000;
+  assign \$192  = keep5_at6 ? kreg5 : 17'h00000;
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = keep6_at6 ? kreg6 : 17'h00000;
+  assign nk6 = \$193  | \$194 ;
+  assign \$195  = lane0_at6 ? 2'h1 : 2'h0;
+  assign \$196  = keep5_at6 ? treg5 : 2'h0;
+  assign \$197  = \$195  | \$196 ;
+  assign \$198  = keep6_at6 ? treg6 : 2'h0;
+  assign nt6 = \$197  | \$198 ;
   assign nv7 = | { keep7_at7, keep6_at7, lane0_at7 };
-  assign \$200  = lane0_at7 ? d0 : 30'h00000000;
-  assign \$201  = keep6_at7 ? kreg6 : 30'h00000000;
-  assign \$202  = \$200  | \$201 ;
-  assign \$203  = keep7_at7 ? kreg7 : 30'h00000000;
-  assign nk7 = \$202  | \$203 ;
-  assign \$204  = lane0_at7 ? 2'h1 : 2'h0;
-  assign \$205  = keep6_at7 ? treg6 : 2'h0;
-  assign \$206  = \$204  | \$205 ;
-  assign \$207  = keep7_at7 ? treg7 : 2'h0;
-  assign nt7 = \$206  | \$207 ;
+  assign \$199  = lane0_at7 ? { x[15], x } : 17'h00000;
+  assign \$200  = keep6_at7 ? kreg6 : 17'h00000;
+  assign \$201  = \$199  | \$200 ;
+  assign \$202  = keep7_at7 ? kreg7 : 17'h00000;
+  assign nk7 = \$201  | \$202 ;
+  assign \$203  = lane0_at7 ? 2'h1 : 2'h0;
+  assign \$204  = keep6_at7 ? treg6 : 2'h0;
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = keep7_at7 ? treg7 : 2'h0;
+  assign nt7 = \$205  | \$206 ;
   assign nv8 = | { keep8_at8, keep7_at8, lane0_at8 };
-  assign \$208  = lane0_at8 ? d0 : 30'h00000000;
-  assign \$209  = keep7_at8 ? kreg7 : 30'h00000000;
-  assign \$210  = \$208  | \$209 ;
-  assign \$211  = keep8_at8 ? kreg8 : 30'h00000000;
-  assign nk8 = \$210  | \$211 ;
-  assign \$212  = lane0_at8 ? 2'h1 : 2'h0;
-  assign \$213  = keep7_at8 ? treg7 : 2'h0;
-  assign \$214  = \$212  | \$213 ;
-  assign \$215  = keep8_at8 ? treg8 : 2'h0;
-  assign nt8 = \$214  | \$215 ;
+  assign \$207  = lane0_at8 ? { x[15], x } : 17'h00000;
+  assign \$208  = keep7_at8 ? kreg7 : 17'h00000;
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = keep8_at8 ? kreg8 : 17'h00000;
+  assign nk8 = \$209  | \$210 ;
+  assign \$211  = lane0_at8 ? 2'h1 : 2'h0;
+  assign \$212  = keep7_at8 ? treg7 : 2'h0;
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = keep8_at8 ? treg8 : 2'h0;
+  assign nt8 = \$213  | \$214 ;
   assign nv9 = | { keep9_at9, keep8_at9, lane0_at9 };
-  assign \$216  = lane0_at9 ? d0 : 30'h00000000;
-  assign \$217  = keep8_at9 ? kreg8 : 30'h00000000;
-  assign \$218  = \$216  | \$217 ;
-  assign \$219  = keep9_at9 ? kreg9 : 30'h00000000;
-  assign nk9 = \$218  | \$219 ;
-  assign \$220  = lane0_at9 ? 2'h1 : 2'h0;
-  assign \$221  = keep8_at9 ? treg8 : 2'h0;
-  assign \$222  = \$220  | \$221 ;
-  assign \$223  = keep9_at9 ? treg9 : 2'h0;
-  assign nt9 = \$222  | \$223 ;
+  assign \$215  = lane0_at9 ? { x[15], x } : 17'h00000;
+  assign \$216  = keep8_at9 ? kreg8 : 17'h00000;
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = keep9_at9 ? kreg9 : 17'h00000;
+  assign nk9 = \$217  | \$218 ;
+  assign \$219  = lane0_at9 ? 2'h1 : 2'h0;
+  assign \$220  = keep8_at9 ? treg8 : 2'h0;
+  assign \$221  = \$219  | \$220 ;
+  assign \$222  = keep9_at9 ? treg9 : 2'h0;
+  assign nt9 = \$221  | \$222 ;
   assign nv10 = | { keep10_at10, keep9_at10, lane0_at10 };
-  assign \$224  = lane0_at10 ? d0 : 30'h00000000;
-  assign \$225  = keep9_at10 ? kreg9 : 30'h00000000;
-  assign \$226  = \$224  | \$225 ;
-  assign \$227  = keep10_at10 ? kreg10 : 30'h00000000;
-  assign nk10 = \$226  | \$227 ;
-  assign \$228  = lane0_at10 ? 2'h1 : 2'h0;
-  assign \$229  = keep9_at10 ? treg9 : 2'h0;
-  assign \$230  = \$228  | \$229 ;
-  assign \$231  = keep10_at10 ? treg10 : 2'h0;
-  assign nt10 = \$230  | \$231 ;
+  assign \$223  = lane0_at10 ? { x[15], x } : 17'h00000;
+  assign \$224  = keep9_at10 ? kreg9 : 17'h00000;
+  assign \$225  = \$223  | \$224 ;
+  assign \$226  = keep10_at10 ? kreg10 : 17'h00000;
+  assign nk10 = \$225  | \$226 ;
+  assign \$227  = lane0_at10 ? 2'h1 : 2'h0;
+  assign \$228  = keep9_at10 ? treg9 : 2'h0;
+  assign \$229  = \$227  | \$228 ;
+  assign \$230  = keep10_at10 ? treg10 : 2'h0;
+  assign nt10 = \$229  | \$230 ;
   assign nv11 = | { keep11_at11, keep10_at11, lane0_at11 };
-  assign \$232  = lane0_at11 ? d0 : 30'h00000000;
-  assign \$233  = keep10_at11 ? kreg10 : 30'h00000000;
-  assign \$234  = \$232  | \$233 ;
-  assign \$235  = keep11_at11 ? kreg11 : 30'h00000000;
-  assign nk11 = \$234  | \$235 ;
-  assign \$236  = lane0_at11 ? 2'h1 : 2'h0;
-  assign \$237  = keep10_at11 ? treg10 : 2'h0;
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = keep11_at11 ? treg11 : 2'h0;
-  assign nt11 = \$238  | \$239 ;
+  assign \$231  = lane0_at11 ? { x[15], x } : 17'h00000;
+  assign \$232  = keep10_at11 ? kreg10 : 17'h00000;
+  assign \$233  = \$231  | \$232 ;
+  assign \$234  = keep11_at11 ? kreg11 : 17'h00000;
+  assign nk11 = \$233  | \$234 ;
+  assign \$235  = lane0_at11 ? 2'h1 : 2'h0;
+  assign \$236  = keep10_at11 ? treg10 : 2'h0;
+  assign \$237  = \$235  | \$236 ;
+  assign \$238  = keep11_at11 ? treg11 : 2'h0;
+  assign nt11 = \$237  | \$238 ;
   assign nv12 = | { keep12_at12, keep11_at12, lane0_at12 };
-  assign \$240  = lane0_at12 ? d0 : 30'h00000000;
-  assign \$241  = keep11_at12 ? kreg11 : 30'h00000000;
-  assign \$242  = \$240  | \$241 ;
-  assign \$243  = keep12_at12 ? kreg12 : 30'h00000000;
-  assign nk12 = \$242  | \$243 ;
-  assign \$244  = lane0_at12 ? 2'h1 : 2'h0;
-  assign \$245  = keep11_at12 ? treg11 : 2'h0;
-  assign \$246  = \$244  | \$245 ;
-  assign \$247  = keep12_at12 ? treg12 : 2'h0;
-  assign nt12 = \$246  | \$247 ;
+  assign \$239  = lane0_at12 ? { x[15], x } : 17'h00000;
+  assign \$240  = keep11_at12 ? kreg11 : 17'h00000;
+  assign \$241  = \$239  | \$240 ;
+  assign \$242  = keep12_at12 ? kreg12 : 17'h00000;
+  assign nk12 = \$241  | \$242 ;
+  assign \$243  = lane0_at12 ? 2'h1 : 2'h0;
+  assign \$244  = keep11_at12 ? treg11 : 2'h0;
+  assign \$245  = \$243  | \$244 ;
+  assign \$246  = keep12_at12 ? treg12 : 2'h0;
+  assign nt12 = \$245  | \$246 ;
   assign nv13 = | { keep13_at13, keep12_at13, lane0_at13 };
-  assign \$248  = lane0_at13 ? d0 : 30'h00000000;
-  assign \$249  = keep12_at13 ? kreg12 : 30'h00000000;
-  assign \$250  = \$248  | \$249 ;
-  assign \$251  = keep13_at13 ? kreg13 : 30'h00000000;
-  assign nk13 = \$250  | \$251 ;
-  assign \$252  = lane0_at13 ? 2'h1 : 2'h0;
-  assign \$253  = keep12_at13 ? treg12 : 2'h0;
-  assign \$254  = \$252  | \$253 ;
-  assign \$255  = keep13_at13 ? treg13 : 2'h0;
-  assign nt13 = \$254  | \$255 ;
+  assign \$247  = lane0_at13 ? { x[15], x } : 17'h00000;
+  assign \$248  = keep12_at13 ? kreg12 : 17'h00000;
+  assign \$249  = \$247  | \$248 ;
+  assign \$250  = keep13_at13 ? kreg13 : 17'h00000;
+  assign nk13 = \$249  | \$250 ;
+  assign \$251  = lane0_at13 ? 2'h1 : 2'h0;
+  assign \$252  = keep12_at13 ? treg12 : 2'h0;
+  assign \$253  = \$251  | \$252 ;
+  assign \$254  = keep13_at13 ? treg13 : 2'h0;
+  assign nt13 = \$253  | \$254 ;
   assign nv14 = | { keep14_at14, keep13_at14, lane0_at14 };
-  assign \$256  = lane0_at14 ? d0 : 30'h00000000;
-  assign \$257  = keep13_at14 ? kreg13 : 30'h00000000;
-  assign \$258  = \$256  | \$257 ;
-  assign \$259  = keep14_at14 ? kreg14 : 30'h00000000;
-  assign nk14 = \$258  | \$259 ;
-  assign \$260  = lane0_at14 ? 2'h1 : 2'h0;
-  assign \$261  = keep13_at14 ? treg13 : 2'h0;
-  assign \$262  = \$260  | \$261 ;
-  assign \$263  = keep14_at14 ? treg14 : 2'h0;
-  assign nt14 = \$262  | \$263 ;
+  assign \$255  = lane0_at14 ? { x[15], x } : 17'h00000;
+  assign \$256  = keep13_at14 ? kreg13 : 17'h00000;
+  assign \$257  = \$255  | \$256 ;
+  assign \$258  = keep14_at14 ? kreg14 : 17'h00000;
+  assign nk14 = \$257  | \$258 ;
+  assign \$259  = lane0_at14 ? 2'h1 : 2'h0;
+  assign \$260  = keep13_at14 ? treg13 : 2'h0;
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = keep14_at14 ? treg14 : 2'h0;
+  assign nt14 = \$261  | \$262 ;
   assign nv15 = | { keep15_at15, keep14_at15, lane0_at15 };
-  assign \$264  = lane0_at15 ? d0 : 30'h00000000;
-  assign \$265  = keep14_at15 ? kreg14 : 30'h00000000;
-  assign \$266  = \$264  | \$265 ;
-  assign \$267  = keep15_at15 ? kreg15 : 30'h00000000;
-  assign nk15 = \$266  | \$267 ;
-  assign \$268  = lane0_at15 ? 2'h1 : 2'h0;
-  assign \$269  = keep14_at15 ? treg14 : 2'h0;
-  assign \$270  = \$268  | \$269 ;
-  assign \$271  = keep15_at15 ? treg15 : 2'h0;
-  assign nt15 = \$270  | \$271 ;
+  assign \$263  = lane0_at15 ? { x[15], x } : 17'h00000;
+  assign \$264  = keep14_at15 ? kreg14 : 17'h00000;
+  assign \$265  = \$263  | \$264 ;
+  assign \$266  = keep15_at15 ? kreg15 : 17'h00000;
+  assign nk15 = \$265  | \$266 ;
+  assign \$267  = lane0_at15 ? 2'h1 : 2'h0;
+  assign \$268  = keep14_at15 ? treg14 : 2'h0;
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = keep15_at15 ? treg15 : 2'h0;
+  assign nt15 = \$269  | \$270 ;
   assign nv16 = | { keep16_at16, keep15_at16, lane0_at16 };
-  assign \$272  = lane0_at16 ? d0 : 30'h00000000;
-  assign \$273  = keep15_at16 ? kreg15 : 30'h00000000;
-  assign \$274  = \$272  | \$273 ;
-  assign \$275  = keep16_at16 ? kreg16 : 30'h00000000;
-  assign nk16 = \$274  | \$275 ;
-  assign \$276  = lane0_at16 ? 2'h1 : 2'h0;
-  assign \$277  = keep15_at16 ? treg15 : 2'h0;
-  assign \$278  = \$276  | \$277 ;
-  assign \$279  = keep16_at16 ? treg16 : 2'h0;
-  assign nt16 = \$278  | \$279 ;
+  assign \$271  = lane0_at16 ? { x[15], x } : 17'h00000;
+  assign \$272  = keep15_at16 ? kreg15 : 17'h00000;
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = keep16_at16 ? kreg16 : 17'h00000;
+  assign nk16 = \$273  | \$274 ;
+  assign \$275  = lane0_at16 ? 2'h1 : 2'h0;
+  assign \$276  = keep15_at16 ? treg15 : 2'h0;
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = keep16_at16 ? treg16 : 2'h0;
+  assign nt16 = \$277  | \$278 ;
   assign nv17 = | { keep17_at17, keep16_at17, lane0_at17 };
-  assign \$280  = lane0_at17 ? d0 : 30'h00000000;
-  assign \$281  = keep16_at17 ? kreg16 : 30'h00000000;
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = keep17_at17 ? kreg17 : 30'h00000000;
-  assign nk17 = \$282  | \$283 ;
+  assign \$279  = lane0_at17 ? { x[15], x } : 17'h00000;
+  assign \$280  = keep16_at17 ? kreg16 : 17'h00000;
+  assign \$281  = \$279  | \$280 ;
+  assign \$282  = keep17_at17 ? kreg17 : 17'h00000;
+  assign nk17 = \$281  | \$282 ;
+  assign \$283  = lane0_at17 ? 2'h1 : 2'h0;
+  assign \$284  = keep16_at17 ? treg16 : 2'h0;
+  assign \$285  = \$283  | \$284 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    thr = 30'h00000000;
-    casez (\$312 )
+    thr = 17'h00000;
+    casez (\$311 )
       6'h00:
           thr = kreg0;
       6'h01:
@@ -6190,11 +6186,23 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$474  = valid0;
+    \$473  = valid0;
+    if (clear) begin
+      \$473  = 1'h0;
+    end else if (p1) begin
+      \$473  = nv0;
+    end
+    if (rst) begin
+      \$473  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$474  = valid1;
     if (clear) begin
       \$474  = 1'h0;
     end else if (p1) begin
-      \$474  = nv0;
+      \$474  = nv1;
     end
     if (rst) begin
       \$474  = 1'h0;
@@ -6202,11 +6210,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$475  = valid1;
+    \$475  = valid2;
     if (clear) begin
       \$475  = 1'h0;
     end else if (p1) begin
-      \$475  = nv1;
+      \$475  = nv2;
     end
     if (rst) begin
       \$475  = 1'h0;
@@ -6214,11 +6222,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$476  = valid2;
+    \$476  = valid3;
     if (clear) begin
       \$476  = 1'h0;
     end else if (p1) begin
-      \$476  = nv2;
+      \$476  = nv3;
     end
     if (rst) begin
       \$476  = 1'h0;
@@ -6226,11 +6234,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$477  = valid3;
+    \$477  = valid4;
     if (clear) begin
       \$477  = 1'h0;
     end else if (p1) begin
-      \$477  = nv3;
+      \$477  = nv4;
     end
     if (rst) begin
       \$477  = 1'h0;
@@ -6238,11 +6246,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$478  = valid4;
+    \$478  = valid5;
     if (clear) begin
       \$478  = 1'h0;
     end else if (p1) begin
-      \$478  = nv4;
+      \$478  = nv5;
     end
     if (rst) begin
       \$478  = 1'h0;
@@ -6250,11 +6258,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$479  = valid5;
+    \$479  = valid6;
     if (clear) begin
       \$479  = 1'h0;
     end else if (p1) begin
-      \$479  = nv5;
+      \$479  = nv6;
     end
     if (rst) begin
       \$479  = 1'h0;
@@ -6262,11 +6270,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$480  = valid6;
+    \$480  = valid7;
     if (clear) begin
       \$480  = 1'h0;
     end else if (p1) begin
-      \$480  = nv6;
+      \$480  = nv7;
     end
     if (rst) begin
       \$480  = 1'h0;
@@ -6274,11 +6282,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$481  = valid7;
+    \$481  = valid8;
     if (clear) begin
       \$481  = 1'h0;
     end else if (p1) begin
-      \$481  = nv7;
+      \$481  = nv8;
     end
     if (rst) begin
       \$481  = 1'h0;
@@ -6286,11 +6294,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$482  = valid8;
+    \$482  = valid9;
     if (clear) begin
       \$482  = 1'h0;
     end else if (p1) begin
-      \$482  = nv8;
+      \$482  = nv9;
     end
     if (rst) begin
       \$482  = 1'h0;
@@ -6298,11 +6306,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$483  = valid9;
+    \$483  = valid10;
     if (clear) begin
       \$483  = 1'h0;
     end else if (p1) begin
-      \$483  = nv9;
+      \$483  = nv10;
     end
     if (rst) begin
       \$483  = 1'h0;
@@ -6310,11 +6318,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$484  = valid10;
+    \$484  = valid11;
     if (clear) begin
       \$484  = 1'h0;
     end else if (p1) begin
-      \$484  = nv10;
+      \$484  = nv11;
     end
     if (rst) begin
       \$484  = 1'h0;
@@ -6322,11 +6330,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$485  = valid11;
+    \$485  = valid12;
     if (clear) begin
       \$485  = 1'h0;
     end else if (p1) begin
-      \$485  = nv11;
+      \$485  = nv12;
     end
     if (rst) begin
       \$485  = 1'h0;
@@ -6334,11 +6342,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$486  = valid12;
+    \$486  = valid13;
     if (clear) begin
       \$486  = 1'h0;
     end else if (p1) begin
-      \$486  = nv12;
+      \$486  = nv13;
     end
     if (rst) begin
       \$486  = 1'h0;
@@ -6346,11 +6354,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$487  = valid13;
+    \$487  = valid14;
     if (clear) begin
       \$487  = 1'h0;
     end else if (p1) begin
-      \$487  = nv13;
+      \$487  = nv14;
     end
     if (rst) begin
       \$487  = 1'h0;
@@ -6358,11 +6366,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$488  = valid14;
+    \$488  = valid15;
     if (clear) begin
       \$488  = 1'h0;
     end else if (p1) begin
-      \$488  = nv14;
+      \$488  = nv15;
     end
     if (rst) begin
       \$488  = 1'h0;
@@ -6370,11 +6378,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$489  = valid15;
+    \$489  = valid16;
     if (clear) begin
       \$489  = 1'h0;
     end else if (p1) begin
-      \$489  = nv15;
+      \$489  = nv16;
     end
     if (rst) begin
       \$489  = 1'h0;
@@ -6382,11 +6390,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$490  = valid16;
+    \$490  = valid17;
     if (clear) begin
       \$490  = 1'h0;
     end else if (p1) begin
-      \$490  = nv16;
+      \$490  = nv17;
     end
     if (rst) begin
       \$490  = 1'h0;
@@ -6394,11 +6402,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$491  = valid17;
+    \$491  = valid18;
     if (clear) begin
       \$491  = 1'h0;
     end else if (p1) begin
-      \$491  = nv17;
+      \$491  = nv18;
     end
     if (rst) begin
       \$491  = 1'h0;
@@ -6406,11 +6414,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$492  = valid18;
+    \$492  = valid19;
     if (clear) begin
       \$492  = 1'h0;
     end else if (p1) begin
-      \$492  = nv18;
+      \$492  = nv19;
     end
     if (rst) begin
       \$492  = 1'h0;
@@ -6418,11 +6426,11 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$493  = valid19;
+    \$493  = valid20;
     if (clear) begin
       \$493  = 1'h0;
     end else if (p1) begin
-      \$493  = nv19;
+      \$493  = nv20;
     end
     if (rst) begin
       \$493  = 1'h0;
@@ -6430,567 +6438,552 @@ module \hwnorm_bwd_cvar_s16.sel$84 (clk, rst, mask, \port$1497$0 , \port$1510$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$494  = valid20;
+    \$494  = kreg0;
     if (clear) begin
-      \$494  = 1'h0;
     end else if (p1) begin
-      \$494  = nv20;
+      \$494  = nk0;
     end
     if (rst) begin
-      \$494  = 1'h0;
+      \$494  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$495  = kreg0;
+    \$495  = treg0;
     if (clear) begin
     end else if (p1) begin
-      \$495  = nk0;
+      \$495  = nt0;
     end
     if (rst) begin
-      \$495  = 30'h00000000;
+      \$495  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$496  = treg0;
+    \$496  = kreg1;
     if (clear) begin
     end else if (p1) begin
-      \$496  = nt0;
+      \$496  = nk1;
     end
     if (rst) begin
-      \$496  = 2'h0;
+      \$496  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$497  = kreg1;
+    \$497  = treg1;
     if (clear) begin
     end else if (p1) begin
-      \$497  = nk1;
+      \$497  = nt1;
     end
     if (rst) begin
-      \$497  = 30'h00000000;
+      \$497  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$498  = treg1;
+    \$498  = kreg2;
     if (clear) begin
     end else if (p1) begin
-      \$498  = nt1;
+      \$498  = nk2;
     end
     if (rst) begin
-      \$498  = 2'h0;
+      \$498  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$499  = kreg2;
+    \$499  = treg2;
     if (clear) begin
     end else if (p1) begin
-      \$499  = nk2;
+      \$499  = nt2;
     end
     if (rst) begin
-      \$499  = 30'h00000000;
+      \$499  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$500  = treg2;
+    \$500  = kreg3;
     if (clear) begin
     end else if (p1) begin
-      \$500  = nt2;
+      \$500  = nk3;
     end
     if (rst) begin
-      \$500  = 2'h0;
+      \$500  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$501  = kreg3;
+    \$501  = treg3;
     if (clear) begin
     end else if (p1) begin
-      \$501  = nk3;
+      \$501  = nt3;
     end
     if (rst) begin
-      \$501  = 30'h00000000;
+      \$501  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$502  = treg3;
+    \$502  = kreg4;
     if (clear) begin
     end else if (p1) begin
-      \$502  = nt3;
+      \$502  = nk4;
     end
     if (rst) begin
-      \$502  = 2'h0;
+      \$502  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$503  = kreg4;
+    \$503  = treg4;
     if (clear) begin
     end else if (p1) begin
-      \$503  = nk4;
+      \$503  = nt4;
     end
     if (rst) begin
-      \$503  = 30'h00000000;
+      \$503  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$504  = treg4;
+    \$504  = kreg5;
     if (clear) begin
     end else if (p1) begin
-      \$504  = nt4;
+      \$504  = nk5;
     end
     if (rst) begin
-      \$504  = 2'h0;
+      \$504  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$505  = kreg5;
+    \$505  = treg5;
     if (clear) begin
     end else if (p1) begin
-      \$505  = nk5;
+      \$505  = nt5;
     end
     if (rst) begin
-      \$505  = 30'h00000000;
+      \$505  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$506  = treg5;
+    \$506  = kreg6;
     if (clear) begin
     end else if (p1) begin
-      \$506  = nt5;
+      \$506  = nk6;
     end
     if (rst) begin
-      \$506  = 2'h0;
+      \$506  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$507  = kreg6;
+    \$507  = treg6;
     if (clear) begin
     end else if (p1) begin
-      \$507  = nk6;
+      \$507  = nt6;
     end
     if (rst) begin
-      \$507  = 30'h00000000;
+      \$507  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$508  = treg6;
+    \$508  = kreg7;
     if (clear) begin
     end else if (p1) begin
-      \$508  = nt6;
+      \$508  = nk7;
     end
     if (rst) begin
-      \$508  = 2'h0;
+      \$508  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$509  = kreg7;
+    \$509  = treg7;
     if (clear) begin
     end else if (p1) begin
-      \$509  = nk7;
+      \$509  = nt7;
     end
     if (rst) begin
-      \$509  = 30'h00000000;
+      \$509  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$510  = treg7;
+    \$510  = kreg8;
     if (clear) begin
     end else if (p1) begin
-      \$510  = nt7;
+      \$510  = nk8;
     end
     if (rst) begin
-      \$510  = 2'h0;
+      \$510  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$511  = kreg8;
+    \$511  = treg8;
     if (clear) begin
     end else if (p1) begin
-      \$511  = nk8;
+      \$511  = nt8;
     end
     if (rst) begin
-      \$511  = 30'h00000000;
+      \$511  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$512  = treg8;
+    \$512  = kreg9;
     if (clear) begin
     end else if (p1) begin
-      \$512  = nt8;
+      \$512  = nk9;
     end
     if (rst) begin
-      \$512  = 2'h0;
+      \$512  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$513  = kreg9;
+    \$513  = treg9;
     if (clear) begin
     end else if (p1) begin
-      \$513  = nk9;
+      \$513  = nt9;
     end
     if (rst) begin
-      \$513  = 30'h00000000;
+      \$513  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$514  = treg9;
+    \$514  = kreg10;
     if (clear) begin
     end else if (p1) begin
-      \$514  = nt9;
+      \$514  = nk10;
     end
     if (rst) begin
-      \$514  = 2'h0;
+      \$514  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$515  = kreg10;
+    \$515  = treg10;
     if (clear) begin
     end else if (p1) begin
-      \$515  = nk10;
+      \$515  = nt10;
     end
     if (rst) begin
-      \$515  = 30'h00000000;
+      \$515  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$516  = treg10;
+    \$516  = kreg11;
     if (clear) begin
     end else if (p1) begin
-      \$516  = nt10;
+      \$516  = nk11;
     end
     if (rst) begin
-      \$516  = 2'h0;
+      \$516  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$517  = kreg11;
+    \$517  = treg11;
     if (clear) begin
     end else if (p1) begin
-      \$517  = nk11;
+      \$517  = nt11;
     end
     if (rst) begin
-      \$517  = 30'h00000000;
+      \$517  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$518  = treg11;
+    \$518  = kreg12;
     if (clear) begin
     end else if (p1) begin
-      \$518  = nt11;
+      \$518  = nk12;
     end
     if (rst) begin
-      \$518  = 2'h0;
+      \$518  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$519  = kreg12;
+    \$519  = treg12;
     if (clear) begin
     end else if (p1) begin
-      \$519  = nk12;
+      \$519  = nt12;
     end
     if (rst) begin
-      \$519  = 30'h00000000;
+      \$519  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$520  = treg12;
+    \$520  = kreg13;
     if (clear) begin
     end else if (p1) begin
-      \$520  = nt12;
+      \$520  = nk13;
     end
     if (rst) begin
-      \$520  = 2'h0;
+      \$520  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$521  = kreg13;
+    \$521  = treg13;
     if (clear) begin
     end else if (p1) begin
-      \$521  = nk13;
+      \$521  = nt13;
     end
     if (rst) begin
-      \$521  = 30'h00000000;
+      \$521  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$522  = treg13;
+    \$522  = kreg14;
     if (clear) begin
     end else if (p1) begin
-      \$522  = nt13;
+      \$522  = nk14;
     end
     if (rst) begin
-      \$522  = 2'h0;
+      \$522  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$523  = kreg14;
+    \$523  = treg14;
     if (clear) begin
     end else if (p1) begin
-      \$523  = nk14;
+      \$523  = nt14;
     end
     if (rst) begin
-      \$523  = 30'h00000000;
+      \$523  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$524  = treg14;
+    \$524  = kreg15;
     if (clear) begin
     end else if (p1) begin
-      \$524  = nt14;
+      \$524  = nk15;
     end
     if (rst) begin
-      \$524  = 2'h0;
+      \$524  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$525  = kreg15;
+    \$525  = treg15;
     if (clear) begin
     end else if (p1) begin
-      \$525  = nk15;
+      \$525  = nt15;
     end
     if (rst) begin
-      \$525  = 30'h00000000;
+      \$525  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$526  = treg15;
+    \$526  = kreg16;
     if (clear) begin
     end else if (p1) begin
-      \$526  = nt15;
+      \$526  = nk16;
     end
     if (rst) begin
-      \$526  = 2'h0;
+      \$526  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$527  = kreg16;
+    \$527  = treg16;
     if (clear) begin
     end else if (p1) begin
-      \$527  = nk16;
+      \$527  = nt16;
     end
     if (rst) begin
-      \$527  = 30'h00000000;
+      \$527  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$528  = treg16;
+    \$528  = kreg17;
     if (clear) begin
     end else if (p1) begin
-      \$528  = nt16;
+      \$528  = nk17;
     end
     if (rst) begin
-      \$528  = 2'h0;
+      \$528  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$529  = kreg17;
+    \$529  = treg17;
     if (clear) begin
     end else if (p1) begin
-      \$529  = nk17;
+      \$529  = nt17;
     end
     if (rst) begin
-      \$529  = 30'h00000000;
+      \$529  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$530  = treg17;
+    \$530  = kreg18;
     if (clear) begin
     end else if (p1) begin
-      \$530  = nt17;
+      \$530  = nk18;
     end
     if (rst) begin
-      \$530  = 2'h0;
+      \$530  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$531  = kreg18;
+    \$531  = treg18;
     if (clear) begin
     end else if (p1) begin
-      \$531  = nk18;
+      \$531  = nt18;
     end
     if (rst) begin
-      \$531  = 30'h00000000;
+      \$531  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$532  = treg18;
+    \$532  = kreg19;
     if (clear) begin
     end else if (p1) begin
-      \$532  = nt18;
+      \$532  = nk19;
     end
     if (rst) begin
-      \$532  = 2'h0;
+      \$532  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$533  = kreg19;
+    \$533  = treg19;
     if (clear) begin
     end else if (p1) begin
-      \$533  = nk19;
+      \$533  = nt19;
     end
     if (rst) begin
-      \$533  = 30'h00000000;
+      \$533  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$534  = treg19;
+    \$534  = kreg20;
     if (clear) begin
     end else if (p1) begin
-      \$534  = nt19;
+      \$534  = nk20;
     end
     if (rst) begin
-      \$534  = 2'h0;
+      \$534  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$535  = kreg20;
+    \$535  = treg20;
     if (clear) begin
     end else if (p1) begin
-      \$535  = nk20;
+      \$535  = nt20;
     end
     if (rst) begin
-      \$535  = 30'h00000000;
+      \$535  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$536  = treg20;
+    \$536  = seen;
     if (clear) begin
-    end else if (p1) begin
-      \$536  = nt20;
-    end
-    if (rst) begin
-      \$536  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$537  = seen;
-    if (clear) begin
-      \$537  = 13'h0000;
+      \$536  = 13'h0000;
     end else if (p2) begin
-      \$537  = \$473 [12:0];
+      \$536  = \$472 [12:0];
     end
     if (rst) begin
-      \$537  = 13'h0000;
+      \$536  = 13'h0000;
     end
   end
-  assign n = \port$1616$0 [12:0];
-  assign s = \port$1616$0 [41:13];
-  assign key0 = d0;
-  assign t0 = 2'h1;
+  assign key0 = { x[15], x };
   assign lc0_is0 = 1'h1;
-  assign budget = \$395 [4:0];
-  assign tsum = { \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457  };
-  assign sel = { 1'h0, \$470  };
-  assign \port$1497$0  = \$457 ;
-  assign \port$1510$0  = \$470 ;
+  assign budget = \$394 [4:0];
+  assign tsum = { \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456  };
+  assign sel = { 1'h0, \$469  };
+  assign \port$1495$0  = \$456 ;
+  assign \port$1508$0  = \$469 ;
   assign \x[0]  = x;
-  assign \sel[0]  = { 1'h0, \$470  };
-  assign at0_0 = \$23 ;
-  assign \$44  = \$23 ;
-  assign \$45  = \$23 ;
+  assign \sel[0]  = { 1'h0, \$469  };
+  assign at0_0 = \$22 ;
+  assign \$43  = \$22 ;
+  assign \$44  = \$22 ;
+  assign \$45  = at0_1;
   assign \$46  = at0_1;
-  assign \$47  = at0_1;
+  assign \$47  = at0_2;
   assign \$48  = at0_2;
-  assign \$49  = at0_2;
+  assign \$49  = at0_3;
   assign \$50  = at0_3;
-  assign \$51  = at0_3;
+  assign \$51  = at0_4;
   assign \$52  = at0_4;
-  assign \$53  = at0_4;
+  assign \$53  = at0_5;
   assign \$54  = at0_5;
-  assign \$55  = at0_5;
+  assign \$55  = at0_6;
   assign \$56  = at0_6;
-  assign \$57  = at0_6;
+  assign \$57  = at0_7;
   assign \$58  = at0_7;
-  assign \$59  = at0_7;
+  assign \$59  = at0_8;
   assign \$60  = at0_8;
-  assign \$61  = at0_8;
+  assign \$61  = at0_9;
   assign \$62  = at0_9;
-  assign \$63  = at0_9;
+  assign \$63  = at0_10;
   assign \$64  = at0_10;
-  assign \$65  = at0_10;
+  assign \$65  = at0_11;
   assign \$66  = at0_11;
-  assign \$67  = at0_11;
+  assign \$67  = at0_12;
   assign \$68  = at0_12;
-  assign \$69  = at0_12;
+  assign \$69  = at0_13;
   assign \$70  = at0_13;
-  assign \$71  = at0_13;
+  assign \$71  = at0_14;
   assign \$72  = at0_14;
-  assign \$73  = at0_14;
+  assign \$73  = at0_15;
   assign \$74  = at0_15;
-  assign \$75  = at0_15;
+  assign \$75  = at0_16;
   assign \$76  = at0_16;
-  assign \$77  = at0_16;
+  assign \$77  = at0_17;
   assign \$78  = at0_17;
-  assign \$79  = at0_17;
+  assign \$79  = at0_18;
   assign \$80  = at0_18;
-  assign \$81  = at0_18;
+  assign \$81  = at0_19;
   assign \$82  = at0_19;
-  assign \$83  = at0_19;
+  assign \$83  = at0_20;
   assign \$84  = at0_20;
-  assign \$85  = at0_20;
-  assign \$88  = pass0;
-  assign \$91  = pass1;
-  assign \$94  = pass2;
-  assign \$97  = pass3;
-  assign \$100  = pass4;
-  assign \$103  = pass5;
-  assign \$106  = pass6;
-  assign \$109  = pass7;
-  assign \$112  = pass8;
-  assign \$115  = pass9;
-  assign \$118  = pass10;
-  assign \$121  = pass11;
-  assign \$124  = pass12;
-  assign \$127  = pass13;
-  assign \$130  = pass14;
-  assign \$133  = pass15;
-  assign \$136  = pass16;
-  assign \$139  = pass17;
-  assign \$142  = pass18;
-  assign \$145  = pass19;
-  assign \$466  = 1'h1;
-  assign \$467  = \$465 ;
-  assign \$468  = 1'h1;
-  assign \$469  = 2'h1;
+  assign \$87  = pass0;
+  assign \$90  = pass1;
+  assign \$93  = pass2;
+  assign \$96  = pass3;
+  assign \$99  = pass4;
+  assign \$102  = pass5;
+  assign \$105  = pass6;
+  assign \$108  = pass7;
+  assign \$111  = pass8;
+  assign \$114  = pass9;
+  assign \$117  = pass10;
+  assign \$120  = pass11;
+  assign \$123  = pass12;
+  assign \$126  = pass13;
+  assign \$129  = pass14;
+  assign \$132  = pass15;
+  assign \$135  = pass16;
+  assign \$138  = pass17;
+  assign \$141  = pass18;
+  assign \$144  = pass19;
+  assign \$465  = 1'h1;
+  assign \$466  = \$464 ;
+  assign \$467  = 1'h1;
+  assign \$468  = 2'h1;
 endmodule

@@ -526,52 +526,52 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [29:0] \$566 ;
   wire \$567 ;
   wire \$568 ;
-  wire \$569 ;
+  wire [29:0] \$569 ;
   wire \$57 ;
-  wire [16:0] \$570 ;
-  wire [16:0] \$571 ;
-  wire [271:0] \$572 ;
-  wire [6:0] \$573 ;
-  wire [7:0] \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire [56:0] \$577 ;
-  wire [56:0] \$578 ;
-  wire [183:0] \$579 ;
+  wire [29:0] \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire [16:0] \$574 ;
+  wire [16:0] \$575 ;
+  wire [271:0] \$576 ;
+  wire [6:0] \$577 ;
+  wire [7:0] \$578 ;
+  wire \$579 ;
   wire \$58 ;
   wire \$580 ;
-  wire \$581 ;
-  wire [29:0] \$582 ;
-  wire [29:0] \$583 ;
+  wire [56:0] \$581 ;
+  wire [56:0] \$582 ;
+  wire [183:0] \$583 ;
   wire \$584 ;
   wire \$585 ;
-  wire \$586 ;
-  wire [16:0] \$587 ;
-  wire [16:0] \$588 ;
+  wire [29:0] \$586 ;
+  wire [29:0] \$587 ;
+  wire \$588 ;
   wire \$589 ;
   wire \$59 ;
   wire \$590 ;
-  wire [115:0] \$591 ;
-  wire [115:0] \$592 ;
-  wire [178:0] \$593 ;
-  wire [6:0] \$594 ;
-  wire [7:0] \$595 ;
-  wire \$596 ;
-  wire \$597 ;
-  wire [153:0] \$598 ;
-  wire [153:0] \$599 ;
+  wire [16:0] \$591 ;
+  wire [16:0] \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire [115:0] \$595 ;
+  wire [115:0] \$596 ;
+  wire [178:0] \$597 ;
+  wire [6:0] \$598 ;
+  wire [7:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire \$600 ;
-  wire [14:0] \$601 ;
-  wire [14:0] \$602 ;
-  wire \$603 ;
-  wire [14:0] \$604 ;
+  wire \$601 ;
+  wire [153:0] \$602 ;
+  wire [153:0] \$603 ;
+  wire \$604 ;
   wire [14:0] \$605 ;
-  wire \$606 ;
+  wire [14:0] \$606 ;
   wire \$607 ;
-  wire \$608 ;
-  wire \$609 ;
+  wire [14:0] \$608 ;
+  wire [14:0] \$609 ;
   wire \$61 ;
   wire \$610 ;
   wire \$611 ;
@@ -618,127 +618,139 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$649 ;
   wire \$65 ;
   wire \$650 ;
-  wire [72:0] \$651 ;
+  wire \$651 ;
   wire \$652 ;
   wire \$653 ;
-  wire [71:0] \$654 ;
-  wire [71:0] \$655 ;
-  wire [72:0] \$656 ;
-  wire [73:0] \$657 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
   wire \$658 ;
-  wire [73:0] \$659 ;
+  wire [72:0] \$659 ;
   wire \$66 ;
   wire \$660 ;
-  wire [73:0] \$661 ;
-  wire \$662 ;
-  wire [73:0] \$663 ;
-  wire [16:0] \$664 ;
-  wire [16:0] \$665 ;
-  wire [16:0] \$666 ;
+  wire \$661 ;
+  wire [71:0] \$662 ;
+  wire [71:0] \$663 ;
+  wire [72:0] \$664 ;
+  wire [73:0] \$665 ;
+  wire \$666 ;
   wire [73:0] \$667 ;
   wire \$668 ;
   wire [73:0] \$669 ;
   wire \$67 ;
   wire \$670 ;
-  wire \$671 ;
-  wire \$672 ;
-  wire [13:0] \$673 ;
-  wire [13:0] \$674 ;
-  wire [13:0] \$675 ;
-  wire [15:0] \$676 ;
-  wire [29:0] \$677 ;
-  wire [31:0] \$678 ;
-  wire [31:0] \$679 ;
+  wire [73:0] \$671 ;
+  wire [16:0] \$672 ;
+  wire [16:0] \$673 ;
+  wire [16:0] \$674 ;
+  wire [73:0] \$675 ;
+  wire \$676 ;
+  wire [73:0] \$677 ;
+  wire \$678 ;
+  wire \$679 ;
   wire \$68 ;
-  wire [44:0] \$680 ;
-  wire [153:0] \$681 ;
-  wire [153:0] \$682 ;
-  wire [153:0] \$683 ;
-  wire [153:0] \$684 ;
-  wire [6:0] \$685 ;
-  wire \$686 ;
-  wire [57:0] \$687 ;
-  wire [6:0] \$688 ;
-  wire [153:0] \$689 ;
+  wire \$680 ;
+  wire [13:0] \$681 ;
+  wire [13:0] \$682 ;
+  wire [13:0] \$683 ;
+  wire \$684 ;
+  wire [15:0] \$685 ;
+  wire [29:0] \$686 ;
+  wire [31:0] \$687 ;
+  wire [31:0] \$688 ;
+  wire [44:0] \$689 ;
   wire \$69 ;
   wire [153:0] \$690 ;
-  wire [6:0] \$691 ;
-  wire \$692 ;
-  wire [115:0] \$693 ;
+  wire [153:0] \$691 ;
+  wire [153:0] \$692 ;
+  wire [153:0] \$693 ;
   wire [6:0] \$694 ;
   wire \$695 ;
-  wire \$696 ;
-  wire [114:0] \$697 ;
-  wire [114:0] \$698 ;
-  wire [6:0] \$699 ;
+  wire [57:0] \$696 ;
+  wire [6:0] \$697 ;
+  wire [153:0] \$698 ;
+  wire [153:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$700 ;
-  wire [115:0] \$701 ;
-  wire [6:0] \$702 ;
-  wire \$703 ;
+  wire [6:0] \$700 ;
+  wire \$701 ;
+  wire [115:0] \$702 ;
+  wire [6:0] \$703 ;
   wire \$704 ;
-  wire [114:0] \$705 ;
+  wire \$705 ;
   wire [114:0] \$706 ;
-  wire [6:0] \$707 ;
-  wire \$708 ;
-  wire [115:0] \$709 ;
+  wire [114:0] \$707 ;
+  wire [6:0] \$708 ;
+  wire \$709 ;
   wire \$71 ;
-  wire [6:0] \$710 ;
-  wire \$711 ;
+  wire [115:0] \$710 ;
+  wire [6:0] \$711 ;
   wire \$712 ;
-  wire [114:0] \$713 ;
+  wire \$713 ;
   wire [114:0] \$714 ;
-  wire \$715 ;
-  wire \$716 ;
+  wire [114:0] \$715 ;
+  wire [6:0] \$716 ;
   wire \$717 ;
-  wire \$718 ;
-  wire \$719 ;
+  wire [115:0] \$718 ;
+  wire [6:0] \$719 ;
   wire \$72 ;
   wire \$720 ;
   wire \$721 ;
-  wire \$722 ;
-  wire \$723 ;
-  reg [15:0] \$724 ;
-  reg [15:0] \$725 ;
-  reg \$726 ;
-  reg [2:0] \$727 ;
-  reg \$728 ;
-  reg \$729 ;
+  wire [114:0] \$722 ;
+  wire [114:0] \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
   wire \$73 ;
-  reg \$730 ;
-  reg \$731 ;
-  reg \$732 ;
-  reg \$733 ;
-  reg [72:0] \$734 ;
-  reg [72:0] \$735 ;
-  reg [73:0] \$736 ;
-  reg [15:0] \$737 ;
-  reg [12:0] \$738 ;
-  reg [12:0] \$739 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  reg [15:0] \$733 ;
+  reg [15:0] \$734 ;
+  reg \$735 ;
+  reg [2:0] \$736 ;
+  reg \$737 ;
+  reg \$738 ;
+  reg \$739 ;
   wire \$74 ;
-  reg [135:0] \$740 ;
-  reg [28:0] \$741 ;
-  reg [43:0] \$742 ;
-  reg [54:0] \$743 ;
-  reg [5:0] \$744 ;
-  reg [5:0] \$745 ;
-  reg [5:0] \$746 ;
-  reg [114:0] \$747 ;
-  reg [55:0] \$748 ;
-  reg [152:0] \$749 ;
+  reg \$740 ;
+  reg \$741 ;
+  reg \$742 ;
+  reg [72:0] \$743 ;
+  reg [72:0] \$744 ;
+  reg [73:0] \$745 ;
+  reg [15:0] \$746 ;
+  reg [12:0] \$747 ;
+  reg [12:0] \$748 ;
+  reg [135:0] \$749 ;
   wire \$75 ;
-  reg [56:0] \$750 ;
-  reg [56:0] \$751 ;
-  reg [114:0] \$752 ;
-  reg [99:0] \$753 ;
-  reg [71:0] \$754 ;
-  reg [71:0] \$755 ;
-  reg [71:0] \$756 ;
-  wire [1:0] \$757 ;
-  wire [1:0] \$758 ;
+  reg [28:0] \$750 ;
+  reg [43:0] \$751 ;
+  reg [54:0] \$752 ;
+  reg [5:0] \$753 ;
+  reg [5:0] \$754 ;
+  reg [16:0] \$755 ;
+  reg \$756 ;
+  reg [12:0] \$757 ;
+  reg [5:0] \$758 ;
+  reg [114:0] \$759 ;
   wire [6:0] \$76 ;
+  reg [55:0] \$760 ;
+  reg [152:0] \$761 ;
+  reg [56:0] \$762 ;
+  reg [56:0] \$763 ;
+  reg [114:0] \$764 ;
+  reg [99:0] \$765 ;
+  reg [71:0] \$766 ;
+  reg [71:0] \$767 ;
+  reg [71:0] \$768 ;
+  wire [1:0] \$769 ;
   wire [6:0] \$77 ;
+  wire [1:0] \$770 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
@@ -763,11 +775,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  reg [2:0] \$signal  = 3'h0;
-  reg \$signal$68  = 1'h0;
-  reg \$signal$69  = 1'h0;
+  (* init = 17'h00000 *)
+  wire [16:0] \$signal ;
+  reg [2:0] \$signal$68  = 3'h0;
+  wire [2:0] \$signal$68[0] ;
   reg \$signal$71  = 1'h0;
-  wire [2:0] \$signal[0] ;
+  reg \$signal$72  = 1'h0;
+  reg \$signal$74  = 1'h0;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -804,7 +818,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$82 ;
+  wire \done$85 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -824,10 +838,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg [56:0] m1 = 57'h000000000000000;
   reg [99:0] m2 = 100'h0000000000000000000000000;
   wire mask;
-  wire \mask$22 ;
+  wire \mask$25 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$52 ;
+  reg \neg$50 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -843,13 +857,17 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [114:0] p;
   reg p1;
   reg p2;
-  wire [152:0] q;
+  reg [16:0] q = 17'h00000;
+  wire [152:0] \q$84 ;
   reg [55:0] qg = 56'h00000000000000;
+  reg [12:0] r = 13'h0000;
+  (* init = 13'h0000 *)
+  wire [12:0] r_mean;
   wire refused;
   reg [52:0] rem_init;
   input rst;
   wire rst;
-  wire [28:0] s;
+  reg rz = 1'h0;
   reg [15:0] s0_g = 16'h0000;
   wire [15:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -870,7 +888,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$50 ;
+  reg \start$46 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -881,8 +899,8 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire stats__ready;
   output stats__valid;
   reg stats__valid;
-  reg [4:0] steps;
-  reg [7:0] \steps$48 ;
+  reg [7:0] steps;
+  reg [4:0] \steps$51 ;
   reg take;
   reg [152:0] tq = 153'h000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -1179,213 +1197,228 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$565  = - $signed(chan[41:13]);
   assign \$566  = \$564  ? \$565  : { chan[41], chan[41:13] };
   assign \$567  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$568  = ~ \$567 ;
-  assign \$569  = $signed(chan[135:120]) < $signed(1'h0);
-  assign \$570  = - $signed(chan[135:120]);
-  assign \$571  = \$569  ? \$570  : { chan[135], chan[135:120] };
-  assign \$573  = 5'h16 + sh;
-  assign \$574  = 5'h10 + \$573 ;
-  assign \$575  = $signed(chan[135:120]) < $signed(1'h0);
-  assign \$576  = $signed(qg) < $signed(1'h0);
-  assign \$577  = - $signed(qg);
-  assign \$578  = \$576  ? \$577  : { qg[55], qg };
+  assign \$568  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$569  = - $signed(chan[41:13]);
+  assign \$570  = \$568  ? \$569  : { chan[41], chan[41:13] };
+  assign \$571  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$572  = ~ \$571 ;
+  assign \$573  = $signed(chan[135:120]) < $signed(1'h0);
+  assign \$574  = - $signed(chan[135:120]);
+  assign \$575  = \$573  ? \$574  : { chan[135], chan[135:120] };
+  assign \$577  = 5'h16 + sh;
+  assign \$578  = 5'h10 + \$577 ;
+  assign \$579  = $signed(chan[135:120]) < $signed(1'h0);
   assign \$580  = $signed(qg) < $signed(1'h0);
-  assign \$581  = $signed(sg) < $signed(1'h0);
-  assign \$582  = - $signed(sg);
-  assign \$583  = \$581  ? \$582  : { sg[28], sg };
-  assign \$584  = $signed(sg) < $signed(1'h0);
-  assign \$585  = ~ \$584 ;
-  assign \$586  = $signed(chan[135:120]) < $signed(1'h0);
-  assign \$587  = - $signed(chan[135:120]);
-  assign \$588  = \$586  ? \$587  : { chan[135], chan[135:120] };
-  assign \$589  = $signed(chan[135:120]) < $signed(1'h0);
-  assign \$590  = $signed(scratch) < $signed(1'h0);
-  assign \$591  = - $signed(scratch);
-  assign \$592  = \$590  ? \$591  : { scratch[114], scratch };
-  assign \$594  = 5'h16 + sh;
-  assign \$595  = 7'h60 + \$594 ;
-  assign \$596  = $signed(scratch) < $signed(1'h0);
-  assign \$597  = $signed(tq) < $signed(1'h0);
-  assign \$598  = - $signed(tq);
-  assign \$599  = \$597  ? \$598  : { tq[152], tq };
-  assign \$600  = $signed(tq) < $signed(1'h0);
-  assign \$601  = $signed({ 1'h0, chan[12:0] }) - $signed(\$757 );
-  assign \$602  = $signed({ 1'h0, chan[12:0] }) + $signed(\$757 );
-  assign \$603  = $signed(\$757 ) < $signed(1'h0);
-  assign \$604  = - $signed(\$757 );
-  assign \$605  = \$603  ? \$604  : { \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757  };
-  assign \$606  = $signed(\$757 ) < $signed(1'h0);
-  assign \$607  = | left;
-  assign \$608  = \$607  & adv;
-  assign \$609  = i__valid & i__ready;
-  assign \$610  = ! fsm_state;
-  assign \$611  = fsm_state == 1'h1;
-  assign \$612  = fsm_state == 2'h2;
-  assign \$613  = fsm_state == 2'h3;
-  assign \$614  = fsm_state == 3'h4;
-  assign \$615  = fsm_state == 3'h5;
-  assign \$616  = fsm_state == 3'h6;
-  assign \$617  = fsm_state == 3'h7;
-  assign \$618  = fsm_state == 4'h8;
-  assign \$619  = fsm_state == 4'h9;
-  assign \$620  = fsm_state == 4'ha;
-  assign \$621  = fsm_state == 4'hb;
-  assign \$622  = fsm_state == 4'hc;
-  assign \$623  = fsm_state == 4'hd;
-  assign \$624  = fsm_state == 4'he;
-  assign \$625  = fsm_state == 4'hf;
-  assign \$626  = fsm_state == 5'h10;
-  assign \$627  = fsm_state == 5'h11;
-  assign \$628  = fsm_state == 5'h12;
-  assign \$629  = fsm_state == 5'h13;
-  assign \$630  = fsm_state == 5'h14;
-  assign \$631  = fsm_state == 5'h15;
-  assign \$632  = fsm_state == 5'h16;
-  assign \$633  = fsm_state == 5'h17;
-  assign \$634  = fsm_state == 5'h18;
-  assign \$635  = fsm_state == 5'h19;
-  assign \$636  = fsm_state == 5'h1a;
-  assign \$637  = fsm_state == 5'h1b;
-  assign \$638  = fsm_state == 5'h1c;
-  assign \$639  = fsm_state == 5'h1d;
-  assign \$640  = fsm_state == 5'h1e;
-  assign \$641  = fsm_state == 5'h1f;
-  assign \$642  = fsm_state == 6'h20;
-  assign \$643  = fsm_state == 6'h21;
-  assign \$644  = fsm_state == 6'h22;
-  assign \$645  = fsm_state == 6'h23;
-  assign \$646  = fsm_state == 6'h24;
-  assign \$647  = fsm_state == 6'h25;
-  assign \$648  = fsm_state == 6'h26;
-  assign \$649  = fsm_state == 6'h27;
-  assign \$650  = fsm_state == 6'h28;
-  assign \$651  = $signed(s0_g) * $signed(lane_a);
-  assign \$652  = \$signal  == 2'h2;
-  assign \$653  = ! \$signal ;
-  assign \$654  = \$653  ? const0 : const1;
-  assign \$655  = \$652  ? const2 : \$654 ;
-  assign \$656  = $signed(\$655 ) + $signed(34'h100000000);
-  assign \$657  = $signed(s1_t0_0) + $signed(s1_t0_1);
-  assign \$658  = ~ s2_mask;
-  assign \$660  = $signed(\$659 ) > $signed(16'h7fff);
-  assign \$662  = $signed(\$661 ) < $signed(16'h8000);
-  assign \$664  = \$662  ? 17'h18000 : { 1'h0, \$663 [15:0] };
-  assign \$665  = \$660  ? 17'h07fff : \$664 ;
-  assign \$666  = s2_mask ? \$665  : 17'h00000;
+  assign \$581  = - $signed(qg);
+  assign \$582  = \$580  ? \$581  : { qg[55], qg };
+  assign \$584  = $signed(qg) < $signed(1'h0);
+  assign \$585  = $signed(sg) < $signed(1'h0);
+  assign \$586  = - $signed(sg);
+  assign \$587  = \$585  ? \$586  : { sg[28], sg };
+  assign \$588  = $signed(sg) < $signed(1'h0);
+  assign \$589  = ~ \$588 ;
+  assign \$590  = $signed(chan[135:120]) < $signed(1'h0);
+  assign \$591  = - $signed(chan[135:120]);
+  assign \$592  = \$590  ? \$591  : { chan[135], chan[135:120] };
+  assign \$593  = $signed(chan[135:120]) < $signed(1'h0);
+  assign \$594  = $signed(scratch) < $signed(1'h0);
+  assign \$595  = - $signed(scratch);
+  assign \$596  = \$594  ? \$595  : { scratch[114], scratch };
+  assign \$598  = 5'h16 + sh;
+  assign \$599  = 7'h60 + \$598 ;
+  assign \$600  = $signed(scratch) < $signed(1'h0);
+  assign \$601  = $signed(tq) < $signed(1'h0);
+  assign \$602  = - $signed(tq);
+  assign \$603  = \$601  ? \$602  : { tq[152], tq };
+  assign \$604  = $signed(tq) < $signed(1'h0);
+  assign \$605  = $signed({ 1'h0, chan[12:0] }) - $signed(\$769 );
+  assign \$606  = $signed({ 1'h0, chan[12:0] }) + $signed(\$769 );
+  assign \$607  = $signed(\$769 ) < $signed(1'h0);
+  assign \$608  = - $signed(\$769 );
+  assign \$609  = \$607  ? \$608  : { \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769  };
+  assign \$610  = $signed(\$769 ) < $signed(1'h0);
+  assign \$611  = | left;
+  assign \$612  = \$611  & adv;
+  assign \$613  = i__valid & i__ready;
+  assign \$614  = ! fsm_state;
+  assign \$615  = fsm_state == 1'h1;
+  assign \$616  = fsm_state == 2'h2;
+  assign \$617  = fsm_state == 2'h3;
+  assign \$618  = fsm_state == 3'h4;
+  assign \$619  = fsm_state == 3'h5;
+  assign \$620  = fsm_state == 3'h6;
+  assign \$621  = fsm_state == 3'h7;
+  assign \$622  = fsm_state == 4'h8;
+  assign \$623  = fsm_state == 4'h9;
+  assign \$624  = fsm_state == 4'ha;
+  assign \$625  = fsm_state == 4'hb;
+  assign \$626  = fsm_state == 4'hc;
+  assign \$627  = fsm_state == 4'hd;
+  assign \$628  = fsm_state == 4'he;
+  assign \$629  = fsm_state == 4'hf;
+  assign \$630  = fsm_state == 5'h10;
+  assign \$631  = fsm_state == 5'h11;
+  assign \$632  = fsm_state == 5'h12;
+  assign \$633  = fsm_state == 5'h13;
+  assign \$634  = fsm_state == 5'h14;
+  assign \$635  = fsm_state == 5'h15;
+  assign \$636  = fsm_state == 5'h16;
+  assign \$637  = fsm_state == 5'h17;
+  assign \$638  = fsm_state == 5'h18;
+  assign \$639  = fsm_state == 5'h19;
+  assign \$640  = fsm_state == 5'h1a;
+  assign \$641  = fsm_state == 5'h1b;
+  assign \$642  = fsm_state == 5'h1c;
+  assign \$643  = fsm_state == 5'h1d;
+  assign \$644  = fsm_state == 5'h1e;
+  assign \$645  = fsm_state == 5'h1f;
+  assign \$646  = fsm_state == 6'h20;
+  assign \$647  = fsm_state == 6'h21;
+  assign \$648  = fsm_state == 6'h22;
+  assign \$649  = fsm_state == 6'h23;
+  assign \$650  = fsm_state == 6'h24;
+  assign \$651  = fsm_state == 6'h25;
+  assign \$652  = fsm_state == 6'h26;
+  assign \$653  = fsm_state == 6'h27;
+  assign \$654  = fsm_state == 6'h28;
+  assign \$655  = fsm_state == 6'h29;
+  assign \$656  = fsm_state == 6'h2a;
+  assign \$657  = fsm_state == 6'h2b;
+  assign \$658  = fsm_state == 6'h2c;
+  assign \$659  = $signed(s0_g) * $signed(lane_a);
+  assign \$660  = \$signal$68  == 2'h2;
+  assign \$661  = ! \$signal$68 ;
+  assign \$662  = \$661  ? const0 : const1;
+  assign \$663  = \$660  ? const2 : \$662 ;
+  assign \$664  = $signed(\$663 ) + $signed(34'h100000000);
+  assign \$665  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$666  = ~ s2_mask;
   assign \$668  = $signed(\$667 ) > $signed(16'h7fff);
   assign \$670  = $signed(\$669 ) < $signed(16'h8000);
-  assign \$671  = \$668  | \$670 ;
-  assign \$672  = s2_mask & \$671 ;
-  assign \$673  = sat + \$672 ;
-  assign \$674  = left - 1'h1;
-  assign \$675  = last ? 14'h0000 : \$674 ;
-  assign \$676  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$677  = $signed(sg) + $signed(\$676 );
-  assign \$678  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$679  = mask ? \$678  : 32'd0;
-  assign \$680  = $signed(sgx) + $signed(\$679 );
-  assign \$681  = $signed(tq) + $signed(2'h1);
-  assign \$683  = $signed(tq) + $signed(2'h1);
-  assign \$685  = align + sh;
-  assign \$686  = \$685  == 6'h21;
-  assign \$688  = align + 1'h1;
-  assign \$689  = $signed(tq) + $signed(2'h1);
-  assign \$691  = align + sh;
-  assign \$692  = \$691  == 6'h21;
-  assign \$694  = align + 1'h1;
-  assign \$695  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$696  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$697  = \$696  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$698  = \$695  ? 115'h000000000007ff801100100000000 : \$697 ;
-  assign \$699  = align + sh;
-  assign \$700  = \$699  == 6'h21;
-  assign \$702  = align + 1'h1;
-  assign \$703  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$704  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$705  = \$704  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$706  = \$703  ? 115'h000000000007ff801100100000000 : \$705 ;
-  assign \$707  = align + sh;
-  assign \$708  = \$707  == 6'h21;
-  assign \$710  = align + 1'h1;
-  assign \$711  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$712  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$713  = \$712  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$714  = \$711  ? 115'h000000000007ff801100100000000 : \$713 ;
-  assign \$715  = | left;
-  assign \$716  = ~ \$715 ;
-  assign \$717  = ~ \$signal$69 ;
-  assign \$718  = \$716  & \$717 ;
-  assign \$719  = ~ \$signal$68 ;
-  assign \$720  = \$718  & \$719 ;
-  assign \$721  = ~ s2_valid;
-  assign \$722  = \$720  & \$721 ;
-  assign \$723  = \$722  & adv;
+  assign \$672  = \$670  ? 17'h18000 : { 1'h0, \$671 [15:0] };
+  assign \$673  = \$668  ? 17'h07fff : \$672 ;
+  assign \$674  = s2_mask ? \$673  : 17'h00000;
+  assign \$676  = $signed(\$675 ) > $signed(16'h7fff);
+  assign \$678  = $signed(\$677 ) < $signed(16'h8000);
+  assign \$679  = \$676  | \$678 ;
+  assign \$680  = s2_mask & \$679 ;
+  assign \$681  = sat + \$680 ;
+  assign \$682  = left - 1'h1;
+  assign \$683  = last ? 14'h0000 : \$682 ;
+  assign \$684  = ! p;
+  assign \$685  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$686  = $signed(sg) + $signed(\$685 );
+  assign \$687  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$688  = mask ? \$687  : 32'd0;
+  assign \$689  = $signed(sgx) + $signed(\$688 );
+  assign \$690  = $signed(tq) + $signed(2'h1);
+  assign \$692  = $signed(tq) + $signed(2'h1);
+  assign \$694  = align + sh;
+  assign \$695  = \$694  == 6'h21;
+  assign \$697  = align + 1'h1;
+  assign \$698  = $signed(tq) + $signed(2'h1);
+  assign \$700  = align + sh;
+  assign \$701  = \$700  == 6'h21;
+  assign \$703  = align + 1'h1;
+  assign \$704  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$705  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$706  = \$705  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$707  = \$704  ? 115'h000000000007ff801100100000000 : \$706 ;
+  assign \$708  = align + sh;
+  assign \$709  = \$708  == 6'h21;
+  assign \$711  = align + 1'h1;
+  assign \$712  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$713  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$714  = \$713  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$715  = \$712  ? 115'h000000000007ff801100100000000 : \$714 ;
+  assign \$716  = align + sh;
+  assign \$717  = \$716  == 6'h21;
+  assign \$719  = align + 1'h1;
+  assign \$720  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$721  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$722  = \$721  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$723  = \$720  ? 115'h000000000007ff801100100000000 : \$722 ;
+  assign \$724  = | left;
+  assign \$725  = ~ \$724 ;
+  assign \$726  = ~ \$signal$72 ;
+  assign \$727  = \$725  & \$726 ;
+  assign \$728  = ~ \$signal$71 ;
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ s2_valid;
+  assign \$731  = \$729  & \$730 ;
+  assign \$732  = \$731  & adv;
   always @(posedge clk)
-    s0_x <= \$724 ;
+    s0_x <= \$733 ;
   always @(posedge clk)
-    s0_g <= \$725 ;
+    s0_g <= \$734 ;
   always @(posedge clk)
-    s0_mask <= \$726 ;
+    s0_mask <= \$735 ;
   always @(posedge clk)
-    \$signal  <= \$727 ;
+    \$signal$68  <= \$736 ;
   always @(posedge clk)
-    o__valid <= \$728 ;
+    o__valid <= \$737 ;
   always @(posedge clk)
-    s2_valid <= \$729 ;
+    s2_valid <= \$738 ;
   always @(posedge clk)
-    \$signal$68  <= \$730 ;
+    \$signal$71  <= \$739 ;
   always @(posedge clk)
-    \$signal$69  <= \$731 ;
+    \$signal$72  <= \$740 ;
   always @(posedge clk)
-    s2_mask <= \$732 ;
+    s2_mask <= \$741 ;
   always @(posedge clk)
-    \$signal$71  <= \$733 ;
+    \$signal$74  <= \$742 ;
   always @(posedge clk)
-    s1_t0_0 <= \$734 ;
+    s1_t0_0 <= \$743 ;
   always @(posedge clk)
-    s1_t0_1 <= \$735 ;
+    s1_t0_1 <= \$744 ;
   always @(posedge clk)
-    acc0 <= \$736 ;
+    acc0 <= \$745 ;
   always @(posedge clk)
-    o__payload <= \$737 ;
+    o__payload <= \$746 ;
   always @(posedge clk)
-    sat <= \$738 ;
+    sat <= \$747 ;
   always @(posedge clk)
-    left <= \$739 ;
+    left <= \$748 ;
   always @(posedge clk)
-    chan <= \$740 ;
+    chan <= \$749 ;
   always @(posedge clk)
-    sg <= \$741 ;
+    sg <= \$750 ;
   always @(posedge clk)
-    sgx <= \$742 ;
+    sgx <= \$751 ;
   always @(posedge clk)
-    dgamma <= \$743 ;
+    dgamma <= \$752 ;
   always @(posedge clk)
-    align <= \$744 ;
+    align <= \$753 ;
   always @(posedge clk)
-    fsm_state <= \$745 ;
+    fsm_state <= \$754 ;
   always @(posedge clk)
-    sh <= \$746 ;
+    q <= \$755 ;
   always @(posedge clk)
-    scratch <= \$747 ;
+    rz <= \$756 ;
   always @(posedge clk)
-    qg <= \$748 ;
+    r <= \$757 ;
   always @(posedge clk)
-    tq <= \$749 ;
+    sh <= \$758 ;
   always @(posedge clk)
-    m1 <= \$750 ;
+    scratch <= \$759 ;
   always @(posedge clk)
-    lane_a <= \$751 ;
+    qg <= \$760 ;
   always @(posedge clk)
-    c0w <= \$752 ;
+    tq <= \$761 ;
   always @(posedge clk)
-    m2 <= \$753 ;
+    m1 <= \$762 ;
   always @(posedge clk)
-    const1 <= \$754 ;
+    lane_a <= \$763 ;
   always @(posedge clk)
-    const2 <= \$755 ;
+    c0w <= \$764 ;
   always @(posedge clk)
-    const0 <= \$756 ;
+    m2 <= \$765 ;
+  always @(posedge clk)
+    const1 <= \$766 ;
+  always @(posedge clk)
+    const2 <= \$767 ;
+  always @(posedge clk)
+    const0 <= \$768 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 1'h1;
@@ -1406,37 +1439,39 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   \hwnorm_bwd_linf_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$82 ),
+    .done(done),
     .lo_init(lo_init),
-    .\neg$15 (\neg$52 ),
-    .q(q),
+    .\neg$15 (neg),
+    .q(\q$84 ),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$50 ),
-    .steps(\steps$48 )
+    .start(start),
+    .steps(steps)
   );
   \hwnorm_bwd_linf_s16.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(done),
-    .\neg$12 (neg),
+    .done(\done$85 ),
+    .\neg$12 (\neg$50 ),
     .p(p),
     .rst(rst),
-    .start(start),
-    .steps(steps)
+    .start(\start$46 ),
+    .steps(\steps$51 )
   );
-  \hwnorm_bwd_linf_s16.sel$84  \sel$84  (
+  \hwnorm_bwd_linf_s16.sel$88  \sel$88  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [0]),
     .mask(mask),
+    .n(chan[12:0]),
     .p1(p1),
     .p2(p2),
-    .\port$853$0 (\$757 ),
-    .\port$866$0 (\$758 ),
-    .\port$972$0 (chan[41:0]),
+    .\port$883$0 (\$769 ),
+    .\port$896$0 (\$770 ),
+    .q(q),
+    .r(r),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -1527,6 +1562,14 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h28:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
       6'h01:
         begin
           stats__payload[97] = 1'h1;
@@ -1556,196 +1599,18 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    i__ready = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          i__ready = 1'h1;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          i__ready = \$608 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    beat = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          beat = i__valid;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          beat = take;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    p1 = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          p1 = i__valid;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     start = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h03:
           start = 1'h1;
+      6'h03:
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          start = 1'h1;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
@@ -1757,25 +1622,25 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          start = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
-          start = 1'h1;
-      6'h0e:
           /* empty */;
+      6'h0e:
+          start = 1'h1;
       6'h0f:
           /* empty */;
       6'h10:
-          start = 1'h1;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          start = 1'h1;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          start = 1'h1;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -1787,9 +1652,381 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
+          start = 1'h1;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          start = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    rem_init = 53'h00000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          rem_init = 53'h00000000000000;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          rem_init = 53'h00000000000000;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          rem_init = 53'h00000000000000;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          rem_init = 53'h00000000000000;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          rem_init = 53'h00000000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    lo_init = 151'h00000000000000000000000000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          lo_init = { \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566  };
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          lo_init = \$576 [150:0];
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          lo_init = \$583 [150:0];
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          lo_init = \$597 [150:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          lo_init = \$603 [150:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    neg = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          neg = \$567 ;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          neg = \$579 ;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          neg = \$584 ;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          neg = \$600 ;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          neg = \$604 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    den = 53'h00000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          den = { 40'h0000000000, chan[12:0] };
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          den = chan[94:42];
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          den = chan[94:42];
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          den = chan[94:42];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          den = chan[94:42];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    steps = 8'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          steps = 8'h97;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          steps = \$578 ;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          steps = 8'h51;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          steps = \$599 ;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          steps = 8'h97;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \start$46  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          \start$46  = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \start$46  = 1'h1;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \start$46  = 1'h1;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \start$46  = 1'h1;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \start$46  = 1'h1;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \start$46  = 1'h1;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \start$46  = 1'h1;
+      6'h19:
+          /* empty */;
+      6'h1a:
           /* empty */;
       6'h1b:
-          start = 1'h1;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1797,7 +2034,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          start = 1'h1;
+          \start$46  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -1805,7 +2042,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          start = 1'h1;
+          \start$46  = 1'h1;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \start$46  = 1'h1;
     endcase
   end
   always @* begin
@@ -1817,19 +2062,19 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h02:
           /* empty */;
       6'h03:
-          a = { sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx };
-      6'h04:
           /* empty */;
+      6'h04:
+          a = { q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q };
       6'h05:
-          a = { sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          a = { sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx };
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          a = { sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1837,35 +2082,35 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1 };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          a = { m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1 };
-      6'h11:
           /* empty */;
+      6'h11:
+          a = { m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1 };
       6'h12:
-          a = { qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          a = scratch;
+          a = { m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1 };
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          a = { qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg };
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          a = scratch;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          a = { m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2 };
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1881,6 +2126,14 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
+          a = { m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2 };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
           a = { m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2 };
     endcase
   end
@@ -1893,19 +2146,19 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h02:
           /* empty */;
       6'h03:
-          b = { 17'h00000, chan[12:0] };
-      6'h04:
           /* empty */;
+      6'h04:
+          b = { 17'h00000, chan[12:0] };
       6'h05:
-          b = \$566 ;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          b = { 17'h00000, chan[12:0] };
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          b = \$570 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1913,35 +2166,35 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          b = { 17'h00000, chan[12:0] };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$583 ;
-      6'h11:
           /* empty */;
+      6'h11:
+          b = { 17'h00000, chan[12:0] };
       6'h12:
-          b = { \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588  };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          b = { 5'h00, chan[119:95] };
+          b = \$587 ;
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          b = { \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592  };
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          b = { 5'h00, chan[119:95] };
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          b = { \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601  };
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1949,7 +2202,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602  };
+          b = { \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605  };
       6'h20:
           /* empty */;
       6'h21:
@@ -1957,7 +2210,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605  };
+          b = { \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606 [14], \$606  };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          b = { \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609 [14], \$609  };
     endcase
   end
   always @* begin
@@ -1969,19 +2230,19 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h02:
           /* empty */;
       6'h03:
-          c = 115'h00000000000000000000000000000;
-      6'h04:
           /* empty */;
+      6'h04:
+          c = { chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41:13] };
       6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          c = 115'h00000000000000000000000000000;
+      6'h08:
+          /* empty */;
+      6'h09:
           c = scratch;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1989,17 +2250,17 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 115'h00000000000000000000000000000;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          c = 115'h00000000000000000000000000000;
-      6'h11:
           /* empty */;
-      6'h12:
+      6'h11:
           c = 115'h00000000000000000000000000000;
+      6'h12:
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -2007,17 +2268,17 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          c = 115'h00000000000000000000000000000;
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          c = 115'h00000000000000000000000000000;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          c = c0w;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2034,24 +2295,200 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h23:
           c = c0w;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          c = c0w;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    neg = 1'h0;
+    \neg$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h03:
-          neg = 1'h0;
+          /* empty */;
+      6'h04:
+          \neg$50  = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \neg$50  = 1'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \neg$50  = \$572 ;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \neg$50  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \neg$50  = \$589 ;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \neg$50  = \$593 ;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \neg$50  = 1'h0;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \neg$50  = 1'h1;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \neg$50  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \neg$50  = \$610 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \steps$51  = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          \steps$51  = 5'h0d;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \steps$51  = 5'h0d;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \steps$51  = 5'h1d;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \steps$51  = 5'h0d;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \steps$51  = 5'h1d;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \steps$51  = 5'h10;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \steps$51  = 5'h19;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \steps$51  = 5'h0e;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \steps$51  = 5'h0e;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \steps$51  = 5'h0e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    i__ready = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$568 ;
-      6'h06:
           /* empty */;
+      6'h06:
+          i__ready = 1'h1;
       6'h07:
           /* empty */;
       6'h08:
@@ -2065,21 +2502,21 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          neg = 1'h0;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$585 ;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$589 ;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          neg = 1'h0;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -2093,7 +2530,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1a:
           /* empty */;
       6'h1b:
-          neg = 1'h1;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2101,7 +2538,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          neg = 1'h0;
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -2109,25 +2546,41 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          neg = \$606 ;
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          i__ready = \$612 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    steps = 5'h00;
+    beat = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h03:
-          steps = 5'h0d;
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          steps = 5'h1d;
-      6'h06:
           /* empty */;
+      6'h06:
+          beat = i__valid;
       6'h07:
           /* empty */;
       6'h08:
@@ -2141,21 +2594,21 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          steps = 5'h0d;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          steps = 5'h1d;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          steps = 5'h10;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          steps = 5'h19;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -2169,7 +2622,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1a:
           /* empty */;
       6'h1b:
-          steps = 5'h0e;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2177,7 +2630,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          steps = 5'h0e;
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -2185,12 +2638,28 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          steps = 5'h0e;
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          beat = take;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    lo_init = 151'h00000000000000000000000000000000000000;
+    p1 = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2203,313 +2672,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
-          lo_init = \$572 [150:0];
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          lo_init = \$579 [150:0];
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          lo_init = \$593 [150:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$599 [150:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$48  = 8'h00;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \steps$48  = \$574 ;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \steps$48  = 8'h51;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \steps$48  = \$595 ;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \steps$48  = 8'h97;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$50  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \start$50  = 1'h1;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \start$50  = 1'h1;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \start$50  = 1'h1;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \start$50  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    rem_init = 53'h00000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          rem_init = 53'h00000000000000;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          rem_init = 53'h00000000000000;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          rem_init = 53'h00000000000000;
-      6'h17:
-          /* empty */;
-      6'h18:
-          rem_init = 53'h00000000000000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$52  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \neg$52  = \$575 ;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \neg$52  = \$580 ;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \neg$52  = \$596 ;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \neg$52  = \$600 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    den = 53'h00000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          den = chan[94:42];
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          den = chan[94:42];
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          den = chan[94:42];
-      6'h17:
-          /* empty */;
-      6'h18:
-          den = chan[94:42];
+          p1 = i__valid;
     endcase
   end
   always @* begin
@@ -2593,7 +2756,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          take = \$609 ;
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          take = \$613 ;
     endcase
   end
   always @* begin
@@ -2677,6 +2848,14 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
           p2 = take;
     endcase
   end
@@ -2763,6 +2942,14 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h27:
           /* empty */;
       6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           stats__valid = 1'h1;
       6'h01:
           stats__valid = 1'h1;
@@ -2770,241 +2957,172 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$724  = s0_x;
+    \$733  = s0_x;
     if (take) begin
-      \$724  = i__payload[15:0];
+      \$733  = i__payload[15:0];
     end
     if (rst) begin
-      \$724  = 16'h0000;
+      \$733  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$725  = s0_g;
+    \$734  = s0_g;
     if (take) begin
-      \$725  = i__payload[31:16];
+      \$734  = i__payload[31:16];
     end
     if (rst) begin
-      \$725  = 16'h0000;
+      \$734  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$726  = s0_mask;
+    \$735  = s0_mask;
     if (take) begin
-      \$726  = mask;
+      \$735  = mask;
     end
     if (rst) begin
-      \$726  = 1'h0;
+      \$735  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$727  = \$signal ;
+    \$736  = \$signal$68 ;
     if (take) begin
-      \$727  = { 1'h0, \$758  };
+      \$736  = { 1'h0, \$770  };
     end
     if (rst) begin
-      \$727  = 3'h0;
+      \$736  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$728  = o__valid;
+    \$737  = o__valid;
     if (adv) begin
-      \$728  = s2_valid;
+      \$737  = s2_valid;
     end
     if (rst) begin
-      \$728  = 1'h0;
+      \$737  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$729  = s2_valid;
+    \$738  = s2_valid;
     if (adv) begin
-      \$729  = \$signal$68 ;
+      \$738  = \$signal$71 ;
     end
     if (rst) begin
-      \$729  = 1'h0;
+      \$738  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$730  = \$signal$68 ;
+    \$739  = \$signal$71 ;
     if (adv) begin
-      \$730  = \$signal$69 ;
+      \$739  = \$signal$72 ;
     end
     if (rst) begin
-      \$730  = 1'h0;
+      \$739  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$731  = \$signal$69 ;
+    \$740  = \$signal$72 ;
     if (adv) begin
-      \$731  = take;
+      \$740  = take;
     end
     if (rst) begin
-      \$731  = 1'h0;
+      \$740  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = s2_mask;
+    \$741  = s2_mask;
     if (adv) begin
-      \$732  = \$signal$71 ;
+      \$741  = \$signal$74 ;
     end
     if (rst) begin
-      \$732  = 1'h0;
+      \$741  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = \$signal$71 ;
+    \$742  = \$signal$74 ;
     if (adv) begin
-      \$733  = s0_mask;
+      \$742  = s0_mask;
     end
     if (rst) begin
-      \$733  = 1'h0;
+      \$742  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = s1_t0_0;
+    \$743  = s1_t0_0;
     if (adv) begin
-      \$734  = \$651 ;
+      \$743  = \$659 ;
     end
     if (rst) begin
-      \$734  = 73'h0000000000000000000;
+      \$743  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = s1_t0_1;
+    \$744  = s1_t0_1;
     if (adv) begin
-      \$735  = \$656 ;
+      \$744  = \$664 ;
     end
     if (rst) begin
-      \$735  = 73'h0000000000000000000;
+      \$744  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = acc0;
+    \$745  = acc0;
     if (adv) begin
-      \$736  = \$657 ;
+      \$745  = \$665 ;
     end
     if (rst) begin
-      \$736  = 74'h0000000000000000000;
+      \$745  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = o__payload;
+    \$746  = o__payload;
     if (adv) begin
-      \$737  = \$666 [15:0];
+      \$746  = \$674 [15:0];
     end
     if (rst) begin
-      \$737  = 16'h0000;
+      \$746  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = sat;
+    \$747  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$738  = \$673 [12:0];
+        \$747  = \$681 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$738  = 13'h0000;
+            \$747  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$738  = 13'h0000;
+      \$747  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = left;
+    \$748  = left;
     if (beat) begin
-      \$739  = \$675 [12:0];
+      \$748  = \$683 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$739  = chan__payload[12:0];
-          end
-      6'h02:
-          if (i__valid) begin
-            if (last) begin
-              \$739  = chan[12:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$739  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = chan;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$740  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$740  = 136'h0000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$741  = 29'h00000000;
-            if (refused) begin
-              \$741  = 29'h00000000;
-            end
-          end
-      6'h02:
-          if (i__valid) begin
-            \$741  = \$677 [28:0];
-          end
-    endcase
-    if (rst) begin
-      \$741  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$742  = 44'h00000000000;
-          end
-      6'h02:
-          if (i__valid) begin
-            \$742  = \$680 [43:0];
-          end
-    endcase
-    if (rst) begin
-      \$742  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$743  = 55'h00000000000000;
+            \$748  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3015,31 +3133,89 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$743  = \$684 [54:0];
+          if (i__valid) begin
+            if (last) begin
+              \$748  = chan[12:0];
+            end
+          end
     endcase
     if (rst) begin
-      \$743  = 55'h00000000000000;
+      \$748  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = align;
+    \$749  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$744  = 6'h00;
+            \$749  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$749  = 136'h0000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$750  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$750  = 29'h00000000;
+            if (refused) begin
+              \$750  = 29'h00000000;
+            end
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            \$750  = \$686 [28:0];
+          end
+    endcase
+    if (rst) begin
+      \$750  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$751  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$751  = 44'h00000000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            \$751  = \$689 [43:0];
+          end
+    endcase
+    if (rst) begin
+      \$751  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$752  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$752  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3068,12 +3244,50 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0e:
           /* empty */;
       6'h0f:
-          (* full_case = 32'd1 *)
-          if (\$686 ) begin
-            \$744  = 6'h00;
-          end else begin
-            \$744  = \$688 [5:0];
+          /* empty */;
+      6'h10:
+          \$752  = \$693 [54:0];
+    endcase
+    if (rst) begin
+      \$752  = 55'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$753  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$753  = 6'h00;
           end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -3081,7 +3295,12 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$695 ) begin
+            \$753  = 6'h00;
+          end else begin
+            \$753  = \$697 [5:0];
+          end
       6'h14:
           /* empty */;
       6'h15:
@@ -3101,12 +3320,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1c:
           /* empty */;
       6'h1d:
-          (* full_case = 32'd1 *)
-          if (\$692 ) begin
-            \$744  = 6'h00;
-          end else begin
-            \$744  = \$694 [5:0];
-          end
+          /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3115,10 +3329,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$700 ) begin
-            \$744  = 6'h00;
+          if (\$701 ) begin
+            \$753  = 6'h00;
           end else begin
-            \$744  = \$702 [5:0];
+            \$753  = \$703 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3128,174 +3342,203 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$708 ) begin
-            \$744  = 6'h00;
+          if (\$709 ) begin
+            \$753  = 6'h00;
           end else begin
-            \$744  = \$710 [5:0];
+            \$753  = \$711 [5:0];
+          end
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          (* full_case = 32'd1 *)
+          if (\$717 ) begin
+            \$753  = 6'h00;
+          end else begin
+            \$753  = \$719 [5:0];
           end
     endcase
     if (rst) begin
-      \$744  = 6'h00;
+      \$753  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = fsm_state;
+    \$754  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$745  = 6'h01;
+              \$754  = 6'h01;
             end else begin
-              \$745  = 6'h02;
+              \$754  = 6'h02;
             end
           end
       6'h02:
+          \$754  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$754  = 6'h04;
+          end
+      6'h04:
+          \$754  = 6'h05;
+      6'h05:
+          if (\done$85 ) begin
+            \$754  = 6'h06;
+          end
+      6'h06:
           if (i__valid) begin
             if (last) begin
-              \$745  = 6'h03;
+              \$754  = 6'h07;
             end
           end
-      6'h03:
-          \$745  = 6'h04;
-      6'h04:
-          if (done) begin
-            \$745  = 6'h05;
-          end
-      6'h05:
-          \$745  = 6'h06;
-      6'h06:
-          if (done) begin
-            \$745  = 6'h07;
-          end
       6'h07:
-          \$745  = 6'h08;
+          \$754  = 6'h08;
       6'h08:
-          if (\done$82 ) begin
-            \$745  = 6'h09;
+          if (\done$85 ) begin
+            \$754  = 6'h09;
           end
       6'h09:
-          \$745  = 6'h0a;
+          \$754  = 6'h0a;
       6'h0a:
-          \$745  = 6'h0b;
+          if (\done$85 ) begin
+            \$754  = 6'h0b;
+          end
       6'h0b:
-          if (\done$82 ) begin
-            \$745  = 6'h0c;
-          end
+          \$754  = 6'h0c;
       6'h0c:
-          \$745  = 6'h0d;
-      6'h0d:
-          \$745  = 6'h0e;
-      6'h0e:
           if (done) begin
-            \$745  = 6'h0f;
+            \$754  = 6'h0d;
           end
+      6'h0d:
+          \$754  = 6'h0e;
+      6'h0e:
+          \$754  = 6'h0f;
       6'h0f:
-          if (\$686 ) begin
-            \$745  = 6'h10;
+          if (done) begin
+            \$754  = 6'h10;
           end
       6'h10:
-          \$745  = 6'h11;
+          \$754  = 6'h11;
       6'h11:
-          if (done) begin
-            \$745  = 6'h12;
-          end
+          \$754  = 6'h12;
       6'h12:
-          \$745  = 6'h13;
+          if (\done$85 ) begin
+            \$754  = 6'h13;
+          end
       6'h13:
-          if (done) begin
-            \$745  = 6'h14;
+          if (\$695 ) begin
+            \$754  = 6'h14;
           end
       6'h14:
-          \$745  = 6'h15;
+          \$754  = 6'h15;
       6'h15:
-          if (done) begin
-            \$745  = 6'h16;
+          if (\done$85 ) begin
+            \$754  = 6'h16;
           end
       6'h16:
-          \$745  = 6'h17;
+          \$754  = 6'h17;
       6'h17:
-          if (\done$82 ) begin
-            \$745  = 6'h18;
+          if (\done$85 ) begin
+            \$754  = 6'h18;
           end
       6'h18:
-          \$745  = 6'h19;
+          \$754  = 6'h19;
       6'h19:
-          if (\done$82 ) begin
-            \$745  = 6'h1a;
+          if (\done$85 ) begin
+            \$754  = 6'h1a;
           end
       6'h1a:
-          \$745  = 6'h1b;
+          \$754  = 6'h1b;
       6'h1b:
-          \$745  = 6'h1c;
-      6'h1c:
           if (done) begin
-            \$745  = 6'h1d;
+            \$754  = 6'h1c;
           end
+      6'h1c:
+          \$754  = 6'h1d;
       6'h1d:
-          if (\$692 ) begin
-            \$745  = 6'h1e;
+          if (done) begin
+            \$754  = 6'h1e;
           end
       6'h1e:
-          \$745  = 6'h1f;
+          \$754  = 6'h1f;
       6'h1f:
-          \$745  = 6'h20;
+          \$754  = 6'h20;
       6'h20:
-          if (done) begin
-            \$745  = 6'h21;
+          if (\done$85 ) begin
+            \$754  = 6'h21;
           end
       6'h21:
-          if (\$700 ) begin
-            \$745  = 6'h22;
+          if (\$701 ) begin
+            \$754  = 6'h22;
           end
       6'h22:
-          \$745  = 6'h23;
+          \$754  = 6'h23;
       6'h23:
-          \$745  = 6'h24;
+          \$754  = 6'h24;
       6'h24:
-          if (done) begin
-            \$745  = 6'h25;
+          if (\done$85 ) begin
+            \$754  = 6'h25;
           end
       6'h25:
-          if (\$708 ) begin
-            \$745  = 6'h26;
+          if (\$709 ) begin
+            \$754  = 6'h26;
           end
       6'h26:
-          \$745  = 6'h27;
+          \$754  = 6'h27;
       6'h27:
-          if (\$723 ) begin
-            \$745  = 6'h28;
-          end
+          \$754  = 6'h28;
       6'h28:
+          if (\done$85 ) begin
+            \$754  = 6'h29;
+          end
+      6'h29:
+          if (\$717 ) begin
+            \$754  = 6'h2a;
+          end
+      6'h2a:
+          \$754  = 6'h2b;
+      6'h2b:
+          if (\$732 ) begin
+            \$754  = 6'h2c;
+          end
+      6'h2c:
           if (stats__ready) begin
-            \$745  = 6'h00;
+            \$754  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$745  = 6'h00;
+            \$754  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$745  = 6'h00;
+      \$754  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = sh;
+    \$755  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$746  = \$389 [5:0];
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$755  = \q$84 [16:0];
+          end
     endcase
     if (rst) begin
-      \$746  = 6'h00;
+      \$755  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = scratch;
+    \$756  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3304,9 +3547,70 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h03:
           /* empty */;
       6'h04:
-          if (done) begin
-            \$747  = p;
+          /* empty */;
+      6'h05:
+          if (\done$85 ) begin
+            \$756  = \$684 ;
           end
+    endcase
+    if (rst) begin
+      \$756  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$757  = r;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$85 ) begin
+            \$757  = p[12:0];
+          end
+    endcase
+    if (rst) begin
+      \$757  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$758  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \$758  = \$389 [5:0];
+    endcase
+    if (rst) begin
+      \$758  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$759  = scratch;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
       6'h05:
           /* empty */;
       6'h06:
@@ -3314,7 +3618,9 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          if (\done$85 ) begin
+            \$759  = p;
+          end
       6'h09:
           /* empty */;
       6'h0a:
@@ -3336,235 +3642,112 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h12:
           /* empty */;
       6'h13:
-          if (done) begin
-            \$747  = p;
-          end
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          if (done) begin
-            \$747  = p;
-          end
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          if (\done$85 ) begin
+            \$759  = p;
+          end
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          if (\done$85 ) begin
+            \$759  = p;
+          end
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          if (done) begin
-            \$747  = p;
-          end
+          /* empty */;
       6'h1d:
-          (* full_case = 32'd1 *)
-          if (\$692 ) begin
-          end else begin
-            \$747  = \$693 [114:0];
-          end
+          /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
-          if (done) begin
-            \$747  = p;
+          if (\done$85 ) begin
+            \$759  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$700 ) begin
+          if (\$701 ) begin
           end else begin
-            \$747  = \$701 [114:0];
+            \$759  = \$702 [114:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (done) begin
-            \$747  = p;
+          if (\done$85 ) begin
+            \$759  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else begin
-            \$747  = \$709 [114:0];
+            \$759  = \$710 [114:0];
           end
-    endcase
-    if (rst) begin
-      \$747  = 115'h00000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = qg;
-    casez (fsm_state)
-      6'h00:
+      6'h26:
           /* empty */;
-      6'h02:
+      6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (done) begin
-            \$748  = p[55:0];
+      6'h28:
+          if (\done$85 ) begin
+            \$759  = p;
           end
-    endcase
-    if (rst) begin
-      \$748  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = tq;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$82 ) begin
-            \$749  = q;
-          end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$82 ) begin
-            \$749  = q;
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          if (\done$82 ) begin
-            \$749  = q;
-          end
-      6'h18:
-          /* empty */;
-      6'h19:
-          if (\done$82 ) begin
-            \$749  = q;
-          end
-    endcase
-    if (rst) begin
-      \$749  = 153'h000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = m1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$750  = \$682 [56:0];
-    endcase
-    if (rst) begin
-      \$750  = 57'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = lane_a;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (done) begin
-            \$751  = p[56:0];
-          end
-      6'h0f:
+      6'h29:
           (* full_case = 32'd1 *)
-          if (\$686 ) begin
+          if (\$717 ) begin
           end else begin
-            \$751  = \$687 [56:0];
+            \$759  = \$718 [114:0];
           end
     endcase
     if (rst) begin
-      \$751  = 57'h000000000000000;
+      \$759  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = c0w;
+    \$760  = qg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          if (\done$85 ) begin
+            \$760  = p[55:0];
+          end
+    endcase
+    if (rst) begin
+      \$760  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$761  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3589,58 +3772,17 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
           if (done) begin
-            \$752  = p;
+            \$761  = \q$84 ;
           end
-    endcase
-    if (rst) begin
-      \$752  = 115'h00000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = m2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          if (done) begin
+            \$761  = \q$84 ;
+          end
       6'h10:
           /* empty */;
       6'h11:
@@ -3662,15 +3804,166 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$753  = \$690 [99:0];
+          /* empty */;
+      6'h1b:
+          if (done) begin
+            \$761  = \q$84 ;
+          end
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (done) begin
+            \$761  = \q$84 ;
+          end
     endcase
     if (rst) begin
-      \$753  = 100'h0000000000000000000000000;
+      \$761  = 153'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = const1;
+    \$762  = m1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$762  = \$691 [56:0];
+    endcase
+    if (rst) begin
+      \$762  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$763  = lane_a;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          if (\done$85 ) begin
+            \$763  = p[56:0];
+          end
+      6'h13:
+          (* full_case = 32'd1 *)
+          if (\$695 ) begin
+          end else begin
+            \$763  = \$696 [56:0];
+          end
+    endcase
+    if (rst) begin
+      \$763  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$764  = c0w;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (\done$85 ) begin
+            \$764  = p;
+          end
+    endcase
+    if (rst) begin
+      \$764  = 115'h00000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$765  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3731,15 +4024,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$754  = \$698 [71:0];
+          \$765  = \$699 [99:0];
     endcase
     if (rst) begin
-      \$754  = 72'h000000000000000000;
+      \$765  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = const2;
+    \$766  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3808,15 +4101,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$755  = \$706 [71:0];
+          \$766  = \$707 [71:0];
     endcase
     if (rst) begin
-      \$755  = 72'h000000000000000000;
+      \$766  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = const0;
+    \$767  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3893,23 +4186,117 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$756  = \$714 [71:0];
+          \$767  = \$715 [71:0];
     endcase
     if (rst) begin
-      \$756  = 72'h000000000000000000;
+      \$767  = 72'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$768  = const0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$768  = \$723 [71:0];
+    endcase
+    if (rst) begin
+      \$768  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
-  assign s = chan[41:13];
+  assign \$signal  = q;
+  assign r_mean = r;
   assign m = \$2 [0];
   assign x = i__payload[15:0];
-  assign \mask$22  = mask;
+  assign \mask$25  = mask;
   assign shv = { 70'h000000000000000000, \$5  };
   assign sh_new = \$389 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757 [1], \$757  };
-  assign sel = { 1'h0, \$758  };
+  assign tsum = { \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769  };
+  assign sel = { 1'h0, \$770  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[94:42];
@@ -3933,8 +4320,8 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal[0]  = \$signal ;
-  assign \sel[0]  = { 1'h0, \$758  };
+  assign \$signal$68[0]  = \$signal$68 ;
+  assign \sel[0]  = { 1'h0, \$770  };
   assign \$3  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4201,24 +4588,24 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$283  = 7'h2c;
   assign \$302  = \$301 ;
   assign sh_lead = \$383 ;
-  assign \$572  = { \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 , 135'h0000000000000000000000000000000000 };
-  assign \$579  = { \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 , 95'h000000000000000000000000 };
-  assign \$593  = { \$592 [115], \$592 [115], \$592 [115], \$592 [115], \$592 [115], \$592 [115], \$592 [115], \$592 [115], \$592 , 55'h00000000000000 };
-  assign \$659  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$661  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$663  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$576  = { \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 , 135'h0000000000000000000000000000000000 };
+  assign \$583  = { \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 [56], \$582 , 95'h000000000000000000000000 };
+  assign \$597  = { \$596 [115], \$596 [115], \$596 [115], \$596 [115], \$596 [115], \$596 [115], \$596 [115], \$596 [115], \$596 , 55'h00000000000000 };
   assign \$667  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$669  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$682  = { \$681 [153], \$681 [153:1] };
-  assign \$684  = { \$683 [153], \$683 [153:1] };
-  assign \$687  = { lane_a, 1'h0 };
-  assign \$690  = { \$689 [153], \$689 [153:1] };
-  assign \$693  = { scratch, 1'h0 };
-  assign \$701  = { scratch, 1'h0 };
-  assign \$709  = { scratch, 1'h0 };
+  assign \$671  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$675  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$677  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$691  = { \$690 [153], \$690 [153:1] };
+  assign \$693  = { \$692 [153], \$692 [153:1] };
+  assign \$696  = { lane_a, 1'h0 };
+  assign \$699  = { \$698 [153], \$698 [153:1] };
+  assign \$702  = { scratch, 1'h0 };
+  assign \$710  = { scratch, 1'h0 };
+  assign \$718  = { scratch, 1'h0 };
 endmodule
 
-module \hwnorm_bwd_linf_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
+module \hwnorm_bwd_linf_s16.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [53:0] \$1 ;
   wire [8:0] \$10 ;
@@ -4566,69 +4953,82 @@ module \hwnorm_bwd_linf_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s16.sel$84 (clk, rst, mask, m, \port$853$0 , \port$866$0 , clear, p1, p2, \port$972$0 , x);
+module \hwnorm_bwd_linf_s16.sel$88 (clk, rst, mask, m, \port$883$0 , \port$896$0 , clear, p1, p2, n, q, r, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
-  wire [28:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
+  wire \$1 ;
+  wire [18:0] \$10 ;
+  wire [21:0] \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [29:0] \$14 ;
-  wire [29:0] \$15 ;
-  wire [1:0] \$16 ;
-  wire [1:0] \$17 ;
-  wire [1:0] \$18 ;
-  wire \$19 ;
-  wire \$2 ;
+  wire [2:0] \$13 ;
+  wire [22:0] \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
+  wire [13:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire [1:0] \$22 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire [13:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [30:0] \$3 ;
-  wire \$30 ;
+  wire [19:0] \$26 ;
+  wire [19:0] \$27 ;
+  wire [1:0] \$28 ;
+  wire [1:0] \$29 ;
+  wire \$3 ;
+  wire [1:0] \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire [1:0] \$34 ;
-  wire [1:0] \$35 ;
+  wire \$35 ;
   wire \$36 ;
   wire \$37 ;
   wire [13:0] \$38 ;
-  reg \$39 ;
-  wire [30:0] \$4 ;
-  reg [29:0] \$40 ;
-  reg [1:0] \$41 ;
-  reg [12:0] \$42 ;
+  wire \$39 ;
+  wire [13:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [1:0] \$46 ;
+  wire [1:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$6 ;
-  wire [1:0] \$7 ;
+  wire [13:0] \$50 ;
+  reg \$51 ;
+  reg [19:0] \$52 ;
+  reg [1:0] \$53 ;
+  reg [12:0] \$54 ;
+  wire [2:0] \$6 ;
+  wire [2:0] \$7 ;
   wire \$8 ;
-  wire \$9 ;
+  wire [18:0] \$9 ;
+  wire [2:0] a;
   wire at0_0;
   wire budget;
   input clear;
   wire clear;
   input clk;
   wire clk;
-  wire [29:0] d0;
   wire ge0_0;
   wire keep0_at0;
-  wire [29:0] key0;
-  reg [29:0] kreg0 = 30'h00000000;
+  wire [19:0] key0;
+  reg [19:0] kreg0 = 20'h00000;
   wire lane0_at0;
   wire lc0_is0;
   input m;
   wire m;
   input mask;
   wire mask;
+  input [12:0] n;
   wire [12:0] n;
-  wire [29:0] nk0;
+  wire [19:0] nk0;
   wire [1:0] nt0;
   wire nv0;
   input p1;
@@ -4636,145 +5036,158 @@ module \hwnorm_bwd_linf_s16.sel$84 (clk, rst, mask, m, \port$853$0 , \port$866$0
   input p2;
   wire p2;
   wire pass0;
-  output [1:0] \port$853$0 ;
-  wire [1:0] \port$853$0 ;
-  output [1:0] \port$866$0 ;
-  wire [1:0] \port$866$0 ;
-  input [41:0] \port$972$0 ;
-  wire [41:0] \port$972$0 ;
+  output [1:0] \port$883$0 ;
+  wire [1:0] \port$883$0 ;
+  output [1:0] \port$896$0 ;
+  wire [1:0] \port$896$0 ;
+  input [16:0] q;
+  wire [16:0] q;
+  input [12:0] r;
+  wire [12:0] r;
   input rst;
   wire rst;
-  wire [28:0] s;
   reg [12:0] seen = 13'h0000;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
-  reg [29:0] thr;
+  reg [19:0] thr;
   reg [1:0] treg0 = 2'h0;
   wire [13:0] tsum;
+  wire [17:0] u0;
   reg valid0 = 1'h0;
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  always @(posedge clk)
-    seen <= \$42 ;
-  assign \$1  = $signed({ 1'h0, \port$972$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$972$0 [41:13]);
-  assign \$2  = $signed(d0) < $signed(1'h0);
-  assign \$3  = - $signed(d0);
-  assign \$4  = \$2  ? \$3  : { d0[29], d0 };
-  assign \$5  = $signed(d0) > $signed(1'h0);
-  assign \$6  = $signed(d0) < $signed(1'h0);
-  assign \$7  = \$6  ? 2'h3 : 2'h0;
-  assign t0 = \$5  ? 2'h1 : \$7 ;
-  assign \$8  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign ge0_0 = valid0 & \$8 ;
-  assign \$9  = ~ ge0_0;
-  assign lane0_at0 = mask & \$11 ;
-  assign \$12  = ~ ge0_0;
-  assign pass0 = mask & \$12 ;
-  assign \$13  = ! pass0;
-  assign keep0_at0 = valid0 & \$13 ;
-  assign nv0 = | { keep0_at0, lane0_at0 };
-  assign \$14  = lane0_at0 ? \$4 [29:0] : 30'h00000000;
-  assign \$15  = keep0_at0 ? kreg0 : 30'h00000000;
-  assign nk0 = \$14  | \$15 ;
-  assign \$16  = lane0_at0 ? t0 : 2'h0;
-  assign \$17  = keep0_at0 ? treg0 : 2'h0;
-  assign nt0 = \$16  | \$17 ;
-  assign \$18  = m - 1'h1;
-  assign \$19  = m > 1'h0;
-  assign \$20  = kreg0 == thr;
-  assign budget = \$19  & \$20 ;
-  assign \$21  = m > 1'h0;
-  assign \$22  = \$21  ? treg0 : 2'h0;
-  assign \$23  = $signed(\$4 [29:0]) > $signed(thr);
-  assign \$24  = \$4 [29:0] == thr;
-  assign \$25  = mask & \$24 ;
-  assign \$26  = seen + 1'h0;
-  assign \$27  = \$26  < budget;
-  assign \$28  = \$25  & \$27 ;
-  assign \$29  = \$23  | \$28 ;
-  assign \$30  = mask & \$29 ;
-  assign \$31  = | t0;
-  assign \$32  = \$30  & \$31 ;
-  assign \$33  = $signed(t0) > $signed(1'h0);
-  assign \$34  = \$33  ? 2'h1 : 2'h2;
-  assign \$35  = \$32  ? \$34  : 2'h0;
-  assign \$36  = \$4 [29:0] == thr;
+  assign \$33  = m > 1'h0;
+  assign \$34  = \$33  ? treg0 : 2'h0;
+  assign \$35  = $signed(\$14 [19:0]) > $signed(thr);
+  assign \$36  = \$14 [19:0] == thr;
   assign \$37  = mask & \$36 ;
-  assign \$38  = seen + \$37 ;
+  assign \$38  = seen + 1'h0;
+  assign \$39  = \$38  < budget;
+  assign \$40  = \$37  & \$39 ;
+  assign \$41  = \$35  | \$40 ;
+  assign \$42  = mask & \$41 ;
+  assign \$43  = | t0;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = $signed(t0) > $signed(1'h0);
+  assign \$46  = \$45  ? 2'h1 : 2'h2;
+  assign \$47  = \$44  ? \$46  : 2'h0;
+  assign \$48  = \$14 [19:0] == thr;
+  assign \$49  = mask & \$48 ;
+  assign \$50  = seen + \$49 ;
   always @(posedge clk)
-    valid0 <= \$39 ;
+    valid0 <= \$51 ;
   always @(posedge clk)
-    kreg0 <= \$40 ;
+    kreg0 <= \$52 ;
   always @(posedge clk)
-    treg0 <= \$41 ;
+    treg0 <= \$53 ;
+  always @(posedge clk)
+    seen <= \$54 ;
+  assign \$1  = ! r;
+  assign \$3  = \$2  < n;
+  assign \$5  = \$4  == n;
+  assign \$6  = \$5  ? 3'h4 : 3'h5;
+  assign \$7  = \$3  ? 3'h1 : \$6 ;
+  assign a = \$1  ? 3'h0 : \$7 ;
+  assign u0 = $signed(x) - $signed(q);
+  assign \$8  = $signed(u0) < $signed(1'h0);
+  assign \$9  = - $signed(u0);
+  assign \$10  = \$8  ? \$9  : { u0[17], u0 };
+  assign \$12  = $signed(u0) <= $signed(1'h0);
+  assign \$13  = \$12  ? a : 3'h0;
+  assign \$14  = $signed(\$11 ) + $signed({ 1'h0, \$13  });
+  assign \$15  = ! u0;
+  assign \$16  = ! r;
+  assign \$17  = \$15  & \$16 ;
+  assign \$18  = $signed(u0) <= $signed(1'h0);
+  assign \$19  = \$18  ? 2'h3 : 2'h1;
+  assign t0 = \$17  ? 2'h0 : \$19 ;
+  assign \$20  = $signed(kreg0) >= $signed(\$14 [19:0]);
+  assign ge0_0 = valid0 & \$20 ;
+  assign \$21  = ~ ge0_0;
+  assign lane0_at0 = mask & \$23 ;
+  assign \$24  = ~ ge0_0;
+  assign pass0 = mask & \$24 ;
+  assign \$25  = ! pass0;
+  assign keep0_at0 = valid0 & \$25 ;
+  assign nv0 = | { keep0_at0, lane0_at0 };
+  assign \$26  = lane0_at0 ? \$14 [19:0] : 20'h00000;
+  assign \$27  = keep0_at0 ? kreg0 : 20'h00000;
+  assign nk0 = \$26  | \$27 ;
+  assign \$28  = lane0_at0 ? t0 : 2'h0;
+  assign \$29  = keep0_at0 ? treg0 : 2'h0;
+  assign nt0 = \$28  | \$29 ;
+  assign \$30  = m - 1'h1;
+  assign \$31  = m > 1'h0;
+  assign \$32  = kreg0 == thr;
+  assign budget = \$31  & \$32 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    thr = 30'h00000000;
-    casez (\$18 )
+    \$51  = valid0;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (p1) begin
+      \$51  = nv0;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$52  = kreg0;
+    if (clear) begin
+    end else if (p1) begin
+      \$52  = nk0;
+    end
+    if (rst) begin
+      \$52  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$53  = treg0;
+    if (clear) begin
+    end else if (p1) begin
+      \$53  = nt0;
+    end
+    if (rst) begin
+      \$53  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$54  = seen;
+    if (clear) begin
+      \$54  = 13'h0000;
+    end else if (p2) begin
+      \$54  = \$50 [12:0];
+    end
+    if (rst) begin
+      \$54  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    thr = 20'h00000;
+    casez (\$30 )
       2'h0:
           thr = kreg0;
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$39  = valid0;
-    if (clear) begin
-      \$39  = 1'h0;
-    end else if (p1) begin
-      \$39  = nv0;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$40  = kreg0;
-    if (clear) begin
-    end else if (p1) begin
-      \$40  = nk0;
-    end
-    if (rst) begin
-      \$40  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$41  = treg0;
-    if (clear) begin
-    end else if (p1) begin
-      \$41  = nt0;
-    end
-    if (rst) begin
-      \$41  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$42  = seen;
-    if (clear) begin
-      \$42  = 13'h0000;
-    end else if (p2) begin
-      \$42  = \$38 [12:0];
-    end
-    if (rst) begin
-      \$42  = 13'h0000;
-    end
-  end
-  assign n = \port$972$0 [12:0];
-  assign s = \port$972$0 [41:13];
-  assign key0 = \$4 [29:0];
+  assign key0 = \$14 [19:0];
   assign lc0_is0 = 1'h1;
-  assign tsum = { \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22  };
-  assign sel = { 1'h0, \$35  };
-  assign \port$853$0  = \$22 ;
-  assign \port$866$0  = \$35 ;
+  assign tsum = { \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34  };
+  assign sel = { 1'h0, \$47  };
+  assign \port$883$0  = \$34 ;
+  assign \port$896$0  = \$47 ;
   assign \x[0]  = x;
-  assign \sel[0]  = { 1'h0, \$35  };
-  assign at0_0 = \$9 ;
-  assign \$10  = \$9 ;
-  assign \$11  = \$9 ;
+  assign \sel[0]  = { 1'h0, \$47  };
+  assign \$2  = { r, 1'h0 };
+  assign \$4  = { r, 1'h0 };
+  assign \$11  = { \$10 [18], \$10 , 2'h0 };
+  assign at0_0 = \$21 ;
+  assign \$22  = \$21 ;
+  assign \$23  = \$21 ;
 endmodule

@@ -357,51 +357,51 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [21:0] \$413 ;
   wire \$414 ;
   wire \$415 ;
-  wire \$416 ;
-  wire [8:0] \$417 ;
-  wire [8:0] \$418 ;
-  wire [135:0] \$419 ;
+  wire [21:0] \$416 ;
+  wire [21:0] \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  wire [5:0] \$420 ;
-  wire [6:0] \$421 ;
-  wire \$422 ;
-  wire \$423 ;
-  wire [40:0] \$424 ;
-  wire [40:0] \$425 ;
-  wire [103:0] \$426 ;
+  wire \$420 ;
+  wire [8:0] \$421 ;
+  wire [8:0] \$422 ;
+  wire [135:0] \$423 ;
+  wire [5:0] \$424 ;
+  wire [6:0] \$425 ;
+  wire \$426 ;
   wire \$427 ;
-  wire \$428 ;
-  wire [21:0] \$429 ;
+  wire [40:0] \$428 ;
+  wire [40:0] \$429 ;
   wire \$43 ;
-  wire [21:0] \$430 ;
+  wire [103:0] \$430 ;
   wire \$431 ;
   wire \$432 ;
-  wire \$433 ;
-  wire [8:0] \$434 ;
-  wire [8:0] \$435 ;
+  wire [21:0] \$433 ;
+  wire [21:0] \$434 ;
+  wire \$435 ;
   wire \$436 ;
   wire \$437 ;
-  wire [91:0] \$438 ;
-  wire [91:0] \$439 ;
+  wire [8:0] \$438 ;
+  wire [8:0] \$439 ;
   wire [6:0] \$44 ;
-  wire [154:0] \$440 ;
-  wire [5:0] \$441 ;
-  wire [7:0] \$442 ;
-  wire \$443 ;
-  wire \$444 ;
-  wire [105:0] \$445 ;
-  wire [105:0] \$446 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire [91:0] \$442 ;
+  wire [91:0] \$443 ;
+  wire [154:0] \$444 ;
+  wire [5:0] \$445 ;
+  wire [7:0] \$446 ;
   wire \$447 ;
-  wire [14:0] \$448 ;
-  wire [14:0] \$449 ;
+  wire \$448 ;
+  wire [105:0] \$449 ;
   wire [6:0] \$45 ;
-  wire \$450 ;
-  wire [14:0] \$451 ;
+  wire [105:0] \$450 ;
+  wire \$451 ;
   wire [14:0] \$452 ;
-  wire \$453 ;
+  wire [14:0] \$453 ;
   wire \$454 ;
-  wire \$455 ;
-  wire \$456 ;
+  wire [14:0] \$455 ;
+  wire [14:0] \$456 ;
   wire \$457 ;
   wire \$458 ;
   wire \$459 ;
@@ -447,128 +447,140 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$495 ;
   wire \$496 ;
   wire \$497 ;
-  wire [52:0] \$498 ;
+  wire \$498 ;
   wire \$499 ;
   wire [28:0] \$5 ;
   wire [6:0] \$50 ;
   wire \$500 ;
-  wire [51:0] \$501 ;
-  wire [51:0] \$502 ;
-  wire [52:0] \$503 ;
-  wire [53:0] \$504 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
   wire \$505 ;
-  wire [53:0] \$506 ;
+  wire [52:0] \$506 ;
   wire \$507 ;
-  wire [53:0] \$508 ;
-  wire \$509 ;
+  wire \$508 ;
+  wire [51:0] \$509 ;
   wire [6:0] \$51 ;
-  wire [53:0] \$510 ;
-  wire [8:0] \$511 ;
-  wire [8:0] \$512 ;
-  wire [8:0] \$513 ;
+  wire [51:0] \$510 ;
+  wire [52:0] \$511 ;
+  wire [53:0] \$512 ;
+  wire \$513 ;
   wire [53:0] \$514 ;
   wire \$515 ;
   wire [53:0] \$516 ;
   wire \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  wire [53:0] \$518 ;
+  wire [8:0] \$519 ;
   wire [6:0] \$52 ;
-  wire [13:0] \$520 ;
-  wire [13:0] \$521 ;
-  wire [13:0] \$522 ;
-  wire [7:0] \$523 ;
-  wire [21:0] \$524 ;
-  wire [15:0] \$525 ;
-  wire [15:0] \$526 ;
-  wire [28:0] \$527 ;
-  wire [105:0] \$528 ;
-  wire [105:0] \$529 ;
+  wire [8:0] \$520 ;
+  wire [8:0] \$521 ;
+  wire [53:0] \$522 ;
+  wire \$523 ;
+  wire [53:0] \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire [13:0] \$528 ;
+  wire [13:0] \$529 ;
   wire \$53 ;
-  wire [105:0] \$530 ;
-  wire [105:0] \$531 ;
-  wire [5:0] \$532 ;
-  wire \$533 ;
-  wire [45:0] \$534 ;
-  wire [5:0] \$535 ;
-  wire [105:0] \$536 ;
+  wire [13:0] \$530 ;
+  wire \$531 ;
+  wire [7:0] \$532 ;
+  wire [21:0] \$533 ;
+  wire [15:0] \$534 ;
+  wire [15:0] \$535 ;
+  wire [28:0] \$536 ;
   wire [105:0] \$537 ;
-  wire [5:0] \$538 ;
-  wire \$539 ;
+  wire [105:0] \$538 ;
+  wire [105:0] \$539 ;
   wire [6:0] \$54 ;
-  wire [91:0] \$540 ;
+  wire [105:0] \$540 ;
   wire [5:0] \$541 ;
   wire \$542 ;
-  wire \$543 ;
-  wire [90:0] \$544 ;
-  wire [90:0] \$545 ;
-  wire [5:0] \$546 ;
-  wire \$547 ;
-  wire [91:0] \$548 ;
-  wire [5:0] \$549 ;
+  wire [45:0] \$543 ;
+  wire [5:0] \$544 ;
+  wire [105:0] \$545 ;
+  wire [105:0] \$546 ;
+  wire [5:0] \$547 ;
+  wire \$548 ;
+  wire [91:0] \$549 ;
   wire [6:0] \$55 ;
-  wire \$550 ;
+  wire [5:0] \$550 ;
   wire \$551 ;
-  wire [90:0] \$552 ;
+  wire \$552 ;
   wire [90:0] \$553 ;
-  wire [5:0] \$554 ;
-  wire \$555 ;
-  wire [91:0] \$556 ;
-  wire [5:0] \$557 ;
-  wire \$558 ;
+  wire [90:0] \$554 ;
+  wire [5:0] \$555 ;
+  wire \$556 ;
+  wire [91:0] \$557 ;
+  wire [5:0] \$558 ;
   wire \$559 ;
   wire [6:0] \$56 ;
-  wire [90:0] \$560 ;
+  wire \$560 ;
   wire [90:0] \$561 ;
-  wire \$562 ;
-  wire \$563 ;
+  wire [90:0] \$562 ;
+  wire [5:0] \$563 ;
   wire \$564 ;
-  wire \$565 ;
-  wire \$566 ;
+  wire [91:0] \$565 ;
+  wire [5:0] \$566 ;
   wire \$567 ;
   wire \$568 ;
-  wire \$569 ;
+  wire [90:0] \$569 ;
   wire [6:0] \$57 ;
-  wire \$570 ;
-  reg [7:0] \$571 ;
-  reg [7:0] \$572 ;
-  reg \$573 ;
-  reg [2:0] \$574 ;
-  reg \$575 ;
-  reg \$576 ;
-  reg \$577 ;
-  reg \$578 ;
-  reg \$579 ;
+  wire [90:0] \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire [6:0] \$58 ;
-  reg \$580 ;
-  reg [52:0] \$581 ;
-  reg [52:0] \$582 ;
-  reg [53:0] \$583 ;
-  reg [7:0] \$584 ;
-  reg [12:0] \$585 ;
-  reg [12:0] \$586 ;
-  reg [95:0] \$587 ;
-  reg [20:0] \$588 ;
-  reg [27:0] \$589 ;
+  reg [7:0] \$580 ;
+  reg [7:0] \$581 ;
+  reg \$582 ;
+  reg [2:0] \$583 ;
+  reg \$584 ;
+  reg \$585 ;
+  reg \$586 ;
+  reg \$587 ;
+  reg \$588 ;
+  reg \$589 ;
   wire \$59 ;
-  reg [42:0] \$590 ;
-  reg [4:0] \$591 ;
-  reg [5:0] \$592 ;
-  reg [4:0] \$593 ;
-  reg [90:0] \$594 ;
-  reg [39:0] \$595 ;
-  reg [104:0] \$596 ;
-  reg [44:0] \$597 ;
-  reg [44:0] \$598 ;
-  reg [90:0] \$599 ;
+  reg [52:0] \$590 ;
+  reg [52:0] \$591 ;
+  reg [53:0] \$592 ;
+  reg [7:0] \$593 ;
+  reg [12:0] \$594 ;
+  reg [12:0] \$595 ;
+  reg [95:0] \$596 ;
+  reg [20:0] \$597 ;
+  reg [27:0] \$598 ;
+  reg [42:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg [75:0] \$600 ;
-  reg [51:0] \$601 ;
-  reg [51:0] \$602 ;
-  reg [51:0] \$603 ;
-  wire [1:0] \$604 ;
-  wire [1:0] \$605 ;
+  reg [4:0] \$600 ;
+  reg [5:0] \$601 ;
+  reg [8:0] \$602 ;
+  reg \$603 ;
+  reg [12:0] \$604 ;
+  reg [4:0] \$605 ;
+  reg [90:0] \$606 ;
+  reg [39:0] \$607 ;
+  reg [104:0] \$608 ;
+  reg [44:0] \$609 ;
   wire \$61 ;
+  reg [44:0] \$610 ;
+  reg [90:0] \$611 ;
+  reg [75:0] \$612 ;
+  reg [51:0] \$613 ;
+  reg [51:0] \$614 ;
+  reg [51:0] \$615 ;
+  wire [1:0] \$616 ;
+  wire [1:0] \$617 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
@@ -610,11 +622,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  reg [2:0] \$signal  = 3'h0;
-  reg \$signal$68  = 1'h0;
-  reg \$signal$69  = 1'h0;
+  (* init = 9'h000 *)
+  wire [8:0] \$signal ;
+  reg [2:0] \$signal$68  = 3'h0;
+  wire [2:0] \$signal$68[0] ;
   reg \$signal$71  = 1'h0;
-  wire [2:0] \$signal[0] ;
+  reg \$signal$72  = 1'h0;
+  reg \$signal$74  = 1'h0;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
   wire adv;
@@ -651,7 +665,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$82 ;
+  wire \done$85 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -671,10 +685,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg [44:0] m1 = 45'h000000000000;
   reg [75:0] m2 = 76'h0000000000000000000;
   wire mask;
-  wire \mask$22 ;
+  wire \mask$25 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$52 ;
+  reg \neg$50 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -690,13 +704,17 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [90:0] p;
   reg p1;
   reg p2;
-  wire [104:0] q;
+  reg [8:0] q = 9'h000;
+  wire [104:0] \q$84 ;
   reg [39:0] qg = 40'h0000000000;
+  reg [12:0] r = 13'h0000;
+  (* init = 13'h0000 *)
+  wire [12:0] r_mean;
   wire refused;
   reg [36:0] rem_init;
   input rst;
   wire rst;
-  wire [20:0] s;
+  reg rz = 1'h0;
   reg [7:0] s0_g = 8'h00;
   wire [7:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -717,7 +735,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$50 ;
+  reg \start$46 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -728,13 +746,25 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire stats__ready;
   output stats__valid;
   reg stats__valid;
-  reg [4:0] steps;
-  reg [6:0] \steps$48 ;
+  reg [6:0] steps;
+  reg [4:0] \steps$51 ;
   reg take;
   reg [104:0] tq = 105'h000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$379  = \$314  ? \$346  : \$378 ;
+  assign den_lead = \$294  ? \$299  : \$379 ;
+  assign \$380  = chan__payload[8] | chan__payload[9];
+  assign \$381  = chan__payload[10] | chan__payload[11];
+  assign \$382  = \$380  | \$381 ;
+  assign \$383  = \$382  | chan__payload[12];
+  assign \$384  = chan__payload[10] | chan__payload[11];
+  assign \$385  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$386  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$387  = \$384  ? \$385  : \$386 ;
+  assign \$388  = chan__payload[12] ? 4'hc : \$387 ;
+  assign \$389  = chan__payload[4] | chan__payload[5];
   assign \$390  = chan__payload[6] | chan__payload[7];
   assign \$391  = \$389  | \$390 ;
   assign \$392  = chan__payload[6] | chan__payload[7];
@@ -762,213 +792,228 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$412  = - $signed(chan[33:13]);
   assign \$413  = \$411  ? \$412  : { chan[33], chan[33:13] };
   assign \$414  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$415  = ~ \$414 ;
-  assign \$416  = $signed(chan[95:88]) < $signed(1'h0);
-  assign \$417  = - $signed(chan[95:88]);
-  assign \$418  = \$416  ? \$417  : { chan[95], chan[95:88] };
-  assign \$420  = 4'he + sh;
-  assign \$421  = 4'h8 + \$420 ;
-  assign \$422  = $signed(chan[95:88]) < $signed(1'h0);
-  assign \$423  = $signed(qg) < $signed(1'h0);
-  assign \$424  = - $signed(qg);
-  assign \$425  = \$423  ? \$424  : { qg[39], qg };
+  assign \$415  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$416  = - $signed(chan[33:13]);
+  assign \$417  = \$415  ? \$416  : { chan[33], chan[33:13] };
+  assign \$418  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$419  = ~ \$418 ;
+  assign \$420  = $signed(chan[95:88]) < $signed(1'h0);
+  assign \$421  = - $signed(chan[95:88]);
+  assign \$422  = \$420  ? \$421  : { chan[95], chan[95:88] };
+  assign \$424  = 4'he + sh;
+  assign \$425  = 4'h8 + \$424 ;
+  assign \$426  = $signed(chan[95:88]) < $signed(1'h0);
   assign \$427  = $signed(qg) < $signed(1'h0);
-  assign \$428  = $signed(sg) < $signed(1'h0);
-  assign \$429  = - $signed(sg);
-  assign \$430  = \$428  ? \$429  : { sg[20], sg };
-  assign \$431  = $signed(sg) < $signed(1'h0);
-  assign \$432  = ~ \$431 ;
-  assign \$433  = $signed(chan[95:88]) < $signed(1'h0);
-  assign \$434  = - $signed(chan[95:88]);
-  assign \$435  = \$433  ? \$434  : { chan[95], chan[95:88] };
-  assign \$436  = $signed(chan[95:88]) < $signed(1'h0);
-  assign \$437  = $signed(scratch) < $signed(1'h0);
-  assign \$438  = - $signed(scratch);
-  assign \$439  = \$437  ? \$438  : { scratch[90], scratch };
-  assign \$441  = 4'he + sh;
-  assign \$442  = 7'h40 + \$441 ;
-  assign \$443  = $signed(scratch) < $signed(1'h0);
-  assign \$444  = $signed(tq) < $signed(1'h0);
-  assign \$445  = - $signed(tq);
-  assign \$446  = \$444  ? \$445  : { tq[104], tq };
-  assign \$447  = $signed(tq) < $signed(1'h0);
-  assign \$448  = $signed({ 1'h0, chan[12:0] }) - $signed(\$604 );
-  assign \$449  = $signed({ 1'h0, chan[12:0] }) + $signed(\$604 );
-  assign \$450  = $signed(\$604 ) < $signed(1'h0);
-  assign \$451  = - $signed(\$604 );
-  assign \$452  = \$450  ? \$451  : { \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604  };
-  assign \$453  = $signed(\$604 ) < $signed(1'h0);
-  assign \$454  = | left;
-  assign \$455  = \$454  & adv;
-  assign \$456  = i__valid & i__ready;
-  assign \$457  = ! fsm_state;
-  assign \$458  = fsm_state == 1'h1;
-  assign \$459  = fsm_state == 2'h2;
-  assign \$460  = fsm_state == 2'h3;
-  assign \$461  = fsm_state == 3'h4;
-  assign \$462  = fsm_state == 3'h5;
-  assign \$463  = fsm_state == 3'h6;
-  assign \$464  = fsm_state == 3'h7;
-  assign \$465  = fsm_state == 4'h8;
-  assign \$466  = fsm_state == 4'h9;
-  assign \$467  = fsm_state == 4'ha;
-  assign \$468  = fsm_state == 4'hb;
-  assign \$469  = fsm_state == 4'hc;
-  assign \$470  = fsm_state == 4'hd;
-  assign \$471  = fsm_state == 4'he;
-  assign \$472  = fsm_state == 4'hf;
-  assign \$473  = fsm_state == 5'h10;
-  assign \$474  = fsm_state == 5'h11;
-  assign \$475  = fsm_state == 5'h12;
-  assign \$476  = fsm_state == 5'h13;
-  assign \$477  = fsm_state == 5'h14;
-  assign \$478  = fsm_state == 5'h15;
-  assign \$479  = fsm_state == 5'h16;
-  assign \$480  = fsm_state == 5'h17;
-  assign \$481  = fsm_state == 5'h18;
-  assign \$482  = fsm_state == 5'h19;
-  assign \$483  = fsm_state == 5'h1a;
-  assign \$484  = fsm_state == 5'h1b;
-  assign \$485  = fsm_state == 5'h1c;
-  assign \$486  = fsm_state == 5'h1d;
-  assign \$487  = fsm_state == 5'h1e;
-  assign \$488  = fsm_state == 5'h1f;
-  assign \$489  = fsm_state == 6'h20;
-  assign \$490  = fsm_state == 6'h21;
-  assign \$491  = fsm_state == 6'h22;
-  assign \$492  = fsm_state == 6'h23;
-  assign \$493  = fsm_state == 6'h24;
-  assign \$494  = fsm_state == 6'h25;
-  assign \$495  = fsm_state == 6'h26;
-  assign \$496  = fsm_state == 6'h27;
-  assign \$497  = fsm_state == 6'h28;
-  assign \$498  = $signed(s0_g) * $signed(lane_a);
-  assign \$499  = \$signal  == 2'h2;
-  assign \$500  = ! \$signal ;
-  assign \$501  = \$500  ? const0 : const1;
-  assign \$502  = \$499  ? const2 : \$501 ;
-  assign \$503  = $signed(\$502 ) + $signed(26'h1000000);
-  assign \$504  = $signed(s1_t0_0) + $signed(s1_t0_1);
-  assign \$505  = ~ s2_mask;
-  assign \$507  = $signed(\$506 ) > $signed(8'h7f);
-  assign \$509  = $signed(\$508 ) < $signed(8'h80);
-  assign \$511  = \$509  ? 9'h180 : { 1'h0, \$510 [7:0] };
-  assign \$512  = \$507  ? 9'h07f : \$511 ;
-  assign \$513  = s2_mask ? \$512  : 9'h000;
+  assign \$428  = - $signed(qg);
+  assign \$429  = \$427  ? \$428  : { qg[39], qg };
+  assign \$431  = $signed(qg) < $signed(1'h0);
+  assign \$432  = $signed(sg) < $signed(1'h0);
+  assign \$433  = - $signed(sg);
+  assign \$434  = \$432  ? \$433  : { sg[20], sg };
+  assign \$435  = $signed(sg) < $signed(1'h0);
+  assign \$436  = ~ \$435 ;
+  assign \$437  = $signed(chan[95:88]) < $signed(1'h0);
+  assign \$438  = - $signed(chan[95:88]);
+  assign \$439  = \$437  ? \$438  : { chan[95], chan[95:88] };
+  assign \$440  = $signed(chan[95:88]) < $signed(1'h0);
+  assign \$441  = $signed(scratch) < $signed(1'h0);
+  assign \$442  = - $signed(scratch);
+  assign \$443  = \$441  ? \$442  : { scratch[90], scratch };
+  assign \$445  = 4'he + sh;
+  assign \$446  = 7'h40 + \$445 ;
+  assign \$447  = $signed(scratch) < $signed(1'h0);
+  assign \$448  = $signed(tq) < $signed(1'h0);
+  assign \$449  = - $signed(tq);
+  assign \$450  = \$448  ? \$449  : { tq[104], tq };
+  assign \$451  = $signed(tq) < $signed(1'h0);
+  assign \$452  = $signed({ 1'h0, chan[12:0] }) - $signed(\$616 );
+  assign \$453  = $signed({ 1'h0, chan[12:0] }) + $signed(\$616 );
+  assign \$454  = $signed(\$616 ) < $signed(1'h0);
+  assign \$455  = - $signed(\$616 );
+  assign \$456  = \$454  ? \$455  : { \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616  };
+  assign \$457  = $signed(\$616 ) < $signed(1'h0);
+  assign \$458  = | left;
+  assign \$459  = \$458  & adv;
+  assign \$460  = i__valid & i__ready;
+  assign \$461  = ! fsm_state;
+  assign \$462  = fsm_state == 1'h1;
+  assign \$463  = fsm_state == 2'h2;
+  assign \$464  = fsm_state == 2'h3;
+  assign \$465  = fsm_state == 3'h4;
+  assign \$466  = fsm_state == 3'h5;
+  assign \$467  = fsm_state == 3'h6;
+  assign \$468  = fsm_state == 3'h7;
+  assign \$469  = fsm_state == 4'h8;
+  assign \$470  = fsm_state == 4'h9;
+  assign \$471  = fsm_state == 4'ha;
+  assign \$472  = fsm_state == 4'hb;
+  assign \$473  = fsm_state == 4'hc;
+  assign \$474  = fsm_state == 4'hd;
+  assign \$475  = fsm_state == 4'he;
+  assign \$476  = fsm_state == 4'hf;
+  assign \$477  = fsm_state == 5'h10;
+  assign \$478  = fsm_state == 5'h11;
+  assign \$479  = fsm_state == 5'h12;
+  assign \$480  = fsm_state == 5'h13;
+  assign \$481  = fsm_state == 5'h14;
+  assign \$482  = fsm_state == 5'h15;
+  assign \$483  = fsm_state == 5'h16;
+  assign \$484  = fsm_state == 5'h17;
+  assign \$485  = fsm_state == 5'h18;
+  assign \$486  = fsm_state == 5'h19;
+  assign \$487  = fsm_state == 5'h1a;
+  assign \$488  = fsm_state == 5'h1b;
+  assign \$489  = fsm_state == 5'h1c;
+  assign \$490  = fsm_state == 5'h1d;
+  assign \$491  = fsm_state == 5'h1e;
+  assign \$492  = fsm_state == 5'h1f;
+  assign \$493  = fsm_state == 6'h20;
+  assign \$494  = fsm_state == 6'h21;
+  assign \$495  = fsm_state == 6'h22;
+  assign \$496  = fsm_state == 6'h23;
+  assign \$497  = fsm_state == 6'h24;
+  assign \$498  = fsm_state == 6'h25;
+  assign \$499  = fsm_state == 6'h26;
+  assign \$500  = fsm_state == 6'h27;
+  assign \$501  = fsm_state == 6'h28;
+  assign \$502  = fsm_state == 6'h29;
+  assign \$503  = fsm_state == 6'h2a;
+  assign \$504  = fsm_state == 6'h2b;
+  assign \$505  = fsm_state == 6'h2c;
+  assign \$506  = $signed(s0_g) * $signed(lane_a);
+  assign \$507  = \$signal$68  == 2'h2;
+  assign \$508  = ! \$signal$68 ;
+  assign \$509  = \$508  ? const0 : const1;
+  assign \$510  = \$507  ? const2 : \$509 ;
+  assign \$511  = $signed(\$510 ) + $signed(26'h1000000);
+  assign \$512  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$513  = ~ s2_mask;
   assign \$515  = $signed(\$514 ) > $signed(8'h7f);
   assign \$517  = $signed(\$516 ) < $signed(8'h80);
-  assign \$518  = \$515  | \$517 ;
-  assign \$519  = s2_mask & \$518 ;
-  assign \$520  = sat + \$519 ;
-  assign \$521  = left - 1'h1;
-  assign \$522  = last ? 14'h0000 : \$521 ;
-  assign \$523  = mask ? i__payload[15:8] : 8'h00;
-  assign \$524  = $signed(sg) + $signed(\$523 );
-  assign \$525  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$526  = mask ? \$525  : 16'h0000;
-  assign \$527  = $signed(sgx) + $signed(\$526 );
-  assign \$528  = $signed(tq) + $signed(2'h1);
-  assign \$530  = $signed(tq) + $signed(2'h1);
-  assign \$532  = align + sh;
-  assign \$533  = \$532  == 5'h19;
-  assign \$535  = align + 1'h1;
-  assign \$536  = $signed(tq) + $signed(2'h1);
-  assign \$538  = align + sh;
-  assign \$539  = \$538  == 5'h19;
-  assign \$541  = align + 1'h1;
-  assign \$542  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$543  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$544  = \$543  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$545  = \$542  ? 91'h00000000007ff8111ff0000 : \$544 ;
-  assign \$546  = align + sh;
-  assign \$547  = \$546  == 5'h19;
-  assign \$549  = align + 1'h1;
-  assign \$550  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$551  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$552  = \$551  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$553  = \$550  ? 91'h00000000007ff8111ff0000 : \$552 ;
-  assign \$554  = align + sh;
-  assign \$555  = \$554  == 5'h19;
-  assign \$557  = align + 1'h1;
-  assign \$558  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$559  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$560  = \$559  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$561  = \$558  ? 91'h00000000007ff8111ff0000 : \$560 ;
-  assign \$562  = | left;
-  assign \$563  = ~ \$562 ;
-  assign \$564  = ~ \$signal$69 ;
-  assign \$565  = \$563  & \$564 ;
-  assign \$566  = ~ \$signal$68 ;
-  assign \$567  = \$565  & \$566 ;
-  assign \$568  = ~ s2_valid;
-  assign \$569  = \$567  & \$568 ;
-  assign \$570  = \$569  & adv;
+  assign \$519  = \$517  ? 9'h180 : { 1'h0, \$518 [7:0] };
+  assign \$520  = \$515  ? 9'h07f : \$519 ;
+  assign \$521  = s2_mask ? \$520  : 9'h000;
+  assign \$523  = $signed(\$522 ) > $signed(8'h7f);
+  assign \$525  = $signed(\$524 ) < $signed(8'h80);
+  assign \$526  = \$523  | \$525 ;
+  assign \$527  = s2_mask & \$526 ;
+  assign \$528  = sat + \$527 ;
+  assign \$529  = left - 1'h1;
+  assign \$530  = last ? 14'h0000 : \$529 ;
+  assign \$531  = ! p;
+  assign \$532  = mask ? i__payload[15:8] : 8'h00;
+  assign \$533  = $signed(sg) + $signed(\$532 );
+  assign \$534  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$535  = mask ? \$534  : 16'h0000;
+  assign \$536  = $signed(sgx) + $signed(\$535 );
+  assign \$537  = $signed(tq) + $signed(2'h1);
+  assign \$539  = $signed(tq) + $signed(2'h1);
+  assign \$541  = align + sh;
+  assign \$542  = \$541  == 5'h19;
+  assign \$544  = align + 1'h1;
+  assign \$545  = $signed(tq) + $signed(2'h1);
+  assign \$547  = align + sh;
+  assign \$548  = \$547  == 5'h19;
+  assign \$550  = align + 1'h1;
+  assign \$551  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$552  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$553  = \$552  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$554  = \$551  ? 91'h00000000007ff8111ff0000 : \$553 ;
+  assign \$555  = align + sh;
+  assign \$556  = \$555  == 5'h19;
+  assign \$558  = align + 1'h1;
+  assign \$559  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$560  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$561  = \$560  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$562  = \$559  ? 91'h00000000007ff8111ff0000 : \$561 ;
+  assign \$563  = align + sh;
+  assign \$564  = \$563  == 5'h19;
+  assign \$566  = align + 1'h1;
+  assign \$567  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$568  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$569  = \$568  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$570  = \$567  ? 91'h00000000007ff8111ff0000 : \$569 ;
+  assign \$571  = | left;
+  assign \$572  = ~ \$571 ;
+  assign \$573  = ~ \$signal$72 ;
+  assign \$574  = \$572  & \$573 ;
+  assign \$575  = ~ \$signal$71 ;
+  assign \$576  = \$574  & \$575 ;
+  assign \$577  = ~ s2_valid;
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$578  & adv;
   always @(posedge clk)
-    s0_x <= \$571 ;
+    s0_x <= \$580 ;
   always @(posedge clk)
-    s0_g <= \$572 ;
+    s0_g <= \$581 ;
   always @(posedge clk)
-    s0_mask <= \$573 ;
+    s0_mask <= \$582 ;
   always @(posedge clk)
-    \$signal  <= \$574 ;
+    \$signal$68  <= \$583 ;
   always @(posedge clk)
-    o__valid <= \$575 ;
+    o__valid <= \$584 ;
   always @(posedge clk)
-    s2_valid <= \$576 ;
+    s2_valid <= \$585 ;
   always @(posedge clk)
-    \$signal$68  <= \$577 ;
+    \$signal$71  <= \$586 ;
   always @(posedge clk)
-    \$signal$69  <= \$578 ;
+    \$signal$72  <= \$587 ;
   always @(posedge clk)
-    s2_mask <= \$579 ;
+    s2_mask <= \$588 ;
   always @(posedge clk)
-    \$signal$71  <= \$580 ;
+    \$signal$74  <= \$589 ;
   always @(posedge clk)
-    s1_t0_0 <= \$581 ;
+    s1_t0_0 <= \$590 ;
   always @(posedge clk)
-    s1_t0_1 <= \$582 ;
+    s1_t0_1 <= \$591 ;
   always @(posedge clk)
-    acc0 <= \$583 ;
+    acc0 <= \$592 ;
   always @(posedge clk)
-    o__payload <= \$584 ;
+    o__payload <= \$593 ;
   always @(posedge clk)
-    sat <= \$585 ;
+    sat <= \$594 ;
   always @(posedge clk)
-    left <= \$586 ;
+    left <= \$595 ;
   always @(posedge clk)
-    chan <= \$587 ;
+    chan <= \$596 ;
   always @(posedge clk)
-    sg <= \$588 ;
+    sg <= \$597 ;
   always @(posedge clk)
-    sgx <= \$589 ;
+    sgx <= \$598 ;
   always @(posedge clk)
-    dgamma <= \$590 ;
+    dgamma <= \$599 ;
   always @(posedge clk)
-    align <= \$591 ;
+    align <= \$600 ;
   always @(posedge clk)
-    fsm_state <= \$592 ;
+    fsm_state <= \$601 ;
   always @(posedge clk)
-    sh <= \$593 ;
+    q <= \$602 ;
   always @(posedge clk)
-    scratch <= \$594 ;
+    rz <= \$603 ;
   always @(posedge clk)
-    qg <= \$595 ;
+    r <= \$604 ;
   always @(posedge clk)
-    tq <= \$596 ;
+    sh <= \$605 ;
   always @(posedge clk)
-    m1 <= \$597 ;
+    scratch <= \$606 ;
   always @(posedge clk)
-    lane_a <= \$598 ;
+    qg <= \$607 ;
   always @(posedge clk)
-    c0w <= \$599 ;
+    tq <= \$608 ;
   always @(posedge clk)
-    m2 <= \$600 ;
+    m1 <= \$609 ;
   always @(posedge clk)
-    const1 <= \$601 ;
+    lane_a <= \$610 ;
   always @(posedge clk)
-    const2 <= \$602 ;
+    c0w <= \$611 ;
   always @(posedge clk)
-    const0 <= \$603 ;
+    m2 <= \$612 ;
+  always @(posedge clk)
+    const1 <= \$613 ;
+  always @(posedge clk)
+    const2 <= \$614 ;
+  always @(posedge clk)
+    const0 <= \$615 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 1'h1;
@@ -1137,52 +1182,42 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$376  = \$373  ? \$374  : \$375 ;
   assign \$377  = \$368  ? \$372  : \$376 ;
   assign \$378  = \$353  ? \$365  : \$377 ;
-  assign \$379  = \$314  ? \$346  : \$378 ;
-  assign den_lead = \$294  ? \$299  : \$379 ;
-  assign \$380  = chan__payload[8] | chan__payload[9];
-  assign \$381  = chan__payload[10] | chan__payload[11];
-  assign \$382  = \$380  | \$381 ;
-  assign \$383  = \$382  | chan__payload[12];
-  assign \$384  = chan__payload[10] | chan__payload[11];
-  assign \$385  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$386  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$387  = \$384  ? \$385  : \$386 ;
-  assign \$388  = chan__payload[12] ? 4'hc : \$387 ;
-  assign \$389  = chan__payload[4] | chan__payload[5];
   \hwnorm_bwd_linf_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$82 ),
+    .done(done),
     .lo_init(lo_init),
-    .\neg$15 (\neg$52 ),
-    .q(q),
+    .\neg$15 (neg),
+    .q(\q$84 ),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$50 ),
-    .steps(\steps$48 )
+    .start(start),
+    .steps(steps)
   );
   \hwnorm_bwd_linf_s8.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(done),
-    .\neg$12 (neg),
+    .done(\done$85 ),
+    .\neg$12 (\neg$50 ),
     .p(p),
     .rst(rst),
-    .start(start),
-    .steps(steps)
+    .start(\start$46 ),
+    .steps(\steps$51 )
   );
-  \hwnorm_bwd_linf_s8.sel$84  \sel$84  (
+  \hwnorm_bwd_linf_s8.sel$88  \sel$88  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [0]),
     .mask(mask),
+    .n(chan[12:0]),
     .p1(p1),
     .p2(p2),
-    .\port$700$0 (\$604 ),
-    .\port$713$0 (\$605 ),
-    .\port$819$0 (chan[33:0]),
+    .\port$730$0 (\$616 ),
+    .\port$743$0 (\$617 ),
+    .q(q),
+    .r(r),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -1273,6 +1308,14 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h28:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
       6'h01:
         begin
           stats__payload[77] = 1'h1;
@@ -1302,196 +1345,18 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    i__ready = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          i__ready = 1'h1;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          i__ready = \$455 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    beat = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          beat = i__valid;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          beat = take;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    p1 = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          p1 = i__valid;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     start = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h03:
           start = 1'h1;
+      6'h03:
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          start = 1'h1;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
@@ -1503,25 +1368,25 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          start = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
-          start = 1'h1;
-      6'h0e:
           /* empty */;
+      6'h0e:
+          start = 1'h1;
       6'h0f:
           /* empty */;
       6'h10:
-          start = 1'h1;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          start = 1'h1;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          start = 1'h1;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -1533,9 +1398,381 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
+          start = 1'h1;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          start = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    rem_init = 37'h0000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          rem_init = 37'h0000000000;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          rem_init = 37'h0000000000;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          rem_init = 37'h0000000000;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          rem_init = 37'h0000000000;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          rem_init = 37'h0000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    lo_init = 103'h00000000000000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          lo_init = { \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413 [21], \$413  };
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          lo_init = \$423 [102:0];
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          lo_init = \$430 [102:0];
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          lo_init = \$444 [102:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          lo_init = \$450 [102:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    neg = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          neg = \$414 ;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          neg = \$426 ;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          neg = \$431 ;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          neg = \$447 ;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          neg = \$451 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    den = 37'h0000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          den = { 24'h000000, chan[12:0] };
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          den = chan[70:34];
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          den = chan[70:34];
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          den = chan[70:34];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          den = chan[70:34];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    steps = 7'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          steps = 7'h67;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          steps = \$425 ;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          steps = 7'h39;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          steps = \$446 [6:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          steps = 7'h67;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \start$46  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          \start$46  = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \start$46  = 1'h1;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \start$46  = 1'h1;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \start$46  = 1'h1;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \start$46  = 1'h1;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \start$46  = 1'h1;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \start$46  = 1'h1;
+      6'h19:
+          /* empty */;
+      6'h1a:
           /* empty */;
       6'h1b:
-          start = 1'h1;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1543,7 +1780,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          start = 1'h1;
+          \start$46  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -1551,7 +1788,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          start = 1'h1;
+          \start$46  = 1'h1;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \start$46  = 1'h1;
     endcase
   end
   always @* begin
@@ -1563,19 +1808,19 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h02:
           /* empty */;
       6'h03:
-          a = { sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx };
-      6'h04:
           /* empty */;
+      6'h04:
+          a = { q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q };
       6'h05:
-          a = { sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          a = { sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx };
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          a = { sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1583,35 +1828,35 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1 };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          a = { m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1 };
-      6'h11:
           /* empty */;
+      6'h11:
+          a = { m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1 };
       6'h12:
-          a = { qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          a = scratch;
+          a = { m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1 };
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          a = { qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg };
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          a = scratch;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          a = { m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2 };
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1627,6 +1872,14 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
+          a = { m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2 };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
           a = { m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2 };
     endcase
   end
@@ -1639,19 +1892,19 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h02:
           /* empty */;
       6'h03:
-          b = { 9'h000, chan[12:0] };
-      6'h04:
           /* empty */;
+      6'h04:
+          b = { 9'h000, chan[12:0] };
       6'h05:
-          b = \$413 ;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          b = { 9'h000, chan[12:0] };
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          b = \$417 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1659,35 +1912,35 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          b = { 9'h000, chan[12:0] };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$430 ;
-      6'h11:
           /* empty */;
+      6'h11:
+          b = { 9'h000, chan[12:0] };
       6'h12:
-          b = { \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435  };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          b = { 5'h00, chan[87:71] };
+          b = \$434 ;
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          b = { \$439 [8], \$439 [8], \$439 [8], \$439 [8], \$439 [8], \$439 [8], \$439 [8], \$439 [8], \$439 [8], \$439 [8], \$439 [8], \$439 [8], \$439 [8], \$439  };
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          b = { 5'h00, chan[87:71] };
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          b = { \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448  };
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1695,7 +1948,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$449 [14], \$449 [14], \$449 [14], \$449 [14], \$449 [14], \$449 [14], \$449 [14], \$449  };
+          b = { \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452  };
       6'h20:
           /* empty */;
       6'h21:
@@ -1703,7 +1956,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452  };
+          b = { \$453 [14], \$453 [14], \$453 [14], \$453 [14], \$453 [14], \$453 [14], \$453 [14], \$453  };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          b = { \$456 [14], \$456 [14], \$456 [14], \$456 [14], \$456 [14], \$456 [14], \$456 [14], \$456  };
     endcase
   end
   always @* begin
@@ -1715,19 +1976,19 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h02:
           /* empty */;
       6'h03:
-          c = 91'h00000000000000000000000;
-      6'h04:
           /* empty */;
+      6'h04:
+          c = { chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33:13] };
       6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          c = 91'h00000000000000000000000;
+      6'h08:
+          /* empty */;
+      6'h09:
           c = scratch;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1735,17 +1996,17 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 91'h00000000000000000000000;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          c = 91'h00000000000000000000000;
-      6'h11:
           /* empty */;
-      6'h12:
+      6'h11:
           c = 91'h00000000000000000000000;
+      6'h12:
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1753,17 +2014,17 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          c = 91'h00000000000000000000000;
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          c = 91'h00000000000000000000000;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          c = c0w;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1780,24 +2041,200 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h23:
           c = c0w;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          c = c0w;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    neg = 1'h0;
+    \neg$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h03:
-          neg = 1'h0;
+          /* empty */;
+      6'h04:
+          \neg$50  = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \neg$50  = 1'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \neg$50  = \$419 ;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \neg$50  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \neg$50  = \$436 ;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \neg$50  = \$440 ;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \neg$50  = 1'h0;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \neg$50  = 1'h1;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \neg$50  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \neg$50  = \$457 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \steps$51  = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          \steps$51  = 5'h0d;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \steps$51  = 5'h0d;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \steps$51  = 5'h15;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \steps$51  = 5'h0d;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \steps$51  = 5'h15;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \steps$51  = 5'h08;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \steps$51  = 5'h11;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \steps$51  = 5'h0e;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \steps$51  = 5'h0e;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \steps$51  = 5'h0e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    i__ready = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$415 ;
-      6'h06:
           /* empty */;
+      6'h06:
+          i__ready = 1'h1;
       6'h07:
           /* empty */;
       6'h08:
@@ -1811,21 +2248,21 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          neg = 1'h0;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$432 ;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$436 ;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          neg = 1'h0;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -1839,7 +2276,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1a:
           /* empty */;
       6'h1b:
-          neg = 1'h1;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1847,7 +2284,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          neg = 1'h0;
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -1855,25 +2292,41 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          neg = \$453 ;
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          i__ready = \$459 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    steps = 5'h00;
+    beat = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h03:
-          steps = 5'h0d;
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          steps = 5'h15;
-      6'h06:
           /* empty */;
+      6'h06:
+          beat = i__valid;
       6'h07:
           /* empty */;
       6'h08:
@@ -1887,21 +2340,21 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          steps = 5'h0d;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          steps = 5'h15;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          steps = 5'h08;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          steps = 5'h11;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -1915,7 +2368,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1a:
           /* empty */;
       6'h1b:
-          steps = 5'h0e;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1923,7 +2376,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          steps = 5'h0e;
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -1931,12 +2384,28 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          steps = 5'h0e;
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          beat = take;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    lo_init = 103'h00000000000000000000000000;
+    p1 = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1949,313 +2418,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
-          lo_init = \$419 [102:0];
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          lo_init = \$426 [102:0];
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          lo_init = \$440 [102:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$446 [102:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$48  = 7'h00;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \steps$48  = \$421 ;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \steps$48  = 7'h39;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \steps$48  = \$442 [6:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          \steps$48  = 7'h67;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$50  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \start$50  = 1'h1;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \start$50  = 1'h1;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \start$50  = 1'h1;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \start$50  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    rem_init = 37'h0000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          rem_init = 37'h0000000000;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          rem_init = 37'h0000000000;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          rem_init = 37'h0000000000;
-      6'h17:
-          /* empty */;
-      6'h18:
-          rem_init = 37'h0000000000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$52  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \neg$52  = \$422 ;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \neg$52  = \$427 ;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \neg$52  = \$443 ;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \neg$52  = \$447 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    den = 37'h0000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          den = chan[70:34];
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          den = chan[70:34];
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          den = chan[70:34];
-      6'h17:
-          /* empty */;
-      6'h18:
-          den = chan[70:34];
+          p1 = i__valid;
     endcase
   end
   always @* begin
@@ -2339,7 +2502,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          take = \$456 ;
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          take = \$460 ;
     endcase
   end
   always @* begin
@@ -2423,6 +2594,14 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
           p2 = take;
     endcase
   end
@@ -2509,6 +2688,14 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h27:
           /* empty */;
       6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           stats__valid = 1'h1;
       6'h01:
           stats__valid = 1'h1;
@@ -2516,241 +2703,172 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$571  = s0_x;
+    \$580  = s0_x;
     if (take) begin
-      \$571  = i__payload[7:0];
+      \$580  = i__payload[7:0];
     end
     if (rst) begin
-      \$571  = 8'h00;
+      \$580  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$572  = s0_g;
+    \$581  = s0_g;
     if (take) begin
-      \$572  = i__payload[15:8];
+      \$581  = i__payload[15:8];
     end
     if (rst) begin
-      \$572  = 8'h00;
+      \$581  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$573  = s0_mask;
+    \$582  = s0_mask;
     if (take) begin
-      \$573  = mask;
+      \$582  = mask;
     end
     if (rst) begin
-      \$573  = 1'h0;
+      \$582  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$574  = \$signal ;
+    \$583  = \$signal$68 ;
     if (take) begin
-      \$574  = { 1'h0, \$605  };
+      \$583  = { 1'h0, \$617  };
     end
     if (rst) begin
-      \$574  = 3'h0;
+      \$583  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$575  = o__valid;
+    \$584  = o__valid;
     if (adv) begin
-      \$575  = s2_valid;
+      \$584  = s2_valid;
     end
     if (rst) begin
-      \$575  = 1'h0;
+      \$584  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$576  = s2_valid;
+    \$585  = s2_valid;
     if (adv) begin
-      \$576  = \$signal$68 ;
+      \$585  = \$signal$71 ;
     end
     if (rst) begin
-      \$576  = 1'h0;
+      \$585  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$577  = \$signal$68 ;
+    \$586  = \$signal$71 ;
     if (adv) begin
-      \$577  = \$signal$69 ;
+      \$586  = \$signal$72 ;
     end
     if (rst) begin
-      \$577  = 1'h0;
+      \$586  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = \$signal$69 ;
+    \$587  = \$signal$72 ;
     if (adv) begin
-      \$578  = take;
+      \$587  = take;
     end
     if (rst) begin
-      \$578  = 1'h0;
+      \$587  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = s2_mask;
+    \$588  = s2_mask;
     if (adv) begin
-      \$579  = \$signal$71 ;
+      \$588  = \$signal$74 ;
     end
     if (rst) begin
-      \$579  = 1'h0;
+      \$588  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = \$signal$71 ;
+    \$589  = \$signal$74 ;
     if (adv) begin
-      \$580  = s0_mask;
+      \$589  = s0_mask;
     end
     if (rst) begin
-      \$580  = 1'h0;
+      \$589  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = s1_t0_0;
+    \$590  = s1_t0_0;
     if (adv) begin
-      \$581  = \$498 ;
+      \$590  = \$506 ;
     end
     if (rst) begin
-      \$581  = 53'h00000000000000;
+      \$590  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = s1_t0_1;
+    \$591  = s1_t0_1;
     if (adv) begin
-      \$582  = \$503 ;
+      \$591  = \$511 ;
     end
     if (rst) begin
-      \$582  = 53'h00000000000000;
+      \$591  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = acc0;
+    \$592  = acc0;
     if (adv) begin
-      \$583  = \$504 ;
+      \$592  = \$512 ;
     end
     if (rst) begin
-      \$583  = 54'h00000000000000;
+      \$592  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = o__payload;
+    \$593  = o__payload;
     if (adv) begin
-      \$584  = \$513 [7:0];
+      \$593  = \$521 [7:0];
     end
     if (rst) begin
-      \$584  = 8'h00;
+      \$593  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = sat;
+    \$594  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$585  = \$520 [12:0];
+        \$594  = \$528 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$585  = 13'h0000;
+            \$594  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$585  = 13'h0000;
+      \$594  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = left;
+    \$595  = left;
     if (beat) begin
-      \$586  = \$522 [12:0];
+      \$595  = \$530 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$586  = chan__payload[12:0];
-          end
-      6'h02:
-          if (i__valid) begin
-            if (last) begin
-              \$586  = chan[12:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$586  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = chan;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$587  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$587  = 96'h000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$588  = 21'h000000;
-            if (refused) begin
-              \$588  = 21'h000000;
-            end
-          end
-      6'h02:
-          if (i__valid) begin
-            \$588  = \$524 [20:0];
-          end
-    endcase
-    if (rst) begin
-      \$588  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$589  = 28'h0000000;
-          end
-      6'h02:
-          if (i__valid) begin
-            \$589  = \$527 [27:0];
-          end
-    endcase
-    if (rst) begin
-      \$589  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$590  = 43'h00000000000;
+            \$595  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -2761,31 +2879,89 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$590  = \$531 [42:0];
+          if (i__valid) begin
+            if (last) begin
+              \$595  = chan[12:0];
+            end
+          end
     endcase
     if (rst) begin
-      \$590  = 43'h00000000000;
+      \$595  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = align;
+    \$596  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$591  = 5'h00;
+            \$596  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$596  = 96'h000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$597  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$597  = 21'h000000;
+            if (refused) begin
+              \$597  = 21'h000000;
+            end
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            \$597  = \$533 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$597  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$598  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$598  = 28'h0000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            \$598  = \$536 [27:0];
+          end
+    endcase
+    if (rst) begin
+      \$598  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$599  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$599  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2814,12 +2990,50 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0e:
           /* empty */;
       6'h0f:
-          (* full_case = 32'd1 *)
-          if (\$533 ) begin
-            \$591  = 5'h00;
-          end else begin
-            \$591  = \$535 [4:0];
+          /* empty */;
+      6'h10:
+          \$599  = \$540 [42:0];
+    endcase
+    if (rst) begin
+      \$599  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$600  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$600  = 5'h00;
           end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -2827,7 +3041,12 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$542 ) begin
+            \$600  = 5'h00;
+          end else begin
+            \$600  = \$544 [4:0];
+          end
       6'h14:
           /* empty */;
       6'h15:
@@ -2847,12 +3066,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1c:
           /* empty */;
       6'h1d:
-          (* full_case = 32'd1 *)
-          if (\$539 ) begin
-            \$591  = 5'h00;
-          end else begin
-            \$591  = \$541 [4:0];
-          end
+          /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
@@ -2861,10 +3075,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$547 ) begin
-            \$591  = 5'h00;
+          if (\$548 ) begin
+            \$600  = 5'h00;
           end else begin
-            \$591  = \$549 [4:0];
+            \$600  = \$550 [4:0];
           end
       6'h22:
           /* empty */;
@@ -2874,174 +3088,203 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$555 ) begin
-            \$591  = 5'h00;
+          if (\$556 ) begin
+            \$600  = 5'h00;
           end else begin
-            \$591  = \$557 [4:0];
+            \$600  = \$558 [4:0];
+          end
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          (* full_case = 32'd1 *)
+          if (\$564 ) begin
+            \$600  = 5'h00;
+          end else begin
+            \$600  = \$566 [4:0];
           end
     endcase
     if (rst) begin
-      \$591  = 5'h00;
+      \$600  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = fsm_state;
+    \$601  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$592  = 6'h01;
+              \$601  = 6'h01;
             end else begin
-              \$592  = 6'h02;
+              \$601  = 6'h02;
             end
           end
       6'h02:
+          \$601  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$601  = 6'h04;
+          end
+      6'h04:
+          \$601  = 6'h05;
+      6'h05:
+          if (\done$85 ) begin
+            \$601  = 6'h06;
+          end
+      6'h06:
           if (i__valid) begin
             if (last) begin
-              \$592  = 6'h03;
+              \$601  = 6'h07;
             end
           end
-      6'h03:
-          \$592  = 6'h04;
-      6'h04:
-          if (done) begin
-            \$592  = 6'h05;
-          end
-      6'h05:
-          \$592  = 6'h06;
-      6'h06:
-          if (done) begin
-            \$592  = 6'h07;
-          end
       6'h07:
-          \$592  = 6'h08;
+          \$601  = 6'h08;
       6'h08:
-          if (\done$82 ) begin
-            \$592  = 6'h09;
+          if (\done$85 ) begin
+            \$601  = 6'h09;
           end
       6'h09:
-          \$592  = 6'h0a;
+          \$601  = 6'h0a;
       6'h0a:
-          \$592  = 6'h0b;
+          if (\done$85 ) begin
+            \$601  = 6'h0b;
+          end
       6'h0b:
-          if (\done$82 ) begin
-            \$592  = 6'h0c;
-          end
+          \$601  = 6'h0c;
       6'h0c:
-          \$592  = 6'h0d;
-      6'h0d:
-          \$592  = 6'h0e;
-      6'h0e:
           if (done) begin
-            \$592  = 6'h0f;
+            \$601  = 6'h0d;
           end
+      6'h0d:
+          \$601  = 6'h0e;
+      6'h0e:
+          \$601  = 6'h0f;
       6'h0f:
-          if (\$533 ) begin
-            \$592  = 6'h10;
+          if (done) begin
+            \$601  = 6'h10;
           end
       6'h10:
-          \$592  = 6'h11;
+          \$601  = 6'h11;
       6'h11:
-          if (done) begin
-            \$592  = 6'h12;
-          end
+          \$601  = 6'h12;
       6'h12:
-          \$592  = 6'h13;
+          if (\done$85 ) begin
+            \$601  = 6'h13;
+          end
       6'h13:
-          if (done) begin
-            \$592  = 6'h14;
+          if (\$542 ) begin
+            \$601  = 6'h14;
           end
       6'h14:
-          \$592  = 6'h15;
+          \$601  = 6'h15;
       6'h15:
-          if (done) begin
-            \$592  = 6'h16;
+          if (\done$85 ) begin
+            \$601  = 6'h16;
           end
       6'h16:
-          \$592  = 6'h17;
+          \$601  = 6'h17;
       6'h17:
-          if (\done$82 ) begin
-            \$592  = 6'h18;
+          if (\done$85 ) begin
+            \$601  = 6'h18;
           end
       6'h18:
-          \$592  = 6'h19;
+          \$601  = 6'h19;
       6'h19:
-          if (\done$82 ) begin
-            \$592  = 6'h1a;
+          if (\done$85 ) begin
+            \$601  = 6'h1a;
           end
       6'h1a:
-          \$592  = 6'h1b;
+          \$601  = 6'h1b;
       6'h1b:
-          \$592  = 6'h1c;
-      6'h1c:
           if (done) begin
-            \$592  = 6'h1d;
+            \$601  = 6'h1c;
           end
+      6'h1c:
+          \$601  = 6'h1d;
       6'h1d:
-          if (\$539 ) begin
-            \$592  = 6'h1e;
+          if (done) begin
+            \$601  = 6'h1e;
           end
       6'h1e:
-          \$592  = 6'h1f;
+          \$601  = 6'h1f;
       6'h1f:
-          \$592  = 6'h20;
+          \$601  = 6'h20;
       6'h20:
-          if (done) begin
-            \$592  = 6'h21;
+          if (\done$85 ) begin
+            \$601  = 6'h21;
           end
       6'h21:
-          if (\$547 ) begin
-            \$592  = 6'h22;
+          if (\$548 ) begin
+            \$601  = 6'h22;
           end
       6'h22:
-          \$592  = 6'h23;
+          \$601  = 6'h23;
       6'h23:
-          \$592  = 6'h24;
+          \$601  = 6'h24;
       6'h24:
-          if (done) begin
-            \$592  = 6'h25;
+          if (\done$85 ) begin
+            \$601  = 6'h25;
           end
       6'h25:
-          if (\$555 ) begin
-            \$592  = 6'h26;
+          if (\$556 ) begin
+            \$601  = 6'h26;
           end
       6'h26:
-          \$592  = 6'h27;
+          \$601  = 6'h27;
       6'h27:
-          if (\$570 ) begin
-            \$592  = 6'h28;
-          end
+          \$601  = 6'h28;
       6'h28:
+          if (\done$85 ) begin
+            \$601  = 6'h29;
+          end
+      6'h29:
+          if (\$564 ) begin
+            \$601  = 6'h2a;
+          end
+      6'h2a:
+          \$601  = 6'h2b;
+      6'h2b:
+          if (\$579 ) begin
+            \$601  = 6'h2c;
+          end
+      6'h2c:
           if (stats__ready) begin
-            \$592  = 6'h00;
+            \$601  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$592  = 6'h00;
+            \$601  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$592  = 6'h00;
+      \$601  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = sh;
+    \$602  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$593  = \$289 [4:0];
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$602  = \q$84 [8:0];
+          end
     endcase
     if (rst) begin
-      \$593  = 5'h00;
+      \$602  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = scratch;
+    \$603  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3050,9 +3293,70 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          if (done) begin
-            \$594  = p;
+          /* empty */;
+      6'h05:
+          if (\done$85 ) begin
+            \$603  = \$531 ;
           end
+    endcase
+    if (rst) begin
+      \$603  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$604  = r;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$85 ) begin
+            \$604  = p[12:0];
+          end
+    endcase
+    if (rst) begin
+      \$604  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$605  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \$605  = \$289 [4:0];
+    endcase
+    if (rst) begin
+      \$605  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$606  = scratch;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
       6'h05:
           /* empty */;
       6'h06:
@@ -3060,7 +3364,9 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          if (\done$85 ) begin
+            \$606  = p;
+          end
       6'h09:
           /* empty */;
       6'h0a:
@@ -3082,235 +3388,112 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h12:
           /* empty */;
       6'h13:
-          if (done) begin
-            \$594  = p;
-          end
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          if (done) begin
-            \$594  = p;
-          end
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          if (\done$85 ) begin
+            \$606  = p;
+          end
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          if (\done$85 ) begin
+            \$606  = p;
+          end
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          if (done) begin
-            \$594  = p;
-          end
+          /* empty */;
       6'h1d:
-          (* full_case = 32'd1 *)
-          if (\$539 ) begin
-          end else begin
-            \$594  = \$540 [90:0];
-          end
+          /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
-          if (done) begin
-            \$594  = p;
+          if (\done$85 ) begin
+            \$606  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$547 ) begin
+          if (\$548 ) begin
           end else begin
-            \$594  = \$548 [90:0];
+            \$606  = \$549 [90:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (done) begin
-            \$594  = p;
+          if (\done$85 ) begin
+            \$606  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$555 ) begin
+          if (\$556 ) begin
           end else begin
-            \$594  = \$556 [90:0];
+            \$606  = \$557 [90:0];
           end
-    endcase
-    if (rst) begin
-      \$594  = 91'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = qg;
-    casez (fsm_state)
-      6'h00:
+      6'h26:
           /* empty */;
-      6'h02:
+      6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (done) begin
-            \$595  = p[39:0];
+      6'h28:
+          if (\done$85 ) begin
+            \$606  = p;
           end
-    endcase
-    if (rst) begin
-      \$595  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = tq;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$82 ) begin
-            \$596  = q;
-          end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$82 ) begin
-            \$596  = q;
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          if (\done$82 ) begin
-            \$596  = q;
-          end
-      6'h18:
-          /* empty */;
-      6'h19:
-          if (\done$82 ) begin
-            \$596  = q;
-          end
-    endcase
-    if (rst) begin
-      \$596  = 105'h000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = m1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$597  = \$529 [44:0];
-    endcase
-    if (rst) begin
-      \$597  = 45'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = lane_a;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (done) begin
-            \$598  = p[44:0];
-          end
-      6'h0f:
+      6'h29:
           (* full_case = 32'd1 *)
-          if (\$533 ) begin
+          if (\$564 ) begin
           end else begin
-            \$598  = \$534 [44:0];
+            \$606  = \$565 [90:0];
           end
     endcase
     if (rst) begin
-      \$598  = 45'h000000000000;
+      \$606  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = c0w;
+    \$607  = qg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          if (\done$85 ) begin
+            \$607  = p[39:0];
+          end
+    endcase
+    if (rst) begin
+      \$607  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$608  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3335,58 +3518,17 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
           if (done) begin
-            \$599  = p;
+            \$608  = \q$84 ;
           end
-    endcase
-    if (rst) begin
-      \$599  = 91'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = m2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          if (done) begin
+            \$608  = \q$84 ;
+          end
       6'h10:
           /* empty */;
       6'h11:
@@ -3408,15 +3550,166 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          \$600  = \$537 [75:0];
+          /* empty */;
+      6'h1b:
+          if (done) begin
+            \$608  = \q$84 ;
+          end
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (done) begin
+            \$608  = \q$84 ;
+          end
     endcase
     if (rst) begin
-      \$600  = 76'h0000000000000000000;
+      \$608  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = const1;
+    \$609  = m1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$609  = \$538 [44:0];
+    endcase
+    if (rst) begin
+      \$609  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$610  = lane_a;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          if (\done$85 ) begin
+            \$610  = p[44:0];
+          end
+      6'h13:
+          (* full_case = 32'd1 *)
+          if (\$542 ) begin
+          end else begin
+            \$610  = \$543 [44:0];
+          end
+    endcase
+    if (rst) begin
+      \$610  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$611  = c0w;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (\done$85 ) begin
+            \$611  = p;
+          end
+    endcase
+    if (rst) begin
+      \$611  = 91'h00000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$612  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3477,15 +3770,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$601  = \$545 [51:0];
+          \$612  = \$546 [75:0];
     endcase
     if (rst) begin
-      \$601  = 52'h0000000000000;
+      \$612  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = const2;
+    \$613  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3554,15 +3847,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$602  = \$553 [51:0];
+          \$613  = \$554 [51:0];
     endcase
     if (rst) begin
-      \$602  = 52'h0000000000000;
+      \$613  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = const0;
+    \$614  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3639,23 +3932,117 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$603  = \$561 [51:0];
+          \$614  = \$562 [51:0];
     endcase
     if (rst) begin
-      \$603  = 52'h0000000000000;
+      \$614  = 52'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$615  = const0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$615  = \$570 [51:0];
+    endcase
+    if (rst) begin
+      \$615  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
-  assign s = chan[33:13];
+  assign \$signal  = q;
+  assign r_mean = r;
   assign m = \$2 [0];
   assign x = i__payload[7:0];
-  assign \mask$22  = mask;
+  assign \mask$25  = mask;
   assign shv = { 62'h0000000000000000, \$5  };
   assign sh_new = \$289 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604 [1], \$604  };
-  assign sel = { 1'h0, \$605  };
+  assign tsum = { \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616  };
+  assign sel = { 1'h0, \$617  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[70:34];
@@ -3679,8 +4066,8 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal[0]  = \$signal ;
-  assign \sel[0]  = { 1'h0, \$605  };
+  assign \$signal$68[0]  = \$signal$68 ;
+  assign \sel[0]  = { 1'h0, \$617  };
   assign \$3  = { 7'h00, chan[12:0], 8'h00 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -3895,24 +4282,24 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$231  = 7'h1c;
   assign \$283  = \$282 ;
   assign sh_lead = \$283 ;
-  assign \$419  = { \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 , 95'h000000000000000000000000 };
-  assign \$426  = { \$425 , 63'h0000000000000000 };
-  assign \$440  = { \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 , 39'h0000000000 };
-  assign \$506  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$508  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$510  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$423  = { \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 [8], \$422 , 95'h000000000000000000000000 };
+  assign \$430  = { \$429 , 63'h0000000000000000 };
+  assign \$444  = { \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 [91], \$443 , 39'h0000000000 };
   assign \$514  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$516  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$529  = { \$528 [105], \$528 [105:1] };
-  assign \$531  = { \$530 [105], \$530 [105:1] };
-  assign \$534  = { lane_a, 1'h0 };
-  assign \$537  = { \$536 [105], \$536 [105:1] };
-  assign \$540  = { scratch, 1'h0 };
-  assign \$548  = { scratch, 1'h0 };
-  assign \$556  = { scratch, 1'h0 };
+  assign \$518  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$522  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$524  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$538  = { \$537 [105], \$537 [105:1] };
+  assign \$540  = { \$539 [105], \$539 [105:1] };
+  assign \$543  = { lane_a, 1'h0 };
+  assign \$546  = { \$545 [105], \$545 [105:1] };
+  assign \$549  = { scratch, 1'h0 };
+  assign \$557  = { scratch, 1'h0 };
+  assign \$565  = { scratch, 1'h0 };
 endmodule
 
-module \hwnorm_bwd_linf_s8.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
+module \hwnorm_bwd_linf_s8.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [37:0] \$1 ;
   wire [7:0] \$10 ;
@@ -4260,69 +4647,82 @@ module \hwnorm_bwd_linf_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s8.sel$84 (clk, rst, mask, m, \port$700$0 , \port$713$0 , clear, p1, p2, \port$819$0 , x);
+module \hwnorm_bwd_linf_s8.sel$88 (clk, rst, mask, m, \port$730$0 , \port$743$0 , clear, p1, p2, n, q, r, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
-  wire [20:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
+  wire \$1 ;
+  wire [10:0] \$10 ;
+  wire [13:0] \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [21:0] \$14 ;
-  wire [21:0] \$15 ;
-  wire [1:0] \$16 ;
-  wire [1:0] \$17 ;
-  wire [1:0] \$18 ;
-  wire \$19 ;
-  wire \$2 ;
+  wire [2:0] \$13 ;
+  wire [14:0] \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
+  wire [13:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire [1:0] \$22 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire [13:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [22:0] \$3 ;
-  wire \$30 ;
+  wire [11:0] \$26 ;
+  wire [11:0] \$27 ;
+  wire [1:0] \$28 ;
+  wire [1:0] \$29 ;
+  wire \$3 ;
+  wire [1:0] \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire [1:0] \$34 ;
-  wire [1:0] \$35 ;
+  wire \$35 ;
   wire \$36 ;
   wire \$37 ;
   wire [13:0] \$38 ;
-  reg \$39 ;
-  wire [22:0] \$4 ;
-  reg [21:0] \$40 ;
-  reg [1:0] \$41 ;
-  reg [12:0] \$42 ;
+  wire \$39 ;
+  wire [13:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [1:0] \$46 ;
+  wire [1:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$6 ;
-  wire [1:0] \$7 ;
+  wire [13:0] \$50 ;
+  reg \$51 ;
+  reg [11:0] \$52 ;
+  reg [1:0] \$53 ;
+  reg [12:0] \$54 ;
+  wire [2:0] \$6 ;
+  wire [2:0] \$7 ;
   wire \$8 ;
-  wire \$9 ;
+  wire [10:0] \$9 ;
+  wire [2:0] a;
   wire at0_0;
   wire budget;
   input clear;
   wire clear;
   input clk;
   wire clk;
-  wire [21:0] d0;
   wire ge0_0;
   wire keep0_at0;
-  wire [21:0] key0;
-  reg [21:0] kreg0 = 22'h000000;
+  wire [11:0] key0;
+  reg [11:0] kreg0 = 12'h000;
   wire lane0_at0;
   wire lc0_is0;
   input m;
   wire m;
   input mask;
   wire mask;
+  input [12:0] n;
   wire [12:0] n;
-  wire [21:0] nk0;
+  wire [11:0] nk0;
   wire [1:0] nt0;
   wire nv0;
   input p1;
@@ -4330,145 +4730,158 @@ module \hwnorm_bwd_linf_s8.sel$84 (clk, rst, mask, m, \port$700$0 , \port$713$0 
   input p2;
   wire p2;
   wire pass0;
-  output [1:0] \port$700$0 ;
-  wire [1:0] \port$700$0 ;
-  output [1:0] \port$713$0 ;
-  wire [1:0] \port$713$0 ;
-  input [33:0] \port$819$0 ;
-  wire [33:0] \port$819$0 ;
+  output [1:0] \port$730$0 ;
+  wire [1:0] \port$730$0 ;
+  output [1:0] \port$743$0 ;
+  wire [1:0] \port$743$0 ;
+  input [8:0] q;
+  wire [8:0] q;
+  input [12:0] r;
+  wire [12:0] r;
   input rst;
   wire rst;
-  wire [20:0] s;
   reg [12:0] seen = 13'h0000;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
-  reg [21:0] thr;
+  reg [11:0] thr;
   reg [1:0] treg0 = 2'h0;
   wire [13:0] tsum;
+  wire [9:0] u0;
   reg valid0 = 1'h0;
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  always @(posedge clk)
-    seen <= \$42 ;
-  assign \$1  = $signed({ 1'h0, \port$819$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$819$0 [33:13]);
-  assign \$2  = $signed(d0) < $signed(1'h0);
-  assign \$3  = - $signed(d0);
-  assign \$4  = \$2  ? \$3  : { d0[21], d0 };
-  assign \$5  = $signed(d0) > $signed(1'h0);
-  assign \$6  = $signed(d0) < $signed(1'h0);
-  assign \$7  = \$6  ? 2'h3 : 2'h0;
-  assign t0 = \$5  ? 2'h1 : \$7 ;
-  assign \$8  = $signed(kreg0) >= $signed(\$4 [21:0]);
-  assign ge0_0 = valid0 & \$8 ;
-  assign \$9  = ~ ge0_0;
-  assign lane0_at0 = mask & \$11 ;
-  assign \$12  = ~ ge0_0;
-  assign pass0 = mask & \$12 ;
-  assign \$13  = ! pass0;
-  assign keep0_at0 = valid0 & \$13 ;
-  assign nv0 = | { keep0_at0, lane0_at0 };
-  assign \$14  = lane0_at0 ? \$4 [21:0] : 22'h000000;
-  assign \$15  = keep0_at0 ? kreg0 : 22'h000000;
-  assign nk0 = \$14  | \$15 ;
-  assign \$16  = lane0_at0 ? t0 : 2'h0;
-  assign \$17  = keep0_at0 ? treg0 : 2'h0;
-  assign nt0 = \$16  | \$17 ;
-  assign \$18  = m - 1'h1;
-  assign \$19  = m > 1'h0;
-  assign \$20  = kreg0 == thr;
-  assign budget = \$19  & \$20 ;
-  assign \$21  = m > 1'h0;
-  assign \$22  = \$21  ? treg0 : 2'h0;
-  assign \$23  = $signed(\$4 [21:0]) > $signed(thr);
-  assign \$24  = \$4 [21:0] == thr;
-  assign \$25  = mask & \$24 ;
-  assign \$26  = seen + 1'h0;
-  assign \$27  = \$26  < budget;
-  assign \$28  = \$25  & \$27 ;
-  assign \$29  = \$23  | \$28 ;
-  assign \$30  = mask & \$29 ;
-  assign \$31  = | t0;
-  assign \$32  = \$30  & \$31 ;
-  assign \$33  = $signed(t0) > $signed(1'h0);
-  assign \$34  = \$33  ? 2'h1 : 2'h2;
-  assign \$35  = \$32  ? \$34  : 2'h0;
-  assign \$36  = \$4 [21:0] == thr;
+  assign \$33  = m > 1'h0;
+  assign \$34  = \$33  ? treg0 : 2'h0;
+  assign \$35  = $signed(\$14 [11:0]) > $signed(thr);
+  assign \$36  = \$14 [11:0] == thr;
   assign \$37  = mask & \$36 ;
-  assign \$38  = seen + \$37 ;
+  assign \$38  = seen + 1'h0;
+  assign \$39  = \$38  < budget;
+  assign \$40  = \$37  & \$39 ;
+  assign \$41  = \$35  | \$40 ;
+  assign \$42  = mask & \$41 ;
+  assign \$43  = | t0;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = $signed(t0) > $signed(1'h0);
+  assign \$46  = \$45  ? 2'h1 : 2'h2;
+  assign \$47  = \$44  ? \$46  : 2'h0;
+  assign \$48  = \$14 [11:0] == thr;
+  assign \$49  = mask & \$48 ;
+  assign \$50  = seen + \$49 ;
   always @(posedge clk)
-    valid0 <= \$39 ;
+    valid0 <= \$51 ;
   always @(posedge clk)
-    kreg0 <= \$40 ;
+    kreg0 <= \$52 ;
   always @(posedge clk)
-    treg0 <= \$41 ;
+    treg0 <= \$53 ;
+  always @(posedge clk)
+    seen <= \$54 ;
+  assign \$1  = ! r;
+  assign \$3  = \$2  < n;
+  assign \$5  = \$4  == n;
+  assign \$6  = \$5  ? 3'h4 : 3'h5;
+  assign \$7  = \$3  ? 3'h1 : \$6 ;
+  assign a = \$1  ? 3'h0 : \$7 ;
+  assign u0 = $signed(x) - $signed(q);
+  assign \$8  = $signed(u0) < $signed(1'h0);
+  assign \$9  = - $signed(u0);
+  assign \$10  = \$8  ? \$9  : { u0[9], u0 };
+  assign \$12  = $signed(u0) <= $signed(1'h0);
+  assign \$13  = \$12  ? a : 3'h0;
+  assign \$14  = $signed(\$11 ) + $signed({ 1'h0, \$13  });
+  assign \$15  = ! u0;
+  assign \$16  = ! r;
+  assign \$17  = \$15  & \$16 ;
+  assign \$18  = $signed(u0) <= $signed(1'h0);
+  assign \$19  = \$18  ? 2'h3 : 2'h1;
+  assign t0 = \$17  ? 2'h0 : \$19 ;
+  assign \$20  = $signed(kreg0) >= $signed(\$14 [11:0]);
+  assign ge0_0 = valid0 & \$20 ;
+  assign \$21  = ~ ge0_0;
+  assign lane0_at0 = mask & \$23 ;
+  assign \$24  = ~ ge0_0;
+  assign pass0 = mask & \$24 ;
+  assign \$25  = ! pass0;
+  assign keep0_at0 = valid0 & \$25 ;
+  assign nv0 = | { keep0_at0, lane0_at0 };
+  assign \$26  = lane0_at0 ? \$14 [11:0] : 12'h000;
+  assign \$27  = keep0_at0 ? kreg0 : 12'h000;
+  assign nk0 = \$26  | \$27 ;
+  assign \$28  = lane0_at0 ? t0 : 2'h0;
+  assign \$29  = keep0_at0 ? treg0 : 2'h0;
+  assign nt0 = \$28  | \$29 ;
+  assign \$30  = m - 1'h1;
+  assign \$31  = m > 1'h0;
+  assign \$32  = kreg0 == thr;
+  assign budget = \$31  & \$32 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    thr = 22'h000000;
-    casez (\$18 )
+    \$51  = valid0;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (p1) begin
+      \$51  = nv0;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$52  = kreg0;
+    if (clear) begin
+    end else if (p1) begin
+      \$52  = nk0;
+    end
+    if (rst) begin
+      \$52  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$53  = treg0;
+    if (clear) begin
+    end else if (p1) begin
+      \$53  = nt0;
+    end
+    if (rst) begin
+      \$53  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$54  = seen;
+    if (clear) begin
+      \$54  = 13'h0000;
+    end else if (p2) begin
+      \$54  = \$50 [12:0];
+    end
+    if (rst) begin
+      \$54  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    thr = 12'h000;
+    casez (\$30 )
       2'h0:
           thr = kreg0;
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$39  = valid0;
-    if (clear) begin
-      \$39  = 1'h0;
-    end else if (p1) begin
-      \$39  = nv0;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$40  = kreg0;
-    if (clear) begin
-    end else if (p1) begin
-      \$40  = nk0;
-    end
-    if (rst) begin
-      \$40  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$41  = treg0;
-    if (clear) begin
-    end else if (p1) begin
-      \$41  = nt0;
-    end
-    if (rst) begin
-      \$41  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$42  = seen;
-    if (clear) begin
-      \$42  = 13'h0000;
-    end else if (p2) begin
-      \$42  = \$38 [12:0];
-    end
-    if (rst) begin
-      \$42  = 13'h0000;
-    end
-  end
-  assign n = \port$819$0 [12:0];
-  assign s = \port$819$0 [33:13];
-  assign key0 = \$4 [21:0];
+  assign key0 = \$14 [11:0];
   assign lc0_is0 = 1'h1;
-  assign tsum = { \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22  };
-  assign sel = { 1'h0, \$35  };
-  assign \port$700$0  = \$22 ;
-  assign \port$713$0  = \$35 ;
+  assign tsum = { \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34  };
+  assign sel = { 1'h0, \$47  };
+  assign \port$730$0  = \$34 ;
+  assign \port$743$0  = \$47 ;
   assign \x[0]  = x;
-  assign \sel[0]  = { 1'h0, \$35  };
-  assign at0_0 = \$9 ;
-  assign \$10  = \$9 ;
-  assign \$11  = \$9 ;
+  assign \sel[0]  = { 1'h0, \$47  };
+  assign \$2  = { r, 1'h0 };
+  assign \$4  = { r, 1'h0 };
+  assign \$11  = { \$10 [10], \$10 , 2'h0 };
+  assign at0_0 = \$21 ;
+  assign \$22  = \$21 ;
+  assign \$23  = \$21 ;
 endmodule

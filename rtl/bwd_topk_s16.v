@@ -541,52 +541,52 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$58 ;
   wire \$580 ;
   wire \$581 ;
-  wire \$582 ;
-  wire [16:0] \$583 ;
-  wire [16:0] \$584 ;
-  wire [271:0] \$585 ;
-  wire [6:0] \$586 ;
-  wire [7:0] \$587 ;
-  wire \$588 ;
-  wire \$589 ;
+  wire [29:0] \$582 ;
+  wire [29:0] \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire [16:0] \$587 ;
+  wire [16:0] \$588 ;
+  wire [271:0] \$589 ;
   wire \$59 ;
-  wire [56:0] \$590 ;
-  wire [56:0] \$591 ;
-  wire [183:0] \$592 ;
+  wire [6:0] \$590 ;
+  wire [7:0] \$591 ;
+  wire \$592 ;
   wire \$593 ;
-  wire \$594 ;
-  wire [29:0] \$595 ;
-  wire [29:0] \$596 ;
+  wire [56:0] \$594 ;
+  wire [56:0] \$595 ;
+  wire [183:0] \$596 ;
   wire \$597 ;
   wire \$598 ;
-  wire \$599 ;
+  wire [29:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [16:0] \$600 ;
-  wire [16:0] \$601 ;
+  wire [29:0] \$600 ;
+  wire \$601 ;
   wire \$602 ;
   wire \$603 ;
-  wire [115:0] \$604 ;
-  wire [115:0] \$605 ;
-  wire [178:0] \$606 ;
-  wire [6:0] \$607 ;
-  wire [7:0] \$608 ;
-  wire \$609 ;
+  wire [16:0] \$604 ;
+  wire [16:0] \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire [115:0] \$608 ;
+  wire [115:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
-  wire [159:0] \$611 ;
-  wire [159:0] \$612 ;
+  wire [178:0] \$610 ;
+  wire [6:0] \$611 ;
+  wire [7:0] \$612 ;
   wire \$613 ;
-  wire [14:0] \$614 ;
-  wire [14:0] \$615 ;
-  wire \$616 ;
-  wire [14:0] \$617 ;
+  wire \$614 ;
+  wire [159:0] \$615 ;
+  wire [159:0] \$616 ;
+  wire \$617 ;
   wire [14:0] \$618 ;
-  wire \$619 ;
+  wire [14:0] \$619 ;
   wire \$62 ;
   wire \$620 ;
-  wire \$621 ;
-  wire \$622 ;
+  wire [14:0] \$621 ;
+  wire [14:0] \$622 ;
   wire \$623 ;
   wire \$624 ;
   wire \$625 ;
@@ -632,127 +632,139 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$661 ;
   wire \$662 ;
   wire \$663 ;
-  wire [72:0] \$664 ;
+  wire \$664 ;
   wire \$665 ;
   wire \$666 ;
-  wire [71:0] \$667 ;
-  wire [71:0] \$668 ;
-  wire [72:0] \$669 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  wire [73:0] \$670 ;
+  wire \$670 ;
   wire \$671 ;
-  wire [73:0] \$672 ;
+  wire [72:0] \$672 ;
   wire \$673 ;
-  wire [73:0] \$674 ;
-  wire \$675 ;
-  wire [73:0] \$676 ;
-  wire [16:0] \$677 ;
-  wire [16:0] \$678 ;
-  wire [16:0] \$679 ;
+  wire \$674 ;
+  wire [71:0] \$675 ;
+  wire [71:0] \$676 ;
+  wire [72:0] \$677 ;
+  wire [73:0] \$678 ;
+  wire \$679 ;
   wire \$68 ;
   wire [73:0] \$680 ;
   wire \$681 ;
   wire [73:0] \$682 ;
   wire \$683 ;
-  wire \$684 ;
-  wire \$685 ;
-  wire [13:0] \$686 ;
-  wire [13:0] \$687 ;
-  wire [13:0] \$688 ;
-  wire [15:0] \$689 ;
+  wire [73:0] \$684 ;
+  wire [16:0] \$685 ;
+  wire [16:0] \$686 ;
+  wire [16:0] \$687 ;
+  wire [73:0] \$688 ;
+  wire \$689 ;
   wire \$69 ;
-  wire [29:0] \$690 ;
-  wire [31:0] \$691 ;
-  wire [31:0] \$692 ;
-  wire [44:0] \$693 ;
-  wire [159:0] \$694 ;
-  wire [159:0] \$695 ;
-  wire [159:0] \$696 ;
-  wire [159:0] \$697 ;
-  wire [6:0] \$698 ;
-  wire \$699 ;
+  wire [73:0] \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire [13:0] \$694 ;
+  wire [13:0] \$695 ;
+  wire [13:0] \$696 ;
+  wire \$697 ;
+  wire [15:0] \$698 ;
+  wire [29:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire [57:0] \$700 ;
-  wire [6:0] \$701 ;
-  wire [159:0] \$702 ;
+  wire [31:0] \$700 ;
+  wire [31:0] \$701 ;
+  wire [44:0] \$702 ;
   wire [159:0] \$703 ;
-  wire [6:0] \$704 ;
-  wire \$705 ;
-  wire [115:0] \$706 ;
+  wire [159:0] \$704 ;
+  wire [159:0] \$705 ;
+  wire [159:0] \$706 ;
   wire [6:0] \$707 ;
   wire \$708 ;
-  wire \$709 ;
+  wire [57:0] \$709 ;
   wire \$71 ;
-  wire [114:0] \$710 ;
-  wire [114:0] \$711 ;
-  wire [6:0] \$712 ;
-  wire \$713 ;
-  wire [115:0] \$714 ;
-  wire [6:0] \$715 ;
-  wire \$716 ;
+  wire [6:0] \$710 ;
+  wire [159:0] \$711 ;
+  wire [159:0] \$712 ;
+  wire [6:0] \$713 ;
+  wire \$714 ;
+  wire [115:0] \$715 ;
+  wire [6:0] \$716 ;
   wire \$717 ;
-  wire [114:0] \$718 ;
+  wire \$718 ;
   wire [114:0] \$719 ;
   wire \$72 ;
-  wire [6:0] \$720 ;
-  wire \$721 ;
-  wire [115:0] \$722 ;
-  wire [6:0] \$723 ;
-  wire \$724 ;
+  wire [114:0] \$720 ;
+  wire [6:0] \$721 ;
+  wire \$722 ;
+  wire [115:0] \$723 ;
+  wire [6:0] \$724 ;
   wire \$725 ;
-  wire [114:0] \$726 ;
+  wire \$726 ;
   wire [114:0] \$727 ;
-  wire \$728 ;
-  wire \$729 ;
+  wire [114:0] \$728 ;
+  wire [6:0] \$729 ;
   wire \$73 ;
   wire \$730 ;
-  wire \$731 ;
-  wire \$732 ;
+  wire [115:0] \$731 ;
+  wire [6:0] \$732 ;
   wire \$733 ;
   wire \$734 ;
-  wire \$735 ;
-  wire \$736 ;
-  reg [15:0] \$737 ;
-  reg [15:0] \$738 ;
-  reg \$739 ;
+  wire [114:0] \$735 ;
+  wire [114:0] \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
   wire \$74 ;
-  reg [2:0] \$740 ;
-  reg \$741 ;
-  reg \$742 ;
-  reg \$743 ;
-  reg \$744 ;
-  reg \$745 ;
-  reg \$746 ;
-  reg [72:0] \$747 ;
-  reg [72:0] \$748 ;
-  reg [73:0] \$749 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  reg [15:0] \$746 ;
+  reg [15:0] \$747 ;
+  reg \$748 ;
+  reg [2:0] \$749 ;
   wire \$75 ;
-  reg [15:0] \$750 ;
-  reg [12:0] \$751 ;
-  reg [12:0] \$752 ;
-  reg [141:0] \$753 ;
-  reg [28:0] \$754 ;
-  reg [43:0] \$755 ;
-  reg [54:0] \$756 ;
-  reg [5:0] \$757 ;
-  reg [5:0] \$758 ;
-  reg [5:0] \$759 ;
+  reg \$750 ;
+  reg \$751 ;
+  reg \$752 ;
+  reg \$753 ;
+  reg \$754 ;
+  reg \$755 ;
+  reg [72:0] \$756 ;
+  reg [72:0] \$757 ;
+  reg [73:0] \$758 ;
+  reg [15:0] \$759 ;
   wire [6:0] \$76 ;
-  reg [114:0] \$760 ;
-  reg [55:0] \$761 ;
-  reg [158:0] \$762 ;
-  reg [56:0] \$763 ;
-  reg [56:0] \$764 ;
-  reg [114:0] \$765 ;
-  reg [99:0] \$766 ;
-  reg [71:0] \$767 ;
-  reg [71:0] \$768 ;
-  reg [71:0] \$769 ;
+  reg [12:0] \$760 ;
+  reg [12:0] \$761 ;
+  reg [141:0] \$762 ;
+  reg [28:0] \$763 ;
+  reg [43:0] \$764 ;
+  reg [54:0] \$765 ;
+  reg [5:0] \$766 ;
+  reg [5:0] \$767 ;
+  reg [16:0] \$768 ;
+  reg \$769 ;
   wire [6:0] \$77 ;
-  wire [5:0] \$770 ;
-  wire [1:0] \$771 ;
+  reg [12:0] \$770 ;
+  reg [5:0] \$771 ;
+  reg [114:0] \$772 ;
+  reg [55:0] \$773 ;
+  reg [158:0] \$774 ;
+  reg [56:0] \$775 ;
+  reg [56:0] \$776 ;
+  reg [114:0] \$777 ;
+  reg [99:0] \$778 ;
+  reg [71:0] \$779 ;
   wire \$78 ;
+  reg [71:0] \$780 ;
+  reg [71:0] \$781 ;
+  wire [5:0] \$782 ;
+  wire [1:0] \$783 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
@@ -776,11 +788,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  reg [2:0] \$signal  = 3'h0;
-  reg \$signal$68  = 1'h0;
-  reg \$signal$69  = 1'h0;
+  (* init = 17'h00000 *)
+  wire [16:0] \$signal ;
+  reg [2:0] \$signal$68  = 3'h0;
+  wire [2:0] \$signal$68[0] ;
   reg \$signal$71  = 1'h0;
-  wire [2:0] \$signal[0] ;
+  reg \$signal$72  = 1'h0;
+  reg \$signal$74  = 1'h0;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -817,7 +831,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$82 ;
+  wire \done$85 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -837,10 +851,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg [56:0] m1 = 57'h000000000000000;
   reg [99:0] m2 = 100'h0000000000000000000000000;
   wire mask;
-  wire \mask$22 ;
+  wire \mask$25 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$52 ;
+  reg \neg$50 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -856,13 +870,17 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [114:0] p;
   reg p1;
   reg p2;
-  wire [158:0] q;
+  reg [16:0] q = 17'h00000;
+  wire [158:0] \q$84 ;
   reg [55:0] qg = 56'h00000000000000;
+  reg [12:0] r = 13'h0000;
+  (* init = 13'h0000 *)
+  wire [12:0] r_mean;
   wire refused;
   reg [55:0] rem_init;
   input rst;
   wire rst;
-  wire [28:0] s;
+  reg rz = 1'h0;
   reg [15:0] s0_g = 16'h0000;
   wire [15:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -883,7 +901,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$50 ;
+  reg \start$46 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -894,8 +912,8 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire stats__ready;
   output stats__valid;
   reg stats__valid;
-  reg [4:0] steps;
-  reg [7:0] \steps$48 ;
+  reg [7:0] steps;
+  reg [4:0] \steps$51 ;
   reg take;
   reg [158:0] tq = 159'h0000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -1205,213 +1223,228 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$578  = - $signed(chan[41:13]);
   assign \$579  = \$577  ? \$578  : { chan[41], chan[41:13] };
   assign \$580  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$581  = ~ \$580 ;
-  assign \$582  = $signed(chan[141:126]) < $signed(1'h0);
-  assign \$583  = - $signed(chan[141:126]);
-  assign \$584  = \$582  ? \$583  : { chan[141], chan[141:126] };
-  assign \$586  = 5'h19 + sh;
-  assign \$587  = 5'h10 + \$586 ;
-  assign \$588  = $signed(chan[141:126]) < $signed(1'h0);
-  assign \$589  = $signed(qg) < $signed(1'h0);
-  assign \$590  = - $signed(qg);
-  assign \$591  = \$589  ? \$590  : { qg[55], qg };
+  assign \$581  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$582  = - $signed(chan[41:13]);
+  assign \$583  = \$581  ? \$582  : { chan[41], chan[41:13] };
+  assign \$584  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$585  = ~ \$584 ;
+  assign \$586  = $signed(chan[141:126]) < $signed(1'h0);
+  assign \$587  = - $signed(chan[141:126]);
+  assign \$588  = \$586  ? \$587  : { chan[141], chan[141:126] };
+  assign \$590  = 5'h19 + sh;
+  assign \$591  = 5'h10 + \$590 ;
+  assign \$592  = $signed(chan[141:126]) < $signed(1'h0);
   assign \$593  = $signed(qg) < $signed(1'h0);
-  assign \$594  = $signed(sg) < $signed(1'h0);
-  assign \$595  = - $signed(sg);
-  assign \$596  = \$594  ? \$595  : { sg[28], sg };
-  assign \$597  = $signed(sg) < $signed(1'h0);
-  assign \$598  = ~ \$597 ;
-  assign \$599  = $signed(chan[141:126]) < $signed(1'h0);
-  assign \$600  = - $signed(chan[141:126]);
-  assign \$601  = \$599  ? \$600  : { chan[141], chan[141:126] };
-  assign \$602  = $signed(chan[141:126]) < $signed(1'h0);
-  assign \$603  = $signed(scratch) < $signed(1'h0);
-  assign \$604  = - $signed(scratch);
-  assign \$605  = \$603  ? \$604  : { scratch[114], scratch };
-  assign \$607  = 5'h19 + sh;
-  assign \$608  = 7'h63 + \$607 ;
-  assign \$609  = $signed(scratch) < $signed(1'h0);
-  assign \$610  = $signed(tq) < $signed(1'h0);
-  assign \$611  = - $signed(tq);
-  assign \$612  = \$610  ? \$611  : { tq[158], tq };
-  assign \$613  = $signed(tq) < $signed(1'h0);
-  assign \$614  = $signed({ 1'h0, chan[12:0] }) - $signed(\$770 );
-  assign \$615  = $signed({ 1'h0, chan[12:0] }) + $signed(\$770 );
-  assign \$616  = $signed(\$770 ) < $signed(1'h0);
-  assign \$617  = - $signed(\$770 );
-  assign \$618  = \$616  ? \$617  : { \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770  };
-  assign \$619  = $signed(\$770 ) < $signed(1'h0);
-  assign \$620  = | left;
-  assign \$621  = \$620  & adv;
-  assign \$622  = i__valid & i__ready;
-  assign \$623  = ! fsm_state;
-  assign \$624  = fsm_state == 1'h1;
-  assign \$625  = fsm_state == 2'h2;
-  assign \$626  = fsm_state == 2'h3;
-  assign \$627  = fsm_state == 3'h4;
-  assign \$628  = fsm_state == 3'h5;
-  assign \$629  = fsm_state == 3'h6;
-  assign \$630  = fsm_state == 3'h7;
-  assign \$631  = fsm_state == 4'h8;
-  assign \$632  = fsm_state == 4'h9;
-  assign \$633  = fsm_state == 4'ha;
-  assign \$634  = fsm_state == 4'hb;
-  assign \$635  = fsm_state == 4'hc;
-  assign \$636  = fsm_state == 4'hd;
-  assign \$637  = fsm_state == 4'he;
-  assign \$638  = fsm_state == 4'hf;
-  assign \$639  = fsm_state == 5'h10;
-  assign \$640  = fsm_state == 5'h11;
-  assign \$641  = fsm_state == 5'h12;
-  assign \$642  = fsm_state == 5'h13;
-  assign \$643  = fsm_state == 5'h14;
-  assign \$644  = fsm_state == 5'h15;
-  assign \$645  = fsm_state == 5'h16;
-  assign \$646  = fsm_state == 5'h17;
-  assign \$647  = fsm_state == 5'h18;
-  assign \$648  = fsm_state == 5'h19;
-  assign \$649  = fsm_state == 5'h1a;
-  assign \$650  = fsm_state == 5'h1b;
-  assign \$651  = fsm_state == 5'h1c;
-  assign \$652  = fsm_state == 5'h1d;
-  assign \$653  = fsm_state == 5'h1e;
-  assign \$654  = fsm_state == 5'h1f;
-  assign \$655  = fsm_state == 6'h20;
-  assign \$656  = fsm_state == 6'h21;
-  assign \$657  = fsm_state == 6'h22;
-  assign \$658  = fsm_state == 6'h23;
-  assign \$659  = fsm_state == 6'h24;
-  assign \$660  = fsm_state == 6'h25;
-  assign \$661  = fsm_state == 6'h26;
-  assign \$662  = fsm_state == 6'h27;
-  assign \$663  = fsm_state == 6'h28;
-  assign \$664  = $signed(s0_g) * $signed(lane_a);
-  assign \$665  = \$signal  == 2'h2;
-  assign \$666  = ! \$signal ;
-  assign \$667  = \$666  ? const0 : const1;
-  assign \$668  = \$665  ? const2 : \$667 ;
-  assign \$669  = $signed(\$668 ) + $signed(34'h100000000);
-  assign \$670  = $signed(s1_t0_0) + $signed(s1_t0_1);
-  assign \$671  = ~ s2_mask;
-  assign \$673  = $signed(\$672 ) > $signed(16'h7fff);
-  assign \$675  = $signed(\$674 ) < $signed(16'h8000);
-  assign \$677  = \$675  ? 17'h18000 : { 1'h0, \$676 [15:0] };
-  assign \$678  = \$673  ? 17'h07fff : \$677 ;
-  assign \$679  = s2_mask ? \$678  : 17'h00000;
+  assign \$594  = - $signed(qg);
+  assign \$595  = \$593  ? \$594  : { qg[55], qg };
+  assign \$597  = $signed(qg) < $signed(1'h0);
+  assign \$598  = $signed(sg) < $signed(1'h0);
+  assign \$599  = - $signed(sg);
+  assign \$600  = \$598  ? \$599  : { sg[28], sg };
+  assign \$601  = $signed(sg) < $signed(1'h0);
+  assign \$602  = ~ \$601 ;
+  assign \$603  = $signed(chan[141:126]) < $signed(1'h0);
+  assign \$604  = - $signed(chan[141:126]);
+  assign \$605  = \$603  ? \$604  : { chan[141], chan[141:126] };
+  assign \$606  = $signed(chan[141:126]) < $signed(1'h0);
+  assign \$607  = $signed(scratch) < $signed(1'h0);
+  assign \$608  = - $signed(scratch);
+  assign \$609  = \$607  ? \$608  : { scratch[114], scratch };
+  assign \$611  = 5'h19 + sh;
+  assign \$612  = 7'h63 + \$611 ;
+  assign \$613  = $signed(scratch) < $signed(1'h0);
+  assign \$614  = $signed(tq) < $signed(1'h0);
+  assign \$615  = - $signed(tq);
+  assign \$616  = \$614  ? \$615  : { tq[158], tq };
+  assign \$617  = $signed(tq) < $signed(1'h0);
+  assign \$618  = $signed({ 1'h0, chan[12:0] }) - $signed(\$782 );
+  assign \$619  = $signed({ 1'h0, chan[12:0] }) + $signed(\$782 );
+  assign \$620  = $signed(\$782 ) < $signed(1'h0);
+  assign \$621  = - $signed(\$782 );
+  assign \$622  = \$620  ? \$621  : { \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782  };
+  assign \$623  = $signed(\$782 ) < $signed(1'h0);
+  assign \$624  = | left;
+  assign \$625  = \$624  & adv;
+  assign \$626  = i__valid & i__ready;
+  assign \$627  = ! fsm_state;
+  assign \$628  = fsm_state == 1'h1;
+  assign \$629  = fsm_state == 2'h2;
+  assign \$630  = fsm_state == 2'h3;
+  assign \$631  = fsm_state == 3'h4;
+  assign \$632  = fsm_state == 3'h5;
+  assign \$633  = fsm_state == 3'h6;
+  assign \$634  = fsm_state == 3'h7;
+  assign \$635  = fsm_state == 4'h8;
+  assign \$636  = fsm_state == 4'h9;
+  assign \$637  = fsm_state == 4'ha;
+  assign \$638  = fsm_state == 4'hb;
+  assign \$639  = fsm_state == 4'hc;
+  assign \$640  = fsm_state == 4'hd;
+  assign \$641  = fsm_state == 4'he;
+  assign \$642  = fsm_state == 4'hf;
+  assign \$643  = fsm_state == 5'h10;
+  assign \$644  = fsm_state == 5'h11;
+  assign \$645  = fsm_state == 5'h12;
+  assign \$646  = fsm_state == 5'h13;
+  assign \$647  = fsm_state == 5'h14;
+  assign \$648  = fsm_state == 5'h15;
+  assign \$649  = fsm_state == 5'h16;
+  assign \$650  = fsm_state == 5'h17;
+  assign \$651  = fsm_state == 5'h18;
+  assign \$652  = fsm_state == 5'h19;
+  assign \$653  = fsm_state == 5'h1a;
+  assign \$654  = fsm_state == 5'h1b;
+  assign \$655  = fsm_state == 5'h1c;
+  assign \$656  = fsm_state == 5'h1d;
+  assign \$657  = fsm_state == 5'h1e;
+  assign \$658  = fsm_state == 5'h1f;
+  assign \$659  = fsm_state == 6'h20;
+  assign \$660  = fsm_state == 6'h21;
+  assign \$661  = fsm_state == 6'h22;
+  assign \$662  = fsm_state == 6'h23;
+  assign \$663  = fsm_state == 6'h24;
+  assign \$664  = fsm_state == 6'h25;
+  assign \$665  = fsm_state == 6'h26;
+  assign \$666  = fsm_state == 6'h27;
+  assign \$667  = fsm_state == 6'h28;
+  assign \$668  = fsm_state == 6'h29;
+  assign \$669  = fsm_state == 6'h2a;
+  assign \$670  = fsm_state == 6'h2b;
+  assign \$671  = fsm_state == 6'h2c;
+  assign \$672  = $signed(s0_g) * $signed(lane_a);
+  assign \$673  = \$signal$68  == 2'h2;
+  assign \$674  = ! \$signal$68 ;
+  assign \$675  = \$674  ? const0 : const1;
+  assign \$676  = \$673  ? const2 : \$675 ;
+  assign \$677  = $signed(\$676 ) + $signed(34'h100000000);
+  assign \$678  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$679  = ~ s2_mask;
   assign \$681  = $signed(\$680 ) > $signed(16'h7fff);
   assign \$683  = $signed(\$682 ) < $signed(16'h8000);
-  assign \$684  = \$681  | \$683 ;
-  assign \$685  = s2_mask & \$684 ;
-  assign \$686  = sat + \$685 ;
-  assign \$687  = left - 1'h1;
-  assign \$688  = last ? 14'h0000 : \$687 ;
-  assign \$689  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$690  = $signed(sg) + $signed(\$689 );
-  assign \$691  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$692  = mask ? \$691  : 32'd0;
-  assign \$693  = $signed(sgx) + $signed(\$692 );
-  assign \$694  = $signed(tq) + $signed(2'h1);
-  assign \$696  = $signed(tq) + $signed(2'h1);
-  assign \$698  = align + sh;
-  assign \$699  = \$698  == 6'h21;
-  assign \$701  = align + 1'h1;
-  assign \$702  = $signed(tq) + $signed(2'h1);
-  assign \$704  = align + sh;
-  assign \$705  = \$704  == 6'h21;
-  assign \$707  = align + 1'h1;
-  assign \$708  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$709  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$710  = \$709  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$711  = \$708  ? 115'h000000000007ff801100100000000 : \$710 ;
-  assign \$712  = align + sh;
-  assign \$713  = \$712  == 6'h21;
-  assign \$715  = align + 1'h1;
-  assign \$716  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$717  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$718  = \$717  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$719  = \$716  ? 115'h000000000007ff801100100000000 : \$718 ;
-  assign \$720  = align + sh;
-  assign \$721  = \$720  == 6'h21;
-  assign \$723  = align + 1'h1;
-  assign \$724  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$725  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$726  = \$725  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$727  = \$724  ? 115'h000000000007ff801100100000000 : \$726 ;
-  assign \$728  = | left;
-  assign \$729  = ~ \$728 ;
-  assign \$730  = ~ \$signal$69 ;
-  assign \$731  = \$729  & \$730 ;
-  assign \$732  = ~ \$signal$68 ;
-  assign \$733  = \$731  & \$732 ;
-  assign \$734  = ~ s2_valid;
-  assign \$735  = \$733  & \$734 ;
-  assign \$736  = \$735  & adv;
+  assign \$685  = \$683  ? 17'h18000 : { 1'h0, \$684 [15:0] };
+  assign \$686  = \$681  ? 17'h07fff : \$685 ;
+  assign \$687  = s2_mask ? \$686  : 17'h00000;
+  assign \$689  = $signed(\$688 ) > $signed(16'h7fff);
+  assign \$691  = $signed(\$690 ) < $signed(16'h8000);
+  assign \$692  = \$689  | \$691 ;
+  assign \$693  = s2_mask & \$692 ;
+  assign \$694  = sat + \$693 ;
+  assign \$695  = left - 1'h1;
+  assign \$696  = last ? 14'h0000 : \$695 ;
+  assign \$697  = ! p;
+  assign \$698  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$699  = $signed(sg) + $signed(\$698 );
+  assign \$700  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$701  = mask ? \$700  : 32'd0;
+  assign \$702  = $signed(sgx) + $signed(\$701 );
+  assign \$703  = $signed(tq) + $signed(2'h1);
+  assign \$705  = $signed(tq) + $signed(2'h1);
+  assign \$707  = align + sh;
+  assign \$708  = \$707  == 6'h21;
+  assign \$710  = align + 1'h1;
+  assign \$711  = $signed(tq) + $signed(2'h1);
+  assign \$713  = align + sh;
+  assign \$714  = \$713  == 6'h21;
+  assign \$716  = align + 1'h1;
+  assign \$717  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$718  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$719  = \$718  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$720  = \$717  ? 115'h000000000007ff801100100000000 : \$719 ;
+  assign \$721  = align + sh;
+  assign \$722  = \$721  == 6'h21;
+  assign \$724  = align + 1'h1;
+  assign \$725  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$726  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$727  = \$726  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$728  = \$725  ? 115'h000000000007ff801100100000000 : \$727 ;
+  assign \$729  = align + sh;
+  assign \$730  = \$729  == 6'h21;
+  assign \$732  = align + 1'h1;
+  assign \$733  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$734  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$735  = \$734  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$736  = \$733  ? 115'h000000000007ff801100100000000 : \$735 ;
+  assign \$737  = | left;
+  assign \$738  = ~ \$737 ;
+  assign \$739  = ~ \$signal$72 ;
+  assign \$740  = \$738  & \$739 ;
+  assign \$741  = ~ \$signal$71 ;
+  assign \$742  = \$740  & \$741 ;
+  assign \$743  = ~ s2_valid;
+  assign \$744  = \$742  & \$743 ;
+  assign \$745  = \$744  & adv;
   always @(posedge clk)
-    s0_x <= \$737 ;
+    s0_x <= \$746 ;
   always @(posedge clk)
-    s0_g <= \$738 ;
+    s0_g <= \$747 ;
   always @(posedge clk)
-    s0_mask <= \$739 ;
+    s0_mask <= \$748 ;
   always @(posedge clk)
-    \$signal  <= \$740 ;
+    \$signal$68  <= \$749 ;
   always @(posedge clk)
-    o__valid <= \$741 ;
+    o__valid <= \$750 ;
   always @(posedge clk)
-    s2_valid <= \$742 ;
+    s2_valid <= \$751 ;
   always @(posedge clk)
-    \$signal$68  <= \$743 ;
+    \$signal$71  <= \$752 ;
   always @(posedge clk)
-    \$signal$69  <= \$744 ;
+    \$signal$72  <= \$753 ;
   always @(posedge clk)
-    s2_mask <= \$745 ;
+    s2_mask <= \$754 ;
   always @(posedge clk)
-    \$signal$71  <= \$746 ;
+    \$signal$74  <= \$755 ;
   always @(posedge clk)
-    s1_t0_0 <= \$747 ;
+    s1_t0_0 <= \$756 ;
   always @(posedge clk)
-    s1_t0_1 <= \$748 ;
+    s1_t0_1 <= \$757 ;
   always @(posedge clk)
-    acc0 <= \$749 ;
+    acc0 <= \$758 ;
   always @(posedge clk)
-    o__payload <= \$750 ;
+    o__payload <= \$759 ;
   always @(posedge clk)
-    sat <= \$751 ;
+    sat <= \$760 ;
   always @(posedge clk)
-    left <= \$752 ;
+    left <= \$761 ;
   always @(posedge clk)
-    chan <= \$753 ;
+    chan <= \$762 ;
   always @(posedge clk)
-    sg <= \$754 ;
+    sg <= \$763 ;
   always @(posedge clk)
-    sgx <= \$755 ;
+    sgx <= \$764 ;
   always @(posedge clk)
-    dgamma <= \$756 ;
+    dgamma <= \$765 ;
   always @(posedge clk)
-    align <= \$757 ;
+    align <= \$766 ;
   always @(posedge clk)
-    fsm_state <= \$758 ;
+    fsm_state <= \$767 ;
   always @(posedge clk)
-    sh <= \$759 ;
+    q <= \$768 ;
   always @(posedge clk)
-    scratch <= \$760 ;
+    rz <= \$769 ;
   always @(posedge clk)
-    qg <= \$761 ;
+    r <= \$770 ;
   always @(posedge clk)
-    tq <= \$762 ;
+    sh <= \$771 ;
   always @(posedge clk)
-    m1 <= \$763 ;
+    scratch <= \$772 ;
   always @(posedge clk)
-    lane_a <= \$764 ;
+    qg <= \$773 ;
   always @(posedge clk)
-    c0w <= \$765 ;
+    tq <= \$774 ;
   always @(posedge clk)
-    m2 <= \$766 ;
+    m1 <= \$775 ;
   always @(posedge clk)
-    const1 <= \$767 ;
+    lane_a <= \$776 ;
   always @(posedge clk)
-    const2 <= \$768 ;
+    c0w <= \$777 ;
   always @(posedge clk)
-    const0 <= \$769 ;
+    m2 <= \$778 ;
+  always @(posedge clk)
+    const1 <= \$779 ;
+  always @(posedge clk)
+    const2 <= \$780 ;
+  always @(posedge clk)
+    const0 <= \$781 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 4'ha;
@@ -1432,37 +1465,39 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   \hwnorm_bwd_topk_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$82 ),
+    .done(done),
     .lo_init(lo_init),
-    .\neg$15 (\neg$52 ),
-    .q(q),
+    .\neg$15 (neg),
+    .q(\q$84 ),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$50 ),
-    .steps(\steps$48 )
+    .start(start),
+    .steps(steps)
   );
   \hwnorm_bwd_topk_s16.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(done),
-    .\neg$12 (neg),
+    .done(\done$85 ),
+    .\neg$12 (\neg$50 ),
     .p(p),
     .rst(rst),
-    .start(start),
-    .steps(steps)
+    .start(\start$46 ),
+    .steps(\steps$51 )
   );
-  \hwnorm_bwd_topk_s16.sel$84  \sel$84  (
+  \hwnorm_bwd_topk_s16.sel$88  \sel$88  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [3:0]),
     .mask(mask),
+    .n(chan[12:0]),
     .p1(p1),
     .p2(p2),
-    .\port$1154$0 (\$770 ),
-    .\port$1167$0 (\$771 ),
-    .\port$1273$0 (chan[41:0]),
+    .\port$1184$0 (\$782 ),
+    .\port$1197$0 (\$783 ),
+    .q(q),
+    .r(r),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -1553,6 +1588,14 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h28:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
       6'h01:
         begin
           stats__payload[97] = 1'h1;
@@ -1582,196 +1625,18 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    i__ready = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          i__ready = 1'h1;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          i__ready = \$621 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    beat = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          beat = i__valid;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          beat = take;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    p1 = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          p1 = i__valid;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     start = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h03:
           start = 1'h1;
+      6'h03:
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          start = 1'h1;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
@@ -1783,25 +1648,25 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          start = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
-          start = 1'h1;
-      6'h0e:
           /* empty */;
+      6'h0e:
+          start = 1'h1;
       6'h0f:
           /* empty */;
       6'h10:
-          start = 1'h1;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          start = 1'h1;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          start = 1'h1;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -1813,9 +1678,381 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
+          start = 1'h1;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          start = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    rem_init = 56'h00000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          rem_init = 56'h00000000000000;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          rem_init = 56'h00000000000000;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          rem_init = 56'h00000000000000;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          rem_init = 56'h00000000000000;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          rem_init = 56'h00000000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    lo_init = 157'h0000000000000000000000000000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          lo_init = { \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579 [29], \$579  };
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          lo_init = \$589 [156:0];
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          lo_init = \$596 [156:0];
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          lo_init = \$610 [156:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          lo_init = \$616 [156:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    neg = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          neg = \$580 ;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          neg = \$592 ;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          neg = \$597 ;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          neg = \$613 ;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          neg = \$617 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    den = 56'h00000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          den = { 43'h00000000000, chan[12:0] };
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          den = chan[97:42];
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          den = chan[97:42];
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          den = chan[97:42];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          den = chan[97:42];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    steps = 8'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          steps = 8'h9d;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          steps = \$591 ;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          steps = 8'h54;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          steps = \$612 ;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          steps = 8'h9d;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \start$46  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          \start$46  = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \start$46  = 1'h1;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \start$46  = 1'h1;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \start$46  = 1'h1;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \start$46  = 1'h1;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \start$46  = 1'h1;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \start$46  = 1'h1;
+      6'h19:
+          /* empty */;
+      6'h1a:
           /* empty */;
       6'h1b:
-          start = 1'h1;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1823,7 +2060,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          start = 1'h1;
+          \start$46  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -1831,7 +2068,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          start = 1'h1;
+          \start$46  = 1'h1;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \start$46  = 1'h1;
     endcase
   end
   always @* begin
@@ -1843,19 +2088,19 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h02:
           /* empty */;
       6'h03:
-          a = { sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx };
-      6'h04:
           /* empty */;
+      6'h04:
+          a = { q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q[16], q };
       6'h05:
-          a = { sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          a = { sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx[43], sgx };
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          a = { sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg[28], sg };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1863,35 +2108,35 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1 };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          a = { m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1 };
-      6'h11:
           /* empty */;
+      6'h11:
+          a = { m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1 };
       6'h12:
-          a = { qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          a = scratch;
+          a = { m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1[56], m1 };
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          a = { qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg[55], qg };
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          a = scratch;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          a = { m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2 };
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1907,6 +2152,14 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
+          a = { m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2 };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
           a = { m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2[99], m2 };
     endcase
   end
@@ -1919,19 +2172,19 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h02:
           /* empty */;
       6'h03:
-          b = { 17'h00000, chan[12:0] };
-      6'h04:
           /* empty */;
+      6'h04:
+          b = { 17'h00000, chan[12:0] };
       6'h05:
-          b = \$579 ;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          b = { 17'h00000, chan[12:0] };
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          b = \$583 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1939,35 +2192,35 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          b = { 17'h00000, chan[12:0] };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$596 ;
-      6'h11:
           /* empty */;
+      6'h11:
+          b = { 17'h00000, chan[12:0] };
       6'h12:
-          b = { \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601  };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          b = { 2'h0, chan[125:98] };
+          b = \$600 ;
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          b = { \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605  };
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          b = { 2'h0, chan[125:98] };
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          b = { \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614  };
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1975,7 +2228,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615  };
+          b = { \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618  };
       6'h20:
           /* empty */;
       6'h21:
@@ -1983,7 +2236,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618  };
+          b = { \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619  };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          b = { \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622  };
     endcase
   end
   always @* begin
@@ -1995,19 +2256,19 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h02:
           /* empty */;
       6'h03:
-          c = 115'h00000000000000000000000000000;
-      6'h04:
           /* empty */;
+      6'h04:
+          c = { chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41], chan[41:13] };
       6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          c = 115'h00000000000000000000000000000;
+      6'h08:
+          /* empty */;
+      6'h09:
           c = scratch;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2015,17 +2276,17 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 115'h00000000000000000000000000000;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          c = 115'h00000000000000000000000000000;
-      6'h11:
           /* empty */;
-      6'h12:
+      6'h11:
           c = 115'h00000000000000000000000000000;
+      6'h12:
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -2033,17 +2294,17 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          c = 115'h00000000000000000000000000000;
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          c = 115'h00000000000000000000000000000;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          c = c0w;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2060,24 +2321,200 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h23:
           c = c0w;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          c = c0w;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    neg = 1'h0;
+    \neg$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h03:
-          neg = 1'h0;
+          /* empty */;
+      6'h04:
+          \neg$50  = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \neg$50  = 1'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \neg$50  = \$585 ;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \neg$50  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \neg$50  = \$602 ;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \neg$50  = \$606 ;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \neg$50  = 1'h0;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \neg$50  = 1'h1;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \neg$50  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \neg$50  = \$623 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \steps$51  = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          \steps$51  = 5'h0d;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \steps$51  = 5'h0d;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \steps$51  = 5'h1d;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \steps$51  = 5'h0d;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \steps$51  = 5'h1d;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \steps$51  = 5'h10;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \steps$51  = 5'h1c;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \steps$51  = 5'h0e;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \steps$51  = 5'h0e;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \steps$51  = 5'h0e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    i__ready = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$581 ;
-      6'h06:
           /* empty */;
+      6'h06:
+          i__ready = 1'h1;
       6'h07:
           /* empty */;
       6'h08:
@@ -2091,21 +2528,21 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          neg = 1'h0;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$598 ;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$602 ;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          neg = 1'h0;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -2119,7 +2556,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1a:
           /* empty */;
       6'h1b:
-          neg = 1'h1;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2127,7 +2564,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          neg = 1'h0;
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -2135,25 +2572,41 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          neg = \$619 ;
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          i__ready = \$625 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    steps = 5'h00;
+    beat = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h03:
-          steps = 5'h0d;
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          steps = 5'h1d;
-      6'h06:
           /* empty */;
+      6'h06:
+          beat = i__valid;
       6'h07:
           /* empty */;
       6'h08:
@@ -2167,21 +2620,21 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          steps = 5'h0d;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          steps = 5'h1d;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          steps = 5'h10;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          steps = 5'h1c;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -2195,7 +2648,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1a:
           /* empty */;
       6'h1b:
-          steps = 5'h0e;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2203,7 +2656,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          steps = 5'h0e;
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -2211,12 +2664,28 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          steps = 5'h0e;
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          beat = take;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    lo_init = 157'h0000000000000000000000000000000000000000;
+    p1 = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2229,313 +2698,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
-          lo_init = \$585 [156:0];
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          lo_init = \$592 [156:0];
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          lo_init = \$606 [156:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$612 [156:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$48  = 8'h00;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \steps$48  = \$587 ;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \steps$48  = 8'h54;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \steps$48  = \$608 ;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \steps$48  = 8'h9d;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$50  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \start$50  = 1'h1;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \start$50  = 1'h1;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \start$50  = 1'h1;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \start$50  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    rem_init = 56'h00000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          rem_init = 56'h00000000000000;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          rem_init = 56'h00000000000000;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          rem_init = 56'h00000000000000;
-      6'h17:
-          /* empty */;
-      6'h18:
-          rem_init = 56'h00000000000000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$52  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \neg$52  = \$588 ;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \neg$52  = \$593 ;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \neg$52  = \$609 ;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \neg$52  = \$613 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    den = 56'h00000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          den = chan[97:42];
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          den = chan[97:42];
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          den = chan[97:42];
-      6'h17:
-          /* empty */;
-      6'h18:
-          den = chan[97:42];
+          p1 = i__valid;
     endcase
   end
   always @* begin
@@ -2619,7 +2782,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          take = \$622 ;
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          take = \$626 ;
     endcase
   end
   always @* begin
@@ -2703,6 +2874,14 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
           p2 = take;
     endcase
   end
@@ -2789,6 +2968,14 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h27:
           /* empty */;
       6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           stats__valid = 1'h1;
       6'h01:
           stats__valid = 1'h1;
@@ -2796,241 +2983,172 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = s0_x;
+    \$746  = s0_x;
     if (take) begin
-      \$737  = i__payload[15:0];
+      \$746  = i__payload[15:0];
     end
     if (rst) begin
-      \$737  = 16'h0000;
+      \$746  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = s0_g;
+    \$747  = s0_g;
     if (take) begin
-      \$738  = i__payload[31:16];
+      \$747  = i__payload[31:16];
     end
     if (rst) begin
-      \$738  = 16'h0000;
+      \$747  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = s0_mask;
+    \$748  = s0_mask;
     if (take) begin
-      \$739  = mask;
+      \$748  = mask;
     end
     if (rst) begin
-      \$739  = 1'h0;
+      \$748  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = \$signal ;
+    \$749  = \$signal$68 ;
     if (take) begin
-      \$740  = { 1'h0, \$771  };
+      \$749  = { 1'h0, \$783  };
     end
     if (rst) begin
-      \$740  = 3'h0;
+      \$749  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = o__valid;
+    \$750  = o__valid;
     if (adv) begin
-      \$741  = s2_valid;
+      \$750  = s2_valid;
     end
     if (rst) begin
-      \$741  = 1'h0;
+      \$750  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = s2_valid;
+    \$751  = s2_valid;
     if (adv) begin
-      \$742  = \$signal$68 ;
+      \$751  = \$signal$71 ;
     end
     if (rst) begin
-      \$742  = 1'h0;
+      \$751  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = \$signal$68 ;
+    \$752  = \$signal$71 ;
     if (adv) begin
-      \$743  = \$signal$69 ;
+      \$752  = \$signal$72 ;
     end
     if (rst) begin
-      \$743  = 1'h0;
+      \$752  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = \$signal$69 ;
+    \$753  = \$signal$72 ;
     if (adv) begin
-      \$744  = take;
+      \$753  = take;
     end
     if (rst) begin
-      \$744  = 1'h0;
+      \$753  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = s2_mask;
+    \$754  = s2_mask;
     if (adv) begin
-      \$745  = \$signal$71 ;
+      \$754  = \$signal$74 ;
     end
     if (rst) begin
-      \$745  = 1'h0;
+      \$754  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = \$signal$71 ;
+    \$755  = \$signal$74 ;
     if (adv) begin
-      \$746  = s0_mask;
+      \$755  = s0_mask;
     end
     if (rst) begin
-      \$746  = 1'h0;
+      \$755  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = s1_t0_0;
+    \$756  = s1_t0_0;
     if (adv) begin
-      \$747  = \$664 ;
+      \$756  = \$672 ;
     end
     if (rst) begin
-      \$747  = 73'h0000000000000000000;
+      \$756  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = s1_t0_1;
+    \$757  = s1_t0_1;
     if (adv) begin
-      \$748  = \$669 ;
+      \$757  = \$677 ;
     end
     if (rst) begin
-      \$748  = 73'h0000000000000000000;
+      \$757  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = acc0;
+    \$758  = acc0;
     if (adv) begin
-      \$749  = \$670 ;
+      \$758  = \$678 ;
     end
     if (rst) begin
-      \$749  = 74'h0000000000000000000;
+      \$758  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = o__payload;
+    \$759  = o__payload;
     if (adv) begin
-      \$750  = \$679 [15:0];
+      \$759  = \$687 [15:0];
     end
     if (rst) begin
-      \$750  = 16'h0000;
+      \$759  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = sat;
+    \$760  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$751  = \$686 [12:0];
+        \$760  = \$694 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$751  = 13'h0000;
+            \$760  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$751  = 13'h0000;
+      \$760  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = left;
+    \$761  = left;
     if (beat) begin
-      \$752  = \$688 [12:0];
+      \$761  = \$696 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$752  = chan__payload[12:0];
-          end
-      6'h02:
-          if (i__valid) begin
-            if (last) begin
-              \$752  = chan[12:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$752  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = chan;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$753  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$753  = 142'h000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$754  = 29'h00000000;
-            if (refused) begin
-              \$754  = 29'h00000000;
-            end
-          end
-      6'h02:
-          if (i__valid) begin
-            \$754  = \$690 [28:0];
-          end
-    endcase
-    if (rst) begin
-      \$754  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$755  = 44'h00000000000;
-          end
-      6'h02:
-          if (i__valid) begin
-            \$755  = \$693 [43:0];
-          end
-    endcase
-    if (rst) begin
-      \$755  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$756  = 55'h00000000000000;
+            \$761  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3041,31 +3159,89 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$756  = \$697 [54:0];
+          if (i__valid) begin
+            if (last) begin
+              \$761  = chan[12:0];
+            end
+          end
     endcase
     if (rst) begin
-      \$756  = 55'h00000000000000;
+      \$761  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = align;
+    \$762  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$757  = 6'h00;
+            \$762  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$762  = 142'h000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$763  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$763  = 29'h00000000;
+            if (refused) begin
+              \$763  = 29'h00000000;
+            end
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            \$763  = \$699 [28:0];
+          end
+    endcase
+    if (rst) begin
+      \$763  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$764  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$764  = 44'h00000000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            \$764  = \$702 [43:0];
+          end
+    endcase
+    if (rst) begin
+      \$764  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$765  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$765  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3094,12 +3270,50 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0e:
           /* empty */;
       6'h0f:
-          (* full_case = 32'd1 *)
-          if (\$699 ) begin
-            \$757  = 6'h00;
-          end else begin
-            \$757  = \$701 [5:0];
+          /* empty */;
+      6'h10:
+          \$765  = \$706 [54:0];
+    endcase
+    if (rst) begin
+      \$765  = 55'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$766  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$766  = 6'h00;
           end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -3107,7 +3321,12 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$708 ) begin
+            \$766  = 6'h00;
+          end else begin
+            \$766  = \$710 [5:0];
+          end
       6'h14:
           /* empty */;
       6'h15:
@@ -3127,12 +3346,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1c:
           /* empty */;
       6'h1d:
-          (* full_case = 32'd1 *)
-          if (\$705 ) begin
-            \$757  = 6'h00;
-          end else begin
-            \$757  = \$707 [5:0];
-          end
+          /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3141,10 +3355,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$713 ) begin
-            \$757  = 6'h00;
+          if (\$714 ) begin
+            \$766  = 6'h00;
           end else begin
-            \$757  = \$715 [5:0];
+            \$766  = \$716 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3154,174 +3368,203 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$721 ) begin
-            \$757  = 6'h00;
+          if (\$722 ) begin
+            \$766  = 6'h00;
           end else begin
-            \$757  = \$723 [5:0];
+            \$766  = \$724 [5:0];
+          end
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          (* full_case = 32'd1 *)
+          if (\$730 ) begin
+            \$766  = 6'h00;
+          end else begin
+            \$766  = \$732 [5:0];
           end
     endcase
     if (rst) begin
-      \$757  = 6'h00;
+      \$766  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = fsm_state;
+    \$767  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$758  = 6'h01;
+              \$767  = 6'h01;
             end else begin
-              \$758  = 6'h02;
+              \$767  = 6'h02;
             end
           end
       6'h02:
+          \$767  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$767  = 6'h04;
+          end
+      6'h04:
+          \$767  = 6'h05;
+      6'h05:
+          if (\done$85 ) begin
+            \$767  = 6'h06;
+          end
+      6'h06:
           if (i__valid) begin
             if (last) begin
-              \$758  = 6'h03;
+              \$767  = 6'h07;
             end
           end
-      6'h03:
-          \$758  = 6'h04;
-      6'h04:
-          if (done) begin
-            \$758  = 6'h05;
-          end
-      6'h05:
-          \$758  = 6'h06;
-      6'h06:
-          if (done) begin
-            \$758  = 6'h07;
-          end
       6'h07:
-          \$758  = 6'h08;
+          \$767  = 6'h08;
       6'h08:
-          if (\done$82 ) begin
-            \$758  = 6'h09;
+          if (\done$85 ) begin
+            \$767  = 6'h09;
           end
       6'h09:
-          \$758  = 6'h0a;
+          \$767  = 6'h0a;
       6'h0a:
-          \$758  = 6'h0b;
+          if (\done$85 ) begin
+            \$767  = 6'h0b;
+          end
       6'h0b:
-          if (\done$82 ) begin
-            \$758  = 6'h0c;
-          end
+          \$767  = 6'h0c;
       6'h0c:
-          \$758  = 6'h0d;
-      6'h0d:
-          \$758  = 6'h0e;
-      6'h0e:
           if (done) begin
-            \$758  = 6'h0f;
+            \$767  = 6'h0d;
           end
+      6'h0d:
+          \$767  = 6'h0e;
+      6'h0e:
+          \$767  = 6'h0f;
       6'h0f:
-          if (\$699 ) begin
-            \$758  = 6'h10;
+          if (done) begin
+            \$767  = 6'h10;
           end
       6'h10:
-          \$758  = 6'h11;
+          \$767  = 6'h11;
       6'h11:
-          if (done) begin
-            \$758  = 6'h12;
-          end
+          \$767  = 6'h12;
       6'h12:
-          \$758  = 6'h13;
+          if (\done$85 ) begin
+            \$767  = 6'h13;
+          end
       6'h13:
-          if (done) begin
-            \$758  = 6'h14;
+          if (\$708 ) begin
+            \$767  = 6'h14;
           end
       6'h14:
-          \$758  = 6'h15;
+          \$767  = 6'h15;
       6'h15:
-          if (done) begin
-            \$758  = 6'h16;
+          if (\done$85 ) begin
+            \$767  = 6'h16;
           end
       6'h16:
-          \$758  = 6'h17;
+          \$767  = 6'h17;
       6'h17:
-          if (\done$82 ) begin
-            \$758  = 6'h18;
+          if (\done$85 ) begin
+            \$767  = 6'h18;
           end
       6'h18:
-          \$758  = 6'h19;
+          \$767  = 6'h19;
       6'h19:
-          if (\done$82 ) begin
-            \$758  = 6'h1a;
+          if (\done$85 ) begin
+            \$767  = 6'h1a;
           end
       6'h1a:
-          \$758  = 6'h1b;
+          \$767  = 6'h1b;
       6'h1b:
-          \$758  = 6'h1c;
-      6'h1c:
           if (done) begin
-            \$758  = 6'h1d;
+            \$767  = 6'h1c;
           end
+      6'h1c:
+          \$767  = 6'h1d;
       6'h1d:
-          if (\$705 ) begin
-            \$758  = 6'h1e;
+          if (done) begin
+            \$767  = 6'h1e;
           end
       6'h1e:
-          \$758  = 6'h1f;
+          \$767  = 6'h1f;
       6'h1f:
-          \$758  = 6'h20;
+          \$767  = 6'h20;
       6'h20:
-          if (done) begin
-            \$758  = 6'h21;
+          if (\done$85 ) begin
+            \$767  = 6'h21;
           end
       6'h21:
-          if (\$713 ) begin
-            \$758  = 6'h22;
+          if (\$714 ) begin
+            \$767  = 6'h22;
           end
       6'h22:
-          \$758  = 6'h23;
+          \$767  = 6'h23;
       6'h23:
-          \$758  = 6'h24;
+          \$767  = 6'h24;
       6'h24:
-          if (done) begin
-            \$758  = 6'h25;
+          if (\done$85 ) begin
+            \$767  = 6'h25;
           end
       6'h25:
-          if (\$721 ) begin
-            \$758  = 6'h26;
+          if (\$722 ) begin
+            \$767  = 6'h26;
           end
       6'h26:
-          \$758  = 6'h27;
+          \$767  = 6'h27;
       6'h27:
-          if (\$736 ) begin
-            \$758  = 6'h28;
-          end
+          \$767  = 6'h28;
       6'h28:
+          if (\done$85 ) begin
+            \$767  = 6'h29;
+          end
+      6'h29:
+          if (\$730 ) begin
+            \$767  = 6'h2a;
+          end
+      6'h2a:
+          \$767  = 6'h2b;
+      6'h2b:
+          if (\$745 ) begin
+            \$767  = 6'h2c;
+          end
+      6'h2c:
           if (stats__ready) begin
-            \$758  = 6'h00;
+            \$767  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$758  = 6'h00;
+            \$767  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$758  = 6'h00;
+      \$767  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = sh;
+    \$768  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$759  = \$389 [5:0];
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$768  = \q$84 [16:0];
+          end
     endcase
     if (rst) begin
-      \$759  = 6'h00;
+      \$768  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = scratch;
+    \$769  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3330,9 +3573,70 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h03:
           /* empty */;
       6'h04:
-          if (done) begin
-            \$760  = p;
+          /* empty */;
+      6'h05:
+          if (\done$85 ) begin
+            \$769  = \$697 ;
           end
+    endcase
+    if (rst) begin
+      \$769  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$770  = r;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$85 ) begin
+            \$770  = p[12:0];
+          end
+    endcase
+    if (rst) begin
+      \$770  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$771  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \$771  = \$389 [5:0];
+    endcase
+    if (rst) begin
+      \$771  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$772  = scratch;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
       6'h05:
           /* empty */;
       6'h06:
@@ -3340,7 +3644,9 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          if (\done$85 ) begin
+            \$772  = p;
+          end
       6'h09:
           /* empty */;
       6'h0a:
@@ -3362,235 +3668,112 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h12:
           /* empty */;
       6'h13:
-          if (done) begin
-            \$760  = p;
-          end
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          if (done) begin
-            \$760  = p;
-          end
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          if (\done$85 ) begin
+            \$772  = p;
+          end
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          if (\done$85 ) begin
+            \$772  = p;
+          end
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          if (done) begin
-            \$760  = p;
-          end
+          /* empty */;
       6'h1d:
-          (* full_case = 32'd1 *)
-          if (\$705 ) begin
-          end else begin
-            \$760  = \$706 [114:0];
-          end
+          /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
-          if (done) begin
-            \$760  = p;
+          if (\done$85 ) begin
+            \$772  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$713 ) begin
+          if (\$714 ) begin
           end else begin
-            \$760  = \$714 [114:0];
+            \$772  = \$715 [114:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (done) begin
-            \$760  = p;
+          if (\done$85 ) begin
+            \$772  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$721 ) begin
+          if (\$722 ) begin
           end else begin
-            \$760  = \$722 [114:0];
+            \$772  = \$723 [114:0];
           end
-    endcase
-    if (rst) begin
-      \$760  = 115'h00000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = qg;
-    casez (fsm_state)
-      6'h00:
+      6'h26:
           /* empty */;
-      6'h02:
+      6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (done) begin
-            \$761  = p[55:0];
+      6'h28:
+          if (\done$85 ) begin
+            \$772  = p;
           end
-    endcase
-    if (rst) begin
-      \$761  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = tq;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$82 ) begin
-            \$762  = q;
-          end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$82 ) begin
-            \$762  = q;
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          if (\done$82 ) begin
-            \$762  = q;
-          end
-      6'h18:
-          /* empty */;
-      6'h19:
-          if (\done$82 ) begin
-            \$762  = q;
-          end
-    endcase
-    if (rst) begin
-      \$762  = 159'h0000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = m1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$763  = \$695 [56:0];
-    endcase
-    if (rst) begin
-      \$763  = 57'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = lane_a;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (done) begin
-            \$764  = p[56:0];
-          end
-      6'h0f:
+      6'h29:
           (* full_case = 32'd1 *)
-          if (\$699 ) begin
+          if (\$730 ) begin
           end else begin
-            \$764  = \$700 [56:0];
+            \$772  = \$731 [114:0];
           end
     endcase
     if (rst) begin
-      \$764  = 57'h000000000000000;
+      \$772  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = c0w;
+    \$773  = qg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          if (\done$85 ) begin
+            \$773  = p[55:0];
+          end
+    endcase
+    if (rst) begin
+      \$773  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$774  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3615,58 +3798,17 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
           if (done) begin
-            \$765  = p;
+            \$774  = \q$84 ;
           end
-    endcase
-    if (rst) begin
-      \$765  = 115'h00000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = m2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          if (done) begin
+            \$774  = \q$84 ;
+          end
       6'h10:
           /* empty */;
       6'h11:
@@ -3688,15 +3830,166 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$766  = \$703 [99:0];
+          /* empty */;
+      6'h1b:
+          if (done) begin
+            \$774  = \q$84 ;
+          end
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (done) begin
+            \$774  = \q$84 ;
+          end
     endcase
     if (rst) begin
-      \$766  = 100'h0000000000000000000000000;
+      \$774  = 159'h0000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$767  = const1;
+    \$775  = m1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$775  = \$704 [56:0];
+    endcase
+    if (rst) begin
+      \$775  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$776  = lane_a;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          if (\done$85 ) begin
+            \$776  = p[56:0];
+          end
+      6'h13:
+          (* full_case = 32'd1 *)
+          if (\$708 ) begin
+          end else begin
+            \$776  = \$709 [56:0];
+          end
+    endcase
+    if (rst) begin
+      \$776  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$777  = c0w;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (\done$85 ) begin
+            \$777  = p;
+          end
+    endcase
+    if (rst) begin
+      \$777  = 115'h00000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$778  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3757,15 +4050,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$767  = \$711 [71:0];
+          \$778  = \$712 [99:0];
     endcase
     if (rst) begin
-      \$767  = 72'h000000000000000000;
+      \$778  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$768  = const2;
+    \$779  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3834,15 +4127,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$768  = \$719 [71:0];
+          \$779  = \$720 [71:0];
     endcase
     if (rst) begin
-      \$768  = 72'h000000000000000000;
+      \$779  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$769  = const0;
+    \$780  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3919,23 +4212,117 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$769  = \$727 [71:0];
+          \$780  = \$728 [71:0];
     endcase
     if (rst) begin
-      \$769  = 72'h000000000000000000;
+      \$780  = 72'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$781  = const0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$781  = \$736 [71:0];
+    endcase
+    if (rst) begin
+      \$781  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
-  assign s = chan[41:13];
+  assign \$signal  = q;
+  assign r_mean = r;
   assign m = \$2 [3:0];
   assign x = i__payload[15:0];
-  assign \mask$22  = mask;
+  assign \mask$25  = mask;
   assign shv = { 70'h000000000000000000, \$5  };
   assign sh_new = \$389 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770 [5], \$770  };
-  assign sel = { 1'h0, \$771  };
+  assign tsum = { \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782  };
+  assign sel = { 1'h0, \$783  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[97:42];
@@ -3959,8 +4346,8 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal[0]  = \$signal ;
-  assign \sel[0]  = { 1'h0, \$771  };
+  assign \$signal$68[0]  = \$signal$68 ;
+  assign \sel[0]  = { 1'h0, \$783  };
   assign \$3  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4227,24 +4614,24 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$283  = 7'h2c;
   assign \$302  = \$301 ;
   assign sh_lead = \$383 ;
-  assign \$585  = { \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 , 141'h000000000000000000000000000000000000 };
-  assign \$592  = { \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 , 101'h00000000000000000000000000 };
-  assign \$606  = { \$605 [115], \$605 [115], \$605 [115], \$605 [115], \$605 [115], \$605 , 58'h000000000000000 };
-  assign \$672  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$674  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$676  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$589  = { \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 , 141'h000000000000000000000000000000000000 };
+  assign \$596  = { \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 , 101'h00000000000000000000000000 };
+  assign \$610  = { \$609 [115], \$609 [115], \$609 [115], \$609 [115], \$609 [115], \$609 , 58'h000000000000000 };
   assign \$680  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$682  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$695  = { \$694 [159], \$694 [159:1] };
-  assign \$697  = { \$696 [159], \$696 [159:1] };
-  assign \$700  = { lane_a, 1'h0 };
-  assign \$703  = { \$702 [159], \$702 [159:1] };
-  assign \$706  = { scratch, 1'h0 };
-  assign \$714  = { scratch, 1'h0 };
-  assign \$722  = { scratch, 1'h0 };
+  assign \$684  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$688  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$690  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$704  = { \$703 [159], \$703 [159:1] };
+  assign \$706  = { \$705 [159], \$705 [159:1] };
+  assign \$709  = { lane_a, 1'h0 };
+  assign \$712  = { \$711 [159], \$711 [159:1] };
+  assign \$715  = { scratch, 1'h0 };
+  assign \$723  = { scratch, 1'h0 };
+  assign \$731  = { scratch, 1'h0 };
 endmodule
 
-module \hwnorm_bwd_topk_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
+module \hwnorm_bwd_topk_s16.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [56:0] \$1 ;
   wire [8:0] \$10 ;
@@ -4592,200 +4979,212 @@ module \hwnorm_bwd_topk_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167$0 , clear, p1, p2, \port$1273$0 , x);
+module \hwnorm_bwd_topk_s16.sel$88 (clk, rst, mask, m, \port$1184$0 , \port$1197$0 , clear, p1, p2, n, q, r, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
-  wire [28:0] \$1 ;
-  wire \$10 ;
-  wire [29:0] \$100 ;
-  wire [1:0] \$101 ;
-  wire [1:0] \$102 ;
-  wire [1:0] \$103 ;
-  wire [1:0] \$104 ;
-  wire [29:0] \$105 ;
-  wire [29:0] \$106 ;
-  wire [29:0] \$107 ;
-  wire [29:0] \$108 ;
-  wire [1:0] \$109 ;
-  wire \$11 ;
-  wire [1:0] \$110 ;
-  wire [1:0] \$111 ;
-  wire [1:0] \$112 ;
-  wire [29:0] \$113 ;
-  wire [29:0] \$114 ;
-  wire [29:0] \$115 ;
-  wire [29:0] \$116 ;
-  wire [1:0] \$117 ;
-  wire [1:0] \$118 ;
-  wire [1:0] \$119 ;
+  wire \$1 ;
+  wire [18:0] \$10 ;
+  wire [1:0] \$100 ;
+  wire [19:0] \$101 ;
+  wire [19:0] \$102 ;
+  wire [19:0] \$103 ;
+  wire [19:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [1:0] \$106 ;
+  wire [1:0] \$107 ;
+  wire [1:0] \$108 ;
+  wire [19:0] \$109 ;
+  wire [21:0] \$11 ;
+  wire [19:0] \$110 ;
+  wire [19:0] \$111 ;
+  wire [19:0] \$112 ;
+  wire [1:0] \$113 ;
+  wire [1:0] \$114 ;
+  wire [1:0] \$115 ;
+  wire [1:0] \$116 ;
+  wire [19:0] \$117 ;
+  wire [19:0] \$118 ;
+  wire [19:0] \$119 ;
   wire \$12 ;
-  wire [1:0] \$120 ;
-  wire [29:0] \$121 ;
-  wire [29:0] \$122 ;
-  wire [29:0] \$123 ;
-  wire [29:0] \$124 ;
-  wire [1:0] \$125 ;
-  wire [1:0] \$126 ;
-  wire [1:0] \$127 ;
-  wire [1:0] \$128 ;
-  wire [29:0] \$129 ;
-  wire \$13 ;
-  wire [29:0] \$130 ;
-  wire [29:0] \$131 ;
-  wire [29:0] \$132 ;
-  wire [1:0] \$133 ;
-  wire [1:0] \$134 ;
-  wire [1:0] \$135 ;
-  wire [1:0] \$136 ;
-  wire [29:0] \$137 ;
-  wire [29:0] \$138 ;
-  wire [29:0] \$139 ;
-  wire \$14 ;
-  wire [29:0] \$140 ;
-  wire [1:0] \$141 ;
-  wire [1:0] \$142 ;
-  wire [1:0] \$143 ;
-  wire [1:0] \$144 ;
-  wire [29:0] \$145 ;
-  wire [29:0] \$146 ;
-  wire [29:0] \$147 ;
-  wire [29:0] \$148 ;
-  wire [1:0] \$149 ;
+  wire [19:0] \$120 ;
+  wire [1:0] \$121 ;
+  wire [1:0] \$122 ;
+  wire [1:0] \$123 ;
+  wire [1:0] \$124 ;
+  wire [19:0] \$125 ;
+  wire [19:0] \$126 ;
+  wire [19:0] \$127 ;
+  wire [19:0] \$128 ;
+  wire [1:0] \$129 ;
+  wire [2:0] \$13 ;
+  wire [1:0] \$130 ;
+  wire [1:0] \$131 ;
+  wire [1:0] \$132 ;
+  wire [19:0] \$133 ;
+  wire [19:0] \$134 ;
+  wire [19:0] \$135 ;
+  wire [19:0] \$136 ;
+  wire [1:0] \$137 ;
+  wire [1:0] \$138 ;
+  wire [1:0] \$139 ;
+  wire [22:0] \$14 ;
+  wire [1:0] \$140 ;
+  wire [19:0] \$141 ;
+  wire [19:0] \$142 ;
+  wire [19:0] \$143 ;
+  wire [19:0] \$144 ;
+  wire [1:0] \$145 ;
+  wire [1:0] \$146 ;
+  wire [1:0] \$147 ;
+  wire [1:0] \$148 ;
+  wire [19:0] \$149 ;
   wire \$15 ;
-  wire [1:0] \$150 ;
-  wire [1:0] \$151 ;
-  wire [1:0] \$152 ;
-  wire [4:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [19:0] \$150 ;
+  wire [19:0] \$151 ;
+  wire [19:0] \$152 ;
+  wire [1:0] \$153 ;
+  wire [1:0] \$154 ;
+  wire [1:0] \$155 ;
+  wire [1:0] \$156 ;
+  wire [19:0] \$157 ;
+  wire [19:0] \$158 ;
+  wire [19:0] \$159 ;
   wire \$16 ;
-  wire [1:0] \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
+  wire [19:0] \$160 ;
+  wire [1:0] \$161 ;
+  wire [1:0] \$162 ;
+  wire [1:0] \$163 ;
+  wire [1:0] \$164 ;
+  wire [4:0] \$165 ;
   wire \$166 ;
-  wire [1:0] \$167 ;
-  wire [2:0] \$168 ;
+  wire \$167 ;
+  wire \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
-  wire \$172 ;
+  wire [1:0] \$172 ;
   wire \$173 ;
   wire \$174 ;
-  wire [1:0] \$175 ;
+  wire \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
-  wire \$179 ;
+  wire [1:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [2:0] \$180 ;
   wire \$181 ;
-  wire [1:0] \$182 ;
-  wire [2:0] \$183 ;
-  wire [3:0] \$184 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
   wire \$185 ;
   wire \$186 ;
-  wire \$187 ;
+  wire [1:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire \$19 ;
+  wire [1:0] \$19 ;
   wire \$190 ;
-  wire [1:0] \$191 ;
-  wire [4:0] \$192 ;
+  wire \$191 ;
+  wire \$192 ;
   wire \$193 ;
   wire [1:0] \$194 ;
-  wire \$195 ;
-  wire [1:0] \$196 ;
-  wire [2:0] \$197 ;
+  wire [2:0] \$195 ;
+  wire [3:0] \$196 ;
+  wire \$197 ;
   wire \$198 ;
-  wire [1:0] \$199 ;
-  wire \$2 ;
+  wire \$199 ;
+  wire [13:0] \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [1:0] \$201 ;
-  wire [2:0] \$202 ;
-  wire [3:0] \$203 ;
-  wire \$204 ;
-  wire [1:0] \$205 ;
-  wire \$206 ;
-  wire [1:0] \$207 ;
-  wire [2:0] \$208 ;
-  wire \$209 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire [1:0] \$203 ;
+  wire [4:0] \$204 ;
+  wire \$205 ;
+  wire [1:0] \$206 ;
+  wire \$207 ;
+  wire [1:0] \$208 ;
+  wire [2:0] \$209 ;
   wire \$21 ;
-  wire [1:0] \$210 ;
-  wire \$211 ;
-  wire [1:0] \$212 ;
-  wire [2:0] \$213 ;
-  wire [3:0] \$214 ;
-  wire [4:0] \$215 ;
+  wire \$210 ;
+  wire [1:0] \$211 ;
+  wire \$212 ;
+  wire [1:0] \$213 ;
+  wire [2:0] \$214 ;
+  wire [3:0] \$215 ;
   wire \$216 ;
   wire [1:0] \$217 ;
   wire \$218 ;
   wire [1:0] \$219 ;
   wire \$22 ;
   wire [2:0] \$220 ;
-  wire [5:0] \$221 ;
-  wire \$222 ;
+  wire \$221 ;
+  wire [1:0] \$222 ;
   wire \$223 ;
-  wire \$224 ;
-  wire [13:0] \$225 ;
-  wire \$226 ;
-  wire \$227 ;
+  wire [1:0] \$224 ;
+  wire [2:0] \$225 ;
+  wire [3:0] \$226 ;
+  wire [4:0] \$227 ;
   wire \$228 ;
-  wire \$229 ;
+  wire [1:0] \$229 ;
   wire \$23 ;
   wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire [1:0] \$233 ;
-  wire [1:0] \$234 ;
+  wire [1:0] \$231 ;
+  wire [2:0] \$232 ;
+  wire [5:0] \$233 ;
+  wire \$234 ;
   wire \$235 ;
   wire \$236 ;
   wire [13:0] \$237 ;
-  reg \$238 ;
-  reg \$239 ;
+  wire \$238 ;
+  wire \$239 ;
   wire \$24 ;
-  reg \$240 ;
-  reg \$241 ;
-  reg \$242 ;
-  reg \$243 ;
-  reg \$244 ;
-  reg \$245 ;
-  reg \$246 ;
-  reg \$247 ;
-  reg [29:0] \$248 ;
-  reg [1:0] \$249 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire [1:0] \$245 ;
+  wire [1:0] \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire [13:0] \$249 ;
   wire \$25 ;
-  reg [29:0] \$250 ;
-  reg [1:0] \$251 ;
-  reg [29:0] \$252 ;
-  reg [1:0] \$253 ;
-  reg [29:0] \$254 ;
-  reg [1:0] \$255 ;
-  reg [29:0] \$256 ;
-  reg [1:0] \$257 ;
-  reg [29:0] \$258 ;
-  reg [1:0] \$259 ;
+  reg \$250 ;
+  reg \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg \$254 ;
+  reg \$255 ;
+  reg \$256 ;
+  reg \$257 ;
+  reg \$258 ;
+  reg \$259 ;
   wire \$26 ;
-  reg [29:0] \$260 ;
+  reg [19:0] \$260 ;
   reg [1:0] \$261 ;
-  reg [29:0] \$262 ;
+  reg [19:0] \$262 ;
   reg [1:0] \$263 ;
-  reg [29:0] \$264 ;
+  reg [19:0] \$264 ;
   reg [1:0] \$265 ;
-  reg [29:0] \$266 ;
+  reg [19:0] \$266 ;
   reg [1:0] \$267 ;
-  reg [12:0] \$268 ;
+  reg [19:0] \$268 ;
+  reg [1:0] \$269 ;
   wire \$27 ;
+  reg [19:0] \$270 ;
+  reg [1:0] \$271 ;
+  reg [19:0] \$272 ;
+  reg [1:0] \$273 ;
+  reg [19:0] \$274 ;
+  reg [1:0] \$275 ;
+  reg [19:0] \$276 ;
+  reg [1:0] \$277 ;
+  reg [19:0] \$278 ;
+  reg [1:0] \$279 ;
   wire \$28 ;
+  reg [12:0] \$280 ;
   wire \$29 ;
-  wire [30:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
@@ -4796,7 +5195,7 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire [30:0] \$4 ;
+  wire [13:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -4818,7 +5217,7 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [2:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -4829,7 +5228,7 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [1:0] \$7 ;
+  wire [2:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -4837,31 +5236,32 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire [29:0] \$77 ;
-  wire [29:0] \$78 ;
-  wire [1:0] \$79 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
-  wire [29:0] \$81 ;
-  wire [29:0] \$82 ;
-  wire [29:0] \$83 ;
-  wire [29:0] \$84 ;
-  wire [1:0] \$85 ;
-  wire [1:0] \$86 ;
-  wire [1:0] \$87 ;
-  wire [1:0] \$88 ;
-  wire [29:0] \$89 ;
-  wire \$9 ;
-  wire [29:0] \$90 ;
-  wire [29:0] \$91 ;
-  wire [29:0] \$92 ;
-  wire [1:0] \$93 ;
-  wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire [1:0] \$96 ;
-  wire [29:0] \$97 ;
-  wire [29:0] \$98 ;
-  wire [29:0] \$99 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire [19:0] \$89 ;
+  wire [18:0] \$9 ;
+  wire [19:0] \$90 ;
+  wire [1:0] \$91 ;
+  wire [1:0] \$92 ;
+  wire [19:0] \$93 ;
+  wire [19:0] \$94 ;
+  wire [19:0] \$95 ;
+  wire [19:0] \$96 ;
+  wire [1:0] \$97 ;
+  wire [1:0] \$98 ;
+  wire [1:0] \$99 ;
+  wire [2:0] a;
   wire at0_0;
   wire at0_1;
   wire at0_2;
@@ -4877,7 +5277,6 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   wire clear;
   input clk;
   wire clk;
-  wire [29:0] d0;
   wire ge0_0;
   wire ge1_0;
   wire ge2_0;
@@ -4907,17 +5306,17 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   wire keep8_at8;
   wire keep8_at9;
   wire keep9_at9;
-  wire [29:0] key0;
-  reg [29:0] kreg0 = 30'h00000000;
-  reg [29:0] kreg1 = 30'h00000000;
-  reg [29:0] kreg2 = 30'h00000000;
-  reg [29:0] kreg3 = 30'h00000000;
-  reg [29:0] kreg4 = 30'h00000000;
-  reg [29:0] kreg5 = 30'h00000000;
-  reg [29:0] kreg6 = 30'h00000000;
-  reg [29:0] kreg7 = 30'h00000000;
-  reg [29:0] kreg8 = 30'h00000000;
-  reg [29:0] kreg9 = 30'h00000000;
+  wire [19:0] key0;
+  reg [19:0] kreg0 = 20'h00000;
+  reg [19:0] kreg1 = 20'h00000;
+  reg [19:0] kreg2 = 20'h00000;
+  reg [19:0] kreg3 = 20'h00000;
+  reg [19:0] kreg4 = 20'h00000;
+  reg [19:0] kreg5 = 20'h00000;
+  reg [19:0] kreg6 = 20'h00000;
+  reg [19:0] kreg7 = 20'h00000;
+  reg [19:0] kreg8 = 20'h00000;
+  reg [19:0] kreg9 = 20'h00000;
   wire lane0_at0;
   wire lane0_at1;
   wire lane0_at2;
@@ -4933,17 +5332,18 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   wire [3:0] m;
   input mask;
   wire mask;
+  input [12:0] n;
   wire [12:0] n;
-  wire [29:0] nk0;
-  wire [29:0] nk1;
-  wire [29:0] nk2;
-  wire [29:0] nk3;
-  wire [29:0] nk4;
-  wire [29:0] nk5;
-  wire [29:0] nk6;
-  wire [29:0] nk7;
-  wire [29:0] nk8;
-  wire [29:0] nk9;
+  wire [19:0] nk0;
+  wire [19:0] nk1;
+  wire [19:0] nk2;
+  wire [19:0] nk3;
+  wire [19:0] nk4;
+  wire [19:0] nk5;
+  wire [19:0] nk6;
+  wire [19:0] nk7;
+  wire [19:0] nk8;
+  wire [19:0] nk9;
   wire [1:0] nt0;
   wire [1:0] nt1;
   wire [1:0] nt2;
@@ -4978,20 +5378,21 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   wire pass7;
   wire pass8;
   wire pass9;
-  output [5:0] \port$1154$0 ;
-  wire [5:0] \port$1154$0 ;
-  output [1:0] \port$1167$0 ;
-  wire [1:0] \port$1167$0 ;
-  input [41:0] \port$1273$0 ;
-  wire [41:0] \port$1273$0 ;
+  output [5:0] \port$1184$0 ;
+  wire [5:0] \port$1184$0 ;
+  output [1:0] \port$1197$0 ;
+  wire [1:0] \port$1197$0 ;
+  input [16:0] q;
+  wire [16:0] q;
+  input [12:0] r;
+  wire [12:0] r;
   input rst;
   wire rst;
-  wire [28:0] s;
   reg [12:0] seen = 13'h0000;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
-  reg [29:0] thr;
+  reg [19:0] thr;
   reg [1:0] treg0 = 2'h0;
   reg [1:0] treg1 = 2'h0;
   reg [1:0] treg2 = 2'h0;
@@ -5003,6 +5404,7 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   reg [1:0] treg8 = 2'h0;
   reg [1:0] treg9 = 2'h0;
   wire [13:0] tsum;
+  wire [17:0] u0;
   reg valid0 = 1'h0;
   reg valid1 = 1'h0;
   reg valid2 = 1'h0;
@@ -5016,370 +5418,380 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = $signed({ 1'h0, \port$1273$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1273$0 [41:13]);
-  assign \$2  = $signed(d0) < $signed(1'h0);
-  assign \$3  = - $signed(d0);
-  assign \$4  = \$2  ? \$3  : { d0[29], d0 };
-  assign \$5  = $signed(d0) > $signed(1'h0);
-  assign \$6  = $signed(d0) < $signed(1'h0);
-  assign \$7  = \$6  ? 2'h3 : 2'h0;
-  assign t0 = \$5  ? 2'h1 : \$7 ;
-  assign \$8  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign ge0_0 = valid0 & \$8 ;
-  assign \$9  = $signed(kreg1) >= $signed(\$4 [29:0]);
-  assign ge1_0 = valid1 & \$9 ;
-  assign \$10  = $signed(kreg2) >= $signed(\$4 [29:0]);
-  assign ge2_0 = valid2 & \$10 ;
-  assign \$11  = $signed(kreg3) >= $signed(\$4 [29:0]);
-  assign ge3_0 = valid3 & \$11 ;
-  assign \$12  = $signed(kreg4) >= $signed(\$4 [29:0]);
-  assign ge4_0 = valid4 & \$12 ;
-  assign \$13  = $signed(kreg5) >= $signed(\$4 [29:0]);
-  assign ge5_0 = valid5 & \$13 ;
-  assign \$14  = $signed(kreg6) >= $signed(\$4 [29:0]);
-  assign ge6_0 = valid6 & \$14 ;
-  assign \$15  = $signed(kreg7) >= $signed(\$4 [29:0]);
-  assign ge7_0 = valid7 & \$15 ;
-  assign \$16  = $signed(kreg8) >= $signed(\$4 [29:0]);
-  assign ge8_0 = valid8 & \$16 ;
-  assign \$17  = $signed(kreg9) >= $signed(\$4 [29:0]);
-  assign ge9_0 = valid9 & \$17 ;
-  assign \$18  = ~ ge0_0;
-  assign \$19  = ~ ge1_0;
-  assign at0_1 = ge0_0 & \$19 ;
-  assign \$20  = ~ ge2_0;
-  assign at0_2 = ge1_0 & \$20 ;
-  assign \$21  = ~ ge3_0;
-  assign at0_3 = ge2_0 & \$21 ;
-  assign \$22  = ~ ge4_0;
-  assign at0_4 = ge3_0 & \$22 ;
-  assign \$23  = ~ ge5_0;
-  assign at0_5 = ge4_0 & \$23 ;
-  assign \$24  = ~ ge6_0;
-  assign at0_6 = ge5_0 & \$24 ;
-  assign \$25  = ~ ge7_0;
-  assign at0_7 = ge6_0 & \$25 ;
-  assign \$26  = ~ ge8_0;
-  assign at0_8 = ge7_0 & \$26 ;
-  assign \$27  = ~ ge9_0;
-  assign at0_9 = ge8_0 & \$27 ;
-  assign lane0_at0 = mask & \$29 ;
-  assign lane0_at1 = mask & \$31 ;
-  assign lane0_at2 = mask & \$33 ;
-  assign lane0_at3 = mask & \$35 ;
-  assign lane0_at4 = mask & \$37 ;
-  assign lane0_at5 = mask & \$39 ;
-  assign lane0_at6 = mask & \$41 ;
-  assign lane0_at7 = mask & \$43 ;
-  assign lane0_at8 = mask & \$45 ;
-  assign lane0_at9 = mask & \$47 ;
-  assign \$48  = ~ ge0_0;
-  assign pass0 = mask & \$48 ;
-  assign \$49  = ! pass0;
-  assign keep0_at0 = valid0 & \$49 ;
-  assign keep0_at1 = valid0 & \$50 ;
-  assign \$51  = ~ ge1_0;
-  assign pass1 = mask & \$51 ;
-  assign \$52  = ! pass1;
-  assign keep1_at1 = valid1 & \$52 ;
-  assign keep1_at2 = valid1 & \$53 ;
-  assign \$54  = ~ ge2_0;
-  assign pass2 = mask & \$54 ;
-  assign \$55  = ! pass2;
-  assign keep2_at2 = valid2 & \$55 ;
-  assign keep2_at3 = valid2 & \$56 ;
-  assign \$57  = ~ ge3_0;
-  assign pass3 = mask & \$57 ;
-  assign \$58  = ! pass3;
-  assign keep3_at3 = valid3 & \$58 ;
-  assign keep3_at4 = valid3 & \$59 ;
-  assign \$60  = ~ ge4_0;
-  assign pass4 = mask & \$60 ;
-  assign \$61  = ! pass4;
-  assign keep4_at4 = valid4 & \$61 ;
-  assign keep4_at5 = valid4 & \$62 ;
-  assign \$63  = ~ ge5_0;
-  assign pass5 = mask & \$63 ;
-  assign \$64  = ! pass5;
-  assign keep5_at5 = valid5 & \$64 ;
-  assign keep5_at6 = valid5 & \$65 ;
-  assign \$66  = ~ ge6_0;
-  assign pass6 = mask & \$66 ;
-  assign \$67  = ! pass6;
-  assign keep6_at6 = valid6 & \$67 ;
-  assign keep6_at7 = valid6 & \$68 ;
-  assign \$69  = ~ ge7_0;
-  assign pass7 = mask & \$69 ;
-  assign \$70  = ! pass7;
-  assign keep7_at7 = valid7 & \$70 ;
-  assign keep7_at8 = valid7 & \$71 ;
-  assign \$72  = ~ ge8_0;
-  assign pass8 = mask & \$72 ;
-  assign \$73  = ! pass8;
-  assign keep8_at8 = valid8 & \$73 ;
-  assign keep8_at9 = valid8 & \$74 ;
-  assign \$75  = ~ ge9_0;
-  assign pass9 = mask & \$75 ;
-  assign \$76  = ! pass9;
-  assign keep9_at9 = valid9 & \$76 ;
+  assign \$1  = ! r;
+  assign \$3  = \$2  < n;
+  assign \$5  = \$4  == n;
+  assign \$6  = \$5  ? 3'h4 : 3'h5;
+  assign \$7  = \$3  ? 3'h1 : \$6 ;
+  assign a = \$1  ? 3'h0 : \$7 ;
+  assign u0 = $signed(x) - $signed(q);
+  assign \$8  = $signed(u0) < $signed(1'h0);
+  assign \$9  = - $signed(u0);
+  assign \$10  = \$8  ? \$9  : { u0[17], u0 };
+  assign \$12  = $signed(u0) <= $signed(1'h0);
+  assign \$13  = \$12  ? a : 3'h0;
+  assign \$14  = $signed(\$11 ) + $signed({ 1'h0, \$13  });
+  assign \$15  = ! u0;
+  assign \$16  = ! r;
+  assign \$17  = \$15  & \$16 ;
+  assign \$18  = $signed(u0) <= $signed(1'h0);
+  assign \$19  = \$18  ? 2'h3 : 2'h1;
+  assign t0 = \$17  ? 2'h0 : \$19 ;
+  assign \$20  = $signed(kreg0) >= $signed(\$14 [19:0]);
+  assign ge0_0 = valid0 & \$20 ;
+  assign \$21  = $signed(kreg1) >= $signed(\$14 [19:0]);
+  assign ge1_0 = valid1 & \$21 ;
+  assign \$22  = $signed(kreg2) >= $signed(\$14 [19:0]);
+  assign ge2_0 = valid2 & \$22 ;
+  assign \$23  = $signed(kreg3) >= $signed(\$14 [19:0]);
+  assign ge3_0 = valid3 & \$23 ;
+  assign \$24  = $signed(kreg4) >= $signed(\$14 [19:0]);
+  assign ge4_0 = valid4 & \$24 ;
+  assign \$25  = $signed(kreg5) >= $signed(\$14 [19:0]);
+  assign ge5_0 = valid5 & \$25 ;
+  assign \$26  = $signed(kreg6) >= $signed(\$14 [19:0]);
+  assign ge6_0 = valid6 & \$26 ;
+  assign \$27  = $signed(kreg7) >= $signed(\$14 [19:0]);
+  assign ge7_0 = valid7 & \$27 ;
+  assign \$28  = $signed(kreg8) >= $signed(\$14 [19:0]);
+  assign ge8_0 = valid8 & \$28 ;
+  assign \$29  = $signed(kreg9) >= $signed(\$14 [19:0]);
+  assign ge9_0 = valid9 & \$29 ;
+  assign \$30  = ~ ge0_0;
+  assign \$31  = ~ ge1_0;
+  assign at0_1 = ge0_0 & \$31 ;
+  assign \$32  = ~ ge2_0;
+  assign at0_2 = ge1_0 & \$32 ;
+  assign \$33  = ~ ge3_0;
+  assign at0_3 = ge2_0 & \$33 ;
+  assign \$34  = ~ ge4_0;
+  assign at0_4 = ge3_0 & \$34 ;
+  assign \$35  = ~ ge5_0;
+  assign at0_5 = ge4_0 & \$35 ;
+  assign \$36  = ~ ge6_0;
+  assign at0_6 = ge5_0 & \$36 ;
+  assign \$37  = ~ ge7_0;
+  assign at0_7 = ge6_0 & \$37 ;
+  assign \$38  = ~ ge8_0;
+  assign at0_8 = ge7_0 & \$38 ;
+  assign \$39  = ~ ge9_0;
+  assign at0_9 = ge8_0 & \$39 ;
+  assign lane0_at0 = mask & \$41 ;
+  assign lane0_at1 = mask & \$43 ;
+  assign lane0_at2 = mask & \$45 ;
+  assign lane0_at3 = mask & \$47 ;
+  assign lane0_at4 = mask & \$49 ;
+  assign lane0_at5 = mask & \$51 ;
+  assign lane0_at6 = mask & \$53 ;
+  assign lane0_at7 = mask & \$55 ;
+  assign lane0_at8 = mask & \$57 ;
+  assign lane0_at9 = mask & \$59 ;
+  assign \$60  = ~ ge0_0;
+  assign pass0 = mask & \$60 ;
+  assign \$61  = ! pass0;
+  assign keep0_at0 = valid0 & \$61 ;
+  assign keep0_at1 = valid0 & \$62 ;
+  assign \$63  = ~ ge1_0;
+  assign pass1 = mask & \$63 ;
+  assign \$64  = ! pass1;
+  assign keep1_at1 = valid1 & \$64 ;
+  assign keep1_at2 = valid1 & \$65 ;
+  assign \$66  = ~ ge2_0;
+  assign pass2 = mask & \$66 ;
+  assign \$67  = ! pass2;
+  assign keep2_at2 = valid2 & \$67 ;
+  assign keep2_at3 = valid2 & \$68 ;
+  assign \$69  = ~ ge3_0;
+  assign pass3 = mask & \$69 ;
+  assign \$70  = ! pass3;
+  assign keep3_at3 = valid3 & \$70 ;
+  assign keep3_at4 = valid3 & \$71 ;
+  assign \$72  = ~ ge4_0;
+  assign pass4 = mask & \$72 ;
+  assign \$73  = ! pass4;
+  assign keep4_at4 = valid4 & \$73 ;
+  assign keep4_at5 = valid4 & \$74 ;
+  assign \$75  = ~ ge5_0;
+  assign pass5 = mask & \$75 ;
+  assign \$76  = ! pass5;
+  assign keep5_at5 = valid5 & \$76 ;
+  assign keep5_at6 = valid5 & \$77 ;
+  assign \$78  = ~ ge6_0;
+  assign pass6 = mask & \$78 ;
+  assign \$79  = ! pass6;
+  assign keep6_at6 = valid6 & \$79 ;
+  assign keep6_at7 = valid6 & \$80 ;
+  assign \$81  = ~ ge7_0;
+  assign pass7 = mask & \$81 ;
+  assign \$82  = ! pass7;
+  assign keep7_at7 = valid7 & \$82 ;
+  assign keep7_at8 = valid7 & \$83 ;
+  assign \$84  = ~ ge8_0;
+  assign pass8 = mask & \$84 ;
+  assign \$85  = ! pass8;
+  assign keep8_at8 = valid8 & \$85 ;
+  assign keep8_at9 = valid8 & \$86 ;
+  assign \$87  = ~ ge9_0;
+  assign pass9 = mask & \$87 ;
+  assign \$88  = ! pass9;
+  assign keep9_at9 = valid9 & \$88 ;
   assign nv0 = | { keep0_at0, lane0_at0 };
-  assign \$77  = lane0_at0 ? \$4 [29:0] : 30'h00000000;
-  assign \$78  = keep0_at0 ? kreg0 : 30'h00000000;
-  assign nk0 = \$77  | \$78 ;
-  assign \$79  = lane0_at0 ? t0 : 2'h0;
-  assign \$80  = keep0_at0 ? treg0 : 2'h0;
-  assign nt0 = \$79  | \$80 ;
+  assign \$89  = lane0_at0 ? \$14 [19:0] : 20'h00000;
+  assign \$90  = keep0_at0 ? kreg0 : 20'h00000;
+  assign nk0 = \$89  | \$90 ;
+  assign \$91  = lane0_at0 ? t0 : 2'h0;
+  assign \$92  = keep0_at0 ? treg0 : 2'h0;
+  assign nt0 = \$91  | \$92 ;
   assign nv1 = | { keep1_at1, keep0_at1, lane0_at1 };
-  assign \$81  = lane0_at1 ? \$4 [29:0] : 30'h00000000;
-  assign \$82  = keep0_at1 ? kreg0 : 30'h00000000;
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = keep1_at1 ? kreg1 : 30'h00000000;
-  assign nk1 = \$83  | \$84 ;
-  assign \$85  = lane0_at1 ? t0 : 2'h0;
-  assign \$86  = keep0_at1 ? treg0 : 2'h0;
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = keep1_at1 ? treg1 : 2'h0;
-  assign nt1 = \$87  | \$88 ;
-  assign nv2 = | { keep2_at2, keep1_at2, lane0_at2 };
-  assign \$89  = lane0_at2 ? \$4 [29:0] : 30'h00000000;
-  assign \$90  = keep1_at2 ? kreg1 : 30'h00000000;
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = keep2_at2 ? kreg2 : 30'h00000000;
-  assign nk2 = \$91  | \$92 ;
-  assign \$93  = lane0_at2 ? t0 : 2'h0;
-  assign \$94  = keep1_at2 ? treg1 : 2'h0;
+  assign \$93  = lane0_at1 ? \$14 [19:0] : 20'h00000;
+  assign \$94  = keep0_at1 ? kreg0 : 20'h00000;
   assign \$95  = \$93  | \$94 ;
-  assign \$96  = keep2_at2 ? treg2 : 2'h0;
-  assign nt2 = \$95  | \$96 ;
-  assign nv3 = | { keep3_at3, keep2_at3, lane0_at3 };
-  assign \$97  = lane0_at3 ? \$4 [29:0] : 30'h00000000;
-  assign \$98  = keep2_at3 ? kreg2 : 30'h00000000;
+  assign \$96  = keep1_at1 ? kreg1 : 20'h00000;
+  assign nk1 = \$95  | \$96 ;
+  assign \$97  = lane0_at1 ? t0 : 2'h0;
+  assign \$98  = keep0_at1 ? treg0 : 2'h0;
   assign \$99  = \$97  | \$98 ;
-  assign \$100  = keep3_at3 ? kreg3 : 30'h00000000;
-  assign nk3 = \$99  | \$100 ;
-  assign \$101  = lane0_at3 ? t0 : 2'h0;
-  assign \$102  = keep2_at3 ? treg2 : 2'h0;
+  assign \$100  = keep1_at1 ? treg1 : 2'h0;
+  assign nt1 = \$99  | \$100 ;
+  assign nv2 = | { keep2_at2, keep1_at2, lane0_at2 };
+  assign \$101  = lane0_at2 ? \$14 [19:0] : 20'h00000;
+  assign \$102  = keep1_at2 ? kreg1 : 20'h00000;
   assign \$103  = \$101  | \$102 ;
-  assign \$104  = keep3_at3 ? treg3 : 2'h0;
-  assign nt3 = \$103  | \$104 ;
-  assign nv4 = | { keep4_at4, keep3_at4, lane0_at4 };
-  assign \$105  = lane0_at4 ? \$4 [29:0] : 30'h00000000;
-  assign \$106  = keep3_at4 ? kreg3 : 30'h00000000;
+  assign \$104  = keep2_at2 ? kreg2 : 20'h00000;
+  assign nk2 = \$103  | \$104 ;
+  assign \$105  = lane0_at2 ? t0 : 2'h0;
+  assign \$106  = keep1_at2 ? treg1 : 2'h0;
   assign \$107  = \$105  | \$106 ;
-  assign \$108  = keep4_at4 ? kreg4 : 30'h00000000;
-  assign nk4 = \$107  | \$108 ;
-  assign \$109  = lane0_at4 ? t0 : 2'h0;
-  assign \$110  = keep3_at4 ? treg3 : 2'h0;
+  assign \$108  = keep2_at2 ? treg2 : 2'h0;
+  assign nt2 = \$107  | \$108 ;
+  assign nv3 = | { keep3_at3, keep2_at3, lane0_at3 };
+  assign \$109  = lane0_at3 ? \$14 [19:0] : 20'h00000;
+  assign \$110  = keep2_at3 ? kreg2 : 20'h00000;
   assign \$111  = \$109  | \$110 ;
-  assign \$112  = keep4_at4 ? treg4 : 2'h0;
-  assign nt4 = \$111  | \$112 ;
-  assign nv5 = | { keep5_at5, keep4_at5, lane0_at5 };
-  assign \$113  = lane0_at5 ? \$4 [29:0] : 30'h00000000;
-  assign \$114  = keep4_at5 ? kreg4 : 30'h00000000;
+  assign \$112  = keep3_at3 ? kreg3 : 20'h00000;
+  assign nk3 = \$111  | \$112 ;
+  assign \$113  = lane0_at3 ? t0 : 2'h0;
+  assign \$114  = keep2_at3 ? treg2 : 2'h0;
   assign \$115  = \$113  | \$114 ;
-  assign \$116  = keep5_at5 ? kreg5 : 30'h00000000;
-  assign nk5 = \$115  | \$116 ;
-  assign \$117  = lane0_at5 ? t0 : 2'h0;
-  assign \$118  = keep4_at5 ? treg4 : 2'h0;
+  assign \$116  = keep3_at3 ? treg3 : 2'h0;
+  assign nt3 = \$115  | \$116 ;
+  assign nv4 = | { keep4_at4, keep3_at4, lane0_at4 };
+  assign \$117  = lane0_at4 ? \$14 [19:0] : 20'h00000;
+  assign \$118  = keep3_at4 ? kreg3 : 20'h00000;
   assign \$119  = \$117  | \$118 ;
-  assign \$120  = keep5_at5 ? treg5 : 2'h0;
-  assign nt5 = \$119  | \$120 ;
-  assign nv6 = | { keep6_at6, keep5_at6, lane0_at6 };
-  assign \$121  = lane0_at6 ? \$4 [29:0] : 30'h00000000;
-  assign \$122  = keep5_at6 ? kreg5 : 30'h00000000;
+  assign \$120  = keep4_at4 ? kreg4 : 20'h00000;
+  assign nk4 = \$119  | \$120 ;
+  assign \$121  = lane0_at4 ? t0 : 2'h0;
+  assign \$122  = keep3_at4 ? treg3 : 2'h0;
   assign \$123  = \$121  | \$122 ;
-  assign \$124  = keep6_at6 ? kreg6 : 30'h00000000;
-  assign nk6 = \$123  | \$124 ;
-  assign \$125  = lane0_at6 ? t0 : 2'h0;
-  assign \$126  = keep5_at6 ? treg5 : 2'h0;
+  assign \$124  = keep4_at4 ? treg4 : 2'h0;
+  assign nt4 = \$123  | \$124 ;
+  assign nv5 = | { keep5_at5, keep4_at5, lane0_at5 };
+  assign \$125  = lane0_at5 ? \$14 [19:0] : 20'h00000;
+  assign \$126  = keep4_at5 ? kreg4 : 20'h00000;
   assign \$127  = \$125  | \$126 ;
-  assign \$128  = keep6_at6 ? treg6 : 2'h0;
-  assign nt6 = \$127  | \$128 ;
-  assign nv7 = | { keep7_at7, keep6_at7, lane0_at7 };
-  assign \$129  = lane0_at7 ? \$4 [29:0] : 30'h00000000;
-  assign \$130  = keep6_at7 ? kreg6 : 30'h00000000;
+  assign \$128  = keep5_at5 ? kreg5 : 20'h00000;
+  assign nk5 = \$127  | \$128 ;
+  assign \$129  = lane0_at5 ? t0 : 2'h0;
+  assign \$130  = keep4_at5 ? treg4 : 2'h0;
   assign \$131  = \$129  | \$130 ;
-  assign \$132  = keep7_at7 ? kreg7 : 30'h00000000;
-  assign nk7 = \$131  | \$132 ;
-  assign \$133  = lane0_at7 ? t0 : 2'h0;
-  assign \$134  = keep6_at7 ? treg6 : 2'h0;
+  assign \$132  = keep5_at5 ? treg5 : 2'h0;
+  assign nt5 = \$131  | \$132 ;
+  assign nv6 = | { keep6_at6, keep5_at6, lane0_at6 };
+  assign \$133  = lane0_at6 ? \$14 [19:0] : 20'h00000;
+  assign \$134  = keep5_at6 ? kreg5 : 20'h00000;
   assign \$135  = \$133  | \$134 ;
-  assign \$136  = keep7_at7 ? treg7 : 2'h0;
-  assign nt7 = \$135  | \$136 ;
-  assign nv8 = | { keep8_at8, keep7_at8, lane0_at8 };
-  assign \$137  = lane0_at8 ? \$4 [29:0] : 30'h00000000;
-  assign \$138  = keep7_at8 ? kreg7 : 30'h00000000;
+  assign \$136  = keep6_at6 ? kreg6 : 20'h00000;
+  assign nk6 = \$135  | \$136 ;
+  assign \$137  = lane0_at6 ? t0 : 2'h0;
+  assign \$138  = keep5_at6 ? treg5 : 2'h0;
   assign \$139  = \$137  | \$138 ;
-  assign \$140  = keep8_at8 ? kreg8 : 30'h00000000;
-  assign nk8 = \$139  | \$140 ;
-  assign \$141  = lane0_at8 ? t0 : 2'h0;
-  assign \$142  = keep7_at8 ? treg7 : 2'h0;
+  assign \$140  = keep6_at6 ? treg6 : 2'h0;
+  assign nt6 = \$139  | \$140 ;
+  assign nv7 = | { keep7_at7, keep6_at7, lane0_at7 };
+  assign \$141  = lane0_at7 ? \$14 [19:0] : 20'h00000;
+  assign \$142  = keep6_at7 ? kreg6 : 20'h00000;
   assign \$143  = \$141  | \$142 ;
-  assign \$144  = keep8_at8 ? treg8 : 2'h0;
-  assign nt8 = \$143  | \$144 ;
-  assign nv9 = | { keep9_at9, keep8_at9, lane0_at9 };
-  assign \$145  = lane0_at9 ? \$4 [29:0] : 30'h00000000;
-  assign \$146  = keep8_at9 ? kreg8 : 30'h00000000;
+  assign \$144  = keep7_at7 ? kreg7 : 20'h00000;
+  assign nk7 = \$143  | \$144 ;
+  assign \$145  = lane0_at7 ? t0 : 2'h0;
+  assign \$146  = keep6_at7 ? treg6 : 2'h0;
   assign \$147  = \$145  | \$146 ;
-  assign \$148  = keep9_at9 ? kreg9 : 30'h00000000;
-  assign nk9 = \$147  | \$148 ;
-  assign \$149  = lane0_at9 ? t0 : 2'h0;
-  assign \$150  = keep8_at9 ? treg8 : 2'h0;
+  assign \$148  = keep7_at7 ? treg7 : 2'h0;
+  assign nt7 = \$147  | \$148 ;
+  assign nv8 = | { keep8_at8, keep7_at8, lane0_at8 };
+  assign \$149  = lane0_at8 ? \$14 [19:0] : 20'h00000;
+  assign \$150  = keep7_at8 ? kreg7 : 20'h00000;
   assign \$151  = \$149  | \$150 ;
-  assign \$152  = keep9_at9 ? treg9 : 2'h0;
-  assign nt9 = \$151  | \$152 ;
-  assign \$153  = m - 1'h1;
-  assign \$154  = m > 1'h0;
-  assign \$155  = kreg0 == thr;
-  assign \$156  = \$154  & \$155 ;
-  assign \$157  = m > 1'h1;
-  assign \$158  = kreg1 == thr;
-  assign \$159  = \$157  & \$158 ;
-  assign \$160  = \$156  + \$159 ;
-  assign \$161  = m > 2'h2;
-  assign \$162  = kreg2 == thr;
-  assign \$163  = \$161  & \$162 ;
-  assign \$164  = m > 2'h3;
-  assign \$165  = kreg3 == thr;
-  assign \$166  = \$164  & \$165 ;
-  assign \$167  = \$163  + \$166 ;
-  assign \$168  = \$160  + \$167 ;
-  assign \$169  = m > 3'h4;
-  assign \$170  = kreg4 == thr;
+  assign \$152  = keep8_at8 ? kreg8 : 20'h00000;
+  assign nk8 = \$151  | \$152 ;
+  assign \$153  = lane0_at8 ? t0 : 2'h0;
+  assign \$154  = keep7_at8 ? treg7 : 2'h0;
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = keep8_at8 ? treg8 : 2'h0;
+  assign nt8 = \$155  | \$156 ;
+  assign nv9 = | { keep9_at9, keep8_at9, lane0_at9 };
+  assign \$157  = lane0_at9 ? \$14 [19:0] : 20'h00000;
+  assign \$158  = keep8_at9 ? kreg8 : 20'h00000;
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = keep9_at9 ? kreg9 : 20'h00000;
+  assign nk9 = \$159  | \$160 ;
+  assign \$161  = lane0_at9 ? t0 : 2'h0;
+  assign \$162  = keep8_at9 ? treg8 : 2'h0;
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = keep9_at9 ? treg9 : 2'h0;
+  assign nt9 = \$163  | \$164 ;
+  assign \$165  = m - 1'h1;
+  assign \$166  = m > 1'h0;
+  assign \$167  = kreg0 == thr;
+  assign \$168  = \$166  & \$167 ;
+  assign \$169  = m > 1'h1;
+  assign \$170  = kreg1 == thr;
   assign \$171  = \$169  & \$170 ;
-  assign \$172  = m > 3'h5;
-  assign \$173  = kreg5 == thr;
-  assign \$174  = \$172  & \$173 ;
-  assign \$175  = \$171  + \$174 ;
-  assign \$176  = m > 3'h6;
-  assign \$177  = kreg6 == thr;
+  assign \$172  = \$168  + \$171 ;
+  assign \$173  = m > 2'h2;
+  assign \$174  = kreg2 == thr;
+  assign \$175  = \$173  & \$174 ;
+  assign \$176  = m > 2'h3;
+  assign \$177  = kreg3 == thr;
   assign \$178  = \$176  & \$177 ;
-  assign \$179  = m > 3'h7;
-  assign \$180  = kreg7 == thr;
-  assign \$181  = \$179  & \$180 ;
-  assign \$182  = \$178  + \$181 ;
-  assign \$183  = \$175  + \$182 ;
-  assign \$184  = \$168  + \$183 ;
-  assign \$185  = m > 4'h8;
-  assign \$186  = kreg8 == thr;
-  assign \$187  = \$185  & \$186 ;
-  assign \$188  = m > 4'h9;
-  assign \$189  = kreg9 == thr;
+  assign \$179  = \$175  + \$178 ;
+  assign \$180  = \$172  + \$179 ;
+  assign \$181  = m > 3'h4;
+  assign \$182  = kreg4 == thr;
+  assign \$183  = \$181  & \$182 ;
+  assign \$184  = m > 3'h5;
+  assign \$185  = kreg5 == thr;
+  assign \$186  = \$184  & \$185 ;
+  assign \$187  = \$183  + \$186 ;
+  assign \$188  = m > 3'h6;
+  assign \$189  = kreg6 == thr;
   assign \$190  = \$188  & \$189 ;
-  assign \$191  = \$187  + \$190 ;
-  assign \$192  = \$184  + \$191 ;
-  assign \$193  = m > 1'h0;
-  assign \$194  = \$193  ? treg0 : 2'h0;
-  assign \$195  = m > 1'h1;
-  assign \$196  = \$195  ? treg1 : 2'h0;
-  assign \$197  = $signed(\$194 ) + $signed(\$196 );
-  assign \$198  = m > 2'h2;
-  assign \$199  = \$198  ? treg2 : 2'h0;
-  assign \$200  = m > 2'h3;
-  assign \$201  = \$200  ? treg3 : 2'h0;
-  assign \$202  = $signed(\$199 ) + $signed(\$201 );
-  assign \$203  = $signed(\$197 ) + $signed(\$202 );
-  assign \$204  = m > 3'h4;
-  assign \$205  = \$204  ? treg4 : 2'h0;
-  assign \$206  = m > 3'h5;
-  assign \$207  = \$206  ? treg5 : 2'h0;
-  assign \$208  = $signed(\$205 ) + $signed(\$207 );
-  assign \$209  = m > 3'h6;
-  assign \$210  = \$209  ? treg6 : 2'h0;
-  assign \$211  = m > 3'h7;
-  assign \$212  = \$211  ? treg7 : 2'h0;
-  assign \$213  = $signed(\$210 ) + $signed(\$212 );
-  assign \$214  = $signed(\$208 ) + $signed(\$213 );
-  assign \$215  = $signed(\$203 ) + $signed(\$214 );
-  assign \$216  = m > 4'h8;
-  assign \$217  = \$216  ? treg8 : 2'h0;
-  assign \$218  = m > 4'h9;
-  assign \$219  = \$218  ? treg9 : 2'h0;
+  assign \$191  = m > 3'h7;
+  assign \$192  = kreg7 == thr;
+  assign \$193  = \$191  & \$192 ;
+  assign \$194  = \$190  + \$193 ;
+  assign \$195  = \$187  + \$194 ;
+  assign \$196  = \$180  + \$195 ;
+  assign \$197  = m > 4'h8;
+  assign \$198  = kreg8 == thr;
+  assign \$199  = \$197  & \$198 ;
+  assign \$200  = m > 4'h9;
+  assign \$201  = kreg9 == thr;
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = \$199  + \$202 ;
+  assign \$204  = \$196  + \$203 ;
+  assign \$205  = m > 1'h0;
+  assign \$206  = \$205  ? treg0 : 2'h0;
+  assign \$207  = m > 1'h1;
+  assign \$208  = \$207  ? treg1 : 2'h0;
+  assign \$209  = $signed(\$206 ) + $signed(\$208 );
+  assign \$210  = m > 2'h2;
+  assign \$211  = \$210  ? treg2 : 2'h0;
+  assign \$212  = m > 2'h3;
+  assign \$213  = \$212  ? treg3 : 2'h0;
+  assign \$214  = $signed(\$211 ) + $signed(\$213 );
+  assign \$215  = $signed(\$209 ) + $signed(\$214 );
+  assign \$216  = m > 3'h4;
+  assign \$217  = \$216  ? treg4 : 2'h0;
+  assign \$218  = m > 3'h5;
+  assign \$219  = \$218  ? treg5 : 2'h0;
   assign \$220  = $signed(\$217 ) + $signed(\$219 );
-  assign \$221  = $signed(\$215 ) + $signed(\$220 );
-  assign \$222  = $signed(\$4 [29:0]) > $signed(thr);
-  assign \$223  = \$4 [29:0] == thr;
-  assign \$224  = mask & \$223 ;
-  assign \$225  = seen + 1'h0;
-  assign \$226  = \$225  < \$192 [3:0];
-  assign \$227  = \$224  & \$226 ;
-  assign \$228  = \$222  | \$227 ;
-  assign \$229  = mask & \$228 ;
-  assign \$230  = | t0;
-  assign \$231  = \$229  & \$230 ;
-  assign \$232  = $signed(t0) > $signed(1'h0);
-  assign \$233  = \$232  ? 2'h1 : 2'h2;
-  assign \$234  = \$231  ? \$233  : 2'h0;
-  assign \$235  = \$4 [29:0] == thr;
+  assign \$221  = m > 3'h6;
+  assign \$222  = \$221  ? treg6 : 2'h0;
+  assign \$223  = m > 3'h7;
+  assign \$224  = \$223  ? treg7 : 2'h0;
+  assign \$225  = $signed(\$222 ) + $signed(\$224 );
+  assign \$226  = $signed(\$220 ) + $signed(\$225 );
+  assign \$227  = $signed(\$215 ) + $signed(\$226 );
+  assign \$228  = m > 4'h8;
+  assign \$229  = \$228  ? treg8 : 2'h0;
+  assign \$230  = m > 4'h9;
+  assign \$231  = \$230  ? treg9 : 2'h0;
+  assign \$232  = $signed(\$229 ) + $signed(\$231 );
+  assign \$233  = $signed(\$227 ) + $signed(\$232 );
+  assign \$234  = $signed(\$14 [19:0]) > $signed(thr);
+  assign \$235  = \$14 [19:0] == thr;
   assign \$236  = mask & \$235 ;
-  assign \$237  = seen + \$236 ;
+  assign \$237  = seen + 1'h0;
+  assign \$238  = \$237  < \$204 [3:0];
+  assign \$239  = \$236  & \$238 ;
+  assign \$240  = \$234  | \$239 ;
+  assign \$241  = mask & \$240 ;
+  assign \$242  = | t0;
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = $signed(t0) > $signed(1'h0);
+  assign \$245  = \$244  ? 2'h1 : 2'h2;
+  assign \$246  = \$243  ? \$245  : 2'h0;
+  assign \$247  = \$14 [19:0] == thr;
+  assign \$248  = mask & \$247 ;
+  assign \$249  = seen + \$248 ;
   always @(posedge clk)
-    valid0 <= \$238 ;
+    valid0 <= \$250 ;
   always @(posedge clk)
-    valid1 <= \$239 ;
+    valid1 <= \$251 ;
   always @(posedge clk)
-    valid2 <= \$240 ;
+    valid2 <= \$252 ;
   always @(posedge clk)
-    valid3 <= \$241 ;
+    valid3 <= \$253 ;
   always @(posedge clk)
-    valid4 <= \$242 ;
+    valid4 <= \$254 ;
   always @(posedge clk)
-    valid5 <= \$243 ;
+    valid5 <= \$255 ;
   always @(posedge clk)
-    valid6 <= \$244 ;
+    valid6 <= \$256 ;
   always @(posedge clk)
-    valid7 <= \$245 ;
+    valid7 <= \$257 ;
   always @(posedge clk)
-    valid8 <= \$246 ;
+    valid8 <= \$258 ;
   always @(posedge clk)
-    valid9 <= \$247 ;
+    valid9 <= \$259 ;
   always @(posedge clk)
-    kreg0 <= \$248 ;
+    kreg0 <= \$260 ;
   always @(posedge clk)
-    treg0 <= \$249 ;
+    treg0 <= \$261 ;
   always @(posedge clk)
-    kreg1 <= \$250 ;
+    kreg1 <= \$262 ;
   always @(posedge clk)
-    treg1 <= \$251 ;
+    treg1 <= \$263 ;
   always @(posedge clk)
-    kreg2 <= \$252 ;
+    kreg2 <= \$264 ;
   always @(posedge clk)
-    treg2 <= \$253 ;
+    treg2 <= \$265 ;
   always @(posedge clk)
-    kreg3 <= \$254 ;
+    kreg3 <= \$266 ;
   always @(posedge clk)
-    treg3 <= \$255 ;
+    treg3 <= \$267 ;
   always @(posedge clk)
-    kreg4 <= \$256 ;
+    kreg4 <= \$268 ;
   always @(posedge clk)
-    treg4 <= \$257 ;
+    treg4 <= \$269 ;
   always @(posedge clk)
-    kreg5 <= \$258 ;
+    kreg5 <= \$270 ;
   always @(posedge clk)
-    treg5 <= \$259 ;
+    treg5 <= \$271 ;
   always @(posedge clk)
-    kreg6 <= \$260 ;
+    kreg6 <= \$272 ;
   always @(posedge clk)
-    treg6 <= \$261 ;
+    treg6 <= \$273 ;
   always @(posedge clk)
-    kreg7 <= \$262 ;
+    kreg7 <= \$274 ;
   always @(posedge clk)
-    treg7 <= \$263 ;
+    treg7 <= \$275 ;
   always @(posedge clk)
-    kreg8 <= \$264 ;
+    kreg8 <= \$276 ;
   always @(posedge clk)
-    treg8 <= \$265 ;
+    treg8 <= \$277 ;
   always @(posedge clk)
-    kreg9 <= \$266 ;
+    kreg9 <= \$278 ;
   always @(posedge clk)
-    treg9 <= \$267 ;
+    treg9 <= \$279 ;
   always @(posedge clk)
-    seen <= \$268 ;
+    seen <= \$280 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    thr = 30'h00000000;
-    casez (\$153 )
+    thr = 20'h00000;
+    casez (\$165 )
       5'h00:
           thr = kreg0;
       5'h01:
@@ -5404,273 +5816,141 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$238  = valid0;
+    \$250  = valid0;
     if (clear) begin
-      \$238  = 1'h0;
+      \$250  = 1'h0;
     end else if (p1) begin
-      \$238  = nv0;
+      \$250  = nv0;
     end
     if (rst) begin
-      \$238  = 1'h0;
+      \$250  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$239  = valid1;
+    \$251  = valid1;
     if (clear) begin
-      \$239  = 1'h0;
+      \$251  = 1'h0;
     end else if (p1) begin
-      \$239  = nv1;
+      \$251  = nv1;
     end
     if (rst) begin
-      \$239  = 1'h0;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$240  = valid2;
+    \$252  = valid2;
     if (clear) begin
-      \$240  = 1'h0;
+      \$252  = 1'h0;
     end else if (p1) begin
-      \$240  = nv2;
+      \$252  = nv2;
     end
     if (rst) begin
-      \$240  = 1'h0;
+      \$252  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$241  = valid3;
+    \$253  = valid3;
     if (clear) begin
-      \$241  = 1'h0;
+      \$253  = 1'h0;
     end else if (p1) begin
-      \$241  = nv3;
+      \$253  = nv3;
     end
     if (rst) begin
-      \$241  = 1'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$242  = valid4;
+    \$254  = valid4;
     if (clear) begin
-      \$242  = 1'h0;
+      \$254  = 1'h0;
     end else if (p1) begin
-      \$242  = nv4;
+      \$254  = nv4;
     end
     if (rst) begin
-      \$242  = 1'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$243  = valid5;
+    \$255  = valid5;
     if (clear) begin
-      \$243  = 1'h0;
+      \$255  = 1'h0;
     end else if (p1) begin
-      \$243  = nv5;
+      \$255  = nv5;
     end
     if (rst) begin
-      \$243  = 1'h0;
+      \$255  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$244  = valid6;
+    \$256  = valid6;
     if (clear) begin
-      \$244  = 1'h0;
+      \$256  = 1'h0;
     end else if (p1) begin
-      \$244  = nv6;
+      \$256  = nv6;
     end
     if (rst) begin
-      \$244  = 1'h0;
+      \$256  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$245  = valid7;
+    \$257  = valid7;
     if (clear) begin
-      \$245  = 1'h0;
+      \$257  = 1'h0;
     end else if (p1) begin
-      \$245  = nv7;
+      \$257  = nv7;
     end
     if (rst) begin
-      \$245  = 1'h0;
+      \$257  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$246  = valid8;
+    \$258  = valid8;
     if (clear) begin
-      \$246  = 1'h0;
+      \$258  = 1'h0;
     end else if (p1) begin
-      \$246  = nv8;
+      \$258  = nv8;
     end
     if (rst) begin
-      \$246  = 1'h0;
+      \$258  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$247  = valid9;
+    \$259  = valid9;
     if (clear) begin
-      \$247  = 1'h0;
+      \$259  = 1'h0;
     end else if (p1) begin
-      \$247  = nv9;
+      \$259  = nv9;
     end
     if (rst) begin
-      \$247  = 1'h0;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$248  = kreg0;
+    \$260  = kreg0;
     if (clear) begin
     end else if (p1) begin
-      \$248  = nk0;
+      \$260  = nk0;
     end
     if (rst) begin
-      \$248  = 30'h00000000;
+      \$260  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$249  = treg0;
+    \$261  = treg0;
     if (clear) begin
     end else if (p1) begin
-      \$249  = nt0;
-    end
-    if (rst) begin
-      \$249  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$250  = kreg1;
-    if (clear) begin
-    end else if (p1) begin
-      \$250  = nk1;
-    end
-    if (rst) begin
-      \$250  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$251  = treg1;
-    if (clear) begin
-    end else if (p1) begin
-      \$251  = nt1;
-    end
-    if (rst) begin
-      \$251  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$252  = kreg2;
-    if (clear) begin
-    end else if (p1) begin
-      \$252  = nk2;
-    end
-    if (rst) begin
-      \$252  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$253  = treg2;
-    if (clear) begin
-    end else if (p1) begin
-      \$253  = nt2;
-    end
-    if (rst) begin
-      \$253  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$254  = kreg3;
-    if (clear) begin
-    end else if (p1) begin
-      \$254  = nk3;
-    end
-    if (rst) begin
-      \$254  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$255  = treg3;
-    if (clear) begin
-    end else if (p1) begin
-      \$255  = nt3;
-    end
-    if (rst) begin
-      \$255  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$256  = kreg4;
-    if (clear) begin
-    end else if (p1) begin
-      \$256  = nk4;
-    end
-    if (rst) begin
-      \$256  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$257  = treg4;
-    if (clear) begin
-    end else if (p1) begin
-      \$257  = nt4;
-    end
-    if (rst) begin
-      \$257  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$258  = kreg5;
-    if (clear) begin
-    end else if (p1) begin
-      \$258  = nk5;
-    end
-    if (rst) begin
-      \$258  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$259  = treg5;
-    if (clear) begin
-    end else if (p1) begin
-      \$259  = nt5;
-    end
-    if (rst) begin
-      \$259  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$260  = kreg6;
-    if (clear) begin
-    end else if (p1) begin
-      \$260  = nk6;
-    end
-    if (rst) begin
-      \$260  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$261  = treg6;
-    if (clear) begin
-    end else if (p1) begin
-      \$261  = nt6;
+      \$261  = nt0;
     end
     if (rst) begin
       \$261  = 2'h0;
@@ -5678,21 +5958,21 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$262  = kreg7;
+    \$262  = kreg1;
     if (clear) begin
     end else if (p1) begin
-      \$262  = nk7;
+      \$262  = nk1;
     end
     if (rst) begin
-      \$262  = 30'h00000000;
+      \$262  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$263  = treg7;
+    \$263  = treg1;
     if (clear) begin
     end else if (p1) begin
-      \$263  = nt7;
+      \$263  = nt1;
     end
     if (rst) begin
       \$263  = 2'h0;
@@ -5700,21 +5980,21 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$264  = kreg8;
+    \$264  = kreg2;
     if (clear) begin
     end else if (p1) begin
-      \$264  = nk8;
+      \$264  = nk2;
     end
     if (rst) begin
-      \$264  = 30'h00000000;
+      \$264  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$265  = treg8;
+    \$265  = treg2;
     if (clear) begin
     end else if (p1) begin
-      \$265  = nt8;
+      \$265  = nt2;
     end
     if (rst) begin
       \$265  = 2'h0;
@@ -5722,21 +6002,21 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$266  = kreg9;
+    \$266  = kreg3;
     if (clear) begin
     end else if (p1) begin
-      \$266  = nk9;
+      \$266  = nk3;
     end
     if (rst) begin
-      \$266  = 30'h00000000;
+      \$266  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$267  = treg9;
+    \$267  = treg3;
     if (clear) begin
     end else if (p1) begin
-      \$267  = nt9;
+      \$267  = nt3;
     end
     if (rst) begin
       \$267  = 2'h0;
@@ -5744,55 +6024,188 @@ module \hwnorm_bwd_topk_s16.sel$84 (clk, rst, mask, m, \port$1154$0 , \port$1167
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$268  = seen;
+    \$268  = kreg4;
     if (clear) begin
-      \$268  = 13'h0000;
-    end else if (p2) begin
-      \$268  = \$237 [12:0];
+    end else if (p1) begin
+      \$268  = nk4;
     end
     if (rst) begin
-      \$268  = 13'h0000;
+      \$268  = 20'h00000;
     end
   end
-  assign n = \port$1273$0 [12:0];
-  assign s = \port$1273$0 [41:13];
-  assign key0 = \$4 [29:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$269  = treg4;
+    if (clear) begin
+    end else if (p1) begin
+      \$269  = nt4;
+    end
+    if (rst) begin
+      \$269  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$270  = kreg5;
+    if (clear) begin
+    end else if (p1) begin
+      \$270  = nk5;
+    end
+    if (rst) begin
+      \$270  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$271  = treg5;
+    if (clear) begin
+    end else if (p1) begin
+      \$271  = nt5;
+    end
+    if (rst) begin
+      \$271  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$272  = kreg6;
+    if (clear) begin
+    end else if (p1) begin
+      \$272  = nk6;
+    end
+    if (rst) begin
+      \$272  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$273  = treg6;
+    if (clear) begin
+    end else if (p1) begin
+      \$273  = nt6;
+    end
+    if (rst) begin
+      \$273  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$274  = kreg7;
+    if (clear) begin
+    end else if (p1) begin
+      \$274  = nk7;
+    end
+    if (rst) begin
+      \$274  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$275  = treg7;
+    if (clear) begin
+    end else if (p1) begin
+      \$275  = nt7;
+    end
+    if (rst) begin
+      \$275  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$276  = kreg8;
+    if (clear) begin
+    end else if (p1) begin
+      \$276  = nk8;
+    end
+    if (rst) begin
+      \$276  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$277  = treg8;
+    if (clear) begin
+    end else if (p1) begin
+      \$277  = nt8;
+    end
+    if (rst) begin
+      \$277  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$278  = kreg9;
+    if (clear) begin
+    end else if (p1) begin
+      \$278  = nk9;
+    end
+    if (rst) begin
+      \$278  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$279  = treg9;
+    if (clear) begin
+    end else if (p1) begin
+      \$279  = nt9;
+    end
+    if (rst) begin
+      \$279  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$280  = seen;
+    if (clear) begin
+      \$280  = 13'h0000;
+    end else if (p2) begin
+      \$280  = \$249 [12:0];
+    end
+    if (rst) begin
+      \$280  = 13'h0000;
+    end
+  end
+  assign key0 = \$14 [19:0];
   assign lc0_is0 = 1'h1;
-  assign budget = \$192 [3:0];
-  assign tsum = { \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221  };
-  assign sel = { 1'h0, \$234  };
-  assign \port$1154$0  = \$221 ;
-  assign \port$1167$0  = \$234 ;
+  assign budget = \$204 [3:0];
+  assign tsum = { \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233  };
+  assign sel = { 1'h0, \$246  };
+  assign \port$1184$0  = \$233 ;
+  assign \port$1197$0  = \$246 ;
   assign \x[0]  = x;
-  assign \sel[0]  = { 1'h0, \$234  };
-  assign at0_0 = \$18 ;
-  assign \$28  = \$18 ;
-  assign \$29  = \$18 ;
-  assign \$30  = at0_1;
-  assign \$31  = at0_1;
-  assign \$32  = at0_2;
-  assign \$33  = at0_2;
-  assign \$34  = at0_3;
-  assign \$35  = at0_3;
-  assign \$36  = at0_4;
-  assign \$37  = at0_4;
-  assign \$38  = at0_5;
-  assign \$39  = at0_5;
-  assign \$40  = at0_6;
-  assign \$41  = at0_6;
-  assign \$42  = at0_7;
-  assign \$43  = at0_7;
-  assign \$44  = at0_8;
-  assign \$45  = at0_8;
-  assign \$46  = at0_9;
-  assign \$47  = at0_9;
-  assign \$50  = pass0;
-  assign \$53  = pass1;
-  assign \$56  = pass2;
-  assign \$59  = pass3;
-  assign \$62  = pass4;
-  assign \$65  = pass5;
-  assign \$68  = pass6;
-  assign \$71  = pass7;
-  assign \$74  = pass8;
+  assign \sel[0]  = { 1'h0, \$246  };
+  assign \$2  = { r, 1'h0 };
+  assign \$4  = { r, 1'h0 };
+  assign \$11  = { \$10 [18], \$10 , 2'h0 };
+  assign at0_0 = \$30 ;
+  assign \$40  = \$30 ;
+  assign \$41  = \$30 ;
+  assign \$42  = at0_1;
+  assign \$43  = at0_1;
+  assign \$44  = at0_2;
+  assign \$45  = at0_2;
+  assign \$46  = at0_3;
+  assign \$47  = at0_3;
+  assign \$48  = at0_4;
+  assign \$49  = at0_4;
+  assign \$50  = at0_5;
+  assign \$51  = at0_5;
+  assign \$52  = at0_6;
+  assign \$53  = at0_6;
+  assign \$54  = at0_7;
+  assign \$55  = at0_7;
+  assign \$56  = at0_8;
+  assign \$57  = at0_8;
+  assign \$58  = at0_9;
+  assign \$59  = at0_9;
+  assign \$62  = pass0;
+  assign \$65  = pass1;
+  assign \$68  = pass2;
+  assign \$71  = pass3;
+  assign \$74  = pass4;
+  assign \$77  = pass5;
+  assign \$80  = pass6;
+  assign \$83  = pass7;
+  assign \$86  = pass8;
 endmodule

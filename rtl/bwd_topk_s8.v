@@ -368,51 +368,51 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [21:0] \$423 ;
   wire \$424 ;
   wire \$425 ;
-  wire \$426 ;
-  wire [8:0] \$427 ;
-  wire [8:0] \$428 ;
-  wire [135:0] \$429 ;
+  wire [21:0] \$426 ;
+  wire [21:0] \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire \$43 ;
-  wire [5:0] \$430 ;
-  wire [6:0] \$431 ;
-  wire \$432 ;
-  wire \$433 ;
-  wire [40:0] \$434 ;
-  wire [40:0] \$435 ;
-  wire [167:0] \$436 ;
+  wire \$430 ;
+  wire [8:0] \$431 ;
+  wire [8:0] \$432 ;
+  wire [135:0] \$433 ;
+  wire [5:0] \$434 ;
+  wire [6:0] \$435 ;
+  wire \$436 ;
   wire \$437 ;
-  wire \$438 ;
-  wire [21:0] \$439 ;
+  wire [40:0] \$438 ;
+  wire [40:0] \$439 ;
   wire [6:0] \$44 ;
-  wire [21:0] \$440 ;
+  wire [167:0] \$440 ;
   wire \$441 ;
   wire \$442 ;
-  wire \$443 ;
-  wire [8:0] \$444 ;
-  wire [8:0] \$445 ;
+  wire [21:0] \$443 ;
+  wire [21:0] \$444 ;
+  wire \$445 ;
   wire \$446 ;
   wire \$447 ;
-  wire [91:0] \$448 ;
-  wire [91:0] \$449 ;
+  wire [8:0] \$448 ;
+  wire [8:0] \$449 ;
   wire [6:0] \$45 ;
-  wire [154:0] \$450 ;
-  wire [5:0] \$451 ;
-  wire [7:0] \$452 ;
-  wire \$453 ;
-  wire \$454 ;
-  wire [111:0] \$455 ;
-  wire [111:0] \$456 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire [91:0] \$452 ;
+  wire [91:0] \$453 ;
+  wire [154:0] \$454 ;
+  wire [5:0] \$455 ;
+  wire [7:0] \$456 ;
   wire \$457 ;
-  wire [14:0] \$458 ;
-  wire [14:0] \$459 ;
+  wire \$458 ;
+  wire [111:0] \$459 ;
   wire \$46 ;
-  wire \$460 ;
-  wire [14:0] \$461 ;
+  wire [111:0] \$460 ;
+  wire \$461 ;
   wire [14:0] \$462 ;
-  wire \$463 ;
+  wire [14:0] \$463 ;
   wire \$464 ;
-  wire \$465 ;
-  wire \$466 ;
+  wire [14:0] \$465 ;
+  wire [14:0] \$466 ;
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
@@ -459,127 +459,139 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$505 ;
   wire \$506 ;
   wire \$507 ;
-  wire [52:0] \$508 ;
+  wire \$508 ;
   wire \$509 ;
   wire [6:0] \$51 ;
   wire \$510 ;
-  wire [51:0] \$511 ;
-  wire [51:0] \$512 ;
-  wire [52:0] \$513 ;
-  wire [53:0] \$514 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
   wire \$515 ;
-  wire [53:0] \$516 ;
+  wire [52:0] \$516 ;
   wire \$517 ;
-  wire [53:0] \$518 ;
-  wire \$519 ;
+  wire \$518 ;
+  wire [51:0] \$519 ;
   wire [6:0] \$52 ;
-  wire [53:0] \$520 ;
-  wire [8:0] \$521 ;
-  wire [8:0] \$522 ;
-  wire [8:0] \$523 ;
+  wire [51:0] \$520 ;
+  wire [52:0] \$521 ;
+  wire [53:0] \$522 ;
+  wire \$523 ;
   wire [53:0] \$524 ;
   wire \$525 ;
   wire [53:0] \$526 ;
   wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
+  wire [53:0] \$528 ;
+  wire [8:0] \$529 ;
   wire \$53 ;
-  wire [13:0] \$530 ;
-  wire [13:0] \$531 ;
-  wire [13:0] \$532 ;
-  wire [7:0] \$533 ;
-  wire [21:0] \$534 ;
-  wire [15:0] \$535 ;
-  wire [15:0] \$536 ;
-  wire [28:0] \$537 ;
-  wire [111:0] \$538 ;
-  wire [111:0] \$539 ;
+  wire [8:0] \$530 ;
+  wire [8:0] \$531 ;
+  wire [53:0] \$532 ;
+  wire \$533 ;
+  wire [53:0] \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire [13:0] \$538 ;
+  wire [13:0] \$539 ;
   wire [6:0] \$54 ;
-  wire [111:0] \$540 ;
-  wire [111:0] \$541 ;
-  wire [5:0] \$542 ;
-  wire \$543 ;
-  wire [45:0] \$544 ;
-  wire [5:0] \$545 ;
-  wire [111:0] \$546 ;
+  wire [13:0] \$540 ;
+  wire \$541 ;
+  wire [7:0] \$542 ;
+  wire [21:0] \$543 ;
+  wire [15:0] \$544 ;
+  wire [15:0] \$545 ;
+  wire [28:0] \$546 ;
   wire [111:0] \$547 ;
-  wire [5:0] \$548 ;
-  wire \$549 ;
+  wire [111:0] \$548 ;
+  wire [111:0] \$549 ;
   wire [6:0] \$55 ;
-  wire [91:0] \$550 ;
+  wire [111:0] \$550 ;
   wire [5:0] \$551 ;
   wire \$552 ;
-  wire \$553 ;
-  wire [90:0] \$554 ;
-  wire [90:0] \$555 ;
-  wire [5:0] \$556 ;
-  wire \$557 ;
-  wire [91:0] \$558 ;
-  wire [5:0] \$559 ;
+  wire [45:0] \$553 ;
+  wire [5:0] \$554 ;
+  wire [111:0] \$555 ;
+  wire [111:0] \$556 ;
+  wire [5:0] \$557 ;
+  wire \$558 ;
+  wire [91:0] \$559 ;
   wire [6:0] \$56 ;
-  wire \$560 ;
+  wire [5:0] \$560 ;
   wire \$561 ;
-  wire [90:0] \$562 ;
+  wire \$562 ;
   wire [90:0] \$563 ;
-  wire [5:0] \$564 ;
-  wire \$565 ;
-  wire [91:0] \$566 ;
-  wire [5:0] \$567 ;
-  wire \$568 ;
+  wire [90:0] \$564 ;
+  wire [5:0] \$565 ;
+  wire \$566 ;
+  wire [91:0] \$567 ;
+  wire [5:0] \$568 ;
   wire \$569 ;
   wire [6:0] \$57 ;
-  wire [90:0] \$570 ;
+  wire \$570 ;
   wire [90:0] \$571 ;
-  wire \$572 ;
-  wire \$573 ;
+  wire [90:0] \$572 ;
+  wire [5:0] \$573 ;
   wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
+  wire [91:0] \$575 ;
+  wire [5:0] \$576 ;
   wire \$577 ;
   wire \$578 ;
-  wire \$579 ;
+  wire [90:0] \$579 ;
   wire [6:0] \$58 ;
-  wire \$580 ;
-  reg [7:0] \$581 ;
-  reg [7:0] \$582 ;
-  reg \$583 ;
-  reg [2:0] \$584 ;
-  reg \$585 ;
-  reg \$586 ;
-  reg \$587 ;
-  reg \$588 ;
-  reg \$589 ;
+  wire [90:0] \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  reg \$590 ;
-  reg [52:0] \$591 ;
-  reg [52:0] \$592 ;
-  reg [53:0] \$593 ;
-  reg [7:0] \$594 ;
-  reg [12:0] \$595 ;
-  reg [12:0] \$596 ;
-  reg [101:0] \$597 ;
-  reg [20:0] \$598 ;
-  reg [27:0] \$599 ;
+  reg [7:0] \$590 ;
+  reg [7:0] \$591 ;
+  reg \$592 ;
+  reg [2:0] \$593 ;
+  reg \$594 ;
+  reg \$595 ;
+  reg \$596 ;
+  reg \$597 ;
+  reg \$598 ;
+  reg \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg [42:0] \$600 ;
-  reg [4:0] \$601 ;
-  reg [5:0] \$602 ;
-  reg [4:0] \$603 ;
-  reg [90:0] \$604 ;
-  reg [39:0] \$605 ;
-  reg [110:0] \$606 ;
-  reg [44:0] \$607 ;
-  reg [44:0] \$608 ;
-  reg [90:0] \$609 ;
+  reg [52:0] \$600 ;
+  reg [52:0] \$601 ;
+  reg [53:0] \$602 ;
+  reg [7:0] \$603 ;
+  reg [12:0] \$604 ;
+  reg [12:0] \$605 ;
+  reg [101:0] \$606 ;
+  reg [20:0] \$607 ;
+  reg [27:0] \$608 ;
+  reg [42:0] \$609 ;
   wire \$61 ;
-  reg [75:0] \$610 ;
-  reg [51:0] \$611 ;
-  reg [51:0] \$612 ;
-  reg [51:0] \$613 ;
-  wire [5:0] \$614 ;
-  wire [1:0] \$615 ;
+  reg [4:0] \$610 ;
+  reg [5:0] \$611 ;
+  reg [8:0] \$612 ;
+  reg \$613 ;
+  reg [12:0] \$614 ;
+  reg [4:0] \$615 ;
+  reg [90:0] \$616 ;
+  reg [39:0] \$617 ;
+  reg [110:0] \$618 ;
+  reg [44:0] \$619 ;
   wire \$62 ;
+  reg [44:0] \$620 ;
+  reg [90:0] \$621 ;
+  reg [75:0] \$622 ;
+  reg [51:0] \$623 ;
+  reg [51:0] \$624 ;
+  reg [51:0] \$625 ;
+  wire [5:0] \$626 ;
+  wire [1:0] \$627 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
@@ -620,11 +632,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  reg [2:0] \$signal  = 3'h0;
-  reg \$signal$68  = 1'h0;
-  reg \$signal$69  = 1'h0;
+  (* init = 9'h000 *)
+  wire [8:0] \$signal ;
+  reg [2:0] \$signal$68  = 3'h0;
+  wire [2:0] \$signal$68[0] ;
   reg \$signal$71  = 1'h0;
-  wire [2:0] \$signal[0] ;
+  reg \$signal$72  = 1'h0;
+  reg \$signal$74  = 1'h0;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
   wire adv;
@@ -661,7 +675,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$82 ;
+  wire \done$85 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -681,10 +695,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg [44:0] m1 = 45'h000000000000;
   reg [75:0] m2 = 76'h0000000000000000000;
   wire mask;
-  wire \mask$22 ;
+  wire \mask$25 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$52 ;
+  reg \neg$50 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -700,13 +714,17 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [90:0] p;
   reg p1;
   reg p2;
-  wire [110:0] q;
+  reg [8:0] q = 9'h000;
+  wire [110:0] \q$84 ;
   reg [39:0] qg = 40'h0000000000;
+  reg [12:0] r = 13'h0000;
+  (* init = 13'h0000 *)
+  wire [12:0] r_mean;
   wire refused;
   reg [39:0] rem_init;
   input rst;
   wire rst;
-  wire [20:0] s;
+  reg rz = 1'h0;
   reg [7:0] s0_g = 8'h00;
   wire [7:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -727,7 +745,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$50 ;
+  reg \start$46 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -738,13 +756,25 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire stats__ready;
   output stats__valid;
   reg stats__valid;
-  reg [4:0] steps;
-  reg [6:0] \steps$48 ;
+  reg [6:0] steps;
+  reg [4:0] \steps$51 ;
   reg take;
   reg [110:0] tq = 111'h0000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$369  = chan__payload[47] ? 6'h0d : 6'h0c;
+  assign \$370  = \$367  ? \$368  : \$369 ;
+  assign \$371  = chan__payload[44] | chan__payload[45];
+  assign \$372  = chan__payload[45] ? 6'h0b : 6'h0a;
+  assign \$373  = chan__payload[43] ? 6'h09 : 6'h08;
+  assign \$374  = \$371  ? \$372  : \$373 ;
+  assign \$375  = \$366  ? \$370  : \$374 ;
+  assign \$376  = chan__payload[38] | chan__payload[39];
+  assign \$377  = chan__payload[40] | chan__payload[41];
+  assign \$378  = \$376  | \$377 ;
+  assign \$379  = chan__payload[40] | chan__payload[41];
+  assign \$380  = chan__payload[41] ? 6'h07 : 6'h06;
   assign \$381  = chan__payload[39] ? 6'h05 : 6'h04;
   assign \$382  = \$379  ? \$380  : \$381 ;
   assign \$383  = chan__payload[36] | chan__payload[37];
@@ -792,213 +822,228 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$422  = - $signed(chan[33:13]);
   assign \$423  = \$421  ? \$422  : { chan[33], chan[33:13] };
   assign \$424  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$425  = ~ \$424 ;
-  assign \$426  = $signed(chan[101:94]) < $signed(1'h0);
-  assign \$427  = - $signed(chan[101:94]);
-  assign \$428  = \$426  ? \$427  : { chan[101], chan[101:94] };
-  assign \$430  = 5'h11 + sh;
-  assign \$431  = 4'h8 + \$430 ;
-  assign \$432  = $signed(chan[101:94]) < $signed(1'h0);
-  assign \$433  = $signed(qg) < $signed(1'h0);
-  assign \$434  = - $signed(qg);
-  assign \$435  = \$433  ? \$434  : { qg[39], qg };
+  assign \$425  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$426  = - $signed(chan[33:13]);
+  assign \$427  = \$425  ? \$426  : { chan[33], chan[33:13] };
+  assign \$428  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$429  = ~ \$428 ;
+  assign \$430  = $signed(chan[101:94]) < $signed(1'h0);
+  assign \$431  = - $signed(chan[101:94]);
+  assign \$432  = \$430  ? \$431  : { chan[101], chan[101:94] };
+  assign \$434  = 5'h11 + sh;
+  assign \$435  = 4'h8 + \$434 ;
+  assign \$436  = $signed(chan[101:94]) < $signed(1'h0);
   assign \$437  = $signed(qg) < $signed(1'h0);
-  assign \$438  = $signed(sg) < $signed(1'h0);
-  assign \$439  = - $signed(sg);
-  assign \$440  = \$438  ? \$439  : { sg[20], sg };
-  assign \$441  = $signed(sg) < $signed(1'h0);
-  assign \$442  = ~ \$441 ;
-  assign \$443  = $signed(chan[101:94]) < $signed(1'h0);
-  assign \$444  = - $signed(chan[101:94]);
-  assign \$445  = \$443  ? \$444  : { chan[101], chan[101:94] };
-  assign \$446  = $signed(chan[101:94]) < $signed(1'h0);
-  assign \$447  = $signed(scratch) < $signed(1'h0);
-  assign \$448  = - $signed(scratch);
-  assign \$449  = \$447  ? \$448  : { scratch[90], scratch };
-  assign \$451  = 5'h11 + sh;
-  assign \$452  = 7'h43 + \$451 ;
-  assign \$453  = $signed(scratch) < $signed(1'h0);
-  assign \$454  = $signed(tq) < $signed(1'h0);
-  assign \$455  = - $signed(tq);
-  assign \$456  = \$454  ? \$455  : { tq[110], tq };
-  assign \$457  = $signed(tq) < $signed(1'h0);
-  assign \$458  = $signed({ 1'h0, chan[12:0] }) - $signed(\$614 );
-  assign \$459  = $signed({ 1'h0, chan[12:0] }) + $signed(\$614 );
-  assign \$460  = $signed(\$614 ) < $signed(1'h0);
-  assign \$461  = - $signed(\$614 );
-  assign \$462  = \$460  ? \$461  : { \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614  };
-  assign \$463  = $signed(\$614 ) < $signed(1'h0);
-  assign \$464  = | left;
-  assign \$465  = \$464  & adv;
-  assign \$466  = i__valid & i__ready;
-  assign \$467  = ! fsm_state;
-  assign \$468  = fsm_state == 1'h1;
-  assign \$469  = fsm_state == 2'h2;
-  assign \$470  = fsm_state == 2'h3;
-  assign \$471  = fsm_state == 3'h4;
-  assign \$472  = fsm_state == 3'h5;
-  assign \$473  = fsm_state == 3'h6;
-  assign \$474  = fsm_state == 3'h7;
-  assign \$475  = fsm_state == 4'h8;
-  assign \$476  = fsm_state == 4'h9;
-  assign \$477  = fsm_state == 4'ha;
-  assign \$478  = fsm_state == 4'hb;
-  assign \$479  = fsm_state == 4'hc;
-  assign \$480  = fsm_state == 4'hd;
-  assign \$481  = fsm_state == 4'he;
-  assign \$482  = fsm_state == 4'hf;
-  assign \$483  = fsm_state == 5'h10;
-  assign \$484  = fsm_state == 5'h11;
-  assign \$485  = fsm_state == 5'h12;
-  assign \$486  = fsm_state == 5'h13;
-  assign \$487  = fsm_state == 5'h14;
-  assign \$488  = fsm_state == 5'h15;
-  assign \$489  = fsm_state == 5'h16;
-  assign \$490  = fsm_state == 5'h17;
-  assign \$491  = fsm_state == 5'h18;
-  assign \$492  = fsm_state == 5'h19;
-  assign \$493  = fsm_state == 5'h1a;
-  assign \$494  = fsm_state == 5'h1b;
-  assign \$495  = fsm_state == 5'h1c;
-  assign \$496  = fsm_state == 5'h1d;
-  assign \$497  = fsm_state == 5'h1e;
-  assign \$498  = fsm_state == 5'h1f;
-  assign \$499  = fsm_state == 6'h20;
-  assign \$500  = fsm_state == 6'h21;
-  assign \$501  = fsm_state == 6'h22;
-  assign \$502  = fsm_state == 6'h23;
-  assign \$503  = fsm_state == 6'h24;
-  assign \$504  = fsm_state == 6'h25;
-  assign \$505  = fsm_state == 6'h26;
-  assign \$506  = fsm_state == 6'h27;
-  assign \$507  = fsm_state == 6'h28;
-  assign \$508  = $signed(s0_g) * $signed(lane_a);
-  assign \$509  = \$signal  == 2'h2;
-  assign \$510  = ! \$signal ;
-  assign \$511  = \$510  ? const0 : const1;
-  assign \$512  = \$509  ? const2 : \$511 ;
-  assign \$513  = $signed(\$512 ) + $signed(26'h1000000);
-  assign \$514  = $signed(s1_t0_0) + $signed(s1_t0_1);
-  assign \$515  = ~ s2_mask;
-  assign \$517  = $signed(\$516 ) > $signed(8'h7f);
-  assign \$519  = $signed(\$518 ) < $signed(8'h80);
-  assign \$521  = \$519  ? 9'h180 : { 1'h0, \$520 [7:0] };
-  assign \$522  = \$517  ? 9'h07f : \$521 ;
-  assign \$523  = s2_mask ? \$522  : 9'h000;
+  assign \$438  = - $signed(qg);
+  assign \$439  = \$437  ? \$438  : { qg[39], qg };
+  assign \$441  = $signed(qg) < $signed(1'h0);
+  assign \$442  = $signed(sg) < $signed(1'h0);
+  assign \$443  = - $signed(sg);
+  assign \$444  = \$442  ? \$443  : { sg[20], sg };
+  assign \$445  = $signed(sg) < $signed(1'h0);
+  assign \$446  = ~ \$445 ;
+  assign \$447  = $signed(chan[101:94]) < $signed(1'h0);
+  assign \$448  = - $signed(chan[101:94]);
+  assign \$449  = \$447  ? \$448  : { chan[101], chan[101:94] };
+  assign \$450  = $signed(chan[101:94]) < $signed(1'h0);
+  assign \$451  = $signed(scratch) < $signed(1'h0);
+  assign \$452  = - $signed(scratch);
+  assign \$453  = \$451  ? \$452  : { scratch[90], scratch };
+  assign \$455  = 5'h11 + sh;
+  assign \$456  = 7'h43 + \$455 ;
+  assign \$457  = $signed(scratch) < $signed(1'h0);
+  assign \$458  = $signed(tq) < $signed(1'h0);
+  assign \$459  = - $signed(tq);
+  assign \$460  = \$458  ? \$459  : { tq[110], tq };
+  assign \$461  = $signed(tq) < $signed(1'h0);
+  assign \$462  = $signed({ 1'h0, chan[12:0] }) - $signed(\$626 );
+  assign \$463  = $signed({ 1'h0, chan[12:0] }) + $signed(\$626 );
+  assign \$464  = $signed(\$626 ) < $signed(1'h0);
+  assign \$465  = - $signed(\$626 );
+  assign \$466  = \$464  ? \$465  : { \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626  };
+  assign \$467  = $signed(\$626 ) < $signed(1'h0);
+  assign \$468  = | left;
+  assign \$469  = \$468  & adv;
+  assign \$470  = i__valid & i__ready;
+  assign \$471  = ! fsm_state;
+  assign \$472  = fsm_state == 1'h1;
+  assign \$473  = fsm_state == 2'h2;
+  assign \$474  = fsm_state == 2'h3;
+  assign \$475  = fsm_state == 3'h4;
+  assign \$476  = fsm_state == 3'h5;
+  assign \$477  = fsm_state == 3'h6;
+  assign \$478  = fsm_state == 3'h7;
+  assign \$479  = fsm_state == 4'h8;
+  assign \$480  = fsm_state == 4'h9;
+  assign \$481  = fsm_state == 4'ha;
+  assign \$482  = fsm_state == 4'hb;
+  assign \$483  = fsm_state == 4'hc;
+  assign \$484  = fsm_state == 4'hd;
+  assign \$485  = fsm_state == 4'he;
+  assign \$486  = fsm_state == 4'hf;
+  assign \$487  = fsm_state == 5'h10;
+  assign \$488  = fsm_state == 5'h11;
+  assign \$489  = fsm_state == 5'h12;
+  assign \$490  = fsm_state == 5'h13;
+  assign \$491  = fsm_state == 5'h14;
+  assign \$492  = fsm_state == 5'h15;
+  assign \$493  = fsm_state == 5'h16;
+  assign \$494  = fsm_state == 5'h17;
+  assign \$495  = fsm_state == 5'h18;
+  assign \$496  = fsm_state == 5'h19;
+  assign \$497  = fsm_state == 5'h1a;
+  assign \$498  = fsm_state == 5'h1b;
+  assign \$499  = fsm_state == 5'h1c;
+  assign \$500  = fsm_state == 5'h1d;
+  assign \$501  = fsm_state == 5'h1e;
+  assign \$502  = fsm_state == 5'h1f;
+  assign \$503  = fsm_state == 6'h20;
+  assign \$504  = fsm_state == 6'h21;
+  assign \$505  = fsm_state == 6'h22;
+  assign \$506  = fsm_state == 6'h23;
+  assign \$507  = fsm_state == 6'h24;
+  assign \$508  = fsm_state == 6'h25;
+  assign \$509  = fsm_state == 6'h26;
+  assign \$510  = fsm_state == 6'h27;
+  assign \$511  = fsm_state == 6'h28;
+  assign \$512  = fsm_state == 6'h29;
+  assign \$513  = fsm_state == 6'h2a;
+  assign \$514  = fsm_state == 6'h2b;
+  assign \$515  = fsm_state == 6'h2c;
+  assign \$516  = $signed(s0_g) * $signed(lane_a);
+  assign \$517  = \$signal$68  == 2'h2;
+  assign \$518  = ! \$signal$68 ;
+  assign \$519  = \$518  ? const0 : const1;
+  assign \$520  = \$517  ? const2 : \$519 ;
+  assign \$521  = $signed(\$520 ) + $signed(26'h1000000);
+  assign \$522  = $signed(s1_t0_0) + $signed(s1_t0_1);
+  assign \$523  = ~ s2_mask;
   assign \$525  = $signed(\$524 ) > $signed(8'h7f);
   assign \$527  = $signed(\$526 ) < $signed(8'h80);
-  assign \$528  = \$525  | \$527 ;
-  assign \$529  = s2_mask & \$528 ;
-  assign \$530  = sat + \$529 ;
-  assign \$531  = left - 1'h1;
-  assign \$532  = last ? 14'h0000 : \$531 ;
-  assign \$533  = mask ? i__payload[15:8] : 8'h00;
-  assign \$534  = $signed(sg) + $signed(\$533 );
-  assign \$535  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$536  = mask ? \$535  : 16'h0000;
-  assign \$537  = $signed(sgx) + $signed(\$536 );
-  assign \$538  = $signed(tq) + $signed(2'h1);
-  assign \$540  = $signed(tq) + $signed(2'h1);
-  assign \$542  = align + sh;
-  assign \$543  = \$542  == 5'h19;
-  assign \$545  = align + 1'h1;
-  assign \$546  = $signed(tq) + $signed(2'h1);
-  assign \$548  = align + sh;
-  assign \$549  = \$548  == 5'h19;
-  assign \$551  = align + 1'h1;
-  assign \$552  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$553  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$554  = \$553  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$555  = \$552  ? 91'h00000000007ff8111ff0000 : \$554 ;
-  assign \$556  = align + sh;
-  assign \$557  = \$556  == 5'h19;
-  assign \$559  = align + 1'h1;
-  assign \$560  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$561  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$562  = \$561  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$563  = \$560  ? 91'h00000000007ff8111ff0000 : \$562 ;
-  assign \$564  = align + sh;
-  assign \$565  = \$564  == 5'h19;
-  assign \$567  = align + 1'h1;
-  assign \$568  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$569  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$570  = \$569  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$571  = \$568  ? 91'h00000000007ff8111ff0000 : \$570 ;
-  assign \$572  = | left;
-  assign \$573  = ~ \$572 ;
-  assign \$574  = ~ \$signal$69 ;
-  assign \$575  = \$573  & \$574 ;
-  assign \$576  = ~ \$signal$68 ;
-  assign \$577  = \$575  & \$576 ;
-  assign \$578  = ~ s2_valid;
-  assign \$579  = \$577  & \$578 ;
-  assign \$580  = \$579  & adv;
+  assign \$529  = \$527  ? 9'h180 : { 1'h0, \$528 [7:0] };
+  assign \$530  = \$525  ? 9'h07f : \$529 ;
+  assign \$531  = s2_mask ? \$530  : 9'h000;
+  assign \$533  = $signed(\$532 ) > $signed(8'h7f);
+  assign \$535  = $signed(\$534 ) < $signed(8'h80);
+  assign \$536  = \$533  | \$535 ;
+  assign \$537  = s2_mask & \$536 ;
+  assign \$538  = sat + \$537 ;
+  assign \$539  = left - 1'h1;
+  assign \$540  = last ? 14'h0000 : \$539 ;
+  assign \$541  = ! p;
+  assign \$542  = mask ? i__payload[15:8] : 8'h00;
+  assign \$543  = $signed(sg) + $signed(\$542 );
+  assign \$544  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$545  = mask ? \$544  : 16'h0000;
+  assign \$546  = $signed(sgx) + $signed(\$545 );
+  assign \$547  = $signed(tq) + $signed(2'h1);
+  assign \$549  = $signed(tq) + $signed(2'h1);
+  assign \$551  = align + sh;
+  assign \$552  = \$551  == 5'h19;
+  assign \$554  = align + 1'h1;
+  assign \$555  = $signed(tq) + $signed(2'h1);
+  assign \$557  = align + sh;
+  assign \$558  = \$557  == 5'h19;
+  assign \$560  = align + 1'h1;
+  assign \$561  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$562  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$563  = \$562  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$564  = \$561  ? 91'h00000000007ff8111ff0000 : \$563 ;
+  assign \$565  = align + sh;
+  assign \$566  = \$565  == 5'h19;
+  assign \$568  = align + 1'h1;
+  assign \$569  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$570  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$571  = \$570  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$572  = \$569  ? 91'h00000000007ff8111ff0000 : \$571 ;
+  assign \$573  = align + sh;
+  assign \$574  = \$573  == 5'h19;
+  assign \$576  = align + 1'h1;
+  assign \$577  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$578  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$579  = \$578  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$580  = \$577  ? 91'h00000000007ff8111ff0000 : \$579 ;
+  assign \$581  = | left;
+  assign \$582  = ~ \$581 ;
+  assign \$583  = ~ \$signal$72 ;
+  assign \$584  = \$582  & \$583 ;
+  assign \$585  = ~ \$signal$71 ;
+  assign \$586  = \$584  & \$585 ;
+  assign \$587  = ~ s2_valid;
+  assign \$588  = \$586  & \$587 ;
+  assign \$589  = \$588  & adv;
   always @(posedge clk)
-    s0_x <= \$581 ;
+    s0_x <= \$590 ;
   always @(posedge clk)
-    s0_g <= \$582 ;
+    s0_g <= \$591 ;
   always @(posedge clk)
-    s0_mask <= \$583 ;
+    s0_mask <= \$592 ;
   always @(posedge clk)
-    \$signal  <= \$584 ;
+    \$signal$68  <= \$593 ;
   always @(posedge clk)
-    o__valid <= \$585 ;
+    o__valid <= \$594 ;
   always @(posedge clk)
-    s2_valid <= \$586 ;
+    s2_valid <= \$595 ;
   always @(posedge clk)
-    \$signal$68  <= \$587 ;
+    \$signal$71  <= \$596 ;
   always @(posedge clk)
-    \$signal$69  <= \$588 ;
+    \$signal$72  <= \$597 ;
   always @(posedge clk)
-    s2_mask <= \$589 ;
+    s2_mask <= \$598 ;
   always @(posedge clk)
-    \$signal$71  <= \$590 ;
+    \$signal$74  <= \$599 ;
   always @(posedge clk)
-    s1_t0_0 <= \$591 ;
+    s1_t0_0 <= \$600 ;
   always @(posedge clk)
-    s1_t0_1 <= \$592 ;
+    s1_t0_1 <= \$601 ;
   always @(posedge clk)
-    acc0 <= \$593 ;
+    acc0 <= \$602 ;
   always @(posedge clk)
-    o__payload <= \$594 ;
+    o__payload <= \$603 ;
   always @(posedge clk)
-    sat <= \$595 ;
+    sat <= \$604 ;
   always @(posedge clk)
-    left <= \$596 ;
+    left <= \$605 ;
   always @(posedge clk)
-    chan <= \$597 ;
+    chan <= \$606 ;
   always @(posedge clk)
-    sg <= \$598 ;
+    sg <= \$607 ;
   always @(posedge clk)
-    sgx <= \$599 ;
+    sgx <= \$608 ;
   always @(posedge clk)
-    dgamma <= \$600 ;
+    dgamma <= \$609 ;
   always @(posedge clk)
-    align <= \$601 ;
+    align <= \$610 ;
   always @(posedge clk)
-    fsm_state <= \$602 ;
+    fsm_state <= \$611 ;
   always @(posedge clk)
-    sh <= \$603 ;
+    q <= \$612 ;
   always @(posedge clk)
-    scratch <= \$604 ;
+    rz <= \$613 ;
   always @(posedge clk)
-    qg <= \$605 ;
+    r <= \$614 ;
   always @(posedge clk)
-    tq <= \$606 ;
+    sh <= \$615 ;
   always @(posedge clk)
-    m1 <= \$607 ;
+    scratch <= \$616 ;
   always @(posedge clk)
-    lane_a <= \$608 ;
+    qg <= \$617 ;
   always @(posedge clk)
-    c0w <= \$609 ;
+    tq <= \$618 ;
   always @(posedge clk)
-    m2 <= \$610 ;
+    m1 <= \$619 ;
   always @(posedge clk)
-    const1 <= \$611 ;
+    lane_a <= \$620 ;
   always @(posedge clk)
-    const2 <= \$612 ;
+    c0w <= \$621 ;
   always @(posedge clk)
-    const0 <= \$613 ;
+    m2 <= \$622 ;
+  always @(posedge clk)
+    const1 <= \$623 ;
+  always @(posedge clk)
+    const2 <= \$624 ;
+  always @(posedge clk)
+    const0 <= \$625 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 4'ha;
@@ -1157,52 +1202,42 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$366  = \$364  | \$365 ;
   assign \$367  = chan__payload[48] | chan__payload[49];
   assign \$368  = chan__payload[49] ? 6'h0f : 6'h0e;
-  assign \$369  = chan__payload[47] ? 6'h0d : 6'h0c;
-  assign \$370  = \$367  ? \$368  : \$369 ;
-  assign \$371  = chan__payload[44] | chan__payload[45];
-  assign \$372  = chan__payload[45] ? 6'h0b : 6'h0a;
-  assign \$373  = chan__payload[43] ? 6'h09 : 6'h08;
-  assign \$374  = \$371  ? \$372  : \$373 ;
-  assign \$375  = \$366  ? \$370  : \$374 ;
-  assign \$376  = chan__payload[38] | chan__payload[39];
-  assign \$377  = chan__payload[40] | chan__payload[41];
-  assign \$378  = \$376  | \$377 ;
-  assign \$379  = chan__payload[40] | chan__payload[41];
-  assign \$380  = chan__payload[41] ? 6'h07 : 6'h06;
   \hwnorm_bwd_topk_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$82 ),
+    .done(done),
     .lo_init(lo_init),
-    .\neg$15 (\neg$52 ),
-    .q(q),
+    .\neg$15 (neg),
+    .q(\q$84 ),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$50 ),
-    .steps(\steps$48 )
+    .start(start),
+    .steps(steps)
   );
   \hwnorm_bwd_topk_s8.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(done),
-    .\neg$12 (neg),
+    .done(\done$85 ),
+    .\neg$12 (\neg$50 ),
     .p(p),
     .rst(rst),
-    .start(start),
-    .steps(steps)
+    .start(\start$46 ),
+    .steps(\steps$51 )
   );
-  \hwnorm_bwd_topk_s8.sel$84  \sel$84  (
+  \hwnorm_bwd_topk_s8.sel$88  \sel$88  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [3:0]),
     .mask(mask),
+    .n(chan[12:0]),
     .p1(p1),
     .p2(p2),
-    .\port$1011$0 (\$615 ),
-    .\port$1117$0 (chan[33:0]),
-    .\port$998$0 (\$614 ),
+    .\port$1028$0 (\$626 ),
+    .\port$1041$0 (\$627 ),
+    .q(q),
+    .r(r),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -1293,6 +1328,14 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h28:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
       6'h01:
         begin
           stats__payload[77] = 1'h1;
@@ -1322,196 +1365,18 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    i__ready = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          i__ready = 1'h1;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          i__ready = \$465 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    beat = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          beat = i__valid;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          beat = take;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    p1 = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          p1 = i__valid;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     start = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h03:
           start = 1'h1;
+      6'h03:
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          start = 1'h1;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
@@ -1523,25 +1388,25 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          start = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
-          start = 1'h1;
-      6'h0e:
           /* empty */;
+      6'h0e:
+          start = 1'h1;
       6'h0f:
           /* empty */;
       6'h10:
-          start = 1'h1;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          start = 1'h1;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          start = 1'h1;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -1553,9 +1418,381 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
+          start = 1'h1;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          start = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    rem_init = 40'h0000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          rem_init = 40'h0000000000;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          rem_init = 40'h0000000000;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          rem_init = 40'h0000000000;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          rem_init = 40'h0000000000;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          rem_init = 40'h0000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    lo_init = 109'h0000000000000000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          lo_init = { \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423 [21], \$423  };
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          lo_init = \$433 [108:0];
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          lo_init = \$440 [108:0];
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          lo_init = \$454 [108:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          lo_init = \$460 [108:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    neg = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          neg = \$424 ;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          neg = \$436 ;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          neg = \$441 ;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          neg = \$457 ;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          neg = \$461 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    den = 40'h0000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          den = { 27'h0000000, chan[12:0] };
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          den = chan[73:34];
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          den = chan[73:34];
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          den = chan[73:34];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          den = chan[73:34];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    steps = 7'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          steps = 7'h6d;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          steps = \$435 ;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          steps = 7'h3c;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          steps = \$456 [6:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          steps = 7'h6d;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \start$46  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          \start$46  = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \start$46  = 1'h1;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \start$46  = 1'h1;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \start$46  = 1'h1;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \start$46  = 1'h1;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \start$46  = 1'h1;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \start$46  = 1'h1;
+      6'h19:
+          /* empty */;
+      6'h1a:
           /* empty */;
       6'h1b:
-          start = 1'h1;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1563,7 +1800,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          start = 1'h1;
+          \start$46  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -1571,7 +1808,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          start = 1'h1;
+          \start$46  = 1'h1;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \start$46  = 1'h1;
     endcase
   end
   always @* begin
@@ -1583,19 +1828,19 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h02:
           /* empty */;
       6'h03:
-          a = { sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx };
-      6'h04:
           /* empty */;
+      6'h04:
+          a = { q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q[8], q };
       6'h05:
-          a = { sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          a = { sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx[27], sgx };
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          a = { sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg[20], sg };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1603,35 +1848,35 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1 };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          a = { m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1 };
-      6'h11:
           /* empty */;
+      6'h11:
+          a = { m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1 };
       6'h12:
-          a = { qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          a = scratch;
+          a = { m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1[44], m1 };
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          a = { qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg[39], qg };
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          a = scratch;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          a = { m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2 };
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1647,6 +1892,14 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
+          a = { m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2 };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
           a = { m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2[75], m2 };
     endcase
   end
@@ -1659,19 +1912,19 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h02:
           /* empty */;
       6'h03:
-          b = { 9'h000, chan[12:0] };
-      6'h04:
           /* empty */;
+      6'h04:
+          b = { 9'h000, chan[12:0] };
       6'h05:
-          b = \$423 ;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          b = { 9'h000, chan[12:0] };
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          b = \$427 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1679,35 +1932,35 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          b = { 9'h000, chan[12:0] };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$440 ;
-      6'h11:
           /* empty */;
+      6'h11:
+          b = { 9'h000, chan[12:0] };
       6'h12:
-          b = { \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445  };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          b = { 2'h0, chan[93:74] };
+          b = \$444 ;
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          b = { \$449 [8], \$449 [8], \$449 [8], \$449 [8], \$449 [8], \$449 [8], \$449 [8], \$449 [8], \$449 [8], \$449 [8], \$449 [8], \$449 [8], \$449 [8], \$449  };
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          b = { 2'h0, chan[93:74] };
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          b = { \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458  };
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1715,7 +1968,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$459 [14], \$459 [14], \$459 [14], \$459 [14], \$459 [14], \$459 [14], \$459 [14], \$459  };
+          b = { \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462  };
       6'h20:
           /* empty */;
       6'h21:
@@ -1723,7 +1976,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462  };
+          b = { \$463 [14], \$463 [14], \$463 [14], \$463 [14], \$463 [14], \$463 [14], \$463 [14], \$463  };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          b = { \$466 [14], \$466 [14], \$466 [14], \$466 [14], \$466 [14], \$466 [14], \$466 [14], \$466  };
     endcase
   end
   always @* begin
@@ -1735,19 +1996,19 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h02:
           /* empty */;
       6'h03:
-          c = 91'h00000000000000000000000;
-      6'h04:
           /* empty */;
+      6'h04:
+          c = { chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33], chan[33:13] };
       6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          c = 91'h00000000000000000000000;
+      6'h08:
+          /* empty */;
+      6'h09:
           c = scratch;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1755,17 +2016,17 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 91'h00000000000000000000000;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          c = 91'h00000000000000000000000;
-      6'h11:
           /* empty */;
-      6'h12:
+      6'h11:
           c = 91'h00000000000000000000000;
+      6'h12:
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1773,17 +2034,17 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          c = 91'h00000000000000000000000;
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          c = 91'h00000000000000000000000;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          c = c0w;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1800,24 +2061,200 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h23:
           c = c0w;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          c = c0w;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    neg = 1'h0;
+    \neg$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h03:
-          neg = 1'h0;
+          /* empty */;
+      6'h04:
+          \neg$50  = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \neg$50  = 1'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \neg$50  = \$429 ;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \neg$50  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \neg$50  = \$446 ;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \neg$50  = \$450 ;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \neg$50  = 1'h0;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \neg$50  = 1'h1;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \neg$50  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \neg$50  = \$467 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \steps$51  = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          \steps$51  = 5'h0d;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \steps$51  = 5'h0d;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \steps$51  = 5'h15;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \steps$51  = 5'h0d;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \steps$51  = 5'h15;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \steps$51  = 5'h08;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \steps$51  = 5'h14;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \steps$51  = 5'h0e;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \steps$51  = 5'h0e;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \steps$51  = 5'h0e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    i__ready = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$425 ;
-      6'h06:
           /* empty */;
+      6'h06:
+          i__ready = 1'h1;
       6'h07:
           /* empty */;
       6'h08:
@@ -1831,21 +2268,21 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          neg = 1'h0;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$442 ;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$446 ;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          neg = 1'h0;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -1859,7 +2296,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1a:
           /* empty */;
       6'h1b:
-          neg = 1'h1;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1867,7 +2304,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          neg = 1'h0;
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -1875,25 +2312,41 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          neg = \$463 ;
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          i__ready = \$469 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    steps = 5'h00;
+    beat = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h03:
-          steps = 5'h0d;
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          steps = 5'h15;
-      6'h06:
           /* empty */;
+      6'h06:
+          beat = i__valid;
       6'h07:
           /* empty */;
       6'h08:
@@ -1907,21 +2360,21 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          steps = 5'h0d;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          steps = 5'h15;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          steps = 5'h08;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          steps = 5'h14;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -1935,7 +2388,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1a:
           /* empty */;
       6'h1b:
-          steps = 5'h0e;
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1943,7 +2396,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          steps = 5'h0e;
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -1951,12 +2404,28 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          steps = 5'h0e;
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          beat = take;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    lo_init = 109'h0000000000000000000000000000;
+    p1 = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1969,313 +2438,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
-          lo_init = \$429 [108:0];
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          lo_init = \$436 [108:0];
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          lo_init = \$450 [108:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$456 [108:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$48  = 7'h00;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \steps$48  = \$431 ;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \steps$48  = 7'h3c;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \steps$48  = \$452 [6:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          \steps$48  = 7'h6d;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$50  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \start$50  = 1'h1;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \start$50  = 1'h1;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \start$50  = 1'h1;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \start$50  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    rem_init = 40'h0000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          rem_init = 40'h0000000000;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          rem_init = 40'h0000000000;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          rem_init = 40'h0000000000;
-      6'h17:
-          /* empty */;
-      6'h18:
-          rem_init = 40'h0000000000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$52  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \neg$52  = \$432 ;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \neg$52  = \$437 ;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \neg$52  = \$453 ;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \neg$52  = \$457 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    den = 40'h0000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          den = chan[73:34];
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          den = chan[73:34];
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          den = chan[73:34];
-      6'h17:
-          /* empty */;
-      6'h18:
-          den = chan[73:34];
+          p1 = i__valid;
     endcase
   end
   always @* begin
@@ -2359,7 +2522,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          take = \$466 ;
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          take = \$470 ;
     endcase
   end
   always @* begin
@@ -2443,6 +2614,14 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
           p2 = take;
     endcase
   end
@@ -2529,6 +2708,14 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h27:
           /* empty */;
       6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           stats__valid = 1'h1;
       6'h01:
           stats__valid = 1'h1;
@@ -2536,241 +2723,172 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = s0_x;
+    \$590  = s0_x;
     if (take) begin
-      \$581  = i__payload[7:0];
+      \$590  = i__payload[7:0];
     end
     if (rst) begin
-      \$581  = 8'h00;
+      \$590  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = s0_g;
+    \$591  = s0_g;
     if (take) begin
-      \$582  = i__payload[15:8];
+      \$591  = i__payload[15:8];
     end
     if (rst) begin
-      \$582  = 8'h00;
+      \$591  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = s0_mask;
+    \$592  = s0_mask;
     if (take) begin
-      \$583  = mask;
+      \$592  = mask;
     end
     if (rst) begin
-      \$583  = 1'h0;
+      \$592  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = \$signal ;
+    \$593  = \$signal$68 ;
     if (take) begin
-      \$584  = { 1'h0, \$615  };
+      \$593  = { 1'h0, \$627  };
     end
     if (rst) begin
-      \$584  = 3'h0;
+      \$593  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = o__valid;
+    \$594  = o__valid;
     if (adv) begin
-      \$585  = s2_valid;
+      \$594  = s2_valid;
     end
     if (rst) begin
-      \$585  = 1'h0;
+      \$594  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = s2_valid;
+    \$595  = s2_valid;
     if (adv) begin
-      \$586  = \$signal$68 ;
+      \$595  = \$signal$71 ;
     end
     if (rst) begin
-      \$586  = 1'h0;
+      \$595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = \$signal$68 ;
+    \$596  = \$signal$71 ;
     if (adv) begin
-      \$587  = \$signal$69 ;
+      \$596  = \$signal$72 ;
     end
     if (rst) begin
-      \$587  = 1'h0;
+      \$596  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = \$signal$69 ;
+    \$597  = \$signal$72 ;
     if (adv) begin
-      \$588  = take;
+      \$597  = take;
     end
     if (rst) begin
-      \$588  = 1'h0;
+      \$597  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = s2_mask;
+    \$598  = s2_mask;
     if (adv) begin
-      \$589  = \$signal$71 ;
+      \$598  = \$signal$74 ;
     end
     if (rst) begin
-      \$589  = 1'h0;
+      \$598  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = \$signal$71 ;
+    \$599  = \$signal$74 ;
     if (adv) begin
-      \$590  = s0_mask;
+      \$599  = s0_mask;
     end
     if (rst) begin
-      \$590  = 1'h0;
+      \$599  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = s1_t0_0;
+    \$600  = s1_t0_0;
     if (adv) begin
-      \$591  = \$508 ;
+      \$600  = \$516 ;
     end
     if (rst) begin
-      \$591  = 53'h00000000000000;
+      \$600  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = s1_t0_1;
+    \$601  = s1_t0_1;
     if (adv) begin
-      \$592  = \$513 ;
+      \$601  = \$521 ;
     end
     if (rst) begin
-      \$592  = 53'h00000000000000;
+      \$601  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = acc0;
+    \$602  = acc0;
     if (adv) begin
-      \$593  = \$514 ;
+      \$602  = \$522 ;
     end
     if (rst) begin
-      \$593  = 54'h00000000000000;
+      \$602  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = o__payload;
+    \$603  = o__payload;
     if (adv) begin
-      \$594  = \$523 [7:0];
+      \$603  = \$531 [7:0];
     end
     if (rst) begin
-      \$594  = 8'h00;
+      \$603  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = sat;
+    \$604  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$595  = \$530 [12:0];
+        \$604  = \$538 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$595  = 13'h0000;
+            \$604  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$595  = 13'h0000;
+      \$604  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = left;
+    \$605  = left;
     if (beat) begin
-      \$596  = \$532 [12:0];
+      \$605  = \$540 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$596  = chan__payload[12:0];
-          end
-      6'h02:
-          if (i__valid) begin
-            if (last) begin
-              \$596  = chan[12:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$596  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = chan;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$597  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$597  = 102'h00000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$598  = 21'h000000;
-            if (refused) begin
-              \$598  = 21'h000000;
-            end
-          end
-      6'h02:
-          if (i__valid) begin
-            \$598  = \$534 [20:0];
-          end
-    endcase
-    if (rst) begin
-      \$598  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$599  = 28'h0000000;
-          end
-      6'h02:
-          if (i__valid) begin
-            \$599  = \$537 [27:0];
-          end
-    endcase
-    if (rst) begin
-      \$599  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$600  = 43'h00000000000;
+            \$605  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -2781,31 +2899,89 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$600  = \$541 [42:0];
+          if (i__valid) begin
+            if (last) begin
+              \$605  = chan[12:0];
+            end
+          end
     endcase
     if (rst) begin
-      \$600  = 43'h00000000000;
+      \$605  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = align;
+    \$606  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$601  = 5'h00;
+            \$606  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$606  = 102'h00000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$607  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$607  = 21'h000000;
+            if (refused) begin
+              \$607  = 21'h000000;
+            end
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            \$607  = \$543 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$607  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$608  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$608  = 28'h0000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            \$608  = \$546 [27:0];
+          end
+    endcase
+    if (rst) begin
+      \$608  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$609  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$609  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2834,12 +3010,50 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0e:
           /* empty */;
       6'h0f:
-          (* full_case = 32'd1 *)
-          if (\$543 ) begin
-            \$601  = 5'h00;
-          end else begin
-            \$601  = \$545 [4:0];
+          /* empty */;
+      6'h10:
+          \$609  = \$550 [42:0];
+    endcase
+    if (rst) begin
+      \$609  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$610  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$610  = 5'h00;
           end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -2847,7 +3061,12 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$552 ) begin
+            \$610  = 5'h00;
+          end else begin
+            \$610  = \$554 [4:0];
+          end
       6'h14:
           /* empty */;
       6'h15:
@@ -2867,12 +3086,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1c:
           /* empty */;
       6'h1d:
-          (* full_case = 32'd1 *)
-          if (\$549 ) begin
-            \$601  = 5'h00;
-          end else begin
-            \$601  = \$551 [4:0];
-          end
+          /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
@@ -2881,10 +3095,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$557 ) begin
-            \$601  = 5'h00;
+          if (\$558 ) begin
+            \$610  = 5'h00;
           end else begin
-            \$601  = \$559 [4:0];
+            \$610  = \$560 [4:0];
           end
       6'h22:
           /* empty */;
@@ -2894,174 +3108,203 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$565 ) begin
-            \$601  = 5'h00;
+          if (\$566 ) begin
+            \$610  = 5'h00;
           end else begin
-            \$601  = \$567 [4:0];
+            \$610  = \$568 [4:0];
+          end
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          (* full_case = 32'd1 *)
+          if (\$574 ) begin
+            \$610  = 5'h00;
+          end else begin
+            \$610  = \$576 [4:0];
           end
     endcase
     if (rst) begin
-      \$601  = 5'h00;
+      \$610  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = fsm_state;
+    \$611  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$602  = 6'h01;
+              \$611  = 6'h01;
             end else begin
-              \$602  = 6'h02;
+              \$611  = 6'h02;
             end
           end
       6'h02:
+          \$611  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$611  = 6'h04;
+          end
+      6'h04:
+          \$611  = 6'h05;
+      6'h05:
+          if (\done$85 ) begin
+            \$611  = 6'h06;
+          end
+      6'h06:
           if (i__valid) begin
             if (last) begin
-              \$602  = 6'h03;
+              \$611  = 6'h07;
             end
           end
-      6'h03:
-          \$602  = 6'h04;
-      6'h04:
-          if (done) begin
-            \$602  = 6'h05;
-          end
-      6'h05:
-          \$602  = 6'h06;
-      6'h06:
-          if (done) begin
-            \$602  = 6'h07;
-          end
       6'h07:
-          \$602  = 6'h08;
+          \$611  = 6'h08;
       6'h08:
-          if (\done$82 ) begin
-            \$602  = 6'h09;
+          if (\done$85 ) begin
+            \$611  = 6'h09;
           end
       6'h09:
-          \$602  = 6'h0a;
+          \$611  = 6'h0a;
       6'h0a:
-          \$602  = 6'h0b;
+          if (\done$85 ) begin
+            \$611  = 6'h0b;
+          end
       6'h0b:
-          if (\done$82 ) begin
-            \$602  = 6'h0c;
-          end
+          \$611  = 6'h0c;
       6'h0c:
-          \$602  = 6'h0d;
-      6'h0d:
-          \$602  = 6'h0e;
-      6'h0e:
           if (done) begin
-            \$602  = 6'h0f;
+            \$611  = 6'h0d;
           end
+      6'h0d:
+          \$611  = 6'h0e;
+      6'h0e:
+          \$611  = 6'h0f;
       6'h0f:
-          if (\$543 ) begin
-            \$602  = 6'h10;
+          if (done) begin
+            \$611  = 6'h10;
           end
       6'h10:
-          \$602  = 6'h11;
+          \$611  = 6'h11;
       6'h11:
-          if (done) begin
-            \$602  = 6'h12;
-          end
+          \$611  = 6'h12;
       6'h12:
-          \$602  = 6'h13;
+          if (\done$85 ) begin
+            \$611  = 6'h13;
+          end
       6'h13:
-          if (done) begin
-            \$602  = 6'h14;
+          if (\$552 ) begin
+            \$611  = 6'h14;
           end
       6'h14:
-          \$602  = 6'h15;
+          \$611  = 6'h15;
       6'h15:
-          if (done) begin
-            \$602  = 6'h16;
+          if (\done$85 ) begin
+            \$611  = 6'h16;
           end
       6'h16:
-          \$602  = 6'h17;
+          \$611  = 6'h17;
       6'h17:
-          if (\done$82 ) begin
-            \$602  = 6'h18;
+          if (\done$85 ) begin
+            \$611  = 6'h18;
           end
       6'h18:
-          \$602  = 6'h19;
+          \$611  = 6'h19;
       6'h19:
-          if (\done$82 ) begin
-            \$602  = 6'h1a;
+          if (\done$85 ) begin
+            \$611  = 6'h1a;
           end
       6'h1a:
-          \$602  = 6'h1b;
+          \$611  = 6'h1b;
       6'h1b:
-          \$602  = 6'h1c;
-      6'h1c:
           if (done) begin
-            \$602  = 6'h1d;
+            \$611  = 6'h1c;
           end
+      6'h1c:
+          \$611  = 6'h1d;
       6'h1d:
-          if (\$549 ) begin
-            \$602  = 6'h1e;
+          if (done) begin
+            \$611  = 6'h1e;
           end
       6'h1e:
-          \$602  = 6'h1f;
+          \$611  = 6'h1f;
       6'h1f:
-          \$602  = 6'h20;
+          \$611  = 6'h20;
       6'h20:
-          if (done) begin
-            \$602  = 6'h21;
+          if (\done$85 ) begin
+            \$611  = 6'h21;
           end
       6'h21:
-          if (\$557 ) begin
-            \$602  = 6'h22;
+          if (\$558 ) begin
+            \$611  = 6'h22;
           end
       6'h22:
-          \$602  = 6'h23;
+          \$611  = 6'h23;
       6'h23:
-          \$602  = 6'h24;
+          \$611  = 6'h24;
       6'h24:
-          if (done) begin
-            \$602  = 6'h25;
+          if (\done$85 ) begin
+            \$611  = 6'h25;
           end
       6'h25:
-          if (\$565 ) begin
-            \$602  = 6'h26;
+          if (\$566 ) begin
+            \$611  = 6'h26;
           end
       6'h26:
-          \$602  = 6'h27;
+          \$611  = 6'h27;
       6'h27:
-          if (\$580 ) begin
-            \$602  = 6'h28;
-          end
+          \$611  = 6'h28;
       6'h28:
+          if (\done$85 ) begin
+            \$611  = 6'h29;
+          end
+      6'h29:
+          if (\$574 ) begin
+            \$611  = 6'h2a;
+          end
+      6'h2a:
+          \$611  = 6'h2b;
+      6'h2b:
+          if (\$589 ) begin
+            \$611  = 6'h2c;
+          end
+      6'h2c:
           if (stats__ready) begin
-            \$602  = 6'h00;
+            \$611  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$602  = 6'h00;
+            \$611  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$602  = 6'h00;
+      \$611  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = sh;
+    \$612  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$603  = \$289 [4:0];
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$612  = \q$84 [8:0];
+          end
     endcase
     if (rst) begin
-      \$603  = 5'h00;
+      \$612  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = scratch;
+    \$613  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3070,9 +3313,70 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          if (done) begin
-            \$604  = p;
+          /* empty */;
+      6'h05:
+          if (\done$85 ) begin
+            \$613  = \$541 ;
           end
+    endcase
+    if (rst) begin
+      \$613  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$614  = r;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$85 ) begin
+            \$614  = p[12:0];
+          end
+    endcase
+    if (rst) begin
+      \$614  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$615  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \$615  = \$289 [4:0];
+    endcase
+    if (rst) begin
+      \$615  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$616  = scratch;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
       6'h05:
           /* empty */;
       6'h06:
@@ -3080,7 +3384,9 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          if (\done$85 ) begin
+            \$616  = p;
+          end
       6'h09:
           /* empty */;
       6'h0a:
@@ -3102,235 +3408,112 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h12:
           /* empty */;
       6'h13:
-          if (done) begin
-            \$604  = p;
-          end
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          if (done) begin
-            \$604  = p;
-          end
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          if (\done$85 ) begin
+            \$616  = p;
+          end
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          if (\done$85 ) begin
+            \$616  = p;
+          end
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          if (done) begin
-            \$604  = p;
-          end
+          /* empty */;
       6'h1d:
-          (* full_case = 32'd1 *)
-          if (\$549 ) begin
-          end else begin
-            \$604  = \$550 [90:0];
-          end
+          /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
-          if (done) begin
-            \$604  = p;
+          if (\done$85 ) begin
+            \$616  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$557 ) begin
+          if (\$558 ) begin
           end else begin
-            \$604  = \$558 [90:0];
+            \$616  = \$559 [90:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (done) begin
-            \$604  = p;
+          if (\done$85 ) begin
+            \$616  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$565 ) begin
+          if (\$566 ) begin
           end else begin
-            \$604  = \$566 [90:0];
+            \$616  = \$567 [90:0];
           end
-    endcase
-    if (rst) begin
-      \$604  = 91'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = qg;
-    casez (fsm_state)
-      6'h00:
+      6'h26:
           /* empty */;
-      6'h02:
+      6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (done) begin
-            \$605  = p[39:0];
+      6'h28:
+          if (\done$85 ) begin
+            \$616  = p;
           end
-    endcase
-    if (rst) begin
-      \$605  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = tq;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$82 ) begin
-            \$606  = q;
-          end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$82 ) begin
-            \$606  = q;
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          if (\done$82 ) begin
-            \$606  = q;
-          end
-      6'h18:
-          /* empty */;
-      6'h19:
-          if (\done$82 ) begin
-            \$606  = q;
-          end
-    endcase
-    if (rst) begin
-      \$606  = 111'h0000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = m1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$607  = \$539 [44:0];
-    endcase
-    if (rst) begin
-      \$607  = 45'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = lane_a;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (done) begin
-            \$608  = p[44:0];
-          end
-      6'h0f:
+      6'h29:
           (* full_case = 32'd1 *)
-          if (\$543 ) begin
+          if (\$574 ) begin
           end else begin
-            \$608  = \$544 [44:0];
+            \$616  = \$575 [90:0];
           end
     endcase
     if (rst) begin
-      \$608  = 45'h000000000000;
+      \$616  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = c0w;
+    \$617  = qg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          if (\done$85 ) begin
+            \$617  = p[39:0];
+          end
+    endcase
+    if (rst) begin
+      \$617  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$618  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3355,58 +3538,17 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
           if (done) begin
-            \$609  = p;
+            \$618  = \q$84 ;
           end
-    endcase
-    if (rst) begin
-      \$609  = 91'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = m2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          if (done) begin
+            \$618  = \q$84 ;
+          end
       6'h10:
           /* empty */;
       6'h11:
@@ -3428,15 +3570,166 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          \$610  = \$547 [75:0];
+          /* empty */;
+      6'h1b:
+          if (done) begin
+            \$618  = \q$84 ;
+          end
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (done) begin
+            \$618  = \q$84 ;
+          end
     endcase
     if (rst) begin
-      \$610  = 76'h0000000000000000000;
+      \$618  = 111'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = const1;
+    \$619  = m1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$619  = \$548 [44:0];
+    endcase
+    if (rst) begin
+      \$619  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$620  = lane_a;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          if (\done$85 ) begin
+            \$620  = p[44:0];
+          end
+      6'h13:
+          (* full_case = 32'd1 *)
+          if (\$552 ) begin
+          end else begin
+            \$620  = \$553 [44:0];
+          end
+    endcase
+    if (rst) begin
+      \$620  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$621  = c0w;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (\done$85 ) begin
+            \$621  = p;
+          end
+    endcase
+    if (rst) begin
+      \$621  = 91'h00000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$622  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3497,15 +3790,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$611  = \$555 [51:0];
+          \$622  = \$556 [75:0];
     endcase
     if (rst) begin
-      \$611  = 52'h0000000000000;
+      \$622  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$612  = const2;
+    \$623  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3574,15 +3867,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$612  = \$563 [51:0];
+          \$623  = \$564 [51:0];
     endcase
     if (rst) begin
-      \$612  = 52'h0000000000000;
+      \$623  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$613  = const0;
+    \$624  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3659,23 +3952,117 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$613  = \$571 [51:0];
+          \$624  = \$572 [51:0];
     endcase
     if (rst) begin
-      \$613  = 52'h0000000000000;
+      \$624  = 52'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$625  = const0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$625  = \$580 [51:0];
+    endcase
+    if (rst) begin
+      \$625  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
-  assign s = chan[33:13];
+  assign \$signal  = q;
+  assign r_mean = r;
   assign m = \$2 [3:0];
   assign x = i__payload[7:0];
-  assign \mask$22  = mask;
+  assign \mask$25  = mask;
   assign shv = { 62'h0000000000000000, \$5  };
   assign sh_new = \$289 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614 [5], \$614  };
-  assign sel = { 1'h0, \$615  };
+  assign tsum = { \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626  };
+  assign sel = { 1'h0, \$627  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[73:34];
@@ -3699,8 +4086,8 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal[0]  = \$signal ;
-  assign \sel[0]  = { 1'h0, \$615  };
+  assign \$signal$68[0]  = \$signal$68 ;
+  assign \sel[0]  = { 1'h0, \$627  };
   assign \$3  = { 7'h00, chan[12:0], 8'h00 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -3915,24 +4302,24 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$231  = 7'h1c;
   assign \$283  = \$282 ;
   assign sh_lead = \$283 ;
-  assign \$429  = { \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 , 101'h00000000000000000000000000 };
-  assign \$436  = { \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 , 69'h000000000000000000 };
-  assign \$450  = { \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 , 42'h00000000000 };
-  assign \$516  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$518  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$520  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$433  = { \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 , 101'h00000000000000000000000000 };
+  assign \$440  = { \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 [40], \$439 , 69'h000000000000000000 };
+  assign \$454  = { \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 [91], \$453 , 42'h00000000000 };
   assign \$524  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$526  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$539  = { \$538 [111], \$538 [111:1] };
-  assign \$541  = { \$540 [111], \$540 [111:1] };
-  assign \$544  = { lane_a, 1'h0 };
-  assign \$547  = { \$546 [111], \$546 [111:1] };
-  assign \$550  = { scratch, 1'h0 };
-  assign \$558  = { scratch, 1'h0 };
-  assign \$566  = { scratch, 1'h0 };
+  assign \$528  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$532  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$534  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$548  = { \$547 [111], \$547 [111:1] };
+  assign \$550  = { \$549 [111], \$549 [111:1] };
+  assign \$553  = { lane_a, 1'h0 };
+  assign \$556  = { \$555 [111], \$555 [111:1] };
+  assign \$559  = { scratch, 1'h0 };
+  assign \$567  = { scratch, 1'h0 };
+  assign \$575  = { scratch, 1'h0 };
 endmodule
 
-module \hwnorm_bwd_topk_s8.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
+module \hwnorm_bwd_topk_s8.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [40:0] \$1 ;
   wire [7:0] \$10 ;
@@ -4280,200 +4667,212 @@ module \hwnorm_bwd_topk_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0 , clear, p1, p2, \port$1117$0 , x);
+module \hwnorm_bwd_topk_s8.sel$88 (clk, rst, mask, m, \port$1028$0 , \port$1041$0 , clear, p1, p2, n, q, r, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
-  wire [20:0] \$1 ;
-  wire \$10 ;
-  wire [21:0] \$100 ;
-  wire [1:0] \$101 ;
-  wire [1:0] \$102 ;
-  wire [1:0] \$103 ;
-  wire [1:0] \$104 ;
-  wire [21:0] \$105 ;
-  wire [21:0] \$106 ;
-  wire [21:0] \$107 ;
-  wire [21:0] \$108 ;
-  wire [1:0] \$109 ;
-  wire \$11 ;
-  wire [1:0] \$110 ;
-  wire [1:0] \$111 ;
-  wire [1:0] \$112 ;
-  wire [21:0] \$113 ;
-  wire [21:0] \$114 ;
-  wire [21:0] \$115 ;
-  wire [21:0] \$116 ;
-  wire [1:0] \$117 ;
-  wire [1:0] \$118 ;
-  wire [1:0] \$119 ;
+  wire \$1 ;
+  wire [10:0] \$10 ;
+  wire [1:0] \$100 ;
+  wire [11:0] \$101 ;
+  wire [11:0] \$102 ;
+  wire [11:0] \$103 ;
+  wire [11:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [1:0] \$106 ;
+  wire [1:0] \$107 ;
+  wire [1:0] \$108 ;
+  wire [11:0] \$109 ;
+  wire [13:0] \$11 ;
+  wire [11:0] \$110 ;
+  wire [11:0] \$111 ;
+  wire [11:0] \$112 ;
+  wire [1:0] \$113 ;
+  wire [1:0] \$114 ;
+  wire [1:0] \$115 ;
+  wire [1:0] \$116 ;
+  wire [11:0] \$117 ;
+  wire [11:0] \$118 ;
+  wire [11:0] \$119 ;
   wire \$12 ;
-  wire [1:0] \$120 ;
-  wire [21:0] \$121 ;
-  wire [21:0] \$122 ;
-  wire [21:0] \$123 ;
-  wire [21:0] \$124 ;
-  wire [1:0] \$125 ;
-  wire [1:0] \$126 ;
-  wire [1:0] \$127 ;
-  wire [1:0] \$128 ;
-  wire [21:0] \$129 ;
-  wire \$13 ;
-  wire [21:0] \$130 ;
-  wire [21:0] \$131 ;
-  wire [21:0] \$132 ;
-  wire [1:0] \$133 ;
-  wire [1:0] \$134 ;
-  wire [1:0] \$135 ;
-  wire [1:0] \$136 ;
-  wire [21:0] \$137 ;
-  wire [21:0] \$138 ;
-  wire [21:0] \$139 ;
-  wire \$14 ;
-  wire [21:0] \$140 ;
-  wire [1:0] \$141 ;
-  wire [1:0] \$142 ;
-  wire [1:0] \$143 ;
-  wire [1:0] \$144 ;
-  wire [21:0] \$145 ;
-  wire [21:0] \$146 ;
-  wire [21:0] \$147 ;
-  wire [21:0] \$148 ;
-  wire [1:0] \$149 ;
+  wire [11:0] \$120 ;
+  wire [1:0] \$121 ;
+  wire [1:0] \$122 ;
+  wire [1:0] \$123 ;
+  wire [1:0] \$124 ;
+  wire [11:0] \$125 ;
+  wire [11:0] \$126 ;
+  wire [11:0] \$127 ;
+  wire [11:0] \$128 ;
+  wire [1:0] \$129 ;
+  wire [2:0] \$13 ;
+  wire [1:0] \$130 ;
+  wire [1:0] \$131 ;
+  wire [1:0] \$132 ;
+  wire [11:0] \$133 ;
+  wire [11:0] \$134 ;
+  wire [11:0] \$135 ;
+  wire [11:0] \$136 ;
+  wire [1:0] \$137 ;
+  wire [1:0] \$138 ;
+  wire [1:0] \$139 ;
+  wire [14:0] \$14 ;
+  wire [1:0] \$140 ;
+  wire [11:0] \$141 ;
+  wire [11:0] \$142 ;
+  wire [11:0] \$143 ;
+  wire [11:0] \$144 ;
+  wire [1:0] \$145 ;
+  wire [1:0] \$146 ;
+  wire [1:0] \$147 ;
+  wire [1:0] \$148 ;
+  wire [11:0] \$149 ;
   wire \$15 ;
-  wire [1:0] \$150 ;
-  wire [1:0] \$151 ;
-  wire [1:0] \$152 ;
-  wire [4:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [11:0] \$150 ;
+  wire [11:0] \$151 ;
+  wire [11:0] \$152 ;
+  wire [1:0] \$153 ;
+  wire [1:0] \$154 ;
+  wire [1:0] \$155 ;
+  wire [1:0] \$156 ;
+  wire [11:0] \$157 ;
+  wire [11:0] \$158 ;
+  wire [11:0] \$159 ;
   wire \$16 ;
-  wire [1:0] \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
+  wire [11:0] \$160 ;
+  wire [1:0] \$161 ;
+  wire [1:0] \$162 ;
+  wire [1:0] \$163 ;
+  wire [1:0] \$164 ;
+  wire [4:0] \$165 ;
   wire \$166 ;
-  wire [1:0] \$167 ;
-  wire [2:0] \$168 ;
+  wire \$167 ;
+  wire \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
-  wire \$172 ;
+  wire [1:0] \$172 ;
   wire \$173 ;
   wire \$174 ;
-  wire [1:0] \$175 ;
+  wire \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
-  wire \$179 ;
+  wire [1:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [2:0] \$180 ;
   wire \$181 ;
-  wire [1:0] \$182 ;
-  wire [2:0] \$183 ;
-  wire [3:0] \$184 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
   wire \$185 ;
   wire \$186 ;
-  wire \$187 ;
+  wire [1:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire \$19 ;
+  wire [1:0] \$19 ;
   wire \$190 ;
-  wire [1:0] \$191 ;
-  wire [4:0] \$192 ;
+  wire \$191 ;
+  wire \$192 ;
   wire \$193 ;
   wire [1:0] \$194 ;
-  wire \$195 ;
-  wire [1:0] \$196 ;
-  wire [2:0] \$197 ;
+  wire [2:0] \$195 ;
+  wire [3:0] \$196 ;
+  wire \$197 ;
   wire \$198 ;
-  wire [1:0] \$199 ;
-  wire \$2 ;
+  wire \$199 ;
+  wire [13:0] \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [1:0] \$201 ;
-  wire [2:0] \$202 ;
-  wire [3:0] \$203 ;
-  wire \$204 ;
-  wire [1:0] \$205 ;
-  wire \$206 ;
-  wire [1:0] \$207 ;
-  wire [2:0] \$208 ;
-  wire \$209 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire [1:0] \$203 ;
+  wire [4:0] \$204 ;
+  wire \$205 ;
+  wire [1:0] \$206 ;
+  wire \$207 ;
+  wire [1:0] \$208 ;
+  wire [2:0] \$209 ;
   wire \$21 ;
-  wire [1:0] \$210 ;
-  wire \$211 ;
-  wire [1:0] \$212 ;
-  wire [2:0] \$213 ;
-  wire [3:0] \$214 ;
-  wire [4:0] \$215 ;
+  wire \$210 ;
+  wire [1:0] \$211 ;
+  wire \$212 ;
+  wire [1:0] \$213 ;
+  wire [2:0] \$214 ;
+  wire [3:0] \$215 ;
   wire \$216 ;
   wire [1:0] \$217 ;
   wire \$218 ;
   wire [1:0] \$219 ;
   wire \$22 ;
   wire [2:0] \$220 ;
-  wire [5:0] \$221 ;
-  wire \$222 ;
+  wire \$221 ;
+  wire [1:0] \$222 ;
   wire \$223 ;
-  wire \$224 ;
-  wire [13:0] \$225 ;
-  wire \$226 ;
-  wire \$227 ;
+  wire [1:0] \$224 ;
+  wire [2:0] \$225 ;
+  wire [3:0] \$226 ;
+  wire [4:0] \$227 ;
   wire \$228 ;
-  wire \$229 ;
+  wire [1:0] \$229 ;
   wire \$23 ;
   wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire [1:0] \$233 ;
-  wire [1:0] \$234 ;
+  wire [1:0] \$231 ;
+  wire [2:0] \$232 ;
+  wire [5:0] \$233 ;
+  wire \$234 ;
   wire \$235 ;
   wire \$236 ;
   wire [13:0] \$237 ;
-  reg \$238 ;
-  reg \$239 ;
+  wire \$238 ;
+  wire \$239 ;
   wire \$24 ;
-  reg \$240 ;
-  reg \$241 ;
-  reg \$242 ;
-  reg \$243 ;
-  reg \$244 ;
-  reg \$245 ;
-  reg \$246 ;
-  reg \$247 ;
-  reg [21:0] \$248 ;
-  reg [1:0] \$249 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire [1:0] \$245 ;
+  wire [1:0] \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire [13:0] \$249 ;
   wire \$25 ;
-  reg [21:0] \$250 ;
-  reg [1:0] \$251 ;
-  reg [21:0] \$252 ;
-  reg [1:0] \$253 ;
-  reg [21:0] \$254 ;
-  reg [1:0] \$255 ;
-  reg [21:0] \$256 ;
-  reg [1:0] \$257 ;
-  reg [21:0] \$258 ;
-  reg [1:0] \$259 ;
+  reg \$250 ;
+  reg \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg \$254 ;
+  reg \$255 ;
+  reg \$256 ;
+  reg \$257 ;
+  reg \$258 ;
+  reg \$259 ;
   wire \$26 ;
-  reg [21:0] \$260 ;
+  reg [11:0] \$260 ;
   reg [1:0] \$261 ;
-  reg [21:0] \$262 ;
+  reg [11:0] \$262 ;
   reg [1:0] \$263 ;
-  reg [21:0] \$264 ;
+  reg [11:0] \$264 ;
   reg [1:0] \$265 ;
-  reg [21:0] \$266 ;
+  reg [11:0] \$266 ;
   reg [1:0] \$267 ;
-  reg [12:0] \$268 ;
+  reg [11:0] \$268 ;
+  reg [1:0] \$269 ;
   wire \$27 ;
+  reg [11:0] \$270 ;
+  reg [1:0] \$271 ;
+  reg [11:0] \$272 ;
+  reg [1:0] \$273 ;
+  reg [11:0] \$274 ;
+  reg [1:0] \$275 ;
+  reg [11:0] \$276 ;
+  reg [1:0] \$277 ;
+  reg [11:0] \$278 ;
+  reg [1:0] \$279 ;
   wire \$28 ;
+  reg [12:0] \$280 ;
   wire \$29 ;
-  wire [22:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
@@ -4484,7 +4883,7 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire [22:0] \$4 ;
+  wire [13:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -4506,7 +4905,7 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [2:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -4517,7 +4916,7 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [1:0] \$7 ;
+  wire [2:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -4525,31 +4924,32 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire [21:0] \$77 ;
-  wire [21:0] \$78 ;
-  wire [1:0] \$79 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
-  wire [21:0] \$81 ;
-  wire [21:0] \$82 ;
-  wire [21:0] \$83 ;
-  wire [21:0] \$84 ;
-  wire [1:0] \$85 ;
-  wire [1:0] \$86 ;
-  wire [1:0] \$87 ;
-  wire [1:0] \$88 ;
-  wire [21:0] \$89 ;
-  wire \$9 ;
-  wire [21:0] \$90 ;
-  wire [21:0] \$91 ;
-  wire [21:0] \$92 ;
-  wire [1:0] \$93 ;
-  wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire [1:0] \$96 ;
-  wire [21:0] \$97 ;
-  wire [21:0] \$98 ;
-  wire [21:0] \$99 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire [11:0] \$89 ;
+  wire [10:0] \$9 ;
+  wire [11:0] \$90 ;
+  wire [1:0] \$91 ;
+  wire [1:0] \$92 ;
+  wire [11:0] \$93 ;
+  wire [11:0] \$94 ;
+  wire [11:0] \$95 ;
+  wire [11:0] \$96 ;
+  wire [1:0] \$97 ;
+  wire [1:0] \$98 ;
+  wire [1:0] \$99 ;
+  wire [2:0] a;
   wire at0_0;
   wire at0_1;
   wire at0_2;
@@ -4565,7 +4965,6 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   wire clear;
   input clk;
   wire clk;
-  wire [21:0] d0;
   wire ge0_0;
   wire ge1_0;
   wire ge2_0;
@@ -4595,17 +4994,17 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   wire keep8_at8;
   wire keep8_at9;
   wire keep9_at9;
-  wire [21:0] key0;
-  reg [21:0] kreg0 = 22'h000000;
-  reg [21:0] kreg1 = 22'h000000;
-  reg [21:0] kreg2 = 22'h000000;
-  reg [21:0] kreg3 = 22'h000000;
-  reg [21:0] kreg4 = 22'h000000;
-  reg [21:0] kreg5 = 22'h000000;
-  reg [21:0] kreg6 = 22'h000000;
-  reg [21:0] kreg7 = 22'h000000;
-  reg [21:0] kreg8 = 22'h000000;
-  reg [21:0] kreg9 = 22'h000000;
+  wire [11:0] key0;
+  reg [11:0] kreg0 = 12'h000;
+  reg [11:0] kreg1 = 12'h000;
+  reg [11:0] kreg2 = 12'h000;
+  reg [11:0] kreg3 = 12'h000;
+  reg [11:0] kreg4 = 12'h000;
+  reg [11:0] kreg5 = 12'h000;
+  reg [11:0] kreg6 = 12'h000;
+  reg [11:0] kreg7 = 12'h000;
+  reg [11:0] kreg8 = 12'h000;
+  reg [11:0] kreg9 = 12'h000;
   wire lane0_at0;
   wire lane0_at1;
   wire lane0_at2;
@@ -4621,17 +5020,18 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   wire [3:0] m;
   input mask;
   wire mask;
+  input [12:0] n;
   wire [12:0] n;
-  wire [21:0] nk0;
-  wire [21:0] nk1;
-  wire [21:0] nk2;
-  wire [21:0] nk3;
-  wire [21:0] nk4;
-  wire [21:0] nk5;
-  wire [21:0] nk6;
-  wire [21:0] nk7;
-  wire [21:0] nk8;
-  wire [21:0] nk9;
+  wire [11:0] nk0;
+  wire [11:0] nk1;
+  wire [11:0] nk2;
+  wire [11:0] nk3;
+  wire [11:0] nk4;
+  wire [11:0] nk5;
+  wire [11:0] nk6;
+  wire [11:0] nk7;
+  wire [11:0] nk8;
+  wire [11:0] nk9;
   wire [1:0] nt0;
   wire [1:0] nt1;
   wire [1:0] nt2;
@@ -4666,20 +5066,21 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   wire pass7;
   wire pass8;
   wire pass9;
-  output [1:0] \port$1011$0 ;
-  wire [1:0] \port$1011$0 ;
-  input [33:0] \port$1117$0 ;
-  wire [33:0] \port$1117$0 ;
-  output [5:0] \port$998$0 ;
-  wire [5:0] \port$998$0 ;
+  output [5:0] \port$1028$0 ;
+  wire [5:0] \port$1028$0 ;
+  output [1:0] \port$1041$0 ;
+  wire [1:0] \port$1041$0 ;
+  input [8:0] q;
+  wire [8:0] q;
+  input [12:0] r;
+  wire [12:0] r;
   input rst;
   wire rst;
-  wire [20:0] s;
   reg [12:0] seen = 13'h0000;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
-  reg [21:0] thr;
+  reg [11:0] thr;
   reg [1:0] treg0 = 2'h0;
   reg [1:0] treg1 = 2'h0;
   reg [1:0] treg2 = 2'h0;
@@ -4691,6 +5092,7 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   reg [1:0] treg8 = 2'h0;
   reg [1:0] treg9 = 2'h0;
   wire [13:0] tsum;
+  wire [9:0] u0;
   reg valid0 = 1'h0;
   reg valid1 = 1'h0;
   reg valid2 = 1'h0;
@@ -4704,370 +5106,380 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$1  = $signed({ 1'h0, \port$1117$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1117$0 [33:13]);
-  assign \$2  = $signed(d0) < $signed(1'h0);
-  assign \$3  = - $signed(d0);
-  assign \$4  = \$2  ? \$3  : { d0[21], d0 };
-  assign \$5  = $signed(d0) > $signed(1'h0);
-  assign \$6  = $signed(d0) < $signed(1'h0);
-  assign \$7  = \$6  ? 2'h3 : 2'h0;
-  assign t0 = \$5  ? 2'h1 : \$7 ;
-  assign \$8  = $signed(kreg0) >= $signed(\$4 [21:0]);
-  assign ge0_0 = valid0 & \$8 ;
-  assign \$9  = $signed(kreg1) >= $signed(\$4 [21:0]);
-  assign ge1_0 = valid1 & \$9 ;
-  assign \$10  = $signed(kreg2) >= $signed(\$4 [21:0]);
-  assign ge2_0 = valid2 & \$10 ;
-  assign \$11  = $signed(kreg3) >= $signed(\$4 [21:0]);
-  assign ge3_0 = valid3 & \$11 ;
-  assign \$12  = $signed(kreg4) >= $signed(\$4 [21:0]);
-  assign ge4_0 = valid4 & \$12 ;
-  assign \$13  = $signed(kreg5) >= $signed(\$4 [21:0]);
-  assign ge5_0 = valid5 & \$13 ;
-  assign \$14  = $signed(kreg6) >= $signed(\$4 [21:0]);
-  assign ge6_0 = valid6 & \$14 ;
-  assign \$15  = $signed(kreg7) >= $signed(\$4 [21:0]);
-  assign ge7_0 = valid7 & \$15 ;
-  assign \$16  = $signed(kreg8) >= $signed(\$4 [21:0]);
-  assign ge8_0 = valid8 & \$16 ;
-  assign \$17  = $signed(kreg9) >= $signed(\$4 [21:0]);
-  assign ge9_0 = valid9 & \$17 ;
-  assign \$18  = ~ ge0_0;
-  assign \$19  = ~ ge1_0;
-  assign at0_1 = ge0_0 & \$19 ;
-  assign \$20  = ~ ge2_0;
-  assign at0_2 = ge1_0 & \$20 ;
-  assign \$21  = ~ ge3_0;
-  assign at0_3 = ge2_0 & \$21 ;
-  assign \$22  = ~ ge4_0;
-  assign at0_4 = ge3_0 & \$22 ;
-  assign \$23  = ~ ge5_0;
-  assign at0_5 = ge4_0 & \$23 ;
-  assign \$24  = ~ ge6_0;
-  assign at0_6 = ge5_0 & \$24 ;
-  assign \$25  = ~ ge7_0;
-  assign at0_7 = ge6_0 & \$25 ;
-  assign \$26  = ~ ge8_0;
-  assign at0_8 = ge7_0 & \$26 ;
-  assign \$27  = ~ ge9_0;
-  assign at0_9 = ge8_0 & \$27 ;
-  assign lane0_at0 = mask & \$29 ;
-  assign lane0_at1 = mask & \$31 ;
-  assign lane0_at2 = mask & \$33 ;
-  assign lane0_at3 = mask & \$35 ;
-  assign lane0_at4 = mask & \$37 ;
-  assign lane0_at5 = mask & \$39 ;
-  assign lane0_at6 = mask & \$41 ;
-  assign lane0_at7 = mask & \$43 ;
-  assign lane0_at8 = mask & \$45 ;
-  assign lane0_at9 = mask & \$47 ;
-  assign \$48  = ~ ge0_0;
-  assign pass0 = mask & \$48 ;
-  assign \$49  = ! pass0;
-  assign keep0_at0 = valid0 & \$49 ;
-  assign keep0_at1 = valid0 & \$50 ;
-  assign \$51  = ~ ge1_0;
-  assign pass1 = mask & \$51 ;
-  assign \$52  = ! pass1;
-  assign keep1_at1 = valid1 & \$52 ;
-  assign keep1_at2 = valid1 & \$53 ;
-  assign \$54  = ~ ge2_0;
-  assign pass2 = mask & \$54 ;
-  assign \$55  = ! pass2;
-  assign keep2_at2 = valid2 & \$55 ;
-  assign keep2_at3 = valid2 & \$56 ;
-  assign \$57  = ~ ge3_0;
-  assign pass3 = mask & \$57 ;
-  assign \$58  = ! pass3;
-  assign keep3_at3 = valid3 & \$58 ;
-  assign keep3_at4 = valid3 & \$59 ;
-  assign \$60  = ~ ge4_0;
-  assign pass4 = mask & \$60 ;
-  assign \$61  = ! pass4;
-  assign keep4_at4 = valid4 & \$61 ;
-  assign keep4_at5 = valid4 & \$62 ;
-  assign \$63  = ~ ge5_0;
-  assign pass5 = mask & \$63 ;
-  assign \$64  = ! pass5;
-  assign keep5_at5 = valid5 & \$64 ;
-  assign keep5_at6 = valid5 & \$65 ;
-  assign \$66  = ~ ge6_0;
-  assign pass6 = mask & \$66 ;
-  assign \$67  = ! pass6;
-  assign keep6_at6 = valid6 & \$67 ;
-  assign keep6_at7 = valid6 & \$68 ;
-  assign \$69  = ~ ge7_0;
-  assign pass7 = mask & \$69 ;
-  assign \$70  = ! pass7;
-  assign keep7_at7 = valid7 & \$70 ;
-  assign keep7_at8 = valid7 & \$71 ;
-  assign \$72  = ~ ge8_0;
-  assign pass8 = mask & \$72 ;
-  assign \$73  = ! pass8;
-  assign keep8_at8 = valid8 & \$73 ;
-  assign keep8_at9 = valid8 & \$74 ;
-  assign \$75  = ~ ge9_0;
-  assign pass9 = mask & \$75 ;
-  assign \$76  = ! pass9;
-  assign keep9_at9 = valid9 & \$76 ;
+  assign \$1  = ! r;
+  assign \$3  = \$2  < n;
+  assign \$5  = \$4  == n;
+  assign \$6  = \$5  ? 3'h4 : 3'h5;
+  assign \$7  = \$3  ? 3'h1 : \$6 ;
+  assign a = \$1  ? 3'h0 : \$7 ;
+  assign u0 = $signed(x) - $signed(q);
+  assign \$8  = $signed(u0) < $signed(1'h0);
+  assign \$9  = - $signed(u0);
+  assign \$10  = \$8  ? \$9  : { u0[9], u0 };
+  assign \$12  = $signed(u0) <= $signed(1'h0);
+  assign \$13  = \$12  ? a : 3'h0;
+  assign \$14  = $signed(\$11 ) + $signed({ 1'h0, \$13  });
+  assign \$15  = ! u0;
+  assign \$16  = ! r;
+  assign \$17  = \$15  & \$16 ;
+  assign \$18  = $signed(u0) <= $signed(1'h0);
+  assign \$19  = \$18  ? 2'h3 : 2'h1;
+  assign t0 = \$17  ? 2'h0 : \$19 ;
+  assign \$20  = $signed(kreg0) >= $signed(\$14 [11:0]);
+  assign ge0_0 = valid0 & \$20 ;
+  assign \$21  = $signed(kreg1) >= $signed(\$14 [11:0]);
+  assign ge1_0 = valid1 & \$21 ;
+  assign \$22  = $signed(kreg2) >= $signed(\$14 [11:0]);
+  assign ge2_0 = valid2 & \$22 ;
+  assign \$23  = $signed(kreg3) >= $signed(\$14 [11:0]);
+  assign ge3_0 = valid3 & \$23 ;
+  assign \$24  = $signed(kreg4) >= $signed(\$14 [11:0]);
+  assign ge4_0 = valid4 & \$24 ;
+  assign \$25  = $signed(kreg5) >= $signed(\$14 [11:0]);
+  assign ge5_0 = valid5 & \$25 ;
+  assign \$26  = $signed(kreg6) >= $signed(\$14 [11:0]);
+  assign ge6_0 = valid6 & \$26 ;
+  assign \$27  = $signed(kreg7) >= $signed(\$14 [11:0]);
+  assign ge7_0 = valid7 & \$27 ;
+  assign \$28  = $signed(kreg8) >= $signed(\$14 [11:0]);
+  assign ge8_0 = valid8 & \$28 ;
+  assign \$29  = $signed(kreg9) >= $signed(\$14 [11:0]);
+  assign ge9_0 = valid9 & \$29 ;
+  assign \$30  = ~ ge0_0;
+  assign \$31  = ~ ge1_0;
+  assign at0_1 = ge0_0 & \$31 ;
+  assign \$32  = ~ ge2_0;
+  assign at0_2 = ge1_0 & \$32 ;
+  assign \$33  = ~ ge3_0;
+  assign at0_3 = ge2_0 & \$33 ;
+  assign \$34  = ~ ge4_0;
+  assign at0_4 = ge3_0 & \$34 ;
+  assign \$35  = ~ ge5_0;
+  assign at0_5 = ge4_0 & \$35 ;
+  assign \$36  = ~ ge6_0;
+  assign at0_6 = ge5_0 & \$36 ;
+  assign \$37  = ~ ge7_0;
+  assign at0_7 = ge6_0 & \$37 ;
+  assign \$38  = ~ ge8_0;
+  assign at0_8 = ge7_0 & \$38 ;
+  assign \$39  = ~ ge9_0;
+  assign at0_9 = ge8_0 & \$39 ;
+  assign lane0_at0 = mask & \$41 ;
+  assign lane0_at1 = mask & \$43 ;
+  assign lane0_at2 = mask & \$45 ;
+  assign lane0_at3 = mask & \$47 ;
+  assign lane0_at4 = mask & \$49 ;
+  assign lane0_at5 = mask & \$51 ;
+  assign lane0_at6 = mask & \$53 ;
+  assign lane0_at7 = mask & \$55 ;
+  assign lane0_at8 = mask & \$57 ;
+  assign lane0_at9 = mask & \$59 ;
+  assign \$60  = ~ ge0_0;
+  assign pass0 = mask & \$60 ;
+  assign \$61  = ! pass0;
+  assign keep0_at0 = valid0 & \$61 ;
+  assign keep0_at1 = valid0 & \$62 ;
+  assign \$63  = ~ ge1_0;
+  assign pass1 = mask & \$63 ;
+  assign \$64  = ! pass1;
+  assign keep1_at1 = valid1 & \$64 ;
+  assign keep1_at2 = valid1 & \$65 ;
+  assign \$66  = ~ ge2_0;
+  assign pass2 = mask & \$66 ;
+  assign \$67  = ! pass2;
+  assign keep2_at2 = valid2 & \$67 ;
+  assign keep2_at3 = valid2 & \$68 ;
+  assign \$69  = ~ ge3_0;
+  assign pass3 = mask & \$69 ;
+  assign \$70  = ! pass3;
+  assign keep3_at3 = valid3 & \$70 ;
+  assign keep3_at4 = valid3 & \$71 ;
+  assign \$72  = ~ ge4_0;
+  assign pass4 = mask & \$72 ;
+  assign \$73  = ! pass4;
+  assign keep4_at4 = valid4 & \$73 ;
+  assign keep4_at5 = valid4 & \$74 ;
+  assign \$75  = ~ ge5_0;
+  assign pass5 = mask & \$75 ;
+  assign \$76  = ! pass5;
+  assign keep5_at5 = valid5 & \$76 ;
+  assign keep5_at6 = valid5 & \$77 ;
+  assign \$78  = ~ ge6_0;
+  assign pass6 = mask & \$78 ;
+  assign \$79  = ! pass6;
+  assign keep6_at6 = valid6 & \$79 ;
+  assign keep6_at7 = valid6 & \$80 ;
+  assign \$81  = ~ ge7_0;
+  assign pass7 = mask & \$81 ;
+  assign \$82  = ! pass7;
+  assign keep7_at7 = valid7 & \$82 ;
+  assign keep7_at8 = valid7 & \$83 ;
+  assign \$84  = ~ ge8_0;
+  assign pass8 = mask & \$84 ;
+  assign \$85  = ! pass8;
+  assign keep8_at8 = valid8 & \$85 ;
+  assign keep8_at9 = valid8 & \$86 ;
+  assign \$87  = ~ ge9_0;
+  assign pass9 = mask & \$87 ;
+  assign \$88  = ! pass9;
+  assign keep9_at9 = valid9 & \$88 ;
   assign nv0 = | { keep0_at0, lane0_at0 };
-  assign \$77  = lane0_at0 ? \$4 [21:0] : 22'h000000;
-  assign \$78  = keep0_at0 ? kreg0 : 22'h000000;
-  assign nk0 = \$77  | \$78 ;
-  assign \$79  = lane0_at0 ? t0 : 2'h0;
-  assign \$80  = keep0_at0 ? treg0 : 2'h0;
-  assign nt0 = \$79  | \$80 ;
+  assign \$89  = lane0_at0 ? \$14 [11:0] : 12'h000;
+  assign \$90  = keep0_at0 ? kreg0 : 12'h000;
+  assign nk0 = \$89  | \$90 ;
+  assign \$91  = lane0_at0 ? t0 : 2'h0;
+  assign \$92  = keep0_at0 ? treg0 : 2'h0;
+  assign nt0 = \$91  | \$92 ;
   assign nv1 = | { keep1_at1, keep0_at1, lane0_at1 };
-  assign \$81  = lane0_at1 ? \$4 [21:0] : 22'h000000;
-  assign \$82  = keep0_at1 ? kreg0 : 22'h000000;
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = keep1_at1 ? kreg1 : 22'h000000;
-  assign nk1 = \$83  | \$84 ;
-  assign \$85  = lane0_at1 ? t0 : 2'h0;
-  assign \$86  = keep0_at1 ? treg0 : 2'h0;
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = keep1_at1 ? treg1 : 2'h0;
-  assign nt1 = \$87  | \$88 ;
-  assign nv2 = | { keep2_at2, keep1_at2, lane0_at2 };
-  assign \$89  = lane0_at2 ? \$4 [21:0] : 22'h000000;
-  assign \$90  = keep1_at2 ? kreg1 : 22'h000000;
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = keep2_at2 ? kreg2 : 22'h000000;
-  assign nk2 = \$91  | \$92 ;
-  assign \$93  = lane0_at2 ? t0 : 2'h0;
-  assign \$94  = keep1_at2 ? treg1 : 2'h0;
+  assign \$93  = lane0_at1 ? \$14 [11:0] : 12'h000;
+  assign \$94  = keep0_at1 ? kreg0 : 12'h000;
   assign \$95  = \$93  | \$94 ;
-  assign \$96  = keep2_at2 ? treg2 : 2'h0;
-  assign nt2 = \$95  | \$96 ;
-  assign nv3 = | { keep3_at3, keep2_at3, lane0_at3 };
-  assign \$97  = lane0_at3 ? \$4 [21:0] : 22'h000000;
-  assign \$98  = keep2_at3 ? kreg2 : 22'h000000;
+  assign \$96  = keep1_at1 ? kreg1 : 12'h000;
+  assign nk1 = \$95  | \$96 ;
+  assign \$97  = lane0_at1 ? t0 : 2'h0;
+  assign \$98  = keep0_at1 ? treg0 : 2'h0;
   assign \$99  = \$97  | \$98 ;
-  assign \$100  = keep3_at3 ? kreg3 : 22'h000000;
-  assign nk3 = \$99  | \$100 ;
-  assign \$101  = lane0_at3 ? t0 : 2'h0;
-  assign \$102  = keep2_at3 ? treg2 : 2'h0;
+  assign \$100  = keep1_at1 ? treg1 : 2'h0;
+  assign nt1 = \$99  | \$100 ;
+  assign nv2 = | { keep2_at2, keep1_at2, lane0_at2 };
+  assign \$101  = lane0_at2 ? \$14 [11:0] : 12'h000;
+  assign \$102  = keep1_at2 ? kreg1 : 12'h000;
   assign \$103  = \$101  | \$102 ;
-  assign \$104  = keep3_at3 ? treg3 : 2'h0;
-  assign nt3 = \$103  | \$104 ;
-  assign nv4 = | { keep4_at4, keep3_at4, lane0_at4 };
-  assign \$105  = lane0_at4 ? \$4 [21:0] : 22'h000000;
-  assign \$106  = keep3_at4 ? kreg3 : 22'h000000;
+  assign \$104  = keep2_at2 ? kreg2 : 12'h000;
+  assign nk2 = \$103  | \$104 ;
+  assign \$105  = lane0_at2 ? t0 : 2'h0;
+  assign \$106  = keep1_at2 ? treg1 : 2'h0;
   assign \$107  = \$105  | \$106 ;
-  assign \$108  = keep4_at4 ? kreg4 : 22'h000000;
-  assign nk4 = \$107  | \$108 ;
-  assign \$109  = lane0_at4 ? t0 : 2'h0;
-  assign \$110  = keep3_at4 ? treg3 : 2'h0;
+  assign \$108  = keep2_at2 ? treg2 : 2'h0;
+  assign nt2 = \$107  | \$108 ;
+  assign nv3 = | { keep3_at3, keep2_at3, lane0_at3 };
+  assign \$109  = lane0_at3 ? \$14 [11:0] : 12'h000;
+  assign \$110  = keep2_at3 ? kreg2 : 12'h000;
   assign \$111  = \$109  | \$110 ;
-  assign \$112  = keep4_at4 ? treg4 : 2'h0;
-  assign nt4 = \$111  | \$112 ;
-  assign nv5 = | { keep5_at5, keep4_at5, lane0_at5 };
-  assign \$113  = lane0_at5 ? \$4 [21:0] : 22'h000000;
-  assign \$114  = keep4_at5 ? kreg4 : 22'h000000;
+  assign \$112  = keep3_at3 ? kreg3 : 12'h000;
+  assign nk3 = \$111  | \$112 ;
+  assign \$113  = lane0_at3 ? t0 : 2'h0;
+  assign \$114  = keep2_at3 ? treg2 : 2'h0;
   assign \$115  = \$113  | \$114 ;
-  assign \$116  = keep5_at5 ? kreg5 : 22'h000000;
-  assign nk5 = \$115  | \$116 ;
-  assign \$117  = lane0_at5 ? t0 : 2'h0;
-  assign \$118  = keep4_at5 ? treg4 : 2'h0;
+  assign \$116  = keep3_at3 ? treg3 : 2'h0;
+  assign nt3 = \$115  | \$116 ;
+  assign nv4 = | { keep4_at4, keep3_at4, lane0_at4 };
+  assign \$117  = lane0_at4 ? \$14 [11:0] : 12'h000;
+  assign \$118  = keep3_at4 ? kreg3 : 12'h000;
   assign \$119  = \$117  | \$118 ;
-  assign \$120  = keep5_at5 ? treg5 : 2'h0;
-  assign nt5 = \$119  | \$120 ;
-  assign nv6 = | { keep6_at6, keep5_at6, lane0_at6 };
-  assign \$121  = lane0_at6 ? \$4 [21:0] : 22'h000000;
-  assign \$122  = keep5_at6 ? kreg5 : 22'h000000;
+  assign \$120  = keep4_at4 ? kreg4 : 12'h000;
+  assign nk4 = \$119  | \$120 ;
+  assign \$121  = lane0_at4 ? t0 : 2'h0;
+  assign \$122  = keep3_at4 ? treg3 : 2'h0;
   assign \$123  = \$121  | \$122 ;
-  assign \$124  = keep6_at6 ? kreg6 : 22'h000000;
-  assign nk6 = \$123  | \$124 ;
-  assign \$125  = lane0_at6 ? t0 : 2'h0;
-  assign \$126  = keep5_at6 ? treg5 : 2'h0;
+  assign \$124  = keep4_at4 ? treg4 : 2'h0;
+  assign nt4 = \$123  | \$124 ;
+  assign nv5 = | { keep5_at5, keep4_at5, lane0_at5 };
+  assign \$125  = lane0_at5 ? \$14 [11:0] : 12'h000;
+  assign \$126  = keep4_at5 ? kreg4 : 12'h000;
   assign \$127  = \$125  | \$126 ;
-  assign \$128  = keep6_at6 ? treg6 : 2'h0;
-  assign nt6 = \$127  | \$128 ;
-  assign nv7 = | { keep7_at7, keep6_at7, lane0_at7 };
-  assign \$129  = lane0_at7 ? \$4 [21:0] : 22'h000000;
-  assign \$130  = keep6_at7 ? kreg6 : 22'h000000;
+  assign \$128  = keep5_at5 ? kreg5 : 12'h000;
+  assign nk5 = \$127  | \$128 ;
+  assign \$129  = lane0_at5 ? t0 : 2'h0;
+  assign \$130  = keep4_at5 ? treg4 : 2'h0;
   assign \$131  = \$129  | \$130 ;
-  assign \$132  = keep7_at7 ? kreg7 : 22'h000000;
-  assign nk7 = \$131  | \$132 ;
-  assign \$133  = lane0_at7 ? t0 : 2'h0;
-  assign \$134  = keep6_at7 ? treg6 : 2'h0;
+  assign \$132  = keep5_at5 ? treg5 : 2'h0;
+  assign nt5 = \$131  | \$132 ;
+  assign nv6 = | { keep6_at6, keep5_at6, lane0_at6 };
+  assign \$133  = lane0_at6 ? \$14 [11:0] : 12'h000;
+  assign \$134  = keep5_at6 ? kreg5 : 12'h000;
   assign \$135  = \$133  | \$134 ;
-  assign \$136  = keep7_at7 ? treg7 : 2'h0;
-  assign nt7 = \$135  | \$136 ;
-  assign nv8 = | { keep8_at8, keep7_at8, lane0_at8 };
-  assign \$137  = lane0_at8 ? \$4 [21:0] : 22'h000000;
-  assign \$138  = keep7_at8 ? kreg7 : 22'h000000;
+  assign \$136  = keep6_at6 ? kreg6 : 12'h000;
+  assign nk6 = \$135  | \$136 ;
+  assign \$137  = lane0_at6 ? t0 : 2'h0;
+  assign \$138  = keep5_at6 ? treg5 : 2'h0;
   assign \$139  = \$137  | \$138 ;
-  assign \$140  = keep8_at8 ? kreg8 : 22'h000000;
-  assign nk8 = \$139  | \$140 ;
-  assign \$141  = lane0_at8 ? t0 : 2'h0;
-  assign \$142  = keep7_at8 ? treg7 : 2'h0;
+  assign \$140  = keep6_at6 ? treg6 : 2'h0;
+  assign nt6 = \$139  | \$140 ;
+  assign nv7 = | { keep7_at7, keep6_at7, lane0_at7 };
+  assign \$141  = lane0_at7 ? \$14 [11:0] : 12'h000;
+  assign \$142  = keep6_at7 ? kreg6 : 12'h000;
   assign \$143  = \$141  | \$142 ;
-  assign \$144  = keep8_at8 ? treg8 : 2'h0;
-  assign nt8 = \$143  | \$144 ;
-  assign nv9 = | { keep9_at9, keep8_at9, lane0_at9 };
-  assign \$145  = lane0_at9 ? \$4 [21:0] : 22'h000000;
-  assign \$146  = keep8_at9 ? kreg8 : 22'h000000;
+  assign \$144  = keep7_at7 ? kreg7 : 12'h000;
+  assign nk7 = \$143  | \$144 ;
+  assign \$145  = lane0_at7 ? t0 : 2'h0;
+  assign \$146  = keep6_at7 ? treg6 : 2'h0;
   assign \$147  = \$145  | \$146 ;
-  assign \$148  = keep9_at9 ? kreg9 : 22'h000000;
-  assign nk9 = \$147  | \$148 ;
-  assign \$149  = lane0_at9 ? t0 : 2'h0;
-  assign \$150  = keep8_at9 ? treg8 : 2'h0;
+  assign \$148  = keep7_at7 ? treg7 : 2'h0;
+  assign nt7 = \$147  | \$148 ;
+  assign nv8 = | { keep8_at8, keep7_at8, lane0_at8 };
+  assign \$149  = lane0_at8 ? \$14 [11:0] : 12'h000;
+  assign \$150  = keep7_at8 ? kreg7 : 12'h000;
   assign \$151  = \$149  | \$150 ;
-  assign \$152  = keep9_at9 ? treg9 : 2'h0;
-  assign nt9 = \$151  | \$152 ;
-  assign \$153  = m - 1'h1;
-  assign \$154  = m > 1'h0;
-  assign \$155  = kreg0 == thr;
-  assign \$156  = \$154  & \$155 ;
-  assign \$157  = m > 1'h1;
-  assign \$158  = kreg1 == thr;
-  assign \$159  = \$157  & \$158 ;
-  assign \$160  = \$156  + \$159 ;
-  assign \$161  = m > 2'h2;
-  assign \$162  = kreg2 == thr;
-  assign \$163  = \$161  & \$162 ;
-  assign \$164  = m > 2'h3;
-  assign \$165  = kreg3 == thr;
-  assign \$166  = \$164  & \$165 ;
-  assign \$167  = \$163  + \$166 ;
-  assign \$168  = \$160  + \$167 ;
-  assign \$169  = m > 3'h4;
-  assign \$170  = kreg4 == thr;
+  assign \$152  = keep8_at8 ? kreg8 : 12'h000;
+  assign nk8 = \$151  | \$152 ;
+  assign \$153  = lane0_at8 ? t0 : 2'h0;
+  assign \$154  = keep7_at8 ? treg7 : 2'h0;
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = keep8_at8 ? treg8 : 2'h0;
+  assign nt8 = \$155  | \$156 ;
+  assign nv9 = | { keep9_at9, keep8_at9, lane0_at9 };
+  assign \$157  = lane0_at9 ? \$14 [11:0] : 12'h000;
+  assign \$158  = keep8_at9 ? kreg8 : 12'h000;
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = keep9_at9 ? kreg9 : 12'h000;
+  assign nk9 = \$159  | \$160 ;
+  assign \$161  = lane0_at9 ? t0 : 2'h0;
+  assign \$162  = keep8_at9 ? treg8 : 2'h0;
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = keep9_at9 ? treg9 : 2'h0;
+  assign nt9 = \$163  | \$164 ;
+  assign \$165  = m - 1'h1;
+  assign \$166  = m > 1'h0;
+  assign \$167  = kreg0 == thr;
+  assign \$168  = \$166  & \$167 ;
+  assign \$169  = m > 1'h1;
+  assign \$170  = kreg1 == thr;
   assign \$171  = \$169  & \$170 ;
-  assign \$172  = m > 3'h5;
-  assign \$173  = kreg5 == thr;
-  assign \$174  = \$172  & \$173 ;
-  assign \$175  = \$171  + \$174 ;
-  assign \$176  = m > 3'h6;
-  assign \$177  = kreg6 == thr;
+  assign \$172  = \$168  + \$171 ;
+  assign \$173  = m > 2'h2;
+  assign \$174  = kreg2 == thr;
+  assign \$175  = \$173  & \$174 ;
+  assign \$176  = m > 2'h3;
+  assign \$177  = kreg3 == thr;
   assign \$178  = \$176  & \$177 ;
-  assign \$179  = m > 3'h7;
-  assign \$180  = kreg7 == thr;
-  assign \$181  = \$179  & \$180 ;
-  assign \$182  = \$178  + \$181 ;
-  assign \$183  = \$175  + \$182 ;
-  assign \$184  = \$168  + \$183 ;
-  assign \$185  = m > 4'h8;
-  assign \$186  = kreg8 == thr;
-  assign \$187  = \$185  & \$186 ;
-  assign \$188  = m > 4'h9;
-  assign \$189  = kreg9 == thr;
+  assign \$179  = \$175  + \$178 ;
+  assign \$180  = \$172  + \$179 ;
+  assign \$181  = m > 3'h4;
+  assign \$182  = kreg4 == thr;
+  assign \$183  = \$181  & \$182 ;
+  assign \$184  = m > 3'h5;
+  assign \$185  = kreg5 == thr;
+  assign \$186  = \$184  & \$185 ;
+  assign \$187  = \$183  + \$186 ;
+  assign \$188  = m > 3'h6;
+  assign \$189  = kreg6 == thr;
   assign \$190  = \$188  & \$189 ;
-  assign \$191  = \$187  + \$190 ;
-  assign \$192  = \$184  + \$191 ;
-  assign \$193  = m > 1'h0;
-  assign \$194  = \$193  ? treg0 : 2'h0;
-  assign \$195  = m > 1'h1;
-  assign \$196  = \$195  ? treg1 : 2'h0;
-  assign \$197  = $signed(\$194 ) + $signed(\$196 );
-  assign \$198  = m > 2'h2;
-  assign \$199  = \$198  ? treg2 : 2'h0;
-  assign \$200  = m > 2'h3;
-  assign \$201  = \$200  ? treg3 : 2'h0;
-  assign \$202  = $signed(\$199 ) + $signed(\$201 );
-  assign \$203  = $signed(\$197 ) + $signed(\$202 );
-  assign \$204  = m > 3'h4;
-  assign \$205  = \$204  ? treg4 : 2'h0;
-  assign \$206  = m > 3'h5;
-  assign \$207  = \$206  ? treg5 : 2'h0;
-  assign \$208  = $signed(\$205 ) + $signed(\$207 );
-  assign \$209  = m > 3'h6;
-  assign \$210  = \$209  ? treg6 : 2'h0;
-  assign \$211  = m > 3'h7;
-  assign \$212  = \$211  ? treg7 : 2'h0;
-  assign \$213  = $signed(\$210 ) + $signed(\$212 );
-  assign \$214  = $signed(\$208 ) + $signed(\$213 );
-  assign \$215  = $signed(\$203 ) + $signed(\$214 );
-  assign \$216  = m > 4'h8;
-  assign \$217  = \$216  ? treg8 : 2'h0;
-  assign \$218  = m > 4'h9;
-  assign \$219  = \$218  ? treg9 : 2'h0;
+  assign \$191  = m > 3'h7;
+  assign \$192  = kreg7 == thr;
+  assign \$193  = \$191  & \$192 ;
+  assign \$194  = \$190  + \$193 ;
+  assign \$195  = \$187  + \$194 ;
+  assign \$196  = \$180  + \$195 ;
+  assign \$197  = m > 4'h8;
+  assign \$198  = kreg8 == thr;
+  assign \$199  = \$197  & \$198 ;
+  assign \$200  = m > 4'h9;
+  assign \$201  = kreg9 == thr;
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = \$199  + \$202 ;
+  assign \$204  = \$196  + \$203 ;
+  assign \$205  = m > 1'h0;
+  assign \$206  = \$205  ? treg0 : 2'h0;
+  assign \$207  = m > 1'h1;
+  assign \$208  = \$207  ? treg1 : 2'h0;
+  assign \$209  = $signed(\$206 ) + $signed(\$208 );
+  assign \$210  = m > 2'h2;
+  assign \$211  = \$210  ? treg2 : 2'h0;
+  assign \$212  = m > 2'h3;
+  assign \$213  = \$212  ? treg3 : 2'h0;
+  assign \$214  = $signed(\$211 ) + $signed(\$213 );
+  assign \$215  = $signed(\$209 ) + $signed(\$214 );
+  assign \$216  = m > 3'h4;
+  assign \$217  = \$216  ? treg4 : 2'h0;
+  assign \$218  = m > 3'h5;
+  assign \$219  = \$218  ? treg5 : 2'h0;
   assign \$220  = $signed(\$217 ) + $signed(\$219 );
-  assign \$221  = $signed(\$215 ) + $signed(\$220 );
-  assign \$222  = $signed(\$4 [21:0]) > $signed(thr);
-  assign \$223  = \$4 [21:0] == thr;
-  assign \$224  = mask & \$223 ;
-  assign \$225  = seen + 1'h0;
-  assign \$226  = \$225  < \$192 [3:0];
-  assign \$227  = \$224  & \$226 ;
-  assign \$228  = \$222  | \$227 ;
-  assign \$229  = mask & \$228 ;
-  assign \$230  = | t0;
-  assign \$231  = \$229  & \$230 ;
-  assign \$232  = $signed(t0) > $signed(1'h0);
-  assign \$233  = \$232  ? 2'h1 : 2'h2;
-  assign \$234  = \$231  ? \$233  : 2'h0;
-  assign \$235  = \$4 [21:0] == thr;
+  assign \$221  = m > 3'h6;
+  assign \$222  = \$221  ? treg6 : 2'h0;
+  assign \$223  = m > 3'h7;
+  assign \$224  = \$223  ? treg7 : 2'h0;
+  assign \$225  = $signed(\$222 ) + $signed(\$224 );
+  assign \$226  = $signed(\$220 ) + $signed(\$225 );
+  assign \$227  = $signed(\$215 ) + $signed(\$226 );
+  assign \$228  = m > 4'h8;
+  assign \$229  = \$228  ? treg8 : 2'h0;
+  assign \$230  = m > 4'h9;
+  assign \$231  = \$230  ? treg9 : 2'h0;
+  assign \$232  = $signed(\$229 ) + $signed(\$231 );
+  assign \$233  = $signed(\$227 ) + $signed(\$232 );
+  assign \$234  = $signed(\$14 [11:0]) > $signed(thr);
+  assign \$235  = \$14 [11:0] == thr;
   assign \$236  = mask & \$235 ;
-  assign \$237  = seen + \$236 ;
+  assign \$237  = seen + 1'h0;
+  assign \$238  = \$237  < \$204 [3:0];
+  assign \$239  = \$236  & \$238 ;
+  assign \$240  = \$234  | \$239 ;
+  assign \$241  = mask & \$240 ;
+  assign \$242  = | t0;
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = $signed(t0) > $signed(1'h0);
+  assign \$245  = \$244  ? 2'h1 : 2'h2;
+  assign \$246  = \$243  ? \$245  : 2'h0;
+  assign \$247  = \$14 [11:0] == thr;
+  assign \$248  = mask & \$247 ;
+  assign \$249  = seen + \$248 ;
   always @(posedge clk)
-    valid0 <= \$238 ;
+    valid0 <= \$250 ;
   always @(posedge clk)
-    valid1 <= \$239 ;
+    valid1 <= \$251 ;
   always @(posedge clk)
-    valid2 <= \$240 ;
+    valid2 <= \$252 ;
   always @(posedge clk)
-    valid3 <= \$241 ;
+    valid3 <= \$253 ;
   always @(posedge clk)
-    valid4 <= \$242 ;
+    valid4 <= \$254 ;
   always @(posedge clk)
-    valid5 <= \$243 ;
+    valid5 <= \$255 ;
   always @(posedge clk)
-    valid6 <= \$244 ;
+    valid6 <= \$256 ;
   always @(posedge clk)
-    valid7 <= \$245 ;
+    valid7 <= \$257 ;
   always @(posedge clk)
-    valid8 <= \$246 ;
+    valid8 <= \$258 ;
   always @(posedge clk)
-    valid9 <= \$247 ;
+    valid9 <= \$259 ;
   always @(posedge clk)
-    kreg0 <= \$248 ;
+    kreg0 <= \$260 ;
   always @(posedge clk)
-    treg0 <= \$249 ;
+    treg0 <= \$261 ;
   always @(posedge clk)
-    kreg1 <= \$250 ;
+    kreg1 <= \$262 ;
   always @(posedge clk)
-    treg1 <= \$251 ;
+    treg1 <= \$263 ;
   always @(posedge clk)
-    kreg2 <= \$252 ;
+    kreg2 <= \$264 ;
   always @(posedge clk)
-    treg2 <= \$253 ;
+    treg2 <= \$265 ;
   always @(posedge clk)
-    kreg3 <= \$254 ;
+    kreg3 <= \$266 ;
   always @(posedge clk)
-    treg3 <= \$255 ;
+    treg3 <= \$267 ;
   always @(posedge clk)
-    kreg4 <= \$256 ;
+    kreg4 <= \$268 ;
   always @(posedge clk)
-    treg4 <= \$257 ;
+    treg4 <= \$269 ;
   always @(posedge clk)
-    kreg5 <= \$258 ;
+    kreg5 <= \$270 ;
   always @(posedge clk)
-    treg5 <= \$259 ;
+    treg5 <= \$271 ;
   always @(posedge clk)
-    kreg6 <= \$260 ;
+    kreg6 <= \$272 ;
   always @(posedge clk)
-    treg6 <= \$261 ;
+    treg6 <= \$273 ;
   always @(posedge clk)
-    kreg7 <= \$262 ;
+    kreg7 <= \$274 ;
   always @(posedge clk)
-    treg7 <= \$263 ;
+    treg7 <= \$275 ;
   always @(posedge clk)
-    kreg8 <= \$264 ;
+    kreg8 <= \$276 ;
   always @(posedge clk)
-    treg8 <= \$265 ;
+    treg8 <= \$277 ;
   always @(posedge clk)
-    kreg9 <= \$266 ;
+    kreg9 <= \$278 ;
   always @(posedge clk)
-    treg9 <= \$267 ;
+    treg9 <= \$279 ;
   always @(posedge clk)
-    seen <= \$268 ;
+    seen <= \$280 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    thr = 22'h000000;
-    casez (\$153 )
+    thr = 12'h000;
+    casez (\$165 )
       5'h00:
           thr = kreg0;
       5'h01:
@@ -5092,273 +5504,141 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$238  = valid0;
+    \$250  = valid0;
     if (clear) begin
-      \$238  = 1'h0;
+      \$250  = 1'h0;
     end else if (p1) begin
-      \$238  = nv0;
+      \$250  = nv0;
     end
     if (rst) begin
-      \$238  = 1'h0;
+      \$250  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$239  = valid1;
+    \$251  = valid1;
     if (clear) begin
-      \$239  = 1'h0;
+      \$251  = 1'h0;
     end else if (p1) begin
-      \$239  = nv1;
+      \$251  = nv1;
     end
     if (rst) begin
-      \$239  = 1'h0;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$240  = valid2;
+    \$252  = valid2;
     if (clear) begin
-      \$240  = 1'h0;
+      \$252  = 1'h0;
     end else if (p1) begin
-      \$240  = nv2;
+      \$252  = nv2;
     end
     if (rst) begin
-      \$240  = 1'h0;
+      \$252  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$241  = valid3;
+    \$253  = valid3;
     if (clear) begin
-      \$241  = 1'h0;
+      \$253  = 1'h0;
     end else if (p1) begin
-      \$241  = nv3;
+      \$253  = nv3;
     end
     if (rst) begin
-      \$241  = 1'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$242  = valid4;
+    \$254  = valid4;
     if (clear) begin
-      \$242  = 1'h0;
+      \$254  = 1'h0;
     end else if (p1) begin
-      \$242  = nv4;
+      \$254  = nv4;
     end
     if (rst) begin
-      \$242  = 1'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$243  = valid5;
+    \$255  = valid5;
     if (clear) begin
-      \$243  = 1'h0;
+      \$255  = 1'h0;
     end else if (p1) begin
-      \$243  = nv5;
+      \$255  = nv5;
     end
     if (rst) begin
-      \$243  = 1'h0;
+      \$255  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$244  = valid6;
+    \$256  = valid6;
     if (clear) begin
-      \$244  = 1'h0;
+      \$256  = 1'h0;
     end else if (p1) begin
-      \$244  = nv6;
+      \$256  = nv6;
     end
     if (rst) begin
-      \$244  = 1'h0;
+      \$256  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$245  = valid7;
+    \$257  = valid7;
     if (clear) begin
-      \$245  = 1'h0;
+      \$257  = 1'h0;
     end else if (p1) begin
-      \$245  = nv7;
+      \$257  = nv7;
     end
     if (rst) begin
-      \$245  = 1'h0;
+      \$257  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$246  = valid8;
+    \$258  = valid8;
     if (clear) begin
-      \$246  = 1'h0;
+      \$258  = 1'h0;
     end else if (p1) begin
-      \$246  = nv8;
+      \$258  = nv8;
     end
     if (rst) begin
-      \$246  = 1'h0;
+      \$258  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$247  = valid9;
+    \$259  = valid9;
     if (clear) begin
-      \$247  = 1'h0;
+      \$259  = 1'h0;
     end else if (p1) begin
-      \$247  = nv9;
+      \$259  = nv9;
     end
     if (rst) begin
-      \$247  = 1'h0;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$248  = kreg0;
+    \$260  = kreg0;
     if (clear) begin
     end else if (p1) begin
-      \$248  = nk0;
+      \$260  = nk0;
     end
     if (rst) begin
-      \$248  = 22'h000000;
+      \$260  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$249  = treg0;
+    \$261  = treg0;
     if (clear) begin
     end else if (p1) begin
-      \$249  = nt0;
-    end
-    if (rst) begin
-      \$249  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$250  = kreg1;
-    if (clear) begin
-    end else if (p1) begin
-      \$250  = nk1;
-    end
-    if (rst) begin
-      \$250  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$251  = treg1;
-    if (clear) begin
-    end else if (p1) begin
-      \$251  = nt1;
-    end
-    if (rst) begin
-      \$251  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$252  = kreg2;
-    if (clear) begin
-    end else if (p1) begin
-      \$252  = nk2;
-    end
-    if (rst) begin
-      \$252  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$253  = treg2;
-    if (clear) begin
-    end else if (p1) begin
-      \$253  = nt2;
-    end
-    if (rst) begin
-      \$253  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$254  = kreg3;
-    if (clear) begin
-    end else if (p1) begin
-      \$254  = nk3;
-    end
-    if (rst) begin
-      \$254  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$255  = treg3;
-    if (clear) begin
-    end else if (p1) begin
-      \$255  = nt3;
-    end
-    if (rst) begin
-      \$255  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$256  = kreg4;
-    if (clear) begin
-    end else if (p1) begin
-      \$256  = nk4;
-    end
-    if (rst) begin
-      \$256  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$257  = treg4;
-    if (clear) begin
-    end else if (p1) begin
-      \$257  = nt4;
-    end
-    if (rst) begin
-      \$257  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$258  = kreg5;
-    if (clear) begin
-    end else if (p1) begin
-      \$258  = nk5;
-    end
-    if (rst) begin
-      \$258  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$259  = treg5;
-    if (clear) begin
-    end else if (p1) begin
-      \$259  = nt5;
-    end
-    if (rst) begin
-      \$259  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$260  = kreg6;
-    if (clear) begin
-    end else if (p1) begin
-      \$260  = nk6;
-    end
-    if (rst) begin
-      \$260  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$261  = treg6;
-    if (clear) begin
-    end else if (p1) begin
-      \$261  = nt6;
+      \$261  = nt0;
     end
     if (rst) begin
       \$261  = 2'h0;
@@ -5366,21 +5646,21 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$262  = kreg7;
+    \$262  = kreg1;
     if (clear) begin
     end else if (p1) begin
-      \$262  = nk7;
+      \$262  = nk1;
     end
     if (rst) begin
-      \$262  = 22'h000000;
+      \$262  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$263  = treg7;
+    \$263  = treg1;
     if (clear) begin
     end else if (p1) begin
-      \$263  = nt7;
+      \$263  = nt1;
     end
     if (rst) begin
       \$263  = 2'h0;
@@ -5388,21 +5668,21 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$264  = kreg8;
+    \$264  = kreg2;
     if (clear) begin
     end else if (p1) begin
-      \$264  = nk8;
+      \$264  = nk2;
     end
     if (rst) begin
-      \$264  = 22'h000000;
+      \$264  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$265  = treg8;
+    \$265  = treg2;
     if (clear) begin
     end else if (p1) begin
-      \$265  = nt8;
+      \$265  = nt2;
     end
     if (rst) begin
       \$265  = 2'h0;
@@ -5410,21 +5690,21 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$266  = kreg9;
+    \$266  = kreg3;
     if (clear) begin
     end else if (p1) begin
-      \$266  = nk9;
+      \$266  = nk3;
     end
     if (rst) begin
-      \$266  = 22'h000000;
+      \$266  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$267  = treg9;
+    \$267  = treg3;
     if (clear) begin
     end else if (p1) begin
-      \$267  = nt9;
+      \$267  = nt3;
     end
     if (rst) begin
       \$267  = 2'h0;
@@ -5432,55 +5712,188 @@ module \hwnorm_bwd_topk_s8.sel$84 (clk, rst, mask, m, \port$998$0 , \port$1011$0
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$268  = seen;
+    \$268  = kreg4;
     if (clear) begin
-      \$268  = 13'h0000;
-    end else if (p2) begin
-      \$268  = \$237 [12:0];
+    end else if (p1) begin
+      \$268  = nk4;
     end
     if (rst) begin
-      \$268  = 13'h0000;
+      \$268  = 12'h000;
     end
   end
-  assign n = \port$1117$0 [12:0];
-  assign s = \port$1117$0 [33:13];
-  assign key0 = \$4 [21:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$269  = treg4;
+    if (clear) begin
+    end else if (p1) begin
+      \$269  = nt4;
+    end
+    if (rst) begin
+      \$269  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$270  = kreg5;
+    if (clear) begin
+    end else if (p1) begin
+      \$270  = nk5;
+    end
+    if (rst) begin
+      \$270  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$271  = treg5;
+    if (clear) begin
+    end else if (p1) begin
+      \$271  = nt5;
+    end
+    if (rst) begin
+      \$271  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$272  = kreg6;
+    if (clear) begin
+    end else if (p1) begin
+      \$272  = nk6;
+    end
+    if (rst) begin
+      \$272  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$273  = treg6;
+    if (clear) begin
+    end else if (p1) begin
+      \$273  = nt6;
+    end
+    if (rst) begin
+      \$273  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$274  = kreg7;
+    if (clear) begin
+    end else if (p1) begin
+      \$274  = nk7;
+    end
+    if (rst) begin
+      \$274  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$275  = treg7;
+    if (clear) begin
+    end else if (p1) begin
+      \$275  = nt7;
+    end
+    if (rst) begin
+      \$275  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$276  = kreg8;
+    if (clear) begin
+    end else if (p1) begin
+      \$276  = nk8;
+    end
+    if (rst) begin
+      \$276  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$277  = treg8;
+    if (clear) begin
+    end else if (p1) begin
+      \$277  = nt8;
+    end
+    if (rst) begin
+      \$277  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$278  = kreg9;
+    if (clear) begin
+    end else if (p1) begin
+      \$278  = nk9;
+    end
+    if (rst) begin
+      \$278  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$279  = treg9;
+    if (clear) begin
+    end else if (p1) begin
+      \$279  = nt9;
+    end
+    if (rst) begin
+      \$279  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$280  = seen;
+    if (clear) begin
+      \$280  = 13'h0000;
+    end else if (p2) begin
+      \$280  = \$249 [12:0];
+    end
+    if (rst) begin
+      \$280  = 13'h0000;
+    end
+  end
+  assign key0 = \$14 [11:0];
   assign lc0_is0 = 1'h1;
-  assign budget = \$192 [3:0];
-  assign tsum = { \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221  };
-  assign sel = { 1'h0, \$234  };
-  assign \port$998$0  = \$221 ;
-  assign \port$1011$0  = \$234 ;
+  assign budget = \$204 [3:0];
+  assign tsum = { \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233  };
+  assign sel = { 1'h0, \$246  };
+  assign \port$1028$0  = \$233 ;
+  assign \port$1041$0  = \$246 ;
   assign \x[0]  = x;
-  assign \sel[0]  = { 1'h0, \$234  };
-  assign at0_0 = \$18 ;
-  assign \$28  = \$18 ;
-  assign \$29  = \$18 ;
-  assign \$30  = at0_1;
-  assign \$31  = at0_1;
-  assign \$32  = at0_2;
-  assign \$33  = at0_2;
-  assign \$34  = at0_3;
-  assign \$35  = at0_3;
-  assign \$36  = at0_4;
-  assign \$37  = at0_4;
-  assign \$38  = at0_5;
-  assign \$39  = at0_5;
-  assign \$40  = at0_6;
-  assign \$41  = at0_6;
-  assign \$42  = at0_7;
-  assign \$43  = at0_7;
-  assign \$44  = at0_8;
-  assign \$45  = at0_8;
-  assign \$46  = at0_9;
-  assign \$47  = at0_9;
-  assign \$50  = pass0;
-  assign \$53  = pass1;
-  assign \$56  = pass2;
-  assign \$59  = pass3;
-  assign \$62  = pass4;
-  assign \$65  = pass5;
-  assign \$68  = pass6;
-  assign \$71  = pass7;
-  assign \$74  = pass8;
+  assign \sel[0]  = { 1'h0, \$246  };
+  assign \$2  = { r, 1'h0 };
+  assign \$4  = { r, 1'h0 };
+  assign \$11  = { \$10 [10], \$10 , 2'h0 };
+  assign at0_0 = \$30 ;
+  assign \$40  = \$30 ;
+  assign \$41  = \$30 ;
+  assign \$42  = at0_1;
+  assign \$43  = at0_1;
+  assign \$44  = at0_2;
+  assign \$45  = at0_2;
+  assign \$46  = at0_3;
+  assign \$47  = at0_3;
+  assign \$48  = at0_4;
+  assign \$49  = at0_4;
+  assign \$50  = at0_5;
+  assign \$51  = at0_5;
+  assign \$52  = at0_6;
+  assign \$53  = at0_6;
+  assign \$54  = at0_7;
+  assign \$55  = at0_7;
+  assign \$56  = at0_8;
+  assign \$57  = at0_8;
+  assign \$58  = at0_9;
+  assign \$59  = at0_9;
+  assign \$62  = pass0;
+  assign \$65  = pass1;
+  assign \$68  = pass2;
+  assign \$71  = pass3;
+  assign \$74  = pass4;
+  assign \$77  = pass5;
+  assign \$80  = pass6;
+  assign \$83  = pass7;
+  assign \$86  = pass8;
 endmodule

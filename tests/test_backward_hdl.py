@@ -314,7 +314,8 @@ def test_select_units(kind, lanes):
                 ctx.set(unit.chunk_size, -(-n // cfg.chunks))
             else:
                 ctx.set(unit.n, n)
-                ctx.set(unit.s, s)
+                ctx.set(unit.q, s // n)
+                ctx.set(unit.r, s % n)
                 ctx.set(unit.m, m)
             ctx.set(unit.clear, 1)
             await ctx.tick()
@@ -451,10 +452,15 @@ def test_top_select_register(kind, lanes):
         for x in chans:
             n, s = len(x), sum(x)
             d = [n * v - s for v in x]
-            key = d if kind == "cvar" else [abs(v) for v in d]
+            order_key = d if kind == "cvar" else [abs(v) for v in d]
+            # the register's keys: cvar x; linf / topk 4 |x - q| (+ a below the mean), in the order of order_key
+            q, r = s // n, s - n * (s // n)
+            a = 0 if r == 0 else 1 if 2 * r < n else 4 if 2 * r == n else 5
+            key = x if kind == "cvar" else [4 * abs(v - q) + (a if v <= q else 0) for v in x]
             t = [1 if kind == "cvar" else (v > 0) - (v < 0) for v in d]
             ctx.set(unit.n, n)
-            ctx.set(unit.s, s)
+            ctx.set(unit.q, s // n)
+            ctx.set(unit.r, s - n * (s // n))
             ctx.set(unit.clear, 1)
             await ctx.tick()
             ctx.set(unit.clear, 0)
@@ -466,7 +472,7 @@ def test_top_select_register(kind, lanes):
                 await ctx.tick()
                 ctx.set(unit.p1, 0)
                 seen = min(n, b + lanes)
-                order = sorted(range(seen), key=lambda i: (-key[i], i))[:cfg.k]
+                order = sorted(range(seen), key=lambda i: (-order_key[i], i))[:cfg.k]
                 got_v = [ctx.get(v) for v in unit.valid]
                 assert got_v == [1] * len(order) + [0] * (cfg.k - len(order)), (x, b, got_v)
                 got = [(ctx.get(unit.kreg[p]), ctx.get(unit.treg[p])) for p in range(len(order))]

@@ -545,7 +545,7 @@ class BackwardDatapath(wiring.Component):
         gb, cb, cf = gcfg.grad_fmt.bits, cfg.count_bits, cfg.const_frac_bits
         stoch = gcfg.rounding == "stochastic"
         lean = gcfg.lean
-        pre_kinds = ("l1", "mad", "semidev") + (("l2",) if lean else ())
+        pre_kinds = ("l1", "mad", "semidev", "linf", "topk") + (("l2",) if lean else ())
         xs, gs = self.i.payload.x, self.i.payload.g
 
         chan = Signal.like(self.chan.payload)
@@ -556,6 +556,7 @@ class BackwardDatapath(wiring.Component):
         m.d.comb += [mask[j].eq(left > j) for j in range(lanes)]
         m.d.comb += last.eq(left <= lanes)
 
+        r_mean = Signal(cb)                         # lean l2, semidev, linf, topk: r = S - n floor(S / n)
         # selection unit
         if kind == "range":
             m.submodules.sel = sel = ChunkExtremes(cfg)
@@ -569,13 +570,13 @@ class BackwardDatapath(wiring.Component):
         elif kind in SIGN_KINDS:
             m.submodules.sel = sel = TopSelect(cfg)
             mm = chan.m if cfg.kind == "cvar" else Mux(n < cfg.k, n, cfg.k)
-            m.d.comb += [sel.n.eq(n), sel.s.eq(chan.sum), sel.m.eq(mm)]
+            q_mean, rz = Signal(signed(cfg.in_fmt.bits + 1)), Signal()     # linf, topk: q = floor(S / n), r
+            m.d.comb += [sel.n.eq(n), sel.q.eq(q_mean), sel.r.eq(r_mean), sel.m.eq(mm)]
             nconst = 3
         else:
             sel = None
             nconst = 1
             q_mean, rz = Signal(signed(cfg.in_fmt.bits + 1)), Signal()     # lean l2: xref = floor(S / n)
-        r_mean = Signal(cb)                         # lean l2, semidev: r = S - n xref
         if sel is not None:
             m.d.comb += [sel.x.eq(xs), sel.mask.eq(mask)]
 
@@ -821,7 +822,7 @@ class BackwardDatapath(wiring.Component):
                 with m.State("PRE_WAIT"):
                     with m.If(mul.done):
                         m.d.sync += rz.eq(mul.p == 0)
-                        if lean:
+                        if lean or kind in ("linf", "topk"):
                             m.d.sync += r_mean.eq(mul.p)
                         m.next = "PRE_NN" if kind == "semidev" else "PASS1"
                 if kind == "semidev":   # n^2, for SH (coef_max = n^2 2**in_bits) and B''

@@ -186,39 +186,59 @@ class ChunkExtremes(_Select):
 
 
 class TopSelect(_Select):
-    """linf, topk (key |d|, t = sgn d) and cvar (key d, t = 1): the m largest keys, ties to the lowest index, d_i =
-    n x_i - S (a count x input multiplier per lane). Pass 1 keeps the k largest (key, t) in a sorted register, a new
-    value going after equal ones (each beat merged in one level, `_merge`); then thr = the m-th key, `budget` = how
-    many of the first m equal it and tsum = their t. Pass 2 selects key > thr, and key = thr while fewer than `budget`
-    such values came before."""
+    """linf, topk (keys in the order of |d|, `_abs_keys`; t = sgn d) and cvar (key x, the order of d; t = 1): the m
+    largest, ties to the lowest index, d_i = n x_i - S; no multiplier (the top gives q = floor(S / n), r = S - n q).
+    Pass 1 keeps the k largest (key, t) in a sorted register, a new value going after equal ones (each beat merged in
+    one level, `_merge`); then thr = the m-th key, `budget` = how many of the first m equal it and tsum = their t.
+    Pass 2 selects key > thr, and key = thr while fewer than `budget` such values came before."""
 
     def __init__(self, cfg):
-        super().__init__(cfg, {"n": In(cfg.count_bits), "s": In(signed(cfg.sum_bits)),
+        super().__init__(cfg, {"n": In(cfg.count_bits), "q": In(signed(cfg.in_fmt.bits + 1)), "r": In(cfg.count_bits),
                                "m": In(range(cfg.k + 1))})
-        kb = cfg.dev_bits + 2
+        kb = self.key_bits(cfg)
         # the sorted register (not ports; the tests read it): entry p's valid bit, key and t
         self.valid = [Signal(name=f"valid{p}") for p in range(cfg.k)]
         self.kreg = [Signal(signed(kb), name=f"kreg{p}") for p in range(cfg.k)]
         self.treg = [Signal(signed(2), name=f"treg{p}") for p in range(cfg.k)]
+
+    @staticmethod
+    def key_bits(cfg) -> int:
+        """cvar's key is x itself (d = n x - S is increasing in x: the same order and the same ties, no multiplier);
+        linf / topk's is 4 |u| (+ a), below 2**(in_bits + 2) + 2."""
+        return cfg.in_fmt.bits + 1 if cfg.kind == "cvar" else cfg.in_fmt.bits + 4
+
+    def _abs_keys(self, m):
+        """linf / topk: keys in the order of |d| with its ties, without a multiplier. With q = floor(S / n), r = S - n q
+        (0 <= r < n) and u = x - q, d = n u - r: above the mean (u >= 1) |d| = n u - r, else |d| = n |u| + r, so
+        key = 4 |u|, plus a below the mean, with a = 0 (r = 0), 1 (2r < n), 4 (2r = n), 5 (2r > n), one per channel:
+        a value below the mean at |u| = v sits between those above at v and v + 1, or ties v + 1 when 2r = n."""
+        a = Signal(3)
+        m.d.comb += a.eq(Mux(self.r == 0, 0, Mux(self.r << 1 < self.n, 1, Mux(self.r << 1 == self.n, 4, 5))))
+        keys, ts = [], []
+        for j in range(self.cfg.lanes):
+            u = Signal(signed(self.cfg.in_fmt.bits + 2), name=f"u{j}")
+            key = Signal(signed(self.key_bits(self.cfg)), name=f"key{j}")
+            t = Signal(signed(2), name=f"t{j}")
+            below = u <= 0
+            m.d.comb += [u.eq(self.x[j] - self.q),
+                         key.eq((Mux(u < 0, -u, u) << 2) + Mux(below, a, 0)),
+                         t.eq(Mux((u == 0) & (self.r == 0), 0, Mux(below, -1, 1)))]
+            keys.append(key)
+            ts.append(t)
+        return keys, ts
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         lanes, k = cfg.lanes, cfg.k
         cvar = cfg.kind == "cvar"
-        kb = cfg.dev_bits + 2
-        keys, ts = [], []
-        for j in range(lanes):
-            d = Signal(signed(kb), name=f"d{j}")
-            key = Signal(signed(kb), name=f"key{j}")
-            t = Signal(signed(2), name=f"t{j}")
-            m.d.comb += d.eq(self.n * self.x[j] - self.s)
-            if cvar:
-                m.d.comb += [key.eq(d), t.eq(1)]
-            else:
-                m.d.comb += [key.eq(Mux(d < 0, -d, d)), t.eq(Mux(d > 0, 1, Mux(d < 0, -1, 0)))]
-            keys.append(key)
-            ts.append(t)
+        kb = self.key_bits(cfg)
+        if cvar:
+            keys = [Signal(signed(kb), name=f"key{j}") for j in range(lanes)]
+            m.d.comb += [key.eq(self.x[j]) for j, key in enumerate(keys)]
+            ts = [Const(1, signed(2))] * lanes
+        else:
+            keys, ts = self._abs_keys(m)
         valid, kreg, treg = self.valid, self.kreg, self.treg
         nxt = self._merge(m, valid, kreg, treg, keys, ts)
         with m.If(self.clear):
