@@ -218,7 +218,7 @@ def test_classic_abc_rows_are_marked_in_every_table_and_warned(monkeypatch, caps
     msgs = synth_mod.fallback_warnings(rows)
     assert len(msgs) == 1 and msgs[0].startswith("range_s8_p1: ") and "classic ABC" in msgs[0]
     monkeypatch.setattr("hwnorm.reports.synth.sweep", lambda cfgs, **kw: ({"range_s8_p1": classic}, {}))
-    with pytest.warns(synth_mod.SynthFallbackWarning, match="range_s8_p1: synth_ecp5's ABC9 exited"):
+    with pytest.warns(synth_mod.SynthFallbackWarning, match="range_s8_p1: synth_ecp5's ABC9 step failed"):
         assert main(["synth", "--only", "range_s8_p1", "--quiet"]) == 0
 
 

