@@ -657,99 +657,109 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [13:0] \$684 ;
   wire [13:0] \$685 ;
   wire [13:0] \$686 ;
-  wire [15:0] \$687 ;
-  wire [29:0] \$688 ;
-  wire [31:0] \$689 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
   wire \$69 ;
-  wire [31:0] \$690 ;
-  wire [44:0] \$691 ;
-  wire [159:0] \$692 ;
-  wire [159:0] \$693 ;
-  wire [159:0] \$694 ;
-  wire [159:0] \$695 ;
-  wire [6:0] \$696 ;
+  wire \$690 ;
+  wire [15:0] \$691 ;
+  wire [29:0] \$692 ;
+  wire [31:0] \$693 ;
+  wire [31:0] \$694 ;
+  wire [44:0] \$695 ;
+  wire \$696 ;
   wire \$697 ;
-  wire [57:0] \$698 ;
-  wire [6:0] \$699 ;
+  wire [159:0] \$698 ;
+  wire [159:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire [159:0] \$700 ;
   wire [159:0] \$701 ;
   wire [6:0] \$702 ;
   wire \$703 ;
-  wire [115:0] \$704 ;
+  wire [57:0] \$704 ;
   wire [6:0] \$705 ;
-  wire \$706 ;
-  wire \$707 ;
-  wire [114:0] \$708 ;
-  wire [114:0] \$709 ;
+  wire [159:0] \$706 ;
+  wire [159:0] \$707 ;
+  wire [6:0] \$708 ;
+  wire \$709 ;
   wire \$71 ;
-  wire [6:0] \$710 ;
-  wire \$711 ;
-  wire [115:0] \$712 ;
-  wire [6:0] \$713 ;
-  wire \$714 ;
-  wire \$715 ;
-  wire [114:0] \$716 ;
-  wire [114:0] \$717 ;
-  wire [6:0] \$718 ;
-  wire \$719 ;
+  wire [115:0] \$710 ;
+  wire [6:0] \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire [114:0] \$714 ;
+  wire [114:0] \$715 ;
+  wire [6:0] \$716 ;
+  wire \$717 ;
+  wire [115:0] \$718 ;
+  wire [6:0] \$719 ;
   wire \$72 ;
-  wire [115:0] \$720 ;
-  wire [6:0] \$721 ;
-  wire \$722 ;
-  wire \$723 ;
-  wire [114:0] \$724 ;
-  wire [114:0] \$725 ;
-  wire \$726 ;
-  wire \$727 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire [114:0] \$722 ;
+  wire [114:0] \$723 ;
+  wire [6:0] \$724 ;
+  wire \$725 ;
+  wire [115:0] \$726 ;
+  wire [6:0] \$727 ;
   wire \$728 ;
   wire \$729 ;
   wire \$73 ;
-  wire \$730 ;
-  wire \$731 ;
+  wire [114:0] \$730 ;
+  wire [114:0] \$731 ;
   wire \$732 ;
   wire \$733 ;
   wire \$734 ;
-  reg [15:0] \$735 ;
-  reg [15:0] \$736 ;
-  reg \$737 ;
-  reg [2:0] \$738 ;
-  reg \$739 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
   wire [6:0] \$74 ;
-  reg \$740 ;
-  reg \$741 ;
-  reg \$742 ;
-  reg \$743 ;
-  reg \$744 ;
-  reg [72:0] \$745 ;
-  reg [72:0] \$746 ;
-  reg [73:0] \$747 ;
-  reg [15:0] \$748 ;
-  reg [12:0] \$749 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  reg [15:0] \$743 ;
+  reg [15:0] \$744 ;
+  reg \$745 ;
+  reg [2:0] \$746 ;
+  reg \$747 ;
+  reg \$748 ;
+  reg \$749 ;
   wire [6:0] \$75 ;
-  reg [12:0] \$750 ;
-  reg [145:0] \$751 ;
-  reg [28:0] \$752 ;
-  reg [43:0] \$753 ;
-  reg [54:0] \$754 ;
-  reg [5:0] \$755 ;
-  reg [5:0] \$756 ;
-  reg [5:0] \$757 ;
-  reg [114:0] \$758 ;
-  reg [55:0] \$759 ;
+  reg \$750 ;
+  reg \$751 ;
+  reg \$752 ;
+  reg [72:0] \$753 ;
+  reg [72:0] \$754 ;
+  reg [73:0] \$755 ;
+  reg [15:0] \$756 ;
+  reg [12:0] \$757 ;
+  reg [12:0] \$758 ;
+  reg \$759 ;
   wire \$76 ;
-  reg [158:0] \$760 ;
-  reg [56:0] \$761 ;
-  reg [56:0] \$762 ;
-  reg [114:0] \$763 ;
-  reg [99:0] \$764 ;
-  reg [71:0] \$765 ;
-  reg [71:0] \$766 ;
-  reg [71:0] \$767 ;
-  wire [6:0] \$768 ;
-  wire [1:0] \$769 ;
+  reg \$760 ;
+  reg [145:0] \$761 ;
+  reg [28:0] \$762 ;
+  reg [43:0] \$763 ;
+  reg [54:0] \$764 ;
+  reg [5:0] \$765 ;
+  reg [5:0] \$766 ;
+  reg [5:0] \$767 ;
+  reg [114:0] \$768 ;
+  reg [55:0] \$769 ;
   wire \$77 ;
+  reg [158:0] \$770 ;
+  reg [56:0] \$771 ;
+  reg [56:0] \$772 ;
+  reg [114:0] \$773 ;
+  reg [99:0] \$774 ;
+  reg [71:0] \$775 ;
+  reg [71:0] \$776 ;
+  reg [71:0] \$777 ;
+  wire [6:0] \$778 ;
+  wire [1:0] \$779 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
@@ -775,11 +785,12 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$98 ;
   wire [6:0] \$99 ;
   wire [16:0] \$signal ;
-  reg [2:0] \$signal$68  = 3'h0;
-  wire [2:0] \$signal$68[0] ;
+  reg [2:0] \$signal$67  = 3'h0;
+  wire [2:0] \$signal$67[0] ;
+  reg \$signal$70  = 1'h0;
   reg \$signal$71  = 1'h0;
-  reg \$signal$72  = 1'h0;
-  reg \$signal$74  = 1'h0;
+  reg \$signal$73  = 1'h0;
+  wire \$signal$87 ;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -831,17 +842,18 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   input i__valid;
   wire i__valid;
   reg [56:0] lane_a = 57'h000000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [156:0] lo_init;
   wire [4:0] m;
   reg [56:0] m1 = 57'h000000000000000;
   reg [99:0] m2 = 100'h0000000000000000000000000;
-  wire mask;
-  wire \mask$25 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$23 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$55 ;
+  reg \neg$53 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -886,7 +898,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$53 ;
+  reg \start$51 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -898,7 +910,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [7:0] \steps$51 ;
+  reg [7:0] \steps$49 ;
   reg take;
   reg [158:0] tq = 159'h0000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -1238,12 +1250,12 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$609  = - $signed(tq);
   assign \$610  = \$608  ? \$609  : { tq[158], tq };
   assign \$611  = $signed(tq) < $signed(1'h0);
-  assign \$612  = $signed({ 1'h0, chan[12:0] }) - $signed(\$768 );
-  assign \$613  = $signed({ 1'h0, chan[12:0] }) + $signed(\$768 );
-  assign \$614  = $signed(\$768 ) < $signed(1'h0);
-  assign \$615  = - $signed(\$768 );
-  assign \$616  = \$614  ? \$615  : { \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768  };
-  assign \$617  = $signed(\$768 ) < $signed(1'h0);
+  assign \$612  = $signed({ 1'h0, chan[12:0] }) - $signed(\$778 );
+  assign \$613  = $signed({ 1'h0, chan[12:0] }) + $signed(\$778 );
+  assign \$614  = $signed(\$778 ) < $signed(1'h0);
+  assign \$615  = - $signed(\$778 );
+  assign \$616  = \$614  ? \$615  : { \$778 [6], \$778 [6], \$778 [6], \$778 [6], \$778 [6], \$778 [6], \$778 [6], \$778 [6], \$778  };
+  assign \$617  = $signed(\$778 ) < $signed(1'h0);
   assign \$618  = | left;
   assign \$619  = \$618  & adv;
   assign \$620  = i__valid & i__ready;
@@ -1289,8 +1301,8 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$660  = fsm_state == 6'h27;
   assign \$661  = fsm_state == 6'h28;
   assign \$662  = $signed(s0_g) * $signed(lane_a);
-  assign \$663  = \$signal$68  == 2'h2;
-  assign \$664  = ! \$signal$68 ;
+  assign \$663  = \$signal$67  == 2'h2;
+  assign \$664  = ! \$signal$67 ;
   assign \$665  = \$664  ? const0 : const1;
   assign \$666  = \$663  ? const2 : \$665 ;
   assign \$667  = $signed(\$666 ) + $signed(34'h100000000);
@@ -1308,115 +1320,123 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$684  = sat + \$683 ;
   assign \$685  = left - 1'h1;
   assign \$686  = last ? 14'h0000 : \$685 ;
-  assign \$687  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$688  = $signed(sg) + $signed(\$687 );
-  assign \$689  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$690  = mask ? \$689  : 32'd0;
-  assign \$691  = $signed(sgx) + $signed(\$690 );
-  assign \$692  = $signed(tq) + $signed(2'h1);
-  assign \$694  = $signed(tq) + $signed(2'h1);
-  assign \$696  = align + sh;
-  assign \$697  = \$696  == 6'h21;
-  assign \$699  = align + 1'h1;
+  assign \$687  = left > 1'h1;
+  assign \$688  = left <= 2'h2;
+  assign \$689  = chan__payload[12:0] > 1'h0;
+  assign \$690  = chan__payload[12:0] <= 1'h1;
+  assign \$691  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$692  = $signed(sg) + $signed(\$691 );
+  assign \$693  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$694  = mask ? \$693  : 32'd0;
+  assign \$695  = $signed(sgx) + $signed(\$694 );
+  assign \$696  = chan[12:0] > 1'h0;
+  assign \$697  = chan[12:0] <= 1'h1;
+  assign \$698  = $signed(tq) + $signed(2'h1);
   assign \$700  = $signed(tq) + $signed(2'h1);
   assign \$702  = align + sh;
   assign \$703  = \$702  == 6'h21;
   assign \$705  = align + 1'h1;
-  assign \$706  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$707  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$708  = \$707  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$709  = \$706  ? 115'h000000000007ff801100100000000 : \$708 ;
-  assign \$710  = align + sh;
-  assign \$711  = \$710  == 6'h21;
-  assign \$713  = align + 1'h1;
-  assign \$714  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$715  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$716  = \$715  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$717  = \$714  ? 115'h000000000007ff801100100000000 : \$716 ;
-  assign \$718  = align + sh;
-  assign \$719  = \$718  == 6'h21;
-  assign \$721  = align + 1'h1;
-  assign \$722  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$723  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$724  = \$723  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$725  = \$722  ? 115'h000000000007ff801100100000000 : \$724 ;
-  assign \$726  = | left;
-  assign \$727  = ~ \$726 ;
-  assign \$728  = ~ \$signal$72 ;
-  assign \$729  = \$727  & \$728 ;
-  assign \$730  = ~ \$signal$71 ;
-  assign \$731  = \$729  & \$730 ;
-  assign \$732  = ~ s2_valid;
-  assign \$733  = \$731  & \$732 ;
-  assign \$734  = \$733  & adv;
+  assign \$706  = $signed(tq) + $signed(2'h1);
+  assign \$708  = align + sh;
+  assign \$709  = \$708  == 6'h21;
+  assign \$711  = align + 1'h1;
+  assign \$712  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$713  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$714  = \$713  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$715  = \$712  ? 115'h000000000007ff801100100000000 : \$714 ;
+  assign \$716  = align + sh;
+  assign \$717  = \$716  == 6'h21;
+  assign \$719  = align + 1'h1;
+  assign \$720  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$721  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$722  = \$721  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$723  = \$720  ? 115'h000000000007ff801100100000000 : \$722 ;
+  assign \$724  = align + sh;
+  assign \$725  = \$724  == 6'h21;
+  assign \$727  = align + 1'h1;
+  assign \$728  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$729  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$730  = \$729  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$731  = \$728  ? 115'h000000000007ff801100100000000 : \$730 ;
+  assign \$732  = | left;
+  assign \$733  = ~ \$732 ;
+  assign \$734  = ~ \$signal$71 ;
+  assign \$735  = \$733  & \$734 ;
+  assign \$736  = ~ \$signal$70 ;
+  assign \$737  = \$735  & \$736 ;
+  assign \$740  = ~ s2_valid;
+  assign \$741  = \$739  & \$740 ;
+  assign \$742  = \$741  & adv;
   always @(posedge clk)
-    s0_x <= \$735 ;
+    s0_x <= \$743 ;
   always @(posedge clk)
-    s0_g <= \$736 ;
+    s0_g <= \$744 ;
   always @(posedge clk)
-    s0_mask <= \$737 ;
+    s0_mask <= \$745 ;
   always @(posedge clk)
-    \$signal$68  <= \$738 ;
+    \$signal$67  <= \$746 ;
   always @(posedge clk)
-    o__valid <= \$739 ;
+    o__valid <= \$747 ;
   always @(posedge clk)
-    s2_valid <= \$740 ;
+    s2_valid <= \$748 ;
   always @(posedge clk)
-    \$signal$71  <= \$741 ;
+    \$signal$70  <= \$749 ;
   always @(posedge clk)
-    \$signal$72  <= \$742 ;
+    \$signal$71  <= \$750 ;
   always @(posedge clk)
-    s2_mask <= \$743 ;
+    s2_mask <= \$751 ;
   always @(posedge clk)
-    \$signal$74  <= \$744 ;
+    \$signal$73  <= \$752 ;
   always @(posedge clk)
-    s1_t0_0 <= \$745 ;
+    s1_t0_0 <= \$753 ;
   always @(posedge clk)
-    s1_t0_1 <= \$746 ;
+    s1_t0_1 <= \$754 ;
   always @(posedge clk)
-    acc0 <= \$747 ;
+    acc0 <= \$755 ;
   always @(posedge clk)
-    o__payload <= \$748 ;
+    o__payload <= \$756 ;
   always @(posedge clk)
-    sat <= \$749 ;
+    sat <= \$757 ;
   always @(posedge clk)
-    left <= \$750 ;
+    left <= \$758 ;
   always @(posedge clk)
-    chan <= \$751 ;
+    mask <= \$759 ;
   always @(posedge clk)
-    sg <= \$752 ;
+    last <= \$760 ;
   always @(posedge clk)
-    sgx <= \$753 ;
+    chan <= \$761 ;
   always @(posedge clk)
-    dgamma <= \$754 ;
+    sg <= \$762 ;
   always @(posedge clk)
-    align <= \$755 ;
+    sgx <= \$763 ;
   always @(posedge clk)
-    fsm_state <= \$756 ;
+    dgamma <= \$764 ;
   always @(posedge clk)
-    sh <= \$757 ;
+    align <= \$765 ;
   always @(posedge clk)
-    scratch <= \$758 ;
+    fsm_state <= \$766 ;
   always @(posedge clk)
-    qg <= \$759 ;
+    sh <= \$767 ;
   always @(posedge clk)
-    tq <= \$760 ;
+    scratch <= \$768 ;
   always @(posedge clk)
-    m1 <= \$761 ;
+    qg <= \$769 ;
   always @(posedge clk)
-    lane_a <= \$762 ;
+    tq <= \$770 ;
   always @(posedge clk)
-    c0w <= \$763 ;
+    m1 <= \$771 ;
   always @(posedge clk)
-    m2 <= \$764 ;
+    lane_a <= \$772 ;
   always @(posedge clk)
-    const1 <= \$765 ;
+    c0w <= \$773 ;
   always @(posedge clk)
-    const2 <= \$766 ;
+    m2 <= \$774 ;
   always @(posedge clk)
-    const0 <= \$767 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const1 <= \$775 ;
+  always @(posedge clk)
+    const2 <= \$776 ;
+  always @(posedge clk)
+    const0 <= \$777 ;
   assign \$3  = \$1  + \$2 ;
   assign \$190  = \$3 [32] | \$3 [33];
   assign \$191  = \$3 [34] | \$3 [35];
@@ -1435,12 +1455,12 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .\den$13 (den),
     .done(\done$85 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$55 ),
+    .\neg$15 (\neg$53 ),
     .q(\q$86 ),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$53 ),
-    .steps(\steps$51 )
+    .start(\start$51 ),
+    .steps(\steps$49 )
   );
   \hwnorm_bwd_cvar_s16.mul  mul (
     .a(a),
@@ -1454,15 +1474,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_cvar_s16.sel$87  \sel$87  (
+  \hwnorm_bwd_cvar_s16.sel$88  \sel$88  (
     .clear(clear),
     .clk(clk),
     .m(chan[129:125]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1495$0 (\$768 ),
-    .\port$1508$0 (\$769 ),
+    .\port$1501$0 (\$778 ),
+    .\port$1514$0 (\$779 ),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -2270,7 +2290,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$51  = 8'h00;
+    \steps$49  = 8'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2285,13 +2305,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \steps$51  = \$585 ;
+          \steps$49  = \$585 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$51  = 8'h54;
+          \steps$49  = 8'h54;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2315,16 +2335,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \steps$51  = \$606 ;
+          \steps$49  = \$606 ;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$51  = 8'h9d;
+          \steps$49  = 8'h9d;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$53  = 1'h0;
+    \start$51  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2339,13 +2359,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \start$53  = 1'h1;
+          \start$51  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$53  = 1'h1;
+          \start$51  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2369,11 +2389,11 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \start$53  = 1'h1;
+          \start$51  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$53  = 1'h1;
+          \start$51  = 1'h1;
     endcase
   end
   always @* begin
@@ -2432,7 +2452,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$55  = 1'h0;
+    \neg$53  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2447,13 +2467,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \neg$55  = \$586 ;
+          \neg$53  = \$586 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$55  = \$591 ;
+          \neg$53  = \$591 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2477,11 +2497,11 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \neg$55  = \$607 ;
+          \neg$53  = \$607 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$55  = \$611 ;
+          \neg$53  = \$611 ;
     endcase
   end
   always @* begin
@@ -2796,241 +2816,285 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = s0_x;
+    \$743  = s0_x;
     if (take) begin
-      \$735  = i__payload[15:0];
+      \$743  = i__payload[15:0];
     end
     if (rst) begin
-      \$735  = 16'h0000;
+      \$743  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = s0_g;
+    \$744  = s0_g;
     if (take) begin
-      \$736  = i__payload[31:16];
+      \$744  = i__payload[31:16];
     end
     if (rst) begin
-      \$736  = 16'h0000;
+      \$744  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = s0_mask;
+    \$745  = s0_mask;
     if (take) begin
-      \$737  = mask;
+      \$745  = mask;
     end
     if (rst) begin
-      \$737  = 1'h0;
+      \$745  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = \$signal$68 ;
+    \$746  = \$signal$67 ;
     if (take) begin
-      \$738  = { 1'h0, \$769  };
+      \$746  = { 1'h0, \$779  };
     end
     if (rst) begin
-      \$738  = 3'h0;
+      \$746  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = o__valid;
+    \$747  = o__valid;
     if (adv) begin
-      \$739  = s2_valid;
+      \$747  = s2_valid;
     end
     if (rst) begin
-      \$739  = 1'h0;
+      \$747  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = s2_valid;
+    \$748  = s2_valid;
     if (adv) begin
-      \$740  = \$signal$71 ;
+      \$748  = \$signal$70 ;
     end
     if (rst) begin
-      \$740  = 1'h0;
+      \$748  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = \$signal$71 ;
+    \$749  = \$signal$70 ;
     if (adv) begin
-      \$741  = \$signal$72 ;
+      \$749  = \$signal$71 ;
     end
     if (rst) begin
-      \$741  = 1'h0;
+      \$749  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = \$signal$72 ;
+    \$750  = \$signal$71 ;
     if (adv) begin
-      \$742  = take;
+      \$750  = take;
     end
     if (rst) begin
-      \$742  = 1'h0;
+      \$750  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = s2_mask;
+    \$751  = s2_mask;
     if (adv) begin
-      \$743  = \$signal$74 ;
+      \$751  = \$signal$73 ;
     end
     if (rst) begin
-      \$743  = 1'h0;
+      \$751  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = \$signal$74 ;
+    \$752  = \$signal$73 ;
     if (adv) begin
-      \$744  = s0_mask;
+      \$752  = s0_mask;
     end
     if (rst) begin
-      \$744  = 1'h0;
+      \$752  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = s1_t0_0;
+    \$753  = s1_t0_0;
     if (adv) begin
-      \$745  = \$662 ;
+      \$753  = \$662 ;
     end
     if (rst) begin
-      \$745  = 73'h0000000000000000000;
+      \$753  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = s1_t0_1;
+    \$754  = s1_t0_1;
     if (adv) begin
-      \$746  = \$667 ;
+      \$754  = \$667 ;
     end
     if (rst) begin
-      \$746  = 73'h0000000000000000000;
+      \$754  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = acc0;
+    \$755  = acc0;
     if (adv) begin
-      \$747  = \$668 ;
+      \$755  = \$668 ;
     end
     if (rst) begin
-      \$747  = 74'h0000000000000000000;
+      \$755  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = o__payload;
+    \$756  = o__payload;
     if (adv) begin
-      \$748  = \$677 [15:0];
+      \$756  = \$677 [15:0];
     end
     if (rst) begin
-      \$748  = 16'h0000;
+      \$756  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = sat;
+    \$757  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$749  = \$684 [12:0];
+        \$757  = \$684 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$749  = 13'h0000;
+            \$757  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$749  = 13'h0000;
+      \$757  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = left;
+    \$758  = left;
     if (beat) begin
-      \$750  = \$686 [12:0];
+      \$758  = \$686 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$750  = chan__payload[12:0];
+            \$758  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$750  = chan[12:0];
+              \$758  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$750  = 13'h0000;
+      \$758  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = chan;
+    \$759  = mask;
+    if (beat) begin
+      \$759  = \$687 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$751  = chan__payload;
+            \$759  = \$689 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$759  = \$696 ;
+            end
           end
     endcase
     if (rst) begin
-      \$751  = 146'h0000000000000000000000000000000000000;
+      \$759  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = sg;
+    \$760  = last;
+    if (beat) begin
+      \$760  = \$688 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$752  = 29'h00000000;
+            \$760  = \$690 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$760  = \$697 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$760  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$761  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$761  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$761  = 146'h0000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$762  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$762  = 29'h00000000;
             if (refused) begin
-              \$752  = 29'h00000000;
+              \$762  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$752  = \$688 [28:0];
+            \$762  = \$692 [28:0];
           end
     endcase
     if (rst) begin
-      \$752  = 29'h00000000;
+      \$762  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = sgx;
+    \$763  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$753  = 44'h00000000000;
+            \$763  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$753  = \$691 [43:0];
+            \$763  = \$695 [43:0];
           end
     endcase
     if (rst) begin
-      \$753  = 44'h00000000000;
+      \$763  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = dgamma;
+    \$764  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$754  = 55'h00000000000000;
+            \$764  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3053,19 +3117,19 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          \$754  = \$695 [54:0];
+          \$764  = \$701 [54:0];
     endcase
     if (rst) begin
-      \$754  = 55'h00000000000000;
+      \$764  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = align;
+    \$765  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$755  = 6'h00;
+            \$765  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3095,10 +3159,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$697 ) begin
-            \$755  = 6'h00;
+          if (\$703 ) begin
+            \$765  = 6'h00;
           end else begin
-            \$755  = \$699 [5:0];
+            \$765  = \$705 [5:0];
           end
       6'h10:
           /* empty */;
@@ -3128,10 +3192,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$703 ) begin
-            \$755  = 6'h00;
+          if (\$709 ) begin
+            \$765  = 6'h00;
           end else begin
-            \$755  = \$705 [5:0];
+            \$765  = \$711 [5:0];
           end
       6'h1e:
           /* empty */;
@@ -3141,10 +3205,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$711 ) begin
-            \$755  = 6'h00;
+          if (\$717 ) begin
+            \$765  = 6'h00;
           end else begin
-            \$755  = \$713 [5:0];
+            \$765  = \$719 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3154,174 +3218,174 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$719 ) begin
-            \$755  = 6'h00;
+          if (\$725 ) begin
+            \$765  = 6'h00;
           end else begin
-            \$755  = \$721 [5:0];
+            \$765  = \$727 [5:0];
           end
     endcase
     if (rst) begin
-      \$755  = 6'h00;
+      \$765  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = fsm_state;
+    \$766  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$756  = 6'h01;
+              \$766  = 6'h01;
             end else begin
-              \$756  = 6'h02;
+              \$766  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$756  = 6'h03;
+              \$766  = 6'h03;
             end
           end
       6'h03:
-          \$756  = 6'h04;
+          \$766  = 6'h04;
       6'h04:
           if (done) begin
-            \$756  = 6'h05;
+            \$766  = 6'h05;
           end
       6'h05:
-          \$756  = 6'h06;
+          \$766  = 6'h06;
       6'h06:
           if (done) begin
-            \$756  = 6'h07;
+            \$766  = 6'h07;
           end
       6'h07:
-          \$756  = 6'h08;
+          \$766  = 6'h08;
       6'h08:
           if (\done$85 ) begin
-            \$756  = 6'h09;
+            \$766  = 6'h09;
           end
       6'h09:
-          \$756  = 6'h0a;
+          \$766  = 6'h0a;
       6'h0a:
-          \$756  = 6'h0b;
+          \$766  = 6'h0b;
       6'h0b:
           if (\done$85 ) begin
-            \$756  = 6'h0c;
+            \$766  = 6'h0c;
           end
       6'h0c:
-          \$756  = 6'h0d;
+          \$766  = 6'h0d;
       6'h0d:
-          \$756  = 6'h0e;
+          \$766  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$756  = 6'h0f;
+            \$766  = 6'h0f;
           end
       6'h0f:
-          if (\$697 ) begin
-            \$756  = 6'h10;
+          if (\$703 ) begin
+            \$766  = 6'h10;
           end
       6'h10:
-          \$756  = 6'h11;
+          \$766  = 6'h11;
       6'h11:
           if (done) begin
-            \$756  = 6'h12;
+            \$766  = 6'h12;
           end
       6'h12:
-          \$756  = 6'h13;
+          \$766  = 6'h13;
       6'h13:
           if (done) begin
-            \$756  = 6'h14;
+            \$766  = 6'h14;
           end
       6'h14:
-          \$756  = 6'h15;
+          \$766  = 6'h15;
       6'h15:
           if (done) begin
-            \$756  = 6'h16;
+            \$766  = 6'h16;
           end
       6'h16:
-          \$756  = 6'h17;
+          \$766  = 6'h17;
       6'h17:
           if (\done$85 ) begin
-            \$756  = 6'h18;
+            \$766  = 6'h18;
           end
       6'h18:
-          \$756  = 6'h19;
+          \$766  = 6'h19;
       6'h19:
           if (\done$85 ) begin
-            \$756  = 6'h1a;
+            \$766  = 6'h1a;
           end
       6'h1a:
-          \$756  = 6'h1b;
+          \$766  = 6'h1b;
       6'h1b:
-          \$756  = 6'h1c;
+          \$766  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$756  = 6'h1d;
+            \$766  = 6'h1d;
           end
       6'h1d:
-          if (\$703 ) begin
-            \$756  = 6'h1e;
+          if (\$709 ) begin
+            \$766  = 6'h1e;
           end
       6'h1e:
-          \$756  = 6'h1f;
+          \$766  = 6'h1f;
       6'h1f:
-          \$756  = 6'h20;
+          \$766  = 6'h20;
       6'h20:
           if (done) begin
-            \$756  = 6'h21;
+            \$766  = 6'h21;
           end
       6'h21:
-          if (\$711 ) begin
-            \$756  = 6'h22;
+          if (\$717 ) begin
+            \$766  = 6'h22;
           end
       6'h22:
-          \$756  = 6'h23;
+          \$766  = 6'h23;
       6'h23:
-          \$756  = 6'h24;
+          \$766  = 6'h24;
       6'h24:
           if (done) begin
-            \$756  = 6'h25;
+            \$766  = 6'h25;
           end
       6'h25:
-          if (\$719 ) begin
-            \$756  = 6'h26;
+          if (\$725 ) begin
+            \$766  = 6'h26;
           end
       6'h26:
-          \$756  = 6'h27;
+          \$766  = 6'h27;
       6'h27:
-          if (\$734 ) begin
-            \$756  = 6'h28;
+          if (\$742 ) begin
+            \$766  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$756  = 6'h00;
+            \$766  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$756  = 6'h00;
+            \$766  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$756  = 6'h00;
+      \$766  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = sh;
+    \$767  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$757  = \$387 [5:0];
+          \$767  = \$387 [5:0];
     endcase
     if (rst) begin
-      \$757  = 6'h00;
+      \$767  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = scratch;
+    \$768  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3331,7 +3395,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h04:
           if (done) begin
-            \$758  = p;
+            \$768  = p;
           end
       6'h05:
           /* empty */;
@@ -3363,13 +3427,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           if (done) begin
-            \$758  = p;
+            \$768  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$758  = p;
+            \$768  = p;
           end
       6'h16:
           /* empty */;
@@ -3385,13 +3449,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1c:
           if (done) begin
-            \$758  = p;
+            \$768  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$703 ) begin
+          if (\$709 ) begin
           end else begin
-            \$758  = \$704 [114:0];
+            \$768  = \$710 [114:0];
           end
       6'h1e:
           /* empty */;
@@ -3399,13 +3463,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           if (done) begin
-            \$758  = p;
+            \$768  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$711 ) begin
+          if (\$717 ) begin
           end else begin
-            \$758  = \$712 [114:0];
+            \$768  = \$718 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3413,22 +3477,22 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           if (done) begin
-            \$758  = p;
+            \$768  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$719 ) begin
+          if (\$725 ) begin
           end else begin
-            \$758  = \$720 [114:0];
+            \$768  = \$726 [114:0];
           end
     endcase
     if (rst) begin
-      \$758  = 115'h00000000000000000000000000000;
+      \$768  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = qg;
+    \$769  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3442,16 +3506,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (done) begin
-            \$759  = p[55:0];
+            \$769  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$759  = 56'h00000000000000;
+      \$769  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = tq;
+    \$770  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3469,7 +3533,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h08:
           if (\done$85 ) begin
-            \$760  = \q$86 ;
+            \$770  = \q$86 ;
           end
       6'h09:
           /* empty */;
@@ -3477,7 +3541,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0b:
           if (\done$85 ) begin
-            \$760  = \q$86 ;
+            \$770  = \q$86 ;
           end
       6'h0c:
           /* empty */;
@@ -3503,22 +3567,22 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h17:
           if (\done$85 ) begin
-            \$760  = \q$86 ;
+            \$770  = \q$86 ;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$85 ) begin
-            \$760  = \q$86 ;
+            \$770  = \q$86 ;
           end
     endcase
     if (rst) begin
-      \$760  = 159'h0000000000000000000000000000000000000000;
+      \$770  = 159'h0000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = m1;
+    \$771  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3537,15 +3601,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h08:
           /* empty */;
       6'h09:
-          \$761  = \$693 [56:0];
+          \$771  = \$699 [56:0];
     endcase
     if (rst) begin
-      \$761  = 57'h000000000000000;
+      \$771  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = lane_a;
+    \$772  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3575,22 +3639,22 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0e:
           if (done) begin
-            \$762  = p[56:0];
+            \$772  = p[56:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$697 ) begin
+          if (\$703 ) begin
           end else begin
-            \$762  = \$698 [56:0];
+            \$772  = \$704 [56:0];
           end
     endcase
     if (rst) begin
-      \$762  = 57'h000000000000000;
+      \$772  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = c0w;
+    \$773  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3626,16 +3690,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h11:
           if (done) begin
-            \$763  = p;
+            \$773  = p;
           end
     endcase
     if (rst) begin
-      \$763  = 115'h00000000000000000000000000000;
+      \$773  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = m2;
+    \$774  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3688,15 +3752,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$764  = \$701 [99:0];
+          \$774  = \$707 [99:0];
     endcase
     if (rst) begin
-      \$764  = 100'h0000000000000000000000000;
+      \$774  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = const1;
+    \$775  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3757,15 +3821,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$765  = \$709 [71:0];
+          \$775  = \$715 [71:0];
     endcase
     if (rst) begin
-      \$765  = 72'h000000000000000000;
+      \$775  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = const2;
+    \$776  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3834,15 +3898,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$766  = \$717 [71:0];
+          \$776  = \$723 [71:0];
     endcase
     if (rst) begin
-      \$766  = 72'h000000000000000000;
+      \$776  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$767  = const0;
+    \$777  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3919,10 +3983,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$767  = \$725 [71:0];
+          \$777  = \$731 [71:0];
     endcase
     if (rst) begin
-      \$767  = 72'h000000000000000000;
+      \$777  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3932,13 +3996,14 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign r_mean = 13'h0000;
   assign m = chan[129:125];
   assign x = i__payload[15:0];
-  assign \mask$25  = mask;
+  assign \mask$23  = mask;
   assign shv = { 70'h000000000000000000, \$3  };
   assign sh_new = \$387 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768 [6], \$768  };
-  assign sel = { 1'h0, \$769  };
+  assign tsum = { \$778 [6], \$778 [6], \$778 [6], \$778 [6], \$778 [6], \$778 [6], \$778 [6], \$778  };
+  assign sel = { 1'h0, \$779  };
+  assign \$signal$87  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[96:42];
@@ -3964,8 +4029,8 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$68[0]  = \$signal$68 ;
-  assign \sel[0]  = { 1'h0, \$769  };
+  assign \$signal$67[0]  = \$signal$67 ;
+  assign \sel[0]  = { 1'h0, \$779  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4240,13 +4305,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$674  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$678  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$680  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$693  = { \$692 [159], \$692 [159:1] };
-  assign \$695  = { \$694 [159], \$694 [159:1] };
-  assign \$698  = { lane_a, 1'h0 };
+  assign \$699  = { \$698 [159], \$698 [159:1] };
   assign \$701  = { \$700 [159], \$700 [159:1] };
-  assign \$704  = { scratch, 1'h0 };
-  assign \$712  = { scratch, 1'h0 };
-  assign \$720  = { scratch, 1'h0 };
+  assign \$704  = { lane_a, 1'h0 };
+  assign \$707  = { \$706 [159], \$706 [159:1] };
+  assign \$710  = { scratch, 1'h0 };
+  assign \$718  = { scratch, 1'h0 };
+  assign \$726  = { scratch, 1'h0 };
+  assign \$738  = 1'h1;
+  assign \$739  = \$737 ;
 endmodule
 
 module \hwnorm_bwd_cvar_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -4597,7 +4664,7 @@ module \hwnorm_bwd_cvar_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_cvar_s16.sel$87 (clk, rst, mask, \port$1495$0 , \port$1508$0 , clear, p1, p2, m, x);
+module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clear, p1, p2, mask, m, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5359,10 +5426,10 @@ module \hwnorm_bwd_cvar_s16.sel$87 (clk, rst, mask, \port$1495$0 , \port$1508$0 
   wire pass7;
   wire pass8;
   wire pass9;
-  output [6:0] \port$1495$0 ;
-  wire [6:0] \port$1495$0 ;
-  output [1:0] \port$1508$0 ;
-  wire [1:0] \port$1508$0 ;
+  output [6:0] \port$1501$0 ;
+  wire [6:0] \port$1501$0 ;
+  output [1:0] \port$1514$0 ;
+  wire [1:0] \port$1514$0 ;
   input rst;
   wire rst;
   reg [12:0] seen = 13'h0000;
@@ -6915,8 +6982,8 @@ module \hwnorm_bwd_cvar_s16.sel$87 (clk, rst, mask, \port$1495$0 , \port$1508$0 
   assign budget = \$394 [4:0];
   assign tsum = { \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456  };
   assign sel = { 1'h0, \$469  };
-  assign \port$1495$0  = \$456 ;
-  assign \port$1508$0  = \$469 ;
+  assign \port$1501$0  = \$456 ;
+  assign \port$1514$0  = \$469 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$469  };
   assign at0_0 = \$22 ;

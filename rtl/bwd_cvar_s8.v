@@ -486,99 +486,109 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [6:0] \$53 ;
   wire [13:0] \$530 ;
   wire [13:0] \$531 ;
-  wire [7:0] \$532 ;
-  wire [21:0] \$533 ;
-  wire [15:0] \$534 ;
-  wire [15:0] \$535 ;
-  wire [28:0] \$536 ;
-  wire [111:0] \$537 ;
-  wire [111:0] \$538 ;
-  wire [111:0] \$539 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire [7:0] \$536 ;
+  wire [21:0] \$537 ;
+  wire [15:0] \$538 ;
+  wire [15:0] \$539 ;
   wire [6:0] \$54 ;
-  wire [111:0] \$540 ;
-  wire [5:0] \$541 ;
+  wire [28:0] \$540 ;
+  wire \$541 ;
   wire \$542 ;
-  wire [45:0] \$543 ;
-  wire [5:0] \$544 ;
+  wire [111:0] \$543 ;
+  wire [111:0] \$544 ;
   wire [111:0] \$545 ;
   wire [111:0] \$546 ;
   wire [5:0] \$547 ;
   wire \$548 ;
-  wire [91:0] \$549 ;
+  wire [45:0] \$549 ;
   wire [6:0] \$55 ;
   wire [5:0] \$550 ;
-  wire \$551 ;
-  wire \$552 ;
-  wire [90:0] \$553 ;
-  wire [90:0] \$554 ;
-  wire [5:0] \$555 ;
-  wire \$556 ;
-  wire [91:0] \$557 ;
-  wire [5:0] \$558 ;
-  wire \$559 ;
+  wire [111:0] \$551 ;
+  wire [111:0] \$552 ;
+  wire [5:0] \$553 ;
+  wire \$554 ;
+  wire [91:0] \$555 ;
+  wire [5:0] \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire [90:0] \$559 ;
   wire [6:0] \$56 ;
-  wire \$560 ;
-  wire [90:0] \$561 ;
-  wire [90:0] \$562 ;
-  wire [5:0] \$563 ;
-  wire \$564 ;
-  wire [91:0] \$565 ;
-  wire [5:0] \$566 ;
-  wire \$567 ;
-  wire \$568 ;
-  wire [90:0] \$569 ;
+  wire [90:0] \$560 ;
+  wire [5:0] \$561 ;
+  wire \$562 ;
+  wire [91:0] \$563 ;
+  wire [5:0] \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire [90:0] \$567 ;
+  wire [90:0] \$568 ;
+  wire [5:0] \$569 ;
   wire \$57 ;
-  wire [90:0] \$570 ;
-  wire \$571 ;
-  wire \$572 ;
+  wire \$570 ;
+  wire [91:0] \$571 ;
+  wire [5:0] \$572 ;
   wire \$573 ;
   wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
+  wire [90:0] \$575 ;
+  wire [90:0] \$576 ;
   wire \$577 ;
   wire \$578 ;
   wire \$579 ;
   wire \$58 ;
-  reg [7:0] \$580 ;
-  reg [7:0] \$581 ;
-  reg \$582 ;
-  reg [2:0] \$583 ;
-  reg \$584 ;
-  reg \$585 ;
-  reg \$586 ;
-  reg \$587 ;
-  reg \$588 ;
-  reg \$589 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  reg [7:0] \$588 ;
+  reg [7:0] \$589 ;
   wire \$59 ;
-  reg [52:0] \$590 ;
-  reg [52:0] \$591 ;
-  reg [53:0] \$592 ;
-  reg [7:0] \$593 ;
-  reg [12:0] \$594 ;
-  reg [12:0] \$595 ;
-  reg [105:0] \$596 ;
-  reg [20:0] \$597 ;
-  reg [27:0] \$598 ;
-  reg [42:0] \$599 ;
+  reg \$590 ;
+  reg [2:0] \$591 ;
+  reg \$592 ;
+  reg \$593 ;
+  reg \$594 ;
+  reg \$595 ;
+  reg \$596 ;
+  reg \$597 ;
+  reg [52:0] \$598 ;
+  reg [52:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg [4:0] \$600 ;
-  reg [5:0] \$601 ;
-  reg [4:0] \$602 ;
-  reg [90:0] \$603 ;
-  reg [39:0] \$604 ;
-  reg [110:0] \$605 ;
-  reg [44:0] \$606 ;
-  reg [44:0] \$607 ;
-  reg [90:0] \$608 ;
-  reg [75:0] \$609 ;
+  reg [53:0] \$600 ;
+  reg [7:0] \$601 ;
+  reg [12:0] \$602 ;
+  reg [12:0] \$603 ;
+  reg \$604 ;
+  reg \$605 ;
+  reg [105:0] \$606 ;
+  reg [20:0] \$607 ;
+  reg [27:0] \$608 ;
+  reg [42:0] \$609 ;
   wire \$61 ;
-  reg [51:0] \$610 ;
-  reg [51:0] \$611 ;
-  reg [51:0] \$612 ;
-  wire [6:0] \$613 ;
-  wire [1:0] \$614 ;
+  reg [4:0] \$610 ;
+  reg [5:0] \$611 ;
+  reg [4:0] \$612 ;
+  reg [90:0] \$613 ;
+  reg [39:0] \$614 ;
+  reg [110:0] \$615 ;
+  reg [44:0] \$616 ;
+  reg [44:0] \$617 ;
+  reg [90:0] \$618 ;
+  reg [75:0] \$619 ;
   wire \$62 ;
+  reg [51:0] \$620 ;
+  reg [51:0] \$621 ;
+  reg [51:0] \$622 ;
+  wire [6:0] \$623 ;
+  wire [1:0] \$624 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
@@ -620,11 +630,12 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$98 ;
   wire \$99 ;
   wire [8:0] \$signal ;
-  reg [2:0] \$signal$68  = 3'h0;
-  wire [2:0] \$signal$68[0] ;
+  reg [2:0] \$signal$67  = 3'h0;
+  wire [2:0] \$signal$67[0] ;
+  reg \$signal$70  = 1'h0;
   reg \$signal$71  = 1'h0;
-  reg \$signal$72  = 1'h0;
-  reg \$signal$74  = 1'h0;
+  reg \$signal$73  = 1'h0;
+  wire \$signal$87 ;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
   wire adv;
@@ -676,17 +687,18 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   input i__valid;
   wire i__valid;
   reg [44:0] lane_a = 45'h000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [108:0] lo_init;
   wire [4:0] m;
   reg [44:0] m1 = 45'h000000000000;
   reg [75:0] m2 = 76'h0000000000000000000;
-  wire mask;
-  wire \mask$25 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$23 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$55 ;
+  reg \neg$53 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -731,7 +743,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$53 ;
+  reg \start$51 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -743,12 +755,20 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [6:0] \steps$51 ;
+  reg [6:0] \steps$49 ;
   reg take;
   reg [110:0] tq = 111'h0000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$374  = chan__payload[41] ? 6'h07 : 6'h06;
+  assign \$375  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$376  = \$373  ? \$374  : \$375 ;
+  assign \$377  = chan__payload[36] | chan__payload[37];
+  assign \$378  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$379  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$380  = \$377  ? \$378  : \$379 ;
+  assign \$381  = \$372  ? \$376  : \$380 ;
   assign \$382  = \$357  ? \$369  : \$381 ;
   assign \$383  = \$318  ? \$350  : \$382 ;
   assign den_lead = \$294  ? \$303  : \$383 ;
@@ -824,12 +844,12 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$454  = - $signed(tq);
   assign \$455  = \$453  ? \$454  : { tq[110], tq };
   assign \$456  = $signed(tq) < $signed(1'h0);
-  assign \$457  = $signed({ 1'h0, chan[12:0] }) - $signed(\$613 );
-  assign \$458  = $signed({ 1'h0, chan[12:0] }) + $signed(\$613 );
-  assign \$459  = $signed(\$613 ) < $signed(1'h0);
-  assign \$460  = - $signed(\$613 );
-  assign \$461  = \$459  ? \$460  : { \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613  };
-  assign \$462  = $signed(\$613 ) < $signed(1'h0);
+  assign \$457  = $signed({ 1'h0, chan[12:0] }) - $signed(\$623 );
+  assign \$458  = $signed({ 1'h0, chan[12:0] }) + $signed(\$623 );
+  assign \$459  = $signed(\$623 ) < $signed(1'h0);
+  assign \$460  = - $signed(\$623 );
+  assign \$461  = \$459  ? \$460  : { \$623 [6], \$623 [6], \$623 [6], \$623 [6], \$623 [6], \$623 [6], \$623 [6], \$623 [6], \$623  };
+  assign \$462  = $signed(\$623 ) < $signed(1'h0);
   assign \$463  = | left;
   assign \$464  = \$463  & adv;
   assign \$465  = i__valid & i__ready;
@@ -875,8 +895,8 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$505  = fsm_state == 6'h27;
   assign \$506  = fsm_state == 6'h28;
   assign \$507  = $signed(s0_g) * $signed(lane_a);
-  assign \$508  = \$signal$68  == 2'h2;
-  assign \$509  = ! \$signal$68 ;
+  assign \$508  = \$signal$67  == 2'h2;
+  assign \$509  = ! \$signal$67 ;
   assign \$510  = \$509  ? const0 : const1;
   assign \$511  = \$508  ? const2 : \$510 ;
   assign \$512  = $signed(\$511 ) + $signed(26'h1000000);
@@ -894,115 +914,123 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$529  = sat + \$528 ;
   assign \$530  = left - 1'h1;
   assign \$531  = last ? 14'h0000 : \$530 ;
-  assign \$532  = mask ? i__payload[15:8] : 8'h00;
-  assign \$533  = $signed(sg) + $signed(\$532 );
-  assign \$534  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$535  = mask ? \$534  : 16'h0000;
-  assign \$536  = $signed(sgx) + $signed(\$535 );
-  assign \$537  = $signed(tq) + $signed(2'h1);
-  assign \$539  = $signed(tq) + $signed(2'h1);
-  assign \$541  = align + sh;
-  assign \$542  = \$541  == 5'h19;
-  assign \$544  = align + 1'h1;
+  assign \$532  = left > 1'h1;
+  assign \$533  = left <= 2'h2;
+  assign \$534  = chan__payload[12:0] > 1'h0;
+  assign \$535  = chan__payload[12:0] <= 1'h1;
+  assign \$536  = mask ? i__payload[15:8] : 8'h00;
+  assign \$537  = $signed(sg) + $signed(\$536 );
+  assign \$538  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$539  = mask ? \$538  : 16'h0000;
+  assign \$540  = $signed(sgx) + $signed(\$539 );
+  assign \$541  = chan[12:0] > 1'h0;
+  assign \$542  = chan[12:0] <= 1'h1;
+  assign \$543  = $signed(tq) + $signed(2'h1);
   assign \$545  = $signed(tq) + $signed(2'h1);
   assign \$547  = align + sh;
   assign \$548  = \$547  == 5'h19;
   assign \$550  = align + 1'h1;
-  assign \$551  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$552  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$553  = \$552  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$554  = \$551  ? 91'h00000000007ff8111ff0000 : \$553 ;
-  assign \$555  = align + sh;
-  assign \$556  = \$555  == 5'h19;
-  assign \$558  = align + 1'h1;
-  assign \$559  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$560  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$561  = \$560  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$562  = \$559  ? 91'h00000000007ff8111ff0000 : \$561 ;
-  assign \$563  = align + sh;
-  assign \$564  = \$563  == 5'h19;
-  assign \$566  = align + 1'h1;
-  assign \$567  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$568  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$569  = \$568  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$570  = \$567  ? 91'h00000000007ff8111ff0000 : \$569 ;
-  assign \$571  = | left;
-  assign \$572  = ~ \$571 ;
-  assign \$573  = ~ \$signal$72 ;
-  assign \$574  = \$572  & \$573 ;
-  assign \$575  = ~ \$signal$71 ;
-  assign \$576  = \$574  & \$575 ;
-  assign \$577  = ~ s2_valid;
-  assign \$578  = \$576  & \$577 ;
-  assign \$579  = \$578  & adv;
+  assign \$551  = $signed(tq) + $signed(2'h1);
+  assign \$553  = align + sh;
+  assign \$554  = \$553  == 5'h19;
+  assign \$556  = align + 1'h1;
+  assign \$557  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$558  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$559  = \$558  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$560  = \$557  ? 91'h00000000007ff8111ff0000 : \$559 ;
+  assign \$561  = align + sh;
+  assign \$562  = \$561  == 5'h19;
+  assign \$564  = align + 1'h1;
+  assign \$565  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$566  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$567  = \$566  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$568  = \$565  ? 91'h00000000007ff8111ff0000 : \$567 ;
+  assign \$569  = align + sh;
+  assign \$570  = \$569  == 5'h19;
+  assign \$572  = align + 1'h1;
+  assign \$573  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$574  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$575  = \$574  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$576  = \$573  ? 91'h00000000007ff8111ff0000 : \$575 ;
+  assign \$577  = | left;
+  assign \$578  = ~ \$577 ;
+  assign \$579  = ~ \$signal$71 ;
+  assign \$580  = \$578  & \$579 ;
+  assign \$581  = ~ \$signal$70 ;
+  assign \$582  = \$580  & \$581 ;
+  assign \$585  = ~ s2_valid;
+  assign \$586  = \$584  & \$585 ;
+  assign \$587  = \$586  & adv;
   always @(posedge clk)
-    s0_x <= \$580 ;
+    s0_x <= \$588 ;
   always @(posedge clk)
-    s0_g <= \$581 ;
+    s0_g <= \$589 ;
   always @(posedge clk)
-    s0_mask <= \$582 ;
+    s0_mask <= \$590 ;
   always @(posedge clk)
-    \$signal$68  <= \$583 ;
+    \$signal$67  <= \$591 ;
   always @(posedge clk)
-    o__valid <= \$584 ;
+    o__valid <= \$592 ;
   always @(posedge clk)
-    s2_valid <= \$585 ;
+    s2_valid <= \$593 ;
   always @(posedge clk)
-    \$signal$71  <= \$586 ;
+    \$signal$70  <= \$594 ;
   always @(posedge clk)
-    \$signal$72  <= \$587 ;
+    \$signal$71  <= \$595 ;
   always @(posedge clk)
-    s2_mask <= \$588 ;
+    s2_mask <= \$596 ;
   always @(posedge clk)
-    \$signal$74  <= \$589 ;
+    \$signal$73  <= \$597 ;
   always @(posedge clk)
-    s1_t0_0 <= \$590 ;
+    s1_t0_0 <= \$598 ;
   always @(posedge clk)
-    s1_t0_1 <= \$591 ;
+    s1_t0_1 <= \$599 ;
   always @(posedge clk)
-    acc0 <= \$592 ;
+    acc0 <= \$600 ;
   always @(posedge clk)
-    o__payload <= \$593 ;
+    o__payload <= \$601 ;
   always @(posedge clk)
-    sat <= \$594 ;
+    sat <= \$602 ;
   always @(posedge clk)
-    left <= \$595 ;
+    left <= \$603 ;
   always @(posedge clk)
-    chan <= \$596 ;
+    mask <= \$604 ;
   always @(posedge clk)
-    sg <= \$597 ;
+    last <= \$605 ;
   always @(posedge clk)
-    sgx <= \$598 ;
+    chan <= \$606 ;
   always @(posedge clk)
-    dgamma <= \$599 ;
+    sg <= \$607 ;
   always @(posedge clk)
-    align <= \$600 ;
+    sgx <= \$608 ;
   always @(posedge clk)
-    fsm_state <= \$601 ;
+    dgamma <= \$609 ;
   always @(posedge clk)
-    sh <= \$602 ;
+    align <= \$610 ;
   always @(posedge clk)
-    scratch <= \$603 ;
+    fsm_state <= \$611 ;
   always @(posedge clk)
-    qg <= \$604 ;
+    sh <= \$612 ;
   always @(posedge clk)
-    tq <= \$605 ;
+    scratch <= \$613 ;
   always @(posedge clk)
-    m1 <= \$606 ;
+    qg <= \$614 ;
   always @(posedge clk)
-    lane_a <= \$607 ;
+    tq <= \$615 ;
   always @(posedge clk)
-    c0w <= \$608 ;
+    m1 <= \$616 ;
   always @(posedge clk)
-    m2 <= \$609 ;
+    lane_a <= \$617 ;
   always @(posedge clk)
-    const1 <= \$610 ;
+    c0w <= \$618 ;
   always @(posedge clk)
-    const2 <= \$611 ;
+    m2 <= \$619 ;
   always @(posedge clk)
-    const0 <= \$612 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const1 <= \$620 ;
+  always @(posedge clk)
+    const2 <= \$621 ;
+  always @(posedge clk)
+    const0 <= \$622 ;
   assign \$3  = \$1  + \$2 ;
   assign \$201  = \$3 [16] | \$3 [17];
   assign \$202  = \$3 [18] | \$3 [19];
@@ -1164,25 +1192,17 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$371  = chan__payload[40] | chan__payload[41];
   assign \$372  = \$370  | \$371 ;
   assign \$373  = chan__payload[40] | chan__payload[41];
-  assign \$374  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$375  = chan__payload[39] ? 6'h05 : 6'h04;
-  assign \$376  = \$373  ? \$374  : \$375 ;
-  assign \$377  = chan__payload[36] | chan__payload[37];
-  assign \$378  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$379  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$380  = \$377  ? \$378  : \$379 ;
-  assign \$381  = \$372  ? \$376  : \$380 ;
   \hwnorm_bwd_cvar_s8.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(\done$85 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$55 ),
+    .\neg$15 (\neg$53 ),
     .q(\q$86 ),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$53 ),
-    .steps(\steps$51 )
+    .start(\start$51 ),
+    .steps(\steps$49 )
   );
   \hwnorm_bwd_cvar_s8.mul  mul (
     .a(a),
@@ -1196,15 +1216,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_cvar_s8.sel$87  \sel$87  (
+  \hwnorm_bwd_cvar_s8.sel$88  \sel$88  (
     .clear(clear),
     .clk(clk),
     .m(chan[97:93]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1340$0 (\$613 ),
-    .\port$1353$0 (\$614 ),
+    .\port$1346$0 (\$623 ),
+    .\port$1359$0 (\$624 ),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -2012,7 +2032,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$51  = 7'h00;
+    \steps$49  = 7'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2027,13 +2047,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \steps$51  = \$430 ;
+          \steps$49  = \$430 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$51  = 7'h3c;
+          \steps$49  = 7'h3c;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2057,16 +2077,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \steps$51  = \$451 [6:0];
+          \steps$49  = \$451 [6:0];
       6'h17:
           /* empty */;
       6'h18:
-          \steps$51  = 7'h6d;
+          \steps$49  = 7'h6d;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$53  = 1'h0;
+    \start$51  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2081,13 +2101,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \start$53  = 1'h1;
+          \start$51  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$53  = 1'h1;
+          \start$51  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2111,11 +2131,11 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \start$53  = 1'h1;
+          \start$51  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$53  = 1'h1;
+          \start$51  = 1'h1;
     endcase
   end
   always @* begin
@@ -2174,7 +2194,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$55  = 1'h0;
+    \neg$53  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2189,13 +2209,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \neg$55  = \$431 ;
+          \neg$53  = \$431 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$55  = \$436 ;
+          \neg$53  = \$436 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2219,11 +2239,11 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \neg$55  = \$452 ;
+          \neg$53  = \$452 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$55  = \$456 ;
+          \neg$53  = \$456 ;
     endcase
   end
   always @* begin
@@ -2538,241 +2558,285 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = s0_x;
+    \$588  = s0_x;
     if (take) begin
-      \$580  = i__payload[7:0];
+      \$588  = i__payload[7:0];
     end
     if (rst) begin
-      \$580  = 8'h00;
+      \$588  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = s0_g;
+    \$589  = s0_g;
     if (take) begin
-      \$581  = i__payload[15:8];
+      \$589  = i__payload[15:8];
     end
     if (rst) begin
-      \$581  = 8'h00;
+      \$589  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = s0_mask;
+    \$590  = s0_mask;
     if (take) begin
-      \$582  = mask;
+      \$590  = mask;
     end
     if (rst) begin
-      \$582  = 1'h0;
+      \$590  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = \$signal$68 ;
+    \$591  = \$signal$67 ;
     if (take) begin
-      \$583  = { 1'h0, \$614  };
+      \$591  = { 1'h0, \$624  };
     end
     if (rst) begin
-      \$583  = 3'h0;
+      \$591  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = o__valid;
+    \$592  = o__valid;
     if (adv) begin
-      \$584  = s2_valid;
+      \$592  = s2_valid;
     end
     if (rst) begin
-      \$584  = 1'h0;
+      \$592  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = s2_valid;
+    \$593  = s2_valid;
     if (adv) begin
-      \$585  = \$signal$71 ;
+      \$593  = \$signal$70 ;
     end
     if (rst) begin
-      \$585  = 1'h0;
+      \$593  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = \$signal$71 ;
+    \$594  = \$signal$70 ;
     if (adv) begin
-      \$586  = \$signal$72 ;
+      \$594  = \$signal$71 ;
     end
     if (rst) begin
-      \$586  = 1'h0;
+      \$594  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = \$signal$72 ;
+    \$595  = \$signal$71 ;
     if (adv) begin
-      \$587  = take;
+      \$595  = take;
     end
     if (rst) begin
-      \$587  = 1'h0;
+      \$595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = s2_mask;
+    \$596  = s2_mask;
     if (adv) begin
-      \$588  = \$signal$74 ;
+      \$596  = \$signal$73 ;
     end
     if (rst) begin
-      \$588  = 1'h0;
+      \$596  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = \$signal$74 ;
+    \$597  = \$signal$73 ;
     if (adv) begin
-      \$589  = s0_mask;
+      \$597  = s0_mask;
     end
     if (rst) begin
-      \$589  = 1'h0;
+      \$597  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = s1_t0_0;
+    \$598  = s1_t0_0;
     if (adv) begin
-      \$590  = \$507 ;
+      \$598  = \$507 ;
     end
     if (rst) begin
-      \$590  = 53'h00000000000000;
+      \$598  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = s1_t0_1;
+    \$599  = s1_t0_1;
     if (adv) begin
-      \$591  = \$512 ;
+      \$599  = \$512 ;
     end
     if (rst) begin
-      \$591  = 53'h00000000000000;
+      \$599  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = acc0;
+    \$600  = acc0;
     if (adv) begin
-      \$592  = \$513 ;
+      \$600  = \$513 ;
     end
     if (rst) begin
-      \$592  = 54'h00000000000000;
+      \$600  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = o__payload;
+    \$601  = o__payload;
     if (adv) begin
-      \$593  = \$522 [7:0];
+      \$601  = \$522 [7:0];
     end
     if (rst) begin
-      \$593  = 8'h00;
+      \$601  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = sat;
+    \$602  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$594  = \$529 [12:0];
+        \$602  = \$529 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$594  = 13'h0000;
+            \$602  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$594  = 13'h0000;
+      \$602  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = left;
+    \$603  = left;
     if (beat) begin
-      \$595  = \$531 [12:0];
+      \$603  = \$531 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$595  = chan__payload[12:0];
+            \$603  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$595  = chan[12:0];
+              \$603  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$595  = 13'h0000;
+      \$603  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = chan;
+    \$604  = mask;
+    if (beat) begin
+      \$604  = \$532 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$596  = chan__payload;
+            \$604  = \$534 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$604  = \$541 ;
+            end
           end
     endcase
     if (rst) begin
-      \$596  = 106'h000000000000000000000000000;
+      \$604  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = sg;
+    \$605  = last;
+    if (beat) begin
+      \$605  = \$533 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$597  = 21'h000000;
+            \$605  = \$535 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$605  = \$542 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$605  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$606  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$606  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$606  = 106'h000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$607  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$607  = 21'h000000;
             if (refused) begin
-              \$597  = 21'h000000;
+              \$607  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$597  = \$533 [20:0];
+            \$607  = \$537 [20:0];
           end
     endcase
     if (rst) begin
-      \$597  = 21'h000000;
+      \$607  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = sgx;
+    \$608  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$598  = 28'h0000000;
+            \$608  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$598  = \$536 [27:0];
+            \$608  = \$540 [27:0];
           end
     endcase
     if (rst) begin
-      \$598  = 28'h0000000;
+      \$608  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = dgamma;
+    \$609  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$599  = 43'h00000000000;
+            \$609  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2795,19 +2859,19 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0b:
           /* empty */;
       6'h0c:
-          \$599  = \$540 [42:0];
+          \$609  = \$546 [42:0];
     endcase
     if (rst) begin
-      \$599  = 43'h00000000000;
+      \$609  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = align;
+    \$610  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$600  = 5'h00;
+            \$610  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2837,10 +2901,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$542 ) begin
-            \$600  = 5'h00;
+          if (\$548 ) begin
+            \$610  = 5'h00;
           end else begin
-            \$600  = \$544 [4:0];
+            \$610  = \$550 [4:0];
           end
       6'h10:
           /* empty */;
@@ -2870,10 +2934,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$548 ) begin
-            \$600  = 5'h00;
+          if (\$554 ) begin
+            \$610  = 5'h00;
           end else begin
-            \$600  = \$550 [4:0];
+            \$610  = \$556 [4:0];
           end
       6'h1e:
           /* empty */;
@@ -2883,10 +2947,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$556 ) begin
-            \$600  = 5'h00;
+          if (\$562 ) begin
+            \$610  = 5'h00;
           end else begin
-            \$600  = \$558 [4:0];
+            \$610  = \$564 [4:0];
           end
       6'h22:
           /* empty */;
@@ -2896,174 +2960,174 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$564 ) begin
-            \$600  = 5'h00;
+          if (\$570 ) begin
+            \$610  = 5'h00;
           end else begin
-            \$600  = \$566 [4:0];
+            \$610  = \$572 [4:0];
           end
     endcase
     if (rst) begin
-      \$600  = 5'h00;
+      \$610  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = fsm_state;
+    \$611  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$601  = 6'h01;
+              \$611  = 6'h01;
             end else begin
-              \$601  = 6'h02;
+              \$611  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$601  = 6'h03;
+              \$611  = 6'h03;
             end
           end
       6'h03:
-          \$601  = 6'h04;
+          \$611  = 6'h04;
       6'h04:
           if (done) begin
-            \$601  = 6'h05;
+            \$611  = 6'h05;
           end
       6'h05:
-          \$601  = 6'h06;
+          \$611  = 6'h06;
       6'h06:
           if (done) begin
-            \$601  = 6'h07;
+            \$611  = 6'h07;
           end
       6'h07:
-          \$601  = 6'h08;
+          \$611  = 6'h08;
       6'h08:
           if (\done$85 ) begin
-            \$601  = 6'h09;
+            \$611  = 6'h09;
           end
       6'h09:
-          \$601  = 6'h0a;
+          \$611  = 6'h0a;
       6'h0a:
-          \$601  = 6'h0b;
+          \$611  = 6'h0b;
       6'h0b:
           if (\done$85 ) begin
-            \$601  = 6'h0c;
+            \$611  = 6'h0c;
           end
       6'h0c:
-          \$601  = 6'h0d;
+          \$611  = 6'h0d;
       6'h0d:
-          \$601  = 6'h0e;
+          \$611  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$601  = 6'h0f;
+            \$611  = 6'h0f;
           end
       6'h0f:
-          if (\$542 ) begin
-            \$601  = 6'h10;
+          if (\$548 ) begin
+            \$611  = 6'h10;
           end
       6'h10:
-          \$601  = 6'h11;
+          \$611  = 6'h11;
       6'h11:
           if (done) begin
-            \$601  = 6'h12;
+            \$611  = 6'h12;
           end
       6'h12:
-          \$601  = 6'h13;
+          \$611  = 6'h13;
       6'h13:
           if (done) begin
-            \$601  = 6'h14;
+            \$611  = 6'h14;
           end
       6'h14:
-          \$601  = 6'h15;
+          \$611  = 6'h15;
       6'h15:
           if (done) begin
-            \$601  = 6'h16;
+            \$611  = 6'h16;
           end
       6'h16:
-          \$601  = 6'h17;
+          \$611  = 6'h17;
       6'h17:
           if (\done$85 ) begin
-            \$601  = 6'h18;
+            \$611  = 6'h18;
           end
       6'h18:
-          \$601  = 6'h19;
+          \$611  = 6'h19;
       6'h19:
           if (\done$85 ) begin
-            \$601  = 6'h1a;
+            \$611  = 6'h1a;
           end
       6'h1a:
-          \$601  = 6'h1b;
+          \$611  = 6'h1b;
       6'h1b:
-          \$601  = 6'h1c;
+          \$611  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$601  = 6'h1d;
+            \$611  = 6'h1d;
           end
       6'h1d:
-          if (\$548 ) begin
-            \$601  = 6'h1e;
+          if (\$554 ) begin
+            \$611  = 6'h1e;
           end
       6'h1e:
-          \$601  = 6'h1f;
+          \$611  = 6'h1f;
       6'h1f:
-          \$601  = 6'h20;
+          \$611  = 6'h20;
       6'h20:
           if (done) begin
-            \$601  = 6'h21;
+            \$611  = 6'h21;
           end
       6'h21:
-          if (\$556 ) begin
-            \$601  = 6'h22;
+          if (\$562 ) begin
+            \$611  = 6'h22;
           end
       6'h22:
-          \$601  = 6'h23;
+          \$611  = 6'h23;
       6'h23:
-          \$601  = 6'h24;
+          \$611  = 6'h24;
       6'h24:
           if (done) begin
-            \$601  = 6'h25;
+            \$611  = 6'h25;
           end
       6'h25:
-          if (\$564 ) begin
-            \$601  = 6'h26;
+          if (\$570 ) begin
+            \$611  = 6'h26;
           end
       6'h26:
-          \$601  = 6'h27;
+          \$611  = 6'h27;
       6'h27:
-          if (\$579 ) begin
-            \$601  = 6'h28;
+          if (\$587 ) begin
+            \$611  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$601  = 6'h00;
+            \$611  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$601  = 6'h00;
+            \$611  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$601  = 6'h00;
+      \$611  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = sh;
+    \$612  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$602  = \$287 [4:0];
+          \$612  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$602  = 5'h00;
+      \$612  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = scratch;
+    \$613  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3073,7 +3137,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h04:
           if (done) begin
-            \$603  = p;
+            \$613  = p;
           end
       6'h05:
           /* empty */;
@@ -3105,13 +3169,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           if (done) begin
-            \$603  = p;
+            \$613  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$603  = p;
+            \$613  = p;
           end
       6'h16:
           /* empty */;
@@ -3127,13 +3191,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1c:
           if (done) begin
-            \$603  = p;
+            \$613  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$548 ) begin
+          if (\$554 ) begin
           end else begin
-            \$603  = \$549 [90:0];
+            \$613  = \$555 [90:0];
           end
       6'h1e:
           /* empty */;
@@ -3141,13 +3205,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h20:
           if (done) begin
-            \$603  = p;
+            \$613  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$556 ) begin
+          if (\$562 ) begin
           end else begin
-            \$603  = \$557 [90:0];
+            \$613  = \$563 [90:0];
           end
       6'h22:
           /* empty */;
@@ -3155,22 +3219,22 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h24:
           if (done) begin
-            \$603  = p;
+            \$613  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$564 ) begin
+          if (\$570 ) begin
           end else begin
-            \$603  = \$565 [90:0];
+            \$613  = \$571 [90:0];
           end
     endcase
     if (rst) begin
-      \$603  = 91'h00000000000000000000000;
+      \$613  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = qg;
+    \$614  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3184,16 +3248,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (done) begin
-            \$604  = p[39:0];
+            \$614  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$604  = 40'h0000000000;
+      \$614  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = tq;
+    \$615  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3211,7 +3275,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h08:
           if (\done$85 ) begin
-            \$605  = \q$86 ;
+            \$615  = \q$86 ;
           end
       6'h09:
           /* empty */;
@@ -3219,7 +3283,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0b:
           if (\done$85 ) begin
-            \$605  = \q$86 ;
+            \$615  = \q$86 ;
           end
       6'h0c:
           /* empty */;
@@ -3245,22 +3309,22 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h17:
           if (\done$85 ) begin
-            \$605  = \q$86 ;
+            \$615  = \q$86 ;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$85 ) begin
-            \$605  = \q$86 ;
+            \$615  = \q$86 ;
           end
     endcase
     if (rst) begin
-      \$605  = 111'h0000000000000000000000000000;
+      \$615  = 111'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = m1;
+    \$616  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3279,15 +3343,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h08:
           /* empty */;
       6'h09:
-          \$606  = \$538 [44:0];
+          \$616  = \$544 [44:0];
     endcase
     if (rst) begin
-      \$606  = 45'h000000000000;
+      \$616  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = lane_a;
+    \$617  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3317,22 +3381,22 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0e:
           if (done) begin
-            \$607  = p[44:0];
+            \$617  = p[44:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$542 ) begin
+          if (\$548 ) begin
           end else begin
-            \$607  = \$543 [44:0];
+            \$617  = \$549 [44:0];
           end
     endcase
     if (rst) begin
-      \$607  = 45'h000000000000;
+      \$617  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = c0w;
+    \$618  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3368,16 +3432,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h11:
           if (done) begin
-            \$608  = p;
+            \$618  = p;
           end
     endcase
     if (rst) begin
-      \$608  = 91'h00000000000000000000000;
+      \$618  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = m2;
+    \$619  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3430,15 +3494,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          \$609  = \$546 [75:0];
+          \$619  = \$552 [75:0];
     endcase
     if (rst) begin
-      \$609  = 76'h0000000000000000000;
+      \$619  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = const1;
+    \$620  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3499,15 +3563,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$610  = \$554 [51:0];
+          \$620  = \$560 [51:0];
     endcase
     if (rst) begin
-      \$610  = 52'h0000000000000;
+      \$620  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = const2;
+    \$621  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3576,15 +3640,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$611  = \$562 [51:0];
+          \$621  = \$568 [51:0];
     endcase
     if (rst) begin
-      \$611  = 52'h0000000000000;
+      \$621  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$612  = const0;
+    \$622  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3661,10 +3725,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$612  = \$570 [51:0];
+          \$622  = \$576 [51:0];
     endcase
     if (rst) begin
-      \$612  = 52'h0000000000000;
+      \$622  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3674,13 +3738,14 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign r_mean = 13'h0000;
   assign m = chan[97:93];
   assign x = i__payload[7:0];
-  assign \mask$25  = mask;
+  assign \mask$23  = mask;
   assign shv = { 62'h0000000000000000, \$3  };
   assign sh_new = \$287 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613 [6], \$613  };
-  assign sel = { 1'h0, \$614  };
+  assign tsum = { \$623 [6], \$623 [6], \$623 [6], \$623 [6], \$623 [6], \$623 [6], \$623 [6], \$623  };
+  assign sel = { 1'h0, \$624  };
+  assign \$signal$87  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[72:34];
@@ -3706,8 +3771,8 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$68[0]  = \$signal$68 ;
-  assign \sel[0]  = { 1'h0, \$614  };
+  assign \$signal$67[0]  = \$signal$67 ;
+  assign \sel[0]  = { 1'h0, \$624  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -3930,13 +3995,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$519  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$523  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$525  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$538  = { \$537 [111], \$537 [111:1] };
-  assign \$540  = { \$539 [111], \$539 [111:1] };
-  assign \$543  = { lane_a, 1'h0 };
+  assign \$544  = { \$543 [111], \$543 [111:1] };
   assign \$546  = { \$545 [111], \$545 [111:1] };
-  assign \$549  = { scratch, 1'h0 };
-  assign \$557  = { scratch, 1'h0 };
-  assign \$565  = { scratch, 1'h0 };
+  assign \$549  = { lane_a, 1'h0 };
+  assign \$552  = { \$551 [111], \$551 [111:1] };
+  assign \$555  = { scratch, 1'h0 };
+  assign \$563  = { scratch, 1'h0 };
+  assign \$571  = { scratch, 1'h0 };
+  assign \$583  = 1'h1;
+  assign \$584  = \$582 ;
 endmodule
 
 module \hwnorm_bwd_cvar_s8.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -4287,7 +4354,7 @@ module \hwnorm_bwd_cvar_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_cvar_s8.sel$87 (clk, rst, mask, \port$1340$0 , \port$1353$0 , clear, p1, p2, m, x);
+module \hwnorm_bwd_cvar_s8.sel$88 (clk, rst, \port$1346$0 , \port$1359$0 , clear, p1, p2, mask, m, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5049,10 +5116,10 @@ module \hwnorm_bwd_cvar_s8.sel$87 (clk, rst, mask, \port$1340$0 , \port$1353$0 ,
   wire pass7;
   wire pass8;
   wire pass9;
-  output [6:0] \port$1340$0 ;
-  wire [6:0] \port$1340$0 ;
-  output [1:0] \port$1353$0 ;
-  wire [1:0] \port$1353$0 ;
+  output [6:0] \port$1346$0 ;
+  wire [6:0] \port$1346$0 ;
+  output [1:0] \port$1359$0 ;
+  wire [1:0] \port$1359$0 ;
   input rst;
   wire rst;
   reg [12:0] seen = 13'h0000;
@@ -6605,8 +6672,8 @@ module \hwnorm_bwd_cvar_s8.sel$87 (clk, rst, mask, \port$1340$0 , \port$1353$0 ,
   assign budget = \$394 [4:0];
   assign tsum = { \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456  };
   assign sel = { 1'h0, \$469  };
-  assign \port$1340$0  = \$456 ;
-  assign \port$1353$0  = \$469 ;
+  assign \port$1346$0  = \$456 ;
+  assign \port$1359$0  = \$469 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$469  };
   assign at0_0 = \$22 ;

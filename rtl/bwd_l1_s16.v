@@ -739,100 +739,110 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [13:0] \$758 ;
   wire \$759 ;
   wire \$76 ;
-  wire [15:0] \$760 ;
-  wire [29:0] \$761 ;
-  wire [31:0] \$762 ;
-  wire [31:0] \$763 ;
-  wire [44:0] \$764 ;
-  wire [173:0] \$765 ;
-  wire [173:0] \$766 ;
-  wire [173:0] \$767 ;
-  wire [173:0] \$768 ;
-  wire [6:0] \$769 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire [15:0] \$764 ;
+  wire [29:0] \$765 ;
+  wire [31:0] \$766 ;
+  wire [31:0] \$767 ;
+  wire [44:0] \$768 ;
+  wire \$769 ;
   wire \$77 ;
   wire \$770 ;
-  wire [57:0] \$771 ;
-  wire [6:0] \$772 ;
+  wire [173:0] \$771 ;
+  wire [173:0] \$772 ;
   wire [173:0] \$773 ;
   wire [173:0] \$774 ;
   wire [6:0] \$775 ;
   wire \$776 ;
-  wire [115:0] \$777 ;
+  wire [57:0] \$777 ;
   wire [6:0] \$778 ;
-  wire \$779 ;
+  wire [173:0] \$779 ;
   wire \$78 ;
-  wire \$780 ;
-  wire [114:0] \$781 ;
-  wire [114:0] \$782 ;
-  wire [6:0] \$783 ;
-  wire \$784 ;
-  wire [115:0] \$785 ;
-  wire [6:0] \$786 ;
-  wire \$787 ;
-  wire \$788 ;
-  wire [114:0] \$789 ;
+  wire [173:0] \$780 ;
+  wire [6:0] \$781 ;
+  wire \$782 ;
+  wire [115:0] \$783 ;
+  wire [6:0] \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire [114:0] \$787 ;
+  wire [114:0] \$788 ;
+  wire [6:0] \$789 ;
   wire \$79 ;
-  wire [114:0] \$790 ;
-  wire [6:0] \$791 ;
-  wire \$792 ;
-  wire [115:0] \$793 ;
-  wire [6:0] \$794 ;
-  wire \$795 ;
-  wire \$796 ;
-  wire [114:0] \$797 ;
-  wire [114:0] \$798 ;
-  wire \$799 ;
+  wire \$790 ;
+  wire [115:0] \$791 ;
+  wire [6:0] \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire [114:0] \$795 ;
+  wire [114:0] \$796 ;
+  wire [6:0] \$797 ;
+  wire \$798 ;
+  wire [115:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire \$800 ;
+  wire [6:0] \$800 ;
   wire \$801 ;
   wire \$802 ;
-  wire \$803 ;
-  wire \$804 ;
+  wire [114:0] \$803 ;
+  wire [114:0] \$804 ;
   wire \$805 ;
   wire \$806 ;
   wire \$807 ;
-  reg [15:0] \$808 ;
-  reg [15:0] \$809 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  reg \$810 ;
-  reg [2:0] \$811 ;
-  reg \$812 ;
-  reg \$813 ;
-  reg \$814 ;
-  reg \$815 ;
-  reg \$816 ;
-  reg \$817 ;
-  reg [72:0] \$818 ;
-  reg [72:0] \$819 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire \$815 ;
+  reg [15:0] \$816 ;
+  reg [15:0] \$817 ;
+  reg \$818 ;
+  reg [2:0] \$819 ;
   wire \$82 ;
-  reg [73:0] \$820 ;
-  reg [15:0] \$821 ;
-  reg [12:0] \$822 ;
-  reg [12:0] \$823 ;
-  reg [167:0] \$824 ;
-  reg [28:0] \$825 ;
-  reg [43:0] \$826 ;
-  reg [54:0] \$827 ;
-  reg [5:0] \$828 ;
-  reg [5:0] \$829 ;
+  reg \$820 ;
+  reg \$821 ;
+  reg \$822 ;
+  reg \$823 ;
+  reg \$824 ;
+  reg \$825 ;
+  reg [72:0] \$826 ;
+  reg [72:0] \$827 ;
+  reg [73:0] \$828 ;
+  reg [15:0] \$829 ;
   wire \$83 ;
-  reg [16:0] \$830 ;
-  reg \$831 ;
-  reg [5:0] \$832 ;
-  reg [114:0] \$833 ;
-  reg [55:0] \$834 ;
-  reg [172:0] \$835 ;
-  reg [56:0] \$836 ;
-  reg [56:0] \$837 ;
-  reg [114:0] \$838 ;
-  reg [99:0] \$839 ;
+  reg [12:0] \$830 ;
+  reg [12:0] \$831 ;
+  reg \$832 ;
+  reg \$833 ;
+  reg [167:0] \$834 ;
+  reg [28:0] \$835 ;
+  reg [43:0] \$836 ;
+  reg [54:0] \$837 ;
+  reg [5:0] \$838 ;
+  reg [5:0] \$839 ;
   wire \$84 ;
-  reg [71:0] \$840 ;
-  reg [71:0] \$841 ;
-  reg [71:0] \$842 ;
-  wire [1:0] \$843 ;
+  reg [16:0] \$840 ;
+  reg \$841 ;
+  reg [5:0] \$842 ;
+  reg [114:0] \$843 ;
+  reg [55:0] \$844 ;
+  reg [172:0] \$845 ;
+  reg [56:0] \$846 ;
+  reg [56:0] \$847 ;
+  reg [114:0] \$848 ;
+  reg [99:0] \$849 ;
   wire \$85 ;
+  reg [71:0] \$850 ;
+  reg [71:0] \$851 ;
+  reg [71:0] \$852 ;
+  wire [1:0] \$853 ;
   wire \$86 ;
   wire [6:0] \$87 ;
   wire [6:0] \$88 ;
@@ -850,11 +860,14 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [6:0] \$99 ;
   (* init = 17'h00000 *)
   wire [16:0] \$signal ;
-  reg [2:0] \$signal$66  = 3'h0;
-  wire [2:0] \$signal$66[0] ;
+  (* init = 1'h0 *)
+  wire \$signal$17 ;
+  reg [2:0] \$signal$65  = 3'h0;
+  wire [2:0] \$signal$65[0] ;
+  reg \$signal$68  = 1'h0;
   reg \$signal$69  = 1'h0;
-  reg \$signal$70  = 1'h0;
-  reg \$signal$72  = 1'h0;
+  reg \$signal$71  = 1'h0;
+  wire \$signal$85 ;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -904,15 +917,16 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   input i__valid;
   wire i__valid;
   reg [56:0] lane_a = 57'h000000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [170:0] lo_init;
   reg [56:0] m1 = 57'h000000000000000;
   reg [99:0] m2 = 100'h0000000000000000000000000;
-  wire mask;
-  wire \mask$22 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$20 ;
   reg neg;
-  reg \neg$48 ;
+  reg \neg$46 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -936,8 +950,6 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   input rst;
   wire rst;
   reg rz = 1'h0;
-  (* init = 1'h0 *)
-  wire \rz$20 ;
   reg [15:0] s0_g = 16'h0000;
   wire [15:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -958,7 +970,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$44 ;
+  reg \start$42 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -970,7 +982,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   output stats__valid;
   reg stats__valid;
   reg [7:0] steps;
-  reg [5:0] \steps$49 ;
+  reg [5:0] \steps$47 ;
   reg take;
   reg [172:0] tq = 173'h00000000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -1445,8 +1457,8 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$732  = fsm_state == 6'h2b;
   assign \$733  = fsm_state == 6'h2c;
   assign \$734  = $signed(s0_g) * $signed(lane_a);
-  assign \$735  = \$signal$66  == 2'h2;
-  assign \$736  = ! \$signal$66 ;
+  assign \$735  = \$signal$65  == 2'h2;
+  assign \$736  = ! \$signal$65 ;
   assign \$737  = \$736  ? const0 : const1;
   assign \$738  = \$735  ? const2 : \$737 ;
   assign \$739  = $signed(\$738 ) + $signed(34'h100000000);
@@ -1464,120 +1476,128 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$756  = sat + \$755 ;
   assign \$757  = left - 1'h1;
   assign \$758  = last ? 14'h0000 : \$757 ;
-  assign \$759  = ! p;
-  assign \$760  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$761  = $signed(sg) + $signed(\$760 );
-  assign \$762  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$763  = mask ? \$762  : 32'd0;
-  assign \$764  = $signed(sgx) + $signed(\$763 );
-  assign \$765  = $signed(tq) + $signed(2'h1);
-  assign \$767  = $signed(tq) + $signed(2'h1);
-  assign \$769  = align + sh;
-  assign \$770  = \$769  == 6'h21;
-  assign \$772  = align + 1'h1;
+  assign \$759  = left > 1'h1;
+  assign \$760  = left <= 2'h2;
+  assign \$761  = chan__payload[12:0] > 1'h0;
+  assign \$762  = chan__payload[12:0] <= 1'h1;
+  assign \$763  = ! p;
+  assign \$764  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$765  = $signed(sg) + $signed(\$764 );
+  assign \$766  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$767  = mask ? \$766  : 32'd0;
+  assign \$768  = $signed(sgx) + $signed(\$767 );
+  assign \$769  = chan[12:0] > 1'h0;
+  assign \$770  = chan[12:0] <= 1'h1;
+  assign \$771  = $signed(tq) + $signed(2'h1);
   assign \$773  = $signed(tq) + $signed(2'h1);
   assign \$775  = align + sh;
   assign \$776  = \$775  == 6'h21;
   assign \$778  = align + 1'h1;
-  assign \$779  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$780  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$781  = \$780  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$782  = \$779  ? 115'h000000000007ff801100100000000 : \$781 ;
-  assign \$783  = align + sh;
-  assign \$784  = \$783  == 6'h21;
-  assign \$786  = align + 1'h1;
-  assign \$787  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$788  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$789  = \$788  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$790  = \$787  ? 115'h000000000007ff801100100000000 : \$789 ;
-  assign \$791  = align + sh;
-  assign \$792  = \$791  == 6'h21;
-  assign \$794  = align + 1'h1;
-  assign \$795  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$796  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$797  = \$796  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$798  = \$795  ? 115'h000000000007ff801100100000000 : \$797 ;
-  assign \$799  = | left;
-  assign \$800  = ~ \$799 ;
-  assign \$801  = ~ \$signal$70 ;
-  assign \$802  = \$800  & \$801 ;
-  assign \$803  = ~ \$signal$69 ;
-  assign \$804  = \$802  & \$803 ;
-  assign \$805  = ~ s2_valid;
-  assign \$806  = \$804  & \$805 ;
-  assign \$807  = \$806  & adv;
+  assign \$779  = $signed(tq) + $signed(2'h1);
+  assign \$781  = align + sh;
+  assign \$782  = \$781  == 6'h21;
+  assign \$784  = align + 1'h1;
+  assign \$785  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$786  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$787  = \$786  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$788  = \$785  ? 115'h000000000007ff801100100000000 : \$787 ;
+  assign \$789  = align + sh;
+  assign \$790  = \$789  == 6'h21;
+  assign \$792  = align + 1'h1;
+  assign \$793  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$794  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$795  = \$794  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$796  = \$793  ? 115'h000000000007ff801100100000000 : \$795 ;
+  assign \$797  = align + sh;
+  assign \$798  = \$797  == 6'h21;
+  assign \$800  = align + 1'h1;
+  assign \$801  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$802  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$803  = \$802  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$804  = \$801  ? 115'h000000000007ff801100100000000 : \$803 ;
+  assign \$805  = | left;
+  assign \$806  = ~ \$805 ;
+  assign \$807  = ~ \$signal$69 ;
+  assign \$808  = \$806  & \$807 ;
+  assign \$809  = ~ \$signal$68 ;
+  assign \$810  = \$808  & \$809 ;
+  assign \$813  = ~ s2_valid;
+  assign \$814  = \$812  & \$813 ;
+  assign \$815  = \$814  & adv;
   always @(posedge clk)
-    s0_x <= \$808 ;
+    s0_x <= \$816 ;
   always @(posedge clk)
-    s0_g <= \$809 ;
+    s0_g <= \$817 ;
   always @(posedge clk)
-    s0_mask <= \$810 ;
+    s0_mask <= \$818 ;
   always @(posedge clk)
-    \$signal$66  <= \$811 ;
+    \$signal$65  <= \$819 ;
   always @(posedge clk)
-    o__valid <= \$812 ;
+    o__valid <= \$820 ;
   always @(posedge clk)
-    s2_valid <= \$813 ;
+    s2_valid <= \$821 ;
   always @(posedge clk)
-    \$signal$69  <= \$814 ;
+    \$signal$68  <= \$822 ;
   always @(posedge clk)
-    \$signal$70  <= \$815 ;
+    \$signal$69  <= \$823 ;
   always @(posedge clk)
-    s2_mask <= \$816 ;
+    s2_mask <= \$824 ;
   always @(posedge clk)
-    \$signal$72  <= \$817 ;
+    \$signal$71  <= \$825 ;
   always @(posedge clk)
-    s1_t0_0 <= \$818 ;
+    s1_t0_0 <= \$826 ;
   always @(posedge clk)
-    s1_t0_1 <= \$819 ;
+    s1_t0_1 <= \$827 ;
   always @(posedge clk)
-    acc0 <= \$820 ;
+    acc0 <= \$828 ;
   always @(posedge clk)
-    o__payload <= \$821 ;
+    o__payload <= \$829 ;
   always @(posedge clk)
-    sat <= \$822 ;
+    sat <= \$830 ;
   always @(posedge clk)
-    left <= \$823 ;
+    left <= \$831 ;
   always @(posedge clk)
-    chan <= \$824 ;
+    mask <= \$832 ;
   always @(posedge clk)
-    sg <= \$825 ;
+    last <= \$833 ;
   always @(posedge clk)
-    sgx <= \$826 ;
+    chan <= \$834 ;
   always @(posedge clk)
-    dgamma <= \$827 ;
+    sg <= \$835 ;
   always @(posedge clk)
-    align <= \$828 ;
+    sgx <= \$836 ;
   always @(posedge clk)
-    fsm_state <= \$829 ;
+    dgamma <= \$837 ;
   always @(posedge clk)
-    q <= \$830 ;
+    align <= \$838 ;
   always @(posedge clk)
-    rz <= \$831 ;
+    fsm_state <= \$839 ;
   always @(posedge clk)
-    sh <= \$832 ;
+    q <= \$840 ;
   always @(posedge clk)
-    scratch <= \$833 ;
+    rz <= \$841 ;
   always @(posedge clk)
-    qg <= \$834 ;
+    sh <= \$842 ;
   always @(posedge clk)
-    tq <= \$835 ;
+    scratch <= \$843 ;
   always @(posedge clk)
-    m1 <= \$836 ;
+    qg <= \$844 ;
   always @(posedge clk)
-    lane_a <= \$837 ;
+    tq <= \$845 ;
   always @(posedge clk)
-    c0w <= \$838 ;
+    m1 <= \$846 ;
   always @(posedge clk)
-    m2 <= \$839 ;
+    lane_a <= \$847 ;
   always @(posedge clk)
-    const1 <= \$840 ;
+    c0w <= \$848 ;
   always @(posedge clk)
-    const2 <= \$841 ;
+    m2 <= \$849 ;
   always @(posedge clk)
-    const0 <= \$842 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const1 <= \$850 ;
+  always @(posedge clk)
+    const2 <= \$851 ;
+  always @(posedge clk)
+    const0 <= \$852 ;
   assign \$3  = \$1  + \$2 ;
   \hwnorm_bwd_l1_s16.div  div (
     .clk(clk),
@@ -1597,18 +1617,18 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .c(c),
     .clk(clk),
     .done(\done$83 ),
-    .\neg$12 (\neg$48 ),
+    .\neg$12 (\neg$46 ),
     .p(p),
     .rst(rst),
-    .start(\start$44 ),
-    .steps(\steps$49 )
+    .start(\start$42 ),
+    .steps(\steps$47 )
   );
-  \hwnorm_bwd_l1_s16.sel$85  \sel$85  (
+  \hwnorm_bwd_l1_s16.sel$86  \sel$86  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$916$0 (\$843 ),
+    .\port$922$0 (\$853 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -2111,7 +2131,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$44  = 1'h0;
+    \start$42  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2120,17 +2140,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2146,21 +2166,21 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2174,7 +2194,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2182,7 +2202,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -2190,7 +2210,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
     endcase
   end
   always @* begin
@@ -2447,7 +2467,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$48  = 1'h0;
+    \neg$46  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2456,17 +2476,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \neg$48  = 1'h1;
+          \neg$46  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$48  = \$647 ;
+          \neg$46  = \$647 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2482,21 +2502,21 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$48  = \$664 ;
+          \neg$46  = \$664 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$48  = \$668 ;
+          \neg$46  = \$668 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2510,7 +2530,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$48  = 1'h1;
+          \neg$46  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2518,7 +2538,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2526,12 +2546,12 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \neg$48  = \$685 ;
+          \neg$46  = \$685 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$49  = 6'h00;
+    \steps$47  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2540,17 +2560,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \steps$49  = 6'h0d;
+          \steps$47  = 6'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$49  = 6'h0d;
+          \steps$47  = 6'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$49  = 6'h1d;
+          \steps$47  = 6'h1d;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2566,21 +2586,21 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \steps$49  = 6'h0d;
+          \steps$47  = 6'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$49  = 6'h1d;
+          \steps$47  = 6'h1d;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$49  = 6'h10;
+          \steps$47  = 6'h10;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$49  = 6'h23;
+          \steps$47  = 6'h23;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2594,7 +2614,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$49  = 6'h0e;
+          \steps$47  = 6'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2602,7 +2622,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \steps$49  = 6'h0e;
+          \steps$47  = 6'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2610,7 +2630,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \steps$49  = 6'h0e;
+          \steps$47  = 6'h0e;
     endcase
   end
   always @* begin
@@ -3097,172 +3117,172 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$808  = s0_x;
+    \$816  = s0_x;
     if (take) begin
-      \$808  = i__payload[15:0];
+      \$816  = i__payload[15:0];
     end
     if (rst) begin
-      \$808  = 16'h0000;
+      \$816  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$809  = s0_g;
+    \$817  = s0_g;
     if (take) begin
-      \$809  = i__payload[31:16];
+      \$817  = i__payload[31:16];
     end
     if (rst) begin
-      \$809  = 16'h0000;
+      \$817  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$810  = s0_mask;
+    \$818  = s0_mask;
     if (take) begin
-      \$810  = mask;
+      \$818  = mask;
     end
     if (rst) begin
-      \$810  = 1'h0;
+      \$818  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$811  = \$signal$66 ;
+    \$819  = \$signal$65 ;
     if (take) begin
-      \$811  = { 1'h0, \$843  };
+      \$819  = { 1'h0, \$853  };
     end
     if (rst) begin
-      \$811  = 3'h0;
+      \$819  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$812  = o__valid;
+    \$820  = o__valid;
     if (adv) begin
-      \$812  = s2_valid;
+      \$820  = s2_valid;
     end
     if (rst) begin
-      \$812  = 1'h0;
+      \$820  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$813  = s2_valid;
+    \$821  = s2_valid;
     if (adv) begin
-      \$813  = \$signal$69 ;
+      \$821  = \$signal$68 ;
     end
     if (rst) begin
-      \$813  = 1'h0;
+      \$821  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$814  = \$signal$69 ;
+    \$822  = \$signal$68 ;
     if (adv) begin
-      \$814  = \$signal$70 ;
+      \$822  = \$signal$69 ;
     end
     if (rst) begin
-      \$814  = 1'h0;
+      \$822  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$815  = \$signal$70 ;
+    \$823  = \$signal$69 ;
     if (adv) begin
-      \$815  = take;
+      \$823  = take;
     end
     if (rst) begin
-      \$815  = 1'h0;
+      \$823  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$816  = s2_mask;
+    \$824  = s2_mask;
     if (adv) begin
-      \$816  = \$signal$72 ;
+      \$824  = \$signal$71 ;
     end
     if (rst) begin
-      \$816  = 1'h0;
+      \$824  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$817  = \$signal$72 ;
+    \$825  = \$signal$71 ;
     if (adv) begin
-      \$817  = s0_mask;
+      \$825  = s0_mask;
     end
     if (rst) begin
-      \$817  = 1'h0;
+      \$825  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$818  = s1_t0_0;
+    \$826  = s1_t0_0;
     if (adv) begin
-      \$818  = \$734 ;
+      \$826  = \$734 ;
     end
     if (rst) begin
-      \$818  = 73'h0000000000000000000;
+      \$826  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$819  = s1_t0_1;
+    \$827  = s1_t0_1;
     if (adv) begin
-      \$819  = \$739 ;
+      \$827  = \$739 ;
     end
     if (rst) begin
-      \$819  = 73'h0000000000000000000;
+      \$827  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$820  = acc0;
+    \$828  = acc0;
     if (adv) begin
-      \$820  = \$740 ;
+      \$828  = \$740 ;
     end
     if (rst) begin
-      \$820  = 74'h0000000000000000000;
+      \$828  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$821  = o__payload;
+    \$829  = o__payload;
     if (adv) begin
-      \$821  = \$749 [15:0];
+      \$829  = \$749 [15:0];
     end
     if (rst) begin
-      \$821  = 16'h0000;
+      \$829  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$822  = sat;
+    \$830  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$822  = \$756 [12:0];
+        \$830  = \$756 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$822  = 13'h0000;
+            \$830  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$822  = 13'h0000;
+      \$830  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$823  = left;
+    \$831  = left;
     if (beat) begin
-      \$823  = \$758 [12:0];
+      \$831  = \$758 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$823  = chan__payload[12:0];
+            \$831  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3275,36 +3295,96 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$823  = chan[12:0];
+              \$831  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$823  = 13'h0000;
+      \$831  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$824  = chan;
+    \$832  = mask;
+    if (beat) begin
+      \$832  = \$759 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$824  = chan__payload;
+            \$832  = \$761 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$832  = \$769 ;
+            end
           end
     endcase
     if (rst) begin
-      \$824  = 168'h000000000000000000000000000000000000000000;
+      \$832  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$825  = sg;
+    \$833  = last;
+    if (beat) begin
+      \$833  = \$760 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$825  = 29'h00000000;
+            \$833  = \$762 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$833  = \$770 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$833  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$834  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$834  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$834  = 168'h000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$835  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$835  = 29'h00000000;
             if (refused) begin
-              \$825  = 29'h00000000;
+              \$835  = 29'h00000000;
             end
           end
       6'h02:
@@ -3317,20 +3397,20 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$825  = \$761 [28:0];
+            \$835  = \$765 [28:0];
           end
     endcase
     if (rst) begin
-      \$825  = 29'h00000000;
+      \$835  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$826  = sgx;
+    \$836  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$826  = 44'h00000000000;
+            \$836  = 44'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3342,20 +3422,20 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$826  = \$764 [43:0];
+            \$836  = \$768 [43:0];
           end
     endcase
     if (rst) begin
-      \$826  = 44'h00000000000;
+      \$836  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$827  = dgamma;
+    \$837  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$827  = 55'h00000000000000;
+            \$837  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3386,19 +3466,19 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0f:
           /* empty */;
       6'h10:
-          \$827  = \$768 [54:0];
+          \$837  = \$774 [54:0];
     endcase
     if (rst) begin
-      \$827  = 55'h00000000000000;
+      \$837  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$828  = align;
+    \$838  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$828  = 6'h00;
+            \$838  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3436,10 +3516,10 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$770 ) begin
-            \$828  = 6'h00;
+          if (\$776 ) begin
+            \$838  = 6'h00;
           end else begin
-            \$828  = \$772 [5:0];
+            \$838  = \$778 [5:0];
           end
       6'h14:
           /* empty */;
@@ -3469,10 +3549,10 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$776 ) begin
-            \$828  = 6'h00;
+          if (\$782 ) begin
+            \$838  = 6'h00;
           end else begin
-            \$828  = \$778 [5:0];
+            \$838  = \$784 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3482,10 +3562,10 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$784 ) begin
-            \$828  = 6'h00;
+          if (\$790 ) begin
+            \$838  = 6'h00;
           end else begin
-            \$828  = \$786 [5:0];
+            \$838  = \$792 [5:0];
           end
       6'h26:
           /* empty */;
@@ -3495,173 +3575,173 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$792 ) begin
-            \$828  = 6'h00;
+          if (\$798 ) begin
+            \$838  = 6'h00;
           end else begin
-            \$828  = \$794 [5:0];
+            \$838  = \$800 [5:0];
           end
     endcase
     if (rst) begin
-      \$828  = 6'h00;
+      \$838  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$829  = fsm_state;
+    \$839  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$829  = 6'h01;
+              \$839  = 6'h01;
             end else begin
-              \$829  = 6'h02;
+              \$839  = 6'h02;
             end
           end
       6'h02:
-          \$829  = 6'h03;
+          \$839  = 6'h03;
       6'h03:
           if (done) begin
-            \$829  = 6'h04;
+            \$839  = 6'h04;
           end
       6'h04:
-          \$829  = 6'h05;
+          \$839  = 6'h05;
       6'h05:
           if (\done$83 ) begin
-            \$829  = 6'h06;
+            \$839  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$829  = 6'h07;
+              \$839  = 6'h07;
             end
           end
       6'h07:
-          \$829  = 6'h08;
+          \$839  = 6'h08;
       6'h08:
           if (\done$83 ) begin
-            \$829  = 6'h09;
+            \$839  = 6'h09;
           end
       6'h09:
-          \$829  = 6'h0a;
+          \$839  = 6'h0a;
       6'h0a:
           if (\done$83 ) begin
-            \$829  = 6'h0b;
+            \$839  = 6'h0b;
           end
       6'h0b:
-          \$829  = 6'h0c;
+          \$839  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$829  = 6'h0d;
+            \$839  = 6'h0d;
           end
       6'h0d:
-          \$829  = 6'h0e;
+          \$839  = 6'h0e;
       6'h0e:
-          \$829  = 6'h0f;
+          \$839  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$829  = 6'h10;
+            \$839  = 6'h10;
           end
       6'h10:
-          \$829  = 6'h11;
+          \$839  = 6'h11;
       6'h11:
-          \$829  = 6'h12;
+          \$839  = 6'h12;
       6'h12:
           if (\done$83 ) begin
-            \$829  = 6'h13;
+            \$839  = 6'h13;
           end
       6'h13:
-          if (\$770 ) begin
-            \$829  = 6'h14;
+          if (\$776 ) begin
+            \$839  = 6'h14;
           end
       6'h14:
-          \$829  = 6'h15;
+          \$839  = 6'h15;
       6'h15:
           if (\done$83 ) begin
-            \$829  = 6'h16;
+            \$839  = 6'h16;
           end
       6'h16:
-          \$829  = 6'h17;
+          \$839  = 6'h17;
       6'h17:
           if (\done$83 ) begin
-            \$829  = 6'h18;
+            \$839  = 6'h18;
           end
       6'h18:
-          \$829  = 6'h19;
+          \$839  = 6'h19;
       6'h19:
           if (\done$83 ) begin
-            \$829  = 6'h1a;
+            \$839  = 6'h1a;
           end
       6'h1a:
-          \$829  = 6'h1b;
+          \$839  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$829  = 6'h1c;
+            \$839  = 6'h1c;
           end
       6'h1c:
-          \$829  = 6'h1d;
+          \$839  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$829  = 6'h1e;
+            \$839  = 6'h1e;
           end
       6'h1e:
-          \$829  = 6'h1f;
+          \$839  = 6'h1f;
       6'h1f:
-          \$829  = 6'h20;
+          \$839  = 6'h20;
       6'h20:
           if (\done$83 ) begin
-            \$829  = 6'h21;
+            \$839  = 6'h21;
           end
       6'h21:
-          if (\$776 ) begin
-            \$829  = 6'h22;
+          if (\$782 ) begin
+            \$839  = 6'h22;
           end
       6'h22:
-          \$829  = 6'h23;
+          \$839  = 6'h23;
       6'h23:
-          \$829  = 6'h24;
+          \$839  = 6'h24;
       6'h24:
           if (\done$83 ) begin
-            \$829  = 6'h25;
+            \$839  = 6'h25;
           end
       6'h25:
-          if (\$784 ) begin
-            \$829  = 6'h26;
+          if (\$790 ) begin
+            \$839  = 6'h26;
           end
       6'h26:
-          \$829  = 6'h27;
+          \$839  = 6'h27;
       6'h27:
-          \$829  = 6'h28;
+          \$839  = 6'h28;
       6'h28:
           if (\done$83 ) begin
-            \$829  = 6'h29;
+            \$839  = 6'h29;
           end
       6'h29:
-          if (\$792 ) begin
-            \$829  = 6'h2a;
+          if (\$798 ) begin
+            \$839  = 6'h2a;
           end
       6'h2a:
-          \$829  = 6'h2b;
+          \$839  = 6'h2b;
       6'h2b:
-          if (\$807 ) begin
-            \$829  = 6'h2c;
+          if (\$815 ) begin
+            \$839  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$829  = 6'h00;
+            \$839  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$829  = 6'h00;
+            \$839  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$829  = 6'h00;
+      \$839  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$830  = q;
+    \$840  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3669,16 +3749,16 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h03:
           if (done) begin
-            \$830  = \q$82 [16:0];
+            \$840  = \q$82 [16:0];
           end
     endcase
     if (rst) begin
-      \$830  = 17'h00000;
+      \$840  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = rz;
+    \$841  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3690,16 +3770,16 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h05:
           if (\done$83 ) begin
-            \$831  = \$759 ;
+            \$841  = \$763 ;
           end
     endcase
     if (rst) begin
-      \$831  = 1'h0;
+      \$841  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = sh;
+    \$842  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3712,15 +3792,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h05:
           /* empty */;
       6'h06:
-          \$832  = \$387 [5:0];
+          \$842  = \$387 [5:0];
     endcase
     if (rst) begin
-      \$832  = 6'h00;
+      \$842  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = scratch;
+    \$843  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3738,7 +3818,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h08:
           if (\done$83 ) begin
-            \$833  = p;
+            \$843  = p;
           end
       6'h09:
           /* empty */;
@@ -3770,13 +3850,13 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h17:
           if (\done$83 ) begin
-            \$833  = p;
+            \$843  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$83 ) begin
-            \$833  = p;
+            \$843  = p;
           end
       6'h1a:
           /* empty */;
@@ -3792,13 +3872,13 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h20:
           if (\done$83 ) begin
-            \$833  = p;
+            \$843  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$776 ) begin
+          if (\$782 ) begin
           end else begin
-            \$833  = \$777 [114:0];
+            \$843  = \$783 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3806,13 +3886,13 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h24:
           if (\done$83 ) begin
-            \$833  = p;
+            \$843  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$784 ) begin
+          if (\$790 ) begin
           end else begin
-            \$833  = \$785 [114:0];
+            \$843  = \$791 [114:0];
           end
       6'h26:
           /* empty */;
@@ -3820,22 +3900,22 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h28:
           if (\done$83 ) begin
-            \$833  = p;
+            \$843  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$792 ) begin
+          if (\$798 ) begin
           end else begin
-            \$833  = \$793 [114:0];
+            \$843  = \$799 [114:0];
           end
     endcase
     if (rst) begin
-      \$833  = 115'h00000000000000000000000000000;
+      \$843  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$834  = qg;
+    \$844  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3857,16 +3937,16 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0a:
           if (\done$83 ) begin
-            \$834  = p[55:0];
+            \$844  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$834  = 56'h00000000000000;
+      \$844  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$835  = tq;
+    \$845  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3892,7 +3972,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0c:
           if (done) begin
-            \$835  = \q$82 ;
+            \$845  = \q$82 ;
           end
       6'h0d:
           /* empty */;
@@ -3900,7 +3980,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0f:
           if (done) begin
-            \$835  = \q$82 ;
+            \$845  = \q$82 ;
           end
       6'h10:
           /* empty */;
@@ -3926,22 +4006,22 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1b:
           if (done) begin
-            \$835  = \q$82 ;
+            \$845  = \q$82 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$835  = \q$82 ;
+            \$845  = \q$82 ;
           end
     endcase
     if (rst) begin
-      \$835  = 173'h00000000000000000000000000000000000000000000;
+      \$845  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$836  = m1;
+    \$846  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3968,15 +4048,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0c:
           /* empty */;
       6'h0d:
-          \$836  = \$766 [56:0];
+          \$846  = \$772 [56:0];
     endcase
     if (rst) begin
-      \$836  = 57'h000000000000000;
+      \$846  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$837  = lane_a;
+    \$847  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4014,22 +4094,22 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h12:
           if (\done$83 ) begin
-            \$837  = p[56:0];
+            \$847  = p[56:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$770 ) begin
+          if (\$776 ) begin
           end else begin
-            \$837  = \$771 [56:0];
+            \$847  = \$777 [56:0];
           end
     endcase
     if (rst) begin
-      \$837  = 57'h000000000000000;
+      \$847  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$838  = c0w;
+    \$848  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4073,16 +4153,16 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h15:
           if (\done$83 ) begin
-            \$838  = p;
+            \$848  = p;
           end
     endcase
     if (rst) begin
-      \$838  = 115'h00000000000000000000000000000;
+      \$848  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$839  = m2;
+    \$849  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4143,15 +4223,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1d:
           /* empty */;
       6'h1e:
-          \$839  = \$774 [99:0];
+          \$849  = \$780 [99:0];
     endcase
     if (rst) begin
-      \$839  = 100'h0000000000000000000000000;
+      \$849  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$840  = const1;
+    \$850  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4220,15 +4300,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h21:
           /* empty */;
       6'h22:
-          \$840  = \$782 [71:0];
+          \$850  = \$788 [71:0];
     endcase
     if (rst) begin
-      \$840  = 72'h000000000000000000;
+      \$850  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$841  = const2;
+    \$851  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4305,15 +4385,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h25:
           /* empty */;
       6'h26:
-          \$841  = \$790 [71:0];
+          \$851  = \$796 [71:0];
     endcase
     if (rst) begin
-      \$841  = 72'h000000000000000000;
+      \$851  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$842  = const0;
+    \$852  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4398,21 +4478,22 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h29:
           /* empty */;
       6'h2a:
-          \$842  = \$798 [71:0];
+          \$852  = \$804 [71:0];
     endcase
     if (rst) begin
-      \$842  = 72'h000000000000000000;
+      \$852  = 72'h000000000000000000;
     end
   end
   assign \$signal  = q;
-  assign \rz$20  = rz;
+  assign \$signal$17  = rz;
   assign x = i__payload[15:0];
-  assign \mask$22  = mask;
+  assign \mask$20  = mask;
   assign shv = { 70'h000000000000000000, \$3  };
   assign sh_new = \$387 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$843  };
+  assign sel = { 1'h0, \$853  };
+  assign \$signal$85  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[116:42];
@@ -4436,8 +4517,8 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$66[0]  = \$signal$66 ;
-  assign \sel[0]  = { 1'h0, \$843  };
+  assign \$signal$65[0]  = \$signal$65 ;
+  assign \sel[0]  = { 1'h0, \$853  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4712,13 +4793,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$746  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$750  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$752  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$766  = { \$765 [173], \$765 [173:1] };
-  assign \$768  = { \$767 [173], \$767 [173:1] };
-  assign \$771  = { lane_a, 1'h0 };
+  assign \$772  = { \$771 [173], \$771 [173:1] };
   assign \$774  = { \$773 [173], \$773 [173:1] };
-  assign \$777  = { scratch, 1'h0 };
-  assign \$785  = { scratch, 1'h0 };
-  assign \$793  = { scratch, 1'h0 };
+  assign \$777  = { lane_a, 1'h0 };
+  assign \$780  = { \$779 [173], \$779 [173:1] };
+  assign \$783  = { scratch, 1'h0 };
+  assign \$791  = { scratch, 1'h0 };
+  assign \$799  = { scratch, 1'h0 };
+  assign \$811  = 1'h1;
+  assign \$812  = \$810 ;
 endmodule
 
 module \hwnorm_bwd_l1_s16.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -5069,7 +5152,7 @@ module \hwnorm_bwd_l1_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, cl
   assign \$6  = { 1'h0, b_sh[35:1] };
 endmodule
 
-module \hwnorm_bwd_l1_s16.sel$85 (clk, rst, mask, \port$916$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_l1_s16.sel$86 (clk, rst, \port$922$0 , clear, p1, mask, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5095,8 +5178,8 @@ module \hwnorm_bwd_l1_s16.sel$85 (clk, rst, mask, \port$916$0 , clear, p1, q, rz
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$916$0 ;
-  wire [1:0] \port$916$0 ;
+  output [1:0] \port$922$0 ;
+  wire [1:0] \port$922$0 ;
   input [16:0] q;
   wire [16:0] q;
   input rst;
@@ -5140,7 +5223,7 @@ module \hwnorm_bwd_l1_s16.sel$85 (clk, rst, mask, \port$916$0 , clear, p1, q, rz
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$916$0  = \$7 ;
+  assign \port$922$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

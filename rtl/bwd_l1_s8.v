@@ -569,101 +569,111 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [13:0] \$604 ;
   wire [13:0] \$605 ;
   wire \$606 ;
-  wire [7:0] \$607 ;
-  wire [21:0] \$608 ;
-  wire [15:0] \$609 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
-  wire [15:0] \$610 ;
-  wire [28:0] \$611 ;
-  wire [125:0] \$612 ;
-  wire [125:0] \$613 ;
-  wire [125:0] \$614 ;
-  wire [125:0] \$615 ;
-  wire [5:0] \$616 ;
+  wire \$610 ;
+  wire [7:0] \$611 ;
+  wire [21:0] \$612 ;
+  wire [15:0] \$613 ;
+  wire [15:0] \$614 ;
+  wire [28:0] \$615 ;
+  wire \$616 ;
   wire \$617 ;
-  wire [45:0] \$618 ;
-  wire [5:0] \$619 ;
+  wire [125:0] \$618 ;
+  wire [125:0] \$619 ;
   wire \$62 ;
   wire [125:0] \$620 ;
   wire [125:0] \$621 ;
   wire [5:0] \$622 ;
   wire \$623 ;
-  wire [91:0] \$624 ;
+  wire [45:0] \$624 ;
   wire [5:0] \$625 ;
-  wire \$626 ;
-  wire \$627 ;
-  wire [90:0] \$628 ;
-  wire [90:0] \$629 ;
+  wire [125:0] \$626 ;
+  wire [125:0] \$627 ;
+  wire [5:0] \$628 ;
+  wire \$629 ;
   wire \$63 ;
-  wire [5:0] \$630 ;
-  wire \$631 ;
-  wire [91:0] \$632 ;
-  wire [5:0] \$633 ;
-  wire \$634 ;
-  wire \$635 ;
-  wire [90:0] \$636 ;
-  wire [90:0] \$637 ;
-  wire [5:0] \$638 ;
-  wire \$639 ;
+  wire [91:0] \$630 ;
+  wire [5:0] \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire [90:0] \$634 ;
+  wire [90:0] \$635 ;
+  wire [5:0] \$636 ;
+  wire \$637 ;
+  wire [91:0] \$638 ;
+  wire [5:0] \$639 ;
   wire \$64 ;
-  wire [91:0] \$640 ;
-  wire [5:0] \$641 ;
-  wire \$642 ;
-  wire \$643 ;
-  wire [90:0] \$644 ;
-  wire [90:0] \$645 ;
-  wire \$646 ;
-  wire \$647 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire [90:0] \$642 ;
+  wire [90:0] \$643 ;
+  wire [5:0] \$644 ;
+  wire \$645 ;
+  wire [91:0] \$646 ;
+  wire [5:0] \$647 ;
   wire \$648 ;
   wire \$649 ;
   wire \$65 ;
-  wire \$650 ;
-  wire \$651 ;
+  wire [90:0] \$650 ;
+  wire [90:0] \$651 ;
   wire \$652 ;
   wire \$653 ;
   wire \$654 ;
-  reg [7:0] \$655 ;
-  reg [7:0] \$656 ;
-  reg \$657 ;
-  reg [2:0] \$658 ;
-  reg \$659 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
-  reg \$660 ;
-  reg \$661 ;
-  reg \$662 ;
-  reg \$663 ;
-  reg \$664 ;
-  reg [52:0] \$665 ;
-  reg [52:0] \$666 ;
-  reg [53:0] \$667 ;
-  reg [7:0] \$668 ;
-  reg [12:0] \$669 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  reg [7:0] \$663 ;
+  reg [7:0] \$664 ;
+  reg \$665 ;
+  reg [2:0] \$666 ;
+  reg \$667 ;
+  reg \$668 ;
+  reg \$669 ;
   wire \$67 ;
-  reg [12:0] \$670 ;
-  reg [127:0] \$671 ;
-  reg [20:0] \$672 ;
-  reg [27:0] \$673 ;
-  reg [42:0] \$674 ;
-  reg [4:0] \$675 ;
-  reg [5:0] \$676 ;
-  reg [8:0] \$677 ;
-  reg \$678 ;
-  reg [4:0] \$679 ;
+  reg \$670 ;
+  reg \$671 ;
+  reg \$672 ;
+  reg [52:0] \$673 ;
+  reg [52:0] \$674 ;
+  reg [53:0] \$675 ;
+  reg [7:0] \$676 ;
+  reg [12:0] \$677 ;
+  reg [12:0] \$678 ;
+  reg \$679 ;
   wire [6:0] \$68 ;
-  reg [90:0] \$680 ;
-  reg [39:0] \$681 ;
-  reg [124:0] \$682 ;
-  reg [44:0] \$683 ;
-  reg [44:0] \$684 ;
-  reg [90:0] \$685 ;
-  reg [75:0] \$686 ;
-  reg [51:0] \$687 ;
-  reg [51:0] \$688 ;
-  reg [51:0] \$689 ;
+  reg \$680 ;
+  reg [127:0] \$681 ;
+  reg [20:0] \$682 ;
+  reg [27:0] \$683 ;
+  reg [42:0] \$684 ;
+  reg [4:0] \$685 ;
+  reg [5:0] \$686 ;
+  reg [8:0] \$687 ;
+  reg \$688 ;
+  reg [4:0] \$689 ;
   wire [6:0] \$69 ;
-  wire [1:0] \$690 ;
+  reg [90:0] \$690 ;
+  reg [39:0] \$691 ;
+  reg [124:0] \$692 ;
+  reg [44:0] \$693 ;
+  reg [44:0] \$694 ;
+  reg [90:0] \$695 ;
+  reg [75:0] \$696 ;
+  reg [51:0] \$697 ;
+  reg [51:0] \$698 ;
+  reg [51:0] \$699 ;
   wire \$7 ;
   wire [6:0] \$70 ;
+  wire [1:0] \$700 ;
   wire \$71 ;
   wire [6:0] \$72 ;
   wire [6:0] \$73 ;
@@ -697,11 +707,14 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$99 ;
   (* init = 9'h000 *)
   wire [8:0] \$signal ;
-  reg [2:0] \$signal$66  = 3'h0;
-  wire [2:0] \$signal$66[0] ;
+  (* init = 1'h0 *)
+  wire \$signal$17 ;
+  reg [2:0] \$signal$65  = 3'h0;
+  wire [2:0] \$signal$65[0] ;
+  reg \$signal$68  = 1'h0;
   reg \$signal$69  = 1'h0;
-  reg \$signal$70  = 1'h0;
-  reg \$signal$72  = 1'h0;
+  reg \$signal$71  = 1'h0;
+  wire \$signal$85 ;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
   wire adv;
@@ -751,15 +764,16 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   input i__valid;
   wire i__valid;
   reg [44:0] lane_a = 45'h000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [122:0] lo_init;
   reg [44:0] m1 = 45'h000000000000;
   reg [75:0] m2 = 76'h0000000000000000000;
-  wire mask;
-  wire \mask$22 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$20 ;
   reg neg;
-  reg \neg$48 ;
+  reg \neg$46 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -783,8 +797,6 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   input rst;
   wire rst;
   reg rz = 1'h0;
-  (* init = 1'h0 *)
-  wire \rz$20 ;
   reg [7:0] s0_g = 8'h00;
   wire [7:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -805,7 +817,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$44 ;
+  reg \start$42 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -817,12 +829,20 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   output stats__valid;
   reg stats__valid;
   reg [6:0] steps;
-  reg [4:0] \steps$49 ;
+  reg [4:0] \steps$47 ;
   reg take;
   reg [124:0] tq = 125'h00000000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = chan__payload[78] | chan__payload[79];
+  assign \$300  = chan__payload[80] | chan__payload[81];
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = \$298  | \$301 ;
+  assign \$303  = \$295  | \$302 ;
+  assign \$304  = chan__payload[82] | chan__payload[83];
+  assign \$305  = chan__payload[84] | chan__payload[85];
   assign \$306  = \$304  | \$305 ;
   assign \$307  = chan__payload[86] | chan__payload[87];
   assign \$308  = chan__payload[88] | chan__payload[89];
@@ -1099,8 +1119,8 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$579  = fsm_state == 6'h2b;
   assign \$580  = fsm_state == 6'h2c;
   assign \$581  = $signed(s0_g) * $signed(lane_a);
-  assign \$582  = \$signal$66  == 2'h2;
-  assign \$583  = ! \$signal$66 ;
+  assign \$582  = \$signal$65  == 2'h2;
+  assign \$583  = ! \$signal$65 ;
   assign \$584  = \$583  ? const0 : const1;
   assign \$585  = \$582  ? const2 : \$584 ;
   assign \$586  = $signed(\$585 ) + $signed(26'h1000000);
@@ -1118,120 +1138,128 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$603  = sat + \$602 ;
   assign \$604  = left - 1'h1;
   assign \$605  = last ? 14'h0000 : \$604 ;
-  assign \$606  = ! p;
-  assign \$607  = mask ? i__payload[15:8] : 8'h00;
-  assign \$608  = $signed(sg) + $signed(\$607 );
-  assign \$609  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$610  = mask ? \$609  : 16'h0000;
-  assign \$611  = $signed(sgx) + $signed(\$610 );
-  assign \$612  = $signed(tq) + $signed(2'h1);
-  assign \$614  = $signed(tq) + $signed(2'h1);
-  assign \$616  = align + sh;
-  assign \$617  = \$616  == 5'h19;
-  assign \$619  = align + 1'h1;
+  assign \$606  = left > 1'h1;
+  assign \$607  = left <= 2'h2;
+  assign \$608  = chan__payload[12:0] > 1'h0;
+  assign \$609  = chan__payload[12:0] <= 1'h1;
+  assign \$610  = ! p;
+  assign \$611  = mask ? i__payload[15:8] : 8'h00;
+  assign \$612  = $signed(sg) + $signed(\$611 );
+  assign \$613  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$614  = mask ? \$613  : 16'h0000;
+  assign \$615  = $signed(sgx) + $signed(\$614 );
+  assign \$616  = chan[12:0] > 1'h0;
+  assign \$617  = chan[12:0] <= 1'h1;
+  assign \$618  = $signed(tq) + $signed(2'h1);
   assign \$620  = $signed(tq) + $signed(2'h1);
   assign \$622  = align + sh;
   assign \$623  = \$622  == 5'h19;
   assign \$625  = align + 1'h1;
-  assign \$626  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$627  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$628  = \$627  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$629  = \$626  ? 91'h00000000007ff8111ff0000 : \$628 ;
-  assign \$630  = align + sh;
-  assign \$631  = \$630  == 5'h19;
-  assign \$633  = align + 1'h1;
-  assign \$634  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$635  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$636  = \$635  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$637  = \$634  ? 91'h00000000007ff8111ff0000 : \$636 ;
-  assign \$638  = align + sh;
-  assign \$639  = \$638  == 5'h19;
-  assign \$641  = align + 1'h1;
-  assign \$642  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$643  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$644  = \$643  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$645  = \$642  ? 91'h00000000007ff8111ff0000 : \$644 ;
-  assign \$646  = | left;
-  assign \$647  = ~ \$646 ;
-  assign \$648  = ~ \$signal$70 ;
-  assign \$649  = \$647  & \$648 ;
-  assign \$650  = ~ \$signal$69 ;
-  assign \$651  = \$649  & \$650 ;
-  assign \$652  = ~ s2_valid;
-  assign \$653  = \$651  & \$652 ;
-  assign \$654  = \$653  & adv;
+  assign \$626  = $signed(tq) + $signed(2'h1);
+  assign \$628  = align + sh;
+  assign \$629  = \$628  == 5'h19;
+  assign \$631  = align + 1'h1;
+  assign \$632  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$633  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$634  = \$633  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$635  = \$632  ? 91'h00000000007ff8111ff0000 : \$634 ;
+  assign \$636  = align + sh;
+  assign \$637  = \$636  == 5'h19;
+  assign \$639  = align + 1'h1;
+  assign \$640  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$641  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$642  = \$641  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$643  = \$640  ? 91'h00000000007ff8111ff0000 : \$642 ;
+  assign \$644  = align + sh;
+  assign \$645  = \$644  == 5'h19;
+  assign \$647  = align + 1'h1;
+  assign \$648  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$649  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$650  = \$649  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$651  = \$648  ? 91'h00000000007ff8111ff0000 : \$650 ;
+  assign \$652  = | left;
+  assign \$653  = ~ \$652 ;
+  assign \$654  = ~ \$signal$69 ;
+  assign \$655  = \$653  & \$654 ;
+  assign \$656  = ~ \$signal$68 ;
+  assign \$657  = \$655  & \$656 ;
+  assign \$660  = ~ s2_valid;
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = \$661  & adv;
   always @(posedge clk)
-    s0_x <= \$655 ;
+    s0_x <= \$663 ;
   always @(posedge clk)
-    s0_g <= \$656 ;
+    s0_g <= \$664 ;
   always @(posedge clk)
-    s0_mask <= \$657 ;
+    s0_mask <= \$665 ;
   always @(posedge clk)
-    \$signal$66  <= \$658 ;
+    \$signal$65  <= \$666 ;
   always @(posedge clk)
-    o__valid <= \$659 ;
+    o__valid <= \$667 ;
   always @(posedge clk)
-    s2_valid <= \$660 ;
+    s2_valid <= \$668 ;
   always @(posedge clk)
-    \$signal$69  <= \$661 ;
+    \$signal$68  <= \$669 ;
   always @(posedge clk)
-    \$signal$70  <= \$662 ;
+    \$signal$69  <= \$670 ;
   always @(posedge clk)
-    s2_mask <= \$663 ;
+    s2_mask <= \$671 ;
   always @(posedge clk)
-    \$signal$72  <= \$664 ;
+    \$signal$71  <= \$672 ;
   always @(posedge clk)
-    s1_t0_0 <= \$665 ;
+    s1_t0_0 <= \$673 ;
   always @(posedge clk)
-    s1_t0_1 <= \$666 ;
+    s1_t0_1 <= \$674 ;
   always @(posedge clk)
-    acc0 <= \$667 ;
+    acc0 <= \$675 ;
   always @(posedge clk)
-    o__payload <= \$668 ;
+    o__payload <= \$676 ;
   always @(posedge clk)
-    sat <= \$669 ;
+    sat <= \$677 ;
   always @(posedge clk)
-    left <= \$670 ;
+    left <= \$678 ;
   always @(posedge clk)
-    chan <= \$671 ;
+    mask <= \$679 ;
   always @(posedge clk)
-    sg <= \$672 ;
+    last <= \$680 ;
   always @(posedge clk)
-    sgx <= \$673 ;
+    chan <= \$681 ;
   always @(posedge clk)
-    dgamma <= \$674 ;
+    sg <= \$682 ;
   always @(posedge clk)
-    align <= \$675 ;
+    sgx <= \$683 ;
   always @(posedge clk)
-    fsm_state <= \$676 ;
+    dgamma <= \$684 ;
   always @(posedge clk)
-    q <= \$677 ;
+    align <= \$685 ;
   always @(posedge clk)
-    rz <= \$678 ;
+    fsm_state <= \$686 ;
   always @(posedge clk)
-    sh <= \$679 ;
+    q <= \$687 ;
   always @(posedge clk)
-    scratch <= \$680 ;
+    rz <= \$688 ;
   always @(posedge clk)
-    qg <= \$681 ;
+    sh <= \$689 ;
   always @(posedge clk)
-    tq <= \$682 ;
+    scratch <= \$690 ;
   always @(posedge clk)
-    m1 <= \$683 ;
+    qg <= \$691 ;
   always @(posedge clk)
-    lane_a <= \$684 ;
+    tq <= \$692 ;
   always @(posedge clk)
-    c0w <= \$685 ;
+    m1 <= \$693 ;
   always @(posedge clk)
-    m2 <= \$686 ;
+    lane_a <= \$694 ;
   always @(posedge clk)
-    const1 <= \$687 ;
+    c0w <= \$695 ;
   always @(posedge clk)
-    const2 <= \$688 ;
+    m2 <= \$696 ;
   always @(posedge clk)
-    const0 <= \$689 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const1 <= \$697 ;
+  always @(posedge clk)
+    const2 <= \$698 ;
+  always @(posedge clk)
+    const0 <= \$699 ;
   assign \$3  = \$1  + \$2 ;
   assign \$201  = \$3 [16] | \$3 [17];
   assign \$202  = \$3 [18] | \$3 [19];
@@ -1317,14 +1345,6 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$295  = \$291  | \$294 ;
   assign \$296  = chan__payload[74] | chan__payload[75];
   assign \$297  = chan__payload[76] | chan__payload[77];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = chan__payload[78] | chan__payload[79];
-  assign \$300  = chan__payload[80] | chan__payload[81];
-  assign \$301  = \$299  | \$300 ;
-  assign \$302  = \$298  | \$301 ;
-  assign \$303  = \$295  | \$302 ;
-  assign \$304  = chan__payload[82] | chan__payload[83];
-  assign \$305  = chan__payload[84] | chan__payload[85];
   \hwnorm_bwd_l1_s8.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1343,18 +1363,18 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     .c(c),
     .clk(clk),
     .done(\done$83 ),
-    .\neg$12 (\neg$48 ),
+    .\neg$12 (\neg$46 ),
     .p(p),
     .rst(rst),
-    .start(\start$44 ),
-    .steps(\steps$49 )
+    .start(\start$42 ),
+    .steps(\steps$47 )
   );
-  \hwnorm_bwd_l1_s8.sel$85  \sel$85  (
+  \hwnorm_bwd_l1_s8.sel$86  \sel$86  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$763$0 (\$690 ),
+    .\port$769$0 (\$700 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -1857,7 +1877,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$44  = 1'h0;
+    \start$42  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1866,17 +1886,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h03:
           /* empty */;
       6'h04:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1892,21 +1912,21 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h10:
           /* empty */;
       6'h11:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1920,7 +1940,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -1928,7 +1948,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h22:
           /* empty */;
       6'h23:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -1936,7 +1956,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h26:
           /* empty */;
       6'h27:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
     endcase
   end
   always @* begin
@@ -2193,7 +2213,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$48  = 1'h0;
+    \neg$46  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2202,17 +2222,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h03:
           /* empty */;
       6'h04:
-          \neg$48  = 1'h1;
+          \neg$46  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$48  = \$494 ;
+          \neg$46  = \$494 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2228,21 +2248,21 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h10:
           /* empty */;
       6'h11:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$48  = \$511 ;
+          \neg$46  = \$511 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$48  = \$515 ;
+          \neg$46  = \$515 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2256,7 +2276,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$48  = 1'h1;
+          \neg$46  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2264,7 +2284,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h22:
           /* empty */;
       6'h23:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2272,12 +2292,12 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h26:
           /* empty */;
       6'h27:
-          \neg$48  = \$532 ;
+          \neg$46  = \$532 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$49  = 5'h00;
+    \steps$47  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2286,17 +2306,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h03:
           /* empty */;
       6'h04:
-          \steps$49  = 5'h0d;
+          \steps$47  = 5'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$49  = 5'h0d;
+          \steps$47  = 5'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$49  = 5'h15;
+          \steps$47  = 5'h15;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2312,21 +2332,21 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h10:
           /* empty */;
       6'h11:
-          \steps$49  = 5'h0d;
+          \steps$47  = 5'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$49  = 5'h15;
+          \steps$47  = 5'h15;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$49  = 5'h08;
+          \steps$47  = 5'h08;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$49  = 5'h1b;
+          \steps$47  = 5'h1b;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2340,7 +2360,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$49  = 5'h0e;
+          \steps$47  = 5'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2348,7 +2368,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h22:
           /* empty */;
       6'h23:
-          \steps$49  = 5'h0e;
+          \steps$47  = 5'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2356,7 +2376,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h26:
           /* empty */;
       6'h27:
-          \steps$49  = 5'h0e;
+          \steps$47  = 5'h0e;
     endcase
   end
   always @* begin
@@ -2843,172 +2863,172 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = s0_x;
+    \$663  = s0_x;
     if (take) begin
-      \$655  = i__payload[7:0];
+      \$663  = i__payload[7:0];
     end
     if (rst) begin
-      \$655  = 8'h00;
+      \$663  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = s0_g;
+    \$664  = s0_g;
     if (take) begin
-      \$656  = i__payload[15:8];
+      \$664  = i__payload[15:8];
     end
     if (rst) begin
-      \$656  = 8'h00;
+      \$664  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = s0_mask;
+    \$665  = s0_mask;
     if (take) begin
-      \$657  = mask;
+      \$665  = mask;
     end
     if (rst) begin
-      \$657  = 1'h0;
+      \$665  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = \$signal$66 ;
+    \$666  = \$signal$65 ;
     if (take) begin
-      \$658  = { 1'h0, \$690  };
+      \$666  = { 1'h0, \$700  };
     end
     if (rst) begin
-      \$658  = 3'h0;
+      \$666  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = o__valid;
+    \$667  = o__valid;
     if (adv) begin
-      \$659  = s2_valid;
+      \$667  = s2_valid;
     end
     if (rst) begin
-      \$659  = 1'h0;
+      \$667  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = s2_valid;
+    \$668  = s2_valid;
     if (adv) begin
-      \$660  = \$signal$69 ;
+      \$668  = \$signal$68 ;
     end
     if (rst) begin
-      \$660  = 1'h0;
+      \$668  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = \$signal$69 ;
+    \$669  = \$signal$68 ;
     if (adv) begin
-      \$661  = \$signal$70 ;
+      \$669  = \$signal$69 ;
     end
     if (rst) begin
-      \$661  = 1'h0;
+      \$669  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = \$signal$70 ;
+    \$670  = \$signal$69 ;
     if (adv) begin
-      \$662  = take;
+      \$670  = take;
     end
     if (rst) begin
-      \$662  = 1'h0;
+      \$670  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = s2_mask;
+    \$671  = s2_mask;
     if (adv) begin
-      \$663  = \$signal$72 ;
+      \$671  = \$signal$71 ;
     end
     if (rst) begin
-      \$663  = 1'h0;
+      \$671  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = \$signal$72 ;
+    \$672  = \$signal$71 ;
     if (adv) begin
-      \$664  = s0_mask;
+      \$672  = s0_mask;
     end
     if (rst) begin
-      \$664  = 1'h0;
+      \$672  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = s1_t0_0;
+    \$673  = s1_t0_0;
     if (adv) begin
-      \$665  = \$581 ;
+      \$673  = \$581 ;
     end
     if (rst) begin
-      \$665  = 53'h00000000000000;
+      \$673  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = s1_t0_1;
+    \$674  = s1_t0_1;
     if (adv) begin
-      \$666  = \$586 ;
+      \$674  = \$586 ;
     end
     if (rst) begin
-      \$666  = 53'h00000000000000;
+      \$674  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = acc0;
+    \$675  = acc0;
     if (adv) begin
-      \$667  = \$587 ;
+      \$675  = \$587 ;
     end
     if (rst) begin
-      \$667  = 54'h00000000000000;
+      \$675  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = o__payload;
+    \$676  = o__payload;
     if (adv) begin
-      \$668  = \$596 [7:0];
+      \$676  = \$596 [7:0];
     end
     if (rst) begin
-      \$668  = 8'h00;
+      \$676  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = sat;
+    \$677  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$669  = \$603 [12:0];
+        \$677  = \$603 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$669  = 13'h0000;
+            \$677  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$669  = 13'h0000;
+      \$677  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = left;
+    \$678  = left;
     if (beat) begin
-      \$670  = \$605 [12:0];
+      \$678  = \$605 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$670  = chan__payload[12:0];
+            \$678  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3021,36 +3041,96 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$670  = chan[12:0];
+              \$678  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$670  = 13'h0000;
+      \$678  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = chan;
+    \$679  = mask;
+    if (beat) begin
+      \$679  = \$606 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$671  = chan__payload;
+            \$679  = \$608 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$679  = \$616 ;
+            end
           end
     endcase
     if (rst) begin
-      \$671  = 128'h00000000000000000000000000000000;
+      \$679  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = sg;
+    \$680  = last;
+    if (beat) begin
+      \$680  = \$607 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$672  = 21'h000000;
+            \$680  = \$609 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$680  = \$617 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$680  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$681  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$681  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$681  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$682  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$682  = 21'h000000;
             if (refused) begin
-              \$672  = 21'h000000;
+              \$682  = 21'h000000;
             end
           end
       6'h02:
@@ -3063,20 +3143,20 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$672  = \$608 [20:0];
+            \$682  = \$612 [20:0];
           end
     endcase
     if (rst) begin
-      \$672  = 21'h000000;
+      \$682  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = sgx;
+    \$683  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$673  = 28'h0000000;
+            \$683  = 28'h0000000;
           end
       6'h02:
           /* empty */;
@@ -3088,20 +3168,20 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$673  = \$611 [27:0];
+            \$683  = \$615 [27:0];
           end
     endcase
     if (rst) begin
-      \$673  = 28'h0000000;
+      \$683  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = dgamma;
+    \$684  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$674  = 43'h00000000000;
+            \$684  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3132,19 +3212,19 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0f:
           /* empty */;
       6'h10:
-          \$674  = \$615 [42:0];
+          \$684  = \$621 [42:0];
     endcase
     if (rst) begin
-      \$674  = 43'h00000000000;
+      \$684  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = align;
+    \$685  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$675  = 5'h00;
+            \$685  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -3182,10 +3262,10 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$617 ) begin
-            \$675  = 5'h00;
+          if (\$623 ) begin
+            \$685  = 5'h00;
           end else begin
-            \$675  = \$619 [4:0];
+            \$685  = \$625 [4:0];
           end
       6'h14:
           /* empty */;
@@ -3215,10 +3295,10 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$623 ) begin
-            \$675  = 5'h00;
+          if (\$629 ) begin
+            \$685  = 5'h00;
           end else begin
-            \$675  = \$625 [4:0];
+            \$685  = \$631 [4:0];
           end
       6'h22:
           /* empty */;
@@ -3228,10 +3308,10 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$631 ) begin
-            \$675  = 5'h00;
+          if (\$637 ) begin
+            \$685  = 5'h00;
           end else begin
-            \$675  = \$633 [4:0];
+            \$685  = \$639 [4:0];
           end
       6'h26:
           /* empty */;
@@ -3241,173 +3321,173 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$639 ) begin
-            \$675  = 5'h00;
+          if (\$645 ) begin
+            \$685  = 5'h00;
           end else begin
-            \$675  = \$641 [4:0];
+            \$685  = \$647 [4:0];
           end
     endcase
     if (rst) begin
-      \$675  = 5'h00;
+      \$685  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = fsm_state;
+    \$686  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$676  = 6'h01;
+              \$686  = 6'h01;
             end else begin
-              \$676  = 6'h02;
+              \$686  = 6'h02;
             end
           end
       6'h02:
-          \$676  = 6'h03;
+          \$686  = 6'h03;
       6'h03:
           if (done) begin
-            \$676  = 6'h04;
+            \$686  = 6'h04;
           end
       6'h04:
-          \$676  = 6'h05;
+          \$686  = 6'h05;
       6'h05:
           if (\done$83 ) begin
-            \$676  = 6'h06;
+            \$686  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$676  = 6'h07;
+              \$686  = 6'h07;
             end
           end
       6'h07:
-          \$676  = 6'h08;
+          \$686  = 6'h08;
       6'h08:
           if (\done$83 ) begin
-            \$676  = 6'h09;
+            \$686  = 6'h09;
           end
       6'h09:
-          \$676  = 6'h0a;
+          \$686  = 6'h0a;
       6'h0a:
           if (\done$83 ) begin
-            \$676  = 6'h0b;
+            \$686  = 6'h0b;
           end
       6'h0b:
-          \$676  = 6'h0c;
+          \$686  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$676  = 6'h0d;
+            \$686  = 6'h0d;
           end
       6'h0d:
-          \$676  = 6'h0e;
+          \$686  = 6'h0e;
       6'h0e:
-          \$676  = 6'h0f;
+          \$686  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$676  = 6'h10;
+            \$686  = 6'h10;
           end
       6'h10:
-          \$676  = 6'h11;
+          \$686  = 6'h11;
       6'h11:
-          \$676  = 6'h12;
+          \$686  = 6'h12;
       6'h12:
           if (\done$83 ) begin
-            \$676  = 6'h13;
+            \$686  = 6'h13;
           end
       6'h13:
-          if (\$617 ) begin
-            \$676  = 6'h14;
+          if (\$623 ) begin
+            \$686  = 6'h14;
           end
       6'h14:
-          \$676  = 6'h15;
+          \$686  = 6'h15;
       6'h15:
           if (\done$83 ) begin
-            \$676  = 6'h16;
+            \$686  = 6'h16;
           end
       6'h16:
-          \$676  = 6'h17;
+          \$686  = 6'h17;
       6'h17:
           if (\done$83 ) begin
-            \$676  = 6'h18;
+            \$686  = 6'h18;
           end
       6'h18:
-          \$676  = 6'h19;
+          \$686  = 6'h19;
       6'h19:
           if (\done$83 ) begin
-            \$676  = 6'h1a;
+            \$686  = 6'h1a;
           end
       6'h1a:
-          \$676  = 6'h1b;
+          \$686  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$676  = 6'h1c;
+            \$686  = 6'h1c;
           end
       6'h1c:
-          \$676  = 6'h1d;
+          \$686  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$676  = 6'h1e;
+            \$686  = 6'h1e;
           end
       6'h1e:
-          \$676  = 6'h1f;
+          \$686  = 6'h1f;
       6'h1f:
-          \$676  = 6'h20;
+          \$686  = 6'h20;
       6'h20:
           if (\done$83 ) begin
-            \$676  = 6'h21;
+            \$686  = 6'h21;
           end
       6'h21:
-          if (\$623 ) begin
-            \$676  = 6'h22;
+          if (\$629 ) begin
+            \$686  = 6'h22;
           end
       6'h22:
-          \$676  = 6'h23;
+          \$686  = 6'h23;
       6'h23:
-          \$676  = 6'h24;
+          \$686  = 6'h24;
       6'h24:
           if (\done$83 ) begin
-            \$676  = 6'h25;
+            \$686  = 6'h25;
           end
       6'h25:
-          if (\$631 ) begin
-            \$676  = 6'h26;
+          if (\$637 ) begin
+            \$686  = 6'h26;
           end
       6'h26:
-          \$676  = 6'h27;
+          \$686  = 6'h27;
       6'h27:
-          \$676  = 6'h28;
+          \$686  = 6'h28;
       6'h28:
           if (\done$83 ) begin
-            \$676  = 6'h29;
+            \$686  = 6'h29;
           end
       6'h29:
-          if (\$639 ) begin
-            \$676  = 6'h2a;
+          if (\$645 ) begin
+            \$686  = 6'h2a;
           end
       6'h2a:
-          \$676  = 6'h2b;
+          \$686  = 6'h2b;
       6'h2b:
-          if (\$654 ) begin
-            \$676  = 6'h2c;
+          if (\$662 ) begin
+            \$686  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$676  = 6'h00;
+            \$686  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$676  = 6'h00;
+            \$686  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$676  = 6'h00;
+      \$686  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = q;
+    \$687  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3415,16 +3495,16 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h03:
           if (done) begin
-            \$677  = \q$82 [8:0];
+            \$687  = \q$82 [8:0];
           end
     endcase
     if (rst) begin
-      \$677  = 9'h000;
+      \$687  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = rz;
+    \$688  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3436,16 +3516,16 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h05:
           if (\done$83 ) begin
-            \$678  = \$606 ;
+            \$688  = \$610 ;
           end
     endcase
     if (rst) begin
-      \$678  = 1'h0;
+      \$688  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = sh;
+    \$689  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3458,15 +3538,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h05:
           /* empty */;
       6'h06:
-          \$679  = \$287 [4:0];
+          \$689  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$679  = 5'h00;
+      \$689  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = scratch;
+    \$690  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3484,7 +3564,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h08:
           if (\done$83 ) begin
-            \$680  = p;
+            \$690  = p;
           end
       6'h09:
           /* empty */;
@@ -3516,13 +3596,13 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h17:
           if (\done$83 ) begin
-            \$680  = p;
+            \$690  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$83 ) begin
-            \$680  = p;
+            \$690  = p;
           end
       6'h1a:
           /* empty */;
@@ -3538,13 +3618,13 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h20:
           if (\done$83 ) begin
-            \$680  = p;
+            \$690  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$623 ) begin
+          if (\$629 ) begin
           end else begin
-            \$680  = \$624 [90:0];
+            \$690  = \$630 [90:0];
           end
       6'h22:
           /* empty */;
@@ -3552,13 +3632,13 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h24:
           if (\done$83 ) begin
-            \$680  = p;
+            \$690  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$631 ) begin
+          if (\$637 ) begin
           end else begin
-            \$680  = \$632 [90:0];
+            \$690  = \$638 [90:0];
           end
       6'h26:
           /* empty */;
@@ -3566,22 +3646,22 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h28:
           if (\done$83 ) begin
-            \$680  = p;
+            \$690  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$639 ) begin
+          if (\$645 ) begin
           end else begin
-            \$680  = \$640 [90:0];
+            \$690  = \$646 [90:0];
           end
     endcase
     if (rst) begin
-      \$680  = 91'h00000000000000000000000;
+      \$690  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = qg;
+    \$691  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3603,16 +3683,16 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0a:
           if (\done$83 ) begin
-            \$681  = p[39:0];
+            \$691  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$681  = 40'h0000000000;
+      \$691  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = tq;
+    \$692  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3638,7 +3718,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0c:
           if (done) begin
-            \$682  = \q$82 ;
+            \$692  = \q$82 ;
           end
       6'h0d:
           /* empty */;
@@ -3646,7 +3726,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0f:
           if (done) begin
-            \$682  = \q$82 ;
+            \$692  = \q$82 ;
           end
       6'h10:
           /* empty */;
@@ -3672,22 +3752,22 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h1b:
           if (done) begin
-            \$682  = \q$82 ;
+            \$692  = \q$82 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$682  = \q$82 ;
+            \$692  = \q$82 ;
           end
     endcase
     if (rst) begin
-      \$682  = 125'h00000000000000000000000000000000;
+      \$692  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = m1;
+    \$693  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3714,15 +3794,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0c:
           /* empty */;
       6'h0d:
-          \$683  = \$613 [44:0];
+          \$693  = \$619 [44:0];
     endcase
     if (rst) begin
-      \$683  = 45'h000000000000;
+      \$693  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = lane_a;
+    \$694  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3760,22 +3840,22 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h12:
           if (\done$83 ) begin
-            \$684  = p[44:0];
+            \$694  = p[44:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$617 ) begin
+          if (\$623 ) begin
           end else begin
-            \$684  = \$618 [44:0];
+            \$694  = \$624 [44:0];
           end
     endcase
     if (rst) begin
-      \$684  = 45'h000000000000;
+      \$694  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = c0w;
+    \$695  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3819,16 +3899,16 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h15:
           if (\done$83 ) begin
-            \$685  = p;
+            \$695  = p;
           end
     endcase
     if (rst) begin
-      \$685  = 91'h00000000000000000000000;
+      \$695  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = m2;
+    \$696  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3889,15 +3969,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1d:
           /* empty */;
       6'h1e:
-          \$686  = \$621 [75:0];
+          \$696  = \$627 [75:0];
     endcase
     if (rst) begin
-      \$686  = 76'h0000000000000000000;
+      \$696  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = const1;
+    \$697  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3966,15 +4046,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h21:
           /* empty */;
       6'h22:
-          \$687  = \$629 [51:0];
+          \$697  = \$635 [51:0];
     endcase
     if (rst) begin
-      \$687  = 52'h0000000000000;
+      \$697  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = const2;
+    \$698  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4051,15 +4131,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h25:
           /* empty */;
       6'h26:
-          \$688  = \$637 [51:0];
+          \$698  = \$643 [51:0];
     endcase
     if (rst) begin
-      \$688  = 52'h0000000000000;
+      \$698  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = const0;
+    \$699  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4144,21 +4224,22 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h29:
           /* empty */;
       6'h2a:
-          \$689  = \$645 [51:0];
+          \$699  = \$651 [51:0];
     endcase
     if (rst) begin
-      \$689  = 52'h0000000000000;
+      \$699  = 52'h0000000000000;
     end
   end
   assign \$signal  = q;
-  assign \rz$20  = rz;
+  assign \$signal$17  = rz;
   assign x = i__payload[7:0];
-  assign \mask$22  = mask;
+  assign \mask$20  = mask;
   assign shv = { 62'h0000000000000000, \$3  };
   assign sh_new = \$287 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$690  };
+  assign sel = { 1'h0, \$700  };
+  assign \$signal$85  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[92:34];
@@ -4182,8 +4263,8 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$66[0]  = \$signal$66 ;
-  assign \sel[0]  = { 1'h0, \$690  };
+  assign \$signal$65[0]  = \$signal$65 ;
+  assign \sel[0]  = { 1'h0, \$700  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4406,13 +4487,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$593  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$597  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$599  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$613  = { \$612 [125], \$612 [125:1] };
-  assign \$615  = { \$614 [125], \$614 [125:1] };
-  assign \$618  = { lane_a, 1'h0 };
+  assign \$619  = { \$618 [125], \$618 [125:1] };
   assign \$621  = { \$620 [125], \$620 [125:1] };
-  assign \$624  = { scratch, 1'h0 };
-  assign \$632  = { scratch, 1'h0 };
-  assign \$640  = { scratch, 1'h0 };
+  assign \$624  = { lane_a, 1'h0 };
+  assign \$627  = { \$626 [125], \$626 [125:1] };
+  assign \$630  = { scratch, 1'h0 };
+  assign \$638  = { scratch, 1'h0 };
+  assign \$646  = { scratch, 1'h0 };
+  assign \$658  = 1'h1;
+  assign \$659  = \$657 ;
 endmodule
 
 module \hwnorm_bwd_l1_s8.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -4763,7 +4846,7 @@ module \hwnorm_bwd_l1_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk
   assign \$6  = { 1'h0, b_sh[27:1] };
 endmodule
 
-module \hwnorm_bwd_l1_s8.sel$85 (clk, rst, mask, \port$763$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_l1_s8.sel$86 (clk, rst, \port$769$0 , clear, p1, mask, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -4789,8 +4872,8 @@ module \hwnorm_bwd_l1_s8.sel$85 (clk, rst, mask, \port$763$0 , clear, p1, q, rz,
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$763$0 ;
-  wire [1:0] \port$763$0 ;
+  output [1:0] \port$769$0 ;
+  wire [1:0] \port$769$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -4834,7 +4917,7 @@ module \hwnorm_bwd_l1_s8.sel$85 (clk, rst, mask, \port$763$0 , clear, p1, q, rz,
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$763$0  = \$7 ;
+  assign \port$769$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

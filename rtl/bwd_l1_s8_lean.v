@@ -351,168 +351,178 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [13:0] \$408 ;
   wire \$409 ;
   wire [5:0] \$41 ;
-  wire [7:0] \$410 ;
-  wire [21:0] \$411 ;
-  wire [15:0] \$412 ;
-  wire [15:0] \$413 ;
-  wire [28:0] \$414 ;
-  wire [128:0] \$415 ;
-  wire [128:0] \$416 ;
-  wire \$417 ;
-  wire [58:0] \$418 ;
-  wire [6:0] \$419 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire [7:0] \$414 ;
+  wire [21:0] \$415 ;
+  wire [15:0] \$416 ;
+  wire [15:0] \$417 ;
+  wire [28:0] \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  wire [6:0] \$420 ;
-  wire \$421 ;
-  wire \$422 ;
+  wire \$420 ;
+  wire [128:0] \$421 ;
+  wire [128:0] \$422 ;
   wire \$423 ;
-  wire \$424 ;
-  wire \$425 ;
-  wire \$426 ;
+  wire [58:0] \$424 ;
+  wire [6:0] \$425 ;
+  wire [6:0] \$426 ;
   wire \$427 ;
-  wire [47:0] \$428 ;
-  wire [10:0] \$429 ;
+  wire \$428 ;
+  wire \$429 ;
   wire \$43 ;
-  wire [48:0] \$430 ;
-  wire [10:0] \$431 ;
+  wire \$430 ;
+  wire \$431 ;
   wire \$432 ;
   wire \$433 ;
-  wire \$434 ;
-  wire \$435 ;
-  wire \$436 ;
-  wire \$437 ;
+  wire [47:0] \$434 ;
+  wire [10:0] \$435 ;
+  wire [48:0] \$436 ;
+  wire [10:0] \$437 ;
   wire \$438 ;
   wire \$439 ;
   wire \$44 ;
-  wire [48:0] \$440 ;
-  wire [48:0] \$441 ;
+  wire \$440 ;
+  wire \$441 ;
   wire \$442 ;
   wire \$443 ;
-  wire [25:0] \$444 ;
-  wire [28:0] \$445 ;
-  wire [28:0] \$446 ;
-  wire \$447 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire [48:0] \$446 ;
+  wire [48:0] \$447 ;
   wire \$448 ;
   wire \$449 ;
   wire \$45 ;
-  wire \$450 ;
-  wire \$451 ;
-  wire [23:0] \$452 ;
-  wire [23:0] \$453 ;
-  wire [24:0] \$454 ;
+  wire [25:0] \$450 ;
+  wire [28:0] \$451 ;
+  wire [28:0] \$452 ;
+  wire \$453 ;
+  wire \$454 ;
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
-  wire \$458 ;
-  wire \$459 ;
+  wire [23:0] \$458 ;
+  wire [23:0] \$459 ;
   wire [5:0] \$46 ;
-  wire [34:0] \$460 ;
-  wire [34:0] \$461 ;
+  wire [24:0] \$460 ;
+  wire \$461 ;
   wire \$462 ;
   wire \$463 ;
   wire \$464 ;
   wire \$465 ;
-  wire \$466 ;
-  wire [8:0] \$467 ;
-  wire [8:0] \$468 ;
+  wire [34:0] \$466 ;
+  wire [34:0] \$467 ;
+  wire \$468 ;
   wire \$469 ;
   wire [5:0] \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
-  wire \$473 ;
-  wire [12:0] \$474 ;
-  wire [12:0] \$475 ;
-  wire [13:0] \$476 ;
-  wire [14:0] \$477 ;
+  wire [8:0] \$473 ;
+  wire [8:0] \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
   wire \$478 ;
   wire \$479 ;
   wire [5:0] \$48 ;
-  wire \$480 ;
-  wire \$481 ;
-  wire \$482 ;
-  wire [12:0] \$483 ;
-  wire [12:0] \$484 ;
-  wire [13:0] \$485 ;
-  wire [14:0] \$486 ;
-  wire [2:0] \$487 ;
+  wire [12:0] \$480 ;
+  wire [12:0] \$481 ;
+  wire [13:0] \$482 ;
+  wire [14:0] \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [12:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire \$491 ;
-  wire \$492 ;
-  wire \$493 ;
+  wire [12:0] \$490 ;
+  wire [13:0] \$491 ;
+  wire [14:0] \$492 ;
+  wire [2:0] \$493 ;
   wire \$494 ;
   wire \$495 ;
   wire \$496 ;
   wire \$497 ;
-  reg [7:0] \$498 ;
-  reg [7:0] \$499 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire [5:0] \$50 ;
-  reg \$500 ;
-  reg [2:0] \$501 ;
-  reg \$502 ;
-  reg \$503 ;
-  reg \$504 ;
-  reg \$505 ;
-  reg \$506 ;
-  reg \$507 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  reg [7:0] \$506 ;
+  reg [7:0] \$507 ;
   reg \$508 ;
-  reg \$509 ;
+  reg [2:0] \$509 ;
   wire [5:0] \$51 ;
   reg \$510 ;
   reg \$511 ;
-  reg [20:0] \$512 ;
-  reg [25:0] \$513 ;
-  reg [24:0] \$514 ;
-  reg [7:0] \$515 ;
-  reg [12:0] \$516 ;
-  reg [12:0] \$517 ;
-  reg [127:0] \$518 ;
-  reg [20:0] \$519 ;
+  reg \$512 ;
+  reg \$513 ;
+  reg \$514 ;
+  reg \$515 ;
+  reg \$516 ;
+  reg \$517 ;
+  reg \$518 ;
+  reg \$519 ;
   wire [5:0] \$52 ;
-  reg [27:0] \$520 ;
-  reg [42:0] \$521 ;
-  reg [3:0] \$522 ;
-  reg [5:0] \$523 ;
-  reg [8:0] \$524 ;
-  reg \$525 ;
-  reg [12:0] \$526 ;
-  reg [109:0] \$527 ;
-  reg [39:0] \$528 ;
-  reg [127:0] \$529 ;
+  reg [20:0] \$520 ;
+  reg [25:0] \$521 ;
+  reg [24:0] \$522 ;
+  reg [7:0] \$523 ;
+  reg [12:0] \$524 ;
+  reg [12:0] \$525 ;
+  reg \$526 ;
+  reg \$527 ;
+  reg [127:0] \$528 ;
+  reg [20:0] \$529 ;
   wire [5:0] \$53 ;
-  reg [58:0] \$530 ;
-  reg [5:0] \$531 ;
-  reg [47:0] \$532 ;
-  reg [9:0] \$533 ;
-  reg \$534 ;
+  reg [27:0] \$530 ;
+  reg [42:0] \$531 ;
+  reg [3:0] \$532 ;
+  reg [5:0] \$533 ;
+  reg [8:0] \$534 ;
   reg \$535 ;
-  reg \$536 ;
-  reg [25:0] \$537 ;
-  reg [3:0] \$538 ;
-  reg [12:0] \$539 ;
+  reg [12:0] \$536 ;
+  reg [109:0] \$537 ;
+  reg [39:0] \$538 ;
+  reg [127:0] \$539 ;
   wire [5:0] \$54 ;
-  reg [12:0] \$540 ;
-  reg [80:0] \$541 ;
-  reg [66:0] \$542 ;
-  reg [1:0] \$543 ;
-  reg [80:0] \$544 ;
-  reg [24:0] \$545 ;
-  reg [24:0] \$546 ;
-  reg [24:0] \$547 ;
-  reg [34:0] \$548 ;
-  reg [8:0] \$549 ;
+  reg [58:0] \$540 ;
+  reg [5:0] \$541 ;
+  reg [47:0] \$542 ;
+  reg [9:0] \$543 ;
+  reg \$544 ;
+  reg \$545 ;
+  reg \$546 ;
+  reg [25:0] \$547 ;
+  reg [3:0] \$548 ;
+  reg [12:0] \$549 ;
   wire \$55 ;
-  reg [8:0] \$550 ;
-  reg [8:0] \$551 ;
-  reg [13:0] \$552 ;
-  reg [13:0] \$553 ;
-  reg [13:0] \$554 ;
-  wire [1:0] \$555 ;
+  reg [12:0] \$550 ;
+  reg [80:0] \$551 ;
+  reg [66:0] \$552 ;
+  reg [1:0] \$553 ;
+  reg [80:0] \$554 ;
+  reg [24:0] \$555 ;
+  reg [24:0] \$556 ;
+  reg [24:0] \$557 ;
+  reg [34:0] \$558 ;
+  reg [8:0] \$559 ;
   wire \$56 ;
+  reg [8:0] \$560 ;
+  reg [8:0] \$561 ;
+  reg [13:0] \$562 ;
+  reg [13:0] \$563 ;
+  reg [13:0] \$564 ;
+  wire [1:0] \$565 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
@@ -562,13 +572,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire \$99 ;
   (* init = 9'h000 *)
   wire [8:0] \$signal ;
-  reg [2:0] \$signal$69  = 3'h0;
-  wire [2:0] \$signal$69[0] ;
+  wire \$signal$104 ;
+  (* init = 1'h0 *)
+  wire \$signal$17 ;
+  reg [2:0] \$signal$68  = 3'h0;
+  wire [2:0] \$signal$68[0] ;
+  reg \$signal$71  = 1'h0;
   reg \$signal$72  = 1'h0;
-  reg \$signal$73  = 1'h0;
+  reg \$signal$74  = 1'h0;
   reg \$signal$75  = 1'h0;
-  reg \$signal$76  = 1'h0;
-  reg \$signal$78  = 1'h0;
+  reg \$signal$77  = 1'h0;
   reg [109:0] a;
   reg [24:0] acc0 = 25'h0000000;
   wire adv;
@@ -617,17 +630,18 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg i__ready;
   input i__valid;
   wire i__valid;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [125:0] lo_init;
-  wire mask;
-  wire \mask$22 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$20 ;
   reg [13:0] na1_0 = 14'h0000;
   reg [13:0] na1_1 = 14'h0000;
   reg [13:0] na1_2 = 14'h0000;
   reg [80:0] nbase = 81'h000000000000000000000;
   reg neg;
-  reg \neg$45 ;
+  reg \neg$43 ;
   reg [80:0] nt = 81'h000000000000000000000;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
@@ -657,8 +671,6 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   input rst;
   wire rst;
   reg rz = 1'h0;
-  (* init = 1'h0 *)
-  wire \rz$20 ;
   reg [7:0] s0_g = 8'h00;
   wire [7:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -681,7 +693,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [9:0] shc = 10'h000;
   reg special = 1'h0;
   reg start;
-  reg \start$41 ;
+  reg \start$39 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -693,7 +705,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   output stats__valid;
   reg stats__valid;
   reg [6:0] steps;
-  reg [4:0] \steps$46 ;
+  reg [4:0] \steps$44 ;
   reg take;
   reg tiny = 1'h0;
   reg [127:0] tq = 128'h00000000000000000000000000000000;
@@ -707,179 +719,193 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [24:0] z2 = 25'h0000000;
   reg zero = 1'h0;
   reg [34:0] zt = 35'h000000000;
-  assign \$439  = $signed(chan[127:120]) < $signed(1'h0);
-  assign \$440  = - am;
-  assign \$441  = \$439  ? \$440  : { 1'h0, am };
-  assign \$443  = \$442  | zero;
-  assign \$444  = \$443  ? 26'h0000000 : xs;
-  assign \$445  = 1'h1 << sh;
-  assign \$447  = & tq[127:23];
-  assign \$448  = | tq[127:23];
-  assign \$449  = ~ \$448 ;
-  assign \$450  = \$447  | \$449 ;
-  assign \$451  = $signed(tq) < $signed(1'h0);
-  assign \$452  = \$451  ? 24'h800000 : 24'h7fffff;
-  assign \$453  = \$450  ? tq[23:0] : \$452 ;
-  assign \$454  = $signed(\$453 ) - $signed({ 1'h0, rnd_h });
-  assign \$455  = & tq[127:34];
-  assign \$456  = | tq[127:34];
-  assign \$457  = ~ \$456 ;
-  assign \$458  = \$455  | \$457 ;
-  assign \$459  = $signed(tq) < $signed(1'h0);
-  assign \$460  = \$459  ? 35'h400000000 : 35'h3ffffffff;
-  assign \$461  = \$458  ? tq[34:0] : \$460 ;
-  assign \$462  = & tq[127:8];
-  assign \$463  = | tq[127:8];
-  assign \$464  = ~ \$463 ;
-  assign \$465  = \$462  | \$464 ;
-  assign \$466  = $signed(tq) < $signed(1'h0);
-  assign \$467  = \$466  ? 9'h100 : 9'h0ff;
-  assign \$468  = \$465  ? tq[8:0] : \$467 ;
-  assign \$469  = & scratch[109:12];
-  assign \$470  = | scratch[109:12];
-  assign \$471  = ~ \$470 ;
-  assign \$472  = \$469  | \$471 ;
-  assign \$473  = $signed(scratch) < $signed(1'h0);
-  assign \$474  = \$473  ? 13'h1000 : 13'h0fff;
-  assign \$475  = \$472  ? scratch[12:0] : \$474 ;
-  assign \$476  = - $signed(\$475 );
-  assign \$477  = $signed(\$476 ) - $signed({ 1'h0, rnd_h });
-  assign \$478  = & scratch[109:12];
-  assign \$479  = | scratch[109:12];
-  assign \$480  = ~ \$479 ;
-  assign \$481  = \$478  | \$480 ;
-  assign \$482  = $signed(scratch) < $signed(1'h0);
-  assign \$483  = \$482  ? 13'h1000 : 13'h0fff;
-  assign \$484  = \$481  ? scratch[12:0] : \$483 ;
-  assign \$485  = - $signed(\$484 );
-  assign \$486  = $signed(\$485 ) - $signed({ 1'h0, rnd_h });
-  assign \$487  = ci + 1'h1;
-  assign \$488  = ci != 2'h3;
-  assign \$489  = | left;
-  assign \$490  = ~ \$489 ;
-  assign \$491  = ~ \$signal$73 ;
-  assign \$492  = \$490  & \$491 ;
-  assign \$493  = ~ \$signal$72 ;
-  assign \$494  = \$492  & \$493 ;
-  assign \$495  = ~ s2_valid;
-  assign \$496  = \$494  & \$495 ;
-  assign \$497  = \$496  & adv;
+  assign \$431  = \$429  | \$430 ;
+  assign \$432  = \$428  & \$431 ;
+  assign \$433  = $signed(shc) < $signed(4'h4);
+  assign \$435  = $signed(shc) - $signed(2'h1);
+  assign \$437  = $signed(shc) + $signed(2'h1);
+  assign \$438  = ~ zero;
+  assign \$439  = special & \$438 ;
+  assign \$440  = ~ special;
+  assign \$441  = ~ zero;
+  assign \$442  = \$440  & \$441 ;
+  assign \$443  = am < 12'h800;
+  assign \$444  = \$442  & \$443 ;
+  assign \$445  = $signed(chan[127:120]) < $signed(1'h0);
+  assign \$446  = - am;
+  assign \$447  = \$445  ? \$446  : { 1'h0, am };
+  assign \$449  = \$448  | zero;
+  assign \$450  = \$449  ? 26'h0000000 : xs;
+  assign \$451  = 1'h1 << sh;
+  assign \$453  = & tq[127:23];
+  assign \$454  = | tq[127:23];
+  assign \$455  = ~ \$454 ;
+  assign \$456  = \$453  | \$455 ;
+  assign \$457  = $signed(tq) < $signed(1'h0);
+  assign \$458  = \$457  ? 24'h800000 : 24'h7fffff;
+  assign \$459  = \$456  ? tq[23:0] : \$458 ;
+  assign \$460  = $signed(\$459 ) - $signed({ 1'h0, rnd_h });
+  assign \$461  = & tq[127:34];
+  assign \$462  = | tq[127:34];
+  assign \$463  = ~ \$462 ;
+  assign \$464  = \$461  | \$463 ;
+  assign \$465  = $signed(tq) < $signed(1'h0);
+  assign \$466  = \$465  ? 35'h400000000 : 35'h3ffffffff;
+  assign \$467  = \$464  ? tq[34:0] : \$466 ;
+  assign \$468  = & tq[127:8];
+  assign \$469  = | tq[127:8];
+  assign \$470  = ~ \$469 ;
+  assign \$471  = \$468  | \$470 ;
+  assign \$472  = $signed(tq) < $signed(1'h0);
+  assign \$473  = \$472  ? 9'h100 : 9'h0ff;
+  assign \$474  = \$471  ? tq[8:0] : \$473 ;
+  assign \$475  = & scratch[109:12];
+  assign \$476  = | scratch[109:12];
+  assign \$477  = ~ \$476 ;
+  assign \$478  = \$475  | \$477 ;
+  assign \$479  = $signed(scratch) < $signed(1'h0);
+  assign \$480  = \$479  ? 13'h1000 : 13'h0fff;
+  assign \$481  = \$478  ? scratch[12:0] : \$480 ;
+  assign \$482  = - $signed(\$481 );
+  assign \$483  = $signed(\$482 ) - $signed({ 1'h0, rnd_h });
+  assign \$484  = & scratch[109:12];
+  assign \$485  = | scratch[109:12];
+  assign \$486  = ~ \$485 ;
+  assign \$487  = \$484  | \$486 ;
+  assign \$488  = $signed(scratch) < $signed(1'h0);
+  assign \$489  = \$488  ? 13'h1000 : 13'h0fff;
+  assign \$490  = \$487  ? scratch[12:0] : \$489 ;
+  assign \$491  = - $signed(\$490 );
+  assign \$492  = $signed(\$491 ) - $signed({ 1'h0, rnd_h });
+  assign \$493  = ci + 1'h1;
+  assign \$494  = ci != 2'h3;
+  assign \$495  = | left;
+  assign \$496  = ~ \$495 ;
+  assign \$497  = ~ \$signal$72 ;
+  assign \$498  = \$496  & \$497 ;
+  assign \$499  = ~ \$signal$71 ;
+  assign \$500  = \$498  & \$499 ;
+  assign \$503  = ~ s2_valid;
+  assign \$504  = \$502  & \$503 ;
+  assign \$505  = \$504  & adv;
   always @(posedge clk)
-    s0_x <= \$498 ;
+    s0_x <= \$506 ;
   always @(posedge clk)
-    s0_g <= \$499 ;
+    s0_g <= \$507 ;
   always @(posedge clk)
-    s0_mask <= \$500 ;
+    s0_mask <= \$508 ;
   always @(posedge clk)
-    \$signal$69  <= \$501 ;
+    \$signal$68  <= \$509 ;
   always @(posedge clk)
-    o__valid <= \$502 ;
+    o__valid <= \$510 ;
   always @(posedge clk)
-    s2_valid <= \$503 ;
+    s2_valid <= \$511 ;
   always @(posedge clk)
-    \$signal$72  <= \$504 ;
+    \$signal$71  <= \$512 ;
   always @(posedge clk)
-    \$signal$73  <= \$505 ;
+    \$signal$72  <= \$513 ;
   always @(posedge clk)
-    s2_mask <= \$506 ;
+    s2_mask <= \$514 ;
   always @(posedge clk)
-    \$signal$75  <= \$507 ;
+    \$signal$74  <= \$515 ;
   always @(posedge clk)
-    \$signal$76  <= \$508 ;
+    \$signal$75  <= \$516 ;
   always @(posedge clk)
-    \$signal$78  <= \$509 ;
+    \$signal$77  <= \$517 ;
   always @(posedge clk)
-    s2_force <= \$510 ;
+    s2_force <= \$518 ;
   always @(posedge clk)
-    s2_high <= \$511 ;
+    s2_high <= \$519 ;
   always @(posedge clk)
-    s1_t0_0 <= \$512 ;
+    s1_t0_0 <= \$520 ;
   always @(posedge clk)
-    s1_t0_1 <= \$513 ;
+    s1_t0_1 <= \$521 ;
   always @(posedge clk)
-    acc0 <= \$514 ;
+    acc0 <= \$522 ;
   always @(posedge clk)
-    o__payload <= \$515 ;
+    o__payload <= \$523 ;
   always @(posedge clk)
-    sat <= \$516 ;
+    sat <= \$524 ;
   always @(posedge clk)
-    left <= \$517 ;
+    left <= \$525 ;
   always @(posedge clk)
-    chan <= \$518 ;
+    mask <= \$526 ;
   always @(posedge clk)
-    sg <= \$519 ;
+    last <= \$527 ;
   always @(posedge clk)
-    sgx <= \$520 ;
+    chan <= \$528 ;
   always @(posedge clk)
-    dgamma <= \$521 ;
+    sg <= \$529 ;
   always @(posedge clk)
-    align <= \$522 ;
+    sgx <= \$530 ;
   always @(posedge clk)
-    fsm_state <= \$523 ;
+    dgamma <= \$531 ;
   always @(posedge clk)
-    q <= \$524 ;
+    align <= \$532 ;
   always @(posedge clk)
-    rz <= \$525 ;
+    fsm_state <= \$533 ;
   always @(posedge clk)
-    r_mean <= \$526 ;
+    q <= \$534 ;
   always @(posedge clk)
-    scratch <= \$527 ;
+    rz <= \$535 ;
   always @(posedge clk)
-    qg <= \$528 ;
+    r_mean <= \$536 ;
   always @(posedge clk)
-    tq <= \$529 ;
+    scratch <= \$537 ;
   always @(posedge clk)
-    dn <= \$530 ;
+    qg <= \$538 ;
   always @(posedge clk)
-    sd <= \$531 ;
+    tq <= \$539 ;
   always @(posedge clk)
-    am <= \$532 ;
+    dn <= \$540 ;
   always @(posedge clk)
-    shc <= \$533 ;
+    sd <= \$541 ;
   always @(posedge clk)
-    special <= \$534 ;
+    am <= \$542 ;
   always @(posedge clk)
-    zero <= \$535 ;
+    shc <= \$543 ;
   always @(posedge clk)
-    tiny <= \$536 ;
+    special <= \$544 ;
   always @(posedge clk)
-    xs <= \$537 ;
+    zero <= \$545 ;
   always @(posedge clk)
-    sh <= \$538 ;
+    tiny <= \$546 ;
   always @(posedge clk)
-    xl <= \$539 ;
+    xs <= \$547 ;
   always @(posedge clk)
-    rnd_h <= \$540 ;
+    sh <= \$548 ;
   always @(posedge clk)
-    nbase <= \$541 ;
+    xl <= \$549 ;
   always @(posedge clk)
-    fq <= \$542 ;
+    rnd_h <= \$550 ;
   always @(posedge clk)
-    ci <= \$543 ;
+    nbase <= \$551 ;
   always @(posedge clk)
-    nt <= \$544 ;
+    fq <= \$552 ;
   always @(posedge clk)
-    z0 <= \$545 ;
+    ci <= \$553 ;
   always @(posedge clk)
-    z1 <= \$546 ;
+    nt <= \$554 ;
   always @(posedge clk)
-    z2 <= \$547 ;
+    z0 <= \$555 ;
   always @(posedge clk)
-    zt <= \$548 ;
+    z1 <= \$556 ;
   always @(posedge clk)
-    q0 <= \$549 ;
+    z2 <= \$557 ;
   always @(posedge clk)
-    q1 <= \$550 ;
+    zt <= \$558 ;
   always @(posedge clk)
-    q2 <= \$551 ;
+    q0 <= \$559 ;
   always @(posedge clk)
-    na1_0 <= \$552 ;
+    q1 <= \$560 ;
   always @(posedge clk)
-    na1_1 <= \$553 ;
+    q2 <= \$561 ;
   always @(posedge clk)
-    na1_2 <= \$554 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    na1_0 <= \$562 ;
+  always @(posedge clk)
+    na1_1 <= \$563 ;
+  always @(posedge clk)
+    na1_2 <= \$564 ;
   assign \$1  = ~ o__valid;
   assign adv = \$1  | o__ready;
   assign \$2  = chan__payload[66] | chan__payload[67];
@@ -1211,14 +1237,14 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$334  = fsm_state == 6'h3b;
   assign \$335  = fsm_state == 6'h3c;
   assign \$336  = fsm_state == 6'h3d;
-  assign \$337  = \$signal$69  == 2'h2;
-  assign \$338  = \$signal$69  == 1'h1;
+  assign \$337  = \$signal$68  == 2'h2;
+  assign \$338  = \$signal$68  == 1'h1;
   assign \$339  = \$338  ? q1 : q0;
   assign \$340  = \$337  ? q2 : \$339 ;
   assign \$341  = $signed(s0_g) - $signed(\$340 );
   assign \$342  = $signed(\$341 ) < $signed(1'h0);
-  assign \$343  = \$signal$69  == 2'h2;
-  assign \$344  = \$signal$69  == 1'h1;
+  assign \$343  = \$signal$68  == 2'h2;
+  assign \$344  = \$signal$68  == 1'h1;
   assign \$345  = \$344  ? q1 : q0;
   assign \$346  = \$343  ? q2 : \$345 ;
   assign \$347  = $signed(s0_g) - $signed(\$346 );
@@ -1226,33 +1252,33 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$349  = \$342  | \$348 ;
   assign \$350  = special & \$349 ;
   assign \$351  = $signed(xs) < $signed(1'h0);
-  assign \$352  = \$signal$69  == 2'h2;
-  assign \$353  = \$signal$69  == 1'h1;
+  assign \$352  = \$signal$68  == 2'h2;
+  assign \$353  = \$signal$68  == 1'h1;
   assign \$354  = \$353  ? q1 : q0;
   assign \$355  = \$352  ? q2 : \$354 ;
   assign \$356  = $signed(s0_g) - $signed(\$355 );
   assign \$357  = $signed(\$356 ) < $signed(1'h0);
-  assign \$358  = \$signal$69  == 2'h2;
-  assign \$359  = \$signal$69  == 1'h1;
+  assign \$358  = \$signal$68  == 2'h2;
+  assign \$359  = \$signal$68  == 1'h1;
   assign \$360  = \$359  ? q1 : q0;
   assign \$361  = \$358  ? q2 : \$360 ;
   assign \$362  = $signed(s0_g) - $signed(\$361 );
   assign \$363  = $signed(\$362 ) > $signed(2'h1);
   assign \$364  = \$351  ? \$357  : \$363 ;
   assign \$365  = $signed(s0_g) * $signed(xl);
-  assign \$366  = \$signal$69  == 2'h2;
-  assign \$367  = \$signal$69  == 1'h1;
+  assign \$366  = \$signal$68  == 2'h2;
+  assign \$367  = \$signal$68  == 1'h1;
   assign \$368  = \$367  ? q1 : q0;
   assign \$369  = \$366  ? q2 : \$368 ;
   assign \$370  = $signed(s0_g) - $signed(\$369 );
   assign \$371  = \$370  == 1'h1;
   assign \$372  = special & \$371 ;
-  assign \$373  = \$signal$69  == 2'h2;
-  assign \$374  = \$signal$69  == 1'h1;
+  assign \$373  = \$signal$68  == 2'h2;
+  assign \$374  = \$signal$68  == 1'h1;
   assign \$375  = \$374  ? na1_1 : na1_0;
   assign \$376  = \$373  ? na1_2 : \$375 ;
-  assign \$377  = \$signal$69  == 2'h2;
-  assign \$378  = \$signal$69  == 1'h1;
+  assign \$377  = \$signal$68  == 2'h2;
+  assign \$378  = \$signal$68  == 1'h1;
   assign \$379  = \$378  ? z1 : z0;
   assign \$380  = \$377  ? z2 : \$379 ;
   assign \$381  = \$372  ? { \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376 [13], \$376  } : \$380 ;
@@ -1283,32 +1309,26 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$406  = sat + \$405 ;
   assign \$407  = left - 1'h1;
   assign \$408  = last ? 14'h0000 : \$407 ;
-  assign \$409  = ! p;
-  assign \$410  = mask ? i__payload[15:8] : 8'h00;
-  assign \$411  = $signed(sg) + $signed(\$410 );
-  assign \$412  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$413  = mask ? \$412  : 16'h0000;
-  assign \$414  = $signed(sgx) + $signed(\$413 );
-  assign \$415  = $signed(tq) + $signed(2'h1);
-  assign \$417  = dn >= 16'h8000;
-  assign \$419  = sd + 1'h1;
-  assign \$420  = 2'h3 + sd;
-  assign \$421  = ! chan[127:120];
-  assign \$422  = ~ special;
-  assign \$423  = am >= 13'h1000;
-  assign \$424  = $signed(shc) > $signed(5'h0d);
-  assign \$425  = \$423  | \$424 ;
-  assign \$426  = \$422  & \$425 ;
-  assign \$427  = $signed(shc) < $signed(4'h4);
-  assign \$429  = $signed(shc) - $signed(2'h1);
-  assign \$431  = $signed(shc) + $signed(2'h1);
-  assign \$432  = ~ zero;
-  assign \$433  = special & \$432 ;
-  assign \$434  = ~ special;
-  assign \$435  = ~ zero;
-  assign \$436  = \$434  & \$435 ;
-  assign \$437  = am < 12'h800;
-  assign \$438  = \$436  & \$437 ;
+  assign \$409  = left > 1'h1;
+  assign \$410  = left <= 2'h2;
+  assign \$411  = chan__payload[12:0] > 1'h0;
+  assign \$412  = chan__payload[12:0] <= 1'h1;
+  assign \$413  = ! p;
+  assign \$414  = mask ? i__payload[15:8] : 8'h00;
+  assign \$415  = $signed(sg) + $signed(\$414 );
+  assign \$416  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$417  = mask ? \$416  : 16'h0000;
+  assign \$418  = $signed(sgx) + $signed(\$417 );
+  assign \$419  = chan[12:0] > 1'h0;
+  assign \$420  = chan[12:0] <= 1'h1;
+  assign \$421  = $signed(tq) + $signed(2'h1);
+  assign \$423  = dn >= 16'h8000;
+  assign \$425  = sd + 1'h1;
+  assign \$426  = 2'h3 + sd;
+  assign \$427  = ! chan[127:120];
+  assign \$428  = ~ special;
+  assign \$429  = am >= 13'h1000;
+  assign \$430  = $signed(shc) > $signed(5'h0d);
   \hwnorm_bwd_l1_s8_lean.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1327,18 +1347,18 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
     .c(c),
     .clk(clk),
     .done(\done$95 ),
-    .\neg$12 (\neg$45 ),
+    .\neg$12 (\neg$43 ),
     .p(p),
     .rst(rst),
-    .start(\start$41 ),
-    .steps(\steps$46 )
+    .start(\start$39 ),
+    .steps(\steps$44 )
   );
-  \hwnorm_bwd_l1_s8_lean.sel$104  \sel$104  (
+  \hwnorm_bwd_l1_s8_lean.sel$105  \sel$105  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$656$0 (\$555 ),
+    .\port$662$0 (\$565 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -2127,7 +2147,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$41  = 1'h0;
+    \start$39  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2136,17 +2156,17 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h03:
           /* empty */;
       6'h04:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2160,7 +2180,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0f:
           /* empty */;
       6'h10:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
       6'h11:
           /* empty */;
       6'h12:
@@ -2176,23 +2196,23 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h17:
           /* empty */;
       6'h18:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
       6'h1e:
           /* empty */;
       6'h1f:
           /* empty */;
       6'h21:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
       6'h22:
           /* empty */;
       6'h23:
@@ -2202,7 +2222,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h25:
           /* empty */;
       6'h20:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
       6'h27:
           /* empty */;
       6'h28:
@@ -2232,13 +2252,13 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h34:
           /* empty */;
       6'h35:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
       6'h36:
           /* empty */;
       6'h37:
           /* empty */;
       6'h38:
-          \start$41  = 1'h1;
+          \start$39  = 1'h1;
     endcase
   end
   always @* begin
@@ -2591,7 +2611,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$45  = 1'h0;
+    \neg$43  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2600,17 +2620,17 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h03:
           /* empty */;
       6'h04:
-          \neg$45  = 1'h1;
+          \neg$43  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$45  = 1'h0;
+          \neg$43  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$45  = \$207 ;
+          \neg$43  = \$207 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2624,7 +2644,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0f:
           /* empty */;
       6'h10:
-          \neg$45  = 1'h0;
+          \neg$43  = 1'h0;
       6'h11:
           /* empty */;
       6'h12:
@@ -2640,23 +2660,23 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h17:
           /* empty */;
       6'h18:
-          \neg$45  = \$224 ;
+          \neg$43  = \$224 ;
       6'h19:
           /* empty */;
       6'h1a:
-          \neg$45  = 1'h0;
+          \neg$43  = 1'h0;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \neg$45  = \$233 ;
+          \neg$43  = \$233 ;
       6'h1e:
           /* empty */;
       6'h1f:
           /* empty */;
       6'h21:
-          \neg$45  = \$237 ;
+          \neg$43  = \$237 ;
       6'h22:
           /* empty */;
       6'h23:
@@ -2666,7 +2686,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h25:
           /* empty */;
       6'h20:
-          \neg$45  = \$245 ;
+          \neg$43  = \$245 ;
       6'h27:
           /* empty */;
       6'h28:
@@ -2696,18 +2716,18 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h34:
           /* empty */;
       6'h35:
-          \neg$45  = \$271 ;
+          \neg$43  = \$271 ;
       6'h36:
           /* empty */;
       6'h37:
           /* empty */;
       6'h38:
-          \neg$45  = 1'h0;
+          \neg$43  = 1'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$46  = 5'h00;
+    \steps$44  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2716,17 +2736,17 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h03:
           /* empty */;
       6'h04:
-          \steps$46  = 5'h0d;
+          \steps$44  = 5'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$46  = 5'h0d;
+          \steps$44  = 5'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$46  = 5'h15;
+          \steps$44  = 5'h15;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2740,7 +2760,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0f:
           /* empty */;
       6'h10:
-          \steps$46  = 5'h08;
+          \steps$44  = 5'h08;
       6'h11:
           /* empty */;
       6'h12:
@@ -2756,23 +2776,23 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h17:
           /* empty */;
       6'h18:
-          \steps$46  = 5'h15;
+          \steps$44  = 5'h15;
       6'h19:
           /* empty */;
       6'h1a:
-          \steps$46  = 5'h1b;
+          \steps$44  = 5'h1b;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \steps$46  = 5'h0e;
+          \steps$44  = 5'h0e;
       6'h1e:
           /* empty */;
       6'h1f:
           /* empty */;
       6'h21:
-          \steps$46  = 5'h1a;
+          \steps$44  = 5'h1a;
       6'h22:
           /* empty */;
       6'h23:
@@ -2782,7 +2802,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h25:
           /* empty */;
       6'h20:
-          \steps$46  = 5'h08;
+          \steps$44  = 5'h08;
       6'h27:
           /* empty */;
       6'h28:
@@ -2812,13 +2832,13 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h34:
           /* empty */;
       6'h35:
-          \steps$46  = 5'h09;
+          \steps$44  = 5'h09;
       6'h36:
           /* empty */;
       6'h37:
           /* empty */;
       6'h38:
-          \steps$46  = 5'h01;
+          \steps$44  = 5'h01;
     endcase
   end
   always @* begin
@@ -3475,109 +3495,29 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = s0_x;
+    \$506  = s0_x;
     if (take) begin
-      \$498  = i__payload[7:0];
+      \$506  = i__payload[7:0];
     end
     if (rst) begin
-      \$498  = 8'h00;
+      \$506  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = s0_g;
+    \$507  = s0_g;
     if (take) begin
-      \$499  = i__payload[15:8];
+      \$507  = i__payload[15:8];
     end
     if (rst) begin
-      \$499  = 8'h00;
+      \$507  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = s0_mask;
+    \$508  = s0_mask;
     if (take) begin
-      \$500  = mask;
-    end
-    if (rst) begin
-      \$500  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = \$signal$69 ;
-    if (take) begin
-      \$501  = { 1'h0, \$555  };
-    end
-    if (rst) begin
-      \$501  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = o__valid;
-    if (adv) begin
-      \$502  = s2_valid;
-    end
-    if (rst) begin
-      \$502  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = s2_valid;
-    if (adv) begin
-      \$503  = \$signal$72 ;
-    end
-    if (rst) begin
-      \$503  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = \$signal$72 ;
-    if (adv) begin
-      \$504  = \$signal$73 ;
-    end
-    if (rst) begin
-      \$504  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = \$signal$73 ;
-    if (adv) begin
-      \$505  = take;
-    end
-    if (rst) begin
-      \$505  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = s2_mask;
-    if (adv) begin
-      \$506  = \$signal$75 ;
-    end
-    if (rst) begin
-      \$506  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = \$signal$75 ;
-    if (adv) begin
-      \$507  = s0_mask;
-    end
-    if (rst) begin
-      \$507  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = \$signal$76 ;
-    if (adv) begin
-      \$508  = \$350 ;
+      \$508  = mask;
     end
     if (rst) begin
       \$508  = 1'h0;
@@ -3585,19 +3525,19 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = \$signal$78 ;
-    if (adv) begin
-      \$509  = \$364 ;
+    \$509  = \$signal$68 ;
+    if (take) begin
+      \$509  = { 1'h0, \$565  };
     end
     if (rst) begin
-      \$509  = 1'h0;
+      \$509  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = s2_force;
+    \$510  = o__valid;
     if (adv) begin
-      \$510  = \$signal$76 ;
+      \$510  = s2_valid;
     end
     if (rst) begin
       \$510  = 1'h0;
@@ -3605,9 +3545,9 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = s2_high;
+    \$511  = s2_valid;
     if (adv) begin
-      \$511  = \$signal$78 ;
+      \$511  = \$signal$71 ;
     end
     if (rst) begin
       \$511  = 1'h0;
@@ -3615,72 +3555,152 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = s1_t0_0;
+    \$512  = \$signal$71 ;
     if (adv) begin
-      \$512  = \$365 ;
+      \$512  = \$signal$72 ;
     end
     if (rst) begin
-      \$512  = 21'h000000;
+      \$512  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = s1_t0_1;
+    \$513  = \$signal$72 ;
     if (adv) begin
-      \$513  = \$382 ;
+      \$513  = take;
     end
     if (rst) begin
-      \$513  = 26'h0000000;
+      \$513  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = acc0;
+    \$514  = s2_mask;
     if (adv) begin
-      \$514  = \$384 [24:0];
+      \$514  = \$signal$74 ;
     end
     if (rst) begin
-      \$514  = 25'h0000000;
+      \$514  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$515  = o__payload;
+    \$515  = \$signal$74 ;
     if (adv) begin
-      \$515  = \$396 [7:0];
+      \$515  = s0_mask;
     end
     if (rst) begin
-      \$515  = 8'h00;
+      \$515  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = sat;
+    \$516  = \$signal$75 ;
+    if (adv) begin
+      \$516  = \$350 ;
+    end
+    if (rst) begin
+      \$516  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$517  = \$signal$77 ;
+    if (adv) begin
+      \$517  = \$364 ;
+    end
+    if (rst) begin
+      \$517  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$518  = s2_force;
+    if (adv) begin
+      \$518  = \$signal$75 ;
+    end
+    if (rst) begin
+      \$518  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$519  = s2_high;
+    if (adv) begin
+      \$519  = \$signal$77 ;
+    end
+    if (rst) begin
+      \$519  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$520  = s1_t0_0;
+    if (adv) begin
+      \$520  = \$365 ;
+    end
+    if (rst) begin
+      \$520  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$521  = s1_t0_1;
+    if (adv) begin
+      \$521  = \$382 ;
+    end
+    if (rst) begin
+      \$521  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$522  = acc0;
+    if (adv) begin
+      \$522  = \$384 [24:0];
+    end
+    if (rst) begin
+      \$522  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$523  = o__payload;
+    if (adv) begin
+      \$523  = \$396 [7:0];
+    end
+    if (rst) begin
+      \$523  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$524  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$516  = \$406 [12:0];
+        \$524  = \$406 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$516  = 13'h0000;
+            \$524  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$516  = 13'h0000;
+      \$524  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = left;
+    \$525  = left;
     if (beat) begin
-      \$517  = \$408 [12:0];
+      \$525  = \$408 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$517  = chan__payload[12:0];
+            \$525  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3693,36 +3713,96 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$517  = chan[12:0];
+              \$525  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$517  = 13'h0000;
+      \$525  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$518  = chan;
+    \$526  = mask;
+    if (beat) begin
+      \$526  = \$409 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$518  = chan__payload;
+            \$526  = \$411 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$526  = \$419 ;
+            end
           end
     endcase
     if (rst) begin
-      \$518  = 128'h00000000000000000000000000000000;
+      \$526  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$519  = sg;
+    \$527  = last;
+    if (beat) begin
+      \$527  = \$410 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$519  = 21'h000000;
+            \$527  = \$412 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$527  = \$420 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$527  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$528  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$528  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$528  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$529  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$529  = 21'h000000;
             if (refused) begin
-              \$519  = 21'h000000;
+              \$529  = 21'h000000;
             end
           end
       6'h02:
@@ -3735,20 +3815,20 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$519  = \$411 [20:0];
+            \$529  = \$415 [20:0];
           end
     endcase
     if (rst) begin
-      \$519  = 21'h000000;
+      \$529  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$520  = sgx;
+    \$530  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$520  = 28'h0000000;
+            \$530  = 28'h0000000;
           end
       6'h02:
           /* empty */;
@@ -3760,20 +3840,20 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$520  = \$414 [27:0];
+            \$530  = \$418 [27:0];
           end
     endcase
     if (rst) begin
-      \$520  = 28'h0000000;
+      \$530  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$521  = dgamma;
+    \$531  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$521  = 43'h00000000000;
+            \$531  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3798,240 +3878,240 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0c:
           /* empty */;
       6'h0d:
-          \$521  = \$416 [42:0];
+          \$531  = \$422 [42:0];
     endcase
     if (rst) begin
-      \$521  = 43'h00000000000;
+      \$531  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$522  = align;
+    \$532  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$522  = 4'h0;
+            \$532  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$522  = 4'h0;
+      \$532  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$523  = fsm_state;
+    \$533  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$523  = 6'h01;
+              \$533  = 6'h01;
             end else begin
-              \$523  = 6'h02;
+              \$533  = 6'h02;
             end
           end
       6'h02:
-          \$523  = 6'h03;
+          \$533  = 6'h03;
       6'h03:
           if (done) begin
-            \$523  = 6'h04;
+            \$533  = 6'h04;
           end
       6'h04:
-          \$523  = 6'h05;
+          \$533  = 6'h05;
       6'h05:
           if (\done$95 ) begin
-            \$523  = 6'h06;
+            \$533  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$523  = 6'h07;
+              \$533  = 6'h07;
             end
           end
       6'h07:
-          \$523  = 6'h08;
+          \$533  = 6'h08;
       6'h08:
           if (\done$95 ) begin
-            \$523  = 6'h09;
+            \$533  = 6'h09;
           end
       6'h09:
-          \$523  = 6'h0a;
+          \$533  = 6'h0a;
       6'h0a:
           if (\done$95 ) begin
-            \$523  = 6'h0b;
+            \$533  = 6'h0b;
           end
       6'h0b:
-          \$523  = 6'h0c;
+          \$533  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$523  = 6'h0d;
+            \$533  = 6'h0d;
           end
       6'h0d:
-          \$523  = 6'h0e;
+          \$533  = 6'h0e;
       6'h0e:
-          \$523  = 6'h0f;
+          \$533  = 6'h0f;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$417 ) begin
+          if (\$423 ) begin
           end else begin
-            \$523  = 6'h10;
+            \$533  = 6'h10;
           end
       6'h10:
-          \$523  = 6'h11;
+          \$533  = 6'h11;
       6'h11:
           if (\done$95 ) begin
-            \$523  = 6'h12;
+            \$533  = 6'h12;
           end
       6'h12:
-          \$523  = 6'h13;
+          \$533  = 6'h13;
       6'h13:
           if (done) begin
-            \$523  = 6'h14;
+            \$533  = 6'h14;
           end
       6'h14:
-          \$523  = 6'h15;
+          \$533  = 6'h15;
       6'h15:
           (* full_case = 32'd1 *)
-          if (\$426 ) begin
-          end else if (\$427 ) begin
+          if (\$432 ) begin
+          end else if (\$433 ) begin
           end else begin
-            \$523  = 6'h16;
+            \$533  = 6'h16;
           end
       6'h16:
-          \$523  = 6'h17;
+          \$533  = 6'h17;
       6'h17:
-          \$523  = 6'h18;
+          \$533  = 6'h18;
       6'h18:
-          \$523  = 6'h19;
+          \$533  = 6'h19;
       6'h19:
           if (\done$95 ) begin
-            \$523  = 6'h1a;
+            \$533  = 6'h1a;
           end
       6'h1a:
-          \$523  = 6'h1b;
+          \$533  = 6'h1b;
       6'h1b:
           if (\done$95 ) begin
-            \$523  = 6'h1c;
+            \$533  = 6'h1c;
           end
       6'h1c:
-          \$523  = 6'h1d;
+          \$533  = 6'h1d;
       6'h1d:
-          \$523  = 6'h1e;
+          \$533  = 6'h1e;
       6'h1e:
           if (\done$95 ) begin
-            \$523  = 6'h1f;
+            \$533  = 6'h1f;
           end
       6'h1f:
           (* full_case = 32'd1 *)
           if (tiny) begin
-            \$523  = 6'h20;
+            \$533  = 6'h20;
           end else begin
-            \$523  = 6'h21;
+            \$533  = 6'h21;
           end
       6'h21:
-          \$523  = 6'h22;
+          \$533  = 6'h22;
       6'h22:
           if (\done$95 ) begin
-            \$523  = 6'h23;
+            \$533  = 6'h23;
           end
       6'h23:
-          \$523  = 6'h24;
+          \$533  = 6'h24;
       6'h24:
           if (done) begin
-            \$523  = 6'h25;
+            \$533  = 6'h25;
           end
       6'h25:
-          \$523  = 6'h26;
+          \$533  = 6'h26;
       6'h20:
-          \$523  = 6'h27;
+          \$533  = 6'h27;
       6'h27:
           if (\done$95 ) begin
-            \$523  = 6'h28;
+            \$533  = 6'h28;
           end
       6'h28:
-          \$523  = 6'h29;
+          \$533  = 6'h29;
       6'h29:
           if (done) begin
-            \$523  = 6'h26;
+            \$533  = 6'h26;
           end
       6'h26:
-          \$523  = 6'h2a;
+          \$533  = 6'h2a;
       6'h2a:
           if (done) begin
-            \$523  = 6'h2b;
+            \$533  = 6'h2b;
           end
       6'h2b:
           (* full_case = 32'd1 *)
           if (special) begin
-            \$523  = 6'h2c;
+            \$533  = 6'h2c;
           end else begin
-            \$523  = 6'h2d;
+            \$533  = 6'h2d;
           end
       6'h2d:
-          \$523  = 6'h2e;
+          \$533  = 6'h2e;
       6'h2e:
-          \$523  = 6'h2f;
+          \$533  = 6'h2f;
       6'h2c:
-          \$523  = 6'h30;
+          \$533  = 6'h30;
       6'h30:
-          \$523  = 6'h31;
+          \$533  = 6'h31;
       6'h31:
           if (done) begin
-            \$523  = 6'h32;
+            \$533  = 6'h32;
           end
       6'h32:
-          \$523  = 6'h33;
+          \$533  = 6'h33;
       6'h33:
           if (done) begin
-            \$523  = 6'h34;
+            \$533  = 6'h34;
           end
       6'h34:
-          \$523  = 6'h35;
+          \$533  = 6'h35;
       6'h35:
-          \$523  = 6'h36;
+          \$533  = 6'h36;
       6'h36:
           if (\done$95 ) begin
-            \$523  = 6'h37;
+            \$533  = 6'h37;
           end
       6'h37:
-          \$523  = 6'h38;
+          \$533  = 6'h38;
       6'h38:
-          \$523  = 6'h39;
+          \$533  = 6'h39;
       6'h39:
           if (\done$95 ) begin
-            \$523  = 6'h3a;
+            \$533  = 6'h3a;
           end
       6'h3a:
-          \$523  = 6'h2f;
+          \$533  = 6'h2f;
       6'h2f:
-          \$523  = 6'h3b;
+          \$533  = 6'h3b;
       6'h3b:
           (* full_case = 32'd1 *)
-          if (\$488 ) begin
-            \$523  = 6'h1d;
+          if (\$494 ) begin
+            \$533  = 6'h1d;
           end else begin
-            \$523  = 6'h3c;
+            \$533  = 6'h3c;
           end
       6'h3c:
-          if (\$497 ) begin
-            \$523  = 6'h3d;
+          if (\$505 ) begin
+            \$533  = 6'h3d;
           end
       6'h3d:
           if (stats__ready) begin
-            \$523  = 6'h00;
+            \$533  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$523  = 6'h00;
+            \$533  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$523  = 6'h00;
+      \$533  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$524  = q;
+    \$534  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4039,16 +4119,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h03:
           if (done) begin
-            \$524  = \q$94 [8:0];
+            \$534  = \q$94 [8:0];
           end
     endcase
     if (rst) begin
-      \$524  = 9'h000;
+      \$534  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$525  = rz;
+    \$535  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4060,613 +4140,8 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h05:
           if (\done$95 ) begin
-            \$525  = \$409 ;
+            \$535  = \$413 ;
           end
-    endcase
-    if (rst) begin
-      \$525  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$526  = r_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$95 ) begin
-            \$526  = p[12:0];
-          end
-    endcase
-    if (rst) begin
-      \$526  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$527  = scratch;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$95 ) begin
-            \$527  = p;
-          end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$95 ) begin
-            \$527  = p;
-          end
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          if (\done$95 ) begin
-            \$527  = p;
-          end
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h27:
-          if (\done$95 ) begin
-            \$527  = p;
-          end
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          if (\done$95 ) begin
-            \$527  = p;
-          end
-      6'h37:
-          /* empty */;
-      6'h38:
-          /* empty */;
-      6'h39:
-          if (\done$95 ) begin
-            \$527  = p;
-          end
-    endcase
-    if (rst) begin
-      \$527  = 110'h0000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$528  = qg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          if (\done$95 ) begin
-            \$528  = p[39:0];
-          end
-    endcase
-    if (rst) begin
-      \$528  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$529  = tq;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          if (done) begin
-            \$529  = \q$94 ;
-          end
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          if (done) begin
-            \$529  = \q$94 ;
-          end
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          if (done) begin
-            \$529  = \q$94 ;
-          end
-      6'h25:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          if (done) begin
-            \$529  = \q$94 ;
-          end
-      6'h26:
-          /* empty */;
-      6'h2a:
-          if (done) begin
-            \$529  = \q$94 ;
-          end
-      6'h2b:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          if (done) begin
-            \$529  = \q$94 ;
-          end
-      6'h32:
-          /* empty */;
-      6'h33:
-          if (done) begin
-            \$529  = \q$94 ;
-          end
-    endcase
-    if (rst) begin
-      \$529  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$530  = dn;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$530  = chan[92:34];
-      6'h0f:
-          if (\$417 ) begin
-            \$530  = \$418 ;
-          end
-    endcase
-    if (rst) begin
-      \$530  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$531  = sd;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$531  = 6'h00;
-      6'h0f:
-          if (\$417 ) begin
-            \$531  = \$419 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$531  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$532  = am;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$532  = tq[47:0];
-      6'h15:
-          if (\$426 ) begin
-            \$532  = \$428 ;
-          end else if (\$427 ) begin
-            \$532  = \$430 [47:0];
-          end
-    endcase
-    if (rst) begin
-      \$532  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$533  = shc;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$533  = { 3'h0, \$420  };
-      6'h15:
-          if (\$426 ) begin
-            \$533  = \$429 [9:0];
-          end else if (\$427 ) begin
-            \$533  = \$431 [9:0];
-          end
-    endcase
-    if (rst) begin
-      \$533  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$534  = special;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$534  = 1'h0;
-      6'h15:
-          if (\$426 ) begin
-          end else if (\$427 ) begin
-            \$534  = 1'h1;
-          end
-      6'h16:
-          \$534  = \$433 ;
-    endcase
-    if (rst) begin
-      \$534  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$535  = zero;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$535  = \$421 ;
     endcase
     if (rst) begin
       \$535  = 1'h0;
@@ -4674,7 +4149,612 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$536  = tiny;
+    \$536  = r_mean;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$95 ) begin
+            \$536  = p[12:0];
+          end
+    endcase
+    if (rst) begin
+      \$536  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$537  = scratch;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (\done$95 ) begin
+            \$537  = p;
+          end
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$95 ) begin
+            \$537  = p;
+          end
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          if (\done$95 ) begin
+            \$537  = p;
+          end
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h27:
+          if (\done$95 ) begin
+            \$537  = p;
+          end
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          if (\done$95 ) begin
+            \$537  = p;
+          end
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          if (\done$95 ) begin
+            \$537  = p;
+          end
+    endcase
+    if (rst) begin
+      \$537  = 110'h0000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$538  = qg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          if (\done$95 ) begin
+            \$538  = p[39:0];
+          end
+    endcase
+    if (rst) begin
+      \$538  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$539  = tq;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          if (done) begin
+            \$539  = \q$94 ;
+          end
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          if (done) begin
+            \$539  = \q$94 ;
+          end
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          if (done) begin
+            \$539  = \q$94 ;
+          end
+      6'h25:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          if (done) begin
+            \$539  = \q$94 ;
+          end
+      6'h26:
+          /* empty */;
+      6'h2a:
+          if (done) begin
+            \$539  = \q$94 ;
+          end
+      6'h2b:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          if (done) begin
+            \$539  = \q$94 ;
+          end
+      6'h32:
+          /* empty */;
+      6'h33:
+          if (done) begin
+            \$539  = \q$94 ;
+          end
+    endcase
+    if (rst) begin
+      \$539  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$540  = dn;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$540  = chan[92:34];
+      6'h0f:
+          if (\$423 ) begin
+            \$540  = \$424 ;
+          end
+    endcase
+    if (rst) begin
+      \$540  = 59'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$541  = sd;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$541  = 6'h00;
+      6'h0f:
+          if (\$423 ) begin
+            \$541  = \$425 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$541  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$542  = am;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$542  = tq[47:0];
+      6'h15:
+          if (\$432 ) begin
+            \$542  = \$434 ;
+          end else if (\$433 ) begin
+            \$542  = \$436 [47:0];
+          end
+    endcase
+    if (rst) begin
+      \$542  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$543  = shc;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$543  = { 3'h0, \$426  };
+      6'h15:
+          if (\$432 ) begin
+            \$543  = \$435 [9:0];
+          end else if (\$433 ) begin
+            \$543  = \$437 [9:0];
+          end
+    endcase
+    if (rst) begin
+      \$543  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$544  = special;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$544  = 1'h0;
+      6'h15:
+          if (\$432 ) begin
+          end else if (\$433 ) begin
+            \$544  = 1'h1;
+          end
+      6'h16:
+          \$544  = \$439 ;
+    endcase
+    if (rst) begin
+      \$544  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$545  = zero;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$545  = \$427 ;
+    endcase
+    if (rst) begin
+      \$545  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$546  = tiny;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4719,15 +4799,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h15:
           /* empty */;
       6'h16:
-          \$536  = \$438 ;
+          \$546  = \$444 ;
     endcase
     if (rst) begin
-      \$536  = 1'h0;
+      \$546  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$537  = xs;
+    \$547  = xs;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4772,15 +4852,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h15:
           /* empty */;
       6'h16:
-          \$537  = \$441 [25:0];
+          \$547  = \$447 [25:0];
     endcase
     if (rst) begin
-      \$537  = 26'h0000000;
+      \$547  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$538  = sh;
+    \$548  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4825,15 +4905,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h15:
           /* empty */;
       6'h16:
-          \$538  = shc[3:0];
+          \$548  = shc[3:0];
     endcase
     if (rst) begin
-      \$538  = 4'h0;
+      \$548  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$539  = xl;
+    \$549  = xl;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4880,15 +4960,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h16:
           /* empty */;
       6'h17:
-          \$539  = \$444 [12:0];
+          \$549  = \$450 [12:0];
     endcase
     if (rst) begin
-      \$539  = 13'h0000;
+      \$549  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$540  = rnd_h;
+    \$550  = rnd_h;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4935,15 +5015,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h16:
           /* empty */;
       6'h17:
-          \$540  = \$446 [12:0];
+          \$550  = \$452 [12:0];
     endcase
     if (rst) begin
-      \$540  = 13'h0000;
+      \$550  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$541  = nbase;
+    \$551  = nbase;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4995,16 +5075,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h19:
           if (\done$95 ) begin
-            \$541  = p[80:0];
+            \$551  = p[80:0];
           end
     endcase
     if (rst) begin
-      \$541  = 81'h000000000000000000000;
+      \$551  = 81'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$542  = fq;
+    \$552  = fq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5060,16 +5140,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h1b:
           if (\done$95 ) begin
-            \$542  = p[66:0];
+            \$552  = p[66:0];
           end
     endcase
     if (rst) begin
-      \$542  = 67'h00000000000000000;
+      \$552  = 67'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$543  = ci;
+    \$553  = ci;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5126,7 +5206,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h1b:
           /* empty */;
       6'h1c:
-          \$543  = 2'h0;
+          \$553  = 2'h0;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -5186,15 +5266,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h3a:
           /* empty */;
       6'h2f:
-          \$543  = \$487 [1:0];
+          \$553  = \$493 [1:0];
     endcase
     if (rst) begin
-      \$543  = 2'h0;
+      \$553  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$544  = nt;
+    \$554  = nt;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5256,16 +5336,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h1e:
           if (\done$95 ) begin
-            \$544  = p[80:0];
+            \$554  = p[80:0];
           end
     endcase
     if (rst) begin
-      \$544  = 81'h000000000000000000000;
+      \$554  = 81'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$545  = z0;
+    \$555  = z0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5356,7 +5436,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2d:
           casez (ci)
             2'h0:
-                \$545  = \$454 ;
+                \$555  = \$460 ;
           endcase
       6'h2e:
           /* empty */;
@@ -5379,16 +5459,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h37:
           casez (ci)
             2'h0:
-                \$545  = { \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477  };
+                \$555  = { \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483  };
           endcase
     endcase
     if (rst) begin
-      \$545  = 25'h0000000;
+      \$555  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$546  = z1;
+    \$556  = z1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5481,7 +5561,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h0:
                 /* empty */;
             2'h1:
-                \$546  = \$454 ;
+                \$556  = \$460 ;
           endcase
       6'h2e:
           /* empty */;
@@ -5506,16 +5586,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h0:
                 /* empty */;
             2'h1:
-                \$546  = { \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477  };
+                \$556  = { \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483  };
           endcase
     endcase
     if (rst) begin
-      \$546  = 25'h0000000;
+      \$556  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$547  = z2;
+    \$557  = z2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5610,7 +5690,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h1:
                 /* empty */;
             2'h2:
-                \$547  = \$454 ;
+                \$557  = \$460 ;
           endcase
       6'h2e:
           /* empty */;
@@ -5637,16 +5717,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h1:
                 /* empty */;
             2'h2:
-                \$547  = { \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477 [14], \$477  };
+                \$557  = { \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483 [14], \$483  };
           endcase
     endcase
     if (rst) begin
-      \$547  = 25'h0000000;
+      \$557  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$548  = zt;
+    \$558  = zt;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5739,15 +5819,15 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2e:
           /* empty */;
       6'h2c:
-          \$548  = \$461 ;
+          \$558  = \$467 ;
     endcase
     if (rst) begin
-      \$548  = 35'h000000000;
+      \$558  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$549  = q0;
+    \$559  = q0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5852,16 +5932,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h34:
           casez (ci)
             2'h0:
-                \$549  = \$468 ;
+                \$559  = \$474 ;
           endcase
     endcase
     if (rst) begin
-      \$549  = 9'h000;
+      \$559  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$550  = q1;
+    \$560  = q1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5968,16 +6048,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h0:
                 /* empty */;
             2'h1:
-                \$550  = \$468 ;
+                \$560  = \$474 ;
           endcase
     endcase
     if (rst) begin
-      \$550  = 9'h000;
+      \$560  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$551  = q2;
+    \$561  = q2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6086,16 +6166,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h1:
                 /* empty */;
             2'h2:
-                \$551  = \$468 ;
+                \$561  = \$474 ;
           endcase
     endcase
     if (rst) begin
-      \$551  = 9'h000;
+      \$561  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$552  = na1_0;
+    \$562  = na1_0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6212,144 +6292,16 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h3a:
           casez (ci)
             2'h0:
-                \$552  = \$486 [13:0];
+                \$562  = \$492 [13:0];
           endcase
     endcase
     if (rst) begin
-      \$552  = 14'h0000;
+      \$562  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$553  = na1_1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h37:
-          /* empty */;
-      6'h38:
-          /* empty */;
-      6'h39:
-          /* empty */;
-      6'h3a:
-          casez (ci)
-            2'h0:
-                /* empty */;
-            2'h1:
-                \$553  = \$486 [13:0];
-          endcase
-    endcase
-    if (rst) begin
-      \$553  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$554  = na1_2;
+    \$563  = na1_1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6468,13 +6420,141 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
             2'h0:
                 /* empty */;
             2'h1:
-                /* empty */;
-            2'h2:
-                \$554  = \$486 [13:0];
+                \$563  = \$492 [13:0];
           endcase
     endcase
     if (rst) begin
-      \$554  = 14'h0000;
+      \$563  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$564  = na1_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          casez (ci)
+            2'h0:
+                /* empty */;
+            2'h1:
+                /* empty */;
+            2'h2:
+                \$564  = \$492 [13:0];
+          endcase
+    endcase
+    if (rst) begin
+      \$564  = 14'h0000;
     end
   end
   always @* begin
@@ -6550,12 +6630,13 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
     endcase
   end
   assign \$signal  = q;
-  assign \rz$20  = rz;
+  assign \$signal$17  = rz;
   assign x = i__payload[7:0];
-  assign \mask$22  = mask;
+  assign \mask$20  = mask;
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$555  };
+  assign sel = { 1'h0, \$565  };
+  assign \$signal$104  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[92:34];
@@ -6579,17 +6660,19 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \chan.gamma  = chan[127:120];
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$69[0]  = \$signal$69 ;
-  assign \sel[0]  = { 1'h0, \$555  };
+  assign \$signal$68[0]  = \$signal$68 ;
+  assign \sel[0]  = { 1'h0, \$565  };
   assign \$211  = { \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 [40], \$210 , 86'h0000000000000000000000 };
   assign \$219  = { \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 [110], \$218 , 105'h000000000000000000000000000 };
   assign \$249  = { \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 [110], \$248 , 37'h0000000000 };
-  assign \$416  = { \$415 [128], \$415 [128:1] };
-  assign \$418  = { 1'h0, dn[58:1] };
-  assign \$428  = { 1'h0, am[47:1] };
-  assign \$430  = { am, 1'h0 };
-  assign \$442  = special;
-  assign \$446  = { 1'h0, \$445 [28:1] };
+  assign \$422  = { \$421 [128], \$421 [128:1] };
+  assign \$424  = { 1'h0, dn[58:1] };
+  assign \$434  = { 1'h0, am[47:1] };
+  assign \$436  = { am, 1'h0 };
+  assign \$448  = special;
+  assign \$452  = { 1'h0, \$451 [28:1] };
+  assign \$501  = 1'h1;
+  assign \$502  = \$500 ;
 endmodule
 
 module \hwnorm_bwd_l1_s8_lean.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -6940,7 +7023,7 @@ module \hwnorm_bwd_l1_s8_lean.mul (rst, start, a, b, c, \neg$12 , steps, done, p
   assign \$6  = { 1'h0, b_sh[27:1] };
 endmodule
 
-module \hwnorm_bwd_l1_s8_lean.sel$104 (clk, rst, mask, \port$656$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_l1_s8_lean.sel$105 (clk, rst, \port$662$0 , clear, p1, mask, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6966,8 +7049,8 @@ module \hwnorm_bwd_l1_s8_lean.sel$104 (clk, rst, mask, \port$656$0 , clear, p1, 
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$656$0 ;
-  wire [1:0] \port$656$0 ;
+  output [1:0] \port$662$0 ;
+  wire [1:0] \port$662$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -7011,7 +7094,7 @@ module \hwnorm_bwd_l1_s8_lean.sel$104 (clk, rst, mask, \port$656$0 , clear, p1, 
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$656$0  = \$7 ;
+  assign \port$662$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -581,82 +581,92 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [13:0] \$615 ;
   wire [13:0] \$616 ;
   wire [13:0] \$617 ;
-  wire [15:0] \$618 ;
-  wire [29:0] \$619 ;
+  wire \$618 ;
+  wire \$619 ;
   wire [6:0] \$62 ;
-  wire [31:0] \$620 ;
-  wire [31:0] \$621 ;
-  wire [44:0] \$622 ;
-  wire [174:0] \$623 ;
-  wire [174:0] \$624 ;
-  wire [174:0] \$625 ;
-  wire [174:0] \$626 ;
-  wire [6:0] \$627 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire [15:0] \$622 ;
+  wire [29:0] \$623 ;
+  wire [31:0] \$624 ;
+  wire [31:0] \$625 ;
+  wire [44:0] \$626 ;
+  wire \$627 ;
   wire \$628 ;
-  wire [50:0] \$629 ;
+  wire [174:0] \$629 ;
   wire [6:0] \$63 ;
-  wire [6:0] \$630 ;
+  wire [174:0] \$630 ;
   wire [174:0] \$631 ;
   wire [174:0] \$632 ;
   wire [6:0] \$633 ;
   wire \$634 ;
-  wire [69:0] \$635 ;
+  wire [50:0] \$635 ;
   wire [6:0] \$636 ;
-  wire [6:0] \$637 ;
-  wire \$638 ;
-  wire [105:0] \$639 ;
+  wire [174:0] \$637 ;
+  wire [174:0] \$638 ;
+  wire [6:0] \$639 ;
   wire [6:0] \$64 ;
-  wire [6:0] \$640 ;
-  wire \$641 ;
-  wire \$642 ;
-  wire [104:0] \$643 ;
-  wire [104:0] \$644 ;
-  wire \$645 ;
-  wire \$646 ;
+  wire \$640 ;
+  wire [69:0] \$641 ;
+  wire [6:0] \$642 ;
+  wire [6:0] \$643 ;
+  wire \$644 ;
+  wire [105:0] \$645 ;
+  wire [6:0] \$646 ;
   wire \$647 ;
   wire \$648 ;
-  wire \$649 ;
+  wire [104:0] \$649 ;
   wire \$65 ;
-  wire \$650 ;
+  wire [104:0] \$650 ;
   wire \$651 ;
   wire \$652 ;
   wire \$653 ;
-  reg [15:0] \$654 ;
-  reg [15:0] \$655 ;
-  reg \$656 ;
-  reg \$657 ;
-  reg \$658 ;
-  reg \$659 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
-  reg \$660 ;
-  reg \$661 ;
-  reg \$662 ;
-  reg [65:0] \$663 ;
-  reg [84:0] \$664 ;
-  reg [84:0] \$665 ;
-  reg [85:0] \$666 ;
-  reg [15:0] \$667 ;
-  reg [12:0] \$668 ;
-  reg [12:0] \$669 ;
+  wire \$660 ;
+  wire \$661 ;
+  reg [15:0] \$662 ;
+  reg [15:0] \$663 ;
+  reg \$664 ;
+  reg \$665 ;
+  reg \$666 ;
+  reg \$667 ;
+  reg \$668 ;
+  reg \$669 ;
   wire \$67 ;
-  reg [108:0] \$670 ;
-  reg [28:0] \$671 ;
-  reg [43:0] \$672 ;
-  reg [46:0] \$673 ;
-  reg [5:0] \$674 ;
-  reg [5:0] \$675 ;
-  reg [5:0] \$676 ;
-  reg [104:0] \$677 ;
-  reg [55:0] \$678 ;
-  reg [173:0] \$679 ;
+  reg \$670 ;
+  reg [65:0] \$671 ;
+  reg [84:0] \$672 ;
+  reg [84:0] \$673 ;
+  reg [85:0] \$674 ;
+  reg [15:0] \$675 ;
+  reg [12:0] \$676 ;
+  reg [12:0] \$677 ;
+  reg \$678 ;
+  reg \$679 ;
   wire \$68 ;
-  reg [49:0] \$680 ;
-  reg [49:0] \$681 ;
-  reg [104:0] \$682 ;
-  reg [84:0] \$683 ;
-  reg [68:0] \$684 ;
-  reg [83:0] \$685 ;
+  reg [108:0] \$680 ;
+  reg [28:0] \$681 ;
+  reg [43:0] \$682 ;
+  reg [46:0] \$683 ;
+  reg [5:0] \$684 ;
+  reg [5:0] \$685 ;
+  reg [5:0] \$686 ;
+  reg [104:0] \$687 ;
+  reg [55:0] \$688 ;
+  reg [173:0] \$689 ;
   wire \$69 ;
+  reg [49:0] \$690 ;
+  reg [49:0] \$691 ;
+  reg [104:0] \$692 ;
+  reg [84:0] \$693 ;
+  reg [68:0] \$694 ;
+  reg [83:0] \$695 ;
   wire \$7 ;
   wire \$70 ;
   wire \$71 ;
@@ -691,9 +701,10 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [6:0] \$98 ;
   wire \$99 ;
   reg \$signal  = 1'h0;
-  reg \$signal$58  = 1'h0;
-  reg \$signal$60  = 1'h0;
-  reg [68:0] \$signal$66  = 69'h000000000000000000;
+  reg \$signal$57  = 1'h0;
+  reg \$signal$59  = 1'h0;
+  reg [68:0] \$signal$65  = 69'h000000000000000000;
+  wire \$signal$73 ;
   reg [104:0] a;
   reg [85:0] acc0 = 86'h0000000000000000000000;
   wire adv;
@@ -738,14 +749,14 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   input i__valid;
   wire i__valid;
   reg [49:0] lane_a = 50'h0000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [171:0] lo_init;
   reg [49:0] m1 = 50'h0000000000000;
   reg [84:0] m2 = 85'h0000000000000000000000;
-  wire mask;
+  reg mask = 1'h0;
   reg neg;
-  reg \neg$45 ;
+  reg \neg$42 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -784,7 +795,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [5:0] sh_new;
   wire [104:0] shv;
   reg start;
-  reg \start$43 ;
+  reg \start$40 ;
   output [89:0] stats__payload;
   reg [89:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -796,9 +807,17 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [7:0] \steps$41 ;
+  reg [7:0] \steps$38 ;
   reg take;
   reg [173:0] tq = 174'h00000000000000000000000000000000000000000000;
+  assign \$305  = \$3 [10] | \$3 [11];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = \$3 [12] | \$3 [13];
+  assign \$308  = \$3 [14] | \$3 [15];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = \$306  | \$309 ;
+  assign \$311  = \$3 [12] | \$3 [13];
+  assign \$312  = \$3 [14] | \$3 [15];
   assign \$313  = \$311  | \$312 ;
   assign \$314  = \$3 [14] | \$3 [15];
   assign \$315  = \$3 [15] ? 7'h0f : 7'h0e;
@@ -1084,7 +1103,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$594  = fsm_state == 6'h23;
   assign \$595  = $signed(s0_g) * $signed(lane_a);
   assign \$596  = $signed(const0) + $signed(35'h200000000);
-  assign \$597  = $signed(s0_x) * $signed(\$signal$66 );
+  assign \$597  = $signed(s0_x) * $signed(\$signal$65 );
   assign \$598  = $signed(s1_t0_0) + $signed(s1_t0_1);
   assign \$599  = $signed(\$598 ) - $signed(s1_t0_2);
   assign \$600  = ~ s2_mask;
@@ -1100,102 +1119,110 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$615  = sat + \$614 ;
   assign \$616  = left - 1'h1;
   assign \$617  = last ? 14'h0000 : \$616 ;
-  assign \$618  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$619  = $signed(sg) + $signed(\$618 );
-  assign \$620  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$621  = mask ? \$620  : 32'd0;
-  assign \$622  = $signed(sgx) + $signed(\$621 );
-  assign \$623  = $signed(tq) + $signed(2'h1);
-  assign \$625  = $signed(tq) + $signed(2'h1);
-  assign \$627  = align + sh;
-  assign \$628  = \$627  == 6'h22;
-  assign \$630  = align + 1'h1;
+  assign \$618  = left > 1'h1;
+  assign \$619  = left <= 2'h2;
+  assign \$620  = chan__payload[12:0] > 1'h0;
+  assign \$621  = chan__payload[12:0] <= 1'h1;
+  assign \$622  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$623  = $signed(sg) + $signed(\$622 );
+  assign \$624  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$625  = mask ? \$624  : 32'd0;
+  assign \$626  = $signed(sgx) + $signed(\$625 );
+  assign \$627  = chan[12:0] > 1'h0;
+  assign \$628  = chan[12:0] <= 1'h1;
+  assign \$629  = $signed(tq) + $signed(2'h1);
   assign \$631  = $signed(tq) + $signed(2'h1);
   assign \$633  = align + sh;
   assign \$634  = \$633  == 6'h22;
   assign \$636  = align + 1'h1;
-  assign \$637  = align + sh;
-  assign \$638  = \$637  == 6'h22;
-  assign \$640  = align + 1'h1;
-  assign \$641  = $signed(scratch) > $signed(84'h7ff0107f2400000000000);
-  assign \$642  = $signed(scratch) < $signed(84'h800fef80dc00000000000);
-  assign \$643  = \$642  ? 105'h1fffff800fef80dc00000000000 : scratch;
-  assign \$644  = \$641  ? 105'h0000007ff0107f2400000000000 : \$643 ;
-  assign \$645  = | left;
-  assign \$646  = ~ \$645 ;
-  assign \$647  = ~ \$signal$58 ;
-  assign \$648  = \$646  & \$647 ;
-  assign \$649  = ~ \$signal ;
-  assign \$650  = \$648  & \$649 ;
-  assign \$651  = ~ s2_valid;
-  assign \$652  = \$650  & \$651 ;
-  assign \$653  = \$652  & adv;
+  assign \$637  = $signed(tq) + $signed(2'h1);
+  assign \$639  = align + sh;
+  assign \$640  = \$639  == 6'h22;
+  assign \$642  = align + 1'h1;
+  assign \$643  = align + sh;
+  assign \$644  = \$643  == 6'h22;
+  assign \$646  = align + 1'h1;
+  assign \$647  = $signed(scratch) > $signed(84'h7ff0107f2400000000000);
+  assign \$648  = $signed(scratch) < $signed(84'h800fef80dc00000000000);
+  assign \$649  = \$648  ? 105'h1fffff800fef80dc00000000000 : scratch;
+  assign \$650  = \$647  ? 105'h0000007ff0107f2400000000000 : \$649 ;
+  assign \$651  = | left;
+  assign \$652  = ~ \$651 ;
+  assign \$653  = ~ \$signal$57 ;
+  assign \$654  = \$652  & \$653 ;
+  assign \$655  = ~ \$signal ;
+  assign \$656  = \$654  & \$655 ;
+  assign \$659  = ~ s2_valid;
+  assign \$660  = \$658  & \$659 ;
+  assign \$661  = \$660  & adv;
   always @(posedge clk)
-    s0_x <= \$654 ;
+    s0_x <= \$662 ;
   always @(posedge clk)
-    s0_g <= \$655 ;
+    s0_g <= \$663 ;
   always @(posedge clk)
-    s0_mask <= \$656 ;
+    s0_mask <= \$664 ;
   always @(posedge clk)
-    o__valid <= \$657 ;
+    o__valid <= \$665 ;
   always @(posedge clk)
-    s2_valid <= \$658 ;
+    s2_valid <= \$666 ;
   always @(posedge clk)
-    \$signal  <= \$659 ;
+    \$signal  <= \$667 ;
   always @(posedge clk)
-    \$signal$58  <= \$660 ;
+    \$signal$57  <= \$668 ;
   always @(posedge clk)
-    s2_mask <= \$661 ;
+    s2_mask <= \$669 ;
   always @(posedge clk)
-    \$signal$60  <= \$662 ;
+    \$signal$59  <= \$670 ;
   always @(posedge clk)
-    s1_t0_0 <= \$663 ;
+    s1_t0_0 <= \$671 ;
   always @(posedge clk)
-    s1_t0_1 <= \$664 ;
+    s1_t0_1 <= \$672 ;
   always @(posedge clk)
-    s1_t0_2 <= \$665 ;
+    s1_t0_2 <= \$673 ;
   always @(posedge clk)
-    acc0 <= \$666 ;
+    acc0 <= \$674 ;
   always @(posedge clk)
-    o__payload <= \$667 ;
+    o__payload <= \$675 ;
   always @(posedge clk)
-    sat <= \$668 ;
+    sat <= \$676 ;
   always @(posedge clk)
-    left <= \$669 ;
+    left <= \$677 ;
   always @(posedge clk)
-    chan <= \$670 ;
+    mask <= \$678 ;
   always @(posedge clk)
-    sg <= \$671 ;
+    last <= \$679 ;
   always @(posedge clk)
-    sgx <= \$672 ;
+    chan <= \$680 ;
   always @(posedge clk)
-    dgamma <= \$673 ;
+    sg <= \$681 ;
   always @(posedge clk)
-    align <= \$674 ;
+    sgx <= \$682 ;
   always @(posedge clk)
-    fsm_state <= \$675 ;
+    dgamma <= \$683 ;
   always @(posedge clk)
-    sh <= \$676 ;
+    align <= \$684 ;
   always @(posedge clk)
-    scratch <= \$677 ;
+    fsm_state <= \$685 ;
   always @(posedge clk)
-    qg <= \$678 ;
+    sh <= \$686 ;
   always @(posedge clk)
-    tq <= \$679 ;
+    scratch <= \$687 ;
   always @(posedge clk)
-    m1 <= \$680 ;
+    qg <= \$688 ;
   always @(posedge clk)
-    lane_a <= \$681 ;
+    tq <= \$689 ;
   always @(posedge clk)
-    c0w <= \$682 ;
+    m1 <= \$690 ;
   always @(posedge clk)
-    m2 <= \$683 ;
+    lane_a <= \$691 ;
   always @(posedge clk)
-    \$signal$66  <= \$684 ;
+    c0w <= \$692 ;
   always @(posedge clk)
-    const0 <= \$685 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    m2 <= \$693 ;
+  always @(posedge clk)
+    \$signal$65  <= \$694 ;
+  always @(posedge clk)
+    const0 <= \$695 ;
   assign \$3  = \$1  + \$2 ;
   assign \$146  = \$3 [32] | \$3 [33];
   assign \$147  = \$3 [34] | \$3 [35];
@@ -1279,25 +1306,17 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$302  = \$293  ? \$297  : \$301 ;
   assign \$303  = \$278  ? \$290  : \$302 ;
   assign \$304  = \$3 [8] | \$3 [9];
-  assign \$305  = \$3 [10] | \$3 [11];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = \$3 [12] | \$3 [13];
-  assign \$308  = \$3 [14] | \$3 [15];
-  assign \$309  = \$307  | \$308 ;
-  assign \$310  = \$306  | \$309 ;
-  assign \$311  = \$3 [12] | \$3 [13];
-  assign \$312  = \$3 [14] | \$3 [15];
   \hwnorm_bwd_l2_s16.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(\done$71 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$45 ),
+    .\neg$15 (\neg$42 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$43 ),
-    .steps(\steps$41 )
+    .start(\start$40 ),
+    .steps(\steps$38 )
   );
   \hwnorm_bwd_l2_s16.mul  mul (
     .a(a),
@@ -2005,7 +2024,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$41  = 8'h00;
+    \steps$38  = 8'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2020,13 +2039,13 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           /* empty */;
       6'h07:
-          \steps$41  = \$521 ;
+          \steps$38  = \$521 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$41  = 8'h50;
+          \steps$38  = 8'h50;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2046,20 +2065,20 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           /* empty */;
       6'h14:
-          \steps$41  = \$542 [7:0];
+          \steps$38  = \$542 [7:0];
       6'h15:
           /* empty */;
       6'h16:
-          \steps$41  = 8'hac;
+          \steps$38  = 8'hac;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$41  = 8'hac;
+          \steps$38  = 8'hac;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$43  = 1'h0;
+    \start$40  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2074,13 +2093,13 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           /* empty */;
       6'h07:
-          \start$43  = 1'h1;
+          \start$40  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$43  = 1'h1;
+          \start$40  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2100,15 +2119,15 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           /* empty */;
       6'h14:
-          \start$43  = 1'h1;
+          \start$40  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$43  = 1'h1;
+          \start$40  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$43  = 1'h1;
+          \start$40  = 1'h1;
     endcase
   end
   always @* begin
@@ -2167,7 +2186,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$45  = 1'h0;
+    \neg$42  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2182,13 +2201,13 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           /* empty */;
       6'h07:
-          \neg$45  = \$522 ;
+          \neg$42  = \$522 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$45  = \$527 ;
+          \neg$42  = \$527 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2208,15 +2227,15 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           /* empty */;
       6'h14:
-          \neg$45  = \$543 ;
+          \neg$42  = \$543 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$45  = \$547 ;
+          \neg$42  = \$547 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$45  = \$551 ;
+          \neg$42  = \$551 ;
     endcase
   end
   always @* begin
@@ -2427,241 +2446,285 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = s0_x;
+    \$662  = s0_x;
     if (take) begin
-      \$654  = i__payload[15:0];
+      \$662  = i__payload[15:0];
     end
     if (rst) begin
-      \$654  = 16'h0000;
+      \$662  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = s0_g;
+    \$663  = s0_g;
     if (take) begin
-      \$655  = i__payload[31:16];
+      \$663  = i__payload[31:16];
     end
     if (rst) begin
-      \$655  = 16'h0000;
+      \$663  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = s0_mask;
+    \$664  = s0_mask;
     if (take) begin
-      \$656  = mask;
+      \$664  = mask;
     end
     if (rst) begin
-      \$656  = 1'h0;
+      \$664  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = o__valid;
+    \$665  = o__valid;
     if (adv) begin
-      \$657  = s2_valid;
+      \$665  = s2_valid;
     end
     if (rst) begin
-      \$657  = 1'h0;
+      \$665  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = s2_valid;
+    \$666  = s2_valid;
     if (adv) begin
-      \$658  = \$signal ;
+      \$666  = \$signal ;
     end
     if (rst) begin
-      \$658  = 1'h0;
+      \$666  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = \$signal ;
+    \$667  = \$signal ;
     if (adv) begin
-      \$659  = \$signal$58 ;
+      \$667  = \$signal$57 ;
     end
     if (rst) begin
-      \$659  = 1'h0;
+      \$667  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = \$signal$58 ;
+    \$668  = \$signal$57 ;
     if (adv) begin
-      \$660  = take;
+      \$668  = take;
     end
     if (rst) begin
-      \$660  = 1'h0;
+      \$668  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = s2_mask;
+    \$669  = s2_mask;
     if (adv) begin
-      \$661  = \$signal$60 ;
+      \$669  = \$signal$59 ;
     end
     if (rst) begin
-      \$661  = 1'h0;
+      \$669  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = \$signal$60 ;
+    \$670  = \$signal$59 ;
     if (adv) begin
-      \$662  = s0_mask;
+      \$670  = s0_mask;
     end
     if (rst) begin
-      \$662  = 1'h0;
+      \$670  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = s1_t0_0;
+    \$671  = s1_t0_0;
     if (adv) begin
-      \$663  = \$595 ;
+      \$671  = \$595 ;
     end
     if (rst) begin
-      \$663  = 66'h00000000000000000;
+      \$671  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = s1_t0_1;
+    \$672  = s1_t0_1;
     if (adv) begin
-      \$664  = \$596 ;
+      \$672  = \$596 ;
     end
     if (rst) begin
-      \$664  = 85'h0000000000000000000000;
+      \$672  = 85'h0000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = s1_t0_2;
+    \$673  = s1_t0_2;
     if (adv) begin
-      \$665  = \$597 ;
+      \$673  = \$597 ;
     end
     if (rst) begin
-      \$665  = 85'h0000000000000000000000;
+      \$673  = 85'h0000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = acc0;
+    \$674  = acc0;
     if (adv) begin
-      \$666  = \$599 [85:0];
+      \$674  = \$599 [85:0];
     end
     if (rst) begin
-      \$666  = 86'h0000000000000000000000;
+      \$674  = 86'h0000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = o__payload;
+    \$675  = o__payload;
     if (adv) begin
-      \$667  = \$608 [15:0];
+      \$675  = \$608 [15:0];
     end
     if (rst) begin
-      \$667  = 16'h0000;
+      \$675  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = sat;
+    \$676  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$668  = \$615 [12:0];
+        \$676  = \$615 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$668  = 13'h0000;
+            \$676  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$668  = 13'h0000;
+      \$676  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = left;
+    \$677  = left;
     if (beat) begin
-      \$669  = \$617 [12:0];
+      \$677  = \$617 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$669  = chan__payload[12:0];
+            \$677  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$669  = chan[12:0];
+              \$677  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$669  = 13'h0000;
+      \$677  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = chan;
+    \$678  = mask;
+    if (beat) begin
+      \$678  = \$618 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$670  = chan__payload;
+            \$678  = \$620 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$678  = \$627 ;
+            end
           end
     endcase
     if (rst) begin
-      \$670  = 109'h0000000000000000000000000000;
+      \$678  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = sg;
+    \$679  = last;
+    if (beat) begin
+      \$679  = \$619 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$671  = 29'h00000000;
+            \$679  = \$621 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$679  = \$628 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$679  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$680  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$680  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$680  = 109'h0000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$681  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$681  = 29'h00000000;
             if (refused) begin
-              \$671  = 29'h00000000;
+              \$681  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$671  = \$619 [28:0];
+            \$681  = \$623 [28:0];
           end
     endcase
     if (rst) begin
-      \$671  = 29'h00000000;
+      \$681  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = sgx;
+    \$682  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$672  = 44'h00000000000;
+            \$682  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$672  = \$622 [43:0];
+            \$682  = \$626 [43:0];
           end
     endcase
     if (rst) begin
-      \$672  = 44'h00000000000;
+      \$682  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = dgamma;
+    \$683  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$673  = 47'h000000000000;
+            \$683  = 47'h000000000000;
           end
       6'h02:
           /* empty */;
@@ -2684,19 +2747,19 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0b:
           /* empty */;
       6'h0c:
-          \$673  = \$626 [46:0];
+          \$683  = \$632 [46:0];
     endcase
     if (rst) begin
-      \$673  = 47'h000000000000;
+      \$683  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = align;
+    \$684  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$674  = 6'h00;
+            \$684  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -2726,10 +2789,10 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$628 ) begin
-            \$674  = 6'h00;
+          if (\$634 ) begin
+            \$684  = 6'h00;
           end else begin
-            \$674  = \$630 [5:0];
+            \$684  = \$636 [5:0];
           end
       6'h10:
           /* empty */;
@@ -2759,10 +2822,10 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$634 ) begin
-            \$674  = 6'h00;
+          if (\$640 ) begin
+            \$684  = 6'h00;
           end else begin
-            \$674  = \$636 [5:0];
+            \$684  = \$642 [5:0];
           end
       6'h1e:
           /* empty */;
@@ -2770,160 +2833,160 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$638 ) begin
-            \$674  = 6'h00;
+          if (\$644 ) begin
+            \$684  = 6'h00;
           end else begin
-            \$674  = \$640 [5:0];
+            \$684  = \$646 [5:0];
           end
     endcase
     if (rst) begin
-      \$674  = 6'h00;
+      \$684  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = fsm_state;
+    \$685  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$675  = 6'h01;
+              \$685  = 6'h01;
             end else begin
-              \$675  = 6'h02;
+              \$685  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$675  = 6'h03;
+              \$685  = 6'h03;
             end
           end
       6'h03:
-          \$675  = 6'h04;
+          \$685  = 6'h04;
       6'h04:
           if (done) begin
-            \$675  = 6'h05;
+            \$685  = 6'h05;
           end
       6'h05:
-          \$675  = 6'h06;
+          \$685  = 6'h06;
       6'h06:
           if (done) begin
-            \$675  = 6'h07;
+            \$685  = 6'h07;
           end
       6'h07:
-          \$675  = 6'h08;
+          \$685  = 6'h08;
       6'h08:
           if (\done$71 ) begin
-            \$675  = 6'h09;
+            \$685  = 6'h09;
           end
       6'h09:
-          \$675  = 6'h0a;
+          \$685  = 6'h0a;
       6'h0a:
-          \$675  = 6'h0b;
+          \$685  = 6'h0b;
       6'h0b:
           if (\done$71 ) begin
-            \$675  = 6'h0c;
+            \$685  = 6'h0c;
           end
       6'h0c:
-          \$675  = 6'h0d;
+          \$685  = 6'h0d;
       6'h0d:
-          \$675  = 6'h0e;
+          \$685  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$675  = 6'h0f;
+            \$685  = 6'h0f;
           end
       6'h0f:
-          if (\$628 ) begin
-            \$675  = 6'h10;
+          if (\$634 ) begin
+            \$685  = 6'h10;
           end
       6'h10:
-          \$675  = 6'h11;
+          \$685  = 6'h11;
       6'h11:
           if (done) begin
-            \$675  = 6'h12;
+            \$685  = 6'h12;
           end
       6'h12:
-          \$675  = 6'h13;
+          \$685  = 6'h13;
       6'h13:
           if (done) begin
-            \$675  = 6'h14;
+            \$685  = 6'h14;
           end
       6'h14:
-          \$675  = 6'h15;
+          \$685  = 6'h15;
       6'h15:
           if (\done$71 ) begin
-            \$675  = 6'h16;
+            \$685  = 6'h16;
           end
       6'h16:
-          \$675  = 6'h17;
+          \$685  = 6'h17;
       6'h17:
           if (\done$71 ) begin
-            \$675  = 6'h18;
+            \$685  = 6'h18;
           end
       6'h18:
-          \$675  = 6'h19;
+          \$685  = 6'h19;
       6'h19:
           if (\done$71 ) begin
-            \$675  = 6'h1a;
+            \$685  = 6'h1a;
           end
       6'h1a:
-          \$675  = 6'h1b;
+          \$685  = 6'h1b;
       6'h1b:
-          \$675  = 6'h1c;
+          \$685  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$675  = 6'h1d;
+            \$685  = 6'h1d;
           end
       6'h1d:
-          if (\$634 ) begin
-            \$675  = 6'h1e;
+          if (\$640 ) begin
+            \$685  = 6'h1e;
           end
       6'h1e:
-          \$675  = 6'h1f;
+          \$685  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$675  = 6'h20;
+            \$685  = 6'h20;
           end
       6'h20:
-          if (\$638 ) begin
-            \$675  = 6'h21;
+          if (\$644 ) begin
+            \$685  = 6'h21;
           end
       6'h21:
-          \$675  = 6'h22;
+          \$685  = 6'h22;
       6'h22:
-          if (\$653 ) begin
-            \$675  = 6'h23;
+          if (\$661 ) begin
+            \$685  = 6'h23;
           end
       6'h23:
           if (stats__ready) begin
-            \$675  = 6'h00;
+            \$685  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$675  = 6'h00;
+            \$685  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$675  = 6'h00;
+      \$685  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = sh;
+    \$686  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$676  = \$343 [5:0];
+          \$686  = \$343 [5:0];
     endcase
     if (rst) begin
-      \$676  = 6'h00;
+      \$686  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = scratch;
+    \$687  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2933,7 +2996,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h04:
           if (done) begin
-            \$677  = p;
+            \$687  = p;
           end
       6'h05:
           /* empty */;
@@ -2965,7 +3028,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h13:
           if (done) begin
-            \$677  = p;
+            \$687  = p;
           end
       6'h14:
           /* empty */;
@@ -2991,22 +3054,22 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1f:
           if (done) begin
-            \$677  = p;
+            \$687  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$638 ) begin
+          if (\$644 ) begin
           end else begin
-            \$677  = \$639 [104:0];
+            \$687  = \$645 [104:0];
           end
     endcase
     if (rst) begin
-      \$677  = 105'h000000000000000000000000000;
+      \$687  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = qg;
+    \$688  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3020,16 +3083,16 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (done) begin
-            \$678  = p[55:0];
+            \$688  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$678  = 56'h00000000000000;
+      \$688  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = tq;
+    \$689  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3047,7 +3110,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h08:
           if (\done$71 ) begin
-            \$679  = q;
+            \$689  = q;
           end
       6'h09:
           /* empty */;
@@ -3055,7 +3118,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0b:
           if (\done$71 ) begin
-            \$679  = q;
+            \$689  = q;
           end
       6'h0c:
           /* empty */;
@@ -3077,28 +3140,28 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h15:
           if (\done$71 ) begin
-            \$679  = q;
+            \$689  = q;
           end
       6'h16:
           /* empty */;
       6'h17:
           if (\done$71 ) begin
-            \$679  = q;
+            \$689  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$71 ) begin
-            \$679  = q;
+            \$689  = q;
           end
     endcase
     if (rst) begin
-      \$679  = 174'h00000000000000000000000000000000000000000000;
+      \$689  = 174'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = m1;
+    \$690  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3117,15 +3180,15 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h08:
           /* empty */;
       6'h09:
-          \$680  = \$624 [49:0];
+          \$690  = \$630 [49:0];
     endcase
     if (rst) begin
-      \$680  = 50'h0000000000000;
+      \$690  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = lane_a;
+    \$691  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3155,22 +3218,22 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0e:
           if (done) begin
-            \$681  = p[49:0];
+            \$691  = p[49:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$628 ) begin
+          if (\$634 ) begin
           end else begin
-            \$681  = \$629 [49:0];
+            \$691  = \$635 [49:0];
           end
     endcase
     if (rst) begin
-      \$681  = 50'h0000000000000;
+      \$691  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = c0w;
+    \$692  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3206,16 +3269,16 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h11:
           if (done) begin
-            \$682  = p;
+            \$692  = p;
           end
     endcase
     if (rst) begin
-      \$682  = 105'h000000000000000000000000000;
+      \$692  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = m2;
+    \$693  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3268,15 +3331,15 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h19:
           /* empty */;
       6'h1a:
-          \$683  = \$632 [84:0];
+          \$693  = \$638 [84:0];
     endcase
     if (rst) begin
-      \$683  = 85'h0000000000000000000000;
+      \$693  = 85'h0000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = \$signal$66 ;
+    \$694  = \$signal$65 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3334,22 +3397,22 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1c:
           if (done) begin
-            \$684  = p[68:0];
+            \$694  = p[68:0];
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$634 ) begin
+          if (\$640 ) begin
           end else begin
-            \$684  = \$635 [68:0];
+            \$694  = \$641 [68:0];
           end
     endcase
     if (rst) begin
-      \$684  = 69'h000000000000000000;
+      \$694  = 69'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = const0;
+    \$695  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3416,16 +3479,17 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h20:
           /* empty */;
       6'h21:
-          \$685  = \$644 [83:0];
+          \$695  = \$650 [83:0];
     endcase
     if (rst) begin
-      \$685  = 84'h000000000000000000000;
+      \$695  = 84'h000000000000000000000;
     end
   end
   assign shv = { 60'h000000000000000, \$3  };
   assign sh_new = \$343 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
+  assign \$signal$73  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[92:42];
@@ -3676,12 +3740,14 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$605  = { acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85:34] };
   assign \$609  = { acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85:34] };
   assign \$611  = { acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85:34] };
-  assign \$624  = { \$623 [174], \$623 [174:1] };
-  assign \$626  = { \$625 [174], \$625 [174:1] };
-  assign \$629  = { lane_a, 1'h0 };
+  assign \$630  = { \$629 [174], \$629 [174:1] };
   assign \$632  = { \$631 [174], \$631 [174:1] };
-  assign \$635  = { \$signal$66 , 1'h0 };
-  assign \$639  = { scratch, 1'h0 };
+  assign \$635  = { lane_a, 1'h0 };
+  assign \$638  = { \$637 [174], \$637 [174:1] };
+  assign \$641  = { \$signal$65 , 1'h0 };
+  assign \$645  = { scratch, 1'h0 };
+  assign \$657  = 1'h1;
+  assign \$658  = \$656 ;
 endmodule
 
 module \hwnorm_bwd_l2_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);

@@ -404,83 +404,93 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [13:0] \$456 ;
   wire [13:0] \$457 ;
   wire [13:0] \$458 ;
-  wire [7:0] \$459 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [21:0] \$460 ;
-  wire [15:0] \$461 ;
-  wire [15:0] \$462 ;
-  wire [28:0] \$463 ;
-  wire [118:0] \$464 ;
-  wire [118:0] \$465 ;
-  wire [118:0] \$466 ;
-  wire [118:0] \$467 ;
-  wire [5:0] \$468 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire [7:0] \$463 ;
+  wire [21:0] \$464 ;
+  wire [15:0] \$465 ;
+  wire [15:0] \$466 ;
+  wire [28:0] \$467 ;
+  wire \$468 ;
   wire \$469 ;
   wire \$47 ;
-  wire [38:0] \$470 ;
-  wire [5:0] \$471 ;
+  wire [118:0] \$470 ;
+  wire [118:0] \$471 ;
   wire [118:0] \$472 ;
   wire [118:0] \$473 ;
   wire [5:0] \$474 ;
   wire \$475 ;
-  wire [53:0] \$476 ;
+  wire [38:0] \$476 ;
   wire [5:0] \$477 ;
-  wire [5:0] \$478 ;
-  wire \$479 ;
+  wire [118:0] \$478 ;
+  wire [118:0] \$479 ;
   wire \$48 ;
-  wire [77:0] \$480 ;
-  wire [5:0] \$481 ;
-  wire \$482 ;
-  wire \$483 ;
-  wire [76:0] \$484 ;
-  wire [76:0] \$485 ;
-  wire \$486 ;
-  wire \$487 ;
+  wire [5:0] \$480 ;
+  wire \$481 ;
+  wire [53:0] \$482 ;
+  wire [5:0] \$483 ;
+  wire [5:0] \$484 ;
+  wire \$485 ;
+  wire [77:0] \$486 ;
+  wire [5:0] \$487 ;
   wire \$488 ;
   wire \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire \$491 ;
+  wire [76:0] \$490 ;
+  wire [76:0] \$491 ;
   wire \$492 ;
   wire \$493 ;
   wire \$494 ;
-  reg [7:0] \$495 ;
-  reg [7:0] \$496 ;
-  reg \$497 ;
-  reg \$498 ;
-  reg \$499 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg \$500 ;
-  reg \$501 ;
-  reg \$502 ;
-  reg \$503 ;
-  reg [45:0] \$504 ;
-  reg [60:0] \$505 ;
-  reg [60:0] \$506 ;
-  reg [61:0] \$507 ;
-  reg [7:0] \$508 ;
-  reg [12:0] \$509 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  reg [7:0] \$503 ;
+  reg [7:0] \$504 ;
+  reg \$505 ;
+  reg \$506 ;
+  reg \$507 ;
+  reg \$508 ;
+  reg \$509 ;
   wire \$51 ;
-  reg [12:0] \$510 ;
-  reg [76:0] \$511 ;
-  reg [20:0] \$512 ;
-  reg [27:0] \$513 ;
-  reg [34:0] \$514 ;
-  reg [4:0] \$515 ;
-  reg [5:0] \$516 ;
-  reg [4:0] \$517 ;
-  reg [76:0] \$518 ;
-  reg [39:0] \$519 ;
+  reg \$510 ;
+  reg \$511 ;
+  reg [45:0] \$512 ;
+  reg [60:0] \$513 ;
+  reg [60:0] \$514 ;
+  reg [61:0] \$515 ;
+  reg [7:0] \$516 ;
+  reg [12:0] \$517 ;
+  reg [12:0] \$518 ;
+  reg \$519 ;
   wire \$52 ;
-  reg [117:0] \$520 ;
-  reg [37:0] \$521 ;
-  reg [37:0] \$522 ;
-  reg [76:0] \$523 ;
-  reg [64:0] \$524 ;
-  reg [52:0] \$525 ;
-  reg [59:0] \$526 ;
+  reg \$520 ;
+  reg [76:0] \$521 ;
+  reg [20:0] \$522 ;
+  reg [27:0] \$523 ;
+  reg [34:0] \$524 ;
+  reg [4:0] \$525 ;
+  reg [5:0] \$526 ;
+  reg [4:0] \$527 ;
+  reg [76:0] \$528 ;
+  reg [39:0] \$529 ;
   wire \$53 ;
+  reg [117:0] \$530 ;
+  reg [37:0] \$531 ;
+  reg [37:0] \$532 ;
+  reg [76:0] \$533 ;
+  reg [64:0] \$534 ;
+  reg [52:0] \$535 ;
+  reg [59:0] \$536 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
@@ -532,9 +542,10 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$98 ;
   wire [6:0] \$99 ;
   reg \$signal  = 1'h0;
-  reg \$signal$58  = 1'h0;
-  reg \$signal$60  = 1'h0;
-  reg [52:0] \$signal$66  = 53'h00000000000000;
+  reg \$signal$57  = 1'h0;
+  reg \$signal$59  = 1'h0;
+  reg [52:0] \$signal$65  = 53'h00000000000000;
+  wire \$signal$73 ;
   reg [76:0] a;
   reg [61:0] acc0 = 62'h0000000000000000;
   wire adv;
@@ -579,14 +590,14 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   input i__valid;
   wire i__valid;
   reg [37:0] lane_a = 38'h0000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [115:0] lo_init;
   reg [37:0] m1 = 38'h0000000000;
   reg [64:0] m2 = 65'h00000000000000000;
-  wire mask;
+  reg mask = 1'h0;
   reg neg;
-  reg \neg$45 ;
+  reg \neg$42 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -625,7 +636,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [5:0] sh_new;
   wire [76:0] shv;
   reg start;
-  reg \start$43 ;
+  reg \start$40 ;
   output [69:0] stats__payload;
   reg [69:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -637,98 +648,113 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [6:0] \steps$41 ;
+  reg [6:0] \steps$38 ;
   reg take;
   reg [117:0] tq = 118'h000000000000000000000000000000;
-  assign \$468  = align + sh;
-  assign \$469  = \$468  == 5'h1a;
-  assign \$471  = align + 1'h1;
+  assign \$459  = left > 1'h1;
+  assign \$460  = left <= 2'h2;
+  assign \$461  = chan__payload[12:0] > 1'h0;
+  assign \$462  = chan__payload[12:0] <= 1'h1;
+  assign \$463  = mask ? i__payload[15:8] : 8'h00;
+  assign \$464  = $signed(sg) + $signed(\$463 );
+  assign \$465  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$466  = mask ? \$465  : 16'h0000;
+  assign \$467  = $signed(sgx) + $signed(\$466 );
+  assign \$468  = chan[12:0] > 1'h0;
+  assign \$469  = chan[12:0] <= 1'h1;
+  assign \$470  = $signed(tq) + $signed(2'h1);
   assign \$472  = $signed(tq) + $signed(2'h1);
   assign \$474  = align + sh;
   assign \$475  = \$474  == 5'h1a;
   assign \$477  = align + 1'h1;
-  assign \$478  = align + sh;
-  assign \$479  = \$478  == 5'h1a;
-  assign \$481  = align + 1'h1;
-  assign \$482  = $signed(scratch) > $signed(60'h7ff100943fc0000);
-  assign \$483  = $signed(scratch) < $signed(60'h800eff6bc040000);
-  assign \$484  = \$483  ? 77'h1ffff800eff6bc040000 : scratch;
-  assign \$485  = \$482  ? 77'h000007ff100943fc0000 : \$484 ;
-  assign \$486  = | left;
-  assign \$487  = ~ \$486 ;
-  assign \$488  = ~ \$signal$58 ;
-  assign \$489  = \$487  & \$488 ;
-  assign \$490  = ~ \$signal ;
-  assign \$491  = \$489  & \$490 ;
-  assign \$492  = ~ s2_valid;
-  assign \$493  = \$491  & \$492 ;
-  assign \$494  = \$493  & adv;
+  assign \$478  = $signed(tq) + $signed(2'h1);
+  assign \$480  = align + sh;
+  assign \$481  = \$480  == 5'h1a;
+  assign \$483  = align + 1'h1;
+  assign \$484  = align + sh;
+  assign \$485  = \$484  == 5'h1a;
+  assign \$487  = align + 1'h1;
+  assign \$488  = $signed(scratch) > $signed(60'h7ff100943fc0000);
+  assign \$489  = $signed(scratch) < $signed(60'h800eff6bc040000);
+  assign \$490  = \$489  ? 77'h1ffff800eff6bc040000 : scratch;
+  assign \$491  = \$488  ? 77'h000007ff100943fc0000 : \$490 ;
+  assign \$492  = | left;
+  assign \$493  = ~ \$492 ;
+  assign \$494  = ~ \$signal$57 ;
+  assign \$495  = \$493  & \$494 ;
+  assign \$496  = ~ \$signal ;
+  assign \$497  = \$495  & \$496 ;
+  assign \$500  = ~ s2_valid;
+  assign \$501  = \$499  & \$500 ;
+  assign \$502  = \$501  & adv;
   always @(posedge clk)
-    s0_x <= \$495 ;
+    s0_x <= \$503 ;
   always @(posedge clk)
-    s0_g <= \$496 ;
+    s0_g <= \$504 ;
   always @(posedge clk)
-    s0_mask <= \$497 ;
+    s0_mask <= \$505 ;
   always @(posedge clk)
-    o__valid <= \$498 ;
+    o__valid <= \$506 ;
   always @(posedge clk)
-    s2_valid <= \$499 ;
+    s2_valid <= \$507 ;
   always @(posedge clk)
-    \$signal  <= \$500 ;
+    \$signal  <= \$508 ;
   always @(posedge clk)
-    \$signal$58  <= \$501 ;
+    \$signal$57  <= \$509 ;
   always @(posedge clk)
-    s2_mask <= \$502 ;
+    s2_mask <= \$510 ;
   always @(posedge clk)
-    \$signal$60  <= \$503 ;
+    \$signal$59  <= \$511 ;
   always @(posedge clk)
-    s1_t0_0 <= \$504 ;
+    s1_t0_0 <= \$512 ;
   always @(posedge clk)
-    s1_t0_1 <= \$505 ;
+    s1_t0_1 <= \$513 ;
   always @(posedge clk)
-    s1_t0_2 <= \$506 ;
+    s1_t0_2 <= \$514 ;
   always @(posedge clk)
-    acc0 <= \$507 ;
+    acc0 <= \$515 ;
   always @(posedge clk)
-    o__payload <= \$508 ;
+    o__payload <= \$516 ;
   always @(posedge clk)
-    sat <= \$509 ;
+    sat <= \$517 ;
   always @(posedge clk)
-    left <= \$510 ;
+    left <= \$518 ;
   always @(posedge clk)
-    chan <= \$511 ;
+    mask <= \$519 ;
   always @(posedge clk)
-    sg <= \$512 ;
+    last <= \$520 ;
   always @(posedge clk)
-    sgx <= \$513 ;
+    chan <= \$521 ;
   always @(posedge clk)
-    dgamma <= \$514 ;
+    sg <= \$522 ;
   always @(posedge clk)
-    align <= \$515 ;
+    sgx <= \$523 ;
   always @(posedge clk)
-    fsm_state <= \$516 ;
+    dgamma <= \$524 ;
   always @(posedge clk)
-    sh <= \$517 ;
+    align <= \$525 ;
   always @(posedge clk)
-    scratch <= \$518 ;
+    fsm_state <= \$526 ;
   always @(posedge clk)
-    qg <= \$519 ;
+    sh <= \$527 ;
   always @(posedge clk)
-    tq <= \$520 ;
+    scratch <= \$528 ;
   always @(posedge clk)
-    m1 <= \$521 ;
+    qg <= \$529 ;
   always @(posedge clk)
-    lane_a <= \$522 ;
+    tq <= \$530 ;
   always @(posedge clk)
-    c0w <= \$523 ;
+    m1 <= \$531 ;
   always @(posedge clk)
-    m2 <= \$524 ;
+    lane_a <= \$532 ;
   always @(posedge clk)
-    \$signal$66  <= \$525 ;
+    c0w <= \$533 ;
   always @(posedge clk)
-    const0 <= \$526 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    m2 <= \$534 ;
+  always @(posedge clk)
+    \$signal$65  <= \$535 ;
+  always @(posedge clk)
+    const0 <= \$536 ;
   assign \$3  = \$1  + \$2 ;
   assign \$149  = \$3 [16] | \$3 [17];
   assign \$150  = \$3 [18] | \$3 [19];
@@ -1006,7 +1032,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$435  = fsm_state == 6'h23;
   assign \$436  = $signed(s0_g) * $signed(lane_a);
   assign \$437  = $signed(const0) + $signed(27'h2000000);
-  assign \$438  = $signed(s0_x) * $signed(\$signal$66 );
+  assign \$438  = $signed(s0_x) * $signed(\$signal$65 );
   assign \$439  = $signed(s1_t0_0) + $signed(s1_t0_1);
   assign \$440  = $signed(\$439 ) - $signed(s1_t0_2);
   assign \$441  = ~ s2_mask;
@@ -1022,24 +1048,17 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$456  = sat + \$455 ;
   assign \$457  = left - 1'h1;
   assign \$458  = last ? 14'h0000 : \$457 ;
-  assign \$459  = mask ? i__payload[15:8] : 8'h00;
-  assign \$460  = $signed(sg) + $signed(\$459 );
-  assign \$461  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$462  = mask ? \$461  : 16'h0000;
-  assign \$463  = $signed(sgx) + $signed(\$462 );
-  assign \$464  = $signed(tq) + $signed(2'h1);
-  assign \$466  = $signed(tq) + $signed(2'h1);
   \hwnorm_bwd_l2_s8.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(\done$71 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$45 ),
+    .\neg$15 (\neg$42 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$43 ),
-    .steps(\steps$41 )
+    .start(\start$40 ),
+    .steps(\steps$38 )
   );
   \hwnorm_bwd_l2_s8.mul  mul (
     .a(a),
@@ -1747,7 +1766,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$41  = 7'h00;
+    \steps$38  = 7'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1762,13 +1781,13 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h06:
           /* empty */;
       6'h07:
-          \steps$41  = \$362 ;
+          \steps$38  = \$362 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$41  = 7'h38;
+          \steps$38  = 7'h38;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1788,20 +1807,20 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h13:
           /* empty */;
       6'h14:
-          \steps$41  = \$383 [6:0];
+          \steps$38  = \$383 [6:0];
       6'h15:
           /* empty */;
       6'h16:
-          \steps$41  = 7'h74;
+          \steps$38  = 7'h74;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$41  = 7'h74;
+          \steps$38  = 7'h74;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$43  = 1'h0;
+    \start$40  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1816,13 +1835,13 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h06:
           /* empty */;
       6'h07:
-          \start$43  = 1'h1;
+          \start$40  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$43  = 1'h1;
+          \start$40  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1842,15 +1861,15 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h13:
           /* empty */;
       6'h14:
-          \start$43  = 1'h1;
+          \start$40  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$43  = 1'h1;
+          \start$40  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$43  = 1'h1;
+          \start$40  = 1'h1;
     endcase
   end
   always @* begin
@@ -1909,7 +1928,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$45  = 1'h0;
+    \neg$42  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1924,13 +1943,13 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h06:
           /* empty */;
       6'h07:
-          \neg$45  = \$363 ;
+          \neg$42  = \$363 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$45  = \$368 ;
+          \neg$42  = \$368 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1950,15 +1969,15 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h13:
           /* empty */;
       6'h14:
-          \neg$45  = \$384 ;
+          \neg$42  = \$384 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$45  = \$388 ;
+          \neg$42  = \$388 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$45  = \$392 ;
+          \neg$42  = \$392 ;
     endcase
   end
   always @* begin
@@ -2169,241 +2188,285 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = s0_x;
+    \$503  = s0_x;
     if (take) begin
-      \$495  = i__payload[7:0];
+      \$503  = i__payload[7:0];
     end
     if (rst) begin
-      \$495  = 8'h00;
+      \$503  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = s0_g;
+    \$504  = s0_g;
     if (take) begin
-      \$496  = i__payload[15:8];
+      \$504  = i__payload[15:8];
     end
     if (rst) begin
-      \$496  = 8'h00;
+      \$504  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = s0_mask;
+    \$505  = s0_mask;
     if (take) begin
-      \$497  = mask;
+      \$505  = mask;
     end
     if (rst) begin
-      \$497  = 1'h0;
+      \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = o__valid;
+    \$506  = o__valid;
     if (adv) begin
-      \$498  = s2_valid;
+      \$506  = s2_valid;
     end
     if (rst) begin
-      \$498  = 1'h0;
+      \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = s2_valid;
+    \$507  = s2_valid;
     if (adv) begin
-      \$499  = \$signal ;
+      \$507  = \$signal ;
     end
     if (rst) begin
-      \$499  = 1'h0;
+      \$507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = \$signal ;
+    \$508  = \$signal ;
     if (adv) begin
-      \$500  = \$signal$58 ;
+      \$508  = \$signal$57 ;
     end
     if (rst) begin
-      \$500  = 1'h0;
+      \$508  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = \$signal$58 ;
+    \$509  = \$signal$57 ;
     if (adv) begin
-      \$501  = take;
+      \$509  = take;
     end
     if (rst) begin
-      \$501  = 1'h0;
+      \$509  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = s2_mask;
+    \$510  = s2_mask;
     if (adv) begin
-      \$502  = \$signal$60 ;
+      \$510  = \$signal$59 ;
     end
     if (rst) begin
-      \$502  = 1'h0;
+      \$510  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = \$signal$60 ;
+    \$511  = \$signal$59 ;
     if (adv) begin
-      \$503  = s0_mask;
+      \$511  = s0_mask;
     end
     if (rst) begin
-      \$503  = 1'h0;
+      \$511  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = s1_t0_0;
+    \$512  = s1_t0_0;
     if (adv) begin
-      \$504  = \$436 ;
+      \$512  = \$436 ;
     end
     if (rst) begin
-      \$504  = 46'h000000000000;
+      \$512  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = s1_t0_1;
+    \$513  = s1_t0_1;
     if (adv) begin
-      \$505  = \$437 ;
+      \$513  = \$437 ;
     end
     if (rst) begin
-      \$505  = 61'h0000000000000000;
+      \$513  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = s1_t0_2;
+    \$514  = s1_t0_2;
     if (adv) begin
-      \$506  = \$438 ;
+      \$514  = \$438 ;
     end
     if (rst) begin
-      \$506  = 61'h0000000000000000;
+      \$514  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = acc0;
+    \$515  = acc0;
     if (adv) begin
-      \$507  = \$440 [61:0];
+      \$515  = \$440 [61:0];
     end
     if (rst) begin
-      \$507  = 62'h0000000000000000;
+      \$515  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = o__payload;
+    \$516  = o__payload;
     if (adv) begin
-      \$508  = \$449 [7:0];
+      \$516  = \$449 [7:0];
     end
     if (rst) begin
-      \$508  = 8'h00;
+      \$516  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = sat;
+    \$517  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$509  = \$456 [12:0];
+        \$517  = \$456 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$509  = 13'h0000;
+            \$517  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$509  = 13'h0000;
+      \$517  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = left;
+    \$518  = left;
     if (beat) begin
-      \$510  = \$458 [12:0];
+      \$518  = \$458 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$510  = chan__payload[12:0];
+            \$518  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$510  = chan[12:0];
+              \$518  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$510  = 13'h0000;
+      \$518  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = chan;
+    \$519  = mask;
+    if (beat) begin
+      \$519  = \$459 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$511  = chan__payload;
+            \$519  = \$461 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$519  = \$468 ;
+            end
           end
     endcase
     if (rst) begin
-      \$511  = 77'h00000000000000000000;
+      \$519  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = sg;
+    \$520  = last;
+    if (beat) begin
+      \$520  = \$460 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$512  = 21'h000000;
+            \$520  = \$462 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$520  = \$469 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$520  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$521  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$521  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$521  = 77'h00000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$522  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$522  = 21'h000000;
             if (refused) begin
-              \$512  = 21'h000000;
+              \$522  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$512  = \$460 [20:0];
+            \$522  = \$464 [20:0];
           end
     endcase
     if (rst) begin
-      \$512  = 21'h000000;
+      \$522  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = sgx;
+    \$523  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$513  = 28'h0000000;
+            \$523  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$513  = \$463 [27:0];
+            \$523  = \$467 [27:0];
           end
     endcase
     if (rst) begin
-      \$513  = 28'h0000000;
+      \$523  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = dgamma;
+    \$524  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$514  = 35'h000000000;
+            \$524  = 35'h000000000;
           end
       6'h02:
           /* empty */;
@@ -2426,19 +2489,19 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0b:
           /* empty */;
       6'h0c:
-          \$514  = \$467 [34:0];
+          \$524  = \$473 [34:0];
     endcase
     if (rst) begin
-      \$514  = 35'h000000000;
+      \$524  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$515  = align;
+    \$525  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$515  = 5'h00;
+            \$525  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2468,10 +2531,10 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$469 ) begin
-            \$515  = 5'h00;
+          if (\$475 ) begin
+            \$525  = 5'h00;
           end else begin
-            \$515  = \$471 [4:0];
+            \$525  = \$477 [4:0];
           end
       6'h10:
           /* empty */;
@@ -2501,10 +2564,10 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$475 ) begin
-            \$515  = 5'h00;
+          if (\$481 ) begin
+            \$525  = 5'h00;
           end else begin
-            \$515  = \$477 [4:0];
+            \$525  = \$483 [4:0];
           end
       6'h1e:
           /* empty */;
@@ -2512,160 +2575,160 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$479 ) begin
-            \$515  = 5'h00;
+          if (\$485 ) begin
+            \$525  = 5'h00;
           end else begin
-            \$515  = \$481 [4:0];
+            \$525  = \$487 [4:0];
           end
     endcase
     if (rst) begin
-      \$515  = 5'h00;
+      \$525  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = fsm_state;
+    \$526  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$516  = 6'h01;
+              \$526  = 6'h01;
             end else begin
-              \$516  = 6'h02;
+              \$526  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$516  = 6'h03;
+              \$526  = 6'h03;
             end
           end
       6'h03:
-          \$516  = 6'h04;
+          \$526  = 6'h04;
       6'h04:
           if (done) begin
-            \$516  = 6'h05;
+            \$526  = 6'h05;
           end
       6'h05:
-          \$516  = 6'h06;
+          \$526  = 6'h06;
       6'h06:
           if (done) begin
-            \$516  = 6'h07;
+            \$526  = 6'h07;
           end
       6'h07:
-          \$516  = 6'h08;
+          \$526  = 6'h08;
       6'h08:
           if (\done$71 ) begin
-            \$516  = 6'h09;
+            \$526  = 6'h09;
           end
       6'h09:
-          \$516  = 6'h0a;
+          \$526  = 6'h0a;
       6'h0a:
-          \$516  = 6'h0b;
+          \$526  = 6'h0b;
       6'h0b:
           if (\done$71 ) begin
-            \$516  = 6'h0c;
+            \$526  = 6'h0c;
           end
       6'h0c:
-          \$516  = 6'h0d;
+          \$526  = 6'h0d;
       6'h0d:
-          \$516  = 6'h0e;
+          \$526  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$516  = 6'h0f;
+            \$526  = 6'h0f;
           end
       6'h0f:
-          if (\$469 ) begin
-            \$516  = 6'h10;
+          if (\$475 ) begin
+            \$526  = 6'h10;
           end
       6'h10:
-          \$516  = 6'h11;
+          \$526  = 6'h11;
       6'h11:
           if (done) begin
-            \$516  = 6'h12;
+            \$526  = 6'h12;
           end
       6'h12:
-          \$516  = 6'h13;
+          \$526  = 6'h13;
       6'h13:
           if (done) begin
-            \$516  = 6'h14;
+            \$526  = 6'h14;
           end
       6'h14:
-          \$516  = 6'h15;
+          \$526  = 6'h15;
       6'h15:
           if (\done$71 ) begin
-            \$516  = 6'h16;
+            \$526  = 6'h16;
           end
       6'h16:
-          \$516  = 6'h17;
+          \$526  = 6'h17;
       6'h17:
           if (\done$71 ) begin
-            \$516  = 6'h18;
+            \$526  = 6'h18;
           end
       6'h18:
-          \$516  = 6'h19;
+          \$526  = 6'h19;
       6'h19:
           if (\done$71 ) begin
-            \$516  = 6'h1a;
+            \$526  = 6'h1a;
           end
       6'h1a:
-          \$516  = 6'h1b;
+          \$526  = 6'h1b;
       6'h1b:
-          \$516  = 6'h1c;
+          \$526  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$516  = 6'h1d;
+            \$526  = 6'h1d;
           end
       6'h1d:
-          if (\$475 ) begin
-            \$516  = 6'h1e;
+          if (\$481 ) begin
+            \$526  = 6'h1e;
           end
       6'h1e:
-          \$516  = 6'h1f;
+          \$526  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$516  = 6'h20;
+            \$526  = 6'h20;
           end
       6'h20:
-          if (\$479 ) begin
-            \$516  = 6'h21;
+          if (\$485 ) begin
+            \$526  = 6'h21;
           end
       6'h21:
-          \$516  = 6'h22;
+          \$526  = 6'h22;
       6'h22:
-          if (\$494 ) begin
-            \$516  = 6'h23;
+          if (\$502 ) begin
+            \$526  = 6'h23;
           end
       6'h23:
           if (stats__ready) begin
-            \$516  = 6'h00;
+            \$526  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$516  = 6'h00;
+            \$526  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$516  = 6'h00;
+      \$526  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = sh;
+    \$527  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$517  = \$235 [4:0];
+          \$527  = \$235 [4:0];
     endcase
     if (rst) begin
-      \$517  = 5'h00;
+      \$527  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$518  = scratch;
+    \$528  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2675,7 +2738,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h04:
           if (done) begin
-            \$518  = p;
+            \$528  = p;
           end
       6'h05:
           /* empty */;
@@ -2707,7 +2770,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h13:
           if (done) begin
-            \$518  = p;
+            \$528  = p;
           end
       6'h14:
           /* empty */;
@@ -2733,22 +2796,22 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h1f:
           if (done) begin
-            \$518  = p;
+            \$528  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$479 ) begin
+          if (\$485 ) begin
           end else begin
-            \$518  = \$480 [76:0];
+            \$528  = \$486 [76:0];
           end
     endcase
     if (rst) begin
-      \$518  = 77'h00000000000000000000;
+      \$528  = 77'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$519  = qg;
+    \$529  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2762,16 +2825,16 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h06:
           if (done) begin
-            \$519  = p[39:0];
+            \$529  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$519  = 40'h0000000000;
+      \$529  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$520  = tq;
+    \$530  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2789,7 +2852,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h08:
           if (\done$71 ) begin
-            \$520  = q;
+            \$530  = q;
           end
       6'h09:
           /* empty */;
@@ -2797,7 +2860,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0b:
           if (\done$71 ) begin
-            \$520  = q;
+            \$530  = q;
           end
       6'h0c:
           /* empty */;
@@ -2819,28 +2882,28 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h15:
           if (\done$71 ) begin
-            \$520  = q;
+            \$530  = q;
           end
       6'h16:
           /* empty */;
       6'h17:
           if (\done$71 ) begin
-            \$520  = q;
+            \$530  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$71 ) begin
-            \$520  = q;
+            \$530  = q;
           end
     endcase
     if (rst) begin
-      \$520  = 118'h000000000000000000000000000000;
+      \$530  = 118'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$521  = m1;
+    \$531  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2859,15 +2922,15 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h08:
           /* empty */;
       6'h09:
-          \$521  = \$465 [37:0];
+          \$531  = \$471 [37:0];
     endcase
     if (rst) begin
-      \$521  = 38'h0000000000;
+      \$531  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$522  = lane_a;
+    \$532  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2897,22 +2960,22 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0e:
           if (done) begin
-            \$522  = p[37:0];
+            \$532  = p[37:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$469 ) begin
+          if (\$475 ) begin
           end else begin
-            \$522  = \$470 [37:0];
+            \$532  = \$476 [37:0];
           end
     endcase
     if (rst) begin
-      \$522  = 38'h0000000000;
+      \$532  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$523  = c0w;
+    \$533  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2948,16 +3011,16 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h11:
           if (done) begin
-            \$523  = p;
+            \$533  = p;
           end
     endcase
     if (rst) begin
-      \$523  = 77'h00000000000000000000;
+      \$533  = 77'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$524  = m2;
+    \$534  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3010,15 +3073,15 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h19:
           /* empty */;
       6'h1a:
-          \$524  = \$473 [64:0];
+          \$534  = \$479 [64:0];
     endcase
     if (rst) begin
-      \$524  = 65'h00000000000000000;
+      \$534  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$525  = \$signal$66 ;
+    \$535  = \$signal$65 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3076,22 +3139,22 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h1c:
           if (done) begin
-            \$525  = p[52:0];
+            \$535  = p[52:0];
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$475 ) begin
+          if (\$481 ) begin
           end else begin
-            \$525  = \$476 [52:0];
+            \$535  = \$482 [52:0];
           end
     endcase
     if (rst) begin
-      \$525  = 53'h00000000000000;
+      \$535  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$526  = const0;
+    \$536  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3158,16 +3221,17 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h20:
           /* empty */;
       6'h21:
-          \$526  = \$485 [59:0];
+          \$536  = \$491 [59:0];
     endcase
     if (rst) begin
-      \$526  = 60'h000000000000000;
+      \$536  = 60'h000000000000000;
     end
   end
   assign shv = { 48'h000000000000, \$3  };
   assign sh_new = \$235 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
+  assign \$signal$73  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[68:34];
@@ -3358,12 +3422,14 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$446  = { acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61:26] };
   assign \$450  = { acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61:26] };
   assign \$452  = { acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61:26] };
-  assign \$465  = { \$464 [118], \$464 [118:1] };
-  assign \$467  = { \$466 [118], \$466 [118:1] };
-  assign \$470  = { lane_a, 1'h0 };
+  assign \$471  = { \$470 [118], \$470 [118:1] };
   assign \$473  = { \$472 [118], \$472 [118:1] };
-  assign \$476  = { \$signal$66 , 1'h0 };
-  assign \$480  = { scratch, 1'h0 };
+  assign \$476  = { lane_a, 1'h0 };
+  assign \$479  = { \$478 [118], \$478 [118:1] };
+  assign \$482  = { \$signal$65 , 1'h0 };
+  assign \$486  = { scratch, 1'h0 };
+  assign \$498  = 1'h1;
+  assign \$499  = \$497 ;
 endmodule
 
 module \hwnorm_bwd_l2_s8.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);

@@ -214,80 +214,80 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire \$285 ;
   wire \$286 ;
   wire \$287 ;
-  wire [25:0] \$288 ;
-  wire [9:0] \$289 ;
+  wire [9:0] \$288 ;
+  wire [65:0] \$289 ;
   wire \$29 ;
-  wire [34:0] \$290 ;
-  wire [65:0] \$291 ;
-  wire [65:0] \$292 ;
-  wire [66:0] \$293 ;
-  wire \$294 ;
+  wire [65:0] \$290 ;
+  wire [66:0] \$291 ;
+  wire \$292 ;
+  wire [65:0] \$293 ;
+  wire [65:0] \$294 ;
   wire [66:0] \$295 ;
   wire \$296 ;
   wire \$297 ;
   wire \$298 ;
-  wire [66:0] \$299 ;
+  wire [65:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [66:0] \$300 ;
-  wire \$301 ;
-  wire [25:0] \$302 ;
-  wire [25:0] \$303 ;
-  wire [26:0] \$304 ;
-  wire [27:0] \$305 ;
-  wire \$306 ;
-  wire [26:0] \$307 ;
-  wire \$308 ;
-  wire \$309 ;
+  wire [65:0] \$300 ;
+  wire [66:0] \$301 ;
+  wire [65:0] \$302 ;
+  wire [65:0] \$303 ;
+  wire [66:0] \$304 ;
+  wire \$305 ;
+  wire [25:0] \$306 ;
+  wire [25:0] \$307 ;
+  wire [25:0] \$308 ;
+  wire [34:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire [26:0] \$311 ;
+  wire [26:0] \$310 ;
+  wire [27:0] \$311 ;
   wire \$312 ;
-  wire \$313 ;
-  wire [26:0] \$314 ;
-  wire [8:0] \$315 ;
-  wire [8:0] \$316 ;
-  wire [8:0] \$317 ;
-  wire [26:0] \$318 ;
+  wire [26:0] \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire [26:0] \$317 ;
+  wire \$318 ;
   wire \$319 ;
   wire [5:0] \$32 ;
-  wire \$320 ;
-  wire \$321 ;
-  wire [26:0] \$322 ;
-  wire \$323 ;
-  wire \$324 ;
+  wire [26:0] \$320 ;
+  wire [8:0] \$321 ;
+  wire [8:0] \$322 ;
+  wire [8:0] \$323 ;
+  wire [26:0] \$324 ;
   wire \$325 ;
   wire \$326 ;
-  wire [13:0] \$327 ;
-  wire [13:0] \$328 ;
-  wire [13:0] \$329 ;
+  wire \$327 ;
+  wire [26:0] \$328 ;
+  wire \$329 ;
   wire [5:0] \$33 ;
   wire \$330 ;
-  wire [7:0] \$331 ;
-  wire [21:0] \$332 ;
-  wire [15:0] \$333 ;
-  wire [15:0] \$334 ;
-  wire [28:0] \$335 ;
-  wire [156:0] \$336 ;
-  wire [156:0] \$337 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire [13:0] \$333 ;
+  wire [13:0] \$334 ;
+  wire [13:0] \$335 ;
+  wire \$336 ;
+  wire \$337 ;
   wire \$338 ;
-  wire [34:0] \$339 ;
+  wire \$339 ;
   wire [5:0] \$34 ;
-  wire [6:0] \$340 ;
-  wire [6:0] \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
+  wire \$340 ;
+  wire [7:0] \$341 ;
+  wire [21:0] \$342 ;
+  wire [15:0] \$343 ;
+  wire [15:0] \$344 ;
+  wire [28:0] \$345 ;
   wire \$346 ;
   wire \$347 ;
-  wire \$348 ;
-  wire [47:0] \$349 ;
+  wire [156:0] \$348 ;
+  wire [156:0] \$349 ;
   wire \$35 ;
-  wire [10:0] \$350 ;
-  wire [48:0] \$351 ;
-  wire [10:0] \$352 ;
-  wire \$353 ;
+  wire \$350 ;
+  wire [34:0] \$351 ;
+  wire [6:0] \$352 ;
+  wire [6:0] \$353 ;
   wire \$354 ;
   wire \$355 ;
   wire \$356 ;
@@ -296,106 +296,130 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire \$359 ;
   wire [5:0] \$36 ;
   wire \$360 ;
-  wire [48:0] \$361 ;
-  wire [48:0] \$362 ;
-  wire \$363 ;
-  wire \$364 ;
-  wire [17:0] \$365 ;
-  wire [28:0] \$366 ;
-  wire [28:0] \$367 ;
+  wire [47:0] \$361 ;
+  wire [10:0] \$362 ;
+  wire [48:0] \$363 ;
+  wire [10:0] \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
   wire \$368 ;
   wire \$369 ;
   wire [5:0] \$37 ;
   wire \$370 ;
   wire \$371 ;
   wire \$372 ;
-  wire \$373 ;
-  wire [155:0] \$374 ;
-  wire [6:0] \$375 ;
-  wire [156:0] \$376 ;
-  wire [156:0] \$377 ;
-  wire \$378 ;
-  wire [152:0] \$379 ;
+  wire [48:0] \$373 ;
+  wire [48:0] \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire [17:0] \$377 ;
+  wire [28:0] \$378 ;
+  wire [28:0] \$379 ;
   wire [5:0] \$38 ;
-  wire [6:0] \$380 ;
-  wire [6:0] \$381 ;
+  wire \$380 ;
+  wire \$381 ;
   wire \$382 ;
-  wire [152:0] \$383 ;
-  wire [6:0] \$384 ;
+  wire \$383 ;
+  wire \$384 ;
   wire \$385 ;
   wire [155:0] \$386 ;
   wire [6:0] \$387 ;
-  wire \$388 ;
-  wire \$389 ;
+  wire [156:0] \$388 ;
+  wire [156:0] \$389 ;
   wire [5:0] \$39 ;
   wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
-  wire \$393 ;
+  wire [152:0] \$391 ;
+  wire [6:0] \$392 ;
+  wire [6:0] \$393 ;
   wire \$394 ;
-  wire \$395 ;
-  wire \$396 ;
-  reg [7:0] \$397 ;
-  reg [7:0] \$398 ;
-  reg \$399 ;
+  wire [152:0] \$395 ;
+  wire [6:0] \$396 ;
+  wire \$397 ;
+  wire [155:0] \$398 ;
+  wire [6:0] \$399 ;
   wire [5:0] \$4 ;
   wire \$40 ;
-  reg \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg \$403 ;
-  reg \$404 ;
-  reg \$405 ;
-  reg \$406 ;
-  reg \$407 ;
-  reg \$408 ;
-  reg \$409 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  reg [25:0] \$410 ;
-  reg [65:0] \$411 ;
-  reg [12:0] \$412 ;
-  reg [26:0] \$413 ;
-  reg [7:0] \$414 ;
-  reg [12:0] \$415 ;
-  reg [12:0] \$416 ;
-  reg [76:0] \$417 ;
-  reg [20:0] \$418 ;
-  reg [27:0] \$419 ;
+  wire \$410 ;
+  reg [7:0] \$411 ;
+  reg [7:0] \$412 ;
+  reg \$413 ;
+  reg [9:0] \$414 ;
+  reg \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg \$419 ;
   wire \$42 ;
-  reg [34:0] \$420 ;
-  reg [3:0] \$421 ;
-  reg [6:0] \$422 ;
-  reg [8:0] \$423 ;
+  reg \$420 ;
+  reg \$421 ;
+  reg \$422 ;
+  reg \$423 ;
   reg \$424 ;
-  reg [12:0] \$425 ;
-  reg [151:0] \$426 ;
-  reg [39:0] \$427 ;
-  reg [155:0] \$428 ;
-  reg [34:0] \$429 ;
+  reg \$425 ;
+  reg \$426 ;
+  reg \$427 ;
+  reg \$428 ;
+  reg [25:0] \$429 ;
   wire \$43 ;
-  reg [5:0] \$430 ;
-  reg [47:0] \$431 ;
-  reg [9:0] \$432 ;
-  reg \$433 ;
-  reg \$434 ;
-  reg \$435 ;
-  reg [17:0] \$436 ;
-  reg [3:0] \$437 ;
-  reg [17:0] \$438 ;
-  reg [12:0] \$439 ;
+  reg [25:0] \$430 ;
+  reg [12:0] \$431 ;
+  reg [25:0] \$432 ;
+  reg [34:0] \$433 ;
+  reg [12:0] \$434 ;
+  reg [26:0] \$435 ;
+  reg [7:0] \$436 ;
+  reg [12:0] \$437 ;
+  reg [12:0] \$438 ;
+  reg \$439 ;
   wire [5:0] \$44 ;
-  reg [56:0] \$440 ;
-  reg [155:0] \$441 ;
-  reg \$442 ;
-  reg [5:0] \$443 ;
-  reg [24:0] \$444 ;
-  reg [13:0] \$445 ;
-  reg [5:0] \$446 ;
-  reg [151:0] \$447 ;
-  reg [56:0] \$448 ;
+  reg \$440 ;
+  reg [76:0] \$441 ;
+  reg [20:0] \$442 ;
+  reg [27:0] \$443 ;
+  reg [34:0] \$444 ;
+  reg [3:0] \$445 ;
+  reg [6:0] \$446 ;
+  reg [8:0] \$447 ;
+  reg \$448 ;
+  reg [12:0] \$449 ;
   wire [5:0] \$45 ;
+  reg [151:0] \$450 ;
+  reg [39:0] \$451 ;
+  reg [155:0] \$452 ;
+  reg [34:0] \$453 ;
+  reg [5:0] \$454 ;
+  reg [47:0] \$455 ;
+  reg [9:0] \$456 ;
+  reg \$457 ;
+  reg \$458 ;
+  reg \$459 ;
   wire [5:0] \$46 ;
+  reg [17:0] \$460 ;
+  reg [3:0] \$461 ;
+  reg [17:0] \$462 ;
+  reg [12:0] \$463 ;
+  reg [56:0] \$464 ;
+  reg [155:0] \$465 ;
+  reg \$466 ;
+  reg [5:0] \$467 ;
+  reg [24:0] \$468 ;
+  reg [13:0] \$469 ;
   wire \$47 ;
+  reg [5:0] \$470 ;
+  reg [151:0] \$471 ;
+  reg [56:0] \$472 ;
   wire [5:0] \$48 ;
   wire [5:0] \$49 ;
   wire [5:0] \$5 ;
@@ -456,9 +480,14 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [8:0] \$signal  = 9'h000;
   reg \$signal$56  = 1'h0;
   reg \$signal$57  = 1'h0;
-  reg \$signal$59  = 1'h0;
+  reg \$signal$58  = 1'h0;
   reg \$signal$60  = 1'h0;
   reg \$signal$61  = 1'h0;
+  reg \$signal$62  = 1'h0;
+  reg \$signal$63  = 1'h0;
+  reg \$signal$65  = 1'h0;
+  reg \$signal$67  = 1'h0;
+  reg \$signal$85  = 1'h0;
   reg [151:0] a;
   reg [26:0] acc0 = 27'h0000000;
   wire adv;
@@ -491,7 +520,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [34:0] dgamma = 35'h000000000;
   reg [34:0] dn = 35'h000000000;
   wire done;
-  wire \done$76 ;
+  wire \done$84 ;
   reg [6:0] fsm_state = 7'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -503,13 +532,13 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg i__ready;
   input i__valid;
   wire i__valid;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [153:0] lo_init;
-  wire mask;
+  reg mask = 1'h0;
   reg [56:0] nbase = 57'h000000000000000;
   reg neg;
-  reg \neg$39 ;
+  reg \neg$36 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -531,14 +560,14 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [12:0] rnd_h = 13'h0000;
   input rst;
   wire rst;
-  reg rz = 1'h0;
   reg [7:0] s0_g = 8'h00;
   wire [7:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
+  reg [9:0] s0_u0 = 10'h000;
   reg [7:0] s0_x = 8'h00;
   wire [7:0] \s0_x[0] ;
   reg [25:0] s1_t0_0 = 26'h0000000;
-  reg [65:0] s1_t0_1 = 66'h00000000000000000;
+  reg [34:0] s1_t0_1 = 35'h000000000;
   reg [12:0] s1_t0_2 = 13'h0000;
   reg s2_force = 1'h0;
   reg s2_high = 1'h0;
@@ -551,9 +580,12 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [27:0] sgx = 28'h0000000;
   reg [3:0] sh = 4'h0;
   reg [9:0] shc = 10'h000;
+  reg [25:0] sm_t0_0 = 26'h0000000;
+  reg [25:0] sm_t0_1 = 26'h0000000;
+  reg [12:0] sm_t0_2 = 13'h0000;
   reg special = 1'h0;
   reg start;
-  reg \start$34 ;
+  reg \start$31 ;
   output [69:0] stats__payload;
   reg [69:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -565,7 +597,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   output stats__valid;
   reg stats__valid;
   reg [7:0] steps;
-  reg [5:0] \steps$40 ;
+  reg [5:0] \steps$37 ;
   reg [5:0] syl = 6'h00;
   reg [151:0] t2 = 152'h00000000000000000000000000000000000000;
   reg take;
@@ -579,8 +611,36 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg [155:0] yw = 156'h000000000000000000000000000000000000000;
   reg zero = 1'h0;
   reg [56:0] zref = 57'h000000000000000;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+  always @(posedge clk)
+    zero <= \$458 ;
+  always @(posedge clk)
+    tiny <= \$459 ;
+  always @(posedge clk)
+    xs <= \$460 ;
+  always @(posedge clk)
+    sh <= \$461 ;
+  always @(posedge clk)
+    xl <= \$462 ;
+  always @(posedge clk)
+    rnd_h <= \$463 ;
+  always @(posedge clk)
+    nbase <= \$464 ;
+  always @(posedge clk)
+    yw <= \$465 ;
+  always @(posedge clk)
+    ysgn <= \$466 ;
+  always @(posedge clk)
+    syl <= \$467 ;
+  always @(posedge clk)
+    ys <= \$468 ;
+  always @(posedge clk)
+    wr <= \$469 ;
+  always @(posedge clk)
+    cnt <= \$470 ;
+  always @(posedge clk)
+    t2 <= \$471 ;
+  always @(posedge clk)
+    zref <= \$472 ;
   assign \$1  = ~ o__valid;
   assign adv = \$1  | o__ready;
   assign \$2  = chan__payload[66] | chan__payload[67];
@@ -866,207 +926,208 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$285  = fsm_state == 7'h4a;
   assign \$286  = fsm_state == 7'h4b;
   assign \$287  = fsm_state == 7'h4c;
-  assign \$288  = $signed(s0_g) * $signed(xl);
-  assign \$289  = $signed(s0_x) - $signed(\$signal );
-  assign \$290  = $signed(ys) * $signed(\$289 );
-  assign \$292  = $signed(\$291 ) >>> syl;
-  assign \$293  = $signed(zref) + $signed(s1_t0_1);
-  assign \$294  = & \$293 [66:25];
-  assign \$295  = $signed(zref) + $signed(s1_t0_1);
+  assign \$288  = $signed(i__payload[7:0]) - $signed(\$signal );
+  assign \$290  = $signed(\$289 ) >>> syl;
+  assign \$291  = $signed(zref) + $signed(\$290 );
+  assign \$292  = & \$291 [66:25];
+  assign \$294  = $signed(\$293 ) >>> syl;
+  assign \$295  = $signed(zref) + $signed(\$294 );
   assign \$296  = | \$295 [66:25];
   assign \$297  = ~ \$296 ;
-  assign \$298  = \$294  | \$297 ;
-  assign \$299  = $signed(zref) + $signed(s1_t0_1);
-  assign \$300  = $signed(zref) + $signed(s1_t0_1);
-  assign \$301  = $signed(\$300 ) < $signed(1'h0);
-  assign \$302  = \$301  ? 26'h2000000 : 26'h1ffffff;
-  assign \$303  = \$298  ? \$299 [25:0] : \$302 ;
-  assign \$304  = $signed(s1_t0_0) - $signed(\$303 );
-  assign \$305  = $signed(\$304 ) + $signed({ 1'h0, s1_t0_2 });
-  assign \$306  = ~ s2_mask;
-  assign \$307  = $signed(acc0) >>> sh;
-  assign \$308  = $signed(\$307 ) > $signed(8'h7f);
-  assign \$309  = s2_force ? s2_high : \$308 ;
-  assign \$310  = ~ s2_high;
-  assign \$311  = $signed(acc0) >>> sh;
-  assign \$312  = $signed(\$311 ) < $signed(8'h80);
-  assign \$313  = s2_force ? \$310  : \$312 ;
-  assign \$314  = $signed(acc0) >>> sh;
-  assign \$315  = \$313  ? 9'h180 : { 1'h0, \$314 [7:0] };
-  assign \$316  = \$309  ? 9'h07f : \$315 ;
-  assign \$317  = s2_mask ? \$316  : 9'h000;
-  assign \$318  = $signed(acc0) >>> sh;
-  assign \$319  = $signed(\$318 ) > $signed(8'h7f);
-  assign \$320  = s2_force ? s2_high : \$319 ;
-  assign \$321  = ~ s2_high;
-  assign \$322  = $signed(acc0) >>> sh;
-  assign \$323  = $signed(\$322 ) < $signed(8'h80);
-  assign \$324  = s2_force ? \$321  : \$323 ;
-  assign \$325  = \$320  | \$324 ;
-  assign \$326  = s2_mask & \$325 ;
-  assign \$327  = sat + \$326 ;
-  assign \$328  = left - 1'h1;
-  assign \$329  = last ? 14'h0000 : \$328 ;
-  assign \$330  = ! p;
-  assign \$331  = mask ? i__payload[15:8] : 8'h00;
-  assign \$332  = $signed(sg) + $signed(\$331 );
-  assign \$333  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$334  = mask ? \$333  : 16'h0000;
-  assign \$335  = $signed(sgx) + $signed(\$334 );
-  assign \$336  = $signed(tq) + $signed(2'h1);
-  assign \$338  = dn >= 16'h8000;
-  assign \$340  = sd + 1'h1;
-  assign \$341  = 4'he + sd;
-  assign \$342  = ! chan[76:69];
-  assign \$343  = ~ special;
-  assign \$344  = am >= 13'h1000;
-  assign \$345  = $signed(shc) > $signed(5'h0d);
-  assign \$346  = \$344  | \$345 ;
-  assign \$347  = \$343  & \$346 ;
-  assign \$348  = $signed(shc) < $signed(4'h4);
-  assign \$350  = $signed(shc) - $signed(2'h1);
-  assign \$352  = $signed(shc) + $signed(2'h1);
-  assign \$353  = ~ zero;
-  assign \$354  = special & \$353 ;
+  assign \$298  = \$292  | \$297 ;
+  assign \$300  = $signed(\$299 ) >>> syl;
+  assign \$301  = $signed(zref) + $signed(\$300 );
+  assign \$303  = $signed(\$302 ) >>> syl;
+  assign \$304  = $signed(zref) + $signed(\$303 );
+  assign \$305  = $signed(\$304 ) < $signed(1'h0);
+  assign \$306  = \$305  ? 26'h2000000 : 26'h1ffffff;
+  assign \$307  = \$298  ? \$301 [25:0] : \$306 ;
+  assign \$308  = $signed(s0_g) * $signed(xl);
+  assign \$309  = $signed(ys) * $signed(s0_u0);
+  assign \$310  = $signed(sm_t0_0) - $signed(sm_t0_1);
+  assign \$311  = $signed(\$310 ) + $signed({ 1'h0, sm_t0_2 });
+  assign \$312  = ~ s2_mask;
+  assign \$313  = $signed(acc0) >>> sh;
+  assign \$314  = $signed(\$313 ) > $signed(8'h7f);
+  assign \$315  = s2_force ? s2_high : \$314 ;
+  assign \$316  = ~ s2_high;
+  assign \$317  = $signed(acc0) >>> sh;
+  assign \$318  = $signed(\$317 ) < $signed(8'h80);
+  assign \$319  = s2_force ? \$316  : \$318 ;
+  assign \$320  = $signed(acc0) >>> sh;
+  assign \$321  = \$319  ? 9'h180 : { 1'h0, \$320 [7:0] };
+  assign \$322  = \$315  ? 9'h07f : \$321 ;
+  assign \$323  = s2_mask ? \$322  : 9'h000;
+  assign \$324  = $signed(acc0) >>> sh;
+  assign \$325  = $signed(\$324 ) > $signed(8'h7f);
+  assign \$326  = s2_force ? s2_high : \$325 ;
+  assign \$327  = ~ s2_high;
+  assign \$328  = $signed(acc0) >>> sh;
+  assign \$329  = $signed(\$328 ) < $signed(8'h80);
+  assign \$330  = s2_force ? \$327  : \$329 ;
+  assign \$331  = \$326  | \$330 ;
+  assign \$332  = s2_mask & \$331 ;
+  assign \$333  = sat + \$332 ;
+  assign \$334  = left - 1'h1;
+  assign \$335  = last ? 14'h0000 : \$334 ;
+  assign \$336  = left > 1'h1;
+  assign \$337  = left <= 2'h2;
+  assign \$338  = chan__payload[12:0] > 1'h0;
+  assign \$339  = chan__payload[12:0] <= 1'h1;
+  assign \$340  = ! p;
+  assign \$341  = mask ? i__payload[15:8] : 8'h00;
+  assign \$342  = $signed(sg) + $signed(\$341 );
+  assign \$343  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$344  = mask ? \$343  : 16'h0000;
+  assign \$345  = $signed(sgx) + $signed(\$344 );
+  assign \$346  = chan[12:0] > 1'h0;
+  assign \$347  = chan[12:0] <= 1'h1;
+  assign \$348  = $signed(tq) + $signed(2'h1);
+  assign \$350  = dn >= 16'h8000;
+  assign \$352  = sd + 1'h1;
+  assign \$353  = 4'he + sd;
+  assign \$354  = ! chan[76:69];
   assign \$355  = ~ special;
-  assign \$356  = ~ zero;
-  assign \$357  = \$355  & \$356 ;
-  assign \$358  = am < 12'h800;
-  assign \$359  = \$357  & \$358 ;
-  assign \$360  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$361  = - am;
-  assign \$362  = \$360  ? \$361  : { 1'h0, am };
-  assign \$365  = \$364  ? 18'h00000 : xs;
-  assign \$366  = 1'h1 << sh;
-  assign \$368  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$369  = $signed(xs) < $signed(1'h0);
-  assign \$370  = tiny ? \$368  : \$369 ;
-  assign \$371  = $signed(qg) < $signed(1'h0);
-  assign \$372  = \$370  ^ \$371 ;
-  assign \$373  = yw >= 25'h1000000;
-  assign \$375  = syl - 1'h1;
-  assign \$376  = - yw;
-  assign \$377  = ysgn ? \$376  : { 1'h0, yw };
-  assign \$378  = | cnt;
-  assign \$380  = cnt - 1'h1;
-  assign \$381  = syl + 5'h19;
-  assign \$382  = | cnt;
-  assign \$384  = cnt - 1'h1;
-  assign \$385  = | cnt;
-  assign \$387  = cnt - 1'h1;
-  assign \$388  = | left;
-  assign \$389  = ~ \$388 ;
-  assign \$390  = ~ \$signal$57 ;
-  assign \$391  = \$389  & \$390 ;
-  assign \$392  = ~ \$signal$56 ;
-  assign \$393  = \$391  & \$392 ;
-  assign \$394  = ~ s2_valid;
-  assign \$395  = \$393  & \$394 ;
-  assign \$396  = \$395  & adv;
+  assign \$356  = am >= 13'h1000;
+  assign \$357  = $signed(shc) > $signed(5'h0d);
+  assign \$358  = \$356  | \$357 ;
+  assign \$359  = \$355  & \$358 ;
+  assign \$360  = $signed(shc) < $signed(4'h4);
+  assign \$362  = $signed(shc) - $signed(2'h1);
+  assign \$364  = $signed(shc) + $signed(2'h1);
+  assign \$365  = ~ zero;
+  assign \$366  = special & \$365 ;
+  assign \$367  = ~ special;
+  assign \$368  = ~ zero;
+  assign \$369  = \$367  & \$368 ;
+  assign \$370  = am < 12'h800;
+  assign \$371  = \$369  & \$370 ;
+  assign \$372  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$373  = - am;
+  assign \$374  = \$372  ? \$373  : { 1'h0, am };
+  assign \$377  = \$376  ? 18'h00000 : xs;
+  assign \$378  = 1'h1 << sh;
+  assign \$380  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$381  = $signed(xs) < $signed(1'h0);
+  assign \$382  = tiny ? \$380  : \$381 ;
+  assign \$383  = $signed(qg) < $signed(1'h0);
+  assign \$384  = \$382  ^ \$383 ;
+  assign \$385  = yw >= 25'h1000000;
+  assign \$387  = syl - 1'h1;
+  assign \$388  = - yw;
+  assign \$389  = ysgn ? \$388  : { 1'h0, yw };
+  assign \$390  = | cnt;
+  assign \$392  = cnt - 1'h1;
+  assign \$393  = syl + 5'h19;
+  assign \$394  = | cnt;
+  assign \$396  = cnt - 1'h1;
+  assign \$397  = | cnt;
+  assign \$399  = cnt - 1'h1;
+  assign \$400  = | left;
+  assign \$401  = ~ \$400 ;
+  assign \$402  = ~ \$signal$58 ;
+  assign \$403  = \$401  & \$402 ;
+  assign \$404  = ~ \$signal$57 ;
+  assign \$405  = \$403  & \$404 ;
+  assign \$406  = ~ \$signal$56 ;
+  assign \$407  = \$405  & \$406 ;
+  assign \$408  = ~ s2_valid;
+  assign \$409  = \$407  & \$408 ;
+  assign \$410  = \$409  & adv;
   always @(posedge clk)
-    s0_x <= \$397 ;
+    s0_x <= \$411 ;
   always @(posedge clk)
-    s0_g <= \$398 ;
+    s0_g <= \$412 ;
   always @(posedge clk)
-    s0_mask <= \$399 ;
+    s0_mask <= \$413 ;
   always @(posedge clk)
-    o__valid <= \$400 ;
+    s0_u0 <= \$414 ;
   always @(posedge clk)
-    s2_valid <= \$401 ;
+    o__valid <= \$415 ;
   always @(posedge clk)
-    \$signal$56  <= \$402 ;
+    s2_valid <= \$416 ;
   always @(posedge clk)
-    \$signal$57  <= \$403 ;
+    \$signal$57  <= \$417 ;
   always @(posedge clk)
-    s2_mask <= \$404 ;
+    \$signal$58  <= \$418 ;
   always @(posedge clk)
-    \$signal$59  <= \$405 ;
+    s2_mask <= \$419 ;
   always @(posedge clk)
-    \$signal$60  <= \$406 ;
+    \$signal$61  <= \$420 ;
   always @(posedge clk)
-    \$signal$61  <= \$407 ;
+    \$signal$62  <= \$421 ;
   always @(posedge clk)
-    s2_force <= \$408 ;
+    \$signal$63  <= \$422 ;
   always @(posedge clk)
-    s2_high <= \$409 ;
+    s2_force <= \$423 ;
   always @(posedge clk)
-    s1_t0_0 <= \$410 ;
+    s2_high <= \$424 ;
   always @(posedge clk)
-    s1_t0_1 <= \$411 ;
+    \$signal$56  <= \$425 ;
   always @(posedge clk)
-    s1_t0_2 <= \$412 ;
+    \$signal$60  <= \$426 ;
   always @(posedge clk)
-    acc0 <= \$413 ;
+    \$signal$65  <= \$427 ;
   always @(posedge clk)
-    o__payload <= \$414 ;
+    \$signal$67  <= \$428 ;
   always @(posedge clk)
-    sat <= \$415 ;
+    sm_t0_0 <= \$429 ;
   always @(posedge clk)
-    left <= \$416 ;
+    sm_t0_1 <= \$430 ;
   always @(posedge clk)
-    chan <= \$417 ;
+    sm_t0_2 <= \$431 ;
   always @(posedge clk)
-    sg <= \$418 ;
+    s1_t0_0 <= \$432 ;
   always @(posedge clk)
-    sgx <= \$419 ;
+    s1_t0_1 <= \$433 ;
   always @(posedge clk)
-    dgamma <= \$420 ;
+    s1_t0_2 <= \$434 ;
   always @(posedge clk)
-    align <= \$421 ;
+    acc0 <= \$435 ;
   always @(posedge clk)
-    fsm_state <= \$422 ;
+    o__payload <= \$436 ;
   always @(posedge clk)
-    \$signal  <= \$423 ;
+    sat <= \$437 ;
   always @(posedge clk)
-    rz <= \$424 ;
+    left <= \$438 ;
   always @(posedge clk)
-    r_mean <= \$425 ;
+    mask <= \$439 ;
   always @(posedge clk)
-    scratch <= \$426 ;
+    last <= \$440 ;
   always @(posedge clk)
-    qg <= \$427 ;
+    chan <= \$441 ;
   always @(posedge clk)
-    tq <= \$428 ;
+    sg <= \$442 ;
   always @(posedge clk)
-    dn <= \$429 ;
+    sgx <= \$443 ;
   always @(posedge clk)
-    sd <= \$430 ;
+    dgamma <= \$444 ;
   always @(posedge clk)
-    am <= \$431 ;
+    align <= \$445 ;
   always @(posedge clk)
-    shc <= \$432 ;
+    fsm_state <= \$446 ;
   always @(posedge clk)
-    special <= \$433 ;
+    \$signal  <= \$447 ;
   always @(posedge clk)
-    zero <= \$434 ;
+    \$signal$85  <= \$448 ;
   always @(posedge clk)
-    tiny <= \$435 ;
+    r_mean <= \$449 ;
   always @(posedge clk)
-    xs <= \$436 ;
+    scratch <= \$450 ;
   always @(posedge clk)
-    sh <= \$437 ;
+    qg <= \$451 ;
   always @(posedge clk)
-    xl <= \$438 ;
+    tq <= \$452 ;
   always @(posedge clk)
-    rnd_h <= \$439 ;
+    dn <= \$453 ;
   always @(posedge clk)
-    nbase <= \$440 ;
+    sd <= \$454 ;
   always @(posedge clk)
-    yw <= \$441 ;
+    am <= \$455 ;
   always @(posedge clk)
-    ysgn <= \$442 ;
+    shc <= \$456 ;
   always @(posedge clk)
-    syl <= \$443 ;
-  always @(posedge clk)
-    ys <= \$444 ;
-  always @(posedge clk)
-    wr <= \$445 ;
-  always @(posedge clk)
-    cnt <= \$446 ;
-  always @(posedge clk)
-    t2 <= \$447 ;
-  always @(posedge clk)
-    zref <= \$448 ;
+    special <= \$457 ;
   \hwnorm_bwd_l2_s8_lean.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1084,13 +1145,1305 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$76 ),
-    .\neg$12 (\neg$39 ),
+    .done(\done$84 ),
+    .\neg$12 (\neg$36 ),
     .p(p),
     .rst(rst),
-    .start(\start$34 ),
-    .steps(\steps$40 )
+    .start(\start$31 ),
+    .steps(\steps$37 )
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$459  = tiny;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$459  = \$371 ;
+    endcase
+    if (rst) begin
+      \$459  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$460  = xs;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$460  = \$374 [17:0];
+    endcase
+    if (rst) begin
+      \$460  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$461  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$461  = shc[3:0];
+    endcase
+    if (rst) begin
+      \$461  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$462  = xl;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$462  = \$377 ;
+    endcase
+    if (rst) begin
+      \$462  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$463  = rnd_h;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$463  = \$379 [12:0];
+    endcase
+    if (rst) begin
+      \$463  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$464  = nbase;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          if (\done$84 ) begin
+            \$464  = p[56:0];
+          end
+    endcase
+    if (rst) begin
+      \$464  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$465  = yw;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          \$465  = tq;
+      7'h2d:
+          if (\$385 ) begin
+            \$465  = \$386 ;
+          end
+    endcase
+    if (rst) begin
+      \$465  = 156'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$466  = ysgn;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          \$466  = \$384 ;
+    endcase
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$467  = syl;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          \$467  = 6'h22;
+      7'h2d:
+          if (\$385 ) begin
+            \$467  = \$387 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$467  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$468  = ys;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$468  = \$389 [24:0];
+    endcase
+    if (rst) begin
+      \$468  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$469  = wr;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$469  = { 1'h0, r_mean };
+    endcase
+    if (rst) begin
+      \$469  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$470  = cnt;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$470  = syl;
+      7'h35:
+          if (\$390 ) begin
+            \$470  = \$392 [5:0];
+          end
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$470  = \$393 [5:0];
+      7'h40:
+          if (\$394 ) begin
+            \$470  = \$396 [5:0];
+          end
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h3b:
+          \$470  = syl;
+      7'h49:
+          if (\$397 ) begin
+            \$470  = \$399 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$470  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$471  = t2;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          if (\done$84 ) begin
+            \$471  = p;
+          end
+    endcase
+    if (rst) begin
+      \$471  = 152'h00000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$472  = zref;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \$472  = tq[56:0];
+    endcase
+    if (rst) begin
+      \$472  = 57'h000000000000000;
+    end
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     stats__payload[69] = 1'h0;
@@ -2145,7 +3498,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$34  = 1'h0;
+    \start$31  = 1'h0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2154,17 +3507,17 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h03:
           /* empty */;
       7'h04:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h05:
           /* empty */;
       7'h06:
           /* empty */;
       7'h07:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h08:
           /* empty */;
       7'h09:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h0a:
           /* empty */;
       7'h0b:
@@ -2178,7 +3531,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h0f:
           /* empty */;
       7'h10:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h11:
           /* empty */;
       7'h12:
@@ -2194,13 +3547,13 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h17:
           /* empty */;
       7'h18:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h19:
           /* empty */;
       7'h1a:
           /* empty */;
       7'h1c:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -2214,11 +3567,11 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h22:
           /* empty */;
       7'h1b:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h24:
           /* empty */;
       7'h25:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h26:
           /* empty */;
       7'h27:
@@ -2244,7 +3597,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h30:
           /* empty */;
       7'h32:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h33:
           /* empty */;
       7'h34:
@@ -2252,7 +3605,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h35:
           /* empty */;
       7'h36:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h37:
           /* empty */;
       7'h38:
@@ -2262,11 +3615,11 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h3a:
           /* empty */;
       7'h31:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h3c:
           /* empty */;
       7'h3d:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h3e:
           /* empty */;
       7'h3f:
@@ -2274,11 +3627,11 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h40:
           /* empty */;
       7'h41:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
       7'h42:
           /* empty */;
       7'h43:
-          \start$34  = 1'h1;
+          \start$31  = 1'h1;
     endcase
   end
   always @* begin
@@ -2697,7 +4050,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$39  = 1'h0;
+    \neg$36  = 1'h0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2706,17 +4059,17 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h03:
           /* empty */;
       7'h04:
-          \neg$39  = 1'h1;
+          \neg$36  = 1'h1;
       7'h05:
           /* empty */;
       7'h06:
           /* empty */;
       7'h07:
-          \neg$39  = 1'h0;
+          \neg$36  = 1'h0;
       7'h08:
           /* empty */;
       7'h09:
-          \neg$39  = \$125 ;
+          \neg$36  = \$125 ;
       7'h0a:
           /* empty */;
       7'h0b:
@@ -2730,7 +4083,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h0f:
           /* empty */;
       7'h10:
-          \neg$39  = 1'h0;
+          \neg$36  = 1'h0;
       7'h11:
           /* empty */;
       7'h12:
@@ -2746,13 +4099,13 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h17:
           /* empty */;
       7'h18:
-          \neg$39  = \$142 ;
+          \neg$36  = \$142 ;
       7'h19:
           /* empty */;
       7'h1a:
           /* empty */;
       7'h1c:
-          \neg$39  = 1'h0;
+          \neg$36  = 1'h0;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -2766,11 +4119,11 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h22:
           /* empty */;
       7'h1b:
-          \neg$39  = 1'h0;
+          \neg$36  = 1'h0;
       7'h24:
           /* empty */;
       7'h25:
-          \neg$39  = 1'h0;
+          \neg$36  = 1'h0;
       7'h26:
           /* empty */;
       7'h27:
@@ -2796,7 +4149,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h30:
           /* empty */;
       7'h32:
-          \neg$39  = \$180 ;
+          \neg$36  = \$180 ;
       7'h33:
           /* empty */;
       7'h34:
@@ -2804,7 +4157,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h35:
           /* empty */;
       7'h36:
-          \neg$39  = \$186 ;
+          \neg$36  = \$186 ;
       7'h37:
           /* empty */;
       7'h38:
@@ -2814,11 +4167,11 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h3a:
           /* empty */;
       7'h31:
-          \neg$39  = \$194 ;
+          \neg$36  = \$194 ;
       7'h3c:
           /* empty */;
       7'h3d:
-          \neg$39  = 1'h0;
+          \neg$36  = 1'h0;
       7'h3e:
           /* empty */;
       7'h3f:
@@ -2826,16 +4179,16 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h40:
           /* empty */;
       7'h41:
-          \neg$39  = \$199 ;
+          \neg$36  = \$199 ;
       7'h42:
           /* empty */;
       7'h43:
-          \neg$39  = 1'h1;
+          \neg$36  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$40  = 6'h00;
+    \steps$37  = 6'h00;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2844,17 +4197,17 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h03:
           /* empty */;
       7'h04:
-          \steps$40  = 6'h0d;
+          \steps$37  = 6'h0d;
       7'h05:
           /* empty */;
       7'h06:
           /* empty */;
       7'h07:
-          \steps$40  = 6'h0d;
+          \steps$37  = 6'h0d;
       7'h08:
           /* empty */;
       7'h09:
-          \steps$40  = 6'h15;
+          \steps$37  = 6'h15;
       7'h0a:
           /* empty */;
       7'h0b:
@@ -2868,7 +4221,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h0f:
           /* empty */;
       7'h10:
-          \steps$40  = 6'h08;
+          \steps$37  = 6'h08;
       7'h11:
           /* empty */;
       7'h12:
@@ -2884,13 +4237,13 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h17:
           /* empty */;
       7'h18:
-          \steps$40  = 6'h15;
+          \steps$37  = 6'h15;
       7'h19:
           /* empty */;
       7'h1a:
           /* empty */;
       7'h1c:
-          \steps$40  = 6'h12;
+          \steps$37  = 6'h12;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -2904,11 +4257,11 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h22:
           /* empty */;
       7'h1b:
-          \steps$40  = 6'h08;
+          \steps$37  = 6'h08;
       7'h24:
           /* empty */;
       7'h25:
-          \steps$40  = 6'h0d;
+          \steps$37  = 6'h0d;
       7'h26:
           /* empty */;
       7'h27:
@@ -2934,7 +4287,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h30:
           /* empty */;
       7'h32:
-          \steps$40  = 6'h15;
+          \steps$37  = 6'h15;
       7'h33:
           /* empty */;
       7'h34:
@@ -2942,7 +4295,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h35:
           /* empty */;
       7'h36:
-          \steps$40  = 6'h0e;
+          \steps$37  = 6'h0e;
       7'h37:
           /* empty */;
       7'h38:
@@ -2952,11 +4305,11 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h3a:
           /* empty */;
       7'h31:
-          \steps$40  = 6'h08;
+          \steps$37  = 6'h08;
       7'h3c:
           /* empty */;
       7'h3d:
-          \steps$40  = 6'h0d;
+          \steps$37  = 6'h0d;
       7'h3e:
           /* empty */;
       7'h3f:
@@ -2964,11 +4317,11 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h40:
           /* empty */;
       7'h41:
-          \steps$40  = 6'h0e;
+          \steps$37  = 6'h0e;
       7'h42:
           /* empty */;
       7'h43:
-          \steps$40  = 6'h23;
+          \steps$37  = 6'h23;
     endcase
   end
   always @* begin
@@ -3601,657 +4954,293 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$397  = s0_x;
+    \$411  = s0_x;
     if (take) begin
-      \$397  = i__payload[7:0];
+      \$411  = i__payload[7:0];
     end
     if (rst) begin
-      \$397  = 8'h00;
+      \$411  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$398  = s0_g;
+    \$412  = s0_g;
     if (take) begin
-      \$398  = i__payload[15:8];
+      \$412  = i__payload[15:8];
     end
     if (rst) begin
-      \$398  = 8'h00;
+      \$412  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$399  = s0_mask;
+    \$413  = s0_mask;
     if (take) begin
-      \$399  = mask;
+      \$413  = mask;
     end
     if (rst) begin
-      \$399  = 1'h0;
+      \$413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$400  = o__valid;
+    \$414  = s0_u0;
+    if (take) begin
+      \$414  = \$288 ;
+    end
+    if (rst) begin
+      \$414  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$415  = o__valid;
     if (adv) begin
-      \$400  = s2_valid;
+      \$415  = s2_valid;
     end
     if (rst) begin
-      \$400  = 1'h0;
+      \$415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$401  = s2_valid;
+    \$416  = s2_valid;
     if (adv) begin
-      \$401  = \$signal$56 ;
+      \$416  = \$signal$56 ;
     end
     if (rst) begin
-      \$401  = 1'h0;
+      \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$402  = \$signal$56 ;
+    \$417  = \$signal$57 ;
     if (adv) begin
-      \$402  = \$signal$57 ;
+      \$417  = \$signal$58 ;
     end
     if (rst) begin
-      \$402  = 1'h0;
+      \$417  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$403  = \$signal$57 ;
+    \$418  = \$signal$58 ;
     if (adv) begin
-      \$403  = take;
+      \$418  = take;
     end
     if (rst) begin
-      \$403  = 1'h0;
+      \$418  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$404  = s2_mask;
+    \$419  = s2_mask;
     if (adv) begin
-      \$404  = \$signal$59 ;
+      \$419  = \$signal$60 ;
     end
     if (rst) begin
-      \$404  = 1'h0;
+      \$419  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$405  = \$signal$59 ;
+    \$420  = \$signal$61 ;
     if (adv) begin
-      \$405  = s0_mask;
+      \$420  = s0_mask;
     end
     if (rst) begin
-      \$405  = 1'h0;
+      \$420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$406  = \$signal$60 ;
+    \$421  = \$signal$62 ;
     if (adv) begin
-      \$406  = 1'h0;
+      \$421  = 1'h0;
     end
     if (rst) begin
-      \$406  = 1'h0;
+      \$421  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$407  = \$signal$61 ;
+    \$422  = \$signal$63 ;
     if (adv) begin
-      \$407  = 1'h0;
+      \$422  = 1'h0;
     end
     if (rst) begin
-      \$407  = 1'h0;
+      \$422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$408  = s2_force;
+    \$423  = s2_force;
     if (adv) begin
-      \$408  = \$signal$60 ;
+      \$423  = \$signal$65 ;
     end
     if (rst) begin
-      \$408  = 1'h0;
+      \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$409  = s2_high;
+    \$424  = s2_high;
     if (adv) begin
-      \$409  = \$signal$61 ;
+      \$424  = \$signal$67 ;
     end
-    if (rst) begin
-      \$409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$410  = s1_t0_0;
-    if (adv) begin
-      \$410  = \$288 ;
-    end
-    if (rst) begin
-      \$410  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$411  = s1_t0_1;
-    if (adv) begin
-      \$411  = \$292 ;
-    end
-    if (rst) begin
-      \$411  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$412  = s1_t0_2;
-    if (adv) begin
-      \$412  = rnd_h;
-    end
-    if (rst) begin
-      \$412  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$413  = acc0;
-    if (adv) begin
-      \$413  = \$305 [26:0];
-    end
-    if (rst) begin
-      \$413  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$414  = o__payload;
-    if (adv) begin
-      \$414  = \$317 [7:0];
-    end
-    if (rst) begin
-      \$414  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$415  = sat;
-    if (adv) begin
-      if (s2_valid) begin
-        \$415  = \$327 [12:0];
-      end
-    end
-    casez (fsm_state)
-      7'h00:
-          if (chan__valid) begin
-            \$415  = 13'h0000;
-          end
-    endcase
-    if (rst) begin
-      \$415  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$416  = left;
-    if (beat) begin
-      \$416  = \$329 [12:0];
-    end
-    casez (fsm_state)
-      7'h00:
-          if (chan__valid) begin
-            \$416  = chan__payload[12:0];
-          end
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          if (i__valid) begin
-            if (last) begin
-              \$416  = chan[12:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$416  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$417  = chan;
-    casez (fsm_state)
-      7'h00:
-          if (chan__valid) begin
-            \$417  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$417  = 77'h00000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$418  = sg;
-    casez (fsm_state)
-      7'h00:
-          if (chan__valid) begin
-            \$418  = 21'h000000;
-            if (refused) begin
-              \$418  = 21'h000000;
-            end
-          end
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          if (i__valid) begin
-            \$418  = \$332 [20:0];
-          end
-    endcase
-    if (rst) begin
-      \$418  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$419  = sgx;
-    casez (fsm_state)
-      7'h00:
-          if (chan__valid) begin
-            \$419  = 28'h0000000;
-          end
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          if (i__valid) begin
-            \$419  = \$335 [27:0];
-          end
-    endcase
-    if (rst) begin
-      \$419  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$420  = dgamma;
-    casez (fsm_state)
-      7'h00:
-          if (chan__valid) begin
-            \$420  = 35'h000000000;
-          end
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          \$420  = \$337 [34:0];
-    endcase
-    if (rst) begin
-      \$420  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$421  = align;
-    casez (fsm_state)
-      7'h00:
-          if (chan__valid) begin
-            \$421  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$421  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$422  = fsm_state;
-    casez (fsm_state)
-      7'h00:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$422  = 7'h01;
-            end else begin
-              \$422  = 7'h02;
-            end
-          end
-      7'h02:
-          \$422  = 7'h03;
-      7'h03:
-          if (done) begin
-            \$422  = 7'h04;
-          end
-      7'h04:
-          \$422  = 7'h05;
-      7'h05:
-          if (\done$76 ) begin
-            \$422  = 7'h06;
-          end
-      7'h06:
-          if (i__valid) begin
-            if (last) begin
-              \$422  = 7'h07;
-            end
-          end
-      7'h07:
-          \$422  = 7'h08;
-      7'h08:
-          if (\done$76 ) begin
-            \$422  = 7'h09;
-          end
-      7'h09:
-          \$422  = 7'h0a;
-      7'h0a:
-          if (\done$76 ) begin
-            \$422  = 7'h0b;
-          end
-      7'h0b:
-          \$422  = 7'h0c;
-      7'h0c:
-          if (done) begin
-            \$422  = 7'h0d;
-          end
-      7'h0d:
-          \$422  = 7'h0e;
-      7'h0e:
-          \$422  = 7'h0f;
-      7'h0f:
-          (* full_case = 32'd1 *)
-          if (\$338 ) begin
-          end else begin
-            \$422  = 7'h10;
-          end
-      7'h10:
-          \$422  = 7'h11;
-      7'h11:
-          if (\done$76 ) begin
-            \$422  = 7'h12;
-          end
-      7'h12:
-          \$422  = 7'h13;
-      7'h13:
-          if (done) begin
-            \$422  = 7'h14;
-          end
-      7'h14:
-          \$422  = 7'h15;
-      7'h15:
-          (* full_case = 32'd1 *)
-          if (\$347 ) begin
-          end else if (\$348 ) begin
-          end else begin
-            \$422  = 7'h16;
-          end
-      7'h16:
-          \$422  = 7'h17;
-      7'h17:
-          \$422  = 7'h18;
-      7'h18:
-          \$422  = 7'h19;
-      7'h19:
-          if (\done$76 ) begin
-            \$422  = 7'h1a;
-          end
-      7'h1a:
-          (* full_case = 32'd1 *)
-          if (tiny) begin
-            \$422  = 7'h1b;
-          end else begin
-            \$422  = 7'h1c;
-          end
-      7'h1c:
-          \$422  = 7'h1d;
-      7'h1d:
-          if (\done$76 ) begin
-            \$422  = 7'h1e;
-          end
-      7'h1e:
-          \$422  = 7'h1f;
-      7'h1f:
-          if (done) begin
-            \$422  = 7'h20;
-          end
-      7'h20:
-          \$422  = 7'h21;
-      7'h21:
-          if (done) begin
-            \$422  = 7'h22;
-          end
-      7'h22:
-          \$422  = 7'h23;
-      7'h1b:
-          \$422  = 7'h24;
-      7'h24:
-          if (\done$76 ) begin
-            \$422  = 7'h25;
-          end
-      7'h25:
-          \$422  = 7'h26;
-      7'h26:
-          if (\done$76 ) begin
-            \$422  = 7'h27;
-          end
-      7'h27:
-          \$422  = 7'h28;
-      7'h28:
-          if (done) begin
-            \$422  = 7'h29;
-          end
-      7'h29:
-          \$422  = 7'h2a;
-      7'h2a:
-          if (done) begin
-            \$422  = 7'h2b;
-          end
-      7'h2b:
-          \$422  = 7'h2c;
-      7'h2c:
-          if (done) begin
-            \$422  = 7'h23;
-          end
-      7'h23:
-          \$422  = 7'h2d;
-      7'h2d:
-          (* full_case = 32'd1 *)
-          if (\$373 ) begin
-          end else begin
-            \$422  = 7'h2e;
-          end
-      7'h2e:
-          \$422  = 7'h2f;
-      7'h2f:
-          \$422  = 7'h30;
-      7'h30:
-          (* full_case = 32'd1 *)
-          if (tiny) begin
-            \$422  = 7'h31;
-          end else begin
-            \$422  = 7'h32;
-          end
-      7'h32:
-          \$422  = 7'h33;
-      7'h33:
-          if (\done$76 ) begin
-            \$422  = 7'h34;
-          end
-      7'h34:
-          \$422  = 7'h35;
-      7'h35:
-          (* full_case = 32'd1 *)
-          if (\$378 ) begin
-          end else begin
-            \$422  = 7'h36;
-          end
-      7'h36:
-          \$422  = 7'h37;
-      7'h37:
-          if (\done$76 ) begin
-            \$422  = 7'h38;
-          end
-      7'h38:
-          \$422  = 7'h39;
-      7'h39:
-          if (done) begin
-            \$422  = 7'h3a;
-          end
-      7'h3a:
-          \$422  = 7'h3b;
-      7'h31:
-          \$422  = 7'h3c;
-      7'h3c:
-          if (\done$76 ) begin
-            \$422  = 7'h3d;
-          end
-      7'h3d:
-          \$422  = 7'h3e;
-      7'h3e:
-          if (\done$76 ) begin
-            \$422  = 7'h3f;
-          end
-      7'h3f:
-          \$422  = 7'h40;
-      7'h40:
-          (* full_case = 32'd1 *)
-          if (\$382 ) begin
-          end else begin
-            \$422  = 7'h41;
-          end
-      7'h41:
-          \$422  = 7'h42;
-      7'h42:
-          if (\done$76 ) begin
-            \$422  = 7'h43;
-          end
-      7'h43:
-          \$422  = 7'h44;
-      7'h44:
-          if (\done$76 ) begin
-            \$422  = 7'h45;
-          end
-      7'h45:
-          \$422  = 7'h46;
-      7'h46:
-          if (done) begin
-            \$422  = 7'h47;
-          end
-      7'h47:
-          \$422  = 7'h48;
-      7'h48:
-          if (done) begin
-            \$422  = 7'h3b;
-          end
-      7'h3b:
-          \$422  = 7'h49;
-      7'h49:
-          (* full_case = 32'd1 *)
-          if (\$385 ) begin
-          end else begin
-            \$422  = 7'h4a;
-          end
-      7'h4a:
-          \$422  = 7'h4b;
-      7'h4b:
-          if (\$396 ) begin
-            \$422  = 7'h4c;
-          end
-      7'h4c:
-          if (stats__ready) begin
-            \$422  = 7'h00;
-          end
-      7'h01:
-          if (stats__ready) begin
-            \$422  = 7'h00;
-          end
-    endcase
-    if (rst) begin
-      \$422  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$423  = \$signal ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          if (done) begin
-            \$423  = q[8:0];
-          end
-    endcase
-    if (rst) begin
-      \$423  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = rz;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          if (\done$76 ) begin
-            \$424  = \$330 ;
-          end
-    endcase
     if (rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$425  = r_mean;
+    \$425  = \$signal$56 ;
+    if (adv) begin
+      \$425  = \$signal$57 ;
+    end
+    if (rst) begin
+      \$425  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$426  = \$signal$60 ;
+    if (adv) begin
+      \$426  = \$signal$61 ;
+    end
+    if (rst) begin
+      \$426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$427  = \$signal$65 ;
+    if (adv) begin
+      \$427  = \$signal$62 ;
+    end
+    if (rst) begin
+      \$427  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$428  = \$signal$67 ;
+    if (adv) begin
+      \$428  = \$signal$63 ;
+    end
+    if (rst) begin
+      \$428  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$429  = sm_t0_0;
+    if (adv) begin
+      \$429  = s1_t0_0;
+    end
+    if (rst) begin
+      \$429  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$430  = sm_t0_1;
+    if (adv) begin
+      \$430  = \$307 ;
+    end
+    if (rst) begin
+      \$430  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$431  = sm_t0_2;
+    if (adv) begin
+      \$431  = s1_t0_2;
+    end
+    if (rst) begin
+      \$431  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$432  = s1_t0_0;
+    if (adv) begin
+      \$432  = \$308 ;
+    end
+    if (rst) begin
+      \$432  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$433  = s1_t0_1;
+    if (adv) begin
+      \$433  = \$309 ;
+    end
+    if (rst) begin
+      \$433  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$434  = s1_t0_2;
+    if (adv) begin
+      \$434  = rnd_h;
+    end
+    if (rst) begin
+      \$434  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$435  = acc0;
+    if (adv) begin
+      \$435  = \$311 [26:0];
+    end
+    if (rst) begin
+      \$435  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$436  = o__payload;
+    if (adv) begin
+      \$436  = \$323 [7:0];
+    end
+    if (rst) begin
+      \$436  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$437  = sat;
+    if (adv) begin
+      if (s2_valid) begin
+        \$437  = \$333 [12:0];
+      end
+    end
     casez (fsm_state)
       7'h00:
-          /* empty */;
+          if (chan__valid) begin
+            \$437  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$437  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$438  = left;
+    if (beat) begin
+      \$438  = \$335 [12:0];
+    end
+    casez (fsm_state)
+      7'h00:
+          if (chan__valid) begin
+            \$438  = chan__payload[12:0];
+          end
       7'h02:
           /* empty */;
       7'h03:
@@ -4259,20 +5248,152 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h04:
           /* empty */;
       7'h05:
-          if (\done$76 ) begin
-            \$425  = p[12:0];
+          /* empty */;
+      7'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$438  = chan[12:0];
+            end
           end
     endcase
     if (rst) begin
-      \$425  = 13'h0000;
+      \$438  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$426  = scratch;
+    \$439  = mask;
+    if (beat) begin
+      \$439  = \$336 ;
+    end
     casez (fsm_state)
       7'h00:
+          if (chan__valid) begin
+            \$439  = \$338 ;
+          end
+      7'h02:
           /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$439  = \$346 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$439  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$440  = last;
+    if (beat) begin
+      \$440  = \$337 ;
+    end
+    casez (fsm_state)
+      7'h00:
+          if (chan__valid) begin
+            \$440  = \$339 ;
+          end
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$440  = \$347 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$440  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$441  = chan;
+    casez (fsm_state)
+      7'h00:
+          if (chan__valid) begin
+            \$441  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$441  = 77'h00000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$442  = sg;
+    casez (fsm_state)
+      7'h00:
+          if (chan__valid) begin
+            \$442  = 21'h000000;
+            if (refused) begin
+              \$442  = 21'h000000;
+            end
+          end
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          if (i__valid) begin
+            \$442  = \$342 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$442  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$443  = sgx;
+    casez (fsm_state)
+      7'h00:
+          if (chan__valid) begin
+            \$443  = 28'h0000000;
+          end
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          if (i__valid) begin
+            \$443  = \$345 [27:0];
+          end
+    endcase
+    if (rst) begin
+      \$443  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$444  = dgamma;
+    casez (fsm_state)
+      7'h00:
+          if (chan__valid) begin
+            \$444  = 35'h000000000;
+          end
       7'h02:
           /* empty */;
       7'h03:
@@ -4286,9 +5407,7 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h07:
           /* empty */;
       7'h08:
-          if (\done$76 ) begin
-            \$426  = p;
-          end
+          /* empty */;
       7'h09:
           /* empty */;
       7'h0a:
@@ -4298,1937 +5417,1019 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
       7'h0c:
           /* empty */;
       7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          if (\done$76 ) begin
-            \$426  = p;
-          end
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          if (\done$76 ) begin
-            \$426  = p;
-          end
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          if (\done$76 ) begin
-            \$426  = p;
-          end
-      7'h25:
-          /* empty */;
-      7'h26:
-          if (\done$76 ) begin
-            \$426  = p;
-          end
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          if (\done$76 ) begin
-            \$426  = p;
-          end
-      7'h34:
-          /* empty */;
-      7'h35:
-          if (\$378 ) begin
-            \$426  = \$379 [151:0];
-          end
-      7'h36:
-          /* empty */;
-      7'h37:
-          if (\done$76 ) begin
-            \$426  = p;
-          end
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h3c:
-          if (\done$76 ) begin
-            \$426  = p;
-          end
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          if (\done$76 ) begin
-            \$426  = p;
-          end
-      7'h3f:
-          /* empty */;
-      7'h40:
-          if (\$382 ) begin
-            \$426  = \$383 [151:0];
-          end
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          if (\done$76 ) begin
-            \$426  = p;
-          end
+          \$444  = \$349 [34:0];
     endcase
     if (rst) begin
-      \$426  = 152'h00000000000000000000000000000000000000;
+      \$444  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$427  = qg;
+    \$445  = align;
     casez (fsm_state)
       7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          if (\done$76 ) begin
-            \$427  = p[39:0];
+          if (chan__valid) begin
+            \$445  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$427  = 40'h0000000000;
+      \$445  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = tq;
+    \$446  = fsm_state;
     casez (fsm_state)
       7'h00:
-          /* empty */;
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$446  = 7'h01;
+            end else begin
+              \$446  = 7'h02;
+            end
+          end
       7'h02:
-          /* empty */;
+          \$446  = 7'h03;
       7'h03:
-          /* empty */;
+          if (done) begin
+            \$446  = 7'h04;
+          end
       7'h04:
-          /* empty */;
+          \$446  = 7'h05;
       7'h05:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h06;
+          end
       7'h06:
-          /* empty */;
+          if (i__valid) begin
+            if (last) begin
+              \$446  = 7'h07;
+            end
+          end
       7'h07:
-          /* empty */;
+          \$446  = 7'h08;
       7'h08:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h09;
+          end
       7'h09:
-          /* empty */;
+          \$446  = 7'h0a;
       7'h0a:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h0b;
+          end
       7'h0b:
-          /* empty */;
+          \$446  = 7'h0c;
       7'h0c:
           if (done) begin
-            \$428  = q;
+            \$446  = 7'h0d;
           end
       7'h0d:
-          /* empty */;
+          \$446  = 7'h0e;
       7'h0e:
-          /* empty */;
+          \$446  = 7'h0f;
       7'h0f:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$350 ) begin
+          end else begin
+            \$446  = 7'h10;
+          end
       7'h10:
-          /* empty */;
+          \$446  = 7'h11;
       7'h11:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h12;
+          end
       7'h12:
-          /* empty */;
+          \$446  = 7'h13;
       7'h13:
           if (done) begin
-            \$428  = q;
+            \$446  = 7'h14;
           end
       7'h14:
-          /* empty */;
+          \$446  = 7'h15;
       7'h15:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$359 ) begin
+          end else if (\$360 ) begin
+          end else begin
+            \$446  = 7'h16;
+          end
       7'h16:
-          /* empty */;
+          \$446  = 7'h17;
       7'h17:
-          /* empty */;
+          \$446  = 7'h18;
       7'h18:
-          /* empty */;
+          \$446  = 7'h19;
       7'h19:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h1a;
+          end
       7'h1a:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (tiny) begin
+            \$446  = 7'h1b;
+          end else begin
+            \$446  = 7'h1c;
+          end
       7'h1c:
-          /* empty */;
+          \$446  = 7'h1d;
       7'h1d:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h1e;
+          end
       7'h1e:
-          /* empty */;
+          \$446  = 7'h1f;
       7'h1f:
           if (done) begin
-            \$428  = q;
+            \$446  = 7'h20;
           end
       7'h20:
-          /* empty */;
+          \$446  = 7'h21;
       7'h21:
           if (done) begin
-            \$428  = q;
+            \$446  = 7'h22;
           end
       7'h22:
-          /* empty */;
+          \$446  = 7'h23;
       7'h1b:
-          /* empty */;
+          \$446  = 7'h24;
       7'h24:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h25;
+          end
       7'h25:
-          /* empty */;
+          \$446  = 7'h26;
       7'h26:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h27;
+          end
       7'h27:
-          /* empty */;
+          \$446  = 7'h28;
       7'h28:
           if (done) begin
-            \$428  = q;
+            \$446  = 7'h29;
           end
       7'h29:
-          /* empty */;
+          \$446  = 7'h2a;
       7'h2a:
           if (done) begin
-            \$428  = q;
+            \$446  = 7'h2b;
           end
       7'h2b:
-          /* empty */;
+          \$446  = 7'h2c;
       7'h2c:
           if (done) begin
-            \$428  = q;
+            \$446  = 7'h23;
           end
       7'h23:
-          /* empty */;
+          \$446  = 7'h2d;
       7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          if (done) begin
-            \$428  = q;
-          end
-      7'h3a:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          if (done) begin
-            \$428  = q;
-          end
-      7'h47:
-          /* empty */;
-      7'h48:
-          if (done) begin
-            \$428  = q;
-          end
-      7'h3b:
-          /* empty */;
-      7'h49:
+          (* full_case = 32'd1 *)
           if (\$385 ) begin
-            \$428  = \$386 ;
+          end else begin
+            \$446  = 7'h2e;
           end
-    endcase
-    if (rst) begin
-      \$428  = 156'h000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$429  = dn;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          \$429  = chan[68:34];
-      7'h0f:
-          if (\$338 ) begin
-            \$429  = \$339 ;
-          end
-    endcase
-    if (rst) begin
-      \$429  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$430  = sd;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          \$430  = 6'h00;
-      7'h0f:
-          if (\$338 ) begin
-            \$430  = \$340 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$430  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$431  = am;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$431  = tq[47:0];
-      7'h15:
-          if (\$347 ) begin
-            \$431  = \$349 ;
-          end else if (\$348 ) begin
-            \$431  = \$351 [47:0];
-          end
-    endcase
-    if (rst) begin
-      \$431  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = shc;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$432  = { 3'h0, \$341  };
-      7'h15:
-          if (\$347 ) begin
-            \$432  = \$350 [9:0];
-          end else if (\$348 ) begin
-            \$432  = \$352 [9:0];
-          end
-    endcase
-    if (rst) begin
-      \$432  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$433  = special;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$433  = 1'h0;
-      7'h15:
-          if (\$347 ) begin
-          end else if (\$348 ) begin
-            \$433  = 1'h1;
-          end
-      7'h16:
-          \$433  = \$354 ;
-    endcase
-    if (rst) begin
-      \$433  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$434  = zero;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$434  = \$342 ;
-    endcase
-    if (rst) begin
-      \$434  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$435  = tiny;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          \$435  = \$359 ;
-    endcase
-    if (rst) begin
-      \$435  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$436  = xs;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          \$436  = \$362 [17:0];
-    endcase
-    if (rst) begin
-      \$436  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$437  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          \$437  = shc[3:0];
-    endcase
-    if (rst) begin
-      \$437  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = xl;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$438  = \$365 ;
-    endcase
-    if (rst) begin
-      \$438  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$439  = rnd_h;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$439  = \$367 [12:0];
-    endcase
-    if (rst) begin
-      \$439  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$440  = nbase;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          if (\done$76 ) begin
-            \$440  = p[56:0];
-          end
-    endcase
-    if (rst) begin
-      \$440  = 57'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$441  = yw;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          \$441  = tq;
-      7'h2d:
-          if (\$373 ) begin
-            \$441  = \$374 ;
-          end
-    endcase
-    if (rst) begin
-      \$441  = 156'h000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$442  = ysgn;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          \$442  = \$372 ;
-    endcase
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$443  = syl;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          \$443  = 6'h22;
-      7'h2d:
-          if (\$373 ) begin
-            \$443  = \$375 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$443  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$444  = ys;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h2d:
-          /* empty */;
       7'h2e:
-          \$444  = \$377 [24:0];
-    endcase
-    if (rst) begin
-      \$444  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$445  = wr;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
+          \$446  = 7'h2f;
       7'h2f:
-          \$445  = { 1'h0, r_mean };
-    endcase
-    if (rst) begin
-      \$445  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$446  = cnt;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
+          \$446  = 7'h30;
       7'h30:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (tiny) begin
+            \$446  = 7'h31;
+          end else begin
+            \$446  = 7'h32;
+          end
       7'h32:
-          /* empty */;
+          \$446  = 7'h33;
       7'h33:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h34;
+          end
       7'h34:
-          \$446  = syl;
+          \$446  = 7'h35;
       7'h35:
-          if (\$378 ) begin
-            \$446  = \$380 [5:0];
+          (* full_case = 32'd1 *)
+          if (\$390 ) begin
+          end else begin
+            \$446  = 7'h36;
           end
       7'h36:
-          /* empty */;
+          \$446  = 7'h37;
       7'h37:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h38;
+          end
       7'h38:
-          /* empty */;
+          \$446  = 7'h39;
       7'h39:
-          /* empty */;
+          if (done) begin
+            \$446  = 7'h3a;
+          end
       7'h3a:
-          /* empty */;
+          \$446  = 7'h3b;
       7'h31:
-          /* empty */;
+          \$446  = 7'h3c;
       7'h3c:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h3d;
+          end
       7'h3d:
-          /* empty */;
+          \$446  = 7'h3e;
       7'h3e:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h3f;
+          end
       7'h3f:
-          \$446  = \$381 [5:0];
+          \$446  = 7'h40;
       7'h40:
-          if (\$382 ) begin
-            \$446  = \$384 [5:0];
+          (* full_case = 32'd1 *)
+          if (\$394 ) begin
+          end else begin
+            \$446  = 7'h41;
           end
       7'h41:
-          /* empty */;
+          \$446  = 7'h42;
       7'h42:
-          /* empty */;
+          if (\done$84 ) begin
+            \$446  = 7'h43;
+          end
       7'h43:
-          /* empty */;
+          \$446  = 7'h44;
       7'h44:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          /* empty */;
-      7'h3b:
-          \$446  = syl;
-      7'h49:
-          if (\$385 ) begin
-            \$446  = \$387 [5:0];
+          if (\done$84 ) begin
+            \$446  = 7'h45;
           end
-    endcase
-    if (rst) begin
-      \$446  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$447  = t2;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          if (\done$76 ) begin
-            \$447  = p;
-          end
-    endcase
-    if (rst) begin
-      \$447  = 152'h00000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$448  = zref;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
       7'h45:
-          /* empty */;
+          \$446  = 7'h46;
       7'h46:
-          /* empty */;
+          if (done) begin
+            \$446  = 7'h47;
+          end
       7'h47:
-          /* empty */;
+          \$446  = 7'h48;
       7'h48:
-          /* empty */;
+          if (done) begin
+            \$446  = 7'h3b;
+          end
       7'h3b:
-          /* empty */;
+          \$446  = 7'h49;
       7'h49:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$397 ) begin
+          end else begin
+            \$446  = 7'h4a;
+          end
       7'h4a:
-          \$448  = tq[56:0];
+          \$446  = 7'h4b;
+      7'h4b:
+          if (\$410 ) begin
+            \$446  = 7'h4c;
+          end
+      7'h4c:
+          if (stats__ready) begin
+            \$446  = 7'h00;
+          end
+      7'h01:
+          if (stats__ready) begin
+            \$446  = 7'h00;
+          end
     endcase
     if (rst) begin
-      \$448  = 57'h000000000000000;
+      \$446  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$447  = \$signal ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          if (done) begin
+            \$447  = q[8:0];
+          end
+    endcase
+    if (rst) begin
+      \$447  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$448  = \$signal$85 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          if (\done$84 ) begin
+            \$448  = \$340 ;
+          end
+    endcase
+    if (rst) begin
+      \$448  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$449  = r_mean;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          if (\done$84 ) begin
+            \$449  = p[12:0];
+          end
+    endcase
+    if (rst) begin
+      \$449  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$450  = scratch;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          if (\done$84 ) begin
+            \$450  = p;
+          end
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          if (\done$84 ) begin
+            \$450  = p;
+          end
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$84 ) begin
+            \$450  = p;
+          end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          if (\done$84 ) begin
+            \$450  = p;
+          end
+      7'h25:
+          /* empty */;
+      7'h26:
+          if (\done$84 ) begin
+            \$450  = p;
+          end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          if (\done$84 ) begin
+            \$450  = p;
+          end
+      7'h34:
+          /* empty */;
+      7'h35:
+          if (\$390 ) begin
+            \$450  = \$391 [151:0];
+          end
+      7'h36:
+          /* empty */;
+      7'h37:
+          if (\done$84 ) begin
+            \$450  = p;
+          end
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h3c:
+          if (\done$84 ) begin
+            \$450  = p;
+          end
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          if (\done$84 ) begin
+            \$450  = p;
+          end
+      7'h3f:
+          /* empty */;
+      7'h40:
+          if (\$394 ) begin
+            \$450  = \$395 [151:0];
+          end
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          if (\done$84 ) begin
+            \$450  = p;
+          end
+    endcase
+    if (rst) begin
+      \$450  = 152'h00000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$451  = qg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          if (\done$84 ) begin
+            \$451  = p[39:0];
+          end
+    endcase
+    if (rst) begin
+      \$451  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$452  = tq;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          if (done) begin
+            \$452  = q;
+          end
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          if (done) begin
+            \$452  = q;
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          if (done) begin
+            \$452  = q;
+          end
+      7'h20:
+          /* empty */;
+      7'h21:
+          if (done) begin
+            \$452  = q;
+          end
+      7'h22:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          if (done) begin
+            \$452  = q;
+          end
+      7'h29:
+          /* empty */;
+      7'h2a:
+          if (done) begin
+            \$452  = q;
+          end
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          if (done) begin
+            \$452  = q;
+          end
+      7'h23:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          if (done) begin
+            \$452  = q;
+          end
+      7'h3a:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          if (done) begin
+            \$452  = q;
+          end
+      7'h47:
+          /* empty */;
+      7'h48:
+          if (done) begin
+            \$452  = q;
+          end
+      7'h3b:
+          /* empty */;
+      7'h49:
+          if (\$397 ) begin
+            \$452  = \$398 ;
+          end
+    endcase
+    if (rst) begin
+      \$452  = 156'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$453  = dn;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$453  = chan[68:34];
+      7'h0f:
+          if (\$350 ) begin
+            \$453  = \$351 ;
+          end
+    endcase
+    if (rst) begin
+      \$453  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$454  = sd;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$454  = 6'h00;
+      7'h0f:
+          if (\$350 ) begin
+            \$454  = \$352 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$454  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$455  = am;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$455  = tq[47:0];
+      7'h15:
+          if (\$359 ) begin
+            \$455  = \$361 ;
+          end else if (\$360 ) begin
+            \$455  = \$363 [47:0];
+          end
+    endcase
+    if (rst) begin
+      \$455  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$456  = shc;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$456  = { 3'h0, \$353  };
+      7'h15:
+          if (\$359 ) begin
+            \$456  = \$362 [9:0];
+          end else if (\$360 ) begin
+            \$456  = \$364 [9:0];
+          end
+    endcase
+    if (rst) begin
+      \$456  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$457  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$457  = 1'h0;
+      7'h15:
+          if (\$359 ) begin
+          end else if (\$360 ) begin
+            \$457  = 1'h1;
+          end
+      7'h16:
+          \$457  = \$366 ;
+    endcase
+    if (rst) begin
+      \$457  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$458  = zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$458  = \$354 ;
+    endcase
+    if (rst) begin
+      \$458  = 1'h0;
     end
   end
   assign o_valid = o__valid;
@@ -6259,18 +6460,21 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$167  = { \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 [152], \$166 , 93'h000000000000000000000000 };
   assign \$181  = { ys[24], ys[24], ys[24], ys[24], ys[24], ys[24], ys[24], ys, 24'h000000 };
   assign \$195  = { ys[24], ys[24], ys[24], ys[24], ys[24], ys[24], ys[24], ys, 24'h000000 };
-  assign \$291  = { \$290 [34], \$290 [34], \$290 [34], \$290 [34], \$290 [34], \$290 [34], \$290 [34], \$290 , 24'h000000 };
-  assign \$337  = { \$336 [156], \$336 [156:1] };
-  assign \$339  = { 1'h0, dn[34:1] };
-  assign \$349  = { 1'h0, am[47:1] };
-  assign \$351  = { am, 1'h0 };
-  assign \$363  = 1'h0;
-  assign \$364  = zero;
-  assign \$367  = { 1'h0, \$366 [28:1] };
-  assign \$374  = { 1'h0, yw[155:1] };
-  assign \$379  = { scratch, 1'h0 };
-  assign \$383  = { scratch, 1'h0 };
-  assign \$386  = { tq[155], tq[155:1] };
+  assign \$289  = { s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1, 24'h000000 };
+  assign \$293  = { s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1, 24'h000000 };
+  assign \$299  = { s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1, 24'h000000 };
+  assign \$302  = { s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1[34], s1_t0_1, 24'h000000 };
+  assign \$349  = { \$348 [156], \$348 [156:1] };
+  assign \$351  = { 1'h0, dn[34:1] };
+  assign \$361  = { 1'h0, am[47:1] };
+  assign \$363  = { am, 1'h0 };
+  assign \$375  = 1'h0;
+  assign \$376  = zero;
+  assign \$379  = { 1'h0, \$378 [28:1] };
+  assign \$386  = { 1'h0, yw[155:1] };
+  assign \$391  = { scratch, 1'h0 };
+  assign \$395  = { scratch, 1'h0 };
+  assign \$398  = { tq[155], tq[155:1] };
 endmodule
 
 module \hwnorm_bwd_l2_s8_lean.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);

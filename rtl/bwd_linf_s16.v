@@ -655,103 +655,113 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [13:0] \$682 ;
   wire [13:0] \$683 ;
   wire \$684 ;
-  wire [15:0] \$685 ;
-  wire [29:0] \$686 ;
-  wire [31:0] \$687 ;
-  wire [31:0] \$688 ;
-  wire [44:0] \$689 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire [15:0] \$689 ;
   wire \$69 ;
-  wire [153:0] \$690 ;
-  wire [153:0] \$691 ;
-  wire [153:0] \$692 ;
-  wire [153:0] \$693 ;
-  wire [6:0] \$694 ;
+  wire [29:0] \$690 ;
+  wire [31:0] \$691 ;
+  wire [31:0] \$692 ;
+  wire [44:0] \$693 ;
+  wire \$694 ;
   wire \$695 ;
-  wire [57:0] \$696 ;
-  wire [6:0] \$697 ;
+  wire [153:0] \$696 ;
+  wire [153:0] \$697 ;
   wire [153:0] \$698 ;
   wire [153:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire [6:0] \$700 ;
   wire \$701 ;
-  wire [115:0] \$702 ;
+  wire [57:0] \$702 ;
   wire [6:0] \$703 ;
-  wire \$704 ;
-  wire \$705 ;
-  wire [114:0] \$706 ;
-  wire [114:0] \$707 ;
-  wire [6:0] \$708 ;
-  wire \$709 ;
+  wire [153:0] \$704 ;
+  wire [153:0] \$705 ;
+  wire [6:0] \$706 ;
+  wire \$707 ;
+  wire [115:0] \$708 ;
+  wire [6:0] \$709 ;
   wire \$71 ;
-  wire [115:0] \$710 ;
-  wire [6:0] \$711 ;
-  wire \$712 ;
-  wire \$713 ;
-  wire [114:0] \$714 ;
-  wire [114:0] \$715 ;
-  wire [6:0] \$716 ;
-  wire \$717 ;
-  wire [115:0] \$718 ;
-  wire [6:0] \$719 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire [114:0] \$712 ;
+  wire [114:0] \$713 ;
+  wire [6:0] \$714 ;
+  wire \$715 ;
+  wire [115:0] \$716 ;
+  wire [6:0] \$717 ;
+  wire \$718 ;
+  wire \$719 ;
   wire \$72 ;
-  wire \$720 ;
-  wire \$721 ;
-  wire [114:0] \$722 ;
-  wire [114:0] \$723 ;
-  wire \$724 ;
-  wire \$725 ;
+  wire [114:0] \$720 ;
+  wire [114:0] \$721 ;
+  wire [6:0] \$722 ;
+  wire \$723 ;
+  wire [115:0] \$724 ;
+  wire [6:0] \$725 ;
   wire \$726 ;
   wire \$727 ;
-  wire \$728 ;
-  wire \$729 ;
+  wire [114:0] \$728 ;
+  wire [114:0] \$729 ;
   wire \$73 ;
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
-  reg [15:0] \$733 ;
-  reg [15:0] \$734 ;
-  reg \$735 ;
-  reg [2:0] \$736 ;
-  reg \$737 ;
-  reg \$738 ;
-  reg \$739 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
   wire \$74 ;
-  reg \$740 ;
-  reg \$741 ;
-  reg \$742 ;
-  reg [72:0] \$743 ;
-  reg [72:0] \$744 ;
-  reg [73:0] \$745 ;
-  reg [15:0] \$746 ;
-  reg [12:0] \$747 ;
-  reg [12:0] \$748 ;
-  reg [135:0] \$749 ;
+  wire \$740 ;
+  reg [15:0] \$741 ;
+  reg [15:0] \$742 ;
+  reg \$743 ;
+  reg [2:0] \$744 ;
+  reg \$745 ;
+  reg \$746 ;
+  reg \$747 ;
+  reg \$748 ;
+  reg \$749 ;
   wire \$75 ;
-  reg [28:0] \$750 ;
-  reg [43:0] \$751 ;
-  reg [54:0] \$752 ;
-  reg [5:0] \$753 ;
-  reg [5:0] \$754 ;
-  reg [16:0] \$755 ;
-  reg \$756 ;
-  reg [12:0] \$757 ;
-  reg [5:0] \$758 ;
-  reg [114:0] \$759 ;
+  reg \$750 ;
+  reg [72:0] \$751 ;
+  reg [72:0] \$752 ;
+  reg [73:0] \$753 ;
+  reg [15:0] \$754 ;
+  reg [12:0] \$755 ;
+  reg [12:0] \$756 ;
+  reg \$757 ;
+  reg \$758 ;
+  reg [135:0] \$759 ;
   wire [6:0] \$76 ;
-  reg [55:0] \$760 ;
-  reg [152:0] \$761 ;
-  reg [56:0] \$762 ;
-  reg [56:0] \$763 ;
-  reg [114:0] \$764 ;
-  reg [99:0] \$765 ;
-  reg [71:0] \$766 ;
-  reg [71:0] \$767 ;
-  reg [71:0] \$768 ;
-  wire [1:0] \$769 ;
+  reg [28:0] \$760 ;
+  reg [43:0] \$761 ;
+  reg [54:0] \$762 ;
+  reg [5:0] \$763 ;
+  reg [5:0] \$764 ;
+  reg [16:0] \$765 ;
+  reg \$766 ;
+  reg [12:0] \$767 ;
+  reg [5:0] \$768 ;
+  reg [114:0] \$769 ;
   wire [6:0] \$77 ;
-  wire [1:0] \$770 ;
+  reg [55:0] \$770 ;
+  reg [152:0] \$771 ;
+  reg [56:0] \$772 ;
+  reg [56:0] \$773 ;
+  reg [114:0] \$774 ;
+  reg [99:0] \$775 ;
+  reg [71:0] \$776 ;
+  reg [71:0] \$777 ;
+  reg [71:0] \$778 ;
+  wire [1:0] \$779 ;
   wire \$78 ;
+  wire [1:0] \$780 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
@@ -777,11 +787,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$99 ;
   (* init = 17'h00000 *)
   wire [16:0] \$signal ;
-  reg [2:0] \$signal$68  = 3'h0;
-  wire [2:0] \$signal$68[0] ;
+  reg [2:0] \$signal$67  = 3'h0;
+  wire [2:0] \$signal$67[0] ;
+  reg \$signal$70  = 1'h0;
   reg \$signal$71  = 1'h0;
-  reg \$signal$72  = 1'h0;
-  reg \$signal$74  = 1'h0;
+  reg \$signal$73  = 1'h0;
+  reg \$signal$86  = 1'h0;
+  wire \$signal$88 ;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -831,17 +843,18 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   input i__valid;
   wire i__valid;
   reg [56:0] lane_a = 57'h000000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [150:0] lo_init;
   wire m;
   reg [56:0] m1 = 57'h000000000000000;
   reg [99:0] m2 = 100'h0000000000000000000000000;
-  wire mask;
-  wire \mask$25 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$23 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$50 ;
+  reg \neg$48 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -867,7 +880,6 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg [52:0] rem_init;
   input rst;
   wire rst;
-  reg rz = 1'h0;
   reg [15:0] s0_g = 16'h0000;
   wire [15:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -888,7 +900,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$46 ;
+  reg \start$44 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -900,7 +912,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   output stats__valid;
   reg stats__valid;
   reg [7:0] steps;
-  reg [4:0] \steps$51 ;
+  reg [4:0] \steps$49 ;
   reg take;
   reg [152:0] tq = 153'h000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -1231,12 +1243,12 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$602  = - $signed(tq);
   assign \$603  = \$601  ? \$602  : { tq[152], tq };
   assign \$604  = $signed(tq) < $signed(1'h0);
-  assign \$605  = $signed({ 1'h0, chan[12:0] }) - $signed(\$769 );
-  assign \$606  = $signed({ 1'h0, chan[12:0] }) + $signed(\$769 );
-  assign \$607  = $signed(\$769 ) < $signed(1'h0);
-  assign \$608  = - $signed(\$769 );
-  assign \$609  = \$607  ? \$608  : { \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769  };
-  assign \$610  = $signed(\$769 ) < $signed(1'h0);
+  assign \$605  = $signed({ 1'h0, chan[12:0] }) - $signed(\$779 );
+  assign \$606  = $signed({ 1'h0, chan[12:0] }) + $signed(\$779 );
+  assign \$607  = $signed(\$779 ) < $signed(1'h0);
+  assign \$608  = - $signed(\$779 );
+  assign \$609  = \$607  ? \$608  : { \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779  };
+  assign \$610  = $signed(\$779 ) < $signed(1'h0);
   assign \$611  = | left;
   assign \$612  = \$611  & adv;
   assign \$613  = i__valid & i__ready;
@@ -1286,8 +1298,8 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$657  = fsm_state == 6'h2b;
   assign \$658  = fsm_state == 6'h2c;
   assign \$659  = $signed(s0_g) * $signed(lane_a);
-  assign \$660  = \$signal$68  == 2'h2;
-  assign \$661  = ! \$signal$68 ;
+  assign \$660  = \$signal$67  == 2'h2;
+  assign \$661  = ! \$signal$67 ;
   assign \$662  = \$661  ? const0 : const1;
   assign \$663  = \$660  ? const2 : \$662 ;
   assign \$664  = $signed(\$663 ) + $signed(34'h100000000);
@@ -1305,122 +1317,130 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$681  = sat + \$680 ;
   assign \$682  = left - 1'h1;
   assign \$683  = last ? 14'h0000 : \$682 ;
-  assign \$684  = ! p;
-  assign \$685  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$686  = $signed(sg) + $signed(\$685 );
-  assign \$687  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$688  = mask ? \$687  : 32'd0;
-  assign \$689  = $signed(sgx) + $signed(\$688 );
-  assign \$690  = $signed(tq) + $signed(2'h1);
-  assign \$692  = $signed(tq) + $signed(2'h1);
-  assign \$694  = align + sh;
-  assign \$695  = \$694  == 6'h21;
-  assign \$697  = align + 1'h1;
+  assign \$684  = left > 1'h1;
+  assign \$685  = left <= 2'h2;
+  assign \$686  = chan__payload[12:0] > 1'h0;
+  assign \$687  = chan__payload[12:0] <= 1'h1;
+  assign \$688  = ! p;
+  assign \$689  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$690  = $signed(sg) + $signed(\$689 );
+  assign \$691  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$692  = mask ? \$691  : 32'd0;
+  assign \$693  = $signed(sgx) + $signed(\$692 );
+  assign \$694  = chan[12:0] > 1'h0;
+  assign \$695  = chan[12:0] <= 1'h1;
+  assign \$696  = $signed(tq) + $signed(2'h1);
   assign \$698  = $signed(tq) + $signed(2'h1);
   assign \$700  = align + sh;
   assign \$701  = \$700  == 6'h21;
   assign \$703  = align + 1'h1;
-  assign \$704  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$705  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$706  = \$705  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$707  = \$704  ? 115'h000000000007ff801100100000000 : \$706 ;
-  assign \$708  = align + sh;
-  assign \$709  = \$708  == 6'h21;
-  assign \$711  = align + 1'h1;
-  assign \$712  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$713  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$714  = \$713  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$715  = \$712  ? 115'h000000000007ff801100100000000 : \$714 ;
-  assign \$716  = align + sh;
-  assign \$717  = \$716  == 6'h21;
-  assign \$719  = align + 1'h1;
-  assign \$720  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$721  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$722  = \$721  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$723  = \$720  ? 115'h000000000007ff801100100000000 : \$722 ;
-  assign \$724  = | left;
-  assign \$725  = ~ \$724 ;
-  assign \$726  = ~ \$signal$72 ;
-  assign \$727  = \$725  & \$726 ;
-  assign \$728  = ~ \$signal$71 ;
-  assign \$729  = \$727  & \$728 ;
-  assign \$730  = ~ s2_valid;
-  assign \$731  = \$729  & \$730 ;
-  assign \$732  = \$731  & adv;
+  assign \$704  = $signed(tq) + $signed(2'h1);
+  assign \$706  = align + sh;
+  assign \$707  = \$706  == 6'h21;
+  assign \$709  = align + 1'h1;
+  assign \$710  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$711  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$712  = \$711  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$713  = \$710  ? 115'h000000000007ff801100100000000 : \$712 ;
+  assign \$714  = align + sh;
+  assign \$715  = \$714  == 6'h21;
+  assign \$717  = align + 1'h1;
+  assign \$718  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$719  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$720  = \$719  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$721  = \$718  ? 115'h000000000007ff801100100000000 : \$720 ;
+  assign \$722  = align + sh;
+  assign \$723  = \$722  == 6'h21;
+  assign \$725  = align + 1'h1;
+  assign \$726  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$727  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$728  = \$727  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$729  = \$726  ? 115'h000000000007ff801100100000000 : \$728 ;
+  assign \$730  = | left;
+  assign \$731  = ~ \$730 ;
+  assign \$732  = ~ \$signal$71 ;
+  assign \$733  = \$731  & \$732 ;
+  assign \$734  = ~ \$signal$70 ;
+  assign \$735  = \$733  & \$734 ;
+  assign \$738  = ~ s2_valid;
+  assign \$739  = \$737  & \$738 ;
+  assign \$740  = \$739  & adv;
   always @(posedge clk)
-    s0_x <= \$733 ;
+    s0_x <= \$741 ;
   always @(posedge clk)
-    s0_g <= \$734 ;
+    s0_g <= \$742 ;
   always @(posedge clk)
-    s0_mask <= \$735 ;
+    s0_mask <= \$743 ;
   always @(posedge clk)
-    \$signal$68  <= \$736 ;
+    \$signal$67  <= \$744 ;
   always @(posedge clk)
-    o__valid <= \$737 ;
+    o__valid <= \$745 ;
   always @(posedge clk)
-    s2_valid <= \$738 ;
+    s2_valid <= \$746 ;
   always @(posedge clk)
-    \$signal$71  <= \$739 ;
+    \$signal$70  <= \$747 ;
   always @(posedge clk)
-    \$signal$72  <= \$740 ;
+    \$signal$71  <= \$748 ;
   always @(posedge clk)
-    s2_mask <= \$741 ;
+    s2_mask <= \$749 ;
   always @(posedge clk)
-    \$signal$74  <= \$742 ;
+    \$signal$73  <= \$750 ;
   always @(posedge clk)
-    s1_t0_0 <= \$743 ;
+    s1_t0_0 <= \$751 ;
   always @(posedge clk)
-    s1_t0_1 <= \$744 ;
+    s1_t0_1 <= \$752 ;
   always @(posedge clk)
-    acc0 <= \$745 ;
+    acc0 <= \$753 ;
   always @(posedge clk)
-    o__payload <= \$746 ;
+    o__payload <= \$754 ;
   always @(posedge clk)
-    sat <= \$747 ;
+    sat <= \$755 ;
   always @(posedge clk)
-    left <= \$748 ;
+    left <= \$756 ;
   always @(posedge clk)
-    chan <= \$749 ;
+    mask <= \$757 ;
   always @(posedge clk)
-    sg <= \$750 ;
+    last <= \$758 ;
   always @(posedge clk)
-    sgx <= \$751 ;
+    chan <= \$759 ;
   always @(posedge clk)
-    dgamma <= \$752 ;
+    sg <= \$760 ;
   always @(posedge clk)
-    align <= \$753 ;
+    sgx <= \$761 ;
   always @(posedge clk)
-    fsm_state <= \$754 ;
+    dgamma <= \$762 ;
   always @(posedge clk)
-    q <= \$755 ;
+    align <= \$763 ;
   always @(posedge clk)
-    rz <= \$756 ;
+    fsm_state <= \$764 ;
   always @(posedge clk)
-    r <= \$757 ;
+    q <= \$765 ;
   always @(posedge clk)
-    sh <= \$758 ;
+    \$signal$86  <= \$766 ;
   always @(posedge clk)
-    scratch <= \$759 ;
+    r <= \$767 ;
   always @(posedge clk)
-    qg <= \$760 ;
+    sh <= \$768 ;
   always @(posedge clk)
-    tq <= \$761 ;
+    scratch <= \$769 ;
   always @(posedge clk)
-    m1 <= \$762 ;
+    qg <= \$770 ;
   always @(posedge clk)
-    lane_a <= \$763 ;
+    tq <= \$771 ;
   always @(posedge clk)
-    c0w <= \$764 ;
+    m1 <= \$772 ;
   always @(posedge clk)
-    m2 <= \$765 ;
+    lane_a <= \$773 ;
   always @(posedge clk)
-    const1 <= \$766 ;
+    c0w <= \$774 ;
   always @(posedge clk)
-    const2 <= \$767 ;
+    m2 <= \$775 ;
   always @(posedge clk)
-    const0 <= \$768 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const1 <= \$776 ;
+  always @(posedge clk)
+    const2 <= \$777 ;
+  always @(posedge clk)
+    const0 <= \$778 ;
   assign \$1  = chan[12:0] < 1'h1;
   assign \$2  = \$1  ? chan[12:0] : 13'h0001;
   assign \$5  = \$3  + \$4 ;
@@ -1454,13 +1474,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .c(c),
     .clk(clk),
     .done(\done$85 ),
-    .\neg$12 (\neg$50 ),
+    .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
-    .start(\start$46 ),
-    .steps(\steps$51 )
+    .start(\start$44 ),
+    .steps(\steps$49 )
   );
-  \hwnorm_bwd_linf_s16.sel$88  \sel$88  (
+  \hwnorm_bwd_linf_s16.sel$89  \sel$89  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [0]),
@@ -1468,8 +1488,8 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .n(chan[12:0]),
     .p1(p1),
     .p2(p2),
-    .\port$883$0 (\$769 ),
-    .\port$896$0 (\$770 ),
+    .\port$889$0 (\$779 ),
+    .\port$902$0 (\$780 ),
     .q(q),
     .r(r),
     .rst(rst),
@@ -1971,7 +1991,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$46  = 1'h0;
+    \start$44  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1980,17 +2000,17 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h03:
           /* empty */;
       6'h04:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2006,21 +2026,21 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h10:
           /* empty */;
       6'h11:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2034,7 +2054,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2042,7 +2062,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -2050,7 +2070,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
     endcase
   end
   always @* begin
@@ -2307,7 +2327,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$50  = 1'h0;
+    \neg$48  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2316,17 +2336,17 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h03:
           /* empty */;
       6'h04:
-          \neg$50  = 1'h1;
+          \neg$48  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$50  = \$572 ;
+          \neg$48  = \$572 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2342,21 +2362,21 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h10:
           /* empty */;
       6'h11:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$50  = \$589 ;
+          \neg$48  = \$589 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$50  = \$593 ;
+          \neg$48  = \$593 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2370,7 +2390,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$50  = 1'h1;
+          \neg$48  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2378,7 +2398,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2386,12 +2406,12 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          \neg$50  = \$610 ;
+          \neg$48  = \$610 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$51  = 5'h00;
+    \steps$49  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2400,17 +2420,17 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h03:
           /* empty */;
       6'h04:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$51  = 5'h1d;
+          \steps$49  = 5'h1d;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2426,21 +2446,21 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h10:
           /* empty */;
       6'h11:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$51  = 5'h1d;
+          \steps$49  = 5'h1d;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$51  = 5'h10;
+          \steps$49  = 5'h10;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$51  = 5'h19;
+          \steps$49  = 5'h19;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2454,7 +2474,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2462,7 +2482,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2470,7 +2490,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
     endcase
   end
   always @* begin
@@ -2957,172 +2977,172 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = s0_x;
+    \$741  = s0_x;
     if (take) begin
-      \$733  = i__payload[15:0];
+      \$741  = i__payload[15:0];
     end
     if (rst) begin
-      \$733  = 16'h0000;
+      \$741  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = s0_g;
+    \$742  = s0_g;
     if (take) begin
-      \$734  = i__payload[31:16];
+      \$742  = i__payload[31:16];
     end
     if (rst) begin
-      \$734  = 16'h0000;
+      \$742  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = s0_mask;
+    \$743  = s0_mask;
     if (take) begin
-      \$735  = mask;
+      \$743  = mask;
     end
     if (rst) begin
-      \$735  = 1'h0;
+      \$743  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = \$signal$68 ;
+    \$744  = \$signal$67 ;
     if (take) begin
-      \$736  = { 1'h0, \$770  };
+      \$744  = { 1'h0, \$780  };
     end
     if (rst) begin
-      \$736  = 3'h0;
+      \$744  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = o__valid;
+    \$745  = o__valid;
     if (adv) begin
-      \$737  = s2_valid;
+      \$745  = s2_valid;
     end
     if (rst) begin
-      \$737  = 1'h0;
+      \$745  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = s2_valid;
+    \$746  = s2_valid;
     if (adv) begin
-      \$738  = \$signal$71 ;
+      \$746  = \$signal$70 ;
     end
     if (rst) begin
-      \$738  = 1'h0;
+      \$746  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = \$signal$71 ;
+    \$747  = \$signal$70 ;
     if (adv) begin
-      \$739  = \$signal$72 ;
+      \$747  = \$signal$71 ;
     end
     if (rst) begin
-      \$739  = 1'h0;
+      \$747  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = \$signal$72 ;
+    \$748  = \$signal$71 ;
     if (adv) begin
-      \$740  = take;
+      \$748  = take;
     end
     if (rst) begin
-      \$740  = 1'h0;
+      \$748  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = s2_mask;
+    \$749  = s2_mask;
     if (adv) begin
-      \$741  = \$signal$74 ;
+      \$749  = \$signal$73 ;
     end
     if (rst) begin
-      \$741  = 1'h0;
+      \$749  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = \$signal$74 ;
+    \$750  = \$signal$73 ;
     if (adv) begin
-      \$742  = s0_mask;
+      \$750  = s0_mask;
     end
     if (rst) begin
-      \$742  = 1'h0;
+      \$750  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = s1_t0_0;
+    \$751  = s1_t0_0;
     if (adv) begin
-      \$743  = \$659 ;
+      \$751  = \$659 ;
     end
     if (rst) begin
-      \$743  = 73'h0000000000000000000;
+      \$751  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = s1_t0_1;
+    \$752  = s1_t0_1;
     if (adv) begin
-      \$744  = \$664 ;
+      \$752  = \$664 ;
     end
     if (rst) begin
-      \$744  = 73'h0000000000000000000;
+      \$752  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = acc0;
+    \$753  = acc0;
     if (adv) begin
-      \$745  = \$665 ;
+      \$753  = \$665 ;
     end
     if (rst) begin
-      \$745  = 74'h0000000000000000000;
+      \$753  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = o__payload;
+    \$754  = o__payload;
     if (adv) begin
-      \$746  = \$674 [15:0];
+      \$754  = \$674 [15:0];
     end
     if (rst) begin
-      \$746  = 16'h0000;
+      \$754  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = sat;
+    \$755  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$747  = \$681 [12:0];
+        \$755  = \$681 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$747  = 13'h0000;
+            \$755  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$747  = 13'h0000;
+      \$755  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = left;
+    \$756  = left;
     if (beat) begin
-      \$748  = \$683 [12:0];
+      \$756  = \$683 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$748  = chan__payload[12:0];
+            \$756  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3135,36 +3155,96 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$748  = chan[12:0];
+              \$756  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$748  = 13'h0000;
+      \$756  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = chan;
+    \$757  = mask;
+    if (beat) begin
+      \$757  = \$684 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$749  = chan__payload;
+            \$757  = \$686 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$757  = \$694 ;
+            end
           end
     endcase
     if (rst) begin
-      \$749  = 136'h0000000000000000000000000000000000;
+      \$757  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = sg;
+    \$758  = last;
+    if (beat) begin
+      \$758  = \$685 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$750  = 29'h00000000;
+            \$758  = \$687 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$758  = \$695 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$758  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$759  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$759  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$759  = 136'h0000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$760  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$760  = 29'h00000000;
             if (refused) begin
-              \$750  = 29'h00000000;
+              \$760  = 29'h00000000;
             end
           end
       6'h02:
@@ -3177,20 +3257,20 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$750  = \$686 [28:0];
+            \$760  = \$690 [28:0];
           end
     endcase
     if (rst) begin
-      \$750  = 29'h00000000;
+      \$760  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = sgx;
+    \$761  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$751  = 44'h00000000000;
+            \$761  = 44'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3202,20 +3282,20 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$751  = \$689 [43:0];
+            \$761  = \$693 [43:0];
           end
     endcase
     if (rst) begin
-      \$751  = 44'h00000000000;
+      \$761  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = dgamma;
+    \$762  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$752  = 55'h00000000000000;
+            \$762  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3246,19 +3326,19 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           /* empty */;
       6'h10:
-          \$752  = \$693 [54:0];
+          \$762  = \$699 [54:0];
     endcase
     if (rst) begin
-      \$752  = 55'h00000000000000;
+      \$762  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = align;
+    \$763  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$753  = 6'h00;
+            \$763  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3296,10 +3376,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$695 ) begin
-            \$753  = 6'h00;
+          if (\$701 ) begin
+            \$763  = 6'h00;
           end else begin
-            \$753  = \$697 [5:0];
+            \$763  = \$703 [5:0];
           end
       6'h14:
           /* empty */;
@@ -3329,10 +3409,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$701 ) begin
-            \$753  = 6'h00;
+          if (\$707 ) begin
+            \$763  = 6'h00;
           end else begin
-            \$753  = \$703 [5:0];
+            \$763  = \$709 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3342,10 +3422,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$709 ) begin
-            \$753  = 6'h00;
+          if (\$715 ) begin
+            \$763  = 6'h00;
           end else begin
-            \$753  = \$711 [5:0];
+            \$763  = \$717 [5:0];
           end
       6'h26:
           /* empty */;
@@ -3355,173 +3435,173 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$717 ) begin
-            \$753  = 6'h00;
+          if (\$723 ) begin
+            \$763  = 6'h00;
           end else begin
-            \$753  = \$719 [5:0];
+            \$763  = \$725 [5:0];
           end
     endcase
     if (rst) begin
-      \$753  = 6'h00;
+      \$763  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = fsm_state;
+    \$764  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$754  = 6'h01;
+              \$764  = 6'h01;
             end else begin
-              \$754  = 6'h02;
+              \$764  = 6'h02;
             end
           end
       6'h02:
-          \$754  = 6'h03;
+          \$764  = 6'h03;
       6'h03:
           if (done) begin
-            \$754  = 6'h04;
+            \$764  = 6'h04;
           end
       6'h04:
-          \$754  = 6'h05;
+          \$764  = 6'h05;
       6'h05:
           if (\done$85 ) begin
-            \$754  = 6'h06;
+            \$764  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$754  = 6'h07;
+              \$764  = 6'h07;
             end
           end
       6'h07:
-          \$754  = 6'h08;
+          \$764  = 6'h08;
       6'h08:
           if (\done$85 ) begin
-            \$754  = 6'h09;
+            \$764  = 6'h09;
           end
       6'h09:
-          \$754  = 6'h0a;
+          \$764  = 6'h0a;
       6'h0a:
           if (\done$85 ) begin
-            \$754  = 6'h0b;
+            \$764  = 6'h0b;
           end
       6'h0b:
-          \$754  = 6'h0c;
+          \$764  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$754  = 6'h0d;
+            \$764  = 6'h0d;
           end
       6'h0d:
-          \$754  = 6'h0e;
+          \$764  = 6'h0e;
       6'h0e:
-          \$754  = 6'h0f;
+          \$764  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$754  = 6'h10;
+            \$764  = 6'h10;
           end
       6'h10:
-          \$754  = 6'h11;
+          \$764  = 6'h11;
       6'h11:
-          \$754  = 6'h12;
+          \$764  = 6'h12;
       6'h12:
           if (\done$85 ) begin
-            \$754  = 6'h13;
+            \$764  = 6'h13;
           end
       6'h13:
-          if (\$695 ) begin
-            \$754  = 6'h14;
+          if (\$701 ) begin
+            \$764  = 6'h14;
           end
       6'h14:
-          \$754  = 6'h15;
+          \$764  = 6'h15;
       6'h15:
           if (\done$85 ) begin
-            \$754  = 6'h16;
+            \$764  = 6'h16;
           end
       6'h16:
-          \$754  = 6'h17;
+          \$764  = 6'h17;
       6'h17:
           if (\done$85 ) begin
-            \$754  = 6'h18;
+            \$764  = 6'h18;
           end
       6'h18:
-          \$754  = 6'h19;
+          \$764  = 6'h19;
       6'h19:
           if (\done$85 ) begin
-            \$754  = 6'h1a;
+            \$764  = 6'h1a;
           end
       6'h1a:
-          \$754  = 6'h1b;
+          \$764  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$754  = 6'h1c;
+            \$764  = 6'h1c;
           end
       6'h1c:
-          \$754  = 6'h1d;
+          \$764  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$754  = 6'h1e;
+            \$764  = 6'h1e;
           end
       6'h1e:
-          \$754  = 6'h1f;
+          \$764  = 6'h1f;
       6'h1f:
-          \$754  = 6'h20;
+          \$764  = 6'h20;
       6'h20:
           if (\done$85 ) begin
-            \$754  = 6'h21;
+            \$764  = 6'h21;
           end
       6'h21:
-          if (\$701 ) begin
-            \$754  = 6'h22;
+          if (\$707 ) begin
+            \$764  = 6'h22;
           end
       6'h22:
-          \$754  = 6'h23;
+          \$764  = 6'h23;
       6'h23:
-          \$754  = 6'h24;
+          \$764  = 6'h24;
       6'h24:
           if (\done$85 ) begin
-            \$754  = 6'h25;
+            \$764  = 6'h25;
           end
       6'h25:
-          if (\$709 ) begin
-            \$754  = 6'h26;
+          if (\$715 ) begin
+            \$764  = 6'h26;
           end
       6'h26:
-          \$754  = 6'h27;
+          \$764  = 6'h27;
       6'h27:
-          \$754  = 6'h28;
+          \$764  = 6'h28;
       6'h28:
           if (\done$85 ) begin
-            \$754  = 6'h29;
+            \$764  = 6'h29;
           end
       6'h29:
-          if (\$717 ) begin
-            \$754  = 6'h2a;
+          if (\$723 ) begin
+            \$764  = 6'h2a;
           end
       6'h2a:
-          \$754  = 6'h2b;
+          \$764  = 6'h2b;
       6'h2b:
-          if (\$732 ) begin
-            \$754  = 6'h2c;
+          if (\$740 ) begin
+            \$764  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$754  = 6'h00;
+            \$764  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$754  = 6'h00;
+            \$764  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$754  = 6'h00;
+      \$764  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = q;
+    \$765  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3529,16 +3609,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h03:
           if (done) begin
-            \$755  = \q$84 [16:0];
+            \$765  = \q$84 [16:0];
           end
     endcase
     if (rst) begin
-      \$755  = 17'h00000;
+      \$765  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = rz;
+    \$766  = \$signal$86 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3550,16 +3630,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h05:
           if (\done$85 ) begin
-            \$756  = \$684 ;
+            \$766  = \$688 ;
           end
     endcase
     if (rst) begin
-      \$756  = 1'h0;
+      \$766  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = r;
+    \$767  = r;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3571,16 +3651,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h05:
           if (\done$85 ) begin
-            \$757  = p[12:0];
+            \$767  = p[12:0];
           end
     endcase
     if (rst) begin
-      \$757  = 13'h0000;
+      \$767  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = sh;
+    \$768  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3593,15 +3673,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h05:
           /* empty */;
       6'h06:
-          \$758  = \$389 [5:0];
+          \$768  = \$389 [5:0];
     endcase
     if (rst) begin
-      \$758  = 6'h00;
+      \$768  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = scratch;
+    \$769  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3619,7 +3699,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h08:
           if (\done$85 ) begin
-            \$759  = p;
+            \$769  = p;
           end
       6'h09:
           /* empty */;
@@ -3651,13 +3731,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h17:
           if (\done$85 ) begin
-            \$759  = p;
+            \$769  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$85 ) begin
-            \$759  = p;
+            \$769  = p;
           end
       6'h1a:
           /* empty */;
@@ -3673,13 +3753,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           if (\done$85 ) begin
-            \$759  = p;
+            \$769  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$701 ) begin
+          if (\$707 ) begin
           end else begin
-            \$759  = \$702 [114:0];
+            \$769  = \$708 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3687,13 +3767,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           if (\done$85 ) begin
-            \$759  = p;
+            \$769  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$709 ) begin
+          if (\$715 ) begin
           end else begin
-            \$759  = \$710 [114:0];
+            \$769  = \$716 [114:0];
           end
       6'h26:
           /* empty */;
@@ -3701,22 +3781,22 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h28:
           if (\done$85 ) begin
-            \$759  = p;
+            \$769  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$717 ) begin
+          if (\$723 ) begin
           end else begin
-            \$759  = \$718 [114:0];
+            \$769  = \$724 [114:0];
           end
     endcase
     if (rst) begin
-      \$759  = 115'h00000000000000000000000000000;
+      \$769  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = qg;
+    \$770  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3738,16 +3818,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0a:
           if (\done$85 ) begin
-            \$760  = p[55:0];
+            \$770  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$760  = 56'h00000000000000;
+      \$770  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = tq;
+    \$771  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3773,7 +3853,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0c:
           if (done) begin
-            \$761  = \q$84 ;
+            \$771  = \q$84 ;
           end
       6'h0d:
           /* empty */;
@@ -3781,7 +3861,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0f:
           if (done) begin
-            \$761  = \q$84 ;
+            \$771  = \q$84 ;
           end
       6'h10:
           /* empty */;
@@ -3807,22 +3887,22 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1b:
           if (done) begin
-            \$761  = \q$84 ;
+            \$771  = \q$84 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$761  = \q$84 ;
+            \$771  = \q$84 ;
           end
     endcase
     if (rst) begin
-      \$761  = 153'h000000000000000000000000000000000000000;
+      \$771  = 153'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = m1;
+    \$772  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3849,15 +3929,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          \$762  = \$691 [56:0];
+          \$772  = \$697 [56:0];
     endcase
     if (rst) begin
-      \$762  = 57'h000000000000000;
+      \$772  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = lane_a;
+    \$773  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3895,22 +3975,22 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h12:
           if (\done$85 ) begin
-            \$763  = p[56:0];
+            \$773  = p[56:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$695 ) begin
+          if (\$701 ) begin
           end else begin
-            \$763  = \$696 [56:0];
+            \$773  = \$702 [56:0];
           end
     endcase
     if (rst) begin
-      \$763  = 57'h000000000000000;
+      \$773  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = c0w;
+    \$774  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3954,16 +4034,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h15:
           if (\done$85 ) begin
-            \$764  = p;
+            \$774  = p;
           end
     endcase
     if (rst) begin
-      \$764  = 115'h00000000000000000000000000000;
+      \$774  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = m2;
+    \$775  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4024,15 +4104,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$765  = \$699 [99:0];
+          \$775  = \$705 [99:0];
     endcase
     if (rst) begin
-      \$765  = 100'h0000000000000000000000000;
+      \$775  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = const1;
+    \$776  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4101,15 +4181,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$766  = \$707 [71:0];
+          \$776  = \$713 [71:0];
     endcase
     if (rst) begin
-      \$766  = 72'h000000000000000000;
+      \$776  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$767  = const2;
+    \$777  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4186,15 +4266,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$767  = \$715 [71:0];
+          \$777  = \$721 [71:0];
     endcase
     if (rst) begin
-      \$767  = 72'h000000000000000000;
+      \$777  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$768  = const0;
+    \$778  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4279,10 +4359,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h29:
           /* empty */;
       6'h2a:
-          \$768  = \$723 [71:0];
+          \$778  = \$729 [71:0];
     endcase
     if (rst) begin
-      \$768  = 72'h000000000000000000;
+      \$778  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
@@ -4290,13 +4370,14 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign r_mean = r;
   assign m = \$2 [0];
   assign x = i__payload[15:0];
-  assign \mask$25  = mask;
+  assign \mask$23  = mask;
   assign shv = { 70'h000000000000000000, \$5  };
   assign sh_new = \$389 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769 [1], \$769  };
-  assign sel = { 1'h0, \$770  };
+  assign tsum = { \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779 [1], \$779  };
+  assign sel = { 1'h0, \$780  };
+  assign \$signal$88  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[94:42];
@@ -4320,8 +4401,8 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$68[0]  = \$signal$68 ;
-  assign \sel[0]  = { 1'h0, \$770  };
+  assign \$signal$67[0]  = \$signal$67 ;
+  assign \sel[0]  = { 1'h0, \$780  };
   assign \$3  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4596,13 +4677,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$671  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$675  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$677  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$691  = { \$690 [153], \$690 [153:1] };
-  assign \$693  = { \$692 [153], \$692 [153:1] };
-  assign \$696  = { lane_a, 1'h0 };
+  assign \$697  = { \$696 [153], \$696 [153:1] };
   assign \$699  = { \$698 [153], \$698 [153:1] };
-  assign \$702  = { scratch, 1'h0 };
-  assign \$710  = { scratch, 1'h0 };
-  assign \$718  = { scratch, 1'h0 };
+  assign \$702  = { lane_a, 1'h0 };
+  assign \$705  = { \$704 [153], \$704 [153:1] };
+  assign \$708  = { scratch, 1'h0 };
+  assign \$716  = { scratch, 1'h0 };
+  assign \$724  = { scratch, 1'h0 };
+  assign \$736  = 1'h1;
+  assign \$737  = \$735 ;
 endmodule
 
 module \hwnorm_bwd_linf_s16.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -4953,7 +5036,7 @@ module \hwnorm_bwd_linf_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s16.sel$88 (clk, rst, mask, m, \port$883$0 , \port$896$0 , clear, p1, p2, n, q, r, x);
+module \hwnorm_bwd_linf_s16.sel$89 (clk, rst, m, \port$889$0 , \port$902$0 , clear, p1, p2, mask, n, q, r, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [18:0] \$10 ;
@@ -5036,10 +5119,10 @@ module \hwnorm_bwd_linf_s16.sel$88 (clk, rst, mask, m, \port$883$0 , \port$896$0
   input p2;
   wire p2;
   wire pass0;
-  output [1:0] \port$883$0 ;
-  wire [1:0] \port$883$0 ;
-  output [1:0] \port$896$0 ;
-  wire [1:0] \port$896$0 ;
+  output [1:0] \port$889$0 ;
+  wire [1:0] \port$889$0 ;
+  output [1:0] \port$902$0 ;
+  wire [1:0] \port$902$0 ;
   input [16:0] q;
   wire [16:0] q;
   input [12:0] r;
@@ -5180,8 +5263,8 @@ module \hwnorm_bwd_linf_s16.sel$88 (clk, rst, mask, m, \port$883$0 , \port$896$0
   assign lc0_is0 = 1'h1;
   assign tsum = { \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34  };
   assign sel = { 1'h0, \$47  };
-  assign \port$883$0  = \$34 ;
-  assign \port$896$0  = \$47 ;
+  assign \port$889$0  = \$34 ;
+  assign \port$902$0  = \$47 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$47  };
   assign \$2  = { r, 1'h0 };

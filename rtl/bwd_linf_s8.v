@@ -486,102 +486,112 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$53 ;
   wire [13:0] \$530 ;
   wire \$531 ;
-  wire [7:0] \$532 ;
-  wire [21:0] \$533 ;
-  wire [15:0] \$534 ;
-  wire [15:0] \$535 ;
-  wire [28:0] \$536 ;
-  wire [105:0] \$537 ;
-  wire [105:0] \$538 ;
-  wire [105:0] \$539 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire [7:0] \$536 ;
+  wire [21:0] \$537 ;
+  wire [15:0] \$538 ;
+  wire [15:0] \$539 ;
   wire [6:0] \$54 ;
-  wire [105:0] \$540 ;
-  wire [5:0] \$541 ;
+  wire [28:0] \$540 ;
+  wire \$541 ;
   wire \$542 ;
-  wire [45:0] \$543 ;
-  wire [5:0] \$544 ;
+  wire [105:0] \$543 ;
+  wire [105:0] \$544 ;
   wire [105:0] \$545 ;
   wire [105:0] \$546 ;
   wire [5:0] \$547 ;
   wire \$548 ;
-  wire [91:0] \$549 ;
+  wire [45:0] \$549 ;
   wire [6:0] \$55 ;
   wire [5:0] \$550 ;
-  wire \$551 ;
-  wire \$552 ;
-  wire [90:0] \$553 ;
-  wire [90:0] \$554 ;
-  wire [5:0] \$555 ;
-  wire \$556 ;
-  wire [91:0] \$557 ;
-  wire [5:0] \$558 ;
-  wire \$559 ;
+  wire [105:0] \$551 ;
+  wire [105:0] \$552 ;
+  wire [5:0] \$553 ;
+  wire \$554 ;
+  wire [91:0] \$555 ;
+  wire [5:0] \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire [90:0] \$559 ;
   wire [6:0] \$56 ;
-  wire \$560 ;
-  wire [90:0] \$561 ;
-  wire [90:0] \$562 ;
-  wire [5:0] \$563 ;
-  wire \$564 ;
-  wire [91:0] \$565 ;
-  wire [5:0] \$566 ;
-  wire \$567 ;
-  wire \$568 ;
-  wire [90:0] \$569 ;
+  wire [90:0] \$560 ;
+  wire [5:0] \$561 ;
+  wire \$562 ;
+  wire [91:0] \$563 ;
+  wire [5:0] \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire [90:0] \$567 ;
+  wire [90:0] \$568 ;
+  wire [5:0] \$569 ;
   wire [6:0] \$57 ;
-  wire [90:0] \$570 ;
-  wire \$571 ;
-  wire \$572 ;
+  wire \$570 ;
+  wire [91:0] \$571 ;
+  wire [5:0] \$572 ;
   wire \$573 ;
   wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
+  wire [90:0] \$575 ;
+  wire [90:0] \$576 ;
   wire \$577 ;
   wire \$578 ;
   wire \$579 ;
   wire [6:0] \$58 ;
-  reg [7:0] \$580 ;
-  reg [7:0] \$581 ;
-  reg \$582 ;
-  reg [2:0] \$583 ;
-  reg \$584 ;
-  reg \$585 ;
-  reg \$586 ;
-  reg \$587 ;
-  reg \$588 ;
-  reg \$589 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  reg [7:0] \$588 ;
+  reg [7:0] \$589 ;
   wire \$59 ;
-  reg [52:0] \$590 ;
-  reg [52:0] \$591 ;
-  reg [53:0] \$592 ;
-  reg [7:0] \$593 ;
-  reg [12:0] \$594 ;
-  reg [12:0] \$595 ;
-  reg [95:0] \$596 ;
-  reg [20:0] \$597 ;
-  reg [27:0] \$598 ;
-  reg [42:0] \$599 ;
+  reg \$590 ;
+  reg [2:0] \$591 ;
+  reg \$592 ;
+  reg \$593 ;
+  reg \$594 ;
+  reg \$595 ;
+  reg \$596 ;
+  reg \$597 ;
+  reg [52:0] \$598 ;
+  reg [52:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg [4:0] \$600 ;
-  reg [5:0] \$601 ;
-  reg [8:0] \$602 ;
-  reg \$603 ;
-  reg [12:0] \$604 ;
-  reg [4:0] \$605 ;
-  reg [90:0] \$606 ;
-  reg [39:0] \$607 ;
-  reg [104:0] \$608 ;
-  reg [44:0] \$609 ;
+  reg [53:0] \$600 ;
+  reg [7:0] \$601 ;
+  reg [12:0] \$602 ;
+  reg [12:0] \$603 ;
+  reg \$604 ;
+  reg \$605 ;
+  reg [95:0] \$606 ;
+  reg [20:0] \$607 ;
+  reg [27:0] \$608 ;
+  reg [42:0] \$609 ;
   wire \$61 ;
-  reg [44:0] \$610 ;
-  reg [90:0] \$611 ;
-  reg [75:0] \$612 ;
-  reg [51:0] \$613 ;
-  reg [51:0] \$614 ;
-  reg [51:0] \$615 ;
-  wire [1:0] \$616 ;
-  wire [1:0] \$617 ;
+  reg [4:0] \$610 ;
+  reg [5:0] \$611 ;
+  reg [8:0] \$612 ;
+  reg \$613 ;
+  reg [12:0] \$614 ;
+  reg [4:0] \$615 ;
+  reg [90:0] \$616 ;
+  reg [39:0] \$617 ;
+  reg [104:0] \$618 ;
+  reg [44:0] \$619 ;
   wire \$62 ;
+  reg [44:0] \$620 ;
+  reg [90:0] \$621 ;
+  reg [75:0] \$622 ;
+  reg [51:0] \$623 ;
+  reg [51:0] \$624 ;
+  reg [51:0] \$625 ;
+  wire [1:0] \$626 ;
+  wire [1:0] \$627 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
@@ -624,11 +634,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$99 ;
   (* init = 9'h000 *)
   wire [8:0] \$signal ;
-  reg [2:0] \$signal$68  = 3'h0;
-  wire [2:0] \$signal$68[0] ;
+  reg [2:0] \$signal$67  = 3'h0;
+  wire [2:0] \$signal$67[0] ;
+  reg \$signal$70  = 1'h0;
   reg \$signal$71  = 1'h0;
-  reg \$signal$72  = 1'h0;
-  reg \$signal$74  = 1'h0;
+  reg \$signal$73  = 1'h0;
+  reg \$signal$86  = 1'h0;
+  wire \$signal$88 ;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
   wire adv;
@@ -678,17 +690,18 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   input i__valid;
   wire i__valid;
   reg [44:0] lane_a = 45'h000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [102:0] lo_init;
   wire m;
   reg [44:0] m1 = 45'h000000000000;
   reg [75:0] m2 = 76'h0000000000000000000;
-  wire mask;
-  wire \mask$25 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$23 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$50 ;
+  reg \neg$48 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -714,7 +727,6 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg [36:0] rem_init;
   input rst;
   wire rst;
-  reg rz = 1'h0;
   reg [7:0] s0_g = 8'h00;
   wire [7:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -735,7 +747,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$46 ;
+  reg \start$44 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -747,12 +759,20 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   output stats__valid;
   reg stats__valid;
   reg [6:0] steps;
-  reg [4:0] \steps$51 ;
+  reg [4:0] \steps$49 ;
   reg take;
   reg [104:0] tq = 105'h000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$371  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$372  = \$369  ? \$370  : \$371 ;
+  assign \$373  = chan__payload[36] | chan__payload[37];
+  assign \$374  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$375  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$376  = \$373  ? \$374  : \$375 ;
+  assign \$377  = \$368  ? \$372  : \$376 ;
+  assign \$378  = \$353  ? \$365  : \$377 ;
   assign \$379  = \$314  ? \$346  : \$378 ;
   assign den_lead = \$294  ? \$299  : \$379 ;
   assign \$380  = chan__payload[8] | chan__payload[9];
@@ -826,12 +846,12 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$449  = - $signed(tq);
   assign \$450  = \$448  ? \$449  : { tq[104], tq };
   assign \$451  = $signed(tq) < $signed(1'h0);
-  assign \$452  = $signed({ 1'h0, chan[12:0] }) - $signed(\$616 );
-  assign \$453  = $signed({ 1'h0, chan[12:0] }) + $signed(\$616 );
-  assign \$454  = $signed(\$616 ) < $signed(1'h0);
-  assign \$455  = - $signed(\$616 );
-  assign \$456  = \$454  ? \$455  : { \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616  };
-  assign \$457  = $signed(\$616 ) < $signed(1'h0);
+  assign \$452  = $signed({ 1'h0, chan[12:0] }) - $signed(\$626 );
+  assign \$453  = $signed({ 1'h0, chan[12:0] }) + $signed(\$626 );
+  assign \$454  = $signed(\$626 ) < $signed(1'h0);
+  assign \$455  = - $signed(\$626 );
+  assign \$456  = \$454  ? \$455  : { \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626  };
+  assign \$457  = $signed(\$626 ) < $signed(1'h0);
   assign \$458  = | left;
   assign \$459  = \$458  & adv;
   assign \$460  = i__valid & i__ready;
@@ -881,8 +901,8 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$504  = fsm_state == 6'h2b;
   assign \$505  = fsm_state == 6'h2c;
   assign \$506  = $signed(s0_g) * $signed(lane_a);
-  assign \$507  = \$signal$68  == 2'h2;
-  assign \$508  = ! \$signal$68 ;
+  assign \$507  = \$signal$67  == 2'h2;
+  assign \$508  = ! \$signal$67 ;
   assign \$509  = \$508  ? const0 : const1;
   assign \$510  = \$507  ? const2 : \$509 ;
   assign \$511  = $signed(\$510 ) + $signed(26'h1000000);
@@ -900,122 +920,130 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$528  = sat + \$527 ;
   assign \$529  = left - 1'h1;
   assign \$530  = last ? 14'h0000 : \$529 ;
-  assign \$531  = ! p;
-  assign \$532  = mask ? i__payload[15:8] : 8'h00;
-  assign \$533  = $signed(sg) + $signed(\$532 );
-  assign \$534  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$535  = mask ? \$534  : 16'h0000;
-  assign \$536  = $signed(sgx) + $signed(\$535 );
-  assign \$537  = $signed(tq) + $signed(2'h1);
-  assign \$539  = $signed(tq) + $signed(2'h1);
-  assign \$541  = align + sh;
-  assign \$542  = \$541  == 5'h19;
-  assign \$544  = align + 1'h1;
+  assign \$531  = left > 1'h1;
+  assign \$532  = left <= 2'h2;
+  assign \$533  = chan__payload[12:0] > 1'h0;
+  assign \$534  = chan__payload[12:0] <= 1'h1;
+  assign \$535  = ! p;
+  assign \$536  = mask ? i__payload[15:8] : 8'h00;
+  assign \$537  = $signed(sg) + $signed(\$536 );
+  assign \$538  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$539  = mask ? \$538  : 16'h0000;
+  assign \$540  = $signed(sgx) + $signed(\$539 );
+  assign \$541  = chan[12:0] > 1'h0;
+  assign \$542  = chan[12:0] <= 1'h1;
+  assign \$543  = $signed(tq) + $signed(2'h1);
   assign \$545  = $signed(tq) + $signed(2'h1);
   assign \$547  = align + sh;
   assign \$548  = \$547  == 5'h19;
   assign \$550  = align + 1'h1;
-  assign \$551  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$552  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$553  = \$552  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$554  = \$551  ? 91'h00000000007ff8111ff0000 : \$553 ;
-  assign \$555  = align + sh;
-  assign \$556  = \$555  == 5'h19;
-  assign \$558  = align + 1'h1;
-  assign \$559  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$560  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$561  = \$560  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$562  = \$559  ? 91'h00000000007ff8111ff0000 : \$561 ;
-  assign \$563  = align + sh;
-  assign \$564  = \$563  == 5'h19;
-  assign \$566  = align + 1'h1;
-  assign \$567  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$568  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$569  = \$568  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$570  = \$567  ? 91'h00000000007ff8111ff0000 : \$569 ;
-  assign \$571  = | left;
-  assign \$572  = ~ \$571 ;
-  assign \$573  = ~ \$signal$72 ;
-  assign \$574  = \$572  & \$573 ;
-  assign \$575  = ~ \$signal$71 ;
-  assign \$576  = \$574  & \$575 ;
-  assign \$577  = ~ s2_valid;
-  assign \$578  = \$576  & \$577 ;
-  assign \$579  = \$578  & adv;
+  assign \$551  = $signed(tq) + $signed(2'h1);
+  assign \$553  = align + sh;
+  assign \$554  = \$553  == 5'h19;
+  assign \$556  = align + 1'h1;
+  assign \$557  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$558  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$559  = \$558  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$560  = \$557  ? 91'h00000000007ff8111ff0000 : \$559 ;
+  assign \$561  = align + sh;
+  assign \$562  = \$561  == 5'h19;
+  assign \$564  = align + 1'h1;
+  assign \$565  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$566  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$567  = \$566  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$568  = \$565  ? 91'h00000000007ff8111ff0000 : \$567 ;
+  assign \$569  = align + sh;
+  assign \$570  = \$569  == 5'h19;
+  assign \$572  = align + 1'h1;
+  assign \$573  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$574  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$575  = \$574  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$576  = \$573  ? 91'h00000000007ff8111ff0000 : \$575 ;
+  assign \$577  = | left;
+  assign \$578  = ~ \$577 ;
+  assign \$579  = ~ \$signal$71 ;
+  assign \$580  = \$578  & \$579 ;
+  assign \$581  = ~ \$signal$70 ;
+  assign \$582  = \$580  & \$581 ;
+  assign \$585  = ~ s2_valid;
+  assign \$586  = \$584  & \$585 ;
+  assign \$587  = \$586  & adv;
   always @(posedge clk)
-    s0_x <= \$580 ;
+    s0_x <= \$588 ;
   always @(posedge clk)
-    s0_g <= \$581 ;
+    s0_g <= \$589 ;
   always @(posedge clk)
-    s0_mask <= \$582 ;
+    s0_mask <= \$590 ;
   always @(posedge clk)
-    \$signal$68  <= \$583 ;
+    \$signal$67  <= \$591 ;
   always @(posedge clk)
-    o__valid <= \$584 ;
+    o__valid <= \$592 ;
   always @(posedge clk)
-    s2_valid <= \$585 ;
+    s2_valid <= \$593 ;
   always @(posedge clk)
-    \$signal$71  <= \$586 ;
+    \$signal$70  <= \$594 ;
   always @(posedge clk)
-    \$signal$72  <= \$587 ;
+    \$signal$71  <= \$595 ;
   always @(posedge clk)
-    s2_mask <= \$588 ;
+    s2_mask <= \$596 ;
   always @(posedge clk)
-    \$signal$74  <= \$589 ;
+    \$signal$73  <= \$597 ;
   always @(posedge clk)
-    s1_t0_0 <= \$590 ;
+    s1_t0_0 <= \$598 ;
   always @(posedge clk)
-    s1_t0_1 <= \$591 ;
+    s1_t0_1 <= \$599 ;
   always @(posedge clk)
-    acc0 <= \$592 ;
+    acc0 <= \$600 ;
   always @(posedge clk)
-    o__payload <= \$593 ;
+    o__payload <= \$601 ;
   always @(posedge clk)
-    sat <= \$594 ;
+    sat <= \$602 ;
   always @(posedge clk)
-    left <= \$595 ;
+    left <= \$603 ;
   always @(posedge clk)
-    chan <= \$596 ;
+    mask <= \$604 ;
   always @(posedge clk)
-    sg <= \$597 ;
+    last <= \$605 ;
   always @(posedge clk)
-    sgx <= \$598 ;
+    chan <= \$606 ;
   always @(posedge clk)
-    dgamma <= \$599 ;
+    sg <= \$607 ;
   always @(posedge clk)
-    align <= \$600 ;
+    sgx <= \$608 ;
   always @(posedge clk)
-    fsm_state <= \$601 ;
+    dgamma <= \$609 ;
   always @(posedge clk)
-    q <= \$602 ;
+    align <= \$610 ;
   always @(posedge clk)
-    rz <= \$603 ;
+    fsm_state <= \$611 ;
   always @(posedge clk)
-    r <= \$604 ;
+    q <= \$612 ;
   always @(posedge clk)
-    sh <= \$605 ;
+    \$signal$86  <= \$613 ;
   always @(posedge clk)
-    scratch <= \$606 ;
+    r <= \$614 ;
   always @(posedge clk)
-    qg <= \$607 ;
+    sh <= \$615 ;
   always @(posedge clk)
-    tq <= \$608 ;
+    scratch <= \$616 ;
   always @(posedge clk)
-    m1 <= \$609 ;
+    qg <= \$617 ;
   always @(posedge clk)
-    lane_a <= \$610 ;
+    tq <= \$618 ;
   always @(posedge clk)
-    c0w <= \$611 ;
+    m1 <= \$619 ;
   always @(posedge clk)
-    m2 <= \$612 ;
+    lane_a <= \$620 ;
   always @(posedge clk)
-    const1 <= \$613 ;
+    c0w <= \$621 ;
   always @(posedge clk)
-    const2 <= \$614 ;
+    m2 <= \$622 ;
   always @(posedge clk)
-    const0 <= \$615 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const1 <= \$623 ;
+  always @(posedge clk)
+    const2 <= \$624 ;
+  always @(posedge clk)
+    const0 <= \$625 ;
   assign \$1  = chan[12:0] < 1'h1;
   assign \$2  = \$1  ? chan[12:0] : 13'h0001;
   assign \$5  = \$3  + \$4 ;
@@ -1174,14 +1202,6 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$368  = \$366  | \$367 ;
   assign \$369  = chan__payload[40] | chan__payload[41];
   assign \$370  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$371  = chan__payload[39] ? 6'h05 : 6'h04;
-  assign \$372  = \$369  ? \$370  : \$371 ;
-  assign \$373  = chan__payload[36] | chan__payload[37];
-  assign \$374  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$375  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$376  = \$373  ? \$374  : \$375 ;
-  assign \$377  = \$368  ? \$372  : \$376 ;
-  assign \$378  = \$353  ? \$365  : \$377 ;
   \hwnorm_bwd_linf_s8.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1200,13 +1220,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .c(c),
     .clk(clk),
     .done(\done$85 ),
-    .\neg$12 (\neg$50 ),
+    .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
-    .start(\start$46 ),
-    .steps(\steps$51 )
+    .start(\start$44 ),
+    .steps(\steps$49 )
   );
-  \hwnorm_bwd_linf_s8.sel$88  \sel$88  (
+  \hwnorm_bwd_linf_s8.sel$89  \sel$89  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [0]),
@@ -1214,8 +1234,8 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .n(chan[12:0]),
     .p1(p1),
     .p2(p2),
-    .\port$730$0 (\$616 ),
-    .\port$743$0 (\$617 ),
+    .\port$736$0 (\$626 ),
+    .\port$749$0 (\$627 ),
     .q(q),
     .r(r),
     .rst(rst),
@@ -1717,7 +1737,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$46  = 1'h0;
+    \start$44  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1726,17 +1746,17 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1752,21 +1772,21 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1780,7 +1800,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -1788,7 +1808,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -1796,7 +1816,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
     endcase
   end
   always @* begin
@@ -2053,7 +2073,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$50  = 1'h0;
+    \neg$48  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2062,17 +2082,17 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \neg$50  = 1'h1;
+          \neg$48  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$50  = \$419 ;
+          \neg$48  = \$419 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2088,21 +2108,21 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$50  = \$436 ;
+          \neg$48  = \$436 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$50  = \$440 ;
+          \neg$48  = \$440 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2116,7 +2136,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$50  = 1'h1;
+          \neg$48  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2124,7 +2144,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2132,12 +2152,12 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \neg$50  = \$457 ;
+          \neg$48  = \$457 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$51  = 5'h00;
+    \steps$49  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2146,17 +2166,17 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$51  = 5'h15;
+          \steps$49  = 5'h15;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2172,21 +2192,21 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$51  = 5'h15;
+          \steps$49  = 5'h15;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$51  = 5'h08;
+          \steps$49  = 5'h08;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$51  = 5'h11;
+          \steps$49  = 5'h11;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2200,7 +2220,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2208,7 +2228,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2216,7 +2236,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
     endcase
   end
   always @* begin
@@ -2703,172 +2723,172 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = s0_x;
+    \$588  = s0_x;
     if (take) begin
-      \$580  = i__payload[7:0];
+      \$588  = i__payload[7:0];
     end
     if (rst) begin
-      \$580  = 8'h00;
+      \$588  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = s0_g;
+    \$589  = s0_g;
     if (take) begin
-      \$581  = i__payload[15:8];
+      \$589  = i__payload[15:8];
     end
     if (rst) begin
-      \$581  = 8'h00;
+      \$589  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = s0_mask;
+    \$590  = s0_mask;
     if (take) begin
-      \$582  = mask;
+      \$590  = mask;
     end
     if (rst) begin
-      \$582  = 1'h0;
+      \$590  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = \$signal$68 ;
+    \$591  = \$signal$67 ;
     if (take) begin
-      \$583  = { 1'h0, \$617  };
+      \$591  = { 1'h0, \$627  };
     end
     if (rst) begin
-      \$583  = 3'h0;
+      \$591  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = o__valid;
+    \$592  = o__valid;
     if (adv) begin
-      \$584  = s2_valid;
+      \$592  = s2_valid;
     end
     if (rst) begin
-      \$584  = 1'h0;
+      \$592  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = s2_valid;
+    \$593  = s2_valid;
     if (adv) begin
-      \$585  = \$signal$71 ;
+      \$593  = \$signal$70 ;
     end
     if (rst) begin
-      \$585  = 1'h0;
+      \$593  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = \$signal$71 ;
+    \$594  = \$signal$70 ;
     if (adv) begin
-      \$586  = \$signal$72 ;
+      \$594  = \$signal$71 ;
     end
     if (rst) begin
-      \$586  = 1'h0;
+      \$594  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = \$signal$72 ;
+    \$595  = \$signal$71 ;
     if (adv) begin
-      \$587  = take;
+      \$595  = take;
     end
     if (rst) begin
-      \$587  = 1'h0;
+      \$595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = s2_mask;
+    \$596  = s2_mask;
     if (adv) begin
-      \$588  = \$signal$74 ;
+      \$596  = \$signal$73 ;
     end
     if (rst) begin
-      \$588  = 1'h0;
+      \$596  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = \$signal$74 ;
+    \$597  = \$signal$73 ;
     if (adv) begin
-      \$589  = s0_mask;
+      \$597  = s0_mask;
     end
     if (rst) begin
-      \$589  = 1'h0;
+      \$597  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = s1_t0_0;
+    \$598  = s1_t0_0;
     if (adv) begin
-      \$590  = \$506 ;
+      \$598  = \$506 ;
     end
     if (rst) begin
-      \$590  = 53'h00000000000000;
+      \$598  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = s1_t0_1;
+    \$599  = s1_t0_1;
     if (adv) begin
-      \$591  = \$511 ;
+      \$599  = \$511 ;
     end
     if (rst) begin
-      \$591  = 53'h00000000000000;
+      \$599  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = acc0;
+    \$600  = acc0;
     if (adv) begin
-      \$592  = \$512 ;
+      \$600  = \$512 ;
     end
     if (rst) begin
-      \$592  = 54'h00000000000000;
+      \$600  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = o__payload;
+    \$601  = o__payload;
     if (adv) begin
-      \$593  = \$521 [7:0];
+      \$601  = \$521 [7:0];
     end
     if (rst) begin
-      \$593  = 8'h00;
+      \$601  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = sat;
+    \$602  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$594  = \$528 [12:0];
+        \$602  = \$528 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$594  = 13'h0000;
+            \$602  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$594  = 13'h0000;
+      \$602  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = left;
+    \$603  = left;
     if (beat) begin
-      \$595  = \$530 [12:0];
+      \$603  = \$530 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$595  = chan__payload[12:0];
+            \$603  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -2881,36 +2901,96 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$595  = chan[12:0];
+              \$603  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$595  = 13'h0000;
+      \$603  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = chan;
+    \$604  = mask;
+    if (beat) begin
+      \$604  = \$531 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$596  = chan__payload;
+            \$604  = \$533 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$604  = \$541 ;
+            end
           end
     endcase
     if (rst) begin
-      \$596  = 96'h000000000000000000000000;
+      \$604  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = sg;
+    \$605  = last;
+    if (beat) begin
+      \$605  = \$532 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$597  = 21'h000000;
+            \$605  = \$534 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$605  = \$542 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$605  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$606  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$606  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$606  = 96'h000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$607  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$607  = 21'h000000;
             if (refused) begin
-              \$597  = 21'h000000;
+              \$607  = 21'h000000;
             end
           end
       6'h02:
@@ -2923,20 +3003,20 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$597  = \$533 [20:0];
+            \$607  = \$537 [20:0];
           end
     endcase
     if (rst) begin
-      \$597  = 21'h000000;
+      \$607  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = sgx;
+    \$608  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$598  = 28'h0000000;
+            \$608  = 28'h0000000;
           end
       6'h02:
           /* empty */;
@@ -2948,20 +3028,20 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$598  = \$536 [27:0];
+            \$608  = \$540 [27:0];
           end
     endcase
     if (rst) begin
-      \$598  = 28'h0000000;
+      \$608  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = dgamma;
+    \$609  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$599  = 43'h00000000000;
+            \$609  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2992,19 +3072,19 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          \$599  = \$540 [42:0];
+          \$609  = \$546 [42:0];
     endcase
     if (rst) begin
-      \$599  = 43'h00000000000;
+      \$609  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = align;
+    \$610  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$600  = 5'h00;
+            \$610  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -3042,10 +3122,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$542 ) begin
-            \$600  = 5'h00;
+          if (\$548 ) begin
+            \$610  = 5'h00;
           end else begin
-            \$600  = \$544 [4:0];
+            \$610  = \$550 [4:0];
           end
       6'h14:
           /* empty */;
@@ -3075,10 +3155,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$548 ) begin
-            \$600  = 5'h00;
+          if (\$554 ) begin
+            \$610  = 5'h00;
           end else begin
-            \$600  = \$550 [4:0];
+            \$610  = \$556 [4:0];
           end
       6'h22:
           /* empty */;
@@ -3088,10 +3168,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$556 ) begin
-            \$600  = 5'h00;
+          if (\$562 ) begin
+            \$610  = 5'h00;
           end else begin
-            \$600  = \$558 [4:0];
+            \$610  = \$564 [4:0];
           end
       6'h26:
           /* empty */;
@@ -3101,173 +3181,173 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$564 ) begin
-            \$600  = 5'h00;
+          if (\$570 ) begin
+            \$610  = 5'h00;
           end else begin
-            \$600  = \$566 [4:0];
+            \$610  = \$572 [4:0];
           end
     endcase
     if (rst) begin
-      \$600  = 5'h00;
+      \$610  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = fsm_state;
+    \$611  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$601  = 6'h01;
+              \$611  = 6'h01;
             end else begin
-              \$601  = 6'h02;
+              \$611  = 6'h02;
             end
           end
       6'h02:
-          \$601  = 6'h03;
+          \$611  = 6'h03;
       6'h03:
           if (done) begin
-            \$601  = 6'h04;
+            \$611  = 6'h04;
           end
       6'h04:
-          \$601  = 6'h05;
+          \$611  = 6'h05;
       6'h05:
           if (\done$85 ) begin
-            \$601  = 6'h06;
+            \$611  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$601  = 6'h07;
+              \$611  = 6'h07;
             end
           end
       6'h07:
-          \$601  = 6'h08;
+          \$611  = 6'h08;
       6'h08:
           if (\done$85 ) begin
-            \$601  = 6'h09;
+            \$611  = 6'h09;
           end
       6'h09:
-          \$601  = 6'h0a;
+          \$611  = 6'h0a;
       6'h0a:
           if (\done$85 ) begin
-            \$601  = 6'h0b;
+            \$611  = 6'h0b;
           end
       6'h0b:
-          \$601  = 6'h0c;
+          \$611  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$601  = 6'h0d;
+            \$611  = 6'h0d;
           end
       6'h0d:
-          \$601  = 6'h0e;
+          \$611  = 6'h0e;
       6'h0e:
-          \$601  = 6'h0f;
+          \$611  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$601  = 6'h10;
+            \$611  = 6'h10;
           end
       6'h10:
-          \$601  = 6'h11;
+          \$611  = 6'h11;
       6'h11:
-          \$601  = 6'h12;
+          \$611  = 6'h12;
       6'h12:
           if (\done$85 ) begin
-            \$601  = 6'h13;
+            \$611  = 6'h13;
           end
       6'h13:
-          if (\$542 ) begin
-            \$601  = 6'h14;
+          if (\$548 ) begin
+            \$611  = 6'h14;
           end
       6'h14:
-          \$601  = 6'h15;
+          \$611  = 6'h15;
       6'h15:
           if (\done$85 ) begin
-            \$601  = 6'h16;
+            \$611  = 6'h16;
           end
       6'h16:
-          \$601  = 6'h17;
+          \$611  = 6'h17;
       6'h17:
           if (\done$85 ) begin
-            \$601  = 6'h18;
+            \$611  = 6'h18;
           end
       6'h18:
-          \$601  = 6'h19;
+          \$611  = 6'h19;
       6'h19:
           if (\done$85 ) begin
-            \$601  = 6'h1a;
+            \$611  = 6'h1a;
           end
       6'h1a:
-          \$601  = 6'h1b;
+          \$611  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$601  = 6'h1c;
+            \$611  = 6'h1c;
           end
       6'h1c:
-          \$601  = 6'h1d;
+          \$611  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$601  = 6'h1e;
+            \$611  = 6'h1e;
           end
       6'h1e:
-          \$601  = 6'h1f;
+          \$611  = 6'h1f;
       6'h1f:
-          \$601  = 6'h20;
+          \$611  = 6'h20;
       6'h20:
           if (\done$85 ) begin
-            \$601  = 6'h21;
+            \$611  = 6'h21;
           end
       6'h21:
-          if (\$548 ) begin
-            \$601  = 6'h22;
+          if (\$554 ) begin
+            \$611  = 6'h22;
           end
       6'h22:
-          \$601  = 6'h23;
+          \$611  = 6'h23;
       6'h23:
-          \$601  = 6'h24;
+          \$611  = 6'h24;
       6'h24:
           if (\done$85 ) begin
-            \$601  = 6'h25;
+            \$611  = 6'h25;
           end
       6'h25:
-          if (\$556 ) begin
-            \$601  = 6'h26;
+          if (\$562 ) begin
+            \$611  = 6'h26;
           end
       6'h26:
-          \$601  = 6'h27;
+          \$611  = 6'h27;
       6'h27:
-          \$601  = 6'h28;
+          \$611  = 6'h28;
       6'h28:
           if (\done$85 ) begin
-            \$601  = 6'h29;
+            \$611  = 6'h29;
           end
       6'h29:
-          if (\$564 ) begin
-            \$601  = 6'h2a;
+          if (\$570 ) begin
+            \$611  = 6'h2a;
           end
       6'h2a:
-          \$601  = 6'h2b;
+          \$611  = 6'h2b;
       6'h2b:
-          if (\$579 ) begin
-            \$601  = 6'h2c;
+          if (\$587 ) begin
+            \$611  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$601  = 6'h00;
+            \$611  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$601  = 6'h00;
+            \$611  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$601  = 6'h00;
+      \$611  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = q;
+    \$612  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3275,16 +3355,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h03:
           if (done) begin
-            \$602  = \q$84 [8:0];
+            \$612  = \q$84 [8:0];
           end
     endcase
     if (rst) begin
-      \$602  = 9'h000;
+      \$612  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = rz;
+    \$613  = \$signal$86 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3296,16 +3376,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h05:
           if (\done$85 ) begin
-            \$603  = \$531 ;
+            \$613  = \$535 ;
           end
     endcase
     if (rst) begin
-      \$603  = 1'h0;
+      \$613  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = r;
+    \$614  = r;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3317,16 +3397,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h05:
           if (\done$85 ) begin
-            \$604  = p[12:0];
+            \$614  = p[12:0];
           end
     endcase
     if (rst) begin
-      \$604  = 13'h0000;
+      \$614  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = sh;
+    \$615  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3339,15 +3419,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h05:
           /* empty */;
       6'h06:
-          \$605  = \$289 [4:0];
+          \$615  = \$289 [4:0];
     endcase
     if (rst) begin
-      \$605  = 5'h00;
+      \$615  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = scratch;
+    \$616  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3365,7 +3445,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h08:
           if (\done$85 ) begin
-            \$606  = p;
+            \$616  = p;
           end
       6'h09:
           /* empty */;
@@ -3397,13 +3477,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h17:
           if (\done$85 ) begin
-            \$606  = p;
+            \$616  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$85 ) begin
-            \$606  = p;
+            \$616  = p;
           end
       6'h1a:
           /* empty */;
@@ -3419,13 +3499,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h20:
           if (\done$85 ) begin
-            \$606  = p;
+            \$616  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$548 ) begin
+          if (\$554 ) begin
           end else begin
-            \$606  = \$549 [90:0];
+            \$616  = \$555 [90:0];
           end
       6'h22:
           /* empty */;
@@ -3433,13 +3513,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h24:
           if (\done$85 ) begin
-            \$606  = p;
+            \$616  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$556 ) begin
+          if (\$562 ) begin
           end else begin
-            \$606  = \$557 [90:0];
+            \$616  = \$563 [90:0];
           end
       6'h26:
           /* empty */;
@@ -3447,22 +3527,22 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h28:
           if (\done$85 ) begin
-            \$606  = p;
+            \$616  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$564 ) begin
+          if (\$570 ) begin
           end else begin
-            \$606  = \$565 [90:0];
+            \$616  = \$571 [90:0];
           end
     endcase
     if (rst) begin
-      \$606  = 91'h00000000000000000000000;
+      \$616  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = qg;
+    \$617  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3484,16 +3564,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0a:
           if (\done$85 ) begin
-            \$607  = p[39:0];
+            \$617  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$607  = 40'h0000000000;
+      \$617  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = tq;
+    \$618  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3519,7 +3599,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0c:
           if (done) begin
-            \$608  = \q$84 ;
+            \$618  = \q$84 ;
           end
       6'h0d:
           /* empty */;
@@ -3527,7 +3607,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0f:
           if (done) begin
-            \$608  = \q$84 ;
+            \$618  = \q$84 ;
           end
       6'h10:
           /* empty */;
@@ -3553,22 +3633,22 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1b:
           if (done) begin
-            \$608  = \q$84 ;
+            \$618  = \q$84 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$608  = \q$84 ;
+            \$618  = \q$84 ;
           end
     endcase
     if (rst) begin
-      \$608  = 105'h000000000000000000000000000;
+      \$618  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = m1;
+    \$619  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3595,15 +3675,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          \$609  = \$538 [44:0];
+          \$619  = \$544 [44:0];
     endcase
     if (rst) begin
-      \$609  = 45'h000000000000;
+      \$619  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = lane_a;
+    \$620  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3641,22 +3721,22 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h12:
           if (\done$85 ) begin
-            \$610  = p[44:0];
+            \$620  = p[44:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$542 ) begin
+          if (\$548 ) begin
           end else begin
-            \$610  = \$543 [44:0];
+            \$620  = \$549 [44:0];
           end
     endcase
     if (rst) begin
-      \$610  = 45'h000000000000;
+      \$620  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = c0w;
+    \$621  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3700,16 +3780,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h15:
           if (\done$85 ) begin
-            \$611  = p;
+            \$621  = p;
           end
     endcase
     if (rst) begin
-      \$611  = 91'h00000000000000000000000;
+      \$621  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$612  = m2;
+    \$622  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3770,15 +3850,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$612  = \$546 [75:0];
+          \$622  = \$552 [75:0];
     endcase
     if (rst) begin
-      \$612  = 76'h0000000000000000000;
+      \$622  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$613  = const1;
+    \$623  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3847,15 +3927,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$613  = \$554 [51:0];
+          \$623  = \$560 [51:0];
     endcase
     if (rst) begin
-      \$613  = 52'h0000000000000;
+      \$623  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$614  = const2;
+    \$624  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3932,15 +4012,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$614  = \$562 [51:0];
+          \$624  = \$568 [51:0];
     endcase
     if (rst) begin
-      \$614  = 52'h0000000000000;
+      \$624  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$615  = const0;
+    \$625  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4025,10 +4105,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h29:
           /* empty */;
       6'h2a:
-          \$615  = \$570 [51:0];
+          \$625  = \$576 [51:0];
     endcase
     if (rst) begin
-      \$615  = 52'h0000000000000;
+      \$625  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
@@ -4036,13 +4116,14 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign r_mean = r;
   assign m = \$2 [0];
   assign x = i__payload[7:0];
-  assign \mask$25  = mask;
+  assign \mask$23  = mask;
   assign shv = { 62'h0000000000000000, \$5  };
   assign sh_new = \$289 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616 [1], \$616  };
-  assign sel = { 1'h0, \$617  };
+  assign tsum = { \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626 [1], \$626  };
+  assign sel = { 1'h0, \$627  };
+  assign \$signal$88  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[70:34];
@@ -4066,8 +4147,8 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$68[0]  = \$signal$68 ;
-  assign \sel[0]  = { 1'h0, \$617  };
+  assign \$signal$67[0]  = \$signal$67 ;
+  assign \sel[0]  = { 1'h0, \$627  };
   assign \$3  = { 7'h00, chan[12:0], 8'h00 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4290,13 +4371,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$518  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$522  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$524  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$538  = { \$537 [105], \$537 [105:1] };
-  assign \$540  = { \$539 [105], \$539 [105:1] };
-  assign \$543  = { lane_a, 1'h0 };
+  assign \$544  = { \$543 [105], \$543 [105:1] };
   assign \$546  = { \$545 [105], \$545 [105:1] };
-  assign \$549  = { scratch, 1'h0 };
-  assign \$557  = { scratch, 1'h0 };
-  assign \$565  = { scratch, 1'h0 };
+  assign \$549  = { lane_a, 1'h0 };
+  assign \$552  = { \$551 [105], \$551 [105:1] };
+  assign \$555  = { scratch, 1'h0 };
+  assign \$563  = { scratch, 1'h0 };
+  assign \$571  = { scratch, 1'h0 };
+  assign \$583  = 1'h1;
+  assign \$584  = \$582 ;
 endmodule
 
 module \hwnorm_bwd_linf_s8.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -4647,7 +4730,7 @@ module \hwnorm_bwd_linf_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s8.sel$88 (clk, rst, mask, m, \port$730$0 , \port$743$0 , clear, p1, p2, n, q, r, x);
+module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clear, p1, p2, mask, n, q, r, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [10:0] \$10 ;
@@ -4730,10 +4813,10 @@ module \hwnorm_bwd_linf_s8.sel$88 (clk, rst, mask, m, \port$730$0 , \port$743$0 
   input p2;
   wire p2;
   wire pass0;
-  output [1:0] \port$730$0 ;
-  wire [1:0] \port$730$0 ;
-  output [1:0] \port$743$0 ;
-  wire [1:0] \port$743$0 ;
+  output [1:0] \port$736$0 ;
+  wire [1:0] \port$736$0 ;
+  output [1:0] \port$749$0 ;
+  wire [1:0] \port$749$0 ;
   input [8:0] q;
   wire [8:0] q;
   input [12:0] r;
@@ -4874,8 +4957,8 @@ module \hwnorm_bwd_linf_s8.sel$88 (clk, rst, mask, m, \port$730$0 , \port$743$0 
   assign lc0_is0 = 1'h1;
   assign tsum = { \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34 [1], \$34  };
   assign sel = { 1'h0, \$47  };
-  assign \port$730$0  = \$34 ;
-  assign \port$743$0  = \$47 ;
+  assign \port$736$0  = \$34 ;
+  assign \port$749$0  = \$47 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$47  };
   assign \$2  = { r, 1'h0 };

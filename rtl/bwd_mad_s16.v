@@ -735,101 +735,111 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [13:0] \$754 ;
   wire [13:0] \$755 ;
   wire \$756 ;
-  wire [15:0] \$757 ;
-  wire [29:0] \$758 ;
-  wire [31:0] \$759 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire \$759 ;
   wire \$76 ;
-  wire [31:0] \$760 ;
-  wire [44:0] \$761 ;
-  wire [173:0] \$762 ;
-  wire [173:0] \$763 ;
-  wire [173:0] \$764 ;
-  wire [173:0] \$765 ;
-  wire [6:0] \$766 ;
+  wire \$760 ;
+  wire [15:0] \$761 ;
+  wire [29:0] \$762 ;
+  wire [31:0] \$763 ;
+  wire [31:0] \$764 ;
+  wire [44:0] \$765 ;
+  wire \$766 ;
   wire \$767 ;
-  wire [57:0] \$768 ;
-  wire [6:0] \$769 ;
+  wire [173:0] \$768 ;
+  wire [173:0] \$769 ;
   wire \$77 ;
   wire [173:0] \$770 ;
   wire [173:0] \$771 ;
   wire [6:0] \$772 ;
   wire \$773 ;
-  wire [115:0] \$774 ;
+  wire [57:0] \$774 ;
   wire [6:0] \$775 ;
-  wire \$776 ;
-  wire \$777 ;
-  wire [114:0] \$778 ;
-  wire [114:0] \$779 ;
+  wire [173:0] \$776 ;
+  wire [173:0] \$777 ;
+  wire [6:0] \$778 ;
+  wire \$779 ;
   wire \$78 ;
-  wire [6:0] \$780 ;
-  wire \$781 ;
-  wire [115:0] \$782 ;
-  wire [6:0] \$783 ;
-  wire \$784 ;
-  wire \$785 ;
-  wire [114:0] \$786 ;
-  wire [114:0] \$787 ;
-  wire [6:0] \$788 ;
-  wire \$789 ;
+  wire [115:0] \$780 ;
+  wire [6:0] \$781 ;
+  wire \$782 ;
+  wire \$783 ;
+  wire [114:0] \$784 ;
+  wire [114:0] \$785 ;
+  wire [6:0] \$786 ;
+  wire \$787 ;
+  wire [115:0] \$788 ;
+  wire [6:0] \$789 ;
   wire \$79 ;
-  wire [115:0] \$790 ;
-  wire [6:0] \$791 ;
-  wire \$792 ;
-  wire \$793 ;
-  wire [114:0] \$794 ;
-  wire [114:0] \$795 ;
-  wire \$796 ;
-  wire \$797 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire [114:0] \$792 ;
+  wire [114:0] \$793 ;
+  wire [6:0] \$794 ;
+  wire \$795 ;
+  wire [115:0] \$796 ;
+  wire [6:0] \$797 ;
   wire \$798 ;
   wire \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire \$800 ;
-  wire \$801 ;
+  wire [114:0] \$800 ;
+  wire [114:0] \$801 ;
   wire \$802 ;
   wire \$803 ;
   wire \$804 ;
-  reg [15:0] \$805 ;
-  reg [15:0] \$806 ;
-  reg \$807 ;
-  reg [2:0] \$808 ;
-  reg \$809 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  reg \$810 ;
-  reg \$811 ;
-  reg \$812 ;
-  reg \$813 ;
-  reg \$814 ;
-  reg [72:0] \$815 ;
-  reg [72:0] \$816 ;
-  reg [73:0] \$817 ;
-  reg [15:0] \$818 ;
-  reg [12:0] \$819 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  reg [15:0] \$813 ;
+  reg [15:0] \$814 ;
+  reg \$815 ;
+  reg [2:0] \$816 ;
+  reg \$817 ;
+  reg \$818 ;
+  reg \$819 ;
   wire \$82 ;
-  reg [12:0] \$820 ;
-  reg [166:0] \$821 ;
-  reg [28:0] \$822 ;
-  reg [43:0] \$823 ;
-  reg [54:0] \$824 ;
-  reg [5:0] \$825 ;
-  reg [5:0] \$826 ;
-  reg [16:0] \$827 ;
-  reg \$828 ;
-  reg [5:0] \$829 ;
+  reg \$820 ;
+  reg \$821 ;
+  reg \$822 ;
+  reg [72:0] \$823 ;
+  reg [72:0] \$824 ;
+  reg [73:0] \$825 ;
+  reg [15:0] \$826 ;
+  reg [12:0] \$827 ;
+  reg [12:0] \$828 ;
+  reg \$829 ;
   wire \$83 ;
-  reg [114:0] \$830 ;
-  reg [55:0] \$831 ;
-  reg [172:0] \$832 ;
-  reg [56:0] \$833 ;
-  reg [56:0] \$834 ;
-  reg [114:0] \$835 ;
-  reg [99:0] \$836 ;
-  reg [71:0] \$837 ;
-  reg [71:0] \$838 ;
-  reg [71:0] \$839 ;
+  reg \$830 ;
+  reg [166:0] \$831 ;
+  reg [28:0] \$832 ;
+  reg [43:0] \$833 ;
+  reg [54:0] \$834 ;
+  reg [5:0] \$835 ;
+  reg [5:0] \$836 ;
+  reg [16:0] \$837 ;
+  reg \$838 ;
+  reg [5:0] \$839 ;
   wire \$84 ;
-  wire [1:0] \$840 ;
+  reg [114:0] \$840 ;
+  reg [55:0] \$841 ;
+  reg [172:0] \$842 ;
+  reg [56:0] \$843 ;
+  reg [56:0] \$844 ;
+  reg [114:0] \$845 ;
+  reg [99:0] \$846 ;
+  reg [71:0] \$847 ;
+  reg [71:0] \$848 ;
+  reg [71:0] \$849 ;
   wire \$85 ;
+  wire [1:0] \$850 ;
   wire \$86 ;
   wire [6:0] \$87 ;
   wire [6:0] \$88 ;
@@ -847,11 +857,14 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [6:0] \$99 ;
   (* init = 17'h00000 *)
   wire [16:0] \$signal ;
-  reg [2:0] \$signal$66  = 3'h0;
-  wire [2:0] \$signal$66[0] ;
+  (* init = 1'h0 *)
+  wire \$signal$17 ;
+  reg [2:0] \$signal$65  = 3'h0;
+  wire [2:0] \$signal$65[0] ;
+  reg \$signal$68  = 1'h0;
   reg \$signal$69  = 1'h0;
-  reg \$signal$70  = 1'h0;
-  reg \$signal$72  = 1'h0;
+  reg \$signal$71  = 1'h0;
+  wire \$signal$85 ;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -901,15 +914,16 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   input i__valid;
   wire i__valid;
   reg [56:0] lane_a = 57'h000000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [170:0] lo_init;
   reg [56:0] m1 = 57'h000000000000000;
   reg [99:0] m2 = 100'h0000000000000000000000000;
-  wire mask;
-  wire \mask$22 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$20 ;
   reg neg;
-  reg \neg$48 ;
+  reg \neg$46 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -933,8 +947,6 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   input rst;
   wire rst;
   reg rz = 1'h0;
-  (* init = 1'h0 *)
-  wire \rz$20 ;
   reg [15:0] s0_g = 16'h0000;
   wire [15:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -955,7 +967,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$44 ;
+  reg \start$42 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -967,7 +979,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   output stats__valid;
   reg stats__valid;
   reg [7:0] steps;
-  reg [5:0] \steps$49 ;
+  reg [5:0] \steps$47 ;
   reg take;
   reg [172:0] tq = 173'h00000000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -1439,8 +1451,8 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$729  = fsm_state == 6'h2b;
   assign \$730  = fsm_state == 6'h2c;
   assign \$731  = $signed(s0_g) * $signed(lane_a);
-  assign \$732  = \$signal$66  == 2'h2;
-  assign \$733  = ! \$signal$66 ;
+  assign \$732  = \$signal$65  == 2'h2;
+  assign \$733  = ! \$signal$65 ;
   assign \$734  = \$733  ? const0 : const1;
   assign \$735  = \$732  ? const2 : \$734 ;
   assign \$736  = $signed(\$735 ) + $signed(34'h100000000);
@@ -1458,120 +1470,128 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$753  = sat + \$752 ;
   assign \$754  = left - 1'h1;
   assign \$755  = last ? 14'h0000 : \$754 ;
-  assign \$756  = ! p;
-  assign \$757  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$758  = $signed(sg) + $signed(\$757 );
-  assign \$759  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$760  = mask ? \$759  : 32'd0;
-  assign \$761  = $signed(sgx) + $signed(\$760 );
-  assign \$762  = $signed(tq) + $signed(2'h1);
-  assign \$764  = $signed(tq) + $signed(2'h1);
-  assign \$766  = align + sh;
-  assign \$767  = \$766  == 6'h21;
-  assign \$769  = align + 1'h1;
+  assign \$756  = left > 1'h1;
+  assign \$757  = left <= 2'h2;
+  assign \$758  = chan__payload[12:0] > 1'h0;
+  assign \$759  = chan__payload[12:0] <= 1'h1;
+  assign \$760  = ! p;
+  assign \$761  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$762  = $signed(sg) + $signed(\$761 );
+  assign \$763  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$764  = mask ? \$763  : 32'd0;
+  assign \$765  = $signed(sgx) + $signed(\$764 );
+  assign \$766  = chan[12:0] > 1'h0;
+  assign \$767  = chan[12:0] <= 1'h1;
+  assign \$768  = $signed(tq) + $signed(2'h1);
   assign \$770  = $signed(tq) + $signed(2'h1);
   assign \$772  = align + sh;
   assign \$773  = \$772  == 6'h21;
   assign \$775  = align + 1'h1;
-  assign \$776  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$777  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$778  = \$777  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$779  = \$776  ? 115'h000000000007ff801100100000000 : \$778 ;
-  assign \$780  = align + sh;
-  assign \$781  = \$780  == 6'h21;
-  assign \$783  = align + 1'h1;
-  assign \$784  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$785  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$786  = \$785  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$787  = \$784  ? 115'h000000000007ff801100100000000 : \$786 ;
-  assign \$788  = align + sh;
-  assign \$789  = \$788  == 6'h21;
-  assign \$791  = align + 1'h1;
-  assign \$792  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$793  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$794  = \$793  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$795  = \$792  ? 115'h000000000007ff801100100000000 : \$794 ;
-  assign \$796  = | left;
-  assign \$797  = ~ \$796 ;
-  assign \$798  = ~ \$signal$70 ;
-  assign \$799  = \$797  & \$798 ;
-  assign \$800  = ~ \$signal$69 ;
-  assign \$801  = \$799  & \$800 ;
-  assign \$802  = ~ s2_valid;
-  assign \$803  = \$801  & \$802 ;
-  assign \$804  = \$803  & adv;
+  assign \$776  = $signed(tq) + $signed(2'h1);
+  assign \$778  = align + sh;
+  assign \$779  = \$778  == 6'h21;
+  assign \$781  = align + 1'h1;
+  assign \$782  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$783  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$784  = \$783  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$785  = \$782  ? 115'h000000000007ff801100100000000 : \$784 ;
+  assign \$786  = align + sh;
+  assign \$787  = \$786  == 6'h21;
+  assign \$789  = align + 1'h1;
+  assign \$790  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$791  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$792  = \$791  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$793  = \$790  ? 115'h000000000007ff801100100000000 : \$792 ;
+  assign \$794  = align + sh;
+  assign \$795  = \$794  == 6'h21;
+  assign \$797  = align + 1'h1;
+  assign \$798  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$799  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$800  = \$799  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$801  = \$798  ? 115'h000000000007ff801100100000000 : \$800 ;
+  assign \$802  = | left;
+  assign \$803  = ~ \$802 ;
+  assign \$804  = ~ \$signal$69 ;
+  assign \$805  = \$803  & \$804 ;
+  assign \$806  = ~ \$signal$68 ;
+  assign \$807  = \$805  & \$806 ;
+  assign \$810  = ~ s2_valid;
+  assign \$811  = \$809  & \$810 ;
+  assign \$812  = \$811  & adv;
   always @(posedge clk)
-    s0_x <= \$805 ;
+    s0_x <= \$813 ;
   always @(posedge clk)
-    s0_g <= \$806 ;
+    s0_g <= \$814 ;
   always @(posedge clk)
-    s0_mask <= \$807 ;
+    s0_mask <= \$815 ;
   always @(posedge clk)
-    \$signal$66  <= \$808 ;
+    \$signal$65  <= \$816 ;
   always @(posedge clk)
-    o__valid <= \$809 ;
+    o__valid <= \$817 ;
   always @(posedge clk)
-    s2_valid <= \$810 ;
+    s2_valid <= \$818 ;
   always @(posedge clk)
-    \$signal$69  <= \$811 ;
+    \$signal$68  <= \$819 ;
   always @(posedge clk)
-    \$signal$70  <= \$812 ;
+    \$signal$69  <= \$820 ;
   always @(posedge clk)
-    s2_mask <= \$813 ;
+    s2_mask <= \$821 ;
   always @(posedge clk)
-    \$signal$72  <= \$814 ;
+    \$signal$71  <= \$822 ;
   always @(posedge clk)
-    s1_t0_0 <= \$815 ;
+    s1_t0_0 <= \$823 ;
   always @(posedge clk)
-    s1_t0_1 <= \$816 ;
+    s1_t0_1 <= \$824 ;
   always @(posedge clk)
-    acc0 <= \$817 ;
+    acc0 <= \$825 ;
   always @(posedge clk)
-    o__payload <= \$818 ;
+    o__payload <= \$826 ;
   always @(posedge clk)
-    sat <= \$819 ;
+    sat <= \$827 ;
   always @(posedge clk)
-    left <= \$820 ;
+    left <= \$828 ;
   always @(posedge clk)
-    chan <= \$821 ;
+    mask <= \$829 ;
   always @(posedge clk)
-    sg <= \$822 ;
+    last <= \$830 ;
   always @(posedge clk)
-    sgx <= \$823 ;
+    chan <= \$831 ;
   always @(posedge clk)
-    dgamma <= \$824 ;
+    sg <= \$832 ;
   always @(posedge clk)
-    align <= \$825 ;
+    sgx <= \$833 ;
   always @(posedge clk)
-    fsm_state <= \$826 ;
+    dgamma <= \$834 ;
   always @(posedge clk)
-    q <= \$827 ;
+    align <= \$835 ;
   always @(posedge clk)
-    rz <= \$828 ;
+    fsm_state <= \$836 ;
   always @(posedge clk)
-    sh <= \$829 ;
+    q <= \$837 ;
   always @(posedge clk)
-    scratch <= \$830 ;
+    rz <= \$838 ;
   always @(posedge clk)
-    qg <= \$831 ;
+    sh <= \$839 ;
   always @(posedge clk)
-    tq <= \$832 ;
+    scratch <= \$840 ;
   always @(posedge clk)
-    m1 <= \$833 ;
+    qg <= \$841 ;
   always @(posedge clk)
-    lane_a <= \$834 ;
+    tq <= \$842 ;
   always @(posedge clk)
-    c0w <= \$835 ;
+    m1 <= \$843 ;
   always @(posedge clk)
-    m2 <= \$836 ;
+    lane_a <= \$844 ;
   always @(posedge clk)
-    const1 <= \$837 ;
+    c0w <= \$845 ;
   always @(posedge clk)
-    const2 <= \$838 ;
+    m2 <= \$846 ;
   always @(posedge clk)
-    const0 <= \$839 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const1 <= \$847 ;
+  always @(posedge clk)
+    const2 <= \$848 ;
+  always @(posedge clk)
+    const0 <= \$849 ;
   assign \$3  = \$1  + \$2 ;
   \hwnorm_bwd_mad_s16.div  div (
     .clk(clk),
@@ -1591,18 +1611,18 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     .c(c),
     .clk(clk),
     .done(\done$83 ),
-    .\neg$12 (\neg$48 ),
+    .\neg$12 (\neg$46 ),
     .p(p),
     .rst(rst),
-    .start(\start$44 ),
-    .steps(\steps$49 )
+    .start(\start$42 ),
+    .steps(\steps$47 )
   );
-  \hwnorm_bwd_mad_s16.sel$85  \sel$85  (
+  \hwnorm_bwd_mad_s16.sel$86  \sel$86  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$913$0 (\$840 ),
+    .\port$919$0 (\$850 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -2105,7 +2125,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$44  = 1'h0;
+    \start$42  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2114,17 +2134,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2140,21 +2160,21 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2168,7 +2188,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2176,7 +2196,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -2184,7 +2204,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
     endcase
   end
   always @* begin
@@ -2441,7 +2461,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$48  = 1'h0;
+    \neg$46  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2450,17 +2470,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \neg$48  = 1'h1;
+          \neg$46  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$48  = \$644 ;
+          \neg$46  = \$644 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2476,21 +2496,21 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$48  = \$661 ;
+          \neg$46  = \$661 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$48  = \$665 ;
+          \neg$46  = \$665 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2504,7 +2524,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$48  = 1'h1;
+          \neg$46  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2512,7 +2532,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2520,12 +2540,12 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \neg$48  = \$682 ;
+          \neg$46  = \$682 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$49  = 6'h00;
+    \steps$47  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2534,17 +2554,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \steps$49  = 6'h0d;
+          \steps$47  = 6'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$49  = 6'h0d;
+          \steps$47  = 6'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$49  = 6'h1d;
+          \steps$47  = 6'h1d;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2560,21 +2580,21 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \steps$49  = 6'h0d;
+          \steps$47  = 6'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$49  = 6'h1d;
+          \steps$47  = 6'h1d;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$49  = 6'h10;
+          \steps$47  = 6'h10;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$49  = 6'h23;
+          \steps$47  = 6'h23;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2588,7 +2608,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$49  = 6'h0e;
+          \steps$47  = 6'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2596,7 +2616,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \steps$49  = 6'h0e;
+          \steps$47  = 6'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2604,7 +2624,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \steps$49  = 6'h0e;
+          \steps$47  = 6'h0e;
     endcase
   end
   always @* begin
@@ -3091,172 +3111,172 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$805  = s0_x;
+    \$813  = s0_x;
     if (take) begin
-      \$805  = i__payload[15:0];
+      \$813  = i__payload[15:0];
     end
     if (rst) begin
-      \$805  = 16'h0000;
+      \$813  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$806  = s0_g;
+    \$814  = s0_g;
     if (take) begin
-      \$806  = i__payload[31:16];
+      \$814  = i__payload[31:16];
     end
     if (rst) begin
-      \$806  = 16'h0000;
+      \$814  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$807  = s0_mask;
+    \$815  = s0_mask;
     if (take) begin
-      \$807  = mask;
+      \$815  = mask;
     end
     if (rst) begin
-      \$807  = 1'h0;
+      \$815  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$808  = \$signal$66 ;
+    \$816  = \$signal$65 ;
     if (take) begin
-      \$808  = { 1'h0, \$840  };
+      \$816  = { 1'h0, \$850  };
     end
     if (rst) begin
-      \$808  = 3'h0;
+      \$816  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$809  = o__valid;
+    \$817  = o__valid;
     if (adv) begin
-      \$809  = s2_valid;
+      \$817  = s2_valid;
     end
     if (rst) begin
-      \$809  = 1'h0;
+      \$817  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$810  = s2_valid;
+    \$818  = s2_valid;
     if (adv) begin
-      \$810  = \$signal$69 ;
+      \$818  = \$signal$68 ;
     end
     if (rst) begin
-      \$810  = 1'h0;
+      \$818  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$811  = \$signal$69 ;
+    \$819  = \$signal$68 ;
     if (adv) begin
-      \$811  = \$signal$70 ;
+      \$819  = \$signal$69 ;
     end
     if (rst) begin
-      \$811  = 1'h0;
+      \$819  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$812  = \$signal$70 ;
+    \$820  = \$signal$69 ;
     if (adv) begin
-      \$812  = take;
+      \$820  = take;
     end
     if (rst) begin
-      \$812  = 1'h0;
+      \$820  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$813  = s2_mask;
+    \$821  = s2_mask;
     if (adv) begin
-      \$813  = \$signal$72 ;
+      \$821  = \$signal$71 ;
     end
     if (rst) begin
-      \$813  = 1'h0;
+      \$821  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$814  = \$signal$72 ;
+    \$822  = \$signal$71 ;
     if (adv) begin
-      \$814  = s0_mask;
+      \$822  = s0_mask;
     end
     if (rst) begin
-      \$814  = 1'h0;
+      \$822  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$815  = s1_t0_0;
+    \$823  = s1_t0_0;
     if (adv) begin
-      \$815  = \$731 ;
+      \$823  = \$731 ;
     end
     if (rst) begin
-      \$815  = 73'h0000000000000000000;
+      \$823  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$816  = s1_t0_1;
+    \$824  = s1_t0_1;
     if (adv) begin
-      \$816  = \$736 ;
+      \$824  = \$736 ;
     end
     if (rst) begin
-      \$816  = 73'h0000000000000000000;
+      \$824  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$817  = acc0;
+    \$825  = acc0;
     if (adv) begin
-      \$817  = \$737 ;
+      \$825  = \$737 ;
     end
     if (rst) begin
-      \$817  = 74'h0000000000000000000;
+      \$825  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$818  = o__payload;
+    \$826  = o__payload;
     if (adv) begin
-      \$818  = \$746 [15:0];
+      \$826  = \$746 [15:0];
     end
     if (rst) begin
-      \$818  = 16'h0000;
+      \$826  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$819  = sat;
+    \$827  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$819  = \$753 [12:0];
+        \$827  = \$753 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$819  = 13'h0000;
+            \$827  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$819  = 13'h0000;
+      \$827  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$820  = left;
+    \$828  = left;
     if (beat) begin
-      \$820  = \$755 [12:0];
+      \$828  = \$755 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$820  = chan__payload[12:0];
+            \$828  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3269,36 +3289,96 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$820  = chan[12:0];
+              \$828  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$820  = 13'h0000;
+      \$828  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$821  = chan;
+    \$829  = mask;
+    if (beat) begin
+      \$829  = \$756 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$821  = chan__payload;
+            \$829  = \$758 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$829  = \$766 ;
+            end
           end
     endcase
     if (rst) begin
-      \$821  = 167'h000000000000000000000000000000000000000000;
+      \$829  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$822  = sg;
+    \$830  = last;
+    if (beat) begin
+      \$830  = \$757 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$822  = 29'h00000000;
+            \$830  = \$759 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$830  = \$767 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$830  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$831  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$831  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$831  = 167'h000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$832  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$832  = 29'h00000000;
             if (refused) begin
-              \$822  = 29'h00000000;
+              \$832  = 29'h00000000;
             end
           end
       6'h02:
@@ -3311,20 +3391,20 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$822  = \$758 [28:0];
+            \$832  = \$762 [28:0];
           end
     endcase
     if (rst) begin
-      \$822  = 29'h00000000;
+      \$832  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$823  = sgx;
+    \$833  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$823  = 44'h00000000000;
+            \$833  = 44'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3336,20 +3416,20 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$823  = \$761 [43:0];
+            \$833  = \$765 [43:0];
           end
     endcase
     if (rst) begin
-      \$823  = 44'h00000000000;
+      \$833  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$824  = dgamma;
+    \$834  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$824  = 55'h00000000000000;
+            \$834  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3380,19 +3460,19 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          \$824  = \$765 [54:0];
+          \$834  = \$771 [54:0];
     endcase
     if (rst) begin
-      \$824  = 55'h00000000000000;
+      \$834  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$825  = align;
+    \$835  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$825  = 6'h00;
+            \$835  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3430,10 +3510,10 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$767 ) begin
-            \$825  = 6'h00;
+          if (\$773 ) begin
+            \$835  = 6'h00;
           end else begin
-            \$825  = \$769 [5:0];
+            \$835  = \$775 [5:0];
           end
       6'h14:
           /* empty */;
@@ -3463,10 +3543,10 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$773 ) begin
-            \$825  = 6'h00;
+          if (\$779 ) begin
+            \$835  = 6'h00;
           end else begin
-            \$825  = \$775 [5:0];
+            \$835  = \$781 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3476,10 +3556,10 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$781 ) begin
-            \$825  = 6'h00;
+          if (\$787 ) begin
+            \$835  = 6'h00;
           end else begin
-            \$825  = \$783 [5:0];
+            \$835  = \$789 [5:0];
           end
       6'h26:
           /* empty */;
@@ -3489,173 +3569,173 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$789 ) begin
-            \$825  = 6'h00;
+          if (\$795 ) begin
+            \$835  = 6'h00;
           end else begin
-            \$825  = \$791 [5:0];
+            \$835  = \$797 [5:0];
           end
     endcase
     if (rst) begin
-      \$825  = 6'h00;
+      \$835  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$826  = fsm_state;
+    \$836  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$826  = 6'h01;
+              \$836  = 6'h01;
             end else begin
-              \$826  = 6'h02;
+              \$836  = 6'h02;
             end
           end
       6'h02:
-          \$826  = 6'h03;
+          \$836  = 6'h03;
       6'h03:
           if (done) begin
-            \$826  = 6'h04;
+            \$836  = 6'h04;
           end
       6'h04:
-          \$826  = 6'h05;
+          \$836  = 6'h05;
       6'h05:
           if (\done$83 ) begin
-            \$826  = 6'h06;
+            \$836  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$826  = 6'h07;
+              \$836  = 6'h07;
             end
           end
       6'h07:
-          \$826  = 6'h08;
+          \$836  = 6'h08;
       6'h08:
           if (\done$83 ) begin
-            \$826  = 6'h09;
+            \$836  = 6'h09;
           end
       6'h09:
-          \$826  = 6'h0a;
+          \$836  = 6'h0a;
       6'h0a:
           if (\done$83 ) begin
-            \$826  = 6'h0b;
+            \$836  = 6'h0b;
           end
       6'h0b:
-          \$826  = 6'h0c;
+          \$836  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$826  = 6'h0d;
+            \$836  = 6'h0d;
           end
       6'h0d:
-          \$826  = 6'h0e;
+          \$836  = 6'h0e;
       6'h0e:
-          \$826  = 6'h0f;
+          \$836  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$826  = 6'h10;
+            \$836  = 6'h10;
           end
       6'h10:
-          \$826  = 6'h11;
+          \$836  = 6'h11;
       6'h11:
-          \$826  = 6'h12;
+          \$836  = 6'h12;
       6'h12:
           if (\done$83 ) begin
-            \$826  = 6'h13;
+            \$836  = 6'h13;
           end
       6'h13:
-          if (\$767 ) begin
-            \$826  = 6'h14;
+          if (\$773 ) begin
+            \$836  = 6'h14;
           end
       6'h14:
-          \$826  = 6'h15;
+          \$836  = 6'h15;
       6'h15:
           if (\done$83 ) begin
-            \$826  = 6'h16;
+            \$836  = 6'h16;
           end
       6'h16:
-          \$826  = 6'h17;
+          \$836  = 6'h17;
       6'h17:
           if (\done$83 ) begin
-            \$826  = 6'h18;
+            \$836  = 6'h18;
           end
       6'h18:
-          \$826  = 6'h19;
+          \$836  = 6'h19;
       6'h19:
           if (\done$83 ) begin
-            \$826  = 6'h1a;
+            \$836  = 6'h1a;
           end
       6'h1a:
-          \$826  = 6'h1b;
+          \$836  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$826  = 6'h1c;
+            \$836  = 6'h1c;
           end
       6'h1c:
-          \$826  = 6'h1d;
+          \$836  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$826  = 6'h1e;
+            \$836  = 6'h1e;
           end
       6'h1e:
-          \$826  = 6'h1f;
+          \$836  = 6'h1f;
       6'h1f:
-          \$826  = 6'h20;
+          \$836  = 6'h20;
       6'h20:
           if (\done$83 ) begin
-            \$826  = 6'h21;
+            \$836  = 6'h21;
           end
       6'h21:
-          if (\$773 ) begin
-            \$826  = 6'h22;
+          if (\$779 ) begin
+            \$836  = 6'h22;
           end
       6'h22:
-          \$826  = 6'h23;
+          \$836  = 6'h23;
       6'h23:
-          \$826  = 6'h24;
+          \$836  = 6'h24;
       6'h24:
           if (\done$83 ) begin
-            \$826  = 6'h25;
+            \$836  = 6'h25;
           end
       6'h25:
-          if (\$781 ) begin
-            \$826  = 6'h26;
+          if (\$787 ) begin
+            \$836  = 6'h26;
           end
       6'h26:
-          \$826  = 6'h27;
+          \$836  = 6'h27;
       6'h27:
-          \$826  = 6'h28;
+          \$836  = 6'h28;
       6'h28:
           if (\done$83 ) begin
-            \$826  = 6'h29;
+            \$836  = 6'h29;
           end
       6'h29:
-          if (\$789 ) begin
-            \$826  = 6'h2a;
+          if (\$795 ) begin
+            \$836  = 6'h2a;
           end
       6'h2a:
-          \$826  = 6'h2b;
+          \$836  = 6'h2b;
       6'h2b:
-          if (\$804 ) begin
-            \$826  = 6'h2c;
+          if (\$812 ) begin
+            \$836  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$826  = 6'h00;
+            \$836  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$826  = 6'h00;
+            \$836  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$826  = 6'h00;
+      \$836  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$827  = q;
+    \$837  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3663,16 +3743,16 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h03:
           if (done) begin
-            \$827  = \q$82 [16:0];
+            \$837  = \q$82 [16:0];
           end
     endcase
     if (rst) begin
-      \$827  = 17'h00000;
+      \$837  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$828  = rz;
+    \$838  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3684,16 +3764,16 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h05:
           if (\done$83 ) begin
-            \$828  = \$756 ;
+            \$838  = \$760 ;
           end
     endcase
     if (rst) begin
-      \$828  = 1'h0;
+      \$838  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$829  = sh;
+    \$839  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3706,15 +3786,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h05:
           /* empty */;
       6'h06:
-          \$829  = \$387 [5:0];
+          \$839  = \$387 [5:0];
     endcase
     if (rst) begin
-      \$829  = 6'h00;
+      \$839  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$830  = scratch;
+    \$840  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3732,7 +3812,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h08:
           if (\done$83 ) begin
-            \$830  = p;
+            \$840  = p;
           end
       6'h09:
           /* empty */;
@@ -3764,13 +3844,13 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h17:
           if (\done$83 ) begin
-            \$830  = p;
+            \$840  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$83 ) begin
-            \$830  = p;
+            \$840  = p;
           end
       6'h1a:
           /* empty */;
@@ -3786,13 +3866,13 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h20:
           if (\done$83 ) begin
-            \$830  = p;
+            \$840  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$773 ) begin
+          if (\$779 ) begin
           end else begin
-            \$830  = \$774 [114:0];
+            \$840  = \$780 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3800,13 +3880,13 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h24:
           if (\done$83 ) begin
-            \$830  = p;
+            \$840  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$781 ) begin
+          if (\$787 ) begin
           end else begin
-            \$830  = \$782 [114:0];
+            \$840  = \$788 [114:0];
           end
       6'h26:
           /* empty */;
@@ -3814,22 +3894,22 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h28:
           if (\done$83 ) begin
-            \$830  = p;
+            \$840  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$789 ) begin
+          if (\$795 ) begin
           end else begin
-            \$830  = \$790 [114:0];
+            \$840  = \$796 [114:0];
           end
     endcase
     if (rst) begin
-      \$830  = 115'h00000000000000000000000000000;
+      \$840  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = qg;
+    \$841  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3851,16 +3931,16 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0a:
           if (\done$83 ) begin
-            \$831  = p[55:0];
+            \$841  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$831  = 56'h00000000000000;
+      \$841  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = tq;
+    \$842  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3886,7 +3966,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0c:
           if (done) begin
-            \$832  = \q$82 ;
+            \$842  = \q$82 ;
           end
       6'h0d:
           /* empty */;
@@ -3894,7 +3974,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0f:
           if (done) begin
-            \$832  = \q$82 ;
+            \$842  = \q$82 ;
           end
       6'h10:
           /* empty */;
@@ -3920,22 +4000,22 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1b:
           if (done) begin
-            \$832  = \q$82 ;
+            \$842  = \q$82 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$832  = \q$82 ;
+            \$842  = \q$82 ;
           end
     endcase
     if (rst) begin
-      \$832  = 173'h00000000000000000000000000000000000000000000;
+      \$842  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = m1;
+    \$843  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3962,15 +4042,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          \$833  = \$763 [56:0];
+          \$843  = \$769 [56:0];
     endcase
     if (rst) begin
-      \$833  = 57'h000000000000000;
+      \$843  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$834  = lane_a;
+    \$844  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4008,22 +4088,22 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h12:
           if (\done$83 ) begin
-            \$834  = p[56:0];
+            \$844  = p[56:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$767 ) begin
+          if (\$773 ) begin
           end else begin
-            \$834  = \$768 [56:0];
+            \$844  = \$774 [56:0];
           end
     endcase
     if (rst) begin
-      \$834  = 57'h000000000000000;
+      \$844  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$835  = c0w;
+    \$845  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4067,16 +4147,16 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h15:
           if (\done$83 ) begin
-            \$835  = p;
+            \$845  = p;
           end
     endcase
     if (rst) begin
-      \$835  = 115'h00000000000000000000000000000;
+      \$845  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$836  = m2;
+    \$846  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4137,15 +4217,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$836  = \$771 [99:0];
+          \$846  = \$777 [99:0];
     endcase
     if (rst) begin
-      \$836  = 100'h0000000000000000000000000;
+      \$846  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$837  = const1;
+    \$847  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4214,15 +4294,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$837  = \$779 [71:0];
+          \$847  = \$785 [71:0];
     endcase
     if (rst) begin
-      \$837  = 72'h000000000000000000;
+      \$847  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$838  = const2;
+    \$848  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4299,15 +4379,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$838  = \$787 [71:0];
+          \$848  = \$793 [71:0];
     endcase
     if (rst) begin
-      \$838  = 72'h000000000000000000;
+      \$848  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$839  = const0;
+    \$849  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4392,21 +4472,22 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h29:
           /* empty */;
       6'h2a:
-          \$839  = \$795 [71:0];
+          \$849  = \$801 [71:0];
     endcase
     if (rst) begin
-      \$839  = 72'h000000000000000000;
+      \$849  = 72'h000000000000000000;
     end
   end
   assign \$signal  = q;
-  assign \rz$20  = rz;
+  assign \$signal$17  = rz;
   assign x = i__payload[15:0];
-  assign \mask$22  = mask;
+  assign \mask$20  = mask;
   assign shv = { 70'h000000000000000000, \$3  };
   assign sh_new = \$387 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$840  };
+  assign sel = { 1'h0, \$850  };
+  assign \$signal$85  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[115:42];
@@ -4430,8 +4511,8 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$66[0]  = \$signal$66 ;
-  assign \sel[0]  = { 1'h0, \$840  };
+  assign \$signal$65[0]  = \$signal$65 ;
+  assign \sel[0]  = { 1'h0, \$850  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4706,13 +4787,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$743  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$747  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$749  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$763  = { \$762 [173], \$762 [173:1] };
-  assign \$765  = { \$764 [173], \$764 [173:1] };
-  assign \$768  = { lane_a, 1'h0 };
+  assign \$769  = { \$768 [173], \$768 [173:1] };
   assign \$771  = { \$770 [173], \$770 [173:1] };
-  assign \$774  = { scratch, 1'h0 };
-  assign \$782  = { scratch, 1'h0 };
-  assign \$790  = { scratch, 1'h0 };
+  assign \$774  = { lane_a, 1'h0 };
+  assign \$777  = { \$776 [173], \$776 [173:1] };
+  assign \$780  = { scratch, 1'h0 };
+  assign \$788  = { scratch, 1'h0 };
+  assign \$796  = { scratch, 1'h0 };
+  assign \$808  = 1'h1;
+  assign \$809  = \$807 ;
 endmodule
 
 module \hwnorm_bwd_mad_s16.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -5063,7 +5146,7 @@ module \hwnorm_bwd_mad_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[35:1] };
 endmodule
 
-module \hwnorm_bwd_mad_s16.sel$85 (clk, rst, mask, \port$913$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_mad_s16.sel$86 (clk, rst, \port$919$0 , clear, p1, mask, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5089,8 +5172,8 @@ module \hwnorm_bwd_mad_s16.sel$85 (clk, rst, mask, \port$913$0 , clear, p1, q, r
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$913$0 ;
-  wire [1:0] \port$913$0 ;
+  output [1:0] \port$919$0 ;
+  wire [1:0] \port$919$0 ;
   input [16:0] q;
   wire [16:0] q;
   input rst;
@@ -5134,7 +5217,7 @@ module \hwnorm_bwd_mad_s16.sel$85 (clk, rst, mask, \port$913$0 , clear, p1, q, r
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$913$0  = \$7 ;
+  assign \port$919$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

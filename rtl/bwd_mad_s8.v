@@ -565,99 +565,109 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [13:0] \$600 ;
   wire [13:0] \$601 ;
   wire \$602 ;
-  wire [7:0] \$603 ;
-  wire [21:0] \$604 ;
-  wire [15:0] \$605 ;
-  wire [15:0] \$606 ;
-  wire [28:0] \$607 ;
-  wire [125:0] \$608 ;
-  wire [125:0] \$609 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire [7:0] \$607 ;
+  wire [21:0] \$608 ;
+  wire [15:0] \$609 ;
   wire \$61 ;
-  wire [125:0] \$610 ;
-  wire [125:0] \$611 ;
-  wire [5:0] \$612 ;
+  wire [15:0] \$610 ;
+  wire [28:0] \$611 ;
+  wire \$612 ;
   wire \$613 ;
-  wire [45:0] \$614 ;
-  wire [5:0] \$615 ;
+  wire [125:0] \$614 ;
+  wire [125:0] \$615 ;
   wire [125:0] \$616 ;
   wire [125:0] \$617 ;
   wire [5:0] \$618 ;
   wire \$619 ;
   wire \$62 ;
-  wire [91:0] \$620 ;
+  wire [45:0] \$620 ;
   wire [5:0] \$621 ;
-  wire \$622 ;
-  wire \$623 ;
-  wire [90:0] \$624 ;
-  wire [90:0] \$625 ;
-  wire [5:0] \$626 ;
-  wire \$627 ;
-  wire [91:0] \$628 ;
-  wire [5:0] \$629 ;
+  wire [125:0] \$622 ;
+  wire [125:0] \$623 ;
+  wire [5:0] \$624 ;
+  wire \$625 ;
+  wire [91:0] \$626 ;
+  wire [5:0] \$627 ;
+  wire \$628 ;
+  wire \$629 ;
   wire \$63 ;
-  wire \$630 ;
-  wire \$631 ;
-  wire [90:0] \$632 ;
-  wire [90:0] \$633 ;
-  wire [5:0] \$634 ;
-  wire \$635 ;
-  wire [91:0] \$636 ;
-  wire [5:0] \$637 ;
-  wire \$638 ;
-  wire \$639 ;
+  wire [90:0] \$630 ;
+  wire [90:0] \$631 ;
+  wire [5:0] \$632 ;
+  wire \$633 ;
+  wire [91:0] \$634 ;
+  wire [5:0] \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire [90:0] \$638 ;
+  wire [90:0] \$639 ;
   wire \$64 ;
-  wire [90:0] \$640 ;
-  wire [90:0] \$641 ;
-  wire \$642 ;
-  wire \$643 ;
+  wire [5:0] \$640 ;
+  wire \$641 ;
+  wire [91:0] \$642 ;
+  wire [5:0] \$643 ;
   wire \$644 ;
   wire \$645 ;
-  wire \$646 ;
-  wire \$647 ;
+  wire [90:0] \$646 ;
+  wire [90:0] \$647 ;
   wire \$648 ;
   wire \$649 ;
   wire \$65 ;
   wire \$650 ;
-  reg [7:0] \$651 ;
-  reg [7:0] \$652 ;
-  reg \$653 ;
-  reg [2:0] \$654 ;
-  reg \$655 ;
-  reg \$656 ;
-  reg \$657 ;
-  reg \$658 ;
-  reg \$659 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  reg [7:0] \$659 ;
   wire \$66 ;
-  reg \$660 ;
-  reg [52:0] \$661 ;
-  reg [52:0] \$662 ;
-  reg [53:0] \$663 ;
-  reg [7:0] \$664 ;
-  reg [12:0] \$665 ;
-  reg [12:0] \$666 ;
-  reg [126:0] \$667 ;
-  reg [20:0] \$668 ;
-  reg [27:0] \$669 ;
+  reg [7:0] \$660 ;
+  reg \$661 ;
+  reg [2:0] \$662 ;
+  reg \$663 ;
+  reg \$664 ;
+  reg \$665 ;
+  reg \$666 ;
+  reg \$667 ;
+  reg \$668 ;
+  reg [52:0] \$669 ;
   wire \$67 ;
-  reg [42:0] \$670 ;
-  reg [4:0] \$671 ;
-  reg [5:0] \$672 ;
-  reg [8:0] \$673 ;
-  reg \$674 ;
-  reg [4:0] \$675 ;
-  reg [90:0] \$676 ;
-  reg [39:0] \$677 ;
-  reg [124:0] \$678 ;
-  reg [44:0] \$679 ;
+  reg [52:0] \$670 ;
+  reg [53:0] \$671 ;
+  reg [7:0] \$672 ;
+  reg [12:0] \$673 ;
+  reg [12:0] \$674 ;
+  reg \$675 ;
+  reg \$676 ;
+  reg [126:0] \$677 ;
+  reg [20:0] \$678 ;
+  reg [27:0] \$679 ;
   wire [6:0] \$68 ;
-  reg [44:0] \$680 ;
-  reg [90:0] \$681 ;
-  reg [75:0] \$682 ;
-  reg [51:0] \$683 ;
-  reg [51:0] \$684 ;
-  reg [51:0] \$685 ;
-  wire [1:0] \$686 ;
+  reg [42:0] \$680 ;
+  reg [4:0] \$681 ;
+  reg [5:0] \$682 ;
+  reg [8:0] \$683 ;
+  reg \$684 ;
+  reg [4:0] \$685 ;
+  reg [90:0] \$686 ;
+  reg [39:0] \$687 ;
+  reg [124:0] \$688 ;
+  reg [44:0] \$689 ;
   wire [6:0] \$69 ;
+  reg [44:0] \$690 ;
+  reg [90:0] \$691 ;
+  reg [75:0] \$692 ;
+  reg [51:0] \$693 ;
+  reg [51:0] \$694 ;
+  reg [51:0] \$695 ;
+  wire [1:0] \$696 ;
   wire \$7 ;
   wire [6:0] \$70 ;
   wire \$71 ;
@@ -693,11 +703,14 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$99 ;
   (* init = 9'h000 *)
   wire [8:0] \$signal ;
-  reg [2:0] \$signal$66  = 3'h0;
-  wire [2:0] \$signal$66[0] ;
+  (* init = 1'h0 *)
+  wire \$signal$17 ;
+  reg [2:0] \$signal$65  = 3'h0;
+  wire [2:0] \$signal$65[0] ;
+  reg \$signal$68  = 1'h0;
   reg \$signal$69  = 1'h0;
-  reg \$signal$70  = 1'h0;
-  reg \$signal$72  = 1'h0;
+  reg \$signal$71  = 1'h0;
+  wire \$signal$85 ;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
   wire adv;
@@ -747,15 +760,16 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   input i__valid;
   wire i__valid;
   reg [44:0] lane_a = 45'h000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [122:0] lo_init;
   reg [44:0] m1 = 45'h000000000000;
   reg [75:0] m2 = 76'h0000000000000000000;
-  wire mask;
-  wire \mask$22 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$20 ;
   reg neg;
-  reg \neg$48 ;
+  reg \neg$46 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -779,8 +793,6 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   input rst;
   wire rst;
   reg rz = 1'h0;
-  (* init = 1'h0 *)
-  wire \rz$20 ;
   reg [7:0] s0_g = 8'h00;
   wire [7:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -801,7 +813,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$44 ;
+  reg \start$42 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -813,12 +825,20 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   output stats__valid;
   reg stats__valid;
   reg [6:0] steps;
-  reg [4:0] \steps$49 ;
+  reg [4:0] \steps$47 ;
   reg take;
   reg [124:0] tq = 125'h00000000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$302  = \$298  | \$301 ;
+  assign \$303  = \$295  | \$302 ;
+  assign \$304  = chan__payload[82] | chan__payload[83];
+  assign \$305  = chan__payload[84] | chan__payload[85];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = chan__payload[86] | chan__payload[87];
+  assign \$308  = chan__payload[88] | chan__payload[89];
+  assign \$309  = \$307  | \$308 ;
   assign \$310  = \$306  | \$309 ;
   assign \$311  = chan__payload[90] | chan__payload[91];
   assign \$312  = \$310  | \$311 ;
@@ -1087,8 +1107,8 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$575  = fsm_state == 6'h2b;
   assign \$576  = fsm_state == 6'h2c;
   assign \$577  = $signed(s0_g) * $signed(lane_a);
-  assign \$578  = \$signal$66  == 2'h2;
-  assign \$579  = ! \$signal$66 ;
+  assign \$578  = \$signal$65  == 2'h2;
+  assign \$579  = ! \$signal$65 ;
   assign \$580  = \$579  ? const0 : const1;
   assign \$581  = \$578  ? const2 : \$580 ;
   assign \$582  = $signed(\$581 ) + $signed(26'h1000000);
@@ -1106,120 +1126,128 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$599  = sat + \$598 ;
   assign \$600  = left - 1'h1;
   assign \$601  = last ? 14'h0000 : \$600 ;
-  assign \$602  = ! p;
-  assign \$603  = mask ? i__payload[15:8] : 8'h00;
-  assign \$604  = $signed(sg) + $signed(\$603 );
-  assign \$605  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$606  = mask ? \$605  : 16'h0000;
-  assign \$607  = $signed(sgx) + $signed(\$606 );
-  assign \$608  = $signed(tq) + $signed(2'h1);
-  assign \$610  = $signed(tq) + $signed(2'h1);
-  assign \$612  = align + sh;
-  assign \$613  = \$612  == 5'h19;
-  assign \$615  = align + 1'h1;
+  assign \$602  = left > 1'h1;
+  assign \$603  = left <= 2'h2;
+  assign \$604  = chan__payload[12:0] > 1'h0;
+  assign \$605  = chan__payload[12:0] <= 1'h1;
+  assign \$606  = ! p;
+  assign \$607  = mask ? i__payload[15:8] : 8'h00;
+  assign \$608  = $signed(sg) + $signed(\$607 );
+  assign \$609  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$610  = mask ? \$609  : 16'h0000;
+  assign \$611  = $signed(sgx) + $signed(\$610 );
+  assign \$612  = chan[12:0] > 1'h0;
+  assign \$613  = chan[12:0] <= 1'h1;
+  assign \$614  = $signed(tq) + $signed(2'h1);
   assign \$616  = $signed(tq) + $signed(2'h1);
   assign \$618  = align + sh;
   assign \$619  = \$618  == 5'h19;
   assign \$621  = align + 1'h1;
-  assign \$622  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$623  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$624  = \$623  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$625  = \$622  ? 91'h00000000007ff8111ff0000 : \$624 ;
-  assign \$626  = align + sh;
-  assign \$627  = \$626  == 5'h19;
-  assign \$629  = align + 1'h1;
-  assign \$630  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$631  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$632  = \$631  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$633  = \$630  ? 91'h00000000007ff8111ff0000 : \$632 ;
-  assign \$634  = align + sh;
-  assign \$635  = \$634  == 5'h19;
-  assign \$637  = align + 1'h1;
-  assign \$638  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$639  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$640  = \$639  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$641  = \$638  ? 91'h00000000007ff8111ff0000 : \$640 ;
-  assign \$642  = | left;
-  assign \$643  = ~ \$642 ;
-  assign \$644  = ~ \$signal$70 ;
-  assign \$645  = \$643  & \$644 ;
-  assign \$646  = ~ \$signal$69 ;
-  assign \$647  = \$645  & \$646 ;
-  assign \$648  = ~ s2_valid;
-  assign \$649  = \$647  & \$648 ;
-  assign \$650  = \$649  & adv;
+  assign \$622  = $signed(tq) + $signed(2'h1);
+  assign \$624  = align + sh;
+  assign \$625  = \$624  == 5'h19;
+  assign \$627  = align + 1'h1;
+  assign \$628  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$629  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$630  = \$629  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$631  = \$628  ? 91'h00000000007ff8111ff0000 : \$630 ;
+  assign \$632  = align + sh;
+  assign \$633  = \$632  == 5'h19;
+  assign \$635  = align + 1'h1;
+  assign \$636  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$637  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$638  = \$637  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$639  = \$636  ? 91'h00000000007ff8111ff0000 : \$638 ;
+  assign \$640  = align + sh;
+  assign \$641  = \$640  == 5'h19;
+  assign \$643  = align + 1'h1;
+  assign \$644  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$645  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$646  = \$645  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$647  = \$644  ? 91'h00000000007ff8111ff0000 : \$646 ;
+  assign \$648  = | left;
+  assign \$649  = ~ \$648 ;
+  assign \$650  = ~ \$signal$69 ;
+  assign \$651  = \$649  & \$650 ;
+  assign \$652  = ~ \$signal$68 ;
+  assign \$653  = \$651  & \$652 ;
+  assign \$656  = ~ s2_valid;
+  assign \$657  = \$655  & \$656 ;
+  assign \$658  = \$657  & adv;
   always @(posedge clk)
-    s0_x <= \$651 ;
+    s0_x <= \$659 ;
   always @(posedge clk)
-    s0_g <= \$652 ;
+    s0_g <= \$660 ;
   always @(posedge clk)
-    s0_mask <= \$653 ;
+    s0_mask <= \$661 ;
   always @(posedge clk)
-    \$signal$66  <= \$654 ;
+    \$signal$65  <= \$662 ;
   always @(posedge clk)
-    o__valid <= \$655 ;
+    o__valid <= \$663 ;
   always @(posedge clk)
-    s2_valid <= \$656 ;
+    s2_valid <= \$664 ;
   always @(posedge clk)
-    \$signal$69  <= \$657 ;
+    \$signal$68  <= \$665 ;
   always @(posedge clk)
-    \$signal$70  <= \$658 ;
+    \$signal$69  <= \$666 ;
   always @(posedge clk)
-    s2_mask <= \$659 ;
+    s2_mask <= \$667 ;
   always @(posedge clk)
-    \$signal$72  <= \$660 ;
+    \$signal$71  <= \$668 ;
   always @(posedge clk)
-    s1_t0_0 <= \$661 ;
+    s1_t0_0 <= \$669 ;
   always @(posedge clk)
-    s1_t0_1 <= \$662 ;
+    s1_t0_1 <= \$670 ;
   always @(posedge clk)
-    acc0 <= \$663 ;
+    acc0 <= \$671 ;
   always @(posedge clk)
-    o__payload <= \$664 ;
+    o__payload <= \$672 ;
   always @(posedge clk)
-    sat <= \$665 ;
+    sat <= \$673 ;
   always @(posedge clk)
-    left <= \$666 ;
+    left <= \$674 ;
   always @(posedge clk)
-    chan <= \$667 ;
+    mask <= \$675 ;
   always @(posedge clk)
-    sg <= \$668 ;
+    last <= \$676 ;
   always @(posedge clk)
-    sgx <= \$669 ;
+    chan <= \$677 ;
   always @(posedge clk)
-    dgamma <= \$670 ;
+    sg <= \$678 ;
   always @(posedge clk)
-    align <= \$671 ;
+    sgx <= \$679 ;
   always @(posedge clk)
-    fsm_state <= \$672 ;
+    dgamma <= \$680 ;
   always @(posedge clk)
-    q <= \$673 ;
+    align <= \$681 ;
   always @(posedge clk)
-    rz <= \$674 ;
+    fsm_state <= \$682 ;
   always @(posedge clk)
-    sh <= \$675 ;
+    q <= \$683 ;
   always @(posedge clk)
-    scratch <= \$676 ;
+    rz <= \$684 ;
   always @(posedge clk)
-    qg <= \$677 ;
+    sh <= \$685 ;
   always @(posedge clk)
-    tq <= \$678 ;
+    scratch <= \$686 ;
   always @(posedge clk)
-    m1 <= \$679 ;
+    qg <= \$687 ;
   always @(posedge clk)
-    lane_a <= \$680 ;
+    tq <= \$688 ;
   always @(posedge clk)
-    c0w <= \$681 ;
+    m1 <= \$689 ;
   always @(posedge clk)
-    m2 <= \$682 ;
+    lane_a <= \$690 ;
   always @(posedge clk)
-    const1 <= \$683 ;
+    c0w <= \$691 ;
   always @(posedge clk)
-    const2 <= \$684 ;
+    m2 <= \$692 ;
   always @(posedge clk)
-    const0 <= \$685 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const1 <= \$693 ;
+  always @(posedge clk)
+    const2 <= \$694 ;
+  always @(posedge clk)
+    const0 <= \$695 ;
   assign \$3  = \$1  + \$2 ;
   assign \$201  = \$3 [16] | \$3 [17];
   assign \$202  = \$3 [18] | \$3 [19];
@@ -1309,14 +1337,6 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$299  = chan__payload[78] | chan__payload[79];
   assign \$300  = chan__payload[80] | chan__payload[81];
   assign \$301  = \$299  | \$300 ;
-  assign \$302  = \$298  | \$301 ;
-  assign \$303  = \$295  | \$302 ;
-  assign \$304  = chan__payload[82] | chan__payload[83];
-  assign \$305  = chan__payload[84] | chan__payload[85];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = chan__payload[86] | chan__payload[87];
-  assign \$308  = chan__payload[88] | chan__payload[89];
-  assign \$309  = \$307  | \$308 ;
   \hwnorm_bwd_mad_s8.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1335,18 +1355,18 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .c(c),
     .clk(clk),
     .done(\done$83 ),
-    .\neg$12 (\neg$48 ),
+    .\neg$12 (\neg$46 ),
     .p(p),
     .rst(rst),
-    .start(\start$44 ),
-    .steps(\steps$49 )
+    .start(\start$42 ),
+    .steps(\steps$47 )
   );
-  \hwnorm_bwd_mad_s8.sel$85  \sel$85  (
+  \hwnorm_bwd_mad_s8.sel$86  \sel$86  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$759$0 (\$686 ),
+    .\port$765$0 (\$696 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -1849,7 +1869,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$44  = 1'h0;
+    \start$42  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1858,17 +1878,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1884,21 +1904,21 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1912,7 +1932,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -1920,7 +1940,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -1928,7 +1948,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \start$44  = 1'h1;
+          \start$42  = 1'h1;
     endcase
   end
   always @* begin
@@ -2185,7 +2205,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$48  = 1'h0;
+    \neg$46  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2194,17 +2214,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \neg$48  = 1'h1;
+          \neg$46  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$48  = \$490 ;
+          \neg$46  = \$490 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2220,21 +2240,21 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$48  = \$507 ;
+          \neg$46  = \$507 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$48  = \$511 ;
+          \neg$46  = \$511 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2248,7 +2268,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$48  = 1'h1;
+          \neg$46  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2256,7 +2276,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \neg$48  = 1'h0;
+          \neg$46  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2264,12 +2284,12 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \neg$48  = \$528 ;
+          \neg$46  = \$528 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$49  = 5'h00;
+    \steps$47  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2278,17 +2298,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \steps$49  = 5'h0d;
+          \steps$47  = 5'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$49  = 5'h0d;
+          \steps$47  = 5'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$49  = 5'h15;
+          \steps$47  = 5'h15;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2304,21 +2324,21 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \steps$49  = 5'h0d;
+          \steps$47  = 5'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$49  = 5'h15;
+          \steps$47  = 5'h15;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$49  = 5'h08;
+          \steps$47  = 5'h08;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$49  = 5'h1b;
+          \steps$47  = 5'h1b;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2332,7 +2352,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$49  = 5'h0e;
+          \steps$47  = 5'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2340,7 +2360,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \steps$49  = 5'h0e;
+          \steps$47  = 5'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2348,7 +2368,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \steps$49  = 5'h0e;
+          \steps$47  = 5'h0e;
     endcase
   end
   always @* begin
@@ -2835,172 +2855,172 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = s0_x;
+    \$659  = s0_x;
     if (take) begin
-      \$651  = i__payload[7:0];
+      \$659  = i__payload[7:0];
     end
     if (rst) begin
-      \$651  = 8'h00;
+      \$659  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = s0_g;
+    \$660  = s0_g;
     if (take) begin
-      \$652  = i__payload[15:8];
+      \$660  = i__payload[15:8];
     end
     if (rst) begin
-      \$652  = 8'h00;
+      \$660  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = s0_mask;
+    \$661  = s0_mask;
     if (take) begin
-      \$653  = mask;
+      \$661  = mask;
     end
     if (rst) begin
-      \$653  = 1'h0;
+      \$661  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = \$signal$66 ;
+    \$662  = \$signal$65 ;
     if (take) begin
-      \$654  = { 1'h0, \$686  };
+      \$662  = { 1'h0, \$696  };
     end
     if (rst) begin
-      \$654  = 3'h0;
+      \$662  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = o__valid;
+    \$663  = o__valid;
     if (adv) begin
-      \$655  = s2_valid;
+      \$663  = s2_valid;
     end
     if (rst) begin
-      \$655  = 1'h0;
+      \$663  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = s2_valid;
+    \$664  = s2_valid;
     if (adv) begin
-      \$656  = \$signal$69 ;
+      \$664  = \$signal$68 ;
     end
     if (rst) begin
-      \$656  = 1'h0;
+      \$664  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = \$signal$69 ;
+    \$665  = \$signal$68 ;
     if (adv) begin
-      \$657  = \$signal$70 ;
+      \$665  = \$signal$69 ;
     end
     if (rst) begin
-      \$657  = 1'h0;
+      \$665  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = \$signal$70 ;
+    \$666  = \$signal$69 ;
     if (adv) begin
-      \$658  = take;
+      \$666  = take;
     end
     if (rst) begin
-      \$658  = 1'h0;
+      \$666  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = s2_mask;
+    \$667  = s2_mask;
     if (adv) begin
-      \$659  = \$signal$72 ;
+      \$667  = \$signal$71 ;
     end
     if (rst) begin
-      \$659  = 1'h0;
+      \$667  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = \$signal$72 ;
+    \$668  = \$signal$71 ;
     if (adv) begin
-      \$660  = s0_mask;
+      \$668  = s0_mask;
     end
     if (rst) begin
-      \$660  = 1'h0;
+      \$668  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = s1_t0_0;
+    \$669  = s1_t0_0;
     if (adv) begin
-      \$661  = \$577 ;
+      \$669  = \$577 ;
     end
     if (rst) begin
-      \$661  = 53'h00000000000000;
+      \$669  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = s1_t0_1;
+    \$670  = s1_t0_1;
     if (adv) begin
-      \$662  = \$582 ;
+      \$670  = \$582 ;
     end
     if (rst) begin
-      \$662  = 53'h00000000000000;
+      \$670  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = acc0;
+    \$671  = acc0;
     if (adv) begin
-      \$663  = \$583 ;
+      \$671  = \$583 ;
     end
     if (rst) begin
-      \$663  = 54'h00000000000000;
+      \$671  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = o__payload;
+    \$672  = o__payload;
     if (adv) begin
-      \$664  = \$592 [7:0];
+      \$672  = \$592 [7:0];
     end
     if (rst) begin
-      \$664  = 8'h00;
+      \$672  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = sat;
+    \$673  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$665  = \$599 [12:0];
+        \$673  = \$599 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$665  = 13'h0000;
+            \$673  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$665  = 13'h0000;
+      \$673  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = left;
+    \$674  = left;
     if (beat) begin
-      \$666  = \$601 [12:0];
+      \$674  = \$601 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$666  = chan__payload[12:0];
+            \$674  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3013,36 +3033,96 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$666  = chan[12:0];
+              \$674  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$666  = 13'h0000;
+      \$674  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = chan;
+    \$675  = mask;
+    if (beat) begin
+      \$675  = \$602 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$667  = chan__payload;
+            \$675  = \$604 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$675  = \$612 ;
+            end
           end
     endcase
     if (rst) begin
-      \$667  = 127'h00000000000000000000000000000000;
+      \$675  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = sg;
+    \$676  = last;
+    if (beat) begin
+      \$676  = \$603 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$668  = 21'h000000;
+            \$676  = \$605 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$676  = \$613 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$676  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$677  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$677  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$677  = 127'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$678  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$678  = 21'h000000;
             if (refused) begin
-              \$668  = 21'h000000;
+              \$678  = 21'h000000;
             end
           end
       6'h02:
@@ -3055,20 +3135,20 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$668  = \$604 [20:0];
+            \$678  = \$608 [20:0];
           end
     endcase
     if (rst) begin
-      \$668  = 21'h000000;
+      \$678  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = sgx;
+    \$679  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$669  = 28'h0000000;
+            \$679  = 28'h0000000;
           end
       6'h02:
           /* empty */;
@@ -3080,20 +3160,20 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$669  = \$607 [27:0];
+            \$679  = \$611 [27:0];
           end
     endcase
     if (rst) begin
-      \$669  = 28'h0000000;
+      \$679  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = dgamma;
+    \$680  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$670  = 43'h00000000000;
+            \$680  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3124,19 +3204,19 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0f:
           /* empty */;
       6'h10:
-          \$670  = \$611 [42:0];
+          \$680  = \$617 [42:0];
     endcase
     if (rst) begin
-      \$670  = 43'h00000000000;
+      \$680  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = align;
+    \$681  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$671  = 5'h00;
+            \$681  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -3174,10 +3254,10 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$613 ) begin
-            \$671  = 5'h00;
+          if (\$619 ) begin
+            \$681  = 5'h00;
           end else begin
-            \$671  = \$615 [4:0];
+            \$681  = \$621 [4:0];
           end
       6'h14:
           /* empty */;
@@ -3207,10 +3287,10 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$619 ) begin
-            \$671  = 5'h00;
+          if (\$625 ) begin
+            \$681  = 5'h00;
           end else begin
-            \$671  = \$621 [4:0];
+            \$681  = \$627 [4:0];
           end
       6'h22:
           /* empty */;
@@ -3220,10 +3300,10 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$627 ) begin
-            \$671  = 5'h00;
+          if (\$633 ) begin
+            \$681  = 5'h00;
           end else begin
-            \$671  = \$629 [4:0];
+            \$681  = \$635 [4:0];
           end
       6'h26:
           /* empty */;
@@ -3233,173 +3313,173 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$635 ) begin
-            \$671  = 5'h00;
+          if (\$641 ) begin
+            \$681  = 5'h00;
           end else begin
-            \$671  = \$637 [4:0];
+            \$681  = \$643 [4:0];
           end
     endcase
     if (rst) begin
-      \$671  = 5'h00;
+      \$681  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = fsm_state;
+    \$682  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$672  = 6'h01;
+              \$682  = 6'h01;
             end else begin
-              \$672  = 6'h02;
+              \$682  = 6'h02;
             end
           end
       6'h02:
-          \$672  = 6'h03;
+          \$682  = 6'h03;
       6'h03:
           if (done) begin
-            \$672  = 6'h04;
+            \$682  = 6'h04;
           end
       6'h04:
-          \$672  = 6'h05;
+          \$682  = 6'h05;
       6'h05:
           if (\done$83 ) begin
-            \$672  = 6'h06;
+            \$682  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$672  = 6'h07;
+              \$682  = 6'h07;
             end
           end
       6'h07:
-          \$672  = 6'h08;
+          \$682  = 6'h08;
       6'h08:
           if (\done$83 ) begin
-            \$672  = 6'h09;
+            \$682  = 6'h09;
           end
       6'h09:
-          \$672  = 6'h0a;
+          \$682  = 6'h0a;
       6'h0a:
           if (\done$83 ) begin
-            \$672  = 6'h0b;
+            \$682  = 6'h0b;
           end
       6'h0b:
-          \$672  = 6'h0c;
+          \$682  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$672  = 6'h0d;
+            \$682  = 6'h0d;
           end
       6'h0d:
-          \$672  = 6'h0e;
+          \$682  = 6'h0e;
       6'h0e:
-          \$672  = 6'h0f;
+          \$682  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$672  = 6'h10;
+            \$682  = 6'h10;
           end
       6'h10:
-          \$672  = 6'h11;
+          \$682  = 6'h11;
       6'h11:
-          \$672  = 6'h12;
+          \$682  = 6'h12;
       6'h12:
           if (\done$83 ) begin
-            \$672  = 6'h13;
+            \$682  = 6'h13;
           end
       6'h13:
-          if (\$613 ) begin
-            \$672  = 6'h14;
+          if (\$619 ) begin
+            \$682  = 6'h14;
           end
       6'h14:
-          \$672  = 6'h15;
+          \$682  = 6'h15;
       6'h15:
           if (\done$83 ) begin
-            \$672  = 6'h16;
+            \$682  = 6'h16;
           end
       6'h16:
-          \$672  = 6'h17;
+          \$682  = 6'h17;
       6'h17:
           if (\done$83 ) begin
-            \$672  = 6'h18;
+            \$682  = 6'h18;
           end
       6'h18:
-          \$672  = 6'h19;
+          \$682  = 6'h19;
       6'h19:
           if (\done$83 ) begin
-            \$672  = 6'h1a;
+            \$682  = 6'h1a;
           end
       6'h1a:
-          \$672  = 6'h1b;
+          \$682  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$672  = 6'h1c;
+            \$682  = 6'h1c;
           end
       6'h1c:
-          \$672  = 6'h1d;
+          \$682  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$672  = 6'h1e;
+            \$682  = 6'h1e;
           end
       6'h1e:
-          \$672  = 6'h1f;
+          \$682  = 6'h1f;
       6'h1f:
-          \$672  = 6'h20;
+          \$682  = 6'h20;
       6'h20:
           if (\done$83 ) begin
-            \$672  = 6'h21;
+            \$682  = 6'h21;
           end
       6'h21:
-          if (\$619 ) begin
-            \$672  = 6'h22;
+          if (\$625 ) begin
+            \$682  = 6'h22;
           end
       6'h22:
-          \$672  = 6'h23;
+          \$682  = 6'h23;
       6'h23:
-          \$672  = 6'h24;
+          \$682  = 6'h24;
       6'h24:
           if (\done$83 ) begin
-            \$672  = 6'h25;
+            \$682  = 6'h25;
           end
       6'h25:
-          if (\$627 ) begin
-            \$672  = 6'h26;
+          if (\$633 ) begin
+            \$682  = 6'h26;
           end
       6'h26:
-          \$672  = 6'h27;
+          \$682  = 6'h27;
       6'h27:
-          \$672  = 6'h28;
+          \$682  = 6'h28;
       6'h28:
           if (\done$83 ) begin
-            \$672  = 6'h29;
+            \$682  = 6'h29;
           end
       6'h29:
-          if (\$635 ) begin
-            \$672  = 6'h2a;
+          if (\$641 ) begin
+            \$682  = 6'h2a;
           end
       6'h2a:
-          \$672  = 6'h2b;
+          \$682  = 6'h2b;
       6'h2b:
-          if (\$650 ) begin
-            \$672  = 6'h2c;
+          if (\$658 ) begin
+            \$682  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$672  = 6'h00;
+            \$682  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$672  = 6'h00;
+            \$682  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$672  = 6'h00;
+      \$682  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = q;
+    \$683  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3407,16 +3487,16 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h03:
           if (done) begin
-            \$673  = \q$82 [8:0];
+            \$683  = \q$82 [8:0];
           end
     endcase
     if (rst) begin
-      \$673  = 9'h000;
+      \$683  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = rz;
+    \$684  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3428,16 +3508,16 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h05:
           if (\done$83 ) begin
-            \$674  = \$602 ;
+            \$684  = \$606 ;
           end
     endcase
     if (rst) begin
-      \$674  = 1'h0;
+      \$684  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = sh;
+    \$685  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3450,15 +3530,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h05:
           /* empty */;
       6'h06:
-          \$675  = \$287 [4:0];
+          \$685  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$675  = 5'h00;
+      \$685  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = scratch;
+    \$686  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3476,7 +3556,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h08:
           if (\done$83 ) begin
-            \$676  = p;
+            \$686  = p;
           end
       6'h09:
           /* empty */;
@@ -3508,13 +3588,13 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h17:
           if (\done$83 ) begin
-            \$676  = p;
+            \$686  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$83 ) begin
-            \$676  = p;
+            \$686  = p;
           end
       6'h1a:
           /* empty */;
@@ -3530,13 +3610,13 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h20:
           if (\done$83 ) begin
-            \$676  = p;
+            \$686  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$619 ) begin
+          if (\$625 ) begin
           end else begin
-            \$676  = \$620 [90:0];
+            \$686  = \$626 [90:0];
           end
       6'h22:
           /* empty */;
@@ -3544,13 +3624,13 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h24:
           if (\done$83 ) begin
-            \$676  = p;
+            \$686  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$627 ) begin
+          if (\$633 ) begin
           end else begin
-            \$676  = \$628 [90:0];
+            \$686  = \$634 [90:0];
           end
       6'h26:
           /* empty */;
@@ -3558,22 +3638,22 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h28:
           if (\done$83 ) begin
-            \$676  = p;
+            \$686  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$635 ) begin
+          if (\$641 ) begin
           end else begin
-            \$676  = \$636 [90:0];
+            \$686  = \$642 [90:0];
           end
     endcase
     if (rst) begin
-      \$676  = 91'h00000000000000000000000;
+      \$686  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = qg;
+    \$687  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3595,16 +3675,16 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0a:
           if (\done$83 ) begin
-            \$677  = p[39:0];
+            \$687  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$677  = 40'h0000000000;
+      \$687  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = tq;
+    \$688  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3630,7 +3710,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0c:
           if (done) begin
-            \$678  = \q$82 ;
+            \$688  = \q$82 ;
           end
       6'h0d:
           /* empty */;
@@ -3638,7 +3718,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0f:
           if (done) begin
-            \$678  = \q$82 ;
+            \$688  = \q$82 ;
           end
       6'h10:
           /* empty */;
@@ -3664,22 +3744,22 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1b:
           if (done) begin
-            \$678  = \q$82 ;
+            \$688  = \q$82 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$678  = \q$82 ;
+            \$688  = \q$82 ;
           end
     endcase
     if (rst) begin
-      \$678  = 125'h00000000000000000000000000000000;
+      \$688  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = m1;
+    \$689  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3706,15 +3786,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0c:
           /* empty */;
       6'h0d:
-          \$679  = \$609 [44:0];
+          \$689  = \$615 [44:0];
     endcase
     if (rst) begin
-      \$679  = 45'h000000000000;
+      \$689  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = lane_a;
+    \$690  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3752,22 +3832,22 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h12:
           if (\done$83 ) begin
-            \$680  = p[44:0];
+            \$690  = p[44:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$613 ) begin
+          if (\$619 ) begin
           end else begin
-            \$680  = \$614 [44:0];
+            \$690  = \$620 [44:0];
           end
     endcase
     if (rst) begin
-      \$680  = 45'h000000000000;
+      \$690  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = c0w;
+    \$691  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3811,16 +3891,16 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h15:
           if (\done$83 ) begin
-            \$681  = p;
+            \$691  = p;
           end
     endcase
     if (rst) begin
-      \$681  = 91'h00000000000000000000000;
+      \$691  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = m2;
+    \$692  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3881,15 +3961,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1d:
           /* empty */;
       6'h1e:
-          \$682  = \$617 [75:0];
+          \$692  = \$623 [75:0];
     endcase
     if (rst) begin
-      \$682  = 76'h0000000000000000000;
+      \$692  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = const1;
+    \$693  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3958,15 +4038,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h21:
           /* empty */;
       6'h22:
-          \$683  = \$625 [51:0];
+          \$693  = \$631 [51:0];
     endcase
     if (rst) begin
-      \$683  = 52'h0000000000000;
+      \$693  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = const2;
+    \$694  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4043,15 +4123,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h25:
           /* empty */;
       6'h26:
-          \$684  = \$633 [51:0];
+          \$694  = \$639 [51:0];
     endcase
     if (rst) begin
-      \$684  = 52'h0000000000000;
+      \$694  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = const0;
+    \$695  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4136,21 +4216,22 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h29:
           /* empty */;
       6'h2a:
-          \$685  = \$641 [51:0];
+          \$695  = \$647 [51:0];
     endcase
     if (rst) begin
-      \$685  = 52'h0000000000000;
+      \$695  = 52'h0000000000000;
     end
   end
   assign \$signal  = q;
-  assign \rz$20  = rz;
+  assign \$signal$17  = rz;
   assign x = i__payload[7:0];
-  assign \mask$22  = mask;
+  assign \mask$20  = mask;
   assign shv = { 62'h0000000000000000, \$3  };
   assign sh_new = \$287 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$686  };
+  assign sel = { 1'h0, \$696  };
+  assign \$signal$85  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[91:34];
@@ -4174,8 +4255,8 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$66[0]  = \$signal$66 ;
-  assign \sel[0]  = { 1'h0, \$686  };
+  assign \$signal$65[0]  = \$signal$65 ;
+  assign \sel[0]  = { 1'h0, \$696  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4398,13 +4479,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$589  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$593  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$595  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$609  = { \$608 [125], \$608 [125:1] };
-  assign \$611  = { \$610 [125], \$610 [125:1] };
-  assign \$614  = { lane_a, 1'h0 };
+  assign \$615  = { \$614 [125], \$614 [125:1] };
   assign \$617  = { \$616 [125], \$616 [125:1] };
-  assign \$620  = { scratch, 1'h0 };
-  assign \$628  = { scratch, 1'h0 };
-  assign \$636  = { scratch, 1'h0 };
+  assign \$620  = { lane_a, 1'h0 };
+  assign \$623  = { \$622 [125], \$622 [125:1] };
+  assign \$626  = { scratch, 1'h0 };
+  assign \$634  = { scratch, 1'h0 };
+  assign \$642  = { scratch, 1'h0 };
+  assign \$654  = 1'h1;
+  assign \$655  = \$653 ;
 endmodule
 
 module \hwnorm_bwd_mad_s8.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -4755,7 +4838,7 @@ module \hwnorm_bwd_mad_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, cl
   assign \$6  = { 1'h0, b_sh[27:1] };
 endmodule
 
-module \hwnorm_bwd_mad_s8.sel$85 (clk, rst, mask, \port$759$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_mad_s8.sel$86 (clk, rst, \port$765$0 , clear, p1, mask, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -4781,8 +4864,8 @@ module \hwnorm_bwd_mad_s8.sel$85 (clk, rst, mask, \port$759$0 , clear, p1, q, rz
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$759$0 ;
-  wire [1:0] \port$759$0 ;
+  output [1:0] \port$765$0 ;
+  wire [1:0] \port$765$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -4826,7 +4909,7 @@ module \hwnorm_bwd_mad_s8.sel$85 (clk, rst, mask, \port$759$0 , clear, p1, q, rz
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$759$0  = \$7 ;
+  assign \port$765$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

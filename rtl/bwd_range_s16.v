@@ -746,117 +746,127 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [13:0] \$764 ;
   wire [13:0] \$765 ;
   wire [13:0] \$766 ;
-  wire [15:0] \$767 ;
-  wire [29:0] \$768 ;
-  wire [31:0] \$769 ;
+  wire \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
-  wire [31:0] \$770 ;
-  wire [44:0] \$771 ;
-  wire [145:0] \$772 ;
-  wire [145:0] \$773 ;
-  wire [145:0] \$774 ;
-  wire [145:0] \$775 ;
-  wire [6:0] \$776 ;
+  wire \$770 ;
+  wire [15:0] \$771 ;
+  wire [29:0] \$772 ;
+  wire [31:0] \$773 ;
+  wire [31:0] \$774 ;
+  wire [44:0] \$775 ;
+  wire \$776 ;
   wire \$777 ;
-  wire [64:0] \$778 ;
-  wire [6:0] \$779 ;
+  wire [145:0] \$778 ;
+  wire [145:0] \$779 ;
   wire \$78 ;
   wire [145:0] \$780 ;
   wire [145:0] \$781 ;
   wire [6:0] \$782 ;
   wire \$783 ;
-  wire [125:0] \$784 ;
+  wire [64:0] \$784 ;
   wire [6:0] \$785 ;
-  wire \$786 ;
-  wire \$787 ;
-  wire [124:0] \$788 ;
-  wire [124:0] \$789 ;
+  wire [145:0] \$786 ;
+  wire [145:0] \$787 ;
+  wire [6:0] \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire [6:0] \$790 ;
-  wire \$791 ;
-  wire [125:0] \$792 ;
-  wire [6:0] \$793 ;
-  wire \$794 ;
-  wire \$795 ;
-  wire [124:0] \$796 ;
-  wire [124:0] \$797 ;
-  wire [6:0] \$798 ;
-  wire \$799 ;
+  wire [125:0] \$790 ;
+  wire [6:0] \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire [124:0] \$794 ;
+  wire [124:0] \$795 ;
+  wire [6:0] \$796 ;
+  wire \$797 ;
+  wire [125:0] \$798 ;
+  wire [6:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire [125:0] \$800 ;
-  wire [6:0] \$801 ;
-  wire \$802 ;
-  wire \$803 ;
-  wire [124:0] \$804 ;
-  wire [124:0] \$805 ;
-  wire [6:0] \$806 ;
-  wire \$807 ;
-  wire [125:0] \$808 ;
-  wire [6:0] \$809 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire [124:0] \$802 ;
+  wire [124:0] \$803 ;
+  wire [6:0] \$804 ;
+  wire \$805 ;
+  wire [125:0] \$806 ;
+  wire [6:0] \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire \$810 ;
-  wire \$811 ;
-  wire [124:0] \$812 ;
-  wire [124:0] \$813 ;
-  wire [6:0] \$814 ;
-  wire \$815 ;
-  wire [125:0] \$816 ;
-  wire [6:0] \$817 ;
-  wire \$818 ;
-  wire \$819 ;
+  wire [124:0] \$810 ;
+  wire [124:0] \$811 ;
+  wire [6:0] \$812 ;
+  wire \$813 ;
+  wire [125:0] \$814 ;
+  wire [6:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire [124:0] \$818 ;
+  wire [124:0] \$819 ;
   wire \$82 ;
-  wire [124:0] \$820 ;
-  wire [124:0] \$821 ;
-  wire \$822 ;
-  wire \$823 ;
+  wire [6:0] \$820 ;
+  wire \$821 ;
+  wire [125:0] \$822 ;
+  wire [6:0] \$823 ;
   wire \$824 ;
   wire \$825 ;
-  wire \$826 ;
-  wire \$827 ;
+  wire [124:0] \$826 ;
+  wire [124:0] \$827 ;
   wire \$828 ;
   wire \$829 ;
   wire \$83 ;
   wire \$830 ;
-  reg [15:0] \$831 ;
-  reg [15:0] \$832 ;
-  reg \$833 ;
-  reg [2:0] \$834 ;
-  reg \$835 ;
-  reg \$836 ;
-  reg \$837 ;
-  reg \$838 ;
-  reg \$839 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  reg [15:0] \$839 ;
   wire \$84 ;
-  reg \$840 ;
-  reg [79:0] \$841 ;
-  reg [79:0] \$842 ;
-  reg [80:0] \$843 ;
-  reg [15:0] \$844 ;
-  reg [12:0] \$845 ;
-  reg [12:0] \$846 ;
-  reg [186:0] \$847 ;
-  reg [28:0] \$848 ;
-  reg [43:0] \$849 ;
+  reg [15:0] \$840 ;
+  reg \$841 ;
+  reg [2:0] \$842 ;
+  reg \$843 ;
+  reg \$844 ;
+  reg \$845 ;
+  reg \$846 ;
+  reg \$847 ;
+  reg \$848 ;
+  reg [79:0] \$849 ;
   wire \$85 ;
-  reg [61:0] \$850 ;
-  reg [5:0] \$851 ;
-  reg [5:0] \$852 ;
-  reg [5:0] \$853 ;
-  reg [124:0] \$854 ;
-  reg [55:0] \$855 ;
-  reg [144:0] \$856 ;
-  reg [63:0] \$857 ;
-  reg [63:0] \$858 ;
-  reg [124:0] \$859 ;
+  reg [79:0] \$850 ;
+  reg [80:0] \$851 ;
+  reg [15:0] \$852 ;
+  reg [12:0] \$853 ;
+  reg [12:0] \$854 ;
+  reg \$855 ;
+  reg \$856 ;
+  reg [186:0] \$857 ;
+  reg [28:0] \$858 ;
+  reg [43:0] \$859 ;
   wire \$86 ;
-  reg [95:0] \$860 ;
-  reg [78:0] \$861 ;
-  reg [78:0] \$862 ;
-  reg [78:0] \$863 ;
-  reg [78:0] \$864 ;
-  reg [78:0] \$865 ;
+  reg [61:0] \$860 ;
+  reg [5:0] \$861 ;
+  reg [5:0] \$862 ;
+  reg [5:0] \$863 ;
+  reg [124:0] \$864 ;
+  reg [55:0] \$865 ;
+  reg [144:0] \$866 ;
+  reg [63:0] \$867 ;
+  reg [63:0] \$868 ;
+  reg [124:0] \$869 ;
   wire \$87 ;
+  reg [95:0] \$870 ;
+  reg [78:0] \$871 ;
+  reg [78:0] \$872 ;
+  reg [78:0] \$873 ;
+  reg [78:0] \$874 ;
+  reg [78:0] \$875 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
@@ -874,6 +884,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   reg \$signal$66  = 1'h0;
   reg \$signal$67  = 1'h0;
   reg \$signal$69  = 1'h0;
+  wire \$signal$84 ;
   wire [2:0] \$signal[0] ;
   reg [124:0] a;
   reg [80:0] acc0 = 81'h000000000000000000000;
@@ -931,15 +942,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   input i__valid;
   wire i__valid;
   reg [63:0] lane_a = 64'h0000000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [142:0] lo_init;
   reg [63:0] m1 = 64'h0000000000000000;
   reg [95:0] m2 = 96'h000000000000000000000000;
-  wire mask;
-  wire \mask$20 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$18 ;
   reg neg;
-  reg \neg$51 ;
+  reg \neg$50 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -982,7 +994,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [5:0] sh_new;
   wire [124:0] shv;
   reg start;
-  reg \start$49 ;
+  reg \start$48 ;
   output [104:0] stats__payload;
   reg [104:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -994,7 +1006,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [7:0] \steps$47 ;
+  reg [7:0] \steps$46 ;
   reg take;
   reg [144:0] tq = 145'h0000000000000000000000000000000000000;
   wire [15:0] x;
@@ -1442,133 +1454,141 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \$764  = sat + \$763 ;
   assign \$765  = left - 1'h1;
   assign \$766  = last ? 14'h0000 : \$765 ;
-  assign \$767  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$768  = $signed(sg) + $signed(\$767 );
-  assign \$769  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$770  = mask ? \$769  : 32'd0;
-  assign \$771  = $signed(sgx) + $signed(\$770 );
-  assign \$772  = $signed(tq) + $signed(2'h1);
-  assign \$774  = $signed(tq) + $signed(2'h1);
-  assign \$776  = align + sh;
-  assign \$777  = \$776  == 6'h21;
-  assign \$779  = align + 1'h1;
+  assign \$767  = left > 1'h1;
+  assign \$768  = left <= 2'h2;
+  assign \$769  = chan__payload[12:0] > 1'h0;
+  assign \$770  = chan__payload[12:0] <= 1'h1;
+  assign \$771  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$772  = $signed(sg) + $signed(\$771 );
+  assign \$773  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$774  = mask ? \$773  : 32'd0;
+  assign \$775  = $signed(sgx) + $signed(\$774 );
+  assign \$776  = chan[12:0] > 1'h0;
+  assign \$777  = chan[12:0] <= 1'h1;
+  assign \$778  = $signed(tq) + $signed(2'h1);
   assign \$780  = $signed(tq) + $signed(2'h1);
   assign \$782  = align + sh;
   assign \$783  = \$782  == 6'h21;
   assign \$785  = align + 1'h1;
-  assign \$786  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$787  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$788  = \$787  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$789  = \$786  ? 125'h0000000000003ffc0001100100000000 : \$788 ;
-  assign \$790  = align + sh;
-  assign \$791  = \$790  == 6'h21;
-  assign \$793  = align + 1'h1;
-  assign \$794  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$795  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$796  = \$795  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$797  = \$794  ? 125'h0000000000003ffc0001100100000000 : \$796 ;
-  assign \$798  = align + sh;
-  assign \$799  = \$798  == 6'h21;
-  assign \$801  = align + 1'h1;
-  assign \$802  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$803  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$804  = \$803  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$805  = \$802  ? 125'h0000000000003ffc0001100100000000 : \$804 ;
-  assign \$806  = align + sh;
-  assign \$807  = \$806  == 6'h21;
-  assign \$809  = align + 1'h1;
-  assign \$810  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$811  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$812  = \$811  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$813  = \$810  ? 125'h0000000000003ffc0001100100000000 : \$812 ;
-  assign \$814  = align + sh;
-  assign \$815  = \$814  == 6'h21;
-  assign \$817  = align + 1'h1;
-  assign \$818  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$819  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$820  = \$819  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$821  = \$818  ? 125'h0000000000003ffc0001100100000000 : \$820 ;
-  assign \$822  = | left;
-  assign \$823  = ~ \$822 ;
-  assign \$824  = ~ \$signal$67 ;
-  assign \$825  = \$823  & \$824 ;
-  assign \$826  = ~ \$signal$66 ;
-  assign \$827  = \$825  & \$826 ;
-  assign \$828  = ~ s2_valid;
-  assign \$829  = \$827  & \$828 ;
-  assign \$830  = \$829  & adv;
+  assign \$786  = $signed(tq) + $signed(2'h1);
+  assign \$788  = align + sh;
+  assign \$789  = \$788  == 6'h21;
+  assign \$791  = align + 1'h1;
+  assign \$792  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$793  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$794  = \$793  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$795  = \$792  ? 125'h0000000000003ffc0001100100000000 : \$794 ;
+  assign \$796  = align + sh;
+  assign \$797  = \$796  == 6'h21;
+  assign \$799  = align + 1'h1;
+  assign \$800  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$801  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$802  = \$801  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$803  = \$800  ? 125'h0000000000003ffc0001100100000000 : \$802 ;
+  assign \$804  = align + sh;
+  assign \$805  = \$804  == 6'h21;
+  assign \$807  = align + 1'h1;
+  assign \$808  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$809  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$810  = \$809  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$811  = \$808  ? 125'h0000000000003ffc0001100100000000 : \$810 ;
+  assign \$812  = align + sh;
+  assign \$813  = \$812  == 6'h21;
+  assign \$815  = align + 1'h1;
+  assign \$816  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$817  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$818  = \$817  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$819  = \$816  ? 125'h0000000000003ffc0001100100000000 : \$818 ;
+  assign \$820  = align + sh;
+  assign \$821  = \$820  == 6'h21;
+  assign \$823  = align + 1'h1;
+  assign \$824  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$825  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$826  = \$825  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$827  = \$824  ? 125'h0000000000003ffc0001100100000000 : \$826 ;
+  assign \$828  = | left;
+  assign \$829  = ~ \$828 ;
+  assign \$830  = ~ \$signal$67 ;
+  assign \$831  = \$829  & \$830 ;
+  assign \$832  = ~ \$signal$66 ;
+  assign \$833  = \$831  & \$832 ;
+  assign \$836  = ~ s2_valid;
+  assign \$837  = \$835  & \$836 ;
+  assign \$838  = \$837  & adv;
   always @(posedge clk)
-    s0_x <= \$831 ;
+    s0_x <= \$839 ;
   always @(posedge clk)
-    s0_g <= \$832 ;
+    s0_g <= \$840 ;
   always @(posedge clk)
-    s0_mask <= \$833 ;
+    s0_mask <= \$841 ;
   always @(posedge clk)
-    \$signal  <= \$834 ;
+    \$signal  <= \$842 ;
   always @(posedge clk)
-    o__valid <= \$835 ;
+    o__valid <= \$843 ;
   always @(posedge clk)
-    s2_valid <= \$836 ;
+    s2_valid <= \$844 ;
   always @(posedge clk)
-    \$signal$66  <= \$837 ;
+    \$signal$66  <= \$845 ;
   always @(posedge clk)
-    \$signal$67  <= \$838 ;
+    \$signal$67  <= \$846 ;
   always @(posedge clk)
-    s2_mask <= \$839 ;
+    s2_mask <= \$847 ;
   always @(posedge clk)
-    \$signal$69  <= \$840 ;
+    \$signal$69  <= \$848 ;
   always @(posedge clk)
-    s1_t0_0 <= \$841 ;
+    s1_t0_0 <= \$849 ;
   always @(posedge clk)
-    s1_t0_1 <= \$842 ;
+    s1_t0_1 <= \$850 ;
   always @(posedge clk)
-    acc0 <= \$843 ;
+    acc0 <= \$851 ;
   always @(posedge clk)
-    o__payload <= \$844 ;
+    o__payload <= \$852 ;
   always @(posedge clk)
-    sat <= \$845 ;
+    sat <= \$853 ;
   always @(posedge clk)
-    left <= \$846 ;
+    left <= \$854 ;
   always @(posedge clk)
-    chan <= \$847 ;
+    mask <= \$855 ;
   always @(posedge clk)
-    sg <= \$848 ;
+    last <= \$856 ;
   always @(posedge clk)
-    sgx <= \$849 ;
+    chan <= \$857 ;
   always @(posedge clk)
-    dgamma <= \$850 ;
+    sg <= \$858 ;
   always @(posedge clk)
-    align <= \$851 ;
+    sgx <= \$859 ;
   always @(posedge clk)
-    fsm_state <= \$852 ;
+    dgamma <= \$860 ;
   always @(posedge clk)
-    sh <= \$853 ;
+    align <= \$861 ;
   always @(posedge clk)
-    scratch <= \$854 ;
+    fsm_state <= \$862 ;
   always @(posedge clk)
-    qg <= \$855 ;
+    sh <= \$863 ;
   always @(posedge clk)
-    tq <= \$856 ;
+    scratch <= \$864 ;
   always @(posedge clk)
-    m1 <= \$857 ;
+    qg <= \$865 ;
   always @(posedge clk)
-    lane_a <= \$858 ;
+    tq <= \$866 ;
   always @(posedge clk)
-    c0w <= \$859 ;
+    m1 <= \$867 ;
   always @(posedge clk)
-    m2 <= \$860 ;
+    lane_a <= \$868 ;
   always @(posedge clk)
-    const0 <= \$861 ;
+    c0w <= \$869 ;
   always @(posedge clk)
-    const1 <= \$862 ;
+    m2 <= \$870 ;
   always @(posedge clk)
-    const2 <= \$863 ;
+    const0 <= \$871 ;
   always @(posedge clk)
-    const3 <= \$864 ;
+    const1 <= \$872 ;
   always @(posedge clk)
-    const4 <= \$865 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const2 <= \$873 ;
+  always @(posedge clk)
+    const3 <= \$874 ;
+  always @(posedge clk)
+    const4 <= \$875 ;
   assign \$2  = chan[142:115] > chan[170:143];
   assign \$3  = \$2  ? chan[142:115] : chan[170:143];
   assign \$4  = \$1  + \$3 ;
@@ -1577,12 +1597,12 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
     .\den$13 (den),
     .done(\done$82 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$51 ),
+    .\neg$15 (\neg$50 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$49 ),
-    .steps(\steps$47 )
+    .start(\start$48 ),
+    .steps(\steps$46 )
   );
   \hwnorm_bwd_range_s16.mul  mul (
     .a(a),
@@ -1596,7 +1616,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_range_s16.sel$84  \sel$84  (
+  \hwnorm_bwd_range_s16.sel$85  \sel$85  (
     .chunk_size(chunk_size),
     .clear(clear),
     .clk(clk),
@@ -2558,7 +2578,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$47  = 8'h00;
+    \steps$46  = 8'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2573,13 +2593,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          \steps$47  = \$660 ;
+          \steps$46  = \$660 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$47  = 8'h56;
+          \steps$46  = 8'h56;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2603,16 +2623,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          \steps$47  = \$681 ;
+          \steps$46  = \$681 ;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$47  = 8'h8f;
+          \steps$46  = 8'h8f;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$49  = 1'h0;
+    \start$48  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2627,13 +2647,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          \start$49  = 1'h1;
+          \start$48  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$49  = 1'h1;
+          \start$48  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2657,11 +2677,11 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          \start$49  = 1'h1;
+          \start$48  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$49  = 1'h1;
+          \start$48  = 1'h1;
     endcase
   end
   always @* begin
@@ -2720,7 +2740,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$51  = 1'h0;
+    \neg$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2735,13 +2755,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          \neg$51  = \$661 ;
+          \neg$50  = \$661 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$51  = \$666 ;
+          \neg$50  = \$666 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2765,11 +2785,11 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          \neg$51  = \$682 ;
+          \neg$50  = \$682 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$51  = \$686 ;
+          \neg$50  = \$686 ;
     endcase
   end
   always @* begin
@@ -3126,241 +3146,285 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = s0_x;
+    \$839  = s0_x;
     if (take) begin
-      \$831  = i__payload[15:0];
+      \$839  = i__payload[15:0];
     end
     if (rst) begin
-      \$831  = 16'h0000;
+      \$839  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = s0_g;
+    \$840  = s0_g;
     if (take) begin
-      \$832  = i__payload[31:16];
+      \$840  = i__payload[31:16];
     end
     if (rst) begin
-      \$832  = 16'h0000;
+      \$840  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = s0_mask;
+    \$841  = s0_mask;
     if (take) begin
-      \$833  = mask;
+      \$841  = mask;
     end
     if (rst) begin
-      \$833  = 1'h0;
+      \$841  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$834  = \$signal ;
+    \$842  = \$signal ;
     if (take) begin
-      \$834  = sel;
+      \$842  = sel;
     end
     if (rst) begin
-      \$834  = 3'h0;
+      \$842  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$835  = o__valid;
+    \$843  = o__valid;
     if (adv) begin
-      \$835  = s2_valid;
+      \$843  = s2_valid;
     end
     if (rst) begin
-      \$835  = 1'h0;
+      \$843  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$836  = s2_valid;
+    \$844  = s2_valid;
     if (adv) begin
-      \$836  = \$signal$66 ;
+      \$844  = \$signal$66 ;
     end
     if (rst) begin
-      \$836  = 1'h0;
+      \$844  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$837  = \$signal$66 ;
+    \$845  = \$signal$66 ;
     if (adv) begin
-      \$837  = \$signal$67 ;
+      \$845  = \$signal$67 ;
     end
     if (rst) begin
-      \$837  = 1'h0;
+      \$845  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$838  = \$signal$67 ;
+    \$846  = \$signal$67 ;
     if (adv) begin
-      \$838  = take;
+      \$846  = take;
     end
     if (rst) begin
-      \$838  = 1'h0;
+      \$846  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$839  = s2_mask;
+    \$847  = s2_mask;
     if (adv) begin
-      \$839  = \$signal$69 ;
+      \$847  = \$signal$69 ;
     end
     if (rst) begin
-      \$839  = 1'h0;
+      \$847  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$840  = \$signal$69 ;
+    \$848  = \$signal$69 ;
     if (adv) begin
-      \$840  = s0_mask;
+      \$848  = s0_mask;
     end
     if (rst) begin
-      \$840  = 1'h0;
+      \$848  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$841  = s1_t0_0;
+    \$849  = s1_t0_0;
     if (adv) begin
-      \$841  = \$738 ;
+      \$849  = \$738 ;
     end
     if (rst) begin
-      \$841  = 80'h00000000000000000000;
+      \$849  = 80'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$842  = s1_t0_1;
+    \$850  = s1_t0_1;
     if (adv) begin
-      \$842  = \$747 ;
+      \$850  = \$747 ;
     end
     if (rst) begin
-      \$842  = 80'h00000000000000000000;
+      \$850  = 80'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$843  = acc0;
+    \$851  = acc0;
     if (adv) begin
-      \$843  = \$748 ;
+      \$851  = \$748 ;
     end
     if (rst) begin
-      \$843  = 81'h000000000000000000000;
+      \$851  = 81'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$844  = o__payload;
+    \$852  = o__payload;
     if (adv) begin
-      \$844  = \$757 [15:0];
+      \$852  = \$757 [15:0];
     end
     if (rst) begin
-      \$844  = 16'h0000;
+      \$852  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$845  = sat;
+    \$853  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$845  = \$764 [12:0];
+        \$853  = \$764 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$845  = 13'h0000;
+            \$853  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$845  = 13'h0000;
+      \$853  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$846  = left;
+    \$854  = left;
     if (beat) begin
-      \$846  = \$766 [12:0];
+      \$854  = \$766 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$846  = chan__payload[12:0];
+            \$854  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$846  = chan[12:0];
+              \$854  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$846  = 13'h0000;
+      \$854  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$847  = chan;
+    \$855  = mask;
+    if (beat) begin
+      \$855  = \$767 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$847  = chan__payload;
+            \$855  = \$769 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$855  = \$776 ;
+            end
           end
     endcase
     if (rst) begin
-      \$847  = 187'h00000000000000000000000000000000000000000000000;
+      \$855  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$848  = sg;
+    \$856  = last;
+    if (beat) begin
+      \$856  = \$768 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$848  = 29'h00000000;
+            \$856  = \$770 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$856  = \$777 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$856  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$857  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$857  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$857  = 187'h00000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$858  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$858  = 29'h00000000;
             if (refused) begin
-              \$848  = 29'h00000000;
+              \$858  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$848  = \$768 [28:0];
+            \$858  = \$772 [28:0];
           end
     endcase
     if (rst) begin
-      \$848  = 29'h00000000;
+      \$858  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$849  = sgx;
+    \$859  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$849  = 44'h00000000000;
+            \$859  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$849  = \$771 [43:0];
+            \$859  = \$775 [43:0];
           end
     endcase
     if (rst) begin
-      \$849  = 44'h00000000000;
+      \$859  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$850  = dgamma;
+    \$860  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$850  = 62'h0000000000000000;
+            \$860  = 62'h0000000000000000;
           end
       6'h02:
           /* empty */;
@@ -3383,19 +3447,19 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h0b:
           /* empty */;
       6'h0c:
-          \$850  = \$775 [61:0];
+          \$860  = \$781 [61:0];
     endcase
     if (rst) begin
-      \$850  = 62'h0000000000000000;
+      \$860  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$851  = align;
+    \$861  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$851  = 6'h00;
+            \$861  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3425,10 +3489,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$777 ) begin
-            \$851  = 6'h00;
+          if (\$783 ) begin
+            \$861  = 6'h00;
           end else begin
-            \$851  = \$779 [5:0];
+            \$861  = \$785 [5:0];
           end
       6'h10:
           /* empty */;
@@ -3456,10 +3520,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h1c:
           (* full_case = 32'd1 *)
-          if (\$783 ) begin
-            \$851  = 6'h00;
+          if (\$789 ) begin
+            \$861  = 6'h00;
           end else begin
-            \$851  = \$785 [5:0];
+            \$861  = \$791 [5:0];
           end
       6'h1d:
           /* empty */;
@@ -3469,10 +3533,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$791 ) begin
-            \$851  = 6'h00;
+          if (\$797 ) begin
+            \$861  = 6'h00;
           end else begin
-            \$851  = \$793 [5:0];
+            \$861  = \$799 [5:0];
           end
       6'h21:
           /* empty */;
@@ -3482,10 +3546,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h24:
           (* full_case = 32'd1 *)
-          if (\$799 ) begin
-            \$851  = 6'h00;
+          if (\$805 ) begin
+            \$861  = 6'h00;
           end else begin
-            \$851  = \$801 [5:0];
+            \$861  = \$807 [5:0];
           end
       6'h25:
           /* empty */;
@@ -3495,10 +3559,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h28:
           (* full_case = 32'd1 *)
-          if (\$807 ) begin
-            \$851  = 6'h00;
+          if (\$813 ) begin
+            \$861  = 6'h00;
           end else begin
-            \$851  = \$809 [5:0];
+            \$861  = \$815 [5:0];
           end
       6'h29:
           /* empty */;
@@ -3508,194 +3572,194 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$815 ) begin
-            \$851  = 6'h00;
+          if (\$821 ) begin
+            \$861  = 6'h00;
           end else begin
-            \$851  = \$817 [5:0];
+            \$861  = \$823 [5:0];
           end
     endcase
     if (rst) begin
-      \$851  = 6'h00;
+      \$861  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$852  = fsm_state;
+    \$862  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$852  = 6'h01;
+              \$862  = 6'h01;
             end else begin
-              \$852  = 6'h02;
+              \$862  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$852  = 6'h03;
+              \$862  = 6'h03;
             end
           end
       6'h03:
-          \$852  = 6'h04;
+          \$862  = 6'h04;
       6'h04:
           if (done) begin
-            \$852  = 6'h05;
+            \$862  = 6'h05;
           end
       6'h05:
-          \$852  = 6'h06;
+          \$862  = 6'h06;
       6'h06:
           if (done) begin
-            \$852  = 6'h07;
+            \$862  = 6'h07;
           end
       6'h07:
-          \$852  = 6'h08;
+          \$862  = 6'h08;
       6'h08:
           if (\done$82 ) begin
-            \$852  = 6'h09;
+            \$862  = 6'h09;
           end
       6'h09:
-          \$852  = 6'h0a;
+          \$862  = 6'h0a;
       6'h0a:
-          \$852  = 6'h0b;
+          \$862  = 6'h0b;
       6'h0b:
           if (\done$82 ) begin
-            \$852  = 6'h0c;
+            \$862  = 6'h0c;
           end
       6'h0c:
-          \$852  = 6'h0d;
+          \$862  = 6'h0d;
       6'h0d:
-          \$852  = 6'h0e;
+          \$862  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$852  = 6'h0f;
+            \$862  = 6'h0f;
           end
       6'h0f:
-          if (\$777 ) begin
-            \$852  = 6'h10;
+          if (\$783 ) begin
+            \$862  = 6'h10;
           end
       6'h10:
-          \$852  = 6'h11;
+          \$862  = 6'h11;
       6'h11:
           if (done) begin
-            \$852  = 6'h12;
+            \$862  = 6'h12;
           end
       6'h12:
-          \$852  = 6'h13;
+          \$862  = 6'h13;
       6'h13:
           if (done) begin
-            \$852  = 6'h14;
+            \$862  = 6'h14;
           end
       6'h14:
-          \$852  = 6'h15;
+          \$862  = 6'h15;
       6'h15:
           if (done) begin
-            \$852  = 6'h16;
+            \$862  = 6'h16;
           end
       6'h16:
-          \$852  = 6'h17;
+          \$862  = 6'h17;
       6'h17:
           if (\done$82 ) begin
-            \$852  = 6'h18;
+            \$862  = 6'h18;
           end
       6'h18:
-          \$852  = 6'h19;
+          \$862  = 6'h19;
       6'h19:
           if (\done$82 ) begin
-            \$852  = 6'h1a;
+            \$862  = 6'h1a;
           end
       6'h1a:
-          \$852  = 6'h1b;
+          \$862  = 6'h1b;
       6'h1b:
-          \$852  = 6'h1c;
+          \$862  = 6'h1c;
       6'h1c:
-          if (\$783 ) begin
-            \$852  = 6'h1d;
+          if (\$789 ) begin
+            \$862  = 6'h1d;
           end
       6'h1d:
-          \$852  = 6'h1e;
+          \$862  = 6'h1e;
       6'h1e:
-          \$852  = 6'h1f;
+          \$862  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$852  = 6'h20;
+            \$862  = 6'h20;
           end
       6'h20:
-          if (\$791 ) begin
-            \$852  = 6'h21;
+          if (\$797 ) begin
+            \$862  = 6'h21;
           end
       6'h21:
-          \$852  = 6'h22;
+          \$862  = 6'h22;
       6'h22:
-          \$852  = 6'h23;
+          \$862  = 6'h23;
       6'h23:
           if (done) begin
-            \$852  = 6'h24;
+            \$862  = 6'h24;
           end
       6'h24:
-          if (\$799 ) begin
-            \$852  = 6'h25;
+          if (\$805 ) begin
+            \$862  = 6'h25;
           end
       6'h25:
-          \$852  = 6'h26;
+          \$862  = 6'h26;
       6'h26:
-          \$852  = 6'h27;
+          \$862  = 6'h27;
       6'h27:
           if (done) begin
-            \$852  = 6'h28;
+            \$862  = 6'h28;
           end
       6'h28:
-          if (\$807 ) begin
-            \$852  = 6'h29;
+          if (\$813 ) begin
+            \$862  = 6'h29;
           end
       6'h29:
-          \$852  = 6'h2a;
+          \$862  = 6'h2a;
       6'h2a:
-          \$852  = 6'h2b;
+          \$862  = 6'h2b;
       6'h2b:
           if (done) begin
-            \$852  = 6'h2c;
+            \$862  = 6'h2c;
           end
       6'h2c:
-          if (\$815 ) begin
-            \$852  = 6'h2d;
+          if (\$821 ) begin
+            \$862  = 6'h2d;
           end
       6'h2d:
-          \$852  = 6'h2e;
+          \$862  = 6'h2e;
       6'h2e:
-          if (\$830 ) begin
-            \$852  = 6'h2f;
+          if (\$838 ) begin
+            \$862  = 6'h2f;
           end
       6'h2f:
           if (stats__ready) begin
-            \$852  = 6'h00;
+            \$862  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$852  = 6'h00;
+            \$862  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$852  = 6'h00;
+      \$862  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$853  = sh;
+    \$863  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$853  = \$438 [5:0];
+          \$863  = \$438 [5:0];
     endcase
     if (rst) begin
-      \$853  = 6'h00;
+      \$863  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$854  = scratch;
+    \$864  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3705,7 +3769,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h04:
           if (done) begin
-            \$854  = p;
+            \$864  = p;
           end
       6'h05:
           /* empty */;
@@ -3737,13 +3801,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h13:
           if (done) begin
-            \$854  = p;
+            \$864  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$854  = p;
+            \$864  = p;
           end
       6'h16:
           /* empty */;
@@ -3756,12 +3820,12 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h1a:
           /* empty */;
       6'h1b:
-          \$854  = c0w;
+          \$864  = c0w;
       6'h1c:
           (* full_case = 32'd1 *)
-          if (\$783 ) begin
+          if (\$789 ) begin
           end else begin
-            \$854  = \$784 [124:0];
+            \$864  = \$790 [124:0];
           end
       6'h1d:
           /* empty */;
@@ -3769,13 +3833,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h1f:
           if (done) begin
-            \$854  = p;
+            \$864  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$791 ) begin
+          if (\$797 ) begin
           end else begin
-            \$854  = \$792 [124:0];
+            \$864  = \$798 [124:0];
           end
       6'h21:
           /* empty */;
@@ -3783,13 +3847,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h23:
           if (done) begin
-            \$854  = p;
+            \$864  = p;
           end
       6'h24:
           (* full_case = 32'd1 *)
-          if (\$799 ) begin
+          if (\$805 ) begin
           end else begin
-            \$854  = \$800 [124:0];
+            \$864  = \$806 [124:0];
           end
       6'h25:
           /* empty */;
@@ -3797,13 +3861,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h27:
           if (done) begin
-            \$854  = p;
+            \$864  = p;
           end
       6'h28:
           (* full_case = 32'd1 *)
-          if (\$807 ) begin
+          if (\$813 ) begin
           end else begin
-            \$854  = \$808 [124:0];
+            \$864  = \$814 [124:0];
           end
       6'h29:
           /* empty */;
@@ -3811,22 +3875,22 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h2b:
           if (done) begin
-            \$854  = p;
+            \$864  = p;
           end
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$815 ) begin
+          if (\$821 ) begin
           end else begin
-            \$854  = \$816 [124:0];
+            \$864  = \$822 [124:0];
           end
     endcase
     if (rst) begin
-      \$854  = 125'h00000000000000000000000000000000;
+      \$864  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$855  = qg;
+    \$865  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3840,16 +3904,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h06:
           if (done) begin
-            \$855  = p[55:0];
+            \$865  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$855  = 56'h00000000000000;
+      \$865  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$856  = tq;
+    \$866  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3867,7 +3931,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h08:
           if (\done$82 ) begin
-            \$856  = q;
+            \$866  = q;
           end
       6'h09:
           /* empty */;
@@ -3875,7 +3939,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h0b:
           if (\done$82 ) begin
-            \$856  = q;
+            \$866  = q;
           end
       6'h0c:
           /* empty */;
@@ -3901,22 +3965,22 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h17:
           if (\done$82 ) begin
-            \$856  = q;
+            \$866  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$82 ) begin
-            \$856  = q;
+            \$866  = q;
           end
     endcase
     if (rst) begin
-      \$856  = 145'h0000000000000000000000000000000000000;
+      \$866  = 145'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$857  = m1;
+    \$867  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3935,15 +3999,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h08:
           /* empty */;
       6'h09:
-          \$857  = \$773 [63:0];
+          \$867  = \$779 [63:0];
     endcase
     if (rst) begin
-      \$857  = 64'h0000000000000000;
+      \$867  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$858  = lane_a;
+    \$868  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3973,22 +4037,22 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h0e:
           if (done) begin
-            \$858  = p[63:0];
+            \$868  = p[63:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$777 ) begin
+          if (\$783 ) begin
           end else begin
-            \$858  = \$778 [63:0];
+            \$868  = \$784 [63:0];
           end
     endcase
     if (rst) begin
-      \$858  = 64'h0000000000000000;
+      \$868  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$859  = c0w;
+    \$869  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4024,16 +4088,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h11:
           if (done) begin
-            \$859  = p;
+            \$869  = p;
           end
     endcase
     if (rst) begin
-      \$859  = 125'h00000000000000000000000000000000;
+      \$869  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$860  = m2;
+    \$870  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4086,15 +4150,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h19:
           /* empty */;
       6'h1a:
-          \$860  = \$781 [95:0];
+          \$870  = \$787 [95:0];
     endcase
     if (rst) begin
-      \$860  = 96'h000000000000000000000000;
+      \$870  = 96'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$861  = const0;
+    \$871  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4153,15 +4217,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h1c:
           /* empty */;
       6'h1d:
-          \$861  = \$789 [78:0];
+          \$871  = \$795 [78:0];
     endcase
     if (rst) begin
-      \$861  = 79'h00000000000000000000;
+      \$871  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$862  = const1;
+    \$872  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4228,15 +4292,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h20:
           /* empty */;
       6'h21:
-          \$862  = \$797 [78:0];
+          \$872  = \$803 [78:0];
     endcase
     if (rst) begin
-      \$862  = 79'h00000000000000000000;
+      \$872  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$863  = const2;
+    \$873  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4311,15 +4375,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h24:
           /* empty */;
       6'h25:
-          \$863  = \$805 [78:0];
+          \$873  = \$811 [78:0];
     endcase
     if (rst) begin
-      \$863  = 79'h00000000000000000000;
+      \$873  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$864  = const3;
+    \$874  = const3;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4402,15 +4466,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h28:
           /* empty */;
       6'h29:
-          \$864  = \$813 [78:0];
+          \$874  = \$819 [78:0];
     endcase
     if (rst) begin
-      \$864  = 79'h00000000000000000000;
+      \$874  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$865  = const4;
+    \$875  = const4;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4501,18 +4565,19 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h2c:
           /* empty */;
       6'h2d:
-          \$865  = \$821 [78:0];
+          \$875  = \$827 [78:0];
     endcase
     if (rst) begin
-      \$865  = 79'h00000000000000000000;
+      \$875  = 79'h00000000000000000000;
     end
   end
   assign x = i__payload[15:0];
-  assign \mask$20  = mask;
+  assign \mask$18  = mask;
   assign shv = { 80'h00000000000000000000, \$4  };
   assign sh_new = \$438 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
+  assign \$signal$84  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[101:42];
@@ -4867,15 +4932,17 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \$754  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
   assign \$758  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
   assign \$760  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
-  assign \$773  = { \$772 [145], \$772 [145:1] };
-  assign \$775  = { \$774 [145], \$774 [145:1] };
-  assign \$778  = { lane_a, 1'h0 };
+  assign \$779  = { \$778 [145], \$778 [145:1] };
   assign \$781  = { \$780 [145], \$780 [145:1] };
-  assign \$784  = { scratch, 1'h0 };
-  assign \$792  = { scratch, 1'h0 };
-  assign \$800  = { scratch, 1'h0 };
-  assign \$808  = { scratch, 1'h0 };
-  assign \$816  = { scratch, 1'h0 };
+  assign \$784  = { lane_a, 1'h0 };
+  assign \$787  = { \$786 [145], \$786 [145:1] };
+  assign \$790  = { scratch, 1'h0 };
+  assign \$798  = { scratch, 1'h0 };
+  assign \$806  = { scratch, 1'h0 };
+  assign \$814  = { scratch, 1'h0 };
+  assign \$822  = { scratch, 1'h0 };
+  assign \$834  = 1'h1;
+  assign \$835  = \$833 ;
 endmodule
 
 module \hwnorm_bwd_range_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -5226,36 +5293,36 @@ module \hwnorm_bwd_range_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p,
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
+module \hwnorm_bwd_range_s16.sel$85 (clk, rst, sel, chunk_size, clear, rewind, p1, p2, mask, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire \$103 ;
+  wire [1:0] \$103 ;
   wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$106 ;
+  reg \$107 ;
+  reg [12:0] \$108 ;
+  reg \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire [1:0] \$113 ;
-  wire \$114 ;
-  wire [2:0] \$115 ;
-  wire [2:0] \$116 ;
-  reg \$117 ;
-  reg [12:0] \$118 ;
-  reg \$119 ;
+  reg [12:0] \$110 ;
+  reg [3:0] \$111 ;
+  reg \$112 ;
+  reg \$113 ;
+  reg [15:0] \$114 ;
+  reg [15:0] \$115 ;
+  reg [15:0] \$116 ;
+  reg [15:0] \$117 ;
+  reg [15:0] \$118 ;
+  reg [15:0] \$119 ;
   wire [15:0] \$12 ;
-  reg [12:0] \$120 ;
-  reg [3:0] \$121 ;
-  reg \$122 ;
-  reg \$123 ;
+  reg [15:0] \$120 ;
+  reg [15:0] \$121 ;
+  reg [15:0] \$122 ;
+  reg [15:0] \$123 ;
   reg [15:0] \$124 ;
   reg [15:0] \$125 ;
   reg [15:0] \$126 ;
@@ -5267,20 +5334,14 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   reg [15:0] \$131 ;
   reg [15:0] \$132 ;
   reg [15:0] \$133 ;
-  reg [15:0] \$134 ;
+  reg \$134 ;
   reg [15:0] \$135 ;
   reg [15:0] \$136 ;
   reg [15:0] \$137 ;
   reg [15:0] \$138 ;
-  reg [15:0] \$139 ;
+  reg [3:0] \$139 ;
   wire \$14 ;
-  reg [15:0] \$140 ;
-  reg [15:0] \$141 ;
-  reg [15:0] \$142 ;
-  reg [15:0] \$143 ;
-  reg [15:0] \$144 ;
-  reg [15:0] \$145 ;
-  reg [3:0] \$146 ;
+  reg [3:0] \$140 ;
   wire [15:0] \$15 ;
   wire [15:0] \$16 ;
   wire \$17 ;
@@ -5355,27 +5416,27 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
+  wire [3:0] \$82 ;
+  reg [15:0] \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
+  wire [3:0] \$86 ;
+  reg [15:0] \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire [15:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire [3:0] \$92 ;
-  reg [15:0] \$93 ;
+  wire \$92 ;
+  wire \$93 ;
   wire \$94 ;
   wire \$95 ;
-  wire [3:0] \$96 ;
-  reg [15:0] \$97 ;
+  wire \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg \$signal  = 1'h0;
-  reg [15:0] \$signal$17  = 16'h0000;
+  reg [15:0] \$signal$50  = 16'h0000;
   reg [12:0] after_next;
   wire after_start0;
   wire before_hi0;
@@ -5441,16 +5502,20 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   reg start = 1'h0;
-  reg wr0_0;
-  reg wr1_0;
-  reg wr2_0;
-  reg wr3_0;
-  reg wr4_0;
-  reg wr5_0;
-  reg wr6_0;
-  reg wr7_0;
-  reg wr8_0;
-  reg wr9_0;
+  reg [3:0] w_chunk0 = 4'h0;
+  reg w_end = 1'h0;
+  reg [15:0] w_hi0 = 16'h0000;
+  reg [15:0] w_lo0 = 16'h0000;
+  wire wr0_0;
+  wire wr1_0;
+  wire wr2_0;
+  wire wr3_0;
+  wire wr4_0;
+  wire wr5_0;
+  wire wr6_0;
+  wire wr7_0;
+  wire wr8_0;
+  wire wr9_0;
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
@@ -5461,26 +5526,26 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   assign \$5  = chunk0 + after_start0;
   assign \$6  = \$5  + 1'h0;
   assign \$7  = clear | rewind;
-  assign \$9  = wr0_0 ? run_h0 : 16'h0000;
-  assign \$10  = wr0_0 ? run_l0 : 16'h0000;
-  assign \$12  = wr1_0 ? run_h0 : 16'h0000;
-  assign \$13  = wr1_0 ? run_l0 : 16'h0000;
-  assign \$15  = wr2_0 ? run_h0 : 16'h0000;
-  assign \$16  = wr2_0 ? run_l0 : 16'h0000;
-  assign \$18  = wr3_0 ? run_h0 : 16'h0000;
-  assign \$19  = wr3_0 ? run_l0 : 16'h0000;
-  assign \$21  = wr4_0 ? run_h0 : 16'h0000;
-  assign \$22  = wr4_0 ? run_l0 : 16'h0000;
-  assign \$24  = wr5_0 ? run_h0 : 16'h0000;
-  assign \$25  = wr5_0 ? run_l0 : 16'h0000;
-  assign \$27  = wr6_0 ? run_h0 : 16'h0000;
-  assign \$28  = wr6_0 ? run_l0 : 16'h0000;
-  assign \$30  = wr7_0 ? run_h0 : 16'h0000;
-  assign \$31  = wr7_0 ? run_l0 : 16'h0000;
-  assign \$33  = wr8_0 ? run_h0 : 16'h0000;
-  assign \$34  = wr8_0 ? run_l0 : 16'h0000;
-  assign \$36  = wr9_0 ? run_h0 : 16'h0000;
-  assign \$37  = wr9_0 ? run_l0 : 16'h0000;
+  assign \$9  = wr0_0 ? w_hi0 : 16'h0000;
+  assign \$10  = wr0_0 ? w_lo0 : 16'h0000;
+  assign \$12  = wr1_0 ? w_hi0 : 16'h0000;
+  assign \$13  = wr1_0 ? w_lo0 : 16'h0000;
+  assign \$15  = wr2_0 ? w_hi0 : 16'h0000;
+  assign \$16  = wr2_0 ? w_lo0 : 16'h0000;
+  assign \$18  = wr3_0 ? w_hi0 : 16'h0000;
+  assign \$19  = wr3_0 ? w_lo0 : 16'h0000;
+  assign \$21  = wr4_0 ? w_hi0 : 16'h0000;
+  assign \$22  = wr4_0 ? w_lo0 : 16'h0000;
+  assign \$24  = wr5_0 ? w_hi0 : 16'h0000;
+  assign \$25  = wr5_0 ? w_lo0 : 16'h0000;
+  assign \$27  = wr6_0 ? w_hi0 : 16'h0000;
+  assign \$28  = wr6_0 ? w_lo0 : 16'h0000;
+  assign \$30  = wr7_0 ? w_hi0 : 16'h0000;
+  assign \$31  = wr7_0 ? w_lo0 : 16'h0000;
+  assign \$33  = wr8_0 ? w_hi0 : 16'h0000;
+  assign \$34  = wr8_0 ? w_lo0 : 16'h0000;
+  assign \$36  = wr9_0 ? w_hi0 : 16'h0000;
+  assign \$37  = wr9_0 ? w_lo0 : 16'h0000;
   assign \$38  = mask ? chunk0 : last;
   assign \$39  = ~ rewind;
   assign \$40  = p2 & \$39 ;
@@ -5494,7 +5559,7 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   assign \$48  = \dist  + cs_over;
   assign \$49  = chunk_size - 1'h1;
   assign rstart0 = mask & start;
-  assign hge0_1 = $signed(\$signal$17 ) >= $signed(x);
+  assign hge0_1 = $signed(\$signal$50 ) >= $signed(x);
   assign lge0_1 = $signed(open_lo) <= $signed(x);
   assign cand0_0 = ~ \$50 ;
   assign \$53  = ~ cand0_1;
@@ -5503,7 +5568,7 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   assign \$57  = ~ hge0_1;
   assign \$58  = \$56  | \$57 ;
   assign hwin0_1 = cand0_1 & \$59 ;
-  assign \$60  = hwin0_0 ? \$signal$17  : 16'h0000;
+  assign \$60  = hwin0_0 ? \$signal$50  : 16'h0000;
   assign \$61  = hwin0_1 ? x : 16'h0000;
   assign run_h0 = \$60  | \$61 ;
   assign \$62  = ~ cand0_1;
@@ -5515,246 +5580,354 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   assign \$69  = lwin0_0 ? open_lo : 16'h0000;
   assign \$70  = lwin0_1 ? x : 16'h0000;
   assign run_l0 = \$69  | \$70 ;
-  assign \$71  = ! chunk0;
-  assign \$72  = mask & \$71 ;
-  assign \$73  = chunk0 == 1'h1;
-  assign \$74  = mask & \$73 ;
-  assign \$75  = chunk0 == 2'h2;
-  assign \$76  = mask & \$75 ;
-  assign \$77  = chunk0 == 2'h3;
-  assign \$78  = mask & \$77 ;
-  assign \$79  = chunk0 == 3'h4;
-  assign \$80  = mask & \$79 ;
-  assign \$81  = chunk0 == 3'h5;
-  assign \$82  = mask & \$81 ;
-  assign \$83  = chunk0 == 3'h6;
-  assign \$84  = mask & \$83 ;
-  assign \$85  = chunk0 == 3'h7;
-  assign \$86  = mask & \$85 ;
-  assign \$87  = chunk0 == 4'h8;
-  assign \$88  = mask & \$87 ;
-  assign \$89  = chunk0 == 4'h9;
-  assign \$90  = mask & \$89 ;
-  assign \$91  = chunk0 < 4'ha;
-  assign \$92  = \$91  ? chunk0 : 4'h0;
-  assign \$94  = \$93  == x;
-  assign eq_hi0 = mask & \$94 ;
-  assign \$95  = chunk0 < 4'ha;
-  assign \$96  = \$95  ? chunk0 : 4'h0;
-  assign \$98  = \$97  == x;
-  assign eq_lo0 = mask & \$98 ;
-  assign \$99  = ~ start;
-  assign \$100  = \$signal  & \$99 ;
-  assign \$101  = ~ start;
-  assign \$102  = found_lo & \$101 ;
-  assign \$103  = ~ mask;
-  assign \$104  = ~ before_hi0;
-  assign \$105  = eq_hi0 & \$104 ;
-  assign \$106  = ~ before_lo0;
-  assign \$107  = eq_lo0 & \$106 ;
-  assign \$108  = \$105  == \$107 ;
-  assign \$109  = \$103  | \$108 ;
-  assign \$110  = ~ before_hi0;
-  assign \$111  = eq_hi0 & \$110 ;
-  assign \$112  = chunk0 == last;
-  assign \$113  = \$112  ? 2'h3 : 2'h1;
-  assign \$114  = chunk0 == last;
-  assign \$115  = \$114  ? 3'h4 : 3'h2;
-  assign \$116  = \$111  ? { 1'h0, \$113  } : \$115 ;
-  assign sel = \$109  ? 3'h0 : \$116 ;
+  assign \$71  = ! w_chunk0;
+  assign wr0_0 = w_end & \$71 ;
+  assign \$72  = w_chunk0 == 1'h1;
+  assign wr1_0 = w_end & \$72 ;
+  assign \$73  = w_chunk0 == 2'h2;
+  assign wr2_0 = w_end & \$73 ;
+  assign \$74  = w_chunk0 == 2'h3;
+  assign wr3_0 = w_end & \$74 ;
+  assign \$75  = w_chunk0 == 3'h4;
+  assign wr4_0 = w_end & \$75 ;
+  assign \$76  = w_chunk0 == 3'h5;
+  assign wr5_0 = w_end & \$76 ;
+  assign \$77  = w_chunk0 == 3'h6;
+  assign wr6_0 = w_end & \$77 ;
+  assign \$78  = w_chunk0 == 3'h7;
+  assign wr7_0 = w_end & \$78 ;
+  assign \$79  = w_chunk0 == 4'h8;
+  assign wr8_0 = w_end & \$79 ;
+  assign \$80  = w_chunk0 == 4'h9;
+  assign wr9_0 = w_end & \$80 ;
+  assign \$81  = chunk0 < 4'ha;
+  assign \$82  = \$81  ? chunk0 : 4'h0;
+  assign \$84  = \$83  == x;
+  assign eq_hi0 = mask & \$84 ;
+  assign \$85  = chunk0 < 4'ha;
+  assign \$86  = \$85  ? chunk0 : 4'h0;
+  assign \$88  = \$87  == x;
+  assign eq_lo0 = mask & \$88 ;
+  assign \$89  = ~ start;
+  assign \$90  = \$signal  & \$89 ;
+  assign \$91  = ~ start;
+  assign \$92  = found_lo & \$91 ;
+  assign \$93  = ~ mask;
+  assign \$94  = ~ before_hi0;
+  assign \$95  = eq_hi0 & \$94 ;
+  assign \$96  = ~ before_lo0;
+  assign \$97  = eq_lo0 & \$96 ;
+  assign \$98  = \$95  == \$97 ;
+  assign \$99  = \$93  | \$98 ;
+  assign \$100  = ~ before_hi0;
+  assign \$101  = eq_hi0 & \$100 ;
+  assign \$102  = chunk0 == last;
+  assign \$103  = \$102  ? 2'h3 : 2'h1;
+  assign \$104  = chunk0 == last;
+  assign \$105  = \$104  ? 3'h4 : 3'h2;
+  assign \$106  = \$101  ? { 1'h0, \$103  } : \$105 ;
+  assign sel = \$99  ? 3'h0 : \$106 ;
   always @(posedge clk)
-    cs_big <= \$117 ;
+    cs_big <= \$107 ;
   always @(posedge clk)
-    cs_over <= \$118 ;
+    cs_over <= \$108 ;
   always @(posedge clk)
-    start <= \$119 ;
+    start <= \$109 ;
   always @(posedge clk)
-    \dist  <= \$120 ;
+    \dist  <= \$110 ;
   always @(posedge clk)
-    chunk0 <= \$121 ;
+    chunk0 <= \$111 ;
   always @(posedge clk)
-    \$signal  <= \$122 ;
+    \$signal  <= \$112 ;
   always @(posedge clk)
-    found_lo <= \$123 ;
+    found_lo <= \$113 ;
   always @(posedge clk)
-    \$signal$17  <= \$124 ;
+    hi_v0 <= \$114 ;
   always @(posedge clk)
-    open_lo <= \$125 ;
+    lo_v0 <= \$115 ;
   always @(posedge clk)
-    hi_v0 <= \$126 ;
+    hi_v1 <= \$116 ;
   always @(posedge clk)
-    lo_v0 <= \$127 ;
+    lo_v1 <= \$117 ;
   always @(posedge clk)
-    hi_v1 <= \$128 ;
+    hi_v2 <= \$118 ;
   always @(posedge clk)
-    lo_v1 <= \$129 ;
+    lo_v2 <= \$119 ;
   always @(posedge clk)
-    hi_v2 <= \$130 ;
+    hi_v3 <= \$120 ;
   always @(posedge clk)
-    lo_v2 <= \$131 ;
+    lo_v3 <= \$121 ;
   always @(posedge clk)
-    hi_v3 <= \$132 ;
+    hi_v4 <= \$122 ;
   always @(posedge clk)
-    lo_v3 <= \$133 ;
+    lo_v4 <= \$123 ;
   always @(posedge clk)
-    hi_v4 <= \$134 ;
+    hi_v5 <= \$124 ;
   always @(posedge clk)
-    lo_v4 <= \$135 ;
+    lo_v5 <= \$125 ;
   always @(posedge clk)
-    hi_v5 <= \$136 ;
+    hi_v6 <= \$126 ;
   always @(posedge clk)
-    lo_v5 <= \$137 ;
+    lo_v6 <= \$127 ;
   always @(posedge clk)
-    hi_v6 <= \$138 ;
+    hi_v7 <= \$128 ;
   always @(posedge clk)
-    lo_v6 <= \$139 ;
+    lo_v7 <= \$129 ;
   always @(posedge clk)
-    hi_v7 <= \$140 ;
+    hi_v8 <= \$130 ;
   always @(posedge clk)
-    lo_v7 <= \$141 ;
+    lo_v8 <= \$131 ;
   always @(posedge clk)
-    hi_v8 <= \$142 ;
+    hi_v9 <= \$132 ;
   always @(posedge clk)
-    lo_v8 <= \$143 ;
+    lo_v9 <= \$133 ;
   always @(posedge clk)
-    hi_v9 <= \$144 ;
+    w_end <= \$134 ;
   always @(posedge clk)
-    lo_v9 <= \$145 ;
+    \$signal$50  <= \$135 ;
   always @(posedge clk)
-    last <= \$146 ;
+    open_lo <= \$136 ;
+  always @(posedge clk)
+    w_hi0 <= \$137 ;
+  always @(posedge clk)
+    w_lo0 <= \$138 ;
+  always @(posedge clk)
+    w_chunk0 <= \$139 ;
+  always @(posedge clk)
+    last <= \$140 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$93  = 16'h0000;
-    casez (\$92 )
+    \$83  = 16'h0000;
+    casez (\$82 )
       4'h0:
-          \$93  = hi_v0;
+          \$83  = hi_v0;
       4'h1:
-          \$93  = hi_v1;
+          \$83  = hi_v1;
       4'h2:
-          \$93  = hi_v2;
+          \$83  = hi_v2;
       4'h3:
-          \$93  = hi_v3;
+          \$83  = hi_v3;
       4'h4:
-          \$93  = hi_v4;
+          \$83  = hi_v4;
       4'h5:
-          \$93  = hi_v5;
+          \$83  = hi_v5;
       4'h6:
-          \$93  = hi_v6;
+          \$83  = hi_v6;
       4'h7:
-          \$93  = hi_v7;
+          \$83  = hi_v7;
       4'h8:
-          \$93  = hi_v8;
+          \$83  = hi_v8;
       4'h9:
-          \$93  = hi_v9;
+          \$83  = hi_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$97  = 16'h0000;
-    casez (\$96 )
+    \$87  = 16'h0000;
+    casez (\$86 )
       4'h0:
-          \$97  = lo_v0;
+          \$87  = lo_v0;
       4'h1:
-          \$97  = lo_v1;
+          \$87  = lo_v1;
       4'h2:
-          \$97  = lo_v2;
+          \$87  = lo_v2;
       4'h3:
-          \$97  = lo_v3;
+          \$87  = lo_v3;
       4'h4:
-          \$97  = lo_v4;
+          \$87  = lo_v4;
       4'h5:
-          \$97  = lo_v5;
+          \$87  = lo_v5;
       4'h6:
-          \$97  = lo_v6;
+          \$87  = lo_v6;
       4'h7:
-          \$97  = lo_v7;
+          \$87  = lo_v7;
       4'h8:
-          \$97  = lo_v8;
+          \$87  = lo_v8;
       4'h9:
-          \$97  = lo_v9;
+          \$87  = lo_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$117  = \$1 ;
+    \$107  = \$1 ;
     if (rst) begin
-      \$117  = 1'h0;
+      \$107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$118  = \$2 [12:0];
+    \$108  = \$2 [12:0];
     if (rst) begin
-      \$118  = 13'h0000;
+      \$108  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$119  = start;
+    \$109  = start;
     if (\$3 ) begin
-      \$119  = 1'h1;
+      \$109  = 1'h1;
     end else if (\$4 ) begin
-      \$119  = after_start0;
+      \$109  = after_start0;
     end
     if (rst) begin
-      \$119  = 1'h0;
+      \$109  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$120  = \dist ;
+    \$110  = \dist ;
     if (\$3 ) begin
-      \$120  = \$49 [12:0];
+      \$110  = \$49 [12:0];
     end else if (\$4 ) begin
-      \$120  = after_next;
+      \$110  = after_next;
     end
     if (rst) begin
-      \$120  = 13'h0000;
+      \$110  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$121  = chunk0;
+    \$111  = chunk0;
     if (\$3 ) begin
-      \$121  = 4'h0;
+      \$111  = 4'h0;
     end else if (\$4 ) begin
-      \$121  = \$6 [3:0];
+      \$111  = \$6 [3:0];
     end
     if (rst) begin
-      \$121  = 4'h0;
+      \$111  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$122  = \$signal ;
+    \$112  = \$signal ;
     if (\$7 ) begin
-      \$122  = 1'h0;
+      \$112  = 1'h0;
     end
     if (\$42 ) begin
-      \$122  = \$43 ;
+      \$112  = \$43 ;
     end
     if (rst) begin
-      \$122  = 1'h0;
+      \$112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$123  = found_lo;
+    \$113  = found_lo;
     if (\$7 ) begin
-      \$123  = 1'h0;
+      \$113  = 1'h0;
     end
     if (\$42 ) begin
-      \$123  = \$44 ;
+      \$113  = \$44 ;
     end
     if (rst) begin
-      \$123  = 1'h0;
+      \$113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$124  = \$signal$17 ;
-    if (p1) begin
-      \$124  = run_h0;
+    \$114  = hi_v0;
+    if (\$8 ) begin
+      \$114  = \$9 ;
+    end
+    if (rst) begin
+      \$114  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$115  = lo_v0;
+    if (\$8 ) begin
+      \$115  = \$10 ;
+    end
+    if (rst) begin
+      \$115  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$116  = hi_v1;
+    if (\$11 ) begin
+      \$116  = \$12 ;
+    end
+    if (rst) begin
+      \$116  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$117  = lo_v1;
+    if (\$11 ) begin
+      \$117  = \$13 ;
+    end
+    if (rst) begin
+      \$117  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$118  = hi_v2;
+    if (\$14 ) begin
+      \$118  = \$15 ;
+    end
+    if (rst) begin
+      \$118  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$119  = lo_v2;
+    if (\$14 ) begin
+      \$119  = \$16 ;
+    end
+    if (rst) begin
+      \$119  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$120  = hi_v3;
+    if (\$17 ) begin
+      \$120  = \$18 ;
+    end
+    if (rst) begin
+      \$120  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$121  = lo_v3;
+    if (\$17 ) begin
+      \$121  = \$19 ;
+    end
+    if (rst) begin
+      \$121  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$122  = hi_v4;
+    if (\$20 ) begin
+      \$122  = \$21 ;
+    end
+    if (rst) begin
+      \$122  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$123  = lo_v4;
+    if (\$20 ) begin
+      \$123  = \$22 ;
+    end
+    if (rst) begin
+      \$123  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$124  = hi_v5;
+    if (\$23 ) begin
+      \$124  = \$24 ;
     end
     if (rst) begin
       \$124  = 16'h0000;
@@ -5762,9 +5935,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$125  = open_lo;
-    if (p1) begin
-      \$125  = run_l0;
+    \$125  = lo_v5;
+    if (\$23 ) begin
+      \$125  = \$25 ;
     end
     if (rst) begin
       \$125  = 16'h0000;
@@ -5772,11 +5945,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$126  = hi_v0;
-    if (p1) begin
-      if (\$8 ) begin
-        \$126  = \$9 ;
-      end
+    \$126  = hi_v6;
+    if (\$26 ) begin
+      \$126  = \$27 ;
     end
     if (rst) begin
       \$126  = 16'h0000;
@@ -5784,11 +5955,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$127  = lo_v0;
-    if (p1) begin
-      if (\$8 ) begin
-        \$127  = \$10 ;
-      end
+    \$127  = lo_v6;
+    if (\$26 ) begin
+      \$127  = \$28 ;
     end
     if (rst) begin
       \$127  = 16'h0000;
@@ -5796,11 +5965,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$128  = hi_v1;
-    if (p1) begin
-      if (\$11 ) begin
-        \$128  = \$12 ;
-      end
+    \$128  = hi_v7;
+    if (\$29 ) begin
+      \$128  = \$30 ;
     end
     if (rst) begin
       \$128  = 16'h0000;
@@ -5808,11 +5975,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$129  = lo_v1;
-    if (p1) begin
-      if (\$11 ) begin
-        \$129  = \$13 ;
-      end
+    \$129  = lo_v7;
+    if (\$29 ) begin
+      \$129  = \$31 ;
     end
     if (rst) begin
       \$129  = 16'h0000;
@@ -5820,11 +5985,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$130  = hi_v2;
-    if (p1) begin
-      if (\$14 ) begin
-        \$130  = \$15 ;
-      end
+    \$130  = hi_v8;
+    if (\$32 ) begin
+      \$130  = \$33 ;
     end
     if (rst) begin
       \$130  = 16'h0000;
@@ -5832,11 +5995,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$131  = lo_v2;
-    if (p1) begin
-      if (\$14 ) begin
-        \$131  = \$16 ;
-      end
+    \$131  = lo_v8;
+    if (\$32 ) begin
+      \$131  = \$34 ;
     end
     if (rst) begin
       \$131  = 16'h0000;
@@ -5844,11 +6005,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$132  = hi_v3;
-    if (p1) begin
-      if (\$17 ) begin
-        \$132  = \$18 ;
-      end
+    \$132  = hi_v9;
+    if (\$35 ) begin
+      \$132  = \$36 ;
     end
     if (rst) begin
       \$132  = 16'h0000;
@@ -5856,11 +6015,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$133  = lo_v3;
-    if (p1) begin
-      if (\$17 ) begin
-        \$133  = \$19 ;
-      end
+    \$133  = lo_v9;
+    if (\$35 ) begin
+      \$133  = \$37 ;
     end
     if (rst) begin
       \$133  = 16'h0000;
@@ -5868,23 +6025,19 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$134  = hi_v4;
+    \$134  = 1'h0;
     if (p1) begin
-      if (\$20 ) begin
-        \$134  = \$21 ;
-      end
+      \$134  = mask;
     end
     if (rst) begin
-      \$134  = 16'h0000;
+      \$134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$135  = lo_v4;
+    \$135  = \$signal$50 ;
     if (p1) begin
-      if (\$20 ) begin
-        \$135  = \$22 ;
-      end
+      \$135  = run_h0;
     end
     if (rst) begin
       \$135  = 16'h0000;
@@ -5892,11 +6045,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$136  = hi_v5;
+    \$136  = open_lo;
     if (p1) begin
-      if (\$23 ) begin
-        \$136  = \$24 ;
-      end
+      \$136  = run_l0;
     end
     if (rst) begin
       \$136  = 16'h0000;
@@ -5904,11 +6055,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$137  = lo_v5;
+    \$137  = w_hi0;
     if (p1) begin
-      if (\$23 ) begin
-        \$137  = \$25 ;
-      end
+      \$137  = run_h0;
     end
     if (rst) begin
       \$137  = 16'h0000;
@@ -5916,11 +6065,9 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$138  = hi_v6;
+    \$138  = w_lo0;
     if (p1) begin
-      if (\$26 ) begin
-        \$138  = \$27 ;
-      end
+      \$138  = run_l0;
     end
     if (rst) begin
       \$138  = 16'h0000;
@@ -5928,96 +6075,22 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$139  = lo_v6;
+    \$139  = w_chunk0;
     if (p1) begin
-      if (\$26 ) begin
-        \$139  = \$28 ;
-      end
+      \$139  = chunk0;
     end
     if (rst) begin
-      \$139  = 16'h0000;
+      \$139  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$140  = hi_v7;
+    \$140  = last;
     if (p1) begin
-      if (\$29 ) begin
-        \$140  = \$30 ;
-      end
+      \$140  = \$38 ;
     end
     if (rst) begin
-      \$140  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$141  = lo_v7;
-    if (p1) begin
-      if (\$29 ) begin
-        \$141  = \$31 ;
-      end
-    end
-    if (rst) begin
-      \$141  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$142  = hi_v8;
-    if (p1) begin
-      if (\$32 ) begin
-        \$142  = \$33 ;
-      end
-    end
-    if (rst) begin
-      \$142  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$143  = lo_v8;
-    if (p1) begin
-      if (\$32 ) begin
-        \$143  = \$34 ;
-      end
-    end
-    if (rst) begin
-      \$143  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$144  = hi_v9;
-    if (p1) begin
-      if (\$35 ) begin
-        \$144  = \$36 ;
-      end
-    end
-    if (rst) begin
-      \$144  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$145  = lo_v9;
-    if (p1) begin
-      if (\$35 ) begin
-        \$145  = \$37 ;
-      end
-    end
-    if (rst) begin
-      \$145  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$146  = last;
-    if (p1) begin
-      \$146  = \$38 ;
-    end
-    if (rst) begin
-      \$146  = 4'h0;
+      \$140  = 4'h0;
     end
   end
   always @* begin
@@ -6027,81 +6100,22 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
       after_next = \$48 [12:0];
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr0_0 = 1'h0;
-    if (p1) begin
-      wr0_0 = \$72 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr1_0 = 1'h0;
-    if (p1) begin
-      wr1_0 = \$74 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr2_0 = 1'h0;
-    if (p1) begin
-      wr2_0 = \$76 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr3_0 = 1'h0;
-    if (p1) begin
-      wr3_0 = \$78 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr4_0 = 1'h0;
-    if (p1) begin
-      wr4_0 = \$80 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr5_0 = 1'h0;
-    if (p1) begin
-      wr5_0 = \$82 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr6_0 = 1'h0;
-    if (p1) begin
-      wr6_0 = \$84 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr7_0 = 1'h0;
-    if (p1) begin
-      wr7_0 = \$86 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr8_0 = 1'h0;
-    if (p1) begin
-      wr8_0 = \$88 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr9_0 = 1'h0;
-    if (p1) begin
-      wr9_0 = \$90 ;
-    end
-  end
   assign second_next = \$49 [12:0];
   assign \x[0]  = x;
   assign \sel[0]  = sel;
   assign after_start0 = \$45 ;
   assign \$8  = wr0_0;
+  assign \$11  = wr1_0;
+  assign \$14  = wr2_0;
+  assign \$17  = wr3_0;
+  assign \$20  = wr4_0;
+  assign \$23  = wr5_0;
+  assign \$26  = wr6_0;
+  assign \$29  = wr7_0;
+  assign \$32  = wr8_0;
+  assign \$35  = wr9_0;
+  assign before_hi0 = \$90 ;
+  assign before_lo0 = \$92 ;
   assign \$50  = rstart0;
   assign \$51  = 1'h0;
   assign \$52  = 1'h1;
@@ -6112,15 +6126,4 @@ module \hwnorm_bwd_range_s16.sel$84 (clk, rst, mask, sel, chunk_size, clear, rew
   assign \$64  = \$63 ;
   assign \$65  = \$50 ;
   assign \$68  = \$67 ;
-  assign \$11  = wr1_0;
-  assign \$14  = wr2_0;
-  assign \$17  = wr3_0;
-  assign \$20  = wr4_0;
-  assign \$23  = wr5_0;
-  assign \$26  = wr6_0;
-  assign \$29  = wr7_0;
-  assign \$32  = wr8_0;
-  assign \$35  = wr9_0;
-  assign before_hi0 = \$100 ;
-  assign before_lo0 = \$102 ;
 endmodule

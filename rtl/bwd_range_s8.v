@@ -557,118 +557,128 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [13:0] \$594 ;
   wire [13:0] \$595 ;
   wire [13:0] \$596 ;
-  wire [7:0] \$597 ;
-  wire [21:0] \$598 ;
-  wire [15:0] \$599 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [15:0] \$600 ;
-  wire [28:0] \$601 ;
-  wire [105:0] \$602 ;
-  wire [105:0] \$603 ;
-  wire [105:0] \$604 ;
-  wire [105:0] \$605 ;
-  wire [5:0] \$606 ;
+  wire \$600 ;
+  wire [7:0] \$601 ;
+  wire [21:0] \$602 ;
+  wire [15:0] \$603 ;
+  wire [15:0] \$604 ;
+  wire [28:0] \$605 ;
+  wire \$606 ;
   wire \$607 ;
-  wire [52:0] \$608 ;
-  wire [5:0] \$609 ;
+  wire [105:0] \$608 ;
+  wire [105:0] \$609 ;
   wire \$61 ;
   wire [105:0] \$610 ;
   wire [105:0] \$611 ;
   wire [5:0] \$612 ;
   wire \$613 ;
-  wire [101:0] \$614 ;
+  wire [52:0] \$614 ;
   wire [5:0] \$615 ;
-  wire \$616 ;
-  wire \$617 ;
-  wire [100:0] \$618 ;
-  wire [100:0] \$619 ;
+  wire [105:0] \$616 ;
+  wire [105:0] \$617 ;
+  wire [5:0] \$618 ;
+  wire \$619 ;
   wire \$62 ;
-  wire [5:0] \$620 ;
-  wire \$621 ;
-  wire [101:0] \$622 ;
-  wire [5:0] \$623 ;
-  wire \$624 ;
-  wire \$625 ;
-  wire [100:0] \$626 ;
-  wire [100:0] \$627 ;
-  wire [5:0] \$628 ;
-  wire \$629 ;
+  wire [101:0] \$620 ;
+  wire [5:0] \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire [100:0] \$624 ;
+  wire [100:0] \$625 ;
+  wire [5:0] \$626 ;
+  wire \$627 ;
+  wire [101:0] \$628 ;
+  wire [5:0] \$629 ;
   wire \$63 ;
-  wire [101:0] \$630 ;
-  wire [5:0] \$631 ;
-  wire \$632 ;
-  wire \$633 ;
-  wire [100:0] \$634 ;
-  wire [100:0] \$635 ;
-  wire [5:0] \$636 ;
-  wire \$637 ;
-  wire [101:0] \$638 ;
-  wire [5:0] \$639 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire [100:0] \$632 ;
+  wire [100:0] \$633 ;
+  wire [5:0] \$634 ;
+  wire \$635 ;
+  wire [101:0] \$636 ;
+  wire [5:0] \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
-  wire \$640 ;
-  wire \$641 ;
-  wire [100:0] \$642 ;
-  wire [100:0] \$643 ;
-  wire [5:0] \$644 ;
-  wire \$645 ;
-  wire [101:0] \$646 ;
-  wire [5:0] \$647 ;
-  wire \$648 ;
-  wire \$649 ;
+  wire [100:0] \$640 ;
+  wire [100:0] \$641 ;
+  wire [5:0] \$642 ;
+  wire \$643 ;
+  wire [101:0] \$644 ;
+  wire [5:0] \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire [100:0] \$648 ;
+  wire [100:0] \$649 ;
   wire \$65 ;
-  wire [100:0] \$650 ;
-  wire [100:0] \$651 ;
-  wire \$652 ;
-  wire \$653 ;
+  wire [5:0] \$650 ;
+  wire \$651 ;
+  wire [101:0] \$652 ;
+  wire [5:0] \$653 ;
   wire \$654 ;
   wire \$655 ;
-  wire \$656 ;
-  wire \$657 ;
+  wire [100:0] \$656 ;
+  wire [100:0] \$657 ;
   wire \$658 ;
   wire \$659 ;
   wire \$66 ;
   wire \$660 ;
-  reg [7:0] \$661 ;
-  reg [7:0] \$662 ;
-  reg \$663 ;
-  reg [2:0] \$664 ;
-  reg \$665 ;
-  reg \$666 ;
-  reg \$667 ;
-  reg \$668 ;
-  reg \$669 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  reg [7:0] \$669 ;
   wire \$67 ;
-  reg \$670 ;
-  reg [59:0] \$671 ;
-  reg [59:0] \$672 ;
-  reg [60:0] \$673 ;
-  reg [7:0] \$674 ;
-  reg [12:0] \$675 ;
-  reg [12:0] \$676 ;
-  reg [138:0] \$677 ;
-  reg [20:0] \$678 ;
-  reg [27:0] \$679 ;
+  reg [7:0] \$670 ;
+  reg \$671 ;
+  reg [2:0] \$672 ;
+  reg \$673 ;
+  reg \$674 ;
+  reg \$675 ;
+  reg \$676 ;
+  reg \$677 ;
+  reg \$678 ;
+  reg [59:0] \$679 ;
   wire \$68 ;
-  reg [49:0] \$680 ;
-  reg [4:0] \$681 ;
-  reg [5:0] \$682 ;
-  reg [4:0] \$683 ;
-  reg [100:0] \$684 ;
-  reg [39:0] \$685 ;
-  reg [104:0] \$686 ;
-  reg [51:0] \$687 ;
-  reg [51:0] \$688 ;
-  reg [100:0] \$689 ;
+  reg [59:0] \$680 ;
+  reg [60:0] \$681 ;
+  reg [7:0] \$682 ;
+  reg [12:0] \$683 ;
+  reg [12:0] \$684 ;
+  reg \$685 ;
+  reg \$686 ;
+  reg [138:0] \$687 ;
+  reg [20:0] \$688 ;
+  reg [27:0] \$689 ;
   wire \$69 ;
-  reg [79:0] \$690 ;
-  reg [58:0] \$691 ;
-  reg [58:0] \$692 ;
-  reg [58:0] \$693 ;
-  reg [58:0] \$694 ;
-  reg [58:0] \$695 ;
+  reg [49:0] \$690 ;
+  reg [4:0] \$691 ;
+  reg [5:0] \$692 ;
+  reg [4:0] \$693 ;
+  reg [100:0] \$694 ;
+  reg [39:0] \$695 ;
+  reg [104:0] \$696 ;
+  reg [51:0] \$697 ;
+  reg [51:0] \$698 ;
+  reg [100:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
+  reg [79:0] \$700 ;
+  reg [58:0] \$701 ;
+  reg [58:0] \$702 ;
+  reg [58:0] \$703 ;
+  reg [58:0] \$704 ;
+  reg [58:0] \$705 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
@@ -704,6 +714,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg \$signal$66  = 1'h0;
   reg \$signal$67  = 1'h0;
   reg \$signal$69  = 1'h0;
+  wire \$signal$84 ;
   wire [2:0] \$signal[0] ;
   reg [100:0] a;
   reg [60:0] acc0 = 61'h0000000000000000;
@@ -761,15 +772,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   input i__valid;
   wire i__valid;
   reg [51:0] lane_a = 52'h0000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [102:0] lo_init;
   reg [51:0] m1 = 52'h0000000000000;
   reg [79:0] m2 = 80'h00000000000000000000;
-  wire mask;
-  wire \mask$20 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$18 ;
   reg neg;
-  reg \neg$51 ;
+  reg \neg$50 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -812,7 +824,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [100:0] shv;
   reg start;
-  reg \start$49 ;
+  reg \start$48 ;
   output [84:0] stats__payload;
   reg [84:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -824,11 +836,19 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [6:0] \steps$47 ;
+  reg [6:0] \steps$46 ;
   reg take;
   reg [104:0] tq = 105'h000000000000000000000000000;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$295  = \$291  | \$294 ;
+  assign \$296  = \$4 [12] | \$4 [13];
+  assign \$297  = \$4 [14] | \$4 [15];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = \$4 [14] | \$4 [15];
+  assign \$300  = \$4 [15] ? 7'h0f : 7'h0e;
+  assign \$301  = \$4 [13] ? 7'h0d : 7'h0c;
+  assign \$302  = \$299  ? \$300  : \$301 ;
   assign \$303  = \$4 [10] | \$4 [11];
   assign \$304  = \$4 [11] ? 7'h0b : 7'h0a;
   assign \$305  = \$4 [9] ? 7'h09 : 7'h08;
@@ -1116,133 +1136,141 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$594  = sat + \$593 ;
   assign \$595  = left - 1'h1;
   assign \$596  = last ? 14'h0000 : \$595 ;
-  assign \$597  = mask ? i__payload[15:8] : 8'h00;
-  assign \$598  = $signed(sg) + $signed(\$597 );
-  assign \$599  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$600  = mask ? \$599  : 16'h0000;
-  assign \$601  = $signed(sgx) + $signed(\$600 );
-  assign \$602  = $signed(tq) + $signed(2'h1);
-  assign \$604  = $signed(tq) + $signed(2'h1);
-  assign \$606  = align + sh;
-  assign \$607  = \$606  == 5'h19;
-  assign \$609  = align + 1'h1;
+  assign \$597  = left > 1'h1;
+  assign \$598  = left <= 2'h2;
+  assign \$599  = chan__payload[12:0] > 1'h0;
+  assign \$600  = chan__payload[12:0] <= 1'h1;
+  assign \$601  = mask ? i__payload[15:8] : 8'h00;
+  assign \$602  = $signed(sg) + $signed(\$601 );
+  assign \$603  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$604  = mask ? \$603  : 16'h0000;
+  assign \$605  = $signed(sgx) + $signed(\$604 );
+  assign \$606  = chan[12:0] > 1'h0;
+  assign \$607  = chan[12:0] <= 1'h1;
+  assign \$608  = $signed(tq) + $signed(2'h1);
   assign \$610  = $signed(tq) + $signed(2'h1);
   assign \$612  = align + sh;
   assign \$613  = \$612  == 5'h19;
   assign \$615  = align + 1'h1;
-  assign \$616  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
-  assign \$617  = $signed(scratch) < $signed(59'h4003ffeee010000);
-  assign \$618  = \$617  ? 101'h1ffffffffffc003ffeee010000 : scratch;
-  assign \$619  = \$616  ? 101'h000000000003ffc00111ff0000 : \$618 ;
-  assign \$620  = align + sh;
-  assign \$621  = \$620  == 5'h19;
-  assign \$623  = align + 1'h1;
-  assign \$624  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
-  assign \$625  = $signed(scratch) < $signed(59'h4003ffeee010000);
-  assign \$626  = \$625  ? 101'h1ffffffffffc003ffeee010000 : scratch;
-  assign \$627  = \$624  ? 101'h000000000003ffc00111ff0000 : \$626 ;
-  assign \$628  = align + sh;
-  assign \$629  = \$628  == 5'h19;
-  assign \$631  = align + 1'h1;
-  assign \$632  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
-  assign \$633  = $signed(scratch) < $signed(59'h4003ffeee010000);
-  assign \$634  = \$633  ? 101'h1ffffffffffc003ffeee010000 : scratch;
-  assign \$635  = \$632  ? 101'h000000000003ffc00111ff0000 : \$634 ;
-  assign \$636  = align + sh;
-  assign \$637  = \$636  == 5'h19;
-  assign \$639  = align + 1'h1;
-  assign \$640  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
-  assign \$641  = $signed(scratch) < $signed(59'h4003ffeee010000);
-  assign \$642  = \$641  ? 101'h1ffffffffffc003ffeee010000 : scratch;
-  assign \$643  = \$640  ? 101'h000000000003ffc00111ff0000 : \$642 ;
-  assign \$644  = align + sh;
-  assign \$645  = \$644  == 5'h19;
-  assign \$647  = align + 1'h1;
-  assign \$648  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
-  assign \$649  = $signed(scratch) < $signed(59'h4003ffeee010000);
-  assign \$650  = \$649  ? 101'h1ffffffffffc003ffeee010000 : scratch;
-  assign \$651  = \$648  ? 101'h000000000003ffc00111ff0000 : \$650 ;
-  assign \$652  = | left;
-  assign \$653  = ~ \$652 ;
-  assign \$654  = ~ \$signal$67 ;
-  assign \$655  = \$653  & \$654 ;
-  assign \$656  = ~ \$signal$66 ;
-  assign \$657  = \$655  & \$656 ;
-  assign \$658  = ~ s2_valid;
-  assign \$659  = \$657  & \$658 ;
-  assign \$660  = \$659  & adv;
+  assign \$616  = $signed(tq) + $signed(2'h1);
+  assign \$618  = align + sh;
+  assign \$619  = \$618  == 5'h19;
+  assign \$621  = align + 1'h1;
+  assign \$622  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
+  assign \$623  = $signed(scratch) < $signed(59'h4003ffeee010000);
+  assign \$624  = \$623  ? 101'h1ffffffffffc003ffeee010000 : scratch;
+  assign \$625  = \$622  ? 101'h000000000003ffc00111ff0000 : \$624 ;
+  assign \$626  = align + sh;
+  assign \$627  = \$626  == 5'h19;
+  assign \$629  = align + 1'h1;
+  assign \$630  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
+  assign \$631  = $signed(scratch) < $signed(59'h4003ffeee010000);
+  assign \$632  = \$631  ? 101'h1ffffffffffc003ffeee010000 : scratch;
+  assign \$633  = \$630  ? 101'h000000000003ffc00111ff0000 : \$632 ;
+  assign \$634  = align + sh;
+  assign \$635  = \$634  == 5'h19;
+  assign \$637  = align + 1'h1;
+  assign \$638  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
+  assign \$639  = $signed(scratch) < $signed(59'h4003ffeee010000);
+  assign \$640  = \$639  ? 101'h1ffffffffffc003ffeee010000 : scratch;
+  assign \$641  = \$638  ? 101'h000000000003ffc00111ff0000 : \$640 ;
+  assign \$642  = align + sh;
+  assign \$643  = \$642  == 5'h19;
+  assign \$645  = align + 1'h1;
+  assign \$646  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
+  assign \$647  = $signed(scratch) < $signed(59'h4003ffeee010000);
+  assign \$648  = \$647  ? 101'h1ffffffffffc003ffeee010000 : scratch;
+  assign \$649  = \$646  ? 101'h000000000003ffc00111ff0000 : \$648 ;
+  assign \$650  = align + sh;
+  assign \$651  = \$650  == 5'h19;
+  assign \$653  = align + 1'h1;
+  assign \$654  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
+  assign \$655  = $signed(scratch) < $signed(59'h4003ffeee010000);
+  assign \$656  = \$655  ? 101'h1ffffffffffc003ffeee010000 : scratch;
+  assign \$657  = \$654  ? 101'h000000000003ffc00111ff0000 : \$656 ;
+  assign \$658  = | left;
+  assign \$659  = ~ \$658 ;
+  assign \$660  = ~ \$signal$67 ;
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = ~ \$signal$66 ;
+  assign \$663  = \$661  & \$662 ;
+  assign \$666  = ~ s2_valid;
+  assign \$667  = \$665  & \$666 ;
+  assign \$668  = \$667  & adv;
   always @(posedge clk)
-    s0_x <= \$661 ;
+    s0_x <= \$669 ;
   always @(posedge clk)
-    s0_g <= \$662 ;
+    s0_g <= \$670 ;
   always @(posedge clk)
-    s0_mask <= \$663 ;
+    s0_mask <= \$671 ;
   always @(posedge clk)
-    \$signal  <= \$664 ;
+    \$signal  <= \$672 ;
   always @(posedge clk)
-    o__valid <= \$665 ;
+    o__valid <= \$673 ;
   always @(posedge clk)
-    s2_valid <= \$666 ;
+    s2_valid <= \$674 ;
   always @(posedge clk)
-    \$signal$66  <= \$667 ;
+    \$signal$66  <= \$675 ;
   always @(posedge clk)
-    \$signal$67  <= \$668 ;
+    \$signal$67  <= \$676 ;
   always @(posedge clk)
-    s2_mask <= \$669 ;
+    s2_mask <= \$677 ;
   always @(posedge clk)
-    \$signal$69  <= \$670 ;
+    \$signal$69  <= \$678 ;
   always @(posedge clk)
-    s1_t0_0 <= \$671 ;
+    s1_t0_0 <= \$679 ;
   always @(posedge clk)
-    s1_t0_1 <= \$672 ;
+    s1_t0_1 <= \$680 ;
   always @(posedge clk)
-    acc0 <= \$673 ;
+    acc0 <= \$681 ;
   always @(posedge clk)
-    o__payload <= \$674 ;
+    o__payload <= \$682 ;
   always @(posedge clk)
-    sat <= \$675 ;
+    sat <= \$683 ;
   always @(posedge clk)
-    left <= \$676 ;
+    left <= \$684 ;
   always @(posedge clk)
-    chan <= \$677 ;
+    mask <= \$685 ;
   always @(posedge clk)
-    sg <= \$678 ;
+    last <= \$686 ;
   always @(posedge clk)
-    sgx <= \$679 ;
+    chan <= \$687 ;
   always @(posedge clk)
-    dgamma <= \$680 ;
+    sg <= \$688 ;
   always @(posedge clk)
-    align <= \$681 ;
+    sgx <= \$689 ;
   always @(posedge clk)
-    fsm_state <= \$682 ;
+    dgamma <= \$690 ;
   always @(posedge clk)
-    sh <= \$683 ;
+    align <= \$691 ;
   always @(posedge clk)
-    scratch <= \$684 ;
+    fsm_state <= \$692 ;
   always @(posedge clk)
-    qg <= \$685 ;
+    sh <= \$693 ;
   always @(posedge clk)
-    tq <= \$686 ;
+    scratch <= \$694 ;
   always @(posedge clk)
-    m1 <= \$687 ;
+    qg <= \$695 ;
   always @(posedge clk)
-    lane_a <= \$688 ;
+    tq <= \$696 ;
   always @(posedge clk)
-    c0w <= \$689 ;
+    m1 <= \$697 ;
   always @(posedge clk)
-    m2 <= \$690 ;
+    lane_a <= \$698 ;
   always @(posedge clk)
-    const0 <= \$691 ;
+    c0w <= \$699 ;
   always @(posedge clk)
-    const1 <= \$692 ;
+    m2 <= \$700 ;
   always @(posedge clk)
-    const2 <= \$693 ;
+    const0 <= \$701 ;
   always @(posedge clk)
-    const3 <= \$694 ;
+    const1 <= \$702 ;
   always @(posedge clk)
-    const4 <= \$695 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const2 <= \$703 ;
+  always @(posedge clk)
+    const3 <= \$704 ;
+  always @(posedge clk)
+    const4 <= \$705 ;
   assign \$2  = chan[110:91] > chan[130:111];
   assign \$3  = \$2  ? chan[110:91] : chan[130:111];
   assign \$4  = \$1  + \$3 ;
@@ -1286,25 +1314,17 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$292  = \$4 [12] | \$4 [13];
   assign \$293  = \$4 [14] | \$4 [15];
   assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$291  | \$294 ;
-  assign \$296  = \$4 [12] | \$4 [13];
-  assign \$297  = \$4 [14] | \$4 [15];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$4 [14] | \$4 [15];
-  assign \$300  = \$4 [15] ? 7'h0f : 7'h0e;
-  assign \$301  = \$4 [13] ? 7'h0d : 7'h0c;
-  assign \$302  = \$299  ? \$300  : \$301 ;
   \hwnorm_bwd_range_s8.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(\done$82 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$51 ),
+    .\neg$15 (\neg$50 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$49 ),
-    .steps(\steps$47 )
+    .start(\start$48 ),
+    .steps(\steps$46 )
   );
   \hwnorm_bwd_range_s8.mul  mul (
     .a(a),
@@ -1318,7 +1338,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_range_s8.sel$84  \sel$84  (
+  \hwnorm_bwd_range_s8.sel$85  \sel$85  (
     .chunk_size(chunk_size),
     .clear(clear),
     .clk(clk),
@@ -2280,7 +2300,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$47  = 7'h00;
+    \steps$46  = 7'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2295,13 +2315,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \steps$47  = \$490 ;
+          \steps$46  = \$490 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$47  = 7'h3e;
+          \steps$46  = 7'h3e;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2325,16 +2345,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \steps$47  = \$511 ;
+          \steps$46  = \$511 ;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$47  = 7'h67;
+          \steps$46  = 7'h67;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$49  = 1'h0;
+    \start$48  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2349,13 +2369,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \start$49  = 1'h1;
+          \start$48  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$49  = 1'h1;
+          \start$48  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2379,11 +2399,11 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \start$49  = 1'h1;
+          \start$48  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$49  = 1'h1;
+          \start$48  = 1'h1;
     endcase
   end
   always @* begin
@@ -2442,7 +2462,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$51  = 1'h0;
+    \neg$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2457,13 +2477,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \neg$51  = \$491 ;
+          \neg$50  = \$491 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$51  = \$496 ;
+          \neg$50  = \$496 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2487,11 +2507,11 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \neg$51  = \$512 ;
+          \neg$50  = \$512 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$51  = \$516 ;
+          \neg$50  = \$516 ;
     endcase
   end
   always @* begin
@@ -2848,241 +2868,285 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = s0_x;
+    \$669  = s0_x;
     if (take) begin
-      \$661  = i__payload[7:0];
+      \$669  = i__payload[7:0];
     end
     if (rst) begin
-      \$661  = 8'h00;
+      \$669  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = s0_g;
+    \$670  = s0_g;
     if (take) begin
-      \$662  = i__payload[15:8];
+      \$670  = i__payload[15:8];
     end
     if (rst) begin
-      \$662  = 8'h00;
+      \$670  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = s0_mask;
+    \$671  = s0_mask;
     if (take) begin
-      \$663  = mask;
+      \$671  = mask;
     end
     if (rst) begin
-      \$663  = 1'h0;
+      \$671  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = \$signal ;
+    \$672  = \$signal ;
     if (take) begin
-      \$664  = sel;
+      \$672  = sel;
     end
     if (rst) begin
-      \$664  = 3'h0;
+      \$672  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = o__valid;
+    \$673  = o__valid;
     if (adv) begin
-      \$665  = s2_valid;
+      \$673  = s2_valid;
     end
     if (rst) begin
-      \$665  = 1'h0;
+      \$673  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = s2_valid;
+    \$674  = s2_valid;
     if (adv) begin
-      \$666  = \$signal$66 ;
+      \$674  = \$signal$66 ;
     end
     if (rst) begin
-      \$666  = 1'h0;
+      \$674  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = \$signal$66 ;
+    \$675  = \$signal$66 ;
     if (adv) begin
-      \$667  = \$signal$67 ;
+      \$675  = \$signal$67 ;
     end
     if (rst) begin
-      \$667  = 1'h0;
+      \$675  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = \$signal$67 ;
+    \$676  = \$signal$67 ;
     if (adv) begin
-      \$668  = take;
+      \$676  = take;
     end
     if (rst) begin
-      \$668  = 1'h0;
+      \$676  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = s2_mask;
+    \$677  = s2_mask;
     if (adv) begin
-      \$669  = \$signal$69 ;
+      \$677  = \$signal$69 ;
     end
     if (rst) begin
-      \$669  = 1'h0;
+      \$677  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = \$signal$69 ;
+    \$678  = \$signal$69 ;
     if (adv) begin
-      \$670  = s0_mask;
+      \$678  = s0_mask;
     end
     if (rst) begin
-      \$670  = 1'h0;
+      \$678  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = s1_t0_0;
+    \$679  = s1_t0_0;
     if (adv) begin
-      \$671  = \$568 ;
+      \$679  = \$568 ;
     end
     if (rst) begin
-      \$671  = 60'h000000000000000;
+      \$679  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = s1_t0_1;
+    \$680  = s1_t0_1;
     if (adv) begin
-      \$672  = \$577 ;
+      \$680  = \$577 ;
     end
     if (rst) begin
-      \$672  = 60'h000000000000000;
+      \$680  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = acc0;
+    \$681  = acc0;
     if (adv) begin
-      \$673  = \$578 ;
+      \$681  = \$578 ;
     end
     if (rst) begin
-      \$673  = 61'h0000000000000000;
+      \$681  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = o__payload;
+    \$682  = o__payload;
     if (adv) begin
-      \$674  = \$587 [7:0];
+      \$682  = \$587 [7:0];
     end
     if (rst) begin
-      \$674  = 8'h00;
+      \$682  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = sat;
+    \$683  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$675  = \$594 [12:0];
+        \$683  = \$594 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$675  = 13'h0000;
+            \$683  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$675  = 13'h0000;
+      \$683  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = left;
+    \$684  = left;
     if (beat) begin
-      \$676  = \$596 [12:0];
+      \$684  = \$596 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$676  = chan__payload[12:0];
+            \$684  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$676  = chan[12:0];
+              \$684  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$676  = 13'h0000;
+      \$684  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = chan;
+    \$685  = mask;
+    if (beat) begin
+      \$685  = \$597 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$677  = chan__payload;
+            \$685  = \$599 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$685  = \$606 ;
+            end
           end
     endcase
     if (rst) begin
-      \$677  = 139'h00000000000000000000000000000000000;
+      \$685  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = sg;
+    \$686  = last;
+    if (beat) begin
+      \$686  = \$598 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$678  = 21'h000000;
+            \$686  = \$600 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$686  = \$607 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$686  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$687  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$687  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$687  = 139'h00000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$688  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$688  = 21'h000000;
             if (refused) begin
-              \$678  = 21'h000000;
+              \$688  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$678  = \$598 [20:0];
+            \$688  = \$602 [20:0];
           end
     endcase
     if (rst) begin
-      \$678  = 21'h000000;
+      \$688  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = sgx;
+    \$689  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$679  = 28'h0000000;
+            \$689  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$679  = \$601 [27:0];
+            \$689  = \$605 [27:0];
           end
     endcase
     if (rst) begin
-      \$679  = 28'h0000000;
+      \$689  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = dgamma;
+    \$690  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$680  = 50'h0000000000000;
+            \$690  = 50'h0000000000000;
           end
       6'h02:
           /* empty */;
@@ -3105,19 +3169,19 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          \$680  = \$605 [49:0];
+          \$690  = \$611 [49:0];
     endcase
     if (rst) begin
-      \$680  = 50'h0000000000000;
+      \$690  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = align;
+    \$691  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$681  = 5'h00;
+            \$691  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -3147,10 +3211,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$607 ) begin
-            \$681  = 5'h00;
+          if (\$613 ) begin
+            \$691  = 5'h00;
           end else begin
-            \$681  = \$609 [4:0];
+            \$691  = \$615 [4:0];
           end
       6'h10:
           /* empty */;
@@ -3178,10 +3242,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1c:
           (* full_case = 32'd1 *)
-          if (\$613 ) begin
-            \$681  = 5'h00;
+          if (\$619 ) begin
+            \$691  = 5'h00;
           end else begin
-            \$681  = \$615 [4:0];
+            \$691  = \$621 [4:0];
           end
       6'h1d:
           /* empty */;
@@ -3191,10 +3255,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$621 ) begin
-            \$681  = 5'h00;
+          if (\$627 ) begin
+            \$691  = 5'h00;
           end else begin
-            \$681  = \$623 [4:0];
+            \$691  = \$629 [4:0];
           end
       6'h21:
           /* empty */;
@@ -3204,10 +3268,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           (* full_case = 32'd1 *)
-          if (\$629 ) begin
-            \$681  = 5'h00;
+          if (\$635 ) begin
+            \$691  = 5'h00;
           end else begin
-            \$681  = \$631 [4:0];
+            \$691  = \$637 [4:0];
           end
       6'h25:
           /* empty */;
@@ -3217,10 +3281,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h28:
           (* full_case = 32'd1 *)
-          if (\$637 ) begin
-            \$681  = 5'h00;
+          if (\$643 ) begin
+            \$691  = 5'h00;
           end else begin
-            \$681  = \$639 [4:0];
+            \$691  = \$645 [4:0];
           end
       6'h29:
           /* empty */;
@@ -3230,194 +3294,194 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$645 ) begin
-            \$681  = 5'h00;
+          if (\$651 ) begin
+            \$691  = 5'h00;
           end else begin
-            \$681  = \$647 [4:0];
+            \$691  = \$653 [4:0];
           end
     endcase
     if (rst) begin
-      \$681  = 5'h00;
+      \$691  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = fsm_state;
+    \$692  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$682  = 6'h01;
+              \$692  = 6'h01;
             end else begin
-              \$682  = 6'h02;
+              \$692  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$682  = 6'h03;
+              \$692  = 6'h03;
             end
           end
       6'h03:
-          \$682  = 6'h04;
+          \$692  = 6'h04;
       6'h04:
           if (done) begin
-            \$682  = 6'h05;
+            \$692  = 6'h05;
           end
       6'h05:
-          \$682  = 6'h06;
+          \$692  = 6'h06;
       6'h06:
           if (done) begin
-            \$682  = 6'h07;
+            \$692  = 6'h07;
           end
       6'h07:
-          \$682  = 6'h08;
+          \$692  = 6'h08;
       6'h08:
           if (\done$82 ) begin
-            \$682  = 6'h09;
+            \$692  = 6'h09;
           end
       6'h09:
-          \$682  = 6'h0a;
+          \$692  = 6'h0a;
       6'h0a:
-          \$682  = 6'h0b;
+          \$692  = 6'h0b;
       6'h0b:
           if (\done$82 ) begin
-            \$682  = 6'h0c;
+            \$692  = 6'h0c;
           end
       6'h0c:
-          \$682  = 6'h0d;
+          \$692  = 6'h0d;
       6'h0d:
-          \$682  = 6'h0e;
+          \$692  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$682  = 6'h0f;
+            \$692  = 6'h0f;
           end
       6'h0f:
-          if (\$607 ) begin
-            \$682  = 6'h10;
+          if (\$613 ) begin
+            \$692  = 6'h10;
           end
       6'h10:
-          \$682  = 6'h11;
+          \$692  = 6'h11;
       6'h11:
           if (done) begin
-            \$682  = 6'h12;
+            \$692  = 6'h12;
           end
       6'h12:
-          \$682  = 6'h13;
+          \$692  = 6'h13;
       6'h13:
           if (done) begin
-            \$682  = 6'h14;
+            \$692  = 6'h14;
           end
       6'h14:
-          \$682  = 6'h15;
+          \$692  = 6'h15;
       6'h15:
           if (done) begin
-            \$682  = 6'h16;
+            \$692  = 6'h16;
           end
       6'h16:
-          \$682  = 6'h17;
+          \$692  = 6'h17;
       6'h17:
           if (\done$82 ) begin
-            \$682  = 6'h18;
+            \$692  = 6'h18;
           end
       6'h18:
-          \$682  = 6'h19;
+          \$692  = 6'h19;
       6'h19:
           if (\done$82 ) begin
-            \$682  = 6'h1a;
+            \$692  = 6'h1a;
           end
       6'h1a:
-          \$682  = 6'h1b;
+          \$692  = 6'h1b;
       6'h1b:
-          \$682  = 6'h1c;
+          \$692  = 6'h1c;
       6'h1c:
-          if (\$613 ) begin
-            \$682  = 6'h1d;
+          if (\$619 ) begin
+            \$692  = 6'h1d;
           end
       6'h1d:
-          \$682  = 6'h1e;
+          \$692  = 6'h1e;
       6'h1e:
-          \$682  = 6'h1f;
+          \$692  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$682  = 6'h20;
+            \$692  = 6'h20;
           end
       6'h20:
-          if (\$621 ) begin
-            \$682  = 6'h21;
+          if (\$627 ) begin
+            \$692  = 6'h21;
           end
       6'h21:
-          \$682  = 6'h22;
+          \$692  = 6'h22;
       6'h22:
-          \$682  = 6'h23;
+          \$692  = 6'h23;
       6'h23:
           if (done) begin
-            \$682  = 6'h24;
+            \$692  = 6'h24;
           end
       6'h24:
-          if (\$629 ) begin
-            \$682  = 6'h25;
+          if (\$635 ) begin
+            \$692  = 6'h25;
           end
       6'h25:
-          \$682  = 6'h26;
+          \$692  = 6'h26;
       6'h26:
-          \$682  = 6'h27;
+          \$692  = 6'h27;
       6'h27:
           if (done) begin
-            \$682  = 6'h28;
+            \$692  = 6'h28;
           end
       6'h28:
-          if (\$637 ) begin
-            \$682  = 6'h29;
+          if (\$643 ) begin
+            \$692  = 6'h29;
           end
       6'h29:
-          \$682  = 6'h2a;
+          \$692  = 6'h2a;
       6'h2a:
-          \$682  = 6'h2b;
+          \$692  = 6'h2b;
       6'h2b:
           if (done) begin
-            \$682  = 6'h2c;
+            \$692  = 6'h2c;
           end
       6'h2c:
-          if (\$645 ) begin
-            \$682  = 6'h2d;
+          if (\$651 ) begin
+            \$692  = 6'h2d;
           end
       6'h2d:
-          \$682  = 6'h2e;
+          \$692  = 6'h2e;
       6'h2e:
-          if (\$660 ) begin
-            \$682  = 6'h2f;
+          if (\$668 ) begin
+            \$692  = 6'h2f;
           end
       6'h2f:
           if (stats__ready) begin
-            \$682  = 6'h00;
+            \$692  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$682  = 6'h00;
+            \$692  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$682  = 6'h00;
+      \$692  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = sh;
+    \$693  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$683  = \$328 [4:0];
+          \$693  = \$328 [4:0];
     endcase
     if (rst) begin
-      \$683  = 5'h00;
+      \$693  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = scratch;
+    \$694  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3427,7 +3491,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h04:
           if (done) begin
-            \$684  = p;
+            \$694  = p;
           end
       6'h05:
           /* empty */;
@@ -3459,13 +3523,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           if (done) begin
-            \$684  = p;
+            \$694  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$684  = p;
+            \$694  = p;
           end
       6'h16:
           /* empty */;
@@ -3478,12 +3542,12 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1a:
           /* empty */;
       6'h1b:
-          \$684  = c0w;
+          \$694  = c0w;
       6'h1c:
           (* full_case = 32'd1 *)
-          if (\$613 ) begin
+          if (\$619 ) begin
           end else begin
-            \$684  = \$614 [100:0];
+            \$694  = \$620 [100:0];
           end
       6'h1d:
           /* empty */;
@@ -3491,13 +3555,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1f:
           if (done) begin
-            \$684  = p;
+            \$694  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$621 ) begin
+          if (\$627 ) begin
           end else begin
-            \$684  = \$622 [100:0];
+            \$694  = \$628 [100:0];
           end
       6'h21:
           /* empty */;
@@ -3505,13 +3569,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h23:
           if (done) begin
-            \$684  = p;
+            \$694  = p;
           end
       6'h24:
           (* full_case = 32'd1 *)
-          if (\$629 ) begin
+          if (\$635 ) begin
           end else begin
-            \$684  = \$630 [100:0];
+            \$694  = \$636 [100:0];
           end
       6'h25:
           /* empty */;
@@ -3519,13 +3583,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h27:
           if (done) begin
-            \$684  = p;
+            \$694  = p;
           end
       6'h28:
           (* full_case = 32'd1 *)
-          if (\$637 ) begin
+          if (\$643 ) begin
           end else begin
-            \$684  = \$638 [100:0];
+            \$694  = \$644 [100:0];
           end
       6'h29:
           /* empty */;
@@ -3533,22 +3597,22 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h2b:
           if (done) begin
-            \$684  = p;
+            \$694  = p;
           end
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$645 ) begin
+          if (\$651 ) begin
           end else begin
-            \$684  = \$646 [100:0];
+            \$694  = \$652 [100:0];
           end
     endcase
     if (rst) begin
-      \$684  = 101'h00000000000000000000000000;
+      \$694  = 101'h00000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = qg;
+    \$695  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3562,16 +3626,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (done) begin
-            \$685  = p[39:0];
+            \$695  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$685  = 40'h0000000000;
+      \$695  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = tq;
+    \$696  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3589,7 +3653,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h08:
           if (\done$82 ) begin
-            \$686  = q;
+            \$696  = q;
           end
       6'h09:
           /* empty */;
@@ -3597,7 +3661,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0b:
           if (\done$82 ) begin
-            \$686  = q;
+            \$696  = q;
           end
       6'h0c:
           /* empty */;
@@ -3623,22 +3687,22 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h17:
           if (\done$82 ) begin
-            \$686  = q;
+            \$696  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$82 ) begin
-            \$686  = q;
+            \$696  = q;
           end
     endcase
     if (rst) begin
-      \$686  = 105'h000000000000000000000000000;
+      \$696  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = m1;
+    \$697  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3657,15 +3721,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h08:
           /* empty */;
       6'h09:
-          \$687  = \$603 [51:0];
+          \$697  = \$609 [51:0];
     endcase
     if (rst) begin
-      \$687  = 52'h0000000000000;
+      \$697  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = lane_a;
+    \$698  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3695,22 +3759,22 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0e:
           if (done) begin
-            \$688  = p[51:0];
+            \$698  = p[51:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$607 ) begin
+          if (\$613 ) begin
           end else begin
-            \$688  = \$608 [51:0];
+            \$698  = \$614 [51:0];
           end
     endcase
     if (rst) begin
-      \$688  = 52'h0000000000000;
+      \$698  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = c0w;
+    \$699  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3746,16 +3810,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h11:
           if (done) begin
-            \$689  = p;
+            \$699  = p;
           end
     endcase
     if (rst) begin
-      \$689  = 101'h00000000000000000000000000;
+      \$699  = 101'h00000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$690  = m2;
+    \$700  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3808,15 +3872,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$690  = \$611 [79:0];
+          \$700  = \$617 [79:0];
     endcase
     if (rst) begin
-      \$690  = 80'h00000000000000000000;
+      \$700  = 80'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = const0;
+    \$701  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3875,15 +3939,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1c:
           /* empty */;
       6'h1d:
-          \$691  = \$619 [58:0];
+          \$701  = \$625 [58:0];
     endcase
     if (rst) begin
-      \$691  = 59'h000000000000000;
+      \$701  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$692  = const1;
+    \$702  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3950,15 +4014,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h20:
           /* empty */;
       6'h21:
-          \$692  = \$627 [58:0];
+          \$702  = \$633 [58:0];
     endcase
     if (rst) begin
-      \$692  = 59'h000000000000000;
+      \$702  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = const2;
+    \$703  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4033,15 +4097,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h24:
           /* empty */;
       6'h25:
-          \$693  = \$635 [58:0];
+          \$703  = \$641 [58:0];
     endcase
     if (rst) begin
-      \$693  = 59'h000000000000000;
+      \$703  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$694  = const3;
+    \$704  = const3;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4124,15 +4188,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h28:
           /* empty */;
       6'h29:
-          \$694  = \$643 [58:0];
+          \$704  = \$649 [58:0];
     endcase
     if (rst) begin
-      \$694  = 59'h000000000000000;
+      \$704  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$695  = const4;
+    \$705  = const4;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4223,18 +4287,19 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h2c:
           /* empty */;
       6'h2d:
-          \$695  = \$651 [58:0];
+          \$705  = \$657 [58:0];
     endcase
     if (rst) begin
-      \$695  = 59'h000000000000000;
+      \$705  = 59'h000000000000000;
     end
   end
   assign x = i__payload[7:0];
-  assign \mask$20  = mask;
+  assign \mask$18  = mask;
   assign shv = { 72'h000000000000000000, \$4  };
   assign sh_new = \$328 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
+  assign \$signal$84  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[77:34];
@@ -4527,15 +4592,17 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$584  = { acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60:25] };
   assign \$588  = { acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60:25] };
   assign \$590  = { acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60:25] };
-  assign \$603  = { \$602 [105], \$602 [105:1] };
-  assign \$605  = { \$604 [105], \$604 [105:1] };
-  assign \$608  = { lane_a, 1'h0 };
+  assign \$609  = { \$608 [105], \$608 [105:1] };
   assign \$611  = { \$610 [105], \$610 [105:1] };
-  assign \$614  = { scratch, 1'h0 };
-  assign \$622  = { scratch, 1'h0 };
-  assign \$630  = { scratch, 1'h0 };
-  assign \$638  = { scratch, 1'h0 };
-  assign \$646  = { scratch, 1'h0 };
+  assign \$614  = { lane_a, 1'h0 };
+  assign \$617  = { \$616 [105], \$616 [105:1] };
+  assign \$620  = { scratch, 1'h0 };
+  assign \$628  = { scratch, 1'h0 };
+  assign \$636  = { scratch, 1'h0 };
+  assign \$644  = { scratch, 1'h0 };
+  assign \$652  = { scratch, 1'h0 };
+  assign \$664  = 1'h1;
+  assign \$665  = \$663 ;
 endmodule
 
 module \hwnorm_bwd_range_s8.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -4886,36 +4953,36 @@ module \hwnorm_bwd_range_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
+module \hwnorm_bwd_range_s8.sel$85 (clk, rst, sel, chunk_size, clear, rewind, p1, p2, mask, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire \$103 ;
+  wire [1:0] \$103 ;
   wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$106 ;
+  reg \$107 ;
+  reg [12:0] \$108 ;
+  reg \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire [1:0] \$113 ;
-  wire \$114 ;
-  wire [2:0] \$115 ;
-  wire [2:0] \$116 ;
-  reg \$117 ;
-  reg [12:0] \$118 ;
-  reg \$119 ;
+  reg [12:0] \$110 ;
+  reg [3:0] \$111 ;
+  reg \$112 ;
+  reg \$113 ;
+  reg [7:0] \$114 ;
+  reg [7:0] \$115 ;
+  reg [7:0] \$116 ;
+  reg [7:0] \$117 ;
+  reg [7:0] \$118 ;
+  reg [7:0] \$119 ;
   wire [7:0] \$12 ;
-  reg [12:0] \$120 ;
-  reg [3:0] \$121 ;
-  reg \$122 ;
-  reg \$123 ;
+  reg [7:0] \$120 ;
+  reg [7:0] \$121 ;
+  reg [7:0] \$122 ;
+  reg [7:0] \$123 ;
   reg [7:0] \$124 ;
   reg [7:0] \$125 ;
   reg [7:0] \$126 ;
@@ -4927,20 +4994,14 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   reg [7:0] \$131 ;
   reg [7:0] \$132 ;
   reg [7:0] \$133 ;
-  reg [7:0] \$134 ;
+  reg \$134 ;
   reg [7:0] \$135 ;
   reg [7:0] \$136 ;
   reg [7:0] \$137 ;
   reg [7:0] \$138 ;
-  reg [7:0] \$139 ;
+  reg [3:0] \$139 ;
   wire \$14 ;
-  reg [7:0] \$140 ;
-  reg [7:0] \$141 ;
-  reg [7:0] \$142 ;
-  reg [7:0] \$143 ;
-  reg [7:0] \$144 ;
-  reg [7:0] \$145 ;
-  reg [3:0] \$146 ;
+  reg [3:0] \$140 ;
   wire [7:0] \$15 ;
   wire [7:0] \$16 ;
   wire \$17 ;
@@ -5015,27 +5076,27 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
+  wire [3:0] \$82 ;
+  reg [7:0] \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
+  wire [3:0] \$86 ;
+  reg [7:0] \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire [7:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire [3:0] \$92 ;
-  reg [7:0] \$93 ;
+  wire \$92 ;
+  wire \$93 ;
   wire \$94 ;
   wire \$95 ;
-  wire [3:0] \$96 ;
-  reg [7:0] \$97 ;
+  wire \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg \$signal  = 1'h0;
-  reg [7:0] \$signal$17  = 8'h00;
+  reg [7:0] \$signal$50  = 8'h00;
   reg [12:0] after_next;
   wire after_start0;
   wire before_hi0;
@@ -5101,16 +5162,20 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   reg start = 1'h0;
-  reg wr0_0;
-  reg wr1_0;
-  reg wr2_0;
-  reg wr3_0;
-  reg wr4_0;
-  reg wr5_0;
-  reg wr6_0;
-  reg wr7_0;
-  reg wr8_0;
-  reg wr9_0;
+  reg [3:0] w_chunk0 = 4'h0;
+  reg w_end = 1'h0;
+  reg [7:0] w_hi0 = 8'h00;
+  reg [7:0] w_lo0 = 8'h00;
+  wire wr0_0;
+  wire wr1_0;
+  wire wr2_0;
+  wire wr3_0;
+  wire wr4_0;
+  wire wr5_0;
+  wire wr6_0;
+  wire wr7_0;
+  wire wr8_0;
+  wire wr9_0;
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
@@ -5121,26 +5186,26 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   assign \$5  = chunk0 + after_start0;
   assign \$6  = \$5  + 1'h0;
   assign \$7  = clear | rewind;
-  assign \$9  = wr0_0 ? run_h0 : 8'h00;
-  assign \$10  = wr0_0 ? run_l0 : 8'h00;
-  assign \$12  = wr1_0 ? run_h0 : 8'h00;
-  assign \$13  = wr1_0 ? run_l0 : 8'h00;
-  assign \$15  = wr2_0 ? run_h0 : 8'h00;
-  assign \$16  = wr2_0 ? run_l0 : 8'h00;
-  assign \$18  = wr3_0 ? run_h0 : 8'h00;
-  assign \$19  = wr3_0 ? run_l0 : 8'h00;
-  assign \$21  = wr4_0 ? run_h0 : 8'h00;
-  assign \$22  = wr4_0 ? run_l0 : 8'h00;
-  assign \$24  = wr5_0 ? run_h0 : 8'h00;
-  assign \$25  = wr5_0 ? run_l0 : 8'h00;
-  assign \$27  = wr6_0 ? run_h0 : 8'h00;
-  assign \$28  = wr6_0 ? run_l0 : 8'h00;
-  assign \$30  = wr7_0 ? run_h0 : 8'h00;
-  assign \$31  = wr7_0 ? run_l0 : 8'h00;
-  assign \$33  = wr8_0 ? run_h0 : 8'h00;
-  assign \$34  = wr8_0 ? run_l0 : 8'h00;
-  assign \$36  = wr9_0 ? run_h0 : 8'h00;
-  assign \$37  = wr9_0 ? run_l0 : 8'h00;
+  assign \$9  = wr0_0 ? w_hi0 : 8'h00;
+  assign \$10  = wr0_0 ? w_lo0 : 8'h00;
+  assign \$12  = wr1_0 ? w_hi0 : 8'h00;
+  assign \$13  = wr1_0 ? w_lo0 : 8'h00;
+  assign \$15  = wr2_0 ? w_hi0 : 8'h00;
+  assign \$16  = wr2_0 ? w_lo0 : 8'h00;
+  assign \$18  = wr3_0 ? w_hi0 : 8'h00;
+  assign \$19  = wr3_0 ? w_lo0 : 8'h00;
+  assign \$21  = wr4_0 ? w_hi0 : 8'h00;
+  assign \$22  = wr4_0 ? w_lo0 : 8'h00;
+  assign \$24  = wr5_0 ? w_hi0 : 8'h00;
+  assign \$25  = wr5_0 ? w_lo0 : 8'h00;
+  assign \$27  = wr6_0 ? w_hi0 : 8'h00;
+  assign \$28  = wr6_0 ? w_lo0 : 8'h00;
+  assign \$30  = wr7_0 ? w_hi0 : 8'h00;
+  assign \$31  = wr7_0 ? w_lo0 : 8'h00;
+  assign \$33  = wr8_0 ? w_hi0 : 8'h00;
+  assign \$34  = wr8_0 ? w_lo0 : 8'h00;
+  assign \$36  = wr9_0 ? w_hi0 : 8'h00;
+  assign \$37  = wr9_0 ? w_lo0 : 8'h00;
   assign \$38  = mask ? chunk0 : last;
   assign \$39  = ~ rewind;
   assign \$40  = p2 & \$39 ;
@@ -5154,7 +5219,7 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   assign \$48  = \dist  + cs_over;
   assign \$49  = chunk_size - 1'h1;
   assign rstart0 = mask & start;
-  assign hge0_1 = $signed(\$signal$17 ) >= $signed(x);
+  assign hge0_1 = $signed(\$signal$50 ) >= $signed(x);
   assign lge0_1 = $signed(open_lo) <= $signed(x);
   assign cand0_0 = ~ \$50 ;
   assign \$53  = ~ cand0_1;
@@ -5163,7 +5228,7 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   assign \$57  = ~ hge0_1;
   assign \$58  = \$56  | \$57 ;
   assign hwin0_1 = cand0_1 & \$59 ;
-  assign \$60  = hwin0_0 ? \$signal$17  : 8'h00;
+  assign \$60  = hwin0_0 ? \$signal$50  : 8'h00;
   assign \$61  = hwin0_1 ? x : 8'h00;
   assign run_h0 = \$60  | \$61 ;
   assign \$62  = ~ cand0_1;
@@ -5175,246 +5240,354 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   assign \$69  = lwin0_0 ? open_lo : 8'h00;
   assign \$70  = lwin0_1 ? x : 8'h00;
   assign run_l0 = \$69  | \$70 ;
-  assign \$71  = ! chunk0;
-  assign \$72  = mask & \$71 ;
-  assign \$73  = chunk0 == 1'h1;
-  assign \$74  = mask & \$73 ;
-  assign \$75  = chunk0 == 2'h2;
-  assign \$76  = mask & \$75 ;
-  assign \$77  = chunk0 == 2'h3;
-  assign \$78  = mask & \$77 ;
-  assign \$79  = chunk0 == 3'h4;
-  assign \$80  = mask & \$79 ;
-  assign \$81  = chunk0 == 3'h5;
-  assign \$82  = mask & \$81 ;
-  assign \$83  = chunk0 == 3'h6;
-  assign \$84  = mask & \$83 ;
-  assign \$85  = chunk0 == 3'h7;
-  assign \$86  = mask & \$85 ;
-  assign \$87  = chunk0 == 4'h8;
-  assign \$88  = mask & \$87 ;
-  assign \$89  = chunk0 == 4'h9;
-  assign \$90  = mask & \$89 ;
-  assign \$91  = chunk0 < 4'ha;
-  assign \$92  = \$91  ? chunk0 : 4'h0;
-  assign \$94  = \$93  == x;
-  assign eq_hi0 = mask & \$94 ;
-  assign \$95  = chunk0 < 4'ha;
-  assign \$96  = \$95  ? chunk0 : 4'h0;
-  assign \$98  = \$97  == x;
-  assign eq_lo0 = mask & \$98 ;
-  assign \$99  = ~ start;
-  assign \$100  = \$signal  & \$99 ;
-  assign \$101  = ~ start;
-  assign \$102  = found_lo & \$101 ;
-  assign \$103  = ~ mask;
-  assign \$104  = ~ before_hi0;
-  assign \$105  = eq_hi0 & \$104 ;
-  assign \$106  = ~ before_lo0;
-  assign \$107  = eq_lo0 & \$106 ;
-  assign \$108  = \$105  == \$107 ;
-  assign \$109  = \$103  | \$108 ;
-  assign \$110  = ~ before_hi0;
-  assign \$111  = eq_hi0 & \$110 ;
-  assign \$112  = chunk0 == last;
-  assign \$113  = \$112  ? 2'h3 : 2'h1;
-  assign \$114  = chunk0 == last;
-  assign \$115  = \$114  ? 3'h4 : 3'h2;
-  assign \$116  = \$111  ? { 1'h0, \$113  } : \$115 ;
-  assign sel = \$109  ? 3'h0 : \$116 ;
+  assign \$71  = ! w_chunk0;
+  assign wr0_0 = w_end & \$71 ;
+  assign \$72  = w_chunk0 == 1'h1;
+  assign wr1_0 = w_end & \$72 ;
+  assign \$73  = w_chunk0 == 2'h2;
+  assign wr2_0 = w_end & \$73 ;
+  assign \$74  = w_chunk0 == 2'h3;
+  assign wr3_0 = w_end & \$74 ;
+  assign \$75  = w_chunk0 == 3'h4;
+  assign wr4_0 = w_end & \$75 ;
+  assign \$76  = w_chunk0 == 3'h5;
+  assign wr5_0 = w_end & \$76 ;
+  assign \$77  = w_chunk0 == 3'h6;
+  assign wr6_0 = w_end & \$77 ;
+  assign \$78  = w_chunk0 == 3'h7;
+  assign wr7_0 = w_end & \$78 ;
+  assign \$79  = w_chunk0 == 4'h8;
+  assign wr8_0 = w_end & \$79 ;
+  assign \$80  = w_chunk0 == 4'h9;
+  assign wr9_0 = w_end & \$80 ;
+  assign \$81  = chunk0 < 4'ha;
+  assign \$82  = \$81  ? chunk0 : 4'h0;
+  assign \$84  = \$83  == x;
+  assign eq_hi0 = mask & \$84 ;
+  assign \$85  = chunk0 < 4'ha;
+  assign \$86  = \$85  ? chunk0 : 4'h0;
+  assign \$88  = \$87  == x;
+  assign eq_lo0 = mask & \$88 ;
+  assign \$89  = ~ start;
+  assign \$90  = \$signal  & \$89 ;
+  assign \$91  = ~ start;
+  assign \$92  = found_lo & \$91 ;
+  assign \$93  = ~ mask;
+  assign \$94  = ~ before_hi0;
+  assign \$95  = eq_hi0 & \$94 ;
+  assign \$96  = ~ before_lo0;
+  assign \$97  = eq_lo0 & \$96 ;
+  assign \$98  = \$95  == \$97 ;
+  assign \$99  = \$93  | \$98 ;
+  assign \$100  = ~ before_hi0;
+  assign \$101  = eq_hi0 & \$100 ;
+  assign \$102  = chunk0 == last;
+  assign \$103  = \$102  ? 2'h3 : 2'h1;
+  assign \$104  = chunk0 == last;
+  assign \$105  = \$104  ? 3'h4 : 3'h2;
+  assign \$106  = \$101  ? { 1'h0, \$103  } : \$105 ;
+  assign sel = \$99  ? 3'h0 : \$106 ;
   always @(posedge clk)
-    cs_big <= \$117 ;
+    cs_big <= \$107 ;
   always @(posedge clk)
-    cs_over <= \$118 ;
+    cs_over <= \$108 ;
   always @(posedge clk)
-    start <= \$119 ;
+    start <= \$109 ;
   always @(posedge clk)
-    \dist  <= \$120 ;
+    \dist  <= \$110 ;
   always @(posedge clk)
-    chunk0 <= \$121 ;
+    chunk0 <= \$111 ;
   always @(posedge clk)
-    \$signal  <= \$122 ;
+    \$signal  <= \$112 ;
   always @(posedge clk)
-    found_lo <= \$123 ;
+    found_lo <= \$113 ;
   always @(posedge clk)
-    \$signal$17  <= \$124 ;
+    hi_v0 <= \$114 ;
   always @(posedge clk)
-    open_lo <= \$125 ;
+    lo_v0 <= \$115 ;
   always @(posedge clk)
-    hi_v0 <= \$126 ;
+    hi_v1 <= \$116 ;
   always @(posedge clk)
-    lo_v0 <= \$127 ;
+    lo_v1 <= \$117 ;
   always @(posedge clk)
-    hi_v1 <= \$128 ;
+    hi_v2 <= \$118 ;
   always @(posedge clk)
-    lo_v1 <= \$129 ;
+    lo_v2 <= \$119 ;
   always @(posedge clk)
-    hi_v2 <= \$130 ;
+    hi_v3 <= \$120 ;
   always @(posedge clk)
-    lo_v2 <= \$131 ;
+    lo_v3 <= \$121 ;
   always @(posedge clk)
-    hi_v3 <= \$132 ;
+    hi_v4 <= \$122 ;
   always @(posedge clk)
-    lo_v3 <= \$133 ;
+    lo_v4 <= \$123 ;
   always @(posedge clk)
-    hi_v4 <= \$134 ;
+    hi_v5 <= \$124 ;
   always @(posedge clk)
-    lo_v4 <= \$135 ;
+    lo_v5 <= \$125 ;
   always @(posedge clk)
-    hi_v5 <= \$136 ;
+    hi_v6 <= \$126 ;
   always @(posedge clk)
-    lo_v5 <= \$137 ;
+    lo_v6 <= \$127 ;
   always @(posedge clk)
-    hi_v6 <= \$138 ;
+    hi_v7 <= \$128 ;
   always @(posedge clk)
-    lo_v6 <= \$139 ;
+    lo_v7 <= \$129 ;
   always @(posedge clk)
-    hi_v7 <= \$140 ;
+    hi_v8 <= \$130 ;
   always @(posedge clk)
-    lo_v7 <= \$141 ;
+    lo_v8 <= \$131 ;
   always @(posedge clk)
-    hi_v8 <= \$142 ;
+    hi_v9 <= \$132 ;
   always @(posedge clk)
-    lo_v8 <= \$143 ;
+    lo_v9 <= \$133 ;
   always @(posedge clk)
-    hi_v9 <= \$144 ;
+    w_end <= \$134 ;
   always @(posedge clk)
-    lo_v9 <= \$145 ;
+    \$signal$50  <= \$135 ;
   always @(posedge clk)
-    last <= \$146 ;
+    open_lo <= \$136 ;
+  always @(posedge clk)
+    w_hi0 <= \$137 ;
+  always @(posedge clk)
+    w_lo0 <= \$138 ;
+  always @(posedge clk)
+    w_chunk0 <= \$139 ;
+  always @(posedge clk)
+    last <= \$140 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$93  = 8'h00;
-    casez (\$92 )
+    \$83  = 8'h00;
+    casez (\$82 )
       4'h0:
-          \$93  = hi_v0;
+          \$83  = hi_v0;
       4'h1:
-          \$93  = hi_v1;
+          \$83  = hi_v1;
       4'h2:
-          \$93  = hi_v2;
+          \$83  = hi_v2;
       4'h3:
-          \$93  = hi_v3;
+          \$83  = hi_v3;
       4'h4:
-          \$93  = hi_v4;
+          \$83  = hi_v4;
       4'h5:
-          \$93  = hi_v5;
+          \$83  = hi_v5;
       4'h6:
-          \$93  = hi_v6;
+          \$83  = hi_v6;
       4'h7:
-          \$93  = hi_v7;
+          \$83  = hi_v7;
       4'h8:
-          \$93  = hi_v8;
+          \$83  = hi_v8;
       4'h9:
-          \$93  = hi_v9;
+          \$83  = hi_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$97  = 8'h00;
-    casez (\$96 )
+    \$87  = 8'h00;
+    casez (\$86 )
       4'h0:
-          \$97  = lo_v0;
+          \$87  = lo_v0;
       4'h1:
-          \$97  = lo_v1;
+          \$87  = lo_v1;
       4'h2:
-          \$97  = lo_v2;
+          \$87  = lo_v2;
       4'h3:
-          \$97  = lo_v3;
+          \$87  = lo_v3;
       4'h4:
-          \$97  = lo_v4;
+          \$87  = lo_v4;
       4'h5:
-          \$97  = lo_v5;
+          \$87  = lo_v5;
       4'h6:
-          \$97  = lo_v6;
+          \$87  = lo_v6;
       4'h7:
-          \$97  = lo_v7;
+          \$87  = lo_v7;
       4'h8:
-          \$97  = lo_v8;
+          \$87  = lo_v8;
       4'h9:
-          \$97  = lo_v9;
+          \$87  = lo_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$117  = \$1 ;
+    \$107  = \$1 ;
     if (rst) begin
-      \$117  = 1'h0;
+      \$107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$118  = \$2 [12:0];
+    \$108  = \$2 [12:0];
     if (rst) begin
-      \$118  = 13'h0000;
+      \$108  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$119  = start;
+    \$109  = start;
     if (\$3 ) begin
-      \$119  = 1'h1;
+      \$109  = 1'h1;
     end else if (\$4 ) begin
-      \$119  = after_start0;
+      \$109  = after_start0;
     end
     if (rst) begin
-      \$119  = 1'h0;
+      \$109  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$120  = \dist ;
+    \$110  = \dist ;
     if (\$3 ) begin
-      \$120  = \$49 [12:0];
+      \$110  = \$49 [12:0];
     end else if (\$4 ) begin
-      \$120  = after_next;
+      \$110  = after_next;
     end
     if (rst) begin
-      \$120  = 13'h0000;
+      \$110  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$121  = chunk0;
+    \$111  = chunk0;
     if (\$3 ) begin
-      \$121  = 4'h0;
+      \$111  = 4'h0;
     end else if (\$4 ) begin
-      \$121  = \$6 [3:0];
+      \$111  = \$6 [3:0];
     end
     if (rst) begin
-      \$121  = 4'h0;
+      \$111  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$122  = \$signal ;
+    \$112  = \$signal ;
     if (\$7 ) begin
-      \$122  = 1'h0;
+      \$112  = 1'h0;
     end
     if (\$42 ) begin
-      \$122  = \$43 ;
+      \$112  = \$43 ;
     end
     if (rst) begin
-      \$122  = 1'h0;
+      \$112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$123  = found_lo;
+    \$113  = found_lo;
     if (\$7 ) begin
-      \$123  = 1'h0;
+      \$113  = 1'h0;
     end
     if (\$42 ) begin
-      \$123  = \$44 ;
+      \$113  = \$44 ;
     end
     if (rst) begin
-      \$123  = 1'h0;
+      \$113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$124  = \$signal$17 ;
-    if (p1) begin
-      \$124  = run_h0;
+    \$114  = hi_v0;
+    if (\$8 ) begin
+      \$114  = \$9 ;
+    end
+    if (rst) begin
+      \$114  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$115  = lo_v0;
+    if (\$8 ) begin
+      \$115  = \$10 ;
+    end
+    if (rst) begin
+      \$115  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$116  = hi_v1;
+    if (\$11 ) begin
+      \$116  = \$12 ;
+    end
+    if (rst) begin
+      \$116  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$117  = lo_v1;
+    if (\$11 ) begin
+      \$117  = \$13 ;
+    end
+    if (rst) begin
+      \$117  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$118  = hi_v2;
+    if (\$14 ) begin
+      \$118  = \$15 ;
+    end
+    if (rst) begin
+      \$118  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$119  = lo_v2;
+    if (\$14 ) begin
+      \$119  = \$16 ;
+    end
+    if (rst) begin
+      \$119  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$120  = hi_v3;
+    if (\$17 ) begin
+      \$120  = \$18 ;
+    end
+    if (rst) begin
+      \$120  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$121  = lo_v3;
+    if (\$17 ) begin
+      \$121  = \$19 ;
+    end
+    if (rst) begin
+      \$121  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$122  = hi_v4;
+    if (\$20 ) begin
+      \$122  = \$21 ;
+    end
+    if (rst) begin
+      \$122  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$123  = lo_v4;
+    if (\$20 ) begin
+      \$123  = \$22 ;
+    end
+    if (rst) begin
+      \$123  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$124  = hi_v5;
+    if (\$23 ) begin
+      \$124  = \$24 ;
     end
     if (rst) begin
       \$124  = 8'h00;
@@ -5422,9 +5595,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$125  = open_lo;
-    if (p1) begin
-      \$125  = run_l0;
+    \$125  = lo_v5;
+    if (\$23 ) begin
+      \$125  = \$25 ;
     end
     if (rst) begin
       \$125  = 8'h00;
@@ -5432,11 +5605,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$126  = hi_v0;
-    if (p1) begin
-      if (\$8 ) begin
-        \$126  = \$9 ;
-      end
+    \$126  = hi_v6;
+    if (\$26 ) begin
+      \$126  = \$27 ;
     end
     if (rst) begin
       \$126  = 8'h00;
@@ -5444,11 +5615,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$127  = lo_v0;
-    if (p1) begin
-      if (\$8 ) begin
-        \$127  = \$10 ;
-      end
+    \$127  = lo_v6;
+    if (\$26 ) begin
+      \$127  = \$28 ;
     end
     if (rst) begin
       \$127  = 8'h00;
@@ -5456,11 +5625,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$128  = hi_v1;
-    if (p1) begin
-      if (\$11 ) begin
-        \$128  = \$12 ;
-      end
+    \$128  = hi_v7;
+    if (\$29 ) begin
+      \$128  = \$30 ;
     end
     if (rst) begin
       \$128  = 8'h00;
@@ -5468,11 +5635,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$129  = lo_v1;
-    if (p1) begin
-      if (\$11 ) begin
-        \$129  = \$13 ;
-      end
+    \$129  = lo_v7;
+    if (\$29 ) begin
+      \$129  = \$31 ;
     end
     if (rst) begin
       \$129  = 8'h00;
@@ -5480,11 +5645,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$130  = hi_v2;
-    if (p1) begin
-      if (\$14 ) begin
-        \$130  = \$15 ;
-      end
+    \$130  = hi_v8;
+    if (\$32 ) begin
+      \$130  = \$33 ;
     end
     if (rst) begin
       \$130  = 8'h00;
@@ -5492,11 +5655,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$131  = lo_v2;
-    if (p1) begin
-      if (\$14 ) begin
-        \$131  = \$16 ;
-      end
+    \$131  = lo_v8;
+    if (\$32 ) begin
+      \$131  = \$34 ;
     end
     if (rst) begin
       \$131  = 8'h00;
@@ -5504,11 +5665,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$132  = hi_v3;
-    if (p1) begin
-      if (\$17 ) begin
-        \$132  = \$18 ;
-      end
+    \$132  = hi_v9;
+    if (\$35 ) begin
+      \$132  = \$36 ;
     end
     if (rst) begin
       \$132  = 8'h00;
@@ -5516,11 +5675,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$133  = lo_v3;
-    if (p1) begin
-      if (\$17 ) begin
-        \$133  = \$19 ;
-      end
+    \$133  = lo_v9;
+    if (\$35 ) begin
+      \$133  = \$37 ;
     end
     if (rst) begin
       \$133  = 8'h00;
@@ -5528,23 +5685,19 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$134  = hi_v4;
+    \$134  = 1'h0;
     if (p1) begin
-      if (\$20 ) begin
-        \$134  = \$21 ;
-      end
+      \$134  = mask;
     end
     if (rst) begin
-      \$134  = 8'h00;
+      \$134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$135  = lo_v4;
+    \$135  = \$signal$50 ;
     if (p1) begin
-      if (\$20 ) begin
-        \$135  = \$22 ;
-      end
+      \$135  = run_h0;
     end
     if (rst) begin
       \$135  = 8'h00;
@@ -5552,11 +5705,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$136  = hi_v5;
+    \$136  = open_lo;
     if (p1) begin
-      if (\$23 ) begin
-        \$136  = \$24 ;
-      end
+      \$136  = run_l0;
     end
     if (rst) begin
       \$136  = 8'h00;
@@ -5564,11 +5715,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$137  = lo_v5;
+    \$137  = w_hi0;
     if (p1) begin
-      if (\$23 ) begin
-        \$137  = \$25 ;
-      end
+      \$137  = run_h0;
     end
     if (rst) begin
       \$137  = 8'h00;
@@ -5576,11 +5725,9 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$138  = hi_v6;
+    \$138  = w_lo0;
     if (p1) begin
-      if (\$26 ) begin
-        \$138  = \$27 ;
-      end
+      \$138  = run_l0;
     end
     if (rst) begin
       \$138  = 8'h00;
@@ -5588,96 +5735,22 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$139  = lo_v6;
+    \$139  = w_chunk0;
     if (p1) begin
-      if (\$26 ) begin
-        \$139  = \$28 ;
-      end
+      \$139  = chunk0;
     end
     if (rst) begin
-      \$139  = 8'h00;
+      \$139  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$140  = hi_v7;
+    \$140  = last;
     if (p1) begin
-      if (\$29 ) begin
-        \$140  = \$30 ;
-      end
+      \$140  = \$38 ;
     end
     if (rst) begin
-      \$140  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$141  = lo_v7;
-    if (p1) begin
-      if (\$29 ) begin
-        \$141  = \$31 ;
-      end
-    end
-    if (rst) begin
-      \$141  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$142  = hi_v8;
-    if (p1) begin
-      if (\$32 ) begin
-        \$142  = \$33 ;
-      end
-    end
-    if (rst) begin
-      \$142  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$143  = lo_v8;
-    if (p1) begin
-      if (\$32 ) begin
-        \$143  = \$34 ;
-      end
-    end
-    if (rst) begin
-      \$143  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$144  = hi_v9;
-    if (p1) begin
-      if (\$35 ) begin
-        \$144  = \$36 ;
-      end
-    end
-    if (rst) begin
-      \$144  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$145  = lo_v9;
-    if (p1) begin
-      if (\$35 ) begin
-        \$145  = \$37 ;
-      end
-    end
-    if (rst) begin
-      \$145  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$146  = last;
-    if (p1) begin
-      \$146  = \$38 ;
-    end
-    if (rst) begin
-      \$146  = 4'h0;
+      \$140  = 4'h0;
     end
   end
   always @* begin
@@ -5687,81 +5760,22 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
       after_next = \$48 [12:0];
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr0_0 = 1'h0;
-    if (p1) begin
-      wr0_0 = \$72 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr1_0 = 1'h0;
-    if (p1) begin
-      wr1_0 = \$74 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr2_0 = 1'h0;
-    if (p1) begin
-      wr2_0 = \$76 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr3_0 = 1'h0;
-    if (p1) begin
-      wr3_0 = \$78 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr4_0 = 1'h0;
-    if (p1) begin
-      wr4_0 = \$80 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr5_0 = 1'h0;
-    if (p1) begin
-      wr5_0 = \$82 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr6_0 = 1'h0;
-    if (p1) begin
-      wr6_0 = \$84 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr7_0 = 1'h0;
-    if (p1) begin
-      wr7_0 = \$86 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr8_0 = 1'h0;
-    if (p1) begin
-      wr8_0 = \$88 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr9_0 = 1'h0;
-    if (p1) begin
-      wr9_0 = \$90 ;
-    end
-  end
   assign second_next = \$49 [12:0];
   assign \x[0]  = x;
   assign \sel[0]  = sel;
   assign after_start0 = \$45 ;
   assign \$8  = wr0_0;
+  assign \$11  = wr1_0;
+  assign \$14  = wr2_0;
+  assign \$17  = wr3_0;
+  assign \$20  = wr4_0;
+  assign \$23  = wr5_0;
+  assign \$26  = wr6_0;
+  assign \$29  = wr7_0;
+  assign \$32  = wr8_0;
+  assign \$35  = wr9_0;
+  assign before_hi0 = \$90 ;
+  assign before_lo0 = \$92 ;
   assign \$50  = rstart0;
   assign \$51  = 1'h0;
   assign \$52  = 1'h1;
@@ -5772,15 +5786,4 @@ module \hwnorm_bwd_range_s8.sel$84 (clk, rst, mask, sel, chunk_size, clear, rewi
   assign \$64  = \$63 ;
   assign \$65  = \$50 ;
   assign \$68  = \$67 ;
-  assign \$11  = wr1_0;
-  assign \$14  = wr2_0;
-  assign \$17  = wr3_0;
-  assign \$20  = wr4_0;
-  assign \$23  = wr5_0;
-  assign \$26  = wr6_0;
-  assign \$29  = wr7_0;
-  assign \$32  = wr8_0;
-  assign \$35  = wr9_0;
-  assign before_hi0 = \$100 ;
-  assign before_lo0 = \$102 ;
 endmodule

@@ -311,172 +311,182 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   wire [13:0] \$372 ;
   wire [13:0] \$373 ;
   wire [13:0] \$374 ;
-  wire [7:0] \$375 ;
-  wire [21:0] \$376 ;
-  wire [15:0] \$377 ;
-  wire [15:0] \$378 ;
-  wire [28:0] \$379 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire [7:0] \$379 ;
   wire \$38 ;
-  wire [114:0] \$380 ;
-  wire [114:0] \$381 ;
-  wire \$382 ;
-  wire [43:0] \$383 ;
-  wire [6:0] \$384 ;
-  wire [6:0] \$385 ;
-  wire \$386 ;
-  wire \$387 ;
+  wire [21:0] \$380 ;
+  wire [15:0] \$381 ;
+  wire [15:0] \$382 ;
+  wire [28:0] \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire [114:0] \$386 ;
+  wire [114:0] \$387 ;
   wire \$388 ;
-  wire \$389 ;
+  wire [43:0] \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire \$391 ;
+  wire [6:0] \$390 ;
+  wire [6:0] \$391 ;
   wire \$392 ;
-  wire [47:0] \$393 ;
-  wire [10:0] \$394 ;
-  wire [48:0] \$395 ;
-  wire [10:0] \$396 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
   wire \$397 ;
   wire \$398 ;
-  wire \$399 ;
+  wire [47:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
+  wire [10:0] \$400 ;
+  wire [48:0] \$401 ;
+  wire [10:0] \$402 ;
   wire \$403 ;
   wire \$404 ;
-  wire [48:0] \$405 ;
-  wire [48:0] \$406 ;
+  wire \$405 ;
+  wire \$406 ;
   wire \$407 ;
   wire \$408 ;
-  wire [32:0] \$409 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [28:0] \$410 ;
-  wire [28:0] \$411 ;
-  wire \$412 ;
+  wire \$410 ;
+  wire [48:0] \$411 ;
+  wire [48:0] \$412 ;
   wire \$413 ;
   wire \$414 ;
-  wire \$415 ;
-  wire \$416 ;
-  wire [23:0] \$417 ;
-  wire [23:0] \$418 ;
-  wire [24:0] \$419 ;
+  wire [32:0] \$415 ;
+  wire [28:0] \$416 ;
+  wire [28:0] \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
-  wire [41:0] \$425 ;
-  wire [41:0] \$426 ;
+  wire [23:0] \$423 ;
+  wire [23:0] \$424 ;
+  wire [24:0] \$425 ;
+  wire \$426 ;
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
-  wire \$431 ;
-  wire [8:0] \$432 ;
-  wire [8:0] \$433 ;
+  wire [41:0] \$431 ;
+  wire [41:0] \$432 ;
+  wire \$433 ;
   wire \$434 ;
   wire \$435 ;
   wire \$436 ;
   wire \$437 ;
-  wire \$438 ;
-  wire [12:0] \$439 ;
+  wire [8:0] \$438 ;
+  wire [8:0] \$439 ;
   wire \$44 ;
-  wire [12:0] \$440 ;
-  wire [13:0] \$441 ;
-  wire [14:0] \$442 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
   wire \$443 ;
   wire \$444 ;
-  wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire [12:0] \$448 ;
-  wire [12:0] \$449 ;
+  wire [12:0] \$445 ;
+  wire [12:0] \$446 ;
+  wire [13:0] \$447 ;
+  wire [14:0] \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  wire [13:0] \$450 ;
-  wire [14:0] \$451 ;
-  wire [3:0] \$452 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
   wire \$453 ;
-  wire \$454 ;
-  wire \$455 ;
-  wire \$456 ;
-  wire \$457 ;
-  wire \$458 ;
+  wire [12:0] \$454 ;
+  wire [12:0] \$455 ;
+  wire [13:0] \$456 ;
+  wire [14:0] \$457 ;
+  wire [3:0] \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
-  reg [7:0] \$463 ;
-  reg [7:0] \$464 ;
-  reg \$465 ;
-  reg [2:0] \$466 ;
-  reg \$467 ;
-  reg \$468 ;
-  reg \$469 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  reg \$470 ;
-  reg \$471 ;
-  reg \$472 ;
+  wire \$470 ;
+  reg [7:0] \$471 ;
+  reg [7:0] \$472 ;
   reg \$473 ;
-  reg \$474 ;
+  reg [2:0] \$474 ;
   reg \$475 ;
   reg \$476 ;
-  reg [20:0] \$477 ;
-  reg [25:0] \$478 ;
-  reg [24:0] \$479 ;
+  reg \$477 ;
+  reg \$478 ;
+  reg \$479 ;
   wire \$48 ;
-  reg [7:0] \$480 ;
-  reg [12:0] \$481 ;
-  reg [12:0] \$482 ;
-  reg [138:0] \$483 ;
-  reg [20:0] \$484 ;
-  reg [27:0] \$485 ;
-  reg [49:0] \$486 ;
-  reg [3:0] \$487 ;
-  reg [5:0] \$488 ;
-  reg [107:0] \$489 ;
+  reg \$480 ;
+  reg \$481 ;
+  reg \$482 ;
+  reg \$483 ;
+  reg \$484 ;
+  reg [20:0] \$485 ;
+  reg [25:0] \$486 ;
+  reg [24:0] \$487 ;
+  reg [7:0] \$488 ;
+  reg [12:0] \$489 ;
   wire \$49 ;
-  reg [39:0] \$490 ;
-  reg [113:0] \$491 ;
-  reg [43:0] \$492 ;
-  reg [5:0] \$493 ;
-  reg [47:0] \$494 ;
-  reg [9:0] \$495 ;
-  reg \$496 ;
-  reg \$497 ;
-  reg \$498 ;
-  reg [32:0] \$499 ;
+  reg [12:0] \$490 ;
+  reg \$491 ;
+  reg \$492 ;
+  reg [138:0] \$493 ;
+  reg [20:0] \$494 ;
+  reg [27:0] \$495 ;
+  reg [49:0] \$496 ;
+  reg [3:0] \$497 ;
+  reg [5:0] \$498 ;
+  reg [107:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [3:0] \$500 ;
-  reg [12:0] \$501 ;
-  reg [12:0] \$502 ;
-  reg [65:0] \$503 ;
-  reg [51:0] \$504 ;
-  reg [2:0] \$505 ;
-  reg [71:0] \$506 ;
-  reg [24:0] \$507 ;
-  reg [24:0] \$508 ;
-  reg [24:0] \$509 ;
+  reg [39:0] \$500 ;
+  reg [113:0] \$501 ;
+  reg [43:0] \$502 ;
+  reg [5:0] \$503 ;
+  reg [47:0] \$504 ;
+  reg [9:0] \$505 ;
+  reg \$506 ;
+  reg \$507 ;
+  reg \$508 ;
+  reg [32:0] \$509 ;
   wire \$51 ;
-  reg [24:0] \$510 ;
-  reg [24:0] \$511 ;
-  reg [41:0] \$512 ;
-  reg [8:0] \$513 ;
-  reg [8:0] \$514 ;
-  reg [8:0] \$515 ;
-  reg [8:0] \$516 ;
-  reg [8:0] \$517 ;
-  reg [13:0] \$518 ;
-  reg [13:0] \$519 ;
+  reg [3:0] \$510 ;
+  reg [12:0] \$511 ;
+  reg [12:0] \$512 ;
+  reg [65:0] \$513 ;
+  reg [51:0] \$514 ;
+  reg [2:0] \$515 ;
+  reg [71:0] \$516 ;
+  reg [24:0] \$517 ;
+  reg [24:0] \$518 ;
+  reg [24:0] \$519 ;
   wire \$52 ;
-  reg [13:0] \$520 ;
-  reg [13:0] \$521 ;
-  reg [13:0] \$522 ;
+  reg [24:0] \$520 ;
+  reg [24:0] \$521 ;
+  reg [41:0] \$522 ;
+  reg [8:0] \$523 ;
+  reg [8:0] \$524 ;
+  reg [8:0] \$525 ;
+  reg [8:0] \$526 ;
+  reg [8:0] \$527 ;
+  reg [13:0] \$528 ;
+  reg [13:0] \$529 ;
   wire \$53 ;
+  reg [13:0] \$530 ;
+  reg [13:0] \$531 ;
+  reg [13:0] \$532 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
@@ -528,6 +538,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   wire [5:0] \$98 ;
   wire \$99 ;
   reg [2:0] \$signal  = 3'h0;
+  wire \$signal$106 ;
   reg \$signal$71  = 1'h0;
   reg \$signal$72  = 1'h0;
   reg \$signal$74  = 1'h0;
@@ -587,11 +598,12 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   reg i__ready;
   input i__valid;
   wire i__valid;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [111:0] lo_init;
-  wire mask;
-  wire \mask$20 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$18 ;
   reg [13:0] na1_0 = 14'h0000;
   reg [13:0] na1_1 = 14'h0000;
   reg [13:0] na1_2 = 14'h0000;
@@ -599,7 +611,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   reg [13:0] na1_4 = 14'h0000;
   reg [65:0] nbase = 66'h00000000000000000;
   reg neg;
-  reg \neg$48 ;
+  reg \neg$47 ;
   reg [71:0] nt = 72'h000000000000000000;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
@@ -651,7 +663,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   reg [9:0] shc = 10'h000;
   reg special = 1'h0;
   reg start;
-  reg \start$46 ;
+  reg \start$45 ;
   output [84:0] stats__payload;
   reg [84:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -663,7 +675,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   output stats__valid;
   reg stats__valid;
   reg [5:0] steps;
-  reg [6:0] \steps$45 ;
+  reg [6:0] \steps$44 ;
   reg take;
   reg tiny = 1'h0;
   reg [113:0] tq = 114'h00000000000000000000000000000;
@@ -678,128 +690,135 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   reg [24:0] z4 = 25'h0000000;
   reg zero = 1'h0;
   reg [41:0] zt = 42'h00000000000;
+  assign \$464  = ~ \$signal$71 ;
+  assign \$465  = \$463  & \$464 ;
+  assign \$468  = ~ s2_valid;
+  assign \$469  = \$467  & \$468 ;
+  assign \$470  = \$469  & adv;
   always @(posedge clk)
-    s0_x <= \$463 ;
+    s0_x <= \$471 ;
   always @(posedge clk)
-    s0_g <= \$464 ;
+    s0_g <= \$472 ;
   always @(posedge clk)
-    s0_mask <= \$465 ;
+    s0_mask <= \$473 ;
   always @(posedge clk)
-    \$signal  <= \$466 ;
+    \$signal  <= \$474 ;
   always @(posedge clk)
-    o__valid <= \$467 ;
+    o__valid <= \$475 ;
   always @(posedge clk)
-    s2_valid <= \$468 ;
+    s2_valid <= \$476 ;
   always @(posedge clk)
-    \$signal$71  <= \$469 ;
+    \$signal$71  <= \$477 ;
   always @(posedge clk)
-    \$signal$72  <= \$470 ;
+    \$signal$72  <= \$478 ;
   always @(posedge clk)
-    s2_mask <= \$471 ;
+    s2_mask <= \$479 ;
   always @(posedge clk)
-    \$signal$74  <= \$472 ;
+    \$signal$74  <= \$480 ;
   always @(posedge clk)
-    \$signal$75  <= \$473 ;
+    \$signal$75  <= \$481 ;
   always @(posedge clk)
-    \$signal$77  <= \$474 ;
+    \$signal$77  <= \$482 ;
   always @(posedge clk)
-    s2_force <= \$475 ;
+    s2_force <= \$483 ;
   always @(posedge clk)
-    s2_high <= \$476 ;
+    s2_high <= \$484 ;
   always @(posedge clk)
-    s1_t0_0 <= \$477 ;
+    s1_t0_0 <= \$485 ;
   always @(posedge clk)
-    s1_t0_1 <= \$478 ;
+    s1_t0_1 <= \$486 ;
   always @(posedge clk)
-    acc0 <= \$479 ;
+    acc0 <= \$487 ;
   always @(posedge clk)
-    o__payload <= \$480 ;
+    o__payload <= \$488 ;
   always @(posedge clk)
-    sat <= \$481 ;
+    sat <= \$489 ;
   always @(posedge clk)
-    left <= \$482 ;
+    left <= \$490 ;
   always @(posedge clk)
-    chan <= \$483 ;
+    mask <= \$491 ;
   always @(posedge clk)
-    sg <= \$484 ;
+    last <= \$492 ;
   always @(posedge clk)
-    sgx <= \$485 ;
+    chan <= \$493 ;
   always @(posedge clk)
-    dgamma <= \$486 ;
+    sg <= \$494 ;
   always @(posedge clk)
-    align <= \$487 ;
+    sgx <= \$495 ;
   always @(posedge clk)
-    fsm_state <= \$488 ;
+    dgamma <= \$496 ;
   always @(posedge clk)
-    scratch <= \$489 ;
+    align <= \$497 ;
   always @(posedge clk)
-    qg <= \$490 ;
+    fsm_state <= \$498 ;
   always @(posedge clk)
-    tq <= \$491 ;
+    scratch <= \$499 ;
   always @(posedge clk)
-    dn <= \$492 ;
+    qg <= \$500 ;
   always @(posedge clk)
-    sd <= \$493 ;
+    tq <= \$501 ;
   always @(posedge clk)
-    am <= \$494 ;
+    dn <= \$502 ;
   always @(posedge clk)
-    shc <= \$495 ;
+    sd <= \$503 ;
   always @(posedge clk)
-    special <= \$496 ;
+    am <= \$504 ;
   always @(posedge clk)
-    zero <= \$497 ;
+    shc <= \$505 ;
   always @(posedge clk)
-    tiny <= \$498 ;
+    special <= \$506 ;
   always @(posedge clk)
-    xs <= \$499 ;
+    zero <= \$507 ;
   always @(posedge clk)
-    sh <= \$500 ;
+    tiny <= \$508 ;
   always @(posedge clk)
-    xl <= \$501 ;
+    xs <= \$509 ;
   always @(posedge clk)
-    rnd_h <= \$502 ;
+    sh <= \$510 ;
   always @(posedge clk)
-    nbase <= \$503 ;
+    xl <= \$511 ;
   always @(posedge clk)
-    fq <= \$504 ;
+    rnd_h <= \$512 ;
   always @(posedge clk)
-    ci <= \$505 ;
+    nbase <= \$513 ;
   always @(posedge clk)
-    nt <= \$506 ;
+    fq <= \$514 ;
   always @(posedge clk)
-    z0 <= \$507 ;
+    ci <= \$515 ;
   always @(posedge clk)
-    z1 <= \$508 ;
+    nt <= \$516 ;
   always @(posedge clk)
-    z2 <= \$509 ;
+    z0 <= \$517 ;
   always @(posedge clk)
-    z3 <= \$510 ;
+    z1 <= \$518 ;
   always @(posedge clk)
-    z4 <= \$511 ;
+    z2 <= \$519 ;
   always @(posedge clk)
-    zt <= \$512 ;
+    z3 <= \$520 ;
   always @(posedge clk)
-    q0 <= \$513 ;
+    z4 <= \$521 ;
   always @(posedge clk)
-    q1 <= \$514 ;
+    zt <= \$522 ;
   always @(posedge clk)
-    q2 <= \$515 ;
+    q0 <= \$523 ;
   always @(posedge clk)
-    q3 <= \$516 ;
+    q1 <= \$524 ;
   always @(posedge clk)
-    q4 <= \$517 ;
+    q2 <= \$525 ;
   always @(posedge clk)
-    na1_0 <= \$518 ;
+    q3 <= \$526 ;
   always @(posedge clk)
-    na1_1 <= \$519 ;
+    q4 <= \$527 ;
   always @(posedge clk)
-    na1_2 <= \$520 ;
+    na1_0 <= \$528 ;
   always @(posedge clk)
-    na1_3 <= \$521 ;
+    na1_1 <= \$529 ;
   always @(posedge clk)
-    na1_4 <= \$522 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    na1_2 <= \$530 ;
+  always @(posedge clk)
+    na1_3 <= \$531 ;
+  always @(posedge clk)
+    na1_4 <= \$532 ;
   assign \$1  = ~ o__valid;
   assign adv = \$1  | o__ready;
   assign \$2  = chan__payload[66] | chan__payload[67];
@@ -1167,99 +1186,100 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   assign \$372  = sat + \$371 ;
   assign \$373  = left - 1'h1;
   assign \$374  = last ? 14'h0000 : \$373 ;
-  assign \$375  = mask ? i__payload[15:8] : 8'h00;
-  assign \$376  = $signed(sg) + $signed(\$375 );
-  assign \$377  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$378  = mask ? \$377  : 16'h0000;
-  assign \$379  = $signed(sgx) + $signed(\$378 );
-  assign \$380  = $signed(tq) + $signed(2'h1);
-  assign \$382  = dn >= 16'h8000;
-  assign \$384  = sd + 1'h1;
-  assign \$385  = 4'h8 + sd;
-  assign \$386  = ! chan[138:131];
-  assign \$387  = ~ special;
-  assign \$388  = am >= 13'h1000;
-  assign \$389  = $signed(shc) > $signed(5'h0d);
-  assign \$390  = \$388  | \$389 ;
-  assign \$391  = \$387  & \$390 ;
-  assign \$392  = $signed(shc) < $signed(4'h4);
-  assign \$394  = $signed(shc) - $signed(2'h1);
-  assign \$396  = $signed(shc) + $signed(2'h1);
-  assign \$397  = ~ zero;
-  assign \$398  = special & \$397 ;
-  assign \$399  = ~ special;
-  assign \$400  = ~ zero;
-  assign \$401  = \$399  & \$400 ;
-  assign \$402  = am < 12'h800;
-  assign \$403  = \$401  & \$402 ;
-  assign \$404  = $signed(chan[138:131]) < $signed(1'h0);
-  assign \$405  = - am;
-  assign \$406  = \$404  ? \$405  : { 1'h0, am };
-  assign \$408  = \$407  | zero;
-  assign \$409  = \$408  ? 33'h000000000 : xs;
-  assign \$410  = 1'h1 << sh;
-  assign \$412  = & tq[113:23];
-  assign \$413  = | tq[113:23];
-  assign \$414  = ~ \$413 ;
-  assign \$415  = \$412  | \$414 ;
-  assign \$416  = $signed(tq) < $signed(1'h0);
-  assign \$417  = \$416  ? 24'h800000 : 24'h7fffff;
-  assign \$418  = \$415  ? tq[23:0] : \$417 ;
-  assign \$419  = $signed(\$418 ) - $signed({ 1'h0, rnd_h });
-  assign \$420  = & tq[113:41];
-  assign \$421  = | tq[113:41];
-  assign \$422  = ~ \$421 ;
-  assign \$423  = \$420  | \$422 ;
-  assign \$424  = $signed(tq) < $signed(1'h0);
-  assign \$425  = \$424  ? 42'h20000000000 : 42'h1ffffffffff;
-  assign \$426  = \$423  ? tq[41:0] : \$425 ;
-  assign \$427  = & tq[113:8];
-  assign \$428  = | tq[113:8];
-  assign \$429  = ~ \$428 ;
-  assign \$430  = \$427  | \$429 ;
-  assign \$431  = $signed(tq) < $signed(1'h0);
-  assign \$432  = \$431  ? 9'h100 : 9'h0ff;
-  assign \$433  = \$430  ? tq[8:0] : \$432 ;
-  assign \$434  = & scratch[107:12];
-  assign \$435  = | scratch[107:12];
-  assign \$436  = ~ \$435 ;
-  assign \$437  = \$434  | \$436 ;
-  assign \$438  = $signed(scratch) < $signed(1'h0);
-  assign \$439  = \$438  ? 13'h1000 : 13'h0fff;
-  assign \$440  = \$437  ? scratch[12:0] : \$439 ;
-  assign \$441  = - $signed(\$440 );
-  assign \$442  = $signed(\$441 ) - $signed({ 1'h0, rnd_h });
-  assign \$443  = & scratch[107:12];
-  assign \$444  = | scratch[107:12];
-  assign \$445  = ~ \$444 ;
-  assign \$446  = \$443  | \$445 ;
-  assign \$447  = $signed(scratch) < $signed(1'h0);
-  assign \$448  = \$447  ? 13'h1000 : 13'h0fff;
-  assign \$449  = \$446  ? scratch[12:0] : \$448 ;
-  assign \$450  = - $signed(\$449 );
-  assign \$451  = $signed(\$450 ) - $signed({ 1'h0, rnd_h });
-  assign \$452  = ci + 1'h1;
-  assign \$453  = ci != 3'h5;
-  assign \$454  = | left;
-  assign \$455  = ~ \$454 ;
-  assign \$456  = ~ \$signal$72 ;
-  assign \$457  = \$455  & \$456 ;
-  assign \$458  = ~ \$signal$71 ;
-  assign \$459  = \$457  & \$458 ;
-  assign \$460  = ~ s2_valid;
-  assign \$461  = \$459  & \$460 ;
-  assign \$462  = \$461  & adv;
+  assign \$375  = left > 1'h1;
+  assign \$376  = left <= 2'h2;
+  assign \$377  = chan__payload[12:0] > 1'h0;
+  assign \$378  = chan__payload[12:0] <= 1'h1;
+  assign \$379  = mask ? i__payload[15:8] : 8'h00;
+  assign \$380  = $signed(sg) + $signed(\$379 );
+  assign \$381  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$382  = mask ? \$381  : 16'h0000;
+  assign \$383  = $signed(sgx) + $signed(\$382 );
+  assign \$384  = chan[12:0] > 1'h0;
+  assign \$385  = chan[12:0] <= 1'h1;
+  assign \$386  = $signed(tq) + $signed(2'h1);
+  assign \$388  = dn >= 16'h8000;
+  assign \$390  = sd + 1'h1;
+  assign \$391  = 4'h8 + sd;
+  assign \$392  = ! chan[138:131];
+  assign \$393  = ~ special;
+  assign \$394  = am >= 13'h1000;
+  assign \$395  = $signed(shc) > $signed(5'h0d);
+  assign \$396  = \$394  | \$395 ;
+  assign \$397  = \$393  & \$396 ;
+  assign \$398  = $signed(shc) < $signed(4'h4);
+  assign \$400  = $signed(shc) - $signed(2'h1);
+  assign \$402  = $signed(shc) + $signed(2'h1);
+  assign \$403  = ~ zero;
+  assign \$404  = special & \$403 ;
+  assign \$405  = ~ special;
+  assign \$406  = ~ zero;
+  assign \$407  = \$405  & \$406 ;
+  assign \$408  = am < 12'h800;
+  assign \$409  = \$407  & \$408 ;
+  assign \$410  = $signed(chan[138:131]) < $signed(1'h0);
+  assign \$411  = - am;
+  assign \$412  = \$410  ? \$411  : { 1'h0, am };
+  assign \$414  = \$413  | zero;
+  assign \$415  = \$414  ? 33'h000000000 : xs;
+  assign \$416  = 1'h1 << sh;
+  assign \$418  = & tq[113:23];
+  assign \$419  = | tq[113:23];
+  assign \$420  = ~ \$419 ;
+  assign \$421  = \$418  | \$420 ;
+  assign \$422  = $signed(tq) < $signed(1'h0);
+  assign \$423  = \$422  ? 24'h800000 : 24'h7fffff;
+  assign \$424  = \$421  ? tq[23:0] : \$423 ;
+  assign \$425  = $signed(\$424 ) - $signed({ 1'h0, rnd_h });
+  assign \$426  = & tq[113:41];
+  assign \$427  = | tq[113:41];
+  assign \$428  = ~ \$427 ;
+  assign \$429  = \$426  | \$428 ;
+  assign \$430  = $signed(tq) < $signed(1'h0);
+  assign \$431  = \$430  ? 42'h20000000000 : 42'h1ffffffffff;
+  assign \$432  = \$429  ? tq[41:0] : \$431 ;
+  assign \$433  = & tq[113:8];
+  assign \$434  = | tq[113:8];
+  assign \$435  = ~ \$434 ;
+  assign \$436  = \$433  | \$435 ;
+  assign \$437  = $signed(tq) < $signed(1'h0);
+  assign \$438  = \$437  ? 9'h100 : 9'h0ff;
+  assign \$439  = \$436  ? tq[8:0] : \$438 ;
+  assign \$440  = & scratch[107:12];
+  assign \$441  = | scratch[107:12];
+  assign \$442  = ~ \$441 ;
+  assign \$443  = \$440  | \$442 ;
+  assign \$444  = $signed(scratch) < $signed(1'h0);
+  assign \$445  = \$444  ? 13'h1000 : 13'h0fff;
+  assign \$446  = \$443  ? scratch[12:0] : \$445 ;
+  assign \$447  = - $signed(\$446 );
+  assign \$448  = $signed(\$447 ) - $signed({ 1'h0, rnd_h });
+  assign \$449  = & scratch[107:12];
+  assign \$450  = | scratch[107:12];
+  assign \$451  = ~ \$450 ;
+  assign \$452  = \$449  | \$451 ;
+  assign \$453  = $signed(scratch) < $signed(1'h0);
+  assign \$454  = \$453  ? 13'h1000 : 13'h0fff;
+  assign \$455  = \$452  ? scratch[12:0] : \$454 ;
+  assign \$456  = - $signed(\$455 );
+  assign \$457  = $signed(\$456 ) - $signed({ 1'h0, rnd_h });
+  assign \$458  = ci + 1'h1;
+  assign \$459  = ci != 3'h5;
+  assign \$460  = | left;
+  assign \$461  = ~ \$460 ;
+  assign \$462  = ~ \$signal$72 ;
+  assign \$463  = \$461  & \$462 ;
   \hwnorm_bwd_range_s8_lean.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(\done$98 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$48 ),
+    .\neg$15 (\neg$47 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$46 ),
-    .steps(\steps$45 )
+    .start(\start$45 ),
+    .steps(\steps$44 )
   );
   \hwnorm_bwd_range_s8_lean.mul  mul (
     .a(a),
@@ -1273,7 +1293,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_range_s8_lean.sel$106  \sel$106  (
+  \hwnorm_bwd_range_s8_lean.sel$107  \sel$107  (
     .chunk_size(chunk_size),
     .clear(clear),
     .clk(clk),
@@ -1285,6 +1305,528 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
     .sel(sel),
     .x(i__payload[7:0])
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    chunk_size = chan[90:78];
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            chunk_size = chan__payload[90:78];
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[84] = 1'h0;
+    stats__payload[49:0] = dgamma;
+    stats__payload[70:50] = sg;
+    stats__payload[83:71] = sat;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h01:
+        begin
+          stats__payload[84] = 1'h1;
+          stats__payload[49:0] = 50'h0000000000000;
+          stats__payload[70:50] = 21'h000000;
+          stats__payload[83:71] = 13'h0000;
+        end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    chan__ready = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          chan__ready = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    clear = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            clear = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    i__ready = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          i__ready = 1'h1;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          i__ready = \$215 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    beat = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          beat = i__valid;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          beat = take;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    rewind = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          rewind = \$151 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    p1 = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          p1 = i__valid;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    start = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          start = 1'h1;
+      6'h04:
+          /* empty */;
+      6'h05:
+          start = 1'h1;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          start = 1'h1;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          start = 1'h1;
+      6'h15:
+          /* empty */;
+      6'h16:
+          start = 1'h1;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          start = 1'h1;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1d:
+          start = 1'h1;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h1c:
+          start = 1'h1;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          start = 1'h1;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          start = 1'h1;
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     a = 108'h000000000000000000000000000;
@@ -1923,7 +2465,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$45  = 7'h00;
+    \steps$44  = 7'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1938,7 +2480,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h06:
           /* empty */;
       6'h07:
-          \steps$45  = 7'h3e;
+          \steps$44  = 7'h3e;
       6'h08:
           /* empty */;
       6'h09:
@@ -1952,7 +2494,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h0d:
           /* empty */;
       6'h0e:
-          \steps$45  = 7'h2f;
+          \steps$44  = 7'h2f;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1984,7 +2526,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$45  = 7'h70;
+          \steps$44  = 7'h70;
       6'h20:
           /* empty */;
       6'h21:
@@ -1994,11 +2536,11 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h23:
           /* empty */;
       6'h24:
-          \steps$45  = 7'h6f;
+          \steps$44  = 7'h6f;
       6'h25:
           /* empty */;
       6'h22:
-          \steps$45  = 7'h70;
+          \steps$44  = 7'h70;
       6'h26:
           /* empty */;
       6'h27:
@@ -2010,16 +2552,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h28:
           /* empty */;
       6'h2c:
-          \steps$45  = 7'h70;
+          \steps$44  = 7'h70;
       6'h2d:
           /* empty */;
       6'h2e:
-          \steps$45  = 7'h70;
+          \steps$44  = 7'h70;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$46  = 1'h0;
+    \start$45  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2034,7 +2576,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h06:
           /* empty */;
       6'h07:
-          \start$46  = 1'h1;
+          \start$45  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
@@ -2048,7 +2590,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h0d:
           /* empty */;
       6'h0e:
-          \start$46  = 1'h1;
+          \start$45  = 1'h1;
       6'h0f:
           /* empty */;
       6'h10:
@@ -2080,7 +2622,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$46  = 1'h1;
+          \start$45  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2090,11 +2632,11 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h23:
           /* empty */;
       6'h24:
-          \start$46  = 1'h1;
+          \start$45  = 1'h1;
       6'h25:
           /* empty */;
       6'h22:
-          \start$46  = 1'h1;
+          \start$45  = 1'h1;
       6'h26:
           /* empty */;
       6'h27:
@@ -2106,11 +2648,11 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h28:
           /* empty */;
       6'h2c:
-          \start$46  = 1'h1;
+          \start$45  = 1'h1;
       6'h2d:
           /* empty */;
       6'h2e:
-          \start$46  = 1'h1;
+          \start$45  = 1'h1;
     endcase
   end
   always @* begin
@@ -2211,7 +2753,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$48  = 1'h0;
+    \neg$47  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2226,7 +2768,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h06:
           /* empty */;
       6'h07:
-          \neg$48  = \$161 ;
+          \neg$47  = \$161 ;
       6'h08:
           /* empty */;
       6'h09:
@@ -2240,7 +2782,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h0d:
           /* empty */;
       6'h0e:
-          \neg$48  = \$169 ;
+          \neg$47  = \$169 ;
       6'h0f:
           /* empty */;
       6'h10:
@@ -2272,7 +2814,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$48  = \$183 ;
+          \neg$47  = \$183 ;
       6'h20:
           /* empty */;
       6'h21:
@@ -2282,11 +2824,11 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h23:
           /* empty */;
       6'h24:
-          \neg$48  = \$192 ;
+          \neg$47  = \$192 ;
       6'h25:
           /* empty */;
       6'h22:
-          \neg$48  = \$196 ;
+          \neg$47  = \$196 ;
       6'h26:
           /* empty */;
       6'h27:
@@ -2298,11 +2840,11 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h28:
           /* empty */;
       6'h2c:
-          \neg$48  = \$200 ;
+          \neg$47  = \$200 ;
       6'h2d:
           /* empty */;
       6'h2e:
-          \neg$48  = \$204 ;
+          \neg$47  = \$204 ;
     endcase
   end
   always @* begin
@@ -2761,109 +3303,29 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$463  = s0_x;
+    \$471  = s0_x;
     if (take) begin
-      \$463  = i__payload[7:0];
+      \$471  = i__payload[7:0];
     end
     if (rst) begin
-      \$463  = 8'h00;
+      \$471  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = s0_g;
+    \$472  = s0_g;
     if (take) begin
-      \$464  = i__payload[15:8];
+      \$472  = i__payload[15:8];
     end
     if (rst) begin
-      \$464  = 8'h00;
+      \$472  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = s0_mask;
+    \$473  = s0_mask;
     if (take) begin
-      \$465  = mask;
-    end
-    if (rst) begin
-      \$465  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$466  = \$signal ;
-    if (take) begin
-      \$466  = sel;
-    end
-    if (rst) begin
-      \$466  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = o__valid;
-    if (adv) begin
-      \$467  = s2_valid;
-    end
-    if (rst) begin
-      \$467  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = s2_valid;
-    if (adv) begin
-      \$468  = \$signal$71 ;
-    end
-    if (rst) begin
-      \$468  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = \$signal$71 ;
-    if (adv) begin
-      \$469  = \$signal$72 ;
-    end
-    if (rst) begin
-      \$469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$470  = \$signal$72 ;
-    if (adv) begin
-      \$470  = take;
-    end
-    if (rst) begin
-      \$470  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = s2_mask;
-    if (adv) begin
-      \$471  = \$signal$74 ;
-    end
-    if (rst) begin
-      \$471  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = \$signal$74 ;
-    if (adv) begin
-      \$472  = s0_mask;
-    end
-    if (rst) begin
-      \$472  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = \$signal$75 ;
-    if (adv) begin
-      \$473  = \$296 ;
+      \$473  = mask;
     end
     if (rst) begin
       \$473  = 1'h0;
@@ -2871,19 +3333,19 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$474  = \$signal$77 ;
-    if (adv) begin
-      \$474  = \$318 ;
+    \$474  = \$signal ;
+    if (take) begin
+      \$474  = sel;
     end
     if (rst) begin
-      \$474  = 1'h0;
+      \$474  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = s2_force;
+    \$475  = o__valid;
     if (adv) begin
-      \$475  = \$signal$75 ;
+      \$475  = s2_valid;
     end
     if (rst) begin
       \$475  = 1'h0;
@@ -2891,9 +3353,9 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$476  = s2_high;
+    \$476  = s2_valid;
     if (adv) begin
-      \$476  = \$signal$77 ;
+      \$476  = \$signal$71 ;
     end
     if (rst) begin
       \$476  = 1'h0;
@@ -2901,141 +3363,265 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = s1_t0_0;
+    \$477  = \$signal$71 ;
     if (adv) begin
-      \$477  = \$319 ;
+      \$477  = \$signal$72 ;
     end
     if (rst) begin
-      \$477  = 21'h000000;
+      \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$478  = s1_t0_1;
+    \$478  = \$signal$72 ;
     if (adv) begin
-      \$478  = \$348 ;
+      \$478  = take;
     end
     if (rst) begin
-      \$478  = 26'h0000000;
+      \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = acc0;
+    \$479  = s2_mask;
     if (adv) begin
-      \$479  = \$350 [24:0];
+      \$479  = \$signal$74 ;
     end
     if (rst) begin
-      \$479  = 25'h0000000;
+      \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = o__payload;
+    \$480  = \$signal$74 ;
     if (adv) begin
-      \$480  = \$362 [7:0];
+      \$480  = s0_mask;
     end
     if (rst) begin
-      \$480  = 8'h00;
+      \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = sat;
+    \$481  = \$signal$75 ;
+    if (adv) begin
+      \$481  = \$296 ;
+    end
+    if (rst) begin
+      \$481  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$482  = \$signal$77 ;
+    if (adv) begin
+      \$482  = \$318 ;
+    end
+    if (rst) begin
+      \$482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$483  = s2_force;
+    if (adv) begin
+      \$483  = \$signal$75 ;
+    end
+    if (rst) begin
+      \$483  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$484  = s2_high;
+    if (adv) begin
+      \$484  = \$signal$77 ;
+    end
+    if (rst) begin
+      \$484  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$485  = s1_t0_0;
+    if (adv) begin
+      \$485  = \$319 ;
+    end
+    if (rst) begin
+      \$485  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$486  = s1_t0_1;
+    if (adv) begin
+      \$486  = \$348 ;
+    end
+    if (rst) begin
+      \$486  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$487  = acc0;
+    if (adv) begin
+      \$487  = \$350 [24:0];
+    end
+    if (rst) begin
+      \$487  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$488  = o__payload;
+    if (adv) begin
+      \$488  = \$362 [7:0];
+    end
+    if (rst) begin
+      \$488  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$489  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$481  = \$372 [12:0];
+        \$489  = \$372 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$481  = 13'h0000;
+            \$489  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$481  = 13'h0000;
+      \$489  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = left;
+    \$490  = left;
     if (beat) begin
-      \$482  = \$374 [12:0];
+      \$490  = \$374 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$482  = chan__payload[12:0];
+            \$490  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$482  = chan[12:0];
+              \$490  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$482  = 13'h0000;
+      \$490  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = chan;
+    \$491  = mask;
+    if (beat) begin
+      \$491  = \$375 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$483  = chan__payload;
+            \$491  = \$377 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$491  = \$384 ;
+            end
           end
     endcase
     if (rst) begin
-      \$483  = 139'h00000000000000000000000000000000000;
+      \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = sg;
+    \$492  = last;
+    if (beat) begin
+      \$492  = \$376 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$484  = 21'h000000;
+            \$492  = \$378 ;
+          end
+      6'h02:
+          if (i__valid) begin
+            if (last) begin
+              \$492  = \$385 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$493  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$493  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$493  = 139'h00000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$494  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$494  = 21'h000000;
             if (refused) begin
-              \$484  = 21'h000000;
+              \$494  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$484  = \$376 [20:0];
+            \$494  = \$380 [20:0];
           end
     endcase
     if (rst) begin
-      \$484  = 21'h000000;
+      \$494  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = sgx;
+    \$495  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$485  = 28'h0000000;
+            \$495  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$485  = \$379 [27:0];
+            \$495  = \$383 [27:0];
           end
     endcase
     if (rst) begin
-      \$485  = 28'h0000000;
+      \$495  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$486  = dgamma;
+    \$496  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$486  = 50'h0000000000000;
+            \$496  = 50'h0000000000000;
           end
       6'h02:
           /* empty */;
@@ -3052,228 +3638,228 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h08:
           /* empty */;
       6'h09:
-          \$486  = \$381 [49:0];
+          \$496  = \$387 [49:0];
     endcase
     if (rst) begin
-      \$486  = 50'h0000000000000;
+      \$496  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$487  = align;
+    \$497  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$487  = 4'h0;
+            \$497  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$487  = 4'h0;
+      \$497  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$488  = fsm_state;
+    \$498  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$488  = 6'h01;
+              \$498  = 6'h01;
             end else begin
-              \$488  = 6'h02;
+              \$498  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$488  = 6'h03;
+              \$498  = 6'h03;
             end
           end
       6'h03:
-          \$488  = 6'h04;
+          \$498  = 6'h04;
       6'h04:
           if (done) begin
-            \$488  = 6'h05;
+            \$498  = 6'h05;
           end
       6'h05:
-          \$488  = 6'h06;
+          \$498  = 6'h06;
       6'h06:
           if (done) begin
-            \$488  = 6'h07;
+            \$498  = 6'h07;
           end
       6'h07:
-          \$488  = 6'h08;
+          \$498  = 6'h08;
       6'h08:
           if (\done$98 ) begin
-            \$488  = 6'h09;
+            \$498  = 6'h09;
           end
       6'h09:
-          \$488  = 6'h0a;
+          \$498  = 6'h0a;
       6'h0a:
-          \$488  = 6'h0b;
+          \$498  = 6'h0b;
       6'h0b:
           (* full_case = 32'd1 *)
-          if (\$382 ) begin
+          if (\$388 ) begin
           end else begin
-            \$488  = 6'h0c;
+            \$498  = 6'h0c;
           end
       6'h0c:
-          \$488  = 6'h0d;
+          \$498  = 6'h0d;
       6'h0d:
           if (done) begin
-            \$488  = 6'h0e;
+            \$498  = 6'h0e;
           end
       6'h0e:
-          \$488  = 6'h0f;
+          \$498  = 6'h0f;
       6'h0f:
           if (\done$98 ) begin
-            \$488  = 6'h10;
+            \$498  = 6'h10;
           end
       6'h10:
-          \$488  = 6'h11;
+          \$498  = 6'h11;
       6'h11:
           (* full_case = 32'd1 *)
-          if (\$391 ) begin
-          end else if (\$392 ) begin
+          if (\$397 ) begin
+          end else if (\$398 ) begin
           end else begin
-            \$488  = 6'h12;
+            \$498  = 6'h12;
           end
       6'h12:
-          \$488  = 6'h13;
+          \$498  = 6'h13;
       6'h13:
-          \$488  = 6'h14;
+          \$498  = 6'h14;
       6'h14:
-          \$488  = 6'h15;
+          \$498  = 6'h15;
       6'h15:
           if (done) begin
-            \$488  = 6'h16;
+            \$498  = 6'h16;
           end
       6'h16:
-          \$488  = 6'h17;
+          \$498  = 6'h17;
       6'h17:
           if (done) begin
-            \$488  = 6'h18;
+            \$498  = 6'h18;
           end
       6'h18:
-          \$488  = 6'h19;
+          \$498  = 6'h19;
       6'h19:
-          \$488  = 6'h1a;
+          \$498  = 6'h1a;
       6'h1a:
           if (done) begin
-            \$488  = 6'h1b;
+            \$498  = 6'h1b;
           end
       6'h1b:
           (* full_case = 32'd1 *)
           if (tiny) begin
-            \$488  = 6'h1c;
+            \$498  = 6'h1c;
           end else begin
-            \$488  = 6'h1d;
+            \$498  = 6'h1d;
           end
       6'h1d:
-          \$488  = 6'h1e;
+          \$498  = 6'h1e;
       6'h1e:
           if (done) begin
-            \$488  = 6'h1f;
+            \$498  = 6'h1f;
           end
       6'h1f:
-          \$488  = 6'h20;
+          \$498  = 6'h20;
       6'h20:
           if (\done$98 ) begin
-            \$488  = 6'h21;
+            \$498  = 6'h21;
           end
       6'h21:
-          \$488  = 6'h22;
+          \$498  = 6'h22;
       6'h1c:
-          \$488  = 6'h23;
+          \$498  = 6'h23;
       6'h23:
           if (done) begin
-            \$488  = 6'h24;
+            \$498  = 6'h24;
           end
       6'h24:
-          \$488  = 6'h25;
+          \$498  = 6'h25;
       6'h25:
           if (\done$98 ) begin
-            \$488  = 6'h22;
+            \$498  = 6'h22;
           end
       6'h22:
-          \$488  = 6'h26;
+          \$498  = 6'h26;
       6'h26:
           if (\done$98 ) begin
-            \$488  = 6'h27;
+            \$498  = 6'h27;
           end
       6'h27:
           (* full_case = 32'd1 *)
           if (special) begin
-            \$488  = 6'h28;
+            \$498  = 6'h28;
           end else begin
-            \$488  = 6'h29;
+            \$498  = 6'h29;
           end
       6'h29:
-          \$488  = 6'h2a;
+          \$498  = 6'h2a;
       6'h2a:
-          \$488  = 6'h2b;
+          \$498  = 6'h2b;
       6'h28:
-          \$488  = 6'h2c;
+          \$498  = 6'h2c;
       6'h2c:
-          \$488  = 6'h2d;
+          \$498  = 6'h2d;
       6'h2d:
           if (\done$98 ) begin
-            \$488  = 6'h2e;
+            \$498  = 6'h2e;
           end
       6'h2e:
-          \$488  = 6'h2f;
+          \$498  = 6'h2f;
       6'h2f:
           if (\done$98 ) begin
-            \$488  = 6'h30;
+            \$498  = 6'h30;
           end
       6'h30:
-          \$488  = 6'h31;
+          \$498  = 6'h31;
       6'h31:
-          \$488  = 6'h32;
+          \$498  = 6'h32;
       6'h32:
           if (done) begin
-            \$488  = 6'h33;
+            \$498  = 6'h33;
           end
       6'h33:
-          \$488  = 6'h34;
+          \$498  = 6'h34;
       6'h34:
-          \$488  = 6'h35;
+          \$498  = 6'h35;
       6'h35:
           if (done) begin
-            \$488  = 6'h36;
+            \$498  = 6'h36;
           end
       6'h36:
-          \$488  = 6'h2b;
+          \$498  = 6'h2b;
       6'h2b:
-          \$488  = 6'h37;
+          \$498  = 6'h37;
       6'h37:
           (* full_case = 32'd1 *)
-          if (\$453 ) begin
-            \$488  = 6'h19;
+          if (\$459 ) begin
+            \$498  = 6'h19;
           end else begin
-            \$488  = 6'h38;
+            \$498  = 6'h38;
           end
       6'h38:
-          if (\$462 ) begin
-            \$488  = 6'h39;
+          if (\$470 ) begin
+            \$498  = 6'h39;
           end
       6'h39:
           if (stats__ready) begin
-            \$488  = 6'h00;
+            \$498  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$488  = 6'h00;
+            \$498  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$488  = 6'h00;
+      \$498  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$489  = scratch;
+    \$499  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3283,7 +3869,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h04:
           if (done) begin
-            \$489  = p;
+            \$499  = p;
           end
       6'h05:
           /* empty */;
@@ -3303,7 +3889,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h0d:
           if (done) begin
-            \$489  = p;
+            \$499  = p;
           end
       6'h0e:
           /* empty */;
@@ -3337,7 +3923,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h1e:
           if (done) begin
-            \$489  = p;
+            \$499  = p;
           end
       6'h1f:
           /* empty */;
@@ -3349,7 +3935,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h23:
           if (done) begin
-            \$489  = p;
+            \$499  = p;
           end
       6'h24:
           /* empty */;
@@ -3381,7 +3967,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h32:
           if (done) begin
-            \$489  = p;
+            \$499  = p;
           end
       6'h33:
           /* empty */;
@@ -3389,16 +3975,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h35:
           if (done) begin
-            \$489  = p;
+            \$499  = p;
           end
     endcase
     if (rst) begin
-      \$489  = 108'h000000000000000000000000000;
+      \$499  = 108'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$490  = qg;
+    \$500  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3412,16 +3998,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h06:
           if (done) begin
-            \$490  = p[39:0];
+            \$500  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$490  = 40'h0000000000;
+      \$500  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$491  = tq;
+    \$501  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3439,7 +4025,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h08:
           if (\done$98 ) begin
-            \$491  = q;
+            \$501  = q;
           end
       6'h09:
           /* empty */;
@@ -3455,7 +4041,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h0f:
           if (\done$98 ) begin
-            \$491  = q;
+            \$501  = q;
           end
       6'h10:
           /* empty */;
@@ -3489,7 +4075,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h20:
           if (\done$98 ) begin
-            \$491  = q;
+            \$501  = q;
           end
       6'h21:
           /* empty */;
@@ -3501,13 +4087,13 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h25:
           if (\done$98 ) begin
-            \$491  = q;
+            \$501  = q;
           end
       6'h22:
           /* empty */;
       6'h26:
           if (\done$98 ) begin
-            \$491  = q;
+            \$501  = q;
           end
       6'h27:
           /* empty */;
@@ -3521,22 +4107,22 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h2d:
           if (\done$98 ) begin
-            \$491  = q;
+            \$501  = q;
           end
       6'h2e:
           /* empty */;
       6'h2f:
           if (\done$98 ) begin
-            \$491  = q;
+            \$501  = q;
           end
     endcase
     if (rst) begin
-      \$491  = 114'h00000000000000000000000000000;
+      \$501  = 114'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$492  = dn;
+    \$502  = dn;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3557,19 +4143,19 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h09:
           /* empty */;
       6'h0a:
-          \$492  = chan[77:34];
+          \$502  = chan[77:34];
       6'h0b:
-          if (\$382 ) begin
-            \$492  = \$383 ;
+          if (\$388 ) begin
+            \$502  = \$389 ;
           end
     endcase
     if (rst) begin
-      \$492  = 44'h00000000000;
+      \$502  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$493  = sd;
+    \$503  = sd;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3590,66 +4176,19 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h09:
           /* empty */;
       6'h0a:
-          \$493  = 6'h00;
+          \$503  = 6'h00;
       6'h0b:
-          if (\$382 ) begin
-            \$493  = \$384 [5:0];
+          if (\$388 ) begin
+            \$503  = \$390 [5:0];
           end
     endcase
     if (rst) begin
-      \$493  = 6'h00;
+      \$503  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = am;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$494  = tq[47:0];
-      6'h11:
-          if (\$391 ) begin
-            \$494  = \$393 ;
-          end else if (\$392 ) begin
-            \$494  = \$395 [47:0];
-          end
-    endcase
-    if (rst) begin
-      \$494  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = shc;
+    \$504  = am;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3682,21 +4221,21 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h0f:
           /* empty */;
       6'h10:
-          \$495  = { 3'h0, \$385  };
+          \$504  = tq[47:0];
       6'h11:
-          if (\$391 ) begin
-            \$495  = \$394 [9:0];
-          end else if (\$392 ) begin
-            \$495  = \$396 [9:0];
+          if (\$397 ) begin
+            \$504  = \$399 ;
+          end else if (\$398 ) begin
+            \$504  = \$401 [47:0];
           end
     endcase
     if (rst) begin
-      \$495  = 10'h000;
+      \$504  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = special;
+    \$505  = shc;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3729,22 +4268,69 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h0f:
           /* empty */;
       6'h10:
-          \$496  = 1'h0;
+          \$505  = { 3'h0, \$391  };
       6'h11:
-          if (\$391 ) begin
-          end else if (\$392 ) begin
-            \$496  = 1'h1;
+          if (\$397 ) begin
+            \$505  = \$400 [9:0];
+          end else if (\$398 ) begin
+            \$505  = \$402 [9:0];
+          end
+    endcase
+    if (rst) begin
+      \$505  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$506  = special;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$506  = 1'h0;
+      6'h11:
+          if (\$397 ) begin
+          end else if (\$398 ) begin
+            \$506  = 1'h1;
           end
       6'h12:
-          \$496  = \$398 ;
+          \$506  = \$404 ;
     endcase
     if (rst) begin
-      \$496  = 1'h0;
+      \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = zero;
+    \$507  = zero;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3777,60 +4363,15 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h0f:
           /* empty */;
       6'h10:
-          \$497  = \$386 ;
+          \$507  = \$392 ;
     endcase
     if (rst) begin
-      \$497  = 1'h0;
+      \$507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = tiny;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$498  = \$403 ;
-    endcase
-    if (rst) begin
-      \$498  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = xs;
+    \$508  = tiny;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3867,15 +4408,15 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h11:
           /* empty */;
       6'h12:
-          \$499  = \$406 [32:0];
+          \$508  = \$409 ;
     endcase
     if (rst) begin
-      \$499  = 33'h000000000;
+      \$508  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = sh;
+    \$509  = xs;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3912,15 +4453,15 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h11:
           /* empty */;
       6'h12:
-          \$500  = shc[3:0];
+          \$509  = \$412 [32:0];
     endcase
     if (rst) begin
-      \$500  = 4'h0;
+      \$509  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = xl;
+    \$510  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3957,17 +4498,15 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
-      6'h13:
-          \$501  = \$409 [12:0];
+          \$510  = shc[3:0];
     endcase
     if (rst) begin
-      \$501  = 13'h0000;
+      \$510  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = rnd_h;
+    \$511  = xl;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4006,15 +4545,62 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h12:
           /* empty */;
       6'h13:
-          \$502  = \$411 [12:0];
+          \$511  = \$415 [12:0];
     endcase
     if (rst) begin
-      \$502  = 13'h0000;
+      \$511  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = nbase;
+    \$512  = rnd_h;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$512  = \$417 [12:0];
+    endcase
+    if (rst) begin
+      \$512  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$513  = nbase;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4058,16 +4644,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h15:
           if (done) begin
-            \$503  = p[65:0];
+            \$513  = p[65:0];
           end
     endcase
     if (rst) begin
-      \$503  = 66'h00000000000000000;
+      \$513  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = fq;
+    \$514  = fq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4115,16 +4701,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h17:
           if (done) begin
-            \$504  = p[51:0];
+            \$514  = p[51:0];
           end
     endcase
     if (rst) begin
-      \$504  = 52'h0000000000000;
+      \$514  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = ci;
+    \$515  = ci;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4173,7 +4759,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h17:
           /* empty */;
       6'h18:
-          \$505  = 3'h0;
+          \$515  = 3'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -4233,15 +4819,15 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h36:
           /* empty */;
       6'h2b:
-          \$505  = \$452 [2:0];
+          \$515  = \$458 [2:0];
     endcase
     if (rst) begin
-      \$505  = 3'h0;
+      \$515  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = nt;
+    \$516  = nt;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4295,16 +4881,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           /* empty */;
       6'h1a:
           if (done) begin
-            \$506  = p[71:0];
+            \$516  = p[71:0];
           end
     endcase
     if (rst) begin
-      \$506  = 72'h000000000000000000;
+      \$516  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = z0;
+    \$517  = z0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4387,7 +4973,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h29:
           casez (ci)
             3'h0:
-                \$507  = \$419 ;
+                \$517  = \$425 ;
           endcase
       6'h2a:
           /* empty */;
@@ -4410,16 +4996,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h33:
           casez (ci)
             3'h0:
-                \$507  = { \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442  };
+                \$517  = { \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448  };
           endcase
     endcase
     if (rst) begin
-      \$507  = 25'h0000000;
+      \$517  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = z1;
+    \$518  = z1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4504,7 +5090,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h0:
                 /* empty */;
             3'h1:
-                \$508  = \$419 ;
+                \$518  = \$425 ;
           endcase
       6'h2a:
           /* empty */;
@@ -4529,16 +5115,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h0:
                 /* empty */;
             3'h1:
-                \$508  = { \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442  };
+                \$518  = { \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448  };
           endcase
     endcase
     if (rst) begin
-      \$508  = 25'h0000000;
+      \$518  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = z2;
+    \$519  = z2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4625,7 +5211,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h1:
                 /* empty */;
             3'h2:
-                \$509  = \$419 ;
+                \$519  = \$425 ;
           endcase
       6'h2a:
           /* empty */;
@@ -4652,16 +5238,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h1:
                 /* empty */;
             3'h2:
-                \$509  = { \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442  };
+                \$519  = { \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448  };
           endcase
     endcase
     if (rst) begin
-      \$509  = 25'h0000000;
+      \$519  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = z3;
+    \$520  = z3;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4750,7 +5336,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h2:
                 /* empty */;
             3'h3:
-                \$510  = \$419 ;
+                \$520  = \$425 ;
           endcase
       6'h2a:
           /* empty */;
@@ -4779,16 +5365,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h2:
                 /* empty */;
             3'h3:
-                \$510  = { \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442  };
+                \$520  = { \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448  };
           endcase
     endcase
     if (rst) begin
-      \$510  = 25'h0000000;
+      \$520  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = z4;
+    \$521  = z4;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4869,37 +5455,6 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h27:
           /* empty */;
       6'h29:
-          casez (ci)
-            3'h0:
-                /* empty */;
-            3'h1:
-                /* empty */;
-            3'h2:
-                /* empty */;
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$511  = \$419 ;
-          endcase
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
           casez (ci)
             3'h0:
                 /* empty */;
@@ -4910,16 +5465,47 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h3:
                 /* empty */;
             3'h4:
-                \$511  = { \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442 [14], \$442  };
+                \$521  = \$425 ;
+          endcase
+      6'h2a:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          casez (ci)
+            3'h0:
+                /* empty */;
+            3'h1:
+                /* empty */;
+            3'h2:
+                /* empty */;
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$521  = { \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448  };
           endcase
     endcase
     if (rst) begin
-      \$511  = 25'h0000000;
+      \$521  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = zt;
+    \$522  = zt;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5004,15 +5590,15 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h2a:
           /* empty */;
       6'h28:
-          \$512  = \$426 ;
+          \$522  = \$432 ;
     endcase
     if (rst) begin
-      \$512  = 42'h00000000000;
+      \$522  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = q0;
+    \$523  = q0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5109,16 +5695,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h30:
           casez (ci)
             3'h0:
-                \$513  = \$433 ;
+                \$523  = \$439 ;
           endcase
     endcase
     if (rst) begin
-      \$513  = 9'h000;
+      \$523  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = q1;
+    \$524  = q1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5217,16 +5803,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h0:
                 /* empty */;
             3'h1:
-                \$514  = \$433 ;
+                \$524  = \$439 ;
           endcase
     endcase
     if (rst) begin
-      \$514  = 9'h000;
+      \$524  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$515  = q2;
+    \$525  = q2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5327,16 +5913,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h1:
                 /* empty */;
             3'h2:
-                \$515  = \$433 ;
+                \$525  = \$439 ;
           endcase
     endcase
     if (rst) begin
-      \$515  = 9'h000;
+      \$525  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = q3;
+    \$526  = q3;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5439,16 +6025,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h2:
                 /* empty */;
             3'h3:
-                \$516  = \$433 ;
+                \$526  = \$439 ;
           endcase
     endcase
     if (rst) begin
-      \$516  = 9'h000;
+      \$526  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = q4;
+    \$527  = q4;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5553,16 +6139,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h3:
                 /* empty */;
             3'h4:
-                \$517  = \$433 ;
+                \$527  = \$439 ;
           endcase
     endcase
     if (rst) begin
-      \$517  = 9'h000;
+      \$527  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$518  = na1_0;
+    \$528  = na1_0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5671,16 +6257,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
       6'h36:
           casez (ci)
             3'h0:
-                \$518  = \$451 [13:0];
+                \$528  = \$457 [13:0];
           endcase
     endcase
     if (rst) begin
-      \$518  = 14'h0000;
+      \$528  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$519  = na1_1;
+    \$529  = na1_1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5791,16 +6377,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h0:
                 /* empty */;
             3'h1:
-                \$519  = \$451 [13:0];
+                \$529  = \$457 [13:0];
           endcase
     endcase
     if (rst) begin
-      \$519  = 14'h0000;
+      \$529  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$520  = na1_2;
+    \$530  = na1_2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5913,16 +6499,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h1:
                 /* empty */;
             3'h2:
-                \$520  = \$451 [13:0];
+                \$530  = \$457 [13:0];
           endcase
     endcase
     if (rst) begin
-      \$520  = 14'h0000;
+      \$530  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$521  = na1_3;
+    \$531  = na1_3;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6037,16 +6623,16 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h2:
                 /* empty */;
             3'h3:
-                \$521  = \$451 [13:0];
+                \$531  = \$457 [13:0];
           endcase
     endcase
     if (rst) begin
-      \$521  = 14'h0000;
+      \$531  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$522  = na1_4;
+    \$532  = na1_4;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6163,11 +6749,11 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
             3'h3:
                 /* empty */;
             3'h4:
-                \$522  = \$451 [13:0];
+                \$532  = \$457 [13:0];
           endcase
     endcase
     if (rst) begin
-      \$522  = 14'h0000;
+      \$532  = 14'h0000;
     end
   end
   always @* begin
@@ -6266,532 +6852,11 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
           \$212  = q4;
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    chunk_size = chan[90:78];
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            chunk_size = chan__payload[90:78];
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__payload[84] = 1'h0;
-    stats__payload[49:0] = dgamma;
-    stats__payload[70:50] = sg;
-    stats__payload[83:71] = sat;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h37:
-          /* empty */;
-      6'h38:
-          /* empty */;
-      6'h39:
-          /* empty */;
-      6'h01:
-        begin
-          stats__payload[84] = 1'h1;
-          stats__payload[49:0] = 50'h0000000000000;
-          stats__payload[70:50] = 21'h000000;
-          stats__payload[83:71] = 13'h0000;
-        end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    chan__ready = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          chan__ready = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    clear = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            clear = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    i__ready = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          i__ready = 1'h1;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h37:
-          /* empty */;
-      6'h38:
-          i__ready = \$215 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    beat = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          beat = i__valid;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h37:
-          /* empty */;
-      6'h38:
-          beat = take;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    rewind = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          rewind = \$151 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    p1 = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          p1 = i__valid;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          start = 1'h1;
-      6'h04:
-          /* empty */;
-      6'h05:
-          start = 1'h1;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          start = 1'h1;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          start = 1'h1;
-      6'h15:
-          /* empty */;
-      6'h16:
-          start = 1'h1;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          start = 1'h1;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1d:
-          start = 1'h1;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h1c:
-          start = 1'h1;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          start = 1'h1;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          start = 1'h1;
-    endcase
-  end
   assign x = i__payload[7:0];
-  assign \mask$20  = mask;
+  assign \mask$18  = mask;
   assign o_valid = o__valid;
   assign o_data = o__payload;
+  assign \$signal$106  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[77:34];
@@ -6826,12 +6891,14 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   assign \$160  = { \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 [40], \$159 , 72'h000000000000000000 };
   assign \$168  = { \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 [108], \$167 , 91'h00000000000000000000000 };
   assign \$191  = { \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 [108], \$190 , 32'h00000000 };
-  assign \$381  = { \$380 [114], \$380 [114:1] };
-  assign \$383  = { 1'h0, dn[43:1] };
-  assign \$393  = { 1'h0, am[47:1] };
-  assign \$395  = { am, 1'h0 };
-  assign \$407  = special;
-  assign \$411  = { 1'h0, \$410 [28:1] };
+  assign \$387  = { \$386 [114], \$386 [114:1] };
+  assign \$389  = { 1'h0, dn[43:1] };
+  assign \$399  = { 1'h0, am[47:1] };
+  assign \$401  = { am, 1'h0 };
+  assign \$413  = special;
+  assign \$417  = { 1'h0, \$416 [28:1] };
+  assign \$466  = 1'h1;
+  assign \$467  = \$465 ;
 endmodule
 
 module \hwnorm_bwd_range_s8_lean.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -7182,36 +7249,36 @@ module \hwnorm_bwd_range_s8_lean.mul (rst, start, a, b, c, \neg$12 , steps, done
   assign \$6  = { 1'h0, b_sh[33:1] };
 endmodule
 
-module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
+module \hwnorm_bwd_range_s8_lean.sel$107 (clk, rst, sel, chunk_size, clear, rewind, p1, p2, mask, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire \$103 ;
+  wire [1:0] \$103 ;
   wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$106 ;
+  reg \$107 ;
+  reg [12:0] \$108 ;
+  reg \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire [1:0] \$113 ;
-  wire \$114 ;
-  wire [2:0] \$115 ;
-  wire [2:0] \$116 ;
-  reg \$117 ;
-  reg [12:0] \$118 ;
-  reg \$119 ;
+  reg [12:0] \$110 ;
+  reg [3:0] \$111 ;
+  reg \$112 ;
+  reg \$113 ;
+  reg [7:0] \$114 ;
+  reg [7:0] \$115 ;
+  reg [7:0] \$116 ;
+  reg [7:0] \$117 ;
+  reg [7:0] \$118 ;
+  reg [7:0] \$119 ;
   wire [7:0] \$12 ;
-  reg [12:0] \$120 ;
-  reg [3:0] \$121 ;
-  reg \$122 ;
-  reg \$123 ;
+  reg [7:0] \$120 ;
+  reg [7:0] \$121 ;
+  reg [7:0] \$122 ;
+  reg [7:0] \$123 ;
   reg [7:0] \$124 ;
   reg [7:0] \$125 ;
   reg [7:0] \$126 ;
@@ -7223,20 +7290,14 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   reg [7:0] \$131 ;
   reg [7:0] \$132 ;
   reg [7:0] \$133 ;
-  reg [7:0] \$134 ;
+  reg \$134 ;
   reg [7:0] \$135 ;
   reg [7:0] \$136 ;
   reg [7:0] \$137 ;
   reg [7:0] \$138 ;
-  reg [7:0] \$139 ;
+  reg [3:0] \$139 ;
   wire \$14 ;
-  reg [7:0] \$140 ;
-  reg [7:0] \$141 ;
-  reg [7:0] \$142 ;
-  reg [7:0] \$143 ;
-  reg [7:0] \$144 ;
-  reg [7:0] \$145 ;
-  reg [3:0] \$146 ;
+  reg [3:0] \$140 ;
   wire [7:0] \$15 ;
   wire [7:0] \$16 ;
   wire \$17 ;
@@ -7311,27 +7372,27 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
+  wire [3:0] \$82 ;
+  reg [7:0] \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
+  wire [3:0] \$86 ;
+  reg [7:0] \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire [7:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire [3:0] \$92 ;
-  reg [7:0] \$93 ;
+  wire \$92 ;
+  wire \$93 ;
   wire \$94 ;
   wire \$95 ;
-  wire [3:0] \$96 ;
-  reg [7:0] \$97 ;
+  wire \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg \$signal  = 1'h0;
-  reg [7:0] \$signal$17  = 8'h00;
+  reg [7:0] \$signal$50  = 8'h00;
   reg [12:0] after_next;
   wire after_start0;
   wire before_hi0;
@@ -7397,16 +7458,20 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   reg start = 1'h0;
-  reg wr0_0;
-  reg wr1_0;
-  reg wr2_0;
-  reg wr3_0;
-  reg wr4_0;
-  reg wr5_0;
-  reg wr6_0;
-  reg wr7_0;
-  reg wr8_0;
-  reg wr9_0;
+  reg [3:0] w_chunk0 = 4'h0;
+  reg w_end = 1'h0;
+  reg [7:0] w_hi0 = 8'h00;
+  reg [7:0] w_lo0 = 8'h00;
+  wire wr0_0;
+  wire wr1_0;
+  wire wr2_0;
+  wire wr3_0;
+  wire wr4_0;
+  wire wr5_0;
+  wire wr6_0;
+  wire wr7_0;
+  wire wr8_0;
+  wire wr9_0;
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
@@ -7417,26 +7482,26 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   assign \$5  = chunk0 + after_start0;
   assign \$6  = \$5  + 1'h0;
   assign \$7  = clear | rewind;
-  assign \$9  = wr0_0 ? run_h0 : 8'h00;
-  assign \$10  = wr0_0 ? run_l0 : 8'h00;
-  assign \$12  = wr1_0 ? run_h0 : 8'h00;
-  assign \$13  = wr1_0 ? run_l0 : 8'h00;
-  assign \$15  = wr2_0 ? run_h0 : 8'h00;
-  assign \$16  = wr2_0 ? run_l0 : 8'h00;
-  assign \$18  = wr3_0 ? run_h0 : 8'h00;
-  assign \$19  = wr3_0 ? run_l0 : 8'h00;
-  assign \$21  = wr4_0 ? run_h0 : 8'h00;
-  assign \$22  = wr4_0 ? run_l0 : 8'h00;
-  assign \$24  = wr5_0 ? run_h0 : 8'h00;
-  assign \$25  = wr5_0 ? run_l0 : 8'h00;
-  assign \$27  = wr6_0 ? run_h0 : 8'h00;
-  assign \$28  = wr6_0 ? run_l0 : 8'h00;
-  assign \$30  = wr7_0 ? run_h0 : 8'h00;
-  assign \$31  = wr7_0 ? run_l0 : 8'h00;
-  assign \$33  = wr8_0 ? run_h0 : 8'h00;
-  assign \$34  = wr8_0 ? run_l0 : 8'h00;
-  assign \$36  = wr9_0 ? run_h0 : 8'h00;
-  assign \$37  = wr9_0 ? run_l0 : 8'h00;
+  assign \$9  = wr0_0 ? w_hi0 : 8'h00;
+  assign \$10  = wr0_0 ? w_lo0 : 8'h00;
+  assign \$12  = wr1_0 ? w_hi0 : 8'h00;
+  assign \$13  = wr1_0 ? w_lo0 : 8'h00;
+  assign \$15  = wr2_0 ? w_hi0 : 8'h00;
+  assign \$16  = wr2_0 ? w_lo0 : 8'h00;
+  assign \$18  = wr3_0 ? w_hi0 : 8'h00;
+  assign \$19  = wr3_0 ? w_lo0 : 8'h00;
+  assign \$21  = wr4_0 ? w_hi0 : 8'h00;
+  assign \$22  = wr4_0 ? w_lo0 : 8'h00;
+  assign \$24  = wr5_0 ? w_hi0 : 8'h00;
+  assign \$25  = wr5_0 ? w_lo0 : 8'h00;
+  assign \$27  = wr6_0 ? w_hi0 : 8'h00;
+  assign \$28  = wr6_0 ? w_lo0 : 8'h00;
+  assign \$30  = wr7_0 ? w_hi0 : 8'h00;
+  assign \$31  = wr7_0 ? w_lo0 : 8'h00;
+  assign \$33  = wr8_0 ? w_hi0 : 8'h00;
+  assign \$34  = wr8_0 ? w_lo0 : 8'h00;
+  assign \$36  = wr9_0 ? w_hi0 : 8'h00;
+  assign \$37  = wr9_0 ? w_lo0 : 8'h00;
   assign \$38  = mask ? chunk0 : last;
   assign \$39  = ~ rewind;
   assign \$40  = p2 & \$39 ;
@@ -7450,7 +7515,7 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   assign \$48  = \dist  + cs_over;
   assign \$49  = chunk_size - 1'h1;
   assign rstart0 = mask & start;
-  assign hge0_1 = $signed(\$signal$17 ) >= $signed(x);
+  assign hge0_1 = $signed(\$signal$50 ) >= $signed(x);
   assign lge0_1 = $signed(open_lo) <= $signed(x);
   assign cand0_0 = ~ \$50 ;
   assign \$53  = ~ cand0_1;
@@ -7459,7 +7524,7 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   assign \$57  = ~ hge0_1;
   assign \$58  = \$56  | \$57 ;
   assign hwin0_1 = cand0_1 & \$59 ;
-  assign \$60  = hwin0_0 ? \$signal$17  : 8'h00;
+  assign \$60  = hwin0_0 ? \$signal$50  : 8'h00;
   assign \$61  = hwin0_1 ? x : 8'h00;
   assign run_h0 = \$60  | \$61 ;
   assign \$62  = ~ cand0_1;
@@ -7471,246 +7536,354 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   assign \$69  = lwin0_0 ? open_lo : 8'h00;
   assign \$70  = lwin0_1 ? x : 8'h00;
   assign run_l0 = \$69  | \$70 ;
-  assign \$71  = ! chunk0;
-  assign \$72  = mask & \$71 ;
-  assign \$73  = chunk0 == 1'h1;
-  assign \$74  = mask & \$73 ;
-  assign \$75  = chunk0 == 2'h2;
-  assign \$76  = mask & \$75 ;
-  assign \$77  = chunk0 == 2'h3;
-  assign \$78  = mask & \$77 ;
-  assign \$79  = chunk0 == 3'h4;
-  assign \$80  = mask & \$79 ;
-  assign \$81  = chunk0 == 3'h5;
-  assign \$82  = mask & \$81 ;
-  assign \$83  = chunk0 == 3'h6;
-  assign \$84  = mask & \$83 ;
-  assign \$85  = chunk0 == 3'h7;
-  assign \$86  = mask & \$85 ;
-  assign \$87  = chunk0 == 4'h8;
-  assign \$88  = mask & \$87 ;
-  assign \$89  = chunk0 == 4'h9;
-  assign \$90  = mask & \$89 ;
-  assign \$91  = chunk0 < 4'ha;
-  assign \$92  = \$91  ? chunk0 : 4'h0;
-  assign \$94  = \$93  == x;
-  assign eq_hi0 = mask & \$94 ;
-  assign \$95  = chunk0 < 4'ha;
-  assign \$96  = \$95  ? chunk0 : 4'h0;
-  assign \$98  = \$97  == x;
-  assign eq_lo0 = mask & \$98 ;
-  assign \$99  = ~ start;
-  assign \$100  = \$signal  & \$99 ;
-  assign \$101  = ~ start;
-  assign \$102  = found_lo & \$101 ;
-  assign \$103  = ~ mask;
-  assign \$104  = ~ before_hi0;
-  assign \$105  = eq_hi0 & \$104 ;
-  assign \$106  = ~ before_lo0;
-  assign \$107  = eq_lo0 & \$106 ;
-  assign \$108  = \$105  == \$107 ;
-  assign \$109  = \$103  | \$108 ;
-  assign \$110  = ~ before_hi0;
-  assign \$111  = eq_hi0 & \$110 ;
-  assign \$112  = chunk0 == last;
-  assign \$113  = \$112  ? 2'h3 : 2'h1;
-  assign \$114  = chunk0 == last;
-  assign \$115  = \$114  ? 3'h4 : 3'h2;
-  assign \$116  = \$111  ? { 1'h0, \$113  } : \$115 ;
-  assign sel = \$109  ? 3'h0 : \$116 ;
+  assign \$71  = ! w_chunk0;
+  assign wr0_0 = w_end & \$71 ;
+  assign \$72  = w_chunk0 == 1'h1;
+  assign wr1_0 = w_end & \$72 ;
+  assign \$73  = w_chunk0 == 2'h2;
+  assign wr2_0 = w_end & \$73 ;
+  assign \$74  = w_chunk0 == 2'h3;
+  assign wr3_0 = w_end & \$74 ;
+  assign \$75  = w_chunk0 == 3'h4;
+  assign wr4_0 = w_end & \$75 ;
+  assign \$76  = w_chunk0 == 3'h5;
+  assign wr5_0 = w_end & \$76 ;
+  assign \$77  = w_chunk0 == 3'h6;
+  assign wr6_0 = w_end & \$77 ;
+  assign \$78  = w_chunk0 == 3'h7;
+  assign wr7_0 = w_end & \$78 ;
+  assign \$79  = w_chunk0 == 4'h8;
+  assign wr8_0 = w_end & \$79 ;
+  assign \$80  = w_chunk0 == 4'h9;
+  assign wr9_0 = w_end & \$80 ;
+  assign \$81  = chunk0 < 4'ha;
+  assign \$82  = \$81  ? chunk0 : 4'h0;
+  assign \$84  = \$83  == x;
+  assign eq_hi0 = mask & \$84 ;
+  assign \$85  = chunk0 < 4'ha;
+  assign \$86  = \$85  ? chunk0 : 4'h0;
+  assign \$88  = \$87  == x;
+  assign eq_lo0 = mask & \$88 ;
+  assign \$89  = ~ start;
+  assign \$90  = \$signal  & \$89 ;
+  assign \$91  = ~ start;
+  assign \$92  = found_lo & \$91 ;
+  assign \$93  = ~ mask;
+  assign \$94  = ~ before_hi0;
+  assign \$95  = eq_hi0 & \$94 ;
+  assign \$96  = ~ before_lo0;
+  assign \$97  = eq_lo0 & \$96 ;
+  assign \$98  = \$95  == \$97 ;
+  assign \$99  = \$93  | \$98 ;
+  assign \$100  = ~ before_hi0;
+  assign \$101  = eq_hi0 & \$100 ;
+  assign \$102  = chunk0 == last;
+  assign \$103  = \$102  ? 2'h3 : 2'h1;
+  assign \$104  = chunk0 == last;
+  assign \$105  = \$104  ? 3'h4 : 3'h2;
+  assign \$106  = \$101  ? { 1'h0, \$103  } : \$105 ;
+  assign sel = \$99  ? 3'h0 : \$106 ;
   always @(posedge clk)
-    cs_big <= \$117 ;
+    cs_big <= \$107 ;
   always @(posedge clk)
-    cs_over <= \$118 ;
+    cs_over <= \$108 ;
   always @(posedge clk)
-    start <= \$119 ;
+    start <= \$109 ;
   always @(posedge clk)
-    \dist  <= \$120 ;
+    \dist  <= \$110 ;
   always @(posedge clk)
-    chunk0 <= \$121 ;
+    chunk0 <= \$111 ;
   always @(posedge clk)
-    \$signal  <= \$122 ;
+    \$signal  <= \$112 ;
   always @(posedge clk)
-    found_lo <= \$123 ;
+    found_lo <= \$113 ;
   always @(posedge clk)
-    \$signal$17  <= \$124 ;
+    hi_v0 <= \$114 ;
   always @(posedge clk)
-    open_lo <= \$125 ;
+    lo_v0 <= \$115 ;
   always @(posedge clk)
-    hi_v0 <= \$126 ;
+    hi_v1 <= \$116 ;
   always @(posedge clk)
-    lo_v0 <= \$127 ;
+    lo_v1 <= \$117 ;
   always @(posedge clk)
-    hi_v1 <= \$128 ;
+    hi_v2 <= \$118 ;
   always @(posedge clk)
-    lo_v1 <= \$129 ;
+    lo_v2 <= \$119 ;
   always @(posedge clk)
-    hi_v2 <= \$130 ;
+    hi_v3 <= \$120 ;
   always @(posedge clk)
-    lo_v2 <= \$131 ;
+    lo_v3 <= \$121 ;
   always @(posedge clk)
-    hi_v3 <= \$132 ;
+    hi_v4 <= \$122 ;
   always @(posedge clk)
-    lo_v3 <= \$133 ;
+    lo_v4 <= \$123 ;
   always @(posedge clk)
-    hi_v4 <= \$134 ;
+    hi_v5 <= \$124 ;
   always @(posedge clk)
-    lo_v4 <= \$135 ;
+    lo_v5 <= \$125 ;
   always @(posedge clk)
-    hi_v5 <= \$136 ;
+    hi_v6 <= \$126 ;
   always @(posedge clk)
-    lo_v5 <= \$137 ;
+    lo_v6 <= \$127 ;
   always @(posedge clk)
-    hi_v6 <= \$138 ;
+    hi_v7 <= \$128 ;
   always @(posedge clk)
-    lo_v6 <= \$139 ;
+    lo_v7 <= \$129 ;
   always @(posedge clk)
-    hi_v7 <= \$140 ;
+    hi_v8 <= \$130 ;
   always @(posedge clk)
-    lo_v7 <= \$141 ;
+    lo_v8 <= \$131 ;
   always @(posedge clk)
-    hi_v8 <= \$142 ;
+    hi_v9 <= \$132 ;
   always @(posedge clk)
-    lo_v8 <= \$143 ;
+    lo_v9 <= \$133 ;
   always @(posedge clk)
-    hi_v9 <= \$144 ;
+    w_end <= \$134 ;
   always @(posedge clk)
-    lo_v9 <= \$145 ;
+    \$signal$50  <= \$135 ;
   always @(posedge clk)
-    last <= \$146 ;
+    open_lo <= \$136 ;
+  always @(posedge clk)
+    w_hi0 <= \$137 ;
+  always @(posedge clk)
+    w_lo0 <= \$138 ;
+  always @(posedge clk)
+    w_chunk0 <= \$139 ;
+  always @(posedge clk)
+    last <= \$140 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$93  = 8'h00;
-    casez (\$92 )
+    \$83  = 8'h00;
+    casez (\$82 )
       4'h0:
-          \$93  = hi_v0;
+          \$83  = hi_v0;
       4'h1:
-          \$93  = hi_v1;
+          \$83  = hi_v1;
       4'h2:
-          \$93  = hi_v2;
+          \$83  = hi_v2;
       4'h3:
-          \$93  = hi_v3;
+          \$83  = hi_v3;
       4'h4:
-          \$93  = hi_v4;
+          \$83  = hi_v4;
       4'h5:
-          \$93  = hi_v5;
+          \$83  = hi_v5;
       4'h6:
-          \$93  = hi_v6;
+          \$83  = hi_v6;
       4'h7:
-          \$93  = hi_v7;
+          \$83  = hi_v7;
       4'h8:
-          \$93  = hi_v8;
+          \$83  = hi_v8;
       4'h9:
-          \$93  = hi_v9;
+          \$83  = hi_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$97  = 8'h00;
-    casez (\$96 )
+    \$87  = 8'h00;
+    casez (\$86 )
       4'h0:
-          \$97  = lo_v0;
+          \$87  = lo_v0;
       4'h1:
-          \$97  = lo_v1;
+          \$87  = lo_v1;
       4'h2:
-          \$97  = lo_v2;
+          \$87  = lo_v2;
       4'h3:
-          \$97  = lo_v3;
+          \$87  = lo_v3;
       4'h4:
-          \$97  = lo_v4;
+          \$87  = lo_v4;
       4'h5:
-          \$97  = lo_v5;
+          \$87  = lo_v5;
       4'h6:
-          \$97  = lo_v6;
+          \$87  = lo_v6;
       4'h7:
-          \$97  = lo_v7;
+          \$87  = lo_v7;
       4'h8:
-          \$97  = lo_v8;
+          \$87  = lo_v8;
       4'h9:
-          \$97  = lo_v9;
+          \$87  = lo_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$117  = \$1 ;
+    \$107  = \$1 ;
     if (rst) begin
-      \$117  = 1'h0;
+      \$107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$118  = \$2 [12:0];
+    \$108  = \$2 [12:0];
     if (rst) begin
-      \$118  = 13'h0000;
+      \$108  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$119  = start;
+    \$109  = start;
     if (\$3 ) begin
-      \$119  = 1'h1;
+      \$109  = 1'h1;
     end else if (\$4 ) begin
-      \$119  = after_start0;
+      \$109  = after_start0;
     end
     if (rst) begin
-      \$119  = 1'h0;
+      \$109  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$120  = \dist ;
+    \$110  = \dist ;
     if (\$3 ) begin
-      \$120  = \$49 [12:0];
+      \$110  = \$49 [12:0];
     end else if (\$4 ) begin
-      \$120  = after_next;
+      \$110  = after_next;
     end
     if (rst) begin
-      \$120  = 13'h0000;
+      \$110  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$121  = chunk0;
+    \$111  = chunk0;
     if (\$3 ) begin
-      \$121  = 4'h0;
+      \$111  = 4'h0;
     end else if (\$4 ) begin
-      \$121  = \$6 [3:0];
+      \$111  = \$6 [3:0];
     end
     if (rst) begin
-      \$121  = 4'h0;
+      \$111  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$122  = \$signal ;
+    \$112  = \$signal ;
     if (\$7 ) begin
-      \$122  = 1'h0;
+      \$112  = 1'h0;
     end
     if (\$42 ) begin
-      \$122  = \$43 ;
+      \$112  = \$43 ;
     end
     if (rst) begin
-      \$122  = 1'h0;
+      \$112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$123  = found_lo;
+    \$113  = found_lo;
     if (\$7 ) begin
-      \$123  = 1'h0;
+      \$113  = 1'h0;
     end
     if (\$42 ) begin
-      \$123  = \$44 ;
+      \$113  = \$44 ;
     end
     if (rst) begin
-      \$123  = 1'h0;
+      \$113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$124  = \$signal$17 ;
-    if (p1) begin
-      \$124  = run_h0;
+    \$114  = hi_v0;
+    if (\$8 ) begin
+      \$114  = \$9 ;
+    end
+    if (rst) begin
+      \$114  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$115  = lo_v0;
+    if (\$8 ) begin
+      \$115  = \$10 ;
+    end
+    if (rst) begin
+      \$115  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$116  = hi_v1;
+    if (\$11 ) begin
+      \$116  = \$12 ;
+    end
+    if (rst) begin
+      \$116  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$117  = lo_v1;
+    if (\$11 ) begin
+      \$117  = \$13 ;
+    end
+    if (rst) begin
+      \$117  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$118  = hi_v2;
+    if (\$14 ) begin
+      \$118  = \$15 ;
+    end
+    if (rst) begin
+      \$118  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$119  = lo_v2;
+    if (\$14 ) begin
+      \$119  = \$16 ;
+    end
+    if (rst) begin
+      \$119  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$120  = hi_v3;
+    if (\$17 ) begin
+      \$120  = \$18 ;
+    end
+    if (rst) begin
+      \$120  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$121  = lo_v3;
+    if (\$17 ) begin
+      \$121  = \$19 ;
+    end
+    if (rst) begin
+      \$121  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$122  = hi_v4;
+    if (\$20 ) begin
+      \$122  = \$21 ;
+    end
+    if (rst) begin
+      \$122  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$123  = lo_v4;
+    if (\$20 ) begin
+      \$123  = \$22 ;
+    end
+    if (rst) begin
+      \$123  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$124  = hi_v5;
+    if (\$23 ) begin
+      \$124  = \$24 ;
     end
     if (rst) begin
       \$124  = 8'h00;
@@ -7718,9 +7891,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$125  = open_lo;
-    if (p1) begin
-      \$125  = run_l0;
+    \$125  = lo_v5;
+    if (\$23 ) begin
+      \$125  = \$25 ;
     end
     if (rst) begin
       \$125  = 8'h00;
@@ -7728,11 +7901,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$126  = hi_v0;
-    if (p1) begin
-      if (\$8 ) begin
-        \$126  = \$9 ;
-      end
+    \$126  = hi_v6;
+    if (\$26 ) begin
+      \$126  = \$27 ;
     end
     if (rst) begin
       \$126  = 8'h00;
@@ -7740,11 +7911,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$127  = lo_v0;
-    if (p1) begin
-      if (\$8 ) begin
-        \$127  = \$10 ;
-      end
+    \$127  = lo_v6;
+    if (\$26 ) begin
+      \$127  = \$28 ;
     end
     if (rst) begin
       \$127  = 8'h00;
@@ -7752,11 +7921,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$128  = hi_v1;
-    if (p1) begin
-      if (\$11 ) begin
-        \$128  = \$12 ;
-      end
+    \$128  = hi_v7;
+    if (\$29 ) begin
+      \$128  = \$30 ;
     end
     if (rst) begin
       \$128  = 8'h00;
@@ -7764,11 +7931,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$129  = lo_v1;
-    if (p1) begin
-      if (\$11 ) begin
-        \$129  = \$13 ;
-      end
+    \$129  = lo_v7;
+    if (\$29 ) begin
+      \$129  = \$31 ;
     end
     if (rst) begin
       \$129  = 8'h00;
@@ -7776,11 +7941,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$130  = hi_v2;
-    if (p1) begin
-      if (\$14 ) begin
-        \$130  = \$15 ;
-      end
+    \$130  = hi_v8;
+    if (\$32 ) begin
+      \$130  = \$33 ;
     end
     if (rst) begin
       \$130  = 8'h00;
@@ -7788,11 +7951,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$131  = lo_v2;
-    if (p1) begin
-      if (\$14 ) begin
-        \$131  = \$16 ;
-      end
+    \$131  = lo_v8;
+    if (\$32 ) begin
+      \$131  = \$34 ;
     end
     if (rst) begin
       \$131  = 8'h00;
@@ -7800,11 +7961,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$132  = hi_v3;
-    if (p1) begin
-      if (\$17 ) begin
-        \$132  = \$18 ;
-      end
+    \$132  = hi_v9;
+    if (\$35 ) begin
+      \$132  = \$36 ;
     end
     if (rst) begin
       \$132  = 8'h00;
@@ -7812,11 +7971,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$133  = lo_v3;
-    if (p1) begin
-      if (\$17 ) begin
-        \$133  = \$19 ;
-      end
+    \$133  = lo_v9;
+    if (\$35 ) begin
+      \$133  = \$37 ;
     end
     if (rst) begin
       \$133  = 8'h00;
@@ -7824,23 +7981,19 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$134  = hi_v4;
+    \$134  = 1'h0;
     if (p1) begin
-      if (\$20 ) begin
-        \$134  = \$21 ;
-      end
+      \$134  = mask;
     end
     if (rst) begin
-      \$134  = 8'h00;
+      \$134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$135  = lo_v4;
+    \$135  = \$signal$50 ;
     if (p1) begin
-      if (\$20 ) begin
-        \$135  = \$22 ;
-      end
+      \$135  = run_h0;
     end
     if (rst) begin
       \$135  = 8'h00;
@@ -7848,11 +8001,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$136  = hi_v5;
+    \$136  = open_lo;
     if (p1) begin
-      if (\$23 ) begin
-        \$136  = \$24 ;
-      end
+      \$136  = run_l0;
     end
     if (rst) begin
       \$136  = 8'h00;
@@ -7860,11 +8011,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$137  = lo_v5;
+    \$137  = w_hi0;
     if (p1) begin
-      if (\$23 ) begin
-        \$137  = \$25 ;
-      end
+      \$137  = run_h0;
     end
     if (rst) begin
       \$137  = 8'h00;
@@ -7872,11 +8021,9 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$138  = hi_v6;
+    \$138  = w_lo0;
     if (p1) begin
-      if (\$26 ) begin
-        \$138  = \$27 ;
-      end
+      \$138  = run_l0;
     end
     if (rst) begin
       \$138  = 8'h00;
@@ -7884,96 +8031,22 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$139  = lo_v6;
+    \$139  = w_chunk0;
     if (p1) begin
-      if (\$26 ) begin
-        \$139  = \$28 ;
-      end
+      \$139  = chunk0;
     end
     if (rst) begin
-      \$139  = 8'h00;
+      \$139  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$140  = hi_v7;
+    \$140  = last;
     if (p1) begin
-      if (\$29 ) begin
-        \$140  = \$30 ;
-      end
+      \$140  = \$38 ;
     end
     if (rst) begin
-      \$140  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$141  = lo_v7;
-    if (p1) begin
-      if (\$29 ) begin
-        \$141  = \$31 ;
-      end
-    end
-    if (rst) begin
-      \$141  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$142  = hi_v8;
-    if (p1) begin
-      if (\$32 ) begin
-        \$142  = \$33 ;
-      end
-    end
-    if (rst) begin
-      \$142  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$143  = lo_v8;
-    if (p1) begin
-      if (\$32 ) begin
-        \$143  = \$34 ;
-      end
-    end
-    if (rst) begin
-      \$143  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$144  = hi_v9;
-    if (p1) begin
-      if (\$35 ) begin
-        \$144  = \$36 ;
-      end
-    end
-    if (rst) begin
-      \$144  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$145  = lo_v9;
-    if (p1) begin
-      if (\$35 ) begin
-        \$145  = \$37 ;
-      end
-    end
-    if (rst) begin
-      \$145  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$146  = last;
-    if (p1) begin
-      \$146  = \$38 ;
-    end
-    if (rst) begin
-      \$146  = 4'h0;
+      \$140  = 4'h0;
     end
   end
   always @* begin
@@ -7983,81 +8056,22 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
       after_next = \$48 [12:0];
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr0_0 = 1'h0;
-    if (p1) begin
-      wr0_0 = \$72 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr1_0 = 1'h0;
-    if (p1) begin
-      wr1_0 = \$74 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr2_0 = 1'h0;
-    if (p1) begin
-      wr2_0 = \$76 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr3_0 = 1'h0;
-    if (p1) begin
-      wr3_0 = \$78 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr4_0 = 1'h0;
-    if (p1) begin
-      wr4_0 = \$80 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr5_0 = 1'h0;
-    if (p1) begin
-      wr5_0 = \$82 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr6_0 = 1'h0;
-    if (p1) begin
-      wr6_0 = \$84 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr7_0 = 1'h0;
-    if (p1) begin
-      wr7_0 = \$86 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr8_0 = 1'h0;
-    if (p1) begin
-      wr8_0 = \$88 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    wr9_0 = 1'h0;
-    if (p1) begin
-      wr9_0 = \$90 ;
-    end
-  end
   assign second_next = \$49 [12:0];
   assign \x[0]  = x;
   assign \sel[0]  = sel;
   assign after_start0 = \$45 ;
   assign \$8  = wr0_0;
+  assign \$11  = wr1_0;
+  assign \$14  = wr2_0;
+  assign \$17  = wr3_0;
+  assign \$20  = wr4_0;
+  assign \$23  = wr5_0;
+  assign \$26  = wr6_0;
+  assign \$29  = wr7_0;
+  assign \$32  = wr8_0;
+  assign \$35  = wr9_0;
+  assign before_hi0 = \$90 ;
+  assign before_lo0 = \$92 ;
   assign \$50  = rstart0;
   assign \$51  = 1'h0;
   assign \$52  = 1'h1;
@@ -8068,15 +8082,4 @@ module \hwnorm_bwd_range_s8_lean.sel$106 (clk, rst, mask, sel, chunk_size, clear
   assign \$64  = \$63 ;
   assign \$65  = \$50 ;
   assign \$68  = \$67 ;
-  assign \$11  = wr1_0;
-  assign \$14  = wr2_0;
-  assign \$17  = wr3_0;
-  assign \$20  = wr4_0;
-  assign \$23  = wr5_0;
-  assign \$26  = wr6_0;
-  assign \$29  = wr7_0;
-  assign \$32  = wr8_0;
-  assign \$35  = wr9_0;
-  assign before_hi0 = \$100 ;
-  assign before_lo0 = \$102 ;
 endmodule

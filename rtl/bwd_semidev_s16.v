@@ -680,107 +680,117 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire [13:0] \$704 ;
   wire [13:0] \$705 ;
   wire \$706 ;
-  wire [15:0] \$707 ;
-  wire [29:0] \$708 ;
-  wire [31:0] \$709 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
   wire \$71 ;
-  wire [31:0] \$710 ;
-  wire [44:0] \$711 ;
-  wire \$712 ;
-  wire [15:0] \$713 ;
-  wire [29:0] \$714 ;
-  wire \$715 ;
-  wire [13:0] \$716 ;
-  wire [185:0] \$717 ;
-  wire [185:0] \$718 ;
-  wire [185:0] \$719 ;
+  wire \$710 ;
+  wire [15:0] \$711 ;
+  wire [29:0] \$712 ;
+  wire [31:0] \$713 ;
+  wire [31:0] \$714 ;
+  wire [44:0] \$715 ;
+  wire \$716 ;
+  wire [15:0] \$717 ;
+  wire [29:0] \$718 ;
+  wire \$719 ;
   wire \$72 ;
-  wire [185:0] \$720 ;
-  wire [6:0] \$721 ;
+  wire [13:0] \$720 ;
+  wire \$721 ;
   wire \$722 ;
-  wire [61:0] \$723 ;
-  wire [6:0] \$724 ;
+  wire [185:0] \$723 ;
+  wire [185:0] \$724 ;
   wire [185:0] \$725 ;
   wire [185:0] \$726 ;
   wire [6:0] \$727 ;
   wire \$728 ;
-  wire [81:0] \$729 ;
+  wire [61:0] \$729 ;
   wire \$73 ;
   wire [6:0] \$730 ;
-  wire [6:0] \$731 ;
-  wire \$732 ;
-  wire [117:0] \$733 ;
-  wire [6:0] \$734 ;
-  wire \$735 ;
-  wire \$736 ;
-  wire [116:0] \$737 ;
-  wire [116:0] \$738 ;
-  wire [6:0] \$739 ;
+  wire [185:0] \$731 ;
+  wire [185:0] \$732 ;
+  wire [6:0] \$733 ;
+  wire \$734 ;
+  wire [81:0] \$735 ;
+  wire [6:0] \$736 ;
+  wire [6:0] \$737 ;
+  wire \$738 ;
+  wire [117:0] \$739 ;
   wire \$74 ;
-  wire \$740 ;
-  wire [117:0] \$741 ;
-  wire [6:0] \$742 ;
-  wire \$743 ;
-  wire \$744 ;
-  wire [116:0] \$745 ;
-  wire [116:0] \$746 ;
-  wire \$747 ;
-  wire \$748 ;
+  wire [6:0] \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire [116:0] \$743 ;
+  wire [116:0] \$744 ;
+  wire [6:0] \$745 ;
+  wire \$746 ;
+  wire [117:0] \$747 ;
+  wire [6:0] \$748 ;
   wire \$749 ;
   wire \$75 ;
   wire \$750 ;
-  wire \$751 ;
-  wire \$752 ;
+  wire [116:0] \$751 ;
+  wire [116:0] \$752 ;
   wire \$753 ;
   wire \$754 ;
   wire \$755 ;
-  reg [15:0] \$756 ;
-  reg [15:0] \$757 ;
-  reg \$758 ;
-  reg [2:0] \$759 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire \$759 ;
   wire \$76 ;
-  reg \$760 ;
-  reg \$761 ;
-  reg \$762 ;
-  reg \$763 ;
-  reg \$764 ;
-  reg \$765 ;
-  reg [76:0] \$766 ;
-  reg [96:0] \$767 ;
-  reg [96:0] \$768 ;
-  reg [97:0] \$769 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  reg [15:0] \$764 ;
+  reg [15:0] \$765 ;
+  reg \$766 ;
+  reg [2:0] \$767 ;
+  reg \$768 ;
+  reg \$769 ;
   wire \$77 ;
-  reg [15:0] \$770 ;
-  reg [12:0] \$771 ;
-  reg [12:0] \$772 ;
-  reg [108:0] \$773 ;
-  reg [28:0] \$774 ;
-  reg [43:0] \$775 ;
-  reg [46:0] \$776 ;
-  reg [5:0] \$777 ;
-  reg [5:0] \$778 ;
-  reg [28:0] \$779 ;
+  reg \$770 ;
+  reg \$771 ;
+  reg \$772 ;
+  reg \$773 ;
+  reg [76:0] \$774 ;
+  reg [96:0] \$775 ;
+  reg [96:0] \$776 ;
+  reg [97:0] \$777 ;
+  reg [15:0] \$778 ;
+  reg [12:0] \$779 ;
   wire \$78 ;
   reg [12:0] \$780 ;
-  reg [16:0] \$781 ;
+  reg \$781 ;
   reg \$782 ;
-  reg [25:0] \$783 ;
-  reg [5:0] \$784 ;
-  reg [116:0] \$785 ;
-  reg [55:0] \$786 ;
-  reg [184:0] \$787 ;
-  reg [60:0] \$788 ;
-  reg [60:0] \$789 ;
+  reg [108:0] \$783 ;
+  reg [28:0] \$784 ;
+  reg [43:0] \$785 ;
+  reg [46:0] \$786 ;
+  reg [5:0] \$787 ;
+  reg [5:0] \$788 ;
+  reg [28:0] \$789 ;
   wire \$79 ;
-  reg [116:0] \$790 ;
-  reg [94:0] \$791 ;
-  reg [80:0] \$792 ;
-  reg [116:0] \$793 ;
-  reg [95:0] \$794 ;
-  reg [95:0] \$795 ;
-  wire [1:0] \$796 ;
+  reg [12:0] \$790 ;
+  reg [16:0] \$791 ;
+  reg \$792 ;
+  reg [25:0] \$793 ;
+  reg [5:0] \$794 ;
+  reg [116:0] \$795 ;
+  reg [55:0] \$796 ;
+  reg [184:0] \$797 ;
+  reg [60:0] \$798 ;
+  reg [60:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
+  reg [116:0] \$800 ;
+  reg [94:0] \$801 ;
+  reg [80:0] \$802 ;
+  reg [116:0] \$803 ;
+  reg [95:0] \$804 ;
+  reg [95:0] \$805 ;
+  wire [1:0] \$806 ;
   wire [6:0] \$81 ;
   wire [6:0] \$82 ;
   wire [6:0] \$83 ;
@@ -803,12 +813,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire \$99 ;
   (* init = 17'h00000 *)
   wire [16:0] \$signal ;
-  reg [2:0] \$signal$69  = 3'h0;
-  wire [2:0] \$signal$69[0] ;
+  (* init = 1'h0 *)
+  wire \$signal$17 ;
+  reg [2:0] \$signal$68  = 3'h0;
+  wire [2:0] \$signal$68[0] ;
+  reg \$signal$71  = 1'h0;
   reg \$signal$72  = 1'h0;
-  reg \$signal$73  = 1'h0;
-  reg \$signal$75  = 1'h0;
-  reg [80:0] \$signal$82  = 81'h000000000000000000000;
+  reg \$signal$74  = 1'h0;
+  reg [80:0] \$signal$81  = 81'h000000000000000000000;
+  wire \$signal$89 ;
   reg [116:0] a;
   reg [97:0] acc0 = 98'h0000000000000000000000000;
   wire adv;
@@ -856,15 +869,16 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   input i__valid;
   wire i__valid;
   reg [60:0] lane_a = 61'h0000000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [182:0] lo_init;
   reg [60:0] m1 = 61'h0000000000000000;
   reg [94:0] m2 = 95'h000000000000000000000000;
-  wire mask;
-  wire \mask$22 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$20 ;
   reg neg;
-  reg \neg$49 ;
+  reg \neg$47 ;
   reg [25:0] nn = 26'h0000000;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
@@ -889,8 +903,6 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   input rst;
   wire rst;
   reg rz = 1'h0;
-  (* init = 1'h0 *)
-  wire \rz$20 ;
   reg [15:0] s0_g = 16'h0000;
   wire [15:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -912,7 +924,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire [5:0] sh_new;
   wire [116:0] shv;
   reg start;
-  reg \start$45 ;
+  reg \start$43 ;
   output [89:0] stats__payload;
   reg [89:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -924,13 +936,16 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   output stats__valid;
   reg stats__valid;
   reg [7:0] steps;
-  reg [5:0] \steps$50 ;
+  reg [5:0] \steps$48 ;
   reg [28:0] sx_neg = 29'h00000000;
   reg take;
   reg [184:0] tq = 185'h00000000000000000000000000000000000000000000000;
   reg [116:0] wsum = 117'h000000000000000000000000000000;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  assign \$199  = \$3 [32] | \$3 [33];
+  assign \$200  = \$3 [34] | \$3 [35];
+  assign \$201  = \$199  | \$200 ;
   assign \$202  = \$3 [36] | \$3 [37];
   assign \$203  = \$3 [38] | \$3 [39];
   assign \$204  = \$202  | \$203 ;
@@ -1381,11 +1396,11 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$677  = fsm_state == 6'h35;
   assign \$678  = fsm_state == 6'h36;
   assign \$679  = $signed(s0_g) * $signed(lane_a);
-  assign \$680  = \$signal$69  == 2'h2;
+  assign \$680  = \$signal$68  == 2'h2;
   assign \$681  = \$680  ? const1 : const0;
   assign \$682  = $signed(\$681 ) + $signed(46'h100000000000);
-  assign \$683  = \$signal$69  == 2'h2;
-  assign \$684  = $signed(s0_x) * $signed(\$signal$82 );
+  assign \$683  = \$signal$68  == 2'h2;
+  assign \$684  = $signed(s0_x) * $signed(\$signal$81 );
   assign \$685  = \$683  ? \$684  : 97'h0000000000000000000000000;
   assign \$686  = $signed(s1_t0_0) + $signed(s1_t0_1);
   assign \$687  = $signed(\$686 ) - $signed(s1_t0_2);
@@ -1402,135 +1417,140 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$703  = sat + \$702 ;
   assign \$704  = left - 1'h1;
   assign \$705  = last ? 14'h0000 : \$704 ;
-  assign \$706  = ! p;
-  assign \$707  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$708  = $signed(sg) + $signed(\$707 );
-  assign \$709  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$710  = mask ? \$709  : 32'd0;
-  assign \$711  = $signed(sgx) + $signed(\$710 );
-  assign \$712  = \$796  == 2'h2;
-  assign \$713  = \$712  ? i__payload[15:0] : 16'h0000;
-  assign \$714  = $signed(sx_neg) + $signed(\$713 );
-  assign \$715  = \$796  == 2'h2;
-  assign \$716  = c_neg + \$715 ;
-  assign \$717  = $signed(tq) + $signed(2'h1);
-  assign \$719  = $signed(tq) + $signed(2'h1);
-  assign \$721  = align + sh;
-  assign \$722  = \$721  == 6'h2d;
-  assign \$724  = align + 1'h1;
+  assign \$706  = left > 1'h1;
+  assign \$707  = left <= 2'h2;
+  assign \$708  = chan__payload[12:0] > 1'h0;
+  assign \$709  = chan__payload[12:0] <= 1'h1;
+  assign \$710  = ! p;
+  assign \$711  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$712  = $signed(sg) + $signed(\$711 );
+  assign \$713  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$714  = mask ? \$713  : 32'd0;
+  assign \$715  = $signed(sgx) + $signed(\$714 );
+  assign \$716  = \$806  == 2'h2;
+  assign \$717  = \$716  ? i__payload[15:0] : 16'h0000;
+  assign \$718  = $signed(sx_neg) + $signed(\$717 );
+  assign \$719  = \$806  == 2'h2;
+  assign \$720  = c_neg + \$719 ;
+  assign \$721  = chan[12:0] > 1'h0;
+  assign \$722  = chan[12:0] <= 1'h1;
+  assign \$723  = $signed(tq) + $signed(2'h1);
   assign \$725  = $signed(tq) + $signed(2'h1);
   assign \$727  = align + sh;
   assign \$728  = \$727  == 6'h2d;
   assign \$730  = align + 1'h1;
-  assign \$731  = align + sh;
-  assign \$732  = \$731  == 6'h2d;
-  assign \$734  = align + 1'h1;
-  assign \$735  = $signed(scratch) > $signed(96'h7ff0088f8f00200000000000);
-  assign \$736  = $signed(scratch) < $signed(96'h800ff77070ffe00000000000);
-  assign \$737  = \$736  ? 117'h1fffff800ff77070ffe00000000000 : scratch;
-  assign \$738  = \$735  ? 117'h0000007ff0088f8f00200000000000 : \$737 ;
-  assign \$739  = align + sh;
-  assign \$740  = \$739  == 6'h2d;
-  assign \$742  = align + 1'h1;
-  assign \$743  = $signed(scratch) > $signed(96'h7ff0088f8f00200000000000);
-  assign \$744  = $signed(scratch) < $signed(96'h800ff77070ffe00000000000);
-  assign \$745  = \$744  ? 117'h1fffff800ff77070ffe00000000000 : scratch;
-  assign \$746  = \$743  ? 117'h0000007ff0088f8f00200000000000 : \$745 ;
-  assign \$747  = | left;
-  assign \$748  = ~ \$747 ;
-  assign \$749  = ~ \$signal$73 ;
-  assign \$750  = \$748  & \$749 ;
-  assign \$751  = ~ \$signal$72 ;
-  assign \$752  = \$750  & \$751 ;
-  assign \$753  = ~ s2_valid;
-  assign \$754  = \$752  & \$753 ;
-  assign \$755  = \$754  & adv;
+  assign \$731  = $signed(tq) + $signed(2'h1);
+  assign \$733  = align + sh;
+  assign \$734  = \$733  == 6'h2d;
+  assign \$736  = align + 1'h1;
+  assign \$737  = align + sh;
+  assign \$738  = \$737  == 6'h2d;
+  assign \$740  = align + 1'h1;
+  assign \$741  = $signed(scratch) > $signed(96'h7ff0088f8f00200000000000);
+  assign \$742  = $signed(scratch) < $signed(96'h800ff77070ffe00000000000);
+  assign \$743  = \$742  ? 117'h1fffff800ff77070ffe00000000000 : scratch;
+  assign \$744  = \$741  ? 117'h0000007ff0088f8f00200000000000 : \$743 ;
+  assign \$745  = align + sh;
+  assign \$746  = \$745  == 6'h2d;
+  assign \$748  = align + 1'h1;
+  assign \$749  = $signed(scratch) > $signed(96'h7ff0088f8f00200000000000);
+  assign \$750  = $signed(scratch) < $signed(96'h800ff77070ffe00000000000);
+  assign \$751  = \$750  ? 117'h1fffff800ff77070ffe00000000000 : scratch;
+  assign \$752  = \$749  ? 117'h0000007ff0088f8f00200000000000 : \$751 ;
+  assign \$753  = | left;
+  assign \$754  = ~ \$753 ;
+  assign \$755  = ~ \$signal$72 ;
+  assign \$756  = \$754  & \$755 ;
+  assign \$757  = ~ \$signal$71 ;
+  assign \$758  = \$756  & \$757 ;
+  assign \$761  = ~ s2_valid;
+  assign \$762  = \$760  & \$761 ;
+  assign \$763  = \$762  & adv;
   always @(posedge clk)
-    s0_x <= \$756 ;
+    s0_x <= \$764 ;
   always @(posedge clk)
-    s0_g <= \$757 ;
+    s0_g <= \$765 ;
   always @(posedge clk)
-    s0_mask <= \$758 ;
+    s0_mask <= \$766 ;
   always @(posedge clk)
-    \$signal$69  <= \$759 ;
+    \$signal$68  <= \$767 ;
   always @(posedge clk)
-    o__valid <= \$760 ;
+    o__valid <= \$768 ;
   always @(posedge clk)
-    s2_valid <= \$761 ;
+    s2_valid <= \$769 ;
   always @(posedge clk)
-    \$signal$72  <= \$762 ;
+    \$signal$71  <= \$770 ;
   always @(posedge clk)
-    \$signal$73  <= \$763 ;
+    \$signal$72  <= \$771 ;
   always @(posedge clk)
-    s2_mask <= \$764 ;
+    s2_mask <= \$772 ;
   always @(posedge clk)
-    \$signal$75  <= \$765 ;
+    \$signal$74  <= \$773 ;
   always @(posedge clk)
-    s1_t0_0 <= \$766 ;
+    s1_t0_0 <= \$774 ;
   always @(posedge clk)
-    s1_t0_1 <= \$767 ;
+    s1_t0_1 <= \$775 ;
   always @(posedge clk)
-    s1_t0_2 <= \$768 ;
+    s1_t0_2 <= \$776 ;
   always @(posedge clk)
-    acc0 <= \$769 ;
+    acc0 <= \$777 ;
   always @(posedge clk)
-    o__payload <= \$770 ;
+    o__payload <= \$778 ;
   always @(posedge clk)
-    sat <= \$771 ;
+    sat <= \$779 ;
   always @(posedge clk)
-    left <= \$772 ;
+    left <= \$780 ;
   always @(posedge clk)
-    chan <= \$773 ;
+    mask <= \$781 ;
   always @(posedge clk)
-    sg <= \$774 ;
+    last <= \$782 ;
   always @(posedge clk)
-    sgx <= \$775 ;
+    chan <= \$783 ;
   always @(posedge clk)
-    dgamma <= \$776 ;
+    sg <= \$784 ;
   always @(posedge clk)
-    align <= \$777 ;
+    sgx <= \$785 ;
   always @(posedge clk)
-    fsm_state <= \$778 ;
+    dgamma <= \$786 ;
   always @(posedge clk)
-    sx_neg <= \$779 ;
+    align <= \$787 ;
   always @(posedge clk)
-    c_neg <= \$780 ;
+    fsm_state <= \$788 ;
   always @(posedge clk)
-    q <= \$781 ;
+    sx_neg <= \$789 ;
   always @(posedge clk)
-    rz <= \$782 ;
+    c_neg <= \$790 ;
   always @(posedge clk)
-    nn <= \$783 ;
+    q <= \$791 ;
   always @(posedge clk)
-    sh <= \$784 ;
+    rz <= \$792 ;
   always @(posedge clk)
-    scratch <= \$785 ;
+    nn <= \$793 ;
   always @(posedge clk)
-    qg <= \$786 ;
+    sh <= \$794 ;
   always @(posedge clk)
-    tq <= \$787 ;
+    scratch <= \$795 ;
   always @(posedge clk)
-    m1 <= \$788 ;
+    qg <= \$796 ;
   always @(posedge clk)
-    lane_a <= \$789 ;
+    tq <= \$797 ;
   always @(posedge clk)
-    c0w <= \$790 ;
+    m1 <= \$798 ;
   always @(posedge clk)
-    m2 <= \$791 ;
+    lane_a <= \$799 ;
   always @(posedge clk)
-    \$signal$82  <= \$792 ;
+    c0w <= \$800 ;
   always @(posedge clk)
-    wsum <= \$793 ;
+    m2 <= \$801 ;
   always @(posedge clk)
-    const0 <= \$794 ;
+    \$signal$81  <= \$802 ;
   always @(posedge clk)
-    const1 <= \$795 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    wsum <= \$803 ;
+  always @(posedge clk)
+    const0 <= \$804 ;
+  always @(posedge clk)
+    const1 <= \$805 ;
   assign \$3  = \$1  + \$2 ;
-  assign \$199  = \$3 [32] | \$3 [33];
-  assign \$200  = \$3 [34] | \$3 [35];
-  assign \$201  = \$199  | \$200 ;
   \hwnorm_bwd_semidev_s16.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1549,18 +1569,18 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
     .c(c),
     .clk(clk),
     .done(\done$87 ),
-    .\neg$12 (\neg$49 ),
+    .\neg$12 (\neg$47 ),
     .p(p),
     .rst(rst),
-    .start(\start$45 ),
-    .steps(\steps$50 )
+    .start(\start$43 ),
+    .steps(\steps$48 )
   );
-  \hwnorm_bwd_semidev_s16.sel$89  \sel$89  (
+  \hwnorm_bwd_semidev_s16.sel$90  \sel$90  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$880$0 (\$796 ),
+    .\port$886$0 (\$806 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -2130,7 +2150,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$45  = 1'h0;
+    \start$43  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2139,21 +2159,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h03:
           /* empty */;
       6'h04:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2169,17 +2189,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h12:
           /* empty */;
       6'h13:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2201,21 +2221,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h22:
           /* empty */;
       6'h23:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h27:
           /* empty */;
       6'h28:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h29:
           /* empty */;
       6'h2a:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2225,11 +2245,11 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2e:
           /* empty */;
       6'h2f:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h30:
           /* empty */;
       6'h31:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
     endcase
   end
   always @* begin
@@ -2546,7 +2566,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$49  = 1'h0;
+    \neg$47  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2555,21 +2575,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h03:
           /* empty */;
       6'h04:
-          \neg$49  = 1'h1;
+          \neg$47  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
       6'h0a:
           /* empty */;
       6'h0b:
-          \neg$49  = \$572 ;
+          \neg$47  = \$572 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2585,17 +2605,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h12:
           /* empty */;
       6'h13:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$49  = \$589 ;
+          \neg$47  = \$589 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$49  = \$593 ;
+          \neg$47  = \$593 ;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2617,21 +2637,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h22:
           /* empty */;
       6'h23:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
       6'h27:
           /* empty */;
       6'h28:
-          \neg$49  = 1'h1;
+          \neg$47  = 1'h1;
       6'h29:
           /* empty */;
       6'h2a:
-          \neg$49  = \$616 ;
+          \neg$47  = \$616 ;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2641,16 +2661,16 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2e:
           /* empty */;
       6'h2f:
-          \neg$49  = \$620 ;
+          \neg$47  = \$620 ;
       6'h30:
           /* empty */;
       6'h31:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$50  = 6'h00;
+    \steps$48  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2659,21 +2679,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h03:
           /* empty */;
       6'h04:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h05:
           /* empty */;
       6'h06:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h0a:
           /* empty */;
       6'h0b:
-          \steps$50  = 6'h1d;
+          \steps$48  = 6'h1d;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2689,17 +2709,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h12:
           /* empty */;
       6'h13:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$50  = 6'h1d;
+          \steps$48  = 6'h1d;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$50  = 6'h10;
+          \steps$48  = 6'h10;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2721,21 +2741,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h22:
           /* empty */;
       6'h23:
-          \steps$50  = 6'h1a;
+          \steps$48  = 6'h1a;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h27:
           /* empty */;
       6'h28:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h29:
           /* empty */;
       6'h2a:
-          \steps$50  = 6'h2b;
+          \steps$48  = 6'h2b;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2745,11 +2765,11 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2e:
           /* empty */;
       6'h2f:
-          \steps$50  = 6'h1d;
+          \steps$48  = 6'h1d;
       6'h30:
           /* empty */;
       6'h31:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
     endcase
   end
   always @* begin
@@ -3340,182 +3360,182 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = s0_x;
+    \$764  = s0_x;
     if (take) begin
-      \$756  = i__payload[15:0];
+      \$764  = i__payload[15:0];
     end
     if (rst) begin
-      \$756  = 16'h0000;
+      \$764  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = s0_g;
+    \$765  = s0_g;
     if (take) begin
-      \$757  = i__payload[31:16];
+      \$765  = i__payload[31:16];
     end
     if (rst) begin
-      \$757  = 16'h0000;
+      \$765  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = s0_mask;
+    \$766  = s0_mask;
     if (take) begin
-      \$758  = mask;
+      \$766  = mask;
     end
     if (rst) begin
-      \$758  = 1'h0;
+      \$766  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = \$signal$69 ;
+    \$767  = \$signal$68 ;
     if (take) begin
-      \$759  = { 1'h0, \$796  };
+      \$767  = { 1'h0, \$806  };
     end
     if (rst) begin
-      \$759  = 3'h0;
+      \$767  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = o__valid;
+    \$768  = o__valid;
     if (adv) begin
-      \$760  = s2_valid;
+      \$768  = s2_valid;
     end
     if (rst) begin
-      \$760  = 1'h0;
+      \$768  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = s2_valid;
+    \$769  = s2_valid;
     if (adv) begin
-      \$761  = \$signal$72 ;
+      \$769  = \$signal$71 ;
     end
     if (rst) begin
-      \$761  = 1'h0;
+      \$769  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = \$signal$72 ;
+    \$770  = \$signal$71 ;
     if (adv) begin
-      \$762  = \$signal$73 ;
+      \$770  = \$signal$72 ;
     end
     if (rst) begin
-      \$762  = 1'h0;
+      \$770  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = \$signal$73 ;
+    \$771  = \$signal$72 ;
     if (adv) begin
-      \$763  = take;
+      \$771  = take;
     end
     if (rst) begin
-      \$763  = 1'h0;
+      \$771  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = s2_mask;
+    \$772  = s2_mask;
     if (adv) begin
-      \$764  = \$signal$75 ;
+      \$772  = \$signal$74 ;
     end
     if (rst) begin
-      \$764  = 1'h0;
+      \$772  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = \$signal$75 ;
+    \$773  = \$signal$74 ;
     if (adv) begin
-      \$765  = s0_mask;
+      \$773  = s0_mask;
     end
     if (rst) begin
-      \$765  = 1'h0;
+      \$773  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = s1_t0_0;
+    \$774  = s1_t0_0;
     if (adv) begin
-      \$766  = \$679 ;
+      \$774  = \$679 ;
     end
     if (rst) begin
-      \$766  = 77'h00000000000000000000;
+      \$774  = 77'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$767  = s1_t0_1;
+    \$775  = s1_t0_1;
     if (adv) begin
-      \$767  = \$682 ;
+      \$775  = \$682 ;
     end
     if (rst) begin
-      \$767  = 97'h0000000000000000000000000;
+      \$775  = 97'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$768  = s1_t0_2;
+    \$776  = s1_t0_2;
     if (adv) begin
-      \$768  = \$685 ;
+      \$776  = \$685 ;
     end
     if (rst) begin
-      \$768  = 97'h0000000000000000000000000;
+      \$776  = 97'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$769  = acc0;
+    \$777  = acc0;
     if (adv) begin
-      \$769  = \$687 [97:0];
+      \$777  = \$687 [97:0];
     end
     if (rst) begin
-      \$769  = 98'h0000000000000000000000000;
+      \$777  = 98'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$770  = o__payload;
+    \$778  = o__payload;
     if (adv) begin
-      \$770  = \$696 [15:0];
+      \$778  = \$696 [15:0];
     end
     if (rst) begin
-      \$770  = 16'h0000;
+      \$778  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$771  = sat;
+    \$779  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$771  = \$703 [12:0];
+        \$779  = \$703 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$771  = 13'h0000;
+            \$779  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$771  = 13'h0000;
+      \$779  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$772  = left;
+    \$780  = left;
     if (beat) begin
-      \$772  = \$705 [12:0];
+      \$780  = \$705 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$772  = chan__payload[12:0];
+            \$780  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3532,504 +3552,8 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h08:
           if (i__valid) begin
             if (last) begin
-              \$772  = chan[12:0];
+              \$780  = chan[12:0];
             end
-          end
-    endcase
-    if (rst) begin
-      \$772  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$773  = chan;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$773  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$773  = 109'h0000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$774  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$774  = 29'h00000000;
-            if (refused) begin
-              \$774  = 29'h00000000;
-            end
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$774  = \$708 [28:0];
-          end
-    endcase
-    if (rst) begin
-      \$774  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$775  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$775  = 44'h00000000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$775  = \$711 [43:0];
-          end
-    endcase
-    if (rst) begin
-      \$775  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$776  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$776  = 47'h000000000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$776  = \$720 [46:0];
-    endcase
-    if (rst) begin
-      \$776  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$777  = align;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$777  = 6'h00;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          (* full_case = 32'd1 *)
-          if (\$722 ) begin
-            \$777  = 6'h00;
-          end else begin
-            \$777  = \$724 [5:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          (* full_case = 32'd1 *)
-          if (\$728 ) begin
-            \$777  = 6'h00;
-          end else begin
-            \$777  = \$730 [5:0];
-          end
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          (* full_case = 32'd1 *)
-          if (\$732 ) begin
-            \$777  = 6'h00;
-          end else begin
-            \$777  = \$734 [5:0];
-          end
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          (* full_case = 32'd1 *)
-          if (\$740 ) begin
-            \$777  = 6'h00;
-          end else begin
-            \$777  = \$742 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$777  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$778  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$778  = 6'h01;
-            end else begin
-              \$778  = 6'h02;
-            end
-          end
-      6'h02:
-          \$778  = 6'h03;
-      6'h03:
-          if (done) begin
-            \$778  = 6'h04;
-          end
-      6'h04:
-          \$778  = 6'h05;
-      6'h05:
-          if (\done$87 ) begin
-            \$778  = 6'h06;
-          end
-      6'h06:
-          \$778  = 6'h07;
-      6'h07:
-          if (\done$87 ) begin
-            \$778  = 6'h08;
-          end
-      6'h08:
-          if (i__valid) begin
-            if (last) begin
-              \$778  = 6'h09;
-            end
-          end
-      6'h09:
-          \$778  = 6'h0a;
-      6'h0a:
-          if (\done$87 ) begin
-            \$778  = 6'h0b;
-          end
-      6'h0b:
-          \$778  = 6'h0c;
-      6'h0c:
-          if (\done$87 ) begin
-            \$778  = 6'h0d;
-          end
-      6'h0d:
-          \$778  = 6'h0e;
-      6'h0e:
-          if (done) begin
-            \$778  = 6'h0f;
-          end
-      6'h0f:
-          \$778  = 6'h10;
-      6'h10:
-          \$778  = 6'h11;
-      6'h11:
-          if (done) begin
-            \$778  = 6'h12;
-          end
-      6'h12:
-          \$778  = 6'h13;
-      6'h13:
-          \$778  = 6'h14;
-      6'h14:
-          if (\done$87 ) begin
-            \$778  = 6'h15;
-          end
-      6'h15:
-          if (\$722 ) begin
-            \$778  = 6'h16;
-          end
-      6'h16:
-          \$778  = 6'h17;
-      6'h17:
-          if (\done$87 ) begin
-            \$778  = 6'h18;
-          end
-      6'h18:
-          \$778  = 6'h19;
-      6'h19:
-          if (\done$87 ) begin
-            \$778  = 6'h1a;
-          end
-      6'h1a:
-          \$778  = 6'h1b;
-      6'h1b:
-          if (done) begin
-            \$778  = 6'h1c;
-          end
-      6'h1c:
-          \$778  = 6'h1d;
-      6'h1d:
-          if (done) begin
-            \$778  = 6'h1e;
-          end
-      6'h1e:
-          \$778  = 6'h1f;
-      6'h1f:
-          if (done) begin
-            \$778  = 6'h20;
-          end
-      6'h20:
-          \$778  = 6'h21;
-      6'h21:
-          if (done) begin
-            \$778  = 6'h22;
-          end
-      6'h22:
-          \$778  = 6'h23;
-      6'h23:
-          \$778  = 6'h24;
-      6'h24:
-          if (\done$87 ) begin
-            \$778  = 6'h25;
-          end
-      6'h25:
-          if (\$728 ) begin
-            \$778  = 6'h26;
-          end
-      6'h26:
-          \$778  = 6'h27;
-      6'h27:
-          if (\done$87 ) begin
-            \$778  = 6'h28;
-          end
-      6'h28:
-          \$778  = 6'h29;
-      6'h29:
-          if (\done$87 ) begin
-            \$778  = 6'h2a;
-          end
-      6'h2a:
-          \$778  = 6'h2b;
-      6'h2b:
-          if (\done$87 ) begin
-            \$778  = 6'h2c;
-          end
-      6'h2c:
-          \$778  = 6'h2d;
-      6'h2d:
-          if (\$732 ) begin
-            \$778  = 6'h2e;
-          end
-      6'h2e:
-          \$778  = 6'h2f;
-      6'h2f:
-          \$778  = 6'h30;
-      6'h30:
-          if (\done$87 ) begin
-            \$778  = 6'h31;
-          end
-      6'h31:
-          \$778  = 6'h32;
-      6'h32:
-          if (\done$87 ) begin
-            \$778  = 6'h33;
-          end
-      6'h33:
-          if (\$740 ) begin
-            \$778  = 6'h34;
-          end
-      6'h34:
-          \$778  = 6'h35;
-      6'h35:
-          if (\$755 ) begin
-            \$778  = 6'h36;
-          end
-      6'h36:
-          if (stats__ready) begin
-            \$778  = 6'h00;
-          end
-      6'h01:
-          if (stats__ready) begin
-            \$778  = 6'h00;
-          end
-    endcase
-    if (rst) begin
-      \$778  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$779  = sx_neg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$779  = 29'h00000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$779  = \$714 [28:0];
-          end
-    endcase
-    if (rst) begin
-      \$779  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$780  = c_neg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$780  = 13'h0000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$780  = \$716 [12:0];
           end
     endcase
     if (rst) begin
@@ -4038,27 +3562,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$781  = q;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          if (done) begin
-            \$781  = \q$86 [16:0];
-          end
-    endcase
-    if (rst) begin
-      \$781  = 17'h00000;
+    \$781  = mask;
+    if (beat) begin
+      \$781  = \$706 ;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$782  = rz;
     casez (fsm_state)
       6'h00:
-          /* empty */;
+          if (chan__valid) begin
+            \$781  = \$708 ;
+          end
       6'h02:
           /* empty */;
       6'h03:
@@ -4066,8 +3578,50 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$87 ) begin
-            \$782  = \$706 ;
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            if (last) begin
+              \$781  = \$721 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$781  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$782  = last;
+    if (beat) begin
+      \$782  = \$707 ;
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$782  = \$709 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            if (last) begin
+              \$782  = \$722 ;
+            end
           end
     endcase
     if (rst) begin
@@ -4076,7 +3630,541 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$783  = nn;
+    \$783  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$783  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$783  = 109'h0000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$784  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$784  = 29'h00000000;
+            if (refused) begin
+              \$784  = 29'h00000000;
+            end
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$784  = \$712 [28:0];
+          end
+    endcase
+    if (rst) begin
+      \$784  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$785  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$785  = 44'h00000000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$785  = \$715 [43:0];
+          end
+    endcase
+    if (rst) begin
+      \$785  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$786  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$786  = 47'h000000000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$786  = \$726 [46:0];
+    endcase
+    if (rst) begin
+      \$786  = 47'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$787  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$787  = 6'h00;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          (* full_case = 32'd1 *)
+          if (\$728 ) begin
+            \$787  = 6'h00;
+          end else begin
+            \$787  = \$730 [5:0];
+          end
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          (* full_case = 32'd1 *)
+          if (\$734 ) begin
+            \$787  = 6'h00;
+          end else begin
+            \$787  = \$736 [5:0];
+          end
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          (* full_case = 32'd1 *)
+          if (\$738 ) begin
+            \$787  = 6'h00;
+          end else begin
+            \$787  = \$740 [5:0];
+          end
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          (* full_case = 32'd1 *)
+          if (\$746 ) begin
+            \$787  = 6'h00;
+          end else begin
+            \$787  = \$748 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$787  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$788  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$788  = 6'h01;
+            end else begin
+              \$788  = 6'h02;
+            end
+          end
+      6'h02:
+          \$788  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$788  = 6'h04;
+          end
+      6'h04:
+          \$788  = 6'h05;
+      6'h05:
+          if (\done$87 ) begin
+            \$788  = 6'h06;
+          end
+      6'h06:
+          \$788  = 6'h07;
+      6'h07:
+          if (\done$87 ) begin
+            \$788  = 6'h08;
+          end
+      6'h08:
+          if (i__valid) begin
+            if (last) begin
+              \$788  = 6'h09;
+            end
+          end
+      6'h09:
+          \$788  = 6'h0a;
+      6'h0a:
+          if (\done$87 ) begin
+            \$788  = 6'h0b;
+          end
+      6'h0b:
+          \$788  = 6'h0c;
+      6'h0c:
+          if (\done$87 ) begin
+            \$788  = 6'h0d;
+          end
+      6'h0d:
+          \$788  = 6'h0e;
+      6'h0e:
+          if (done) begin
+            \$788  = 6'h0f;
+          end
+      6'h0f:
+          \$788  = 6'h10;
+      6'h10:
+          \$788  = 6'h11;
+      6'h11:
+          if (done) begin
+            \$788  = 6'h12;
+          end
+      6'h12:
+          \$788  = 6'h13;
+      6'h13:
+          \$788  = 6'h14;
+      6'h14:
+          if (\done$87 ) begin
+            \$788  = 6'h15;
+          end
+      6'h15:
+          if (\$728 ) begin
+            \$788  = 6'h16;
+          end
+      6'h16:
+          \$788  = 6'h17;
+      6'h17:
+          if (\done$87 ) begin
+            \$788  = 6'h18;
+          end
+      6'h18:
+          \$788  = 6'h19;
+      6'h19:
+          if (\done$87 ) begin
+            \$788  = 6'h1a;
+          end
+      6'h1a:
+          \$788  = 6'h1b;
+      6'h1b:
+          if (done) begin
+            \$788  = 6'h1c;
+          end
+      6'h1c:
+          \$788  = 6'h1d;
+      6'h1d:
+          if (done) begin
+            \$788  = 6'h1e;
+          end
+      6'h1e:
+          \$788  = 6'h1f;
+      6'h1f:
+          if (done) begin
+            \$788  = 6'h20;
+          end
+      6'h20:
+          \$788  = 6'h21;
+      6'h21:
+          if (done) begin
+            \$788  = 6'h22;
+          end
+      6'h22:
+          \$788  = 6'h23;
+      6'h23:
+          \$788  = 6'h24;
+      6'h24:
+          if (\done$87 ) begin
+            \$788  = 6'h25;
+          end
+      6'h25:
+          if (\$734 ) begin
+            \$788  = 6'h26;
+          end
+      6'h26:
+          \$788  = 6'h27;
+      6'h27:
+          if (\done$87 ) begin
+            \$788  = 6'h28;
+          end
+      6'h28:
+          \$788  = 6'h29;
+      6'h29:
+          if (\done$87 ) begin
+            \$788  = 6'h2a;
+          end
+      6'h2a:
+          \$788  = 6'h2b;
+      6'h2b:
+          if (\done$87 ) begin
+            \$788  = 6'h2c;
+          end
+      6'h2c:
+          \$788  = 6'h2d;
+      6'h2d:
+          if (\$738 ) begin
+            \$788  = 6'h2e;
+          end
+      6'h2e:
+          \$788  = 6'h2f;
+      6'h2f:
+          \$788  = 6'h30;
+      6'h30:
+          if (\done$87 ) begin
+            \$788  = 6'h31;
+          end
+      6'h31:
+          \$788  = 6'h32;
+      6'h32:
+          if (\done$87 ) begin
+            \$788  = 6'h33;
+          end
+      6'h33:
+          if (\$746 ) begin
+            \$788  = 6'h34;
+          end
+      6'h34:
+          \$788  = 6'h35;
+      6'h35:
+          if (\$763 ) begin
+            \$788  = 6'h36;
+          end
+      6'h36:
+          if (stats__ready) begin
+            \$788  = 6'h00;
+          end
+      6'h01:
+          if (stats__ready) begin
+            \$788  = 6'h00;
+          end
+    endcase
+    if (rst) begin
+      \$788  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$789  = sx_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$789  = 29'h00000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$789  = \$718 [28:0];
+          end
+    endcase
+    if (rst) begin
+      \$789  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$790  = c_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$790  = 13'h0000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$790  = \$720 [12:0];
+          end
+    endcase
+    if (rst) begin
+      \$790  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$791  = q;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$791  = \q$86 [16:0];
+          end
+    endcase
+    if (rst) begin
+      \$791  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$792  = rz;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$87 ) begin
+            \$792  = \$710 ;
+          end
+    endcase
+    if (rst) begin
+      \$792  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$793  = nn;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4092,16 +4180,16 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h07:
           if (\done$87 ) begin
-            \$783  = p[25:0];
+            \$793  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$783  = 26'h0000000;
+      \$793  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$784  = sh;
+    \$794  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4118,15 +4206,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h07:
           /* empty */;
       6'h08:
-          \$784  = \$396 [5:0];
+          \$794  = \$396 [5:0];
     endcase
     if (rst) begin
-      \$784  = 6'h00;
+      \$794  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$785  = scratch;
+    \$795  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4148,7 +4236,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h0a:
           if (\done$87 ) begin
-            \$785  = p;
+            \$795  = p;
           end
       6'h0b:
           /* empty */;
@@ -4180,7 +4268,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h19:
           if (\done$87 ) begin
-            \$785  = p;
+            \$795  = p;
           end
       6'h1a:
           /* empty */;
@@ -4219,12 +4307,12 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2b:
           /* empty */;
       6'h2c:
-          \$785  = c0w;
+          \$795  = c0w;
       6'h2d:
           (* full_case = 32'd1 *)
-          if (\$732 ) begin
+          if (\$738 ) begin
           end else begin
-            \$785  = \$733 [116:0];
+            \$795  = \$739 [116:0];
           end
       6'h2e:
           /* empty */;
@@ -4232,28 +4320,28 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h30:
           if (\done$87 ) begin
-            \$785  = p;
+            \$795  = p;
           end
       6'h31:
           /* empty */;
       6'h32:
           if (\done$87 ) begin
-            \$785  = p;
+            \$795  = p;
           end
       6'h33:
           (* full_case = 32'd1 *)
-          if (\$740 ) begin
+          if (\$746 ) begin
           end else begin
-            \$785  = \$741 [116:0];
+            \$795  = \$747 [116:0];
           end
     endcase
     if (rst) begin
-      \$785  = 117'h000000000000000000000000000000;
+      \$795  = 117'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$786  = qg;
+    \$796  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4279,16 +4367,16 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h0c:
           if (\done$87 ) begin
-            \$786  = p[55:0];
+            \$796  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$786  = 56'h00000000000000;
+      \$796  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$787  = tq;
+    \$797  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4318,7 +4406,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h0e:
           if (done) begin
-            \$787  = \q$86 ;
+            \$797  = \q$86 ;
           end
       6'h0f:
           /* empty */;
@@ -4326,7 +4414,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h11:
           if (done) begin
-            \$787  = \q$86 ;
+            \$797  = \q$86 ;
           end
       6'h12:
           /* empty */;
@@ -4348,34 +4436,34 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h1b:
           if (done) begin
-            \$787  = \q$86 ;
+            \$797  = \q$86 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$787  = \q$86 ;
+            \$797  = \q$86 ;
           end
       6'h1e:
           /* empty */;
       6'h1f:
           if (done) begin
-            \$787  = \q$86 ;
+            \$797  = \q$86 ;
           end
       6'h20:
           /* empty */;
       6'h21:
           if (done) begin
-            \$787  = \q$86 ;
+            \$797  = \q$86 ;
           end
     endcase
     if (rst) begin
-      \$787  = 185'h00000000000000000000000000000000000000000000000;
+      \$797  = 185'h00000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$788  = m1;
+    \$798  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4406,15 +4494,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h0e:
           /* empty */;
       6'h0f:
-          \$788  = \$718 [60:0];
+          \$798  = \$724 [60:0];
     endcase
     if (rst) begin
-      \$788  = 61'h0000000000000000;
+      \$798  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$789  = lane_a;
+    \$799  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4456,22 +4544,22 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h14:
           if (\done$87 ) begin
-            \$789  = p[60:0];
+            \$799  = p[60:0];
           end
       6'h15:
           (* full_case = 32'd1 *)
-          if (\$722 ) begin
+          if (\$728 ) begin
           end else begin
-            \$789  = \$723 [60:0];
+            \$799  = \$729 [60:0];
           end
     endcase
     if (rst) begin
-      \$789  = 61'h0000000000000000;
+      \$799  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$790  = c0w;
+    \$800  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4519,7 +4607,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h17:
           if (\done$87 ) begin
-            \$790  = p;
+            \$800  = p;
           end
       6'h18:
           /* empty */;
@@ -4561,16 +4649,16 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h2b:
           if (\done$87 ) begin
-            \$790  = p;
+            \$800  = p;
           end
     endcase
     if (rst) begin
-      \$790  = 117'h000000000000000000000000000000;
+      \$800  = 117'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$791  = m2;
+    \$801  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4639,15 +4727,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h21:
           /* empty */;
       6'h22:
-          \$791  = \$726 [94:0];
+          \$801  = \$732 [94:0];
     endcase
     if (rst) begin
-      \$791  = 95'h000000000000000000000000;
+      \$801  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$792  = \$signal$82 ;
+    \$802  = \$signal$81 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4721,22 +4809,22 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h24:
           if (\done$87 ) begin
-            \$792  = p[80:0];
+            \$802  = p[80:0];
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$728 ) begin
+          if (\$734 ) begin
           end else begin
-            \$792  = \$729 [80:0];
+            \$802  = \$735 [80:0];
           end
     endcase
     if (rst) begin
-      \$792  = 81'h000000000000000000000;
+      \$802  = 81'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$793  = wsum;
+    \$803  = wsum;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4816,22 +4904,22 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h27:
           if (\done$87 ) begin
-            \$793  = p;
+            \$803  = p;
           end
       6'h28:
           /* empty */;
       6'h29:
           if (\done$87 ) begin
-            \$793  = p;
+            \$803  = p;
           end
     endcase
     if (rst) begin
-      \$793  = 117'h000000000000000000000000000000;
+      \$803  = 117'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$794  = const0;
+    \$804  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4924,15 +5012,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2d:
           /* empty */;
       6'h2e:
-          \$794  = \$738 [95:0];
+          \$804  = \$744 [95:0];
     endcase
     if (rst) begin
-      \$794  = 96'h000000000000000000000000;
+      \$804  = 96'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$795  = const1;
+    \$805  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5037,21 +5125,22 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h33:
           /* empty */;
       6'h34:
-          \$795  = \$746 [95:0];
+          \$805  = \$752 [95:0];
     endcase
     if (rst) begin
-      \$795  = 96'h000000000000000000000000;
+      \$805  = 96'h000000000000000000000000;
     end
   end
   assign \$signal  = q;
-  assign \rz$20  = rz;
+  assign \$signal$17  = rz;
   assign x = i__payload[15:0];
-  assign \mask$22  = mask;
+  assign \mask$20  = mask;
   assign shv = { 59'h000000000000000, \$3  };
   assign sh_new = \$396 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$796  };
+  assign sel = { 1'h0, \$806  };
+  assign \$signal$89  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[92:42];
@@ -5073,8 +5162,8 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$69[0]  = \$signal$69 ;
-  assign \sel[0]  = { 1'h0, \$796  };
+  assign \$signal$68[0]  = \$signal$68 ;
+  assign \sel[0]  = { 1'h0, \$806  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { 15'h0000, nn, 16'h0000 };
   assign \$4  = 1'h0;
@@ -5310,13 +5399,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$693  = { acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97:45] };
   assign \$697  = { acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97:45] };
   assign \$699  = { acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97:45] };
-  assign \$718  = { \$717 [185], \$717 [185:1] };
-  assign \$720  = { \$719 [185], \$719 [185:1] };
-  assign \$723  = { lane_a, 1'h0 };
+  assign \$724  = { \$723 [185], \$723 [185:1] };
   assign \$726  = { \$725 [185], \$725 [185:1] };
-  assign \$729  = { \$signal$82 , 1'h0 };
-  assign \$733  = { scratch, 1'h0 };
-  assign \$741  = { scratch, 1'h0 };
+  assign \$729  = { lane_a, 1'h0 };
+  assign \$732  = { \$731 [185], \$731 [185:1] };
+  assign \$735  = { \$signal$81 , 1'h0 };
+  assign \$739  = { scratch, 1'h0 };
+  assign \$747  = { scratch, 1'h0 };
+  assign \$759  = 1'h1;
+  assign \$760  = \$758 ;
 endmodule
 
 module \hwnorm_bwd_semidev_s16.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -5667,7 +5758,7 @@ module \hwnorm_bwd_semidev_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, 
   assign \$6  = { 1'h0, b_sh[43:1] };
 endmodule
 
-module \hwnorm_bwd_semidev_s16.sel$89 (clk, rst, mask, \port$880$0 , clear, p1, q, rz, x);
+module \hwnorm_bwd_semidev_s16.sel$90 (clk, rst, \port$886$0 , clear, p1, mask, q, rz, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5693,8 +5784,8 @@ module \hwnorm_bwd_semidev_s16.sel$89 (clk, rst, mask, \port$880$0 , clear, p1, 
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$880$0 ;
-  wire [1:0] \port$880$0 ;
+  output [1:0] \port$886$0 ;
+  wire [1:0] \port$886$0 ;
   input [16:0] q;
   wire [16:0] q;
   input rst;
@@ -5737,7 +5828,7 @@ module \hwnorm_bwd_semidev_s16.sel$89 (clk, rst, mask, \port$880$0 , clear, p1, 
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$880$0  = \$7 ;
+  assign \port$886$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

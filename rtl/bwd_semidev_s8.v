@@ -493,107 +493,117 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [13:0] \$536 ;
   wire [13:0] \$537 ;
   wire \$538 ;
-  wire [7:0] \$539 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [21:0] \$540 ;
-  wire [15:0] \$541 ;
-  wire [15:0] \$542 ;
-  wire [28:0] \$543 ;
-  wire \$544 ;
-  wire [7:0] \$545 ;
-  wire [21:0] \$546 ;
-  wire \$547 ;
-  wire [13:0] \$548 ;
-  wire [129:0] \$549 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire [7:0] \$543 ;
+  wire [21:0] \$544 ;
+  wire [15:0] \$545 ;
+  wire [15:0] \$546 ;
+  wire [28:0] \$547 ;
+  wire \$548 ;
+  wire [7:0] \$549 ;
   wire \$55 ;
-  wire [129:0] \$550 ;
-  wire [129:0] \$551 ;
-  wire [129:0] \$552 ;
-  wire [6:0] \$553 ;
+  wire [21:0] \$550 ;
+  wire \$551 ;
+  wire [13:0] \$552 ;
+  wire \$553 ;
   wire \$554 ;
-  wire [49:0] \$555 ;
-  wire [6:0] \$556 ;
+  wire [129:0] \$555 ;
+  wire [129:0] \$556 ;
   wire [129:0] \$557 ;
   wire [129:0] \$558 ;
   wire [6:0] \$559 ;
   wire \$56 ;
   wire \$560 ;
-  wire [65:0] \$561 ;
+  wire [49:0] \$561 ;
   wire [6:0] \$562 ;
-  wire [6:0] \$563 ;
-  wire \$564 ;
-  wire [89:0] \$565 ;
-  wire [6:0] \$566 ;
-  wire \$567 ;
-  wire \$568 ;
-  wire [88:0] \$569 ;
+  wire [129:0] \$563 ;
+  wire [129:0] \$564 ;
+  wire [6:0] \$565 ;
+  wire \$566 ;
+  wire [65:0] \$567 ;
+  wire [6:0] \$568 ;
+  wire [6:0] \$569 ;
   wire \$57 ;
-  wire [88:0] \$570 ;
-  wire [6:0] \$571 ;
-  wire \$572 ;
-  wire [89:0] \$573 ;
-  wire [6:0] \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire [88:0] \$577 ;
-  wire [88:0] \$578 ;
-  wire \$579 ;
+  wire \$570 ;
+  wire [89:0] \$571 ;
+  wire [6:0] \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire [88:0] \$575 ;
+  wire [88:0] \$576 ;
+  wire [6:0] \$577 ;
+  wire \$578 ;
+  wire [89:0] \$579 ;
   wire \$58 ;
-  wire \$580 ;
+  wire [6:0] \$580 ;
   wire \$581 ;
   wire \$582 ;
-  wire \$583 ;
-  wire \$584 ;
+  wire [88:0] \$583 ;
+  wire [88:0] \$584 ;
   wire \$585 ;
   wire \$586 ;
   wire \$587 ;
-  reg [7:0] \$588 ;
-  reg [7:0] \$589 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  reg \$590 ;
-  reg [2:0] \$591 ;
-  reg \$592 ;
-  reg \$593 ;
-  reg \$594 ;
-  reg \$595 ;
-  reg \$596 ;
-  reg \$597 ;
-  reg [56:0] \$598 ;
-  reg [72:0] \$599 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  reg [7:0] \$596 ;
+  reg [7:0] \$597 ;
+  reg \$598 ;
+  reg [2:0] \$599 ;
   wire \$6 ;
   wire [6:0] \$60 ;
-  reg [72:0] \$600 ;
-  reg [73:0] \$601 ;
-  reg [7:0] \$602 ;
-  reg [12:0] \$603 ;
-  reg [12:0] \$604 ;
-  reg [76:0] \$605 ;
-  reg [20:0] \$606 ;
-  reg [27:0] \$607 ;
-  reg [34:0] \$608 ;
-  reg [5:0] \$609 ;
+  reg \$600 ;
+  reg \$601 ;
+  reg \$602 ;
+  reg \$603 ;
+  reg \$604 ;
+  reg \$605 ;
+  reg [56:0] \$606 ;
+  reg [72:0] \$607 ;
+  reg [72:0] \$608 ;
+  reg [73:0] \$609 ;
   wire [6:0] \$61 ;
-  reg [5:0] \$610 ;
-  reg [20:0] \$611 ;
+  reg [7:0] \$610 ;
+  reg [12:0] \$611 ;
   reg [12:0] \$612 ;
-  reg [8:0] \$613 ;
+  reg \$613 ;
   reg \$614 ;
-  reg [25:0] \$615 ;
-  reg [5:0] \$616 ;
-  reg [88:0] \$617 ;
-  reg [39:0] \$618 ;
-  reg [128:0] \$619 ;
+  reg [76:0] \$615 ;
+  reg [20:0] \$616 ;
+  reg [27:0] \$617 ;
+  reg [34:0] \$618 ;
+  reg [5:0] \$619 ;
   wire [6:0] \$62 ;
-  reg [48:0] \$620 ;
-  reg [48:0] \$621 ;
-  reg [88:0] \$622 ;
-  reg [74:0] \$623 ;
-  reg [64:0] \$624 ;
-  reg [88:0] \$625 ;
-  reg [71:0] \$626 ;
-  reg [71:0] \$627 ;
-  wire [1:0] \$628 ;
+  reg [5:0] \$620 ;
+  reg [20:0] \$621 ;
+  reg [12:0] \$622 ;
+  reg [8:0] \$623 ;
+  reg \$624 ;
+  reg [25:0] \$625 ;
+  reg [5:0] \$626 ;
+  reg [88:0] \$627 ;
+  reg [39:0] \$628 ;
+  reg [128:0] \$629 ;
   wire \$63 ;
+  reg [48:0] \$630 ;
+  reg [48:0] \$631 ;
+  reg [88:0] \$632 ;
+  reg [74:0] \$633 ;
+  reg [64:0] \$634 ;
+  reg [88:0] \$635 ;
+  reg [71:0] \$636 ;
+  reg [71:0] \$637 ;
+  wire [1:0] \$638 ;
   wire [6:0] \$64 ;
   wire [6:0] \$65 ;
   wire [6:0] \$66 ;
@@ -635,12 +645,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire \$99 ;
   (* init = 9'h000 *)
   wire [8:0] \$signal ;
-  reg [2:0] \$signal$69  = 3'h0;
-  wire [2:0] \$signal$69[0] ;
+  (* init = 1'h0 *)
+  wire \$signal$17 ;
+  reg [2:0] \$signal$68  = 3'h0;
+  wire [2:0] \$signal$68[0] ;
+  reg \$signal$71  = 1'h0;
   reg \$signal$72  = 1'h0;
-  reg \$signal$73  = 1'h0;
-  reg \$signal$75  = 1'h0;
-  reg [64:0] \$signal$82  = 65'h00000000000000000;
+  reg \$signal$74  = 1'h0;
+  reg [64:0] \$signal$81  = 65'h00000000000000000;
+  wire \$signal$89 ;
   reg [88:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -688,15 +701,16 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   input i__valid;
   wire i__valid;
   reg [48:0] lane_a = 49'h0000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [126:0] lo_init;
   reg [48:0] m1 = 49'h0000000000000;
   reg [74:0] m2 = 75'h0000000000000000000;
-  wire mask;
-  wire \mask$22 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$20 ;
   reg neg;
-  reg \neg$49 ;
+  reg \neg$47 ;
   reg [25:0] nn = 26'h0000000;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
@@ -721,8 +735,6 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   input rst;
   wire rst;
   reg rz = 1'h0;
-  (* init = 1'h0 *)
-  wire \rz$20 ;
   reg [7:0] s0_g = 8'h00;
   wire [7:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -744,7 +756,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [5:0] sh_new;
   wire [88:0] shv;
   reg start;
-  reg \start$45 ;
+  reg \start$43 ;
   output [69:0] stats__payload;
   reg [69:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -756,13 +768,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   output stats__valid;
   reg stats__valid;
   reg [6:0] steps;
-  reg [5:0] \steps$50 ;
+  reg [5:0] \steps$48 ;
   reg [20:0] sx_neg = 21'h000000;
   reg take;
   reg [128:0] tq = 129'h000000000000000000000000000000000;
   reg [88:0] wsum = 89'h00000000000000000000000;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$360  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$361  = \$358  ? \$359  : \$360 ;
+  assign \$362  = \$353  ? \$357  : \$361 ;
+  assign \$363  = \$338  ? \$350  : \$362 ;
+  assign \$364  = \$299  ? \$331  : \$363 ;
+  assign den_lead = \$282  ? \$284  : \$364 ;
+  assign \$365  = chan__payload[8] | chan__payload[9];
+  assign \$366  = chan__payload[10] | chan__payload[11];
   assign \$367  = \$365  | \$366 ;
   assign \$368  = \$367  | chan__payload[12];
   assign \$369  = chan__payload[10] | chan__payload[11];
@@ -907,11 +927,11 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$509  = fsm_state == 6'h35;
   assign \$510  = fsm_state == 6'h36;
   assign \$511  = $signed(s0_g) * $signed(lane_a);
-  assign \$512  = \$signal$69  == 2'h2;
+  assign \$512  = \$signal$68  == 2'h2;
   assign \$513  = \$512  ? const1 : const0;
   assign \$514  = $signed(\$513 ) + $signed(38'h1000000000);
-  assign \$515  = \$signal$69  == 2'h2;
-  assign \$516  = $signed(s0_x) * $signed(\$signal$82 );
+  assign \$515  = \$signal$68  == 2'h2;
+  assign \$516  = $signed(s0_x) * $signed(\$signal$81 );
   assign \$517  = \$515  ? \$516  : 73'h0000000000000000000;
   assign \$518  = $signed(s1_t0_0) + $signed(s1_t0_1);
   assign \$519  = $signed(\$518 ) - $signed(s1_t0_2);
@@ -928,131 +948,139 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$535  = sat + \$534 ;
   assign \$536  = left - 1'h1;
   assign \$537  = last ? 14'h0000 : \$536 ;
-  assign \$538  = ! p;
-  assign \$539  = mask ? i__payload[15:8] : 8'h00;
-  assign \$540  = $signed(sg) + $signed(\$539 );
-  assign \$541  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$542  = mask ? \$541  : 16'h0000;
-  assign \$543  = $signed(sgx) + $signed(\$542 );
-  assign \$544  = \$628  == 2'h2;
-  assign \$545  = \$544  ? i__payload[7:0] : 8'h00;
-  assign \$546  = $signed(sx_neg) + $signed(\$545 );
-  assign \$547  = \$628  == 2'h2;
-  assign \$548  = c_neg + \$547 ;
-  assign \$549  = $signed(tq) + $signed(2'h1);
-  assign \$551  = $signed(tq) + $signed(2'h1);
-  assign \$553  = align + sh;
-  assign \$554  = \$553  == 6'h25;
-  assign \$556  = align + 1'h1;
+  assign \$538  = left > 1'h1;
+  assign \$539  = left <= 2'h2;
+  assign \$540  = chan__payload[12:0] > 1'h0;
+  assign \$541  = chan__payload[12:0] <= 1'h1;
+  assign \$542  = ! p;
+  assign \$543  = mask ? i__payload[15:8] : 8'h00;
+  assign \$544  = $signed(sg) + $signed(\$543 );
+  assign \$545  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$546  = mask ? \$545  : 16'h0000;
+  assign \$547  = $signed(sgx) + $signed(\$546 );
+  assign \$548  = \$638  == 2'h2;
+  assign \$549  = \$548  ? i__payload[7:0] : 8'h00;
+  assign \$550  = $signed(sx_neg) + $signed(\$549 );
+  assign \$551  = \$638  == 2'h2;
+  assign \$552  = c_neg + \$551 ;
+  assign \$553  = chan[12:0] > 1'h0;
+  assign \$554  = chan[12:0] <= 1'h1;
+  assign \$555  = $signed(tq) + $signed(2'h1);
   assign \$557  = $signed(tq) + $signed(2'h1);
   assign \$559  = align + sh;
   assign \$560  = \$559  == 6'h25;
   assign \$562  = align + 1'h1;
-  assign \$563  = align + sh;
-  assign \$564  = \$563  == 6'h25;
-  assign \$566  = align + 1'h1;
-  assign \$567  = $signed(scratch) > $signed(72'h7ff090872000000000);
-  assign \$568  = $signed(scratch) < $signed(72'h800f6f78e000000000);
-  assign \$569  = \$568  ? 89'h1ffff800f6f78e000000000 : scratch;
-  assign \$570  = \$567  ? 89'h000007ff090872000000000 : \$569 ;
-  assign \$571  = align + sh;
-  assign \$572  = \$571  == 6'h25;
-  assign \$574  = align + 1'h1;
-  assign \$575  = $signed(scratch) > $signed(72'h7ff090872000000000);
-  assign \$576  = $signed(scratch) < $signed(72'h800f6f78e000000000);
-  assign \$577  = \$576  ? 89'h1ffff800f6f78e000000000 : scratch;
-  assign \$578  = \$575  ? 89'h000007ff090872000000000 : \$577 ;
-  assign \$579  = | left;
-  assign \$580  = ~ \$579 ;
-  assign \$581  = ~ \$signal$73 ;
-  assign \$582  = \$580  & \$581 ;
-  assign \$583  = ~ \$signal$72 ;
-  assign \$584  = \$582  & \$583 ;
-  assign \$585  = ~ s2_valid;
-  assign \$586  = \$584  & \$585 ;
-  assign \$587  = \$586  & adv;
+  assign \$563  = $signed(tq) + $signed(2'h1);
+  assign \$565  = align + sh;
+  assign \$566  = \$565  == 6'h25;
+  assign \$568  = align + 1'h1;
+  assign \$569  = align + sh;
+  assign \$570  = \$569  == 6'h25;
+  assign \$572  = align + 1'h1;
+  assign \$573  = $signed(scratch) > $signed(72'h7ff090872000000000);
+  assign \$574  = $signed(scratch) < $signed(72'h800f6f78e000000000);
+  assign \$575  = \$574  ? 89'h1ffff800f6f78e000000000 : scratch;
+  assign \$576  = \$573  ? 89'h000007ff090872000000000 : \$575 ;
+  assign \$577  = align + sh;
+  assign \$578  = \$577  == 6'h25;
+  assign \$580  = align + 1'h1;
+  assign \$581  = $signed(scratch) > $signed(72'h7ff090872000000000);
+  assign \$582  = $signed(scratch) < $signed(72'h800f6f78e000000000);
+  assign \$583  = \$582  ? 89'h1ffff800f6f78e000000000 : scratch;
+  assign \$584  = \$581  ? 89'h000007ff090872000000000 : \$583 ;
+  assign \$585  = | left;
+  assign \$586  = ~ \$585 ;
+  assign \$587  = ~ \$signal$72 ;
+  assign \$588  = \$586  & \$587 ;
+  assign \$589  = ~ \$signal$71 ;
+  assign \$590  = \$588  & \$589 ;
+  assign \$593  = ~ s2_valid;
+  assign \$594  = \$592  & \$593 ;
+  assign \$595  = \$594  & adv;
   always @(posedge clk)
-    s0_x <= \$588 ;
+    s0_x <= \$596 ;
   always @(posedge clk)
-    s0_g <= \$589 ;
+    s0_g <= \$597 ;
   always @(posedge clk)
-    s0_mask <= \$590 ;
+    s0_mask <= \$598 ;
   always @(posedge clk)
-    \$signal$69  <= \$591 ;
+    \$signal$68  <= \$599 ;
   always @(posedge clk)
-    o__valid <= \$592 ;
+    o__valid <= \$600 ;
   always @(posedge clk)
-    s2_valid <= \$593 ;
+    s2_valid <= \$601 ;
   always @(posedge clk)
-    \$signal$72  <= \$594 ;
+    \$signal$71  <= \$602 ;
   always @(posedge clk)
-    \$signal$73  <= \$595 ;
+    \$signal$72  <= \$603 ;
   always @(posedge clk)
-    s2_mask <= \$596 ;
+    s2_mask <= \$604 ;
   always @(posedge clk)
-    \$signal$75  <= \$597 ;
+    \$signal$74  <= \$605 ;
   always @(posedge clk)
-    s1_t0_0 <= \$598 ;
+    s1_t0_0 <= \$606 ;
   always @(posedge clk)
-    s1_t0_1 <= \$599 ;
+    s1_t0_1 <= \$607 ;
   always @(posedge clk)
-    s1_t0_2 <= \$600 ;
+    s1_t0_2 <= \$608 ;
   always @(posedge clk)
-    acc0 <= \$601 ;
+    acc0 <= \$609 ;
   always @(posedge clk)
-    o__payload <= \$602 ;
+    o__payload <= \$610 ;
   always @(posedge clk)
-    sat <= \$603 ;
+    sat <= \$611 ;
   always @(posedge clk)
-    left <= \$604 ;
+    left <= \$612 ;
   always @(posedge clk)
-    chan <= \$605 ;
+    mask <= \$613 ;
   always @(posedge clk)
-    sg <= \$606 ;
+    last <= \$614 ;
   always @(posedge clk)
-    sgx <= \$607 ;
+    chan <= \$615 ;
   always @(posedge clk)
-    dgamma <= \$608 ;
+    sg <= \$616 ;
   always @(posedge clk)
-    align <= \$609 ;
+    sgx <= \$617 ;
   always @(posedge clk)
-    fsm_state <= \$610 ;
+    dgamma <= \$618 ;
   always @(posedge clk)
-    sx_neg <= \$611 ;
+    align <= \$619 ;
   always @(posedge clk)
-    c_neg <= \$612 ;
+    fsm_state <= \$620 ;
   always @(posedge clk)
-    q <= \$613 ;
+    sx_neg <= \$621 ;
   always @(posedge clk)
-    rz <= \$614 ;
+    c_neg <= \$622 ;
   always @(posedge clk)
-    nn <= \$615 ;
+    q <= \$623 ;
   always @(posedge clk)
-    sh <= \$616 ;
+    rz <= \$624 ;
   always @(posedge clk)
-    scratch <= \$617 ;
+    nn <= \$625 ;
   always @(posedge clk)
-    qg <= \$618 ;
+    sh <= \$626 ;
   always @(posedge clk)
-    tq <= \$619 ;
+    scratch <= \$627 ;
   always @(posedge clk)
-    m1 <= \$620 ;
+    qg <= \$628 ;
   always @(posedge clk)
-    lane_a <= \$621 ;
+    tq <= \$629 ;
   always @(posedge clk)
-    c0w <= \$622 ;
+    m1 <= \$630 ;
   always @(posedge clk)
-    m2 <= \$623 ;
+    lane_a <= \$631 ;
   always @(posedge clk)
-    \$signal$82  <= \$624 ;
+    c0w <= \$632 ;
   always @(posedge clk)
-    wsum <= \$625 ;
+    m2 <= \$633 ;
   always @(posedge clk)
-    const0 <= \$626 ;
+    \$signal$81  <= \$634 ;
   always @(posedge clk)
-    const1 <= \$627 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    wsum <= \$635 ;
+  always @(posedge clk)
+    const0 <= \$636 ;
+  always @(posedge clk)
+    const1 <= \$637 ;
   assign \$3  = \$1  + \$2 ;
   assign \$82  = \$3 [32] | \$3 [33];
   assign \$83  = \$3 [34] | \$3 [35];
@@ -1246,14 +1274,6 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$357  = \$354  ? \$355  : \$356 ;
   assign \$358  = chan__payload[36] | chan__payload[37];
   assign \$359  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$360  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$361  = \$358  ? \$359  : \$360 ;
-  assign \$362  = \$353  ? \$357  : \$361 ;
-  assign \$363  = \$338  ? \$350  : \$362 ;
-  assign \$364  = \$299  ? \$331  : \$363 ;
-  assign den_lead = \$282  ? \$284  : \$364 ;
-  assign \$365  = chan__payload[8] | chan__payload[9];
-  assign \$366  = chan__payload[10] | chan__payload[11];
   \hwnorm_bwd_semidev_s8.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1272,18 +1292,18 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
     .c(c),
     .clk(clk),
     .done(\done$87 ),
-    .\neg$12 (\neg$49 ),
+    .\neg$12 (\neg$47 ),
     .p(p),
     .rst(rst),
-    .start(\start$45 ),
-    .steps(\steps$50 )
+    .start(\start$43 ),
+    .steps(\steps$48 )
   );
-  \hwnorm_bwd_semidev_s8.sel$89  \sel$89  (
+  \hwnorm_bwd_semidev_s8.sel$90  \sel$90  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$712$0 (\$628 ),
+    .\port$718$0 (\$638 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -1853,7 +1873,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$45  = 1'h0;
+    \start$43  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1862,21 +1882,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h03:
           /* empty */;
       6'h04:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1892,17 +1912,17 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h12:
           /* empty */;
       6'h13:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1924,21 +1944,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h22:
           /* empty */;
       6'h23:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h27:
           /* empty */;
       6'h28:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h29:
           /* empty */;
       6'h2a:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1948,11 +1968,11 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2e:
           /* empty */;
       6'h2f:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
       6'h30:
           /* empty */;
       6'h31:
-          \start$45  = 1'h1;
+          \start$43  = 1'h1;
     endcase
   end
   always @* begin
@@ -2269,7 +2289,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$49  = 1'h0;
+    \neg$47  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2278,21 +2298,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h03:
           /* empty */;
       6'h04:
-          \neg$49  = 1'h1;
+          \neg$47  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
       6'h0a:
           /* empty */;
       6'h0b:
-          \neg$49  = \$404 ;
+          \neg$47  = \$404 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2308,17 +2328,17 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h12:
           /* empty */;
       6'h13:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$49  = \$421 ;
+          \neg$47  = \$421 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$49  = \$425 ;
+          \neg$47  = \$425 ;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2340,21 +2360,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h22:
           /* empty */;
       6'h23:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
       6'h27:
           /* empty */;
       6'h28:
-          \neg$49  = 1'h1;
+          \neg$47  = 1'h1;
       6'h29:
           /* empty */;
       6'h2a:
-          \neg$49  = \$448 ;
+          \neg$47  = \$448 ;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2364,16 +2384,16 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2e:
           /* empty */;
       6'h2f:
-          \neg$49  = \$452 ;
+          \neg$47  = \$452 ;
       6'h30:
           /* empty */;
       6'h31:
-          \neg$49  = 1'h0;
+          \neg$47  = 1'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$50  = 6'h00;
+    \steps$48  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2382,21 +2402,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h03:
           /* empty */;
       6'h04:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h05:
           /* empty */;
       6'h06:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h0a:
           /* empty */;
       6'h0b:
-          \steps$50  = 6'h15;
+          \steps$48  = 6'h15;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2412,17 +2432,17 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h12:
           /* empty */;
       6'h13:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$50  = 6'h15;
+          \steps$48  = 6'h15;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$50  = 6'h08;
+          \steps$48  = 6'h08;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2444,21 +2464,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h22:
           /* empty */;
       6'h23:
-          \steps$50  = 6'h1a;
+          \steps$48  = 6'h1a;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h27:
           /* empty */;
       6'h28:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
       6'h29:
           /* empty */;
       6'h2a:
-          \steps$50  = 6'h23;
+          \steps$48  = 6'h23;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2468,11 +2488,11 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2e:
           /* empty */;
       6'h2f:
-          \steps$50  = 6'h15;
+          \steps$48  = 6'h15;
       6'h30:
           /* empty */;
       6'h31:
-          \steps$50  = 6'h0d;
+          \steps$48  = 6'h0d;
     endcase
   end
   always @* begin
@@ -3063,182 +3083,182 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = s0_x;
+    \$596  = s0_x;
     if (take) begin
-      \$588  = i__payload[7:0];
+      \$596  = i__payload[7:0];
     end
     if (rst) begin
-      \$588  = 8'h00;
+      \$596  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = s0_g;
+    \$597  = s0_g;
     if (take) begin
-      \$589  = i__payload[15:8];
+      \$597  = i__payload[15:8];
     end
     if (rst) begin
-      \$589  = 8'h00;
+      \$597  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = s0_mask;
+    \$598  = s0_mask;
     if (take) begin
-      \$590  = mask;
+      \$598  = mask;
     end
     if (rst) begin
-      \$590  = 1'h0;
+      \$598  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = \$signal$69 ;
+    \$599  = \$signal$68 ;
     if (take) begin
-      \$591  = { 1'h0, \$628  };
+      \$599  = { 1'h0, \$638  };
     end
     if (rst) begin
-      \$591  = 3'h0;
+      \$599  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = o__valid;
+    \$600  = o__valid;
     if (adv) begin
-      \$592  = s2_valid;
+      \$600  = s2_valid;
     end
     if (rst) begin
-      \$592  = 1'h0;
+      \$600  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = s2_valid;
+    \$601  = s2_valid;
     if (adv) begin
-      \$593  = \$signal$72 ;
+      \$601  = \$signal$71 ;
     end
     if (rst) begin
-      \$593  = 1'h0;
+      \$601  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = \$signal$72 ;
+    \$602  = \$signal$71 ;
     if (adv) begin
-      \$594  = \$signal$73 ;
+      \$602  = \$signal$72 ;
     end
     if (rst) begin
-      \$594  = 1'h0;
+      \$602  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = \$signal$73 ;
+    \$603  = \$signal$72 ;
     if (adv) begin
-      \$595  = take;
+      \$603  = take;
     end
     if (rst) begin
-      \$595  = 1'h0;
+      \$603  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = s2_mask;
+    \$604  = s2_mask;
     if (adv) begin
-      \$596  = \$signal$75 ;
+      \$604  = \$signal$74 ;
     end
     if (rst) begin
-      \$596  = 1'h0;
+      \$604  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = \$signal$75 ;
+    \$605  = \$signal$74 ;
     if (adv) begin
-      \$597  = s0_mask;
+      \$605  = s0_mask;
     end
     if (rst) begin
-      \$597  = 1'h0;
+      \$605  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = s1_t0_0;
+    \$606  = s1_t0_0;
     if (adv) begin
-      \$598  = \$511 ;
+      \$606  = \$511 ;
     end
     if (rst) begin
-      \$598  = 57'h000000000000000;
+      \$606  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = s1_t0_1;
+    \$607  = s1_t0_1;
     if (adv) begin
-      \$599  = \$514 ;
+      \$607  = \$514 ;
     end
     if (rst) begin
-      \$599  = 73'h0000000000000000000;
+      \$607  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = s1_t0_2;
+    \$608  = s1_t0_2;
     if (adv) begin
-      \$600  = \$517 ;
+      \$608  = \$517 ;
     end
     if (rst) begin
-      \$600  = 73'h0000000000000000000;
+      \$608  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = acc0;
+    \$609  = acc0;
     if (adv) begin
-      \$601  = \$519 [73:0];
+      \$609  = \$519 [73:0];
     end
     if (rst) begin
-      \$601  = 74'h0000000000000000000;
+      \$609  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = o__payload;
+    \$610  = o__payload;
     if (adv) begin
-      \$602  = \$528 [7:0];
+      \$610  = \$528 [7:0];
     end
     if (rst) begin
-      \$602  = 8'h00;
+      \$610  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = sat;
+    \$611  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$603  = \$535 [12:0];
+        \$611  = \$535 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$603  = 13'h0000;
+            \$611  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$603  = 13'h0000;
+      \$611  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = left;
+    \$612  = left;
     if (beat) begin
-      \$604  = \$537 [12:0];
+      \$612  = \$537 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$604  = chan__payload[12:0];
+            \$612  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3255,504 +3275,8 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h08:
           if (i__valid) begin
             if (last) begin
-              \$604  = chan[12:0];
+              \$612  = chan[12:0];
             end
-          end
-    endcase
-    if (rst) begin
-      \$604  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = chan;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$605  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$605  = 77'h00000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$606  = 21'h000000;
-            if (refused) begin
-              \$606  = 21'h000000;
-            end
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$606  = \$540 [20:0];
-          end
-    endcase
-    if (rst) begin
-      \$606  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$607  = 28'h0000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$607  = \$543 [27:0];
-          end
-    endcase
-    if (rst) begin
-      \$607  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$608  = 35'h000000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$608  = \$552 [34:0];
-    endcase
-    if (rst) begin
-      \$608  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = align;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$609  = 6'h00;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          (* full_case = 32'd1 *)
-          if (\$554 ) begin
-            \$609  = 6'h00;
-          end else begin
-            \$609  = \$556 [5:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          (* full_case = 32'd1 *)
-          if (\$560 ) begin
-            \$609  = 6'h00;
-          end else begin
-            \$609  = \$562 [5:0];
-          end
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          (* full_case = 32'd1 *)
-          if (\$564 ) begin
-            \$609  = 6'h00;
-          end else begin
-            \$609  = \$566 [5:0];
-          end
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          (* full_case = 32'd1 *)
-          if (\$572 ) begin
-            \$609  = 6'h00;
-          end else begin
-            \$609  = \$574 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$609  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$610  = 6'h01;
-            end else begin
-              \$610  = 6'h02;
-            end
-          end
-      6'h02:
-          \$610  = 6'h03;
-      6'h03:
-          if (done) begin
-            \$610  = 6'h04;
-          end
-      6'h04:
-          \$610  = 6'h05;
-      6'h05:
-          if (\done$87 ) begin
-            \$610  = 6'h06;
-          end
-      6'h06:
-          \$610  = 6'h07;
-      6'h07:
-          if (\done$87 ) begin
-            \$610  = 6'h08;
-          end
-      6'h08:
-          if (i__valid) begin
-            if (last) begin
-              \$610  = 6'h09;
-            end
-          end
-      6'h09:
-          \$610  = 6'h0a;
-      6'h0a:
-          if (\done$87 ) begin
-            \$610  = 6'h0b;
-          end
-      6'h0b:
-          \$610  = 6'h0c;
-      6'h0c:
-          if (\done$87 ) begin
-            \$610  = 6'h0d;
-          end
-      6'h0d:
-          \$610  = 6'h0e;
-      6'h0e:
-          if (done) begin
-            \$610  = 6'h0f;
-          end
-      6'h0f:
-          \$610  = 6'h10;
-      6'h10:
-          \$610  = 6'h11;
-      6'h11:
-          if (done) begin
-            \$610  = 6'h12;
-          end
-      6'h12:
-          \$610  = 6'h13;
-      6'h13:
-          \$610  = 6'h14;
-      6'h14:
-          if (\done$87 ) begin
-            \$610  = 6'h15;
-          end
-      6'h15:
-          if (\$554 ) begin
-            \$610  = 6'h16;
-          end
-      6'h16:
-          \$610  = 6'h17;
-      6'h17:
-          if (\done$87 ) begin
-            \$610  = 6'h18;
-          end
-      6'h18:
-          \$610  = 6'h19;
-      6'h19:
-          if (\done$87 ) begin
-            \$610  = 6'h1a;
-          end
-      6'h1a:
-          \$610  = 6'h1b;
-      6'h1b:
-          if (done) begin
-            \$610  = 6'h1c;
-          end
-      6'h1c:
-          \$610  = 6'h1d;
-      6'h1d:
-          if (done) begin
-            \$610  = 6'h1e;
-          end
-      6'h1e:
-          \$610  = 6'h1f;
-      6'h1f:
-          if (done) begin
-            \$610  = 6'h20;
-          end
-      6'h20:
-          \$610  = 6'h21;
-      6'h21:
-          if (done) begin
-            \$610  = 6'h22;
-          end
-      6'h22:
-          \$610  = 6'h23;
-      6'h23:
-          \$610  = 6'h24;
-      6'h24:
-          if (\done$87 ) begin
-            \$610  = 6'h25;
-          end
-      6'h25:
-          if (\$560 ) begin
-            \$610  = 6'h26;
-          end
-      6'h26:
-          \$610  = 6'h27;
-      6'h27:
-          if (\done$87 ) begin
-            \$610  = 6'h28;
-          end
-      6'h28:
-          \$610  = 6'h29;
-      6'h29:
-          if (\done$87 ) begin
-            \$610  = 6'h2a;
-          end
-      6'h2a:
-          \$610  = 6'h2b;
-      6'h2b:
-          if (\done$87 ) begin
-            \$610  = 6'h2c;
-          end
-      6'h2c:
-          \$610  = 6'h2d;
-      6'h2d:
-          if (\$564 ) begin
-            \$610  = 6'h2e;
-          end
-      6'h2e:
-          \$610  = 6'h2f;
-      6'h2f:
-          \$610  = 6'h30;
-      6'h30:
-          if (\done$87 ) begin
-            \$610  = 6'h31;
-          end
-      6'h31:
-          \$610  = 6'h32;
-      6'h32:
-          if (\done$87 ) begin
-            \$610  = 6'h33;
-          end
-      6'h33:
-          if (\$572 ) begin
-            \$610  = 6'h34;
-          end
-      6'h34:
-          \$610  = 6'h35;
-      6'h35:
-          if (\$587 ) begin
-            \$610  = 6'h36;
-          end
-      6'h36:
-          if (stats__ready) begin
-            \$610  = 6'h00;
-          end
-      6'h01:
-          if (stats__ready) begin
-            \$610  = 6'h00;
-          end
-    endcase
-    if (rst) begin
-      \$610  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = sx_neg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$611  = 21'h000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$611  = \$546 [20:0];
-          end
-    endcase
-    if (rst) begin
-      \$611  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$612  = c_neg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$612  = 13'h0000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$612  = \$548 [12:0];
           end
     endcase
     if (rst) begin
@@ -3761,27 +3285,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$613  = q;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          if (done) begin
-            \$613  = \q$86 [8:0];
-          end
-    endcase
-    if (rst) begin
-      \$613  = 9'h000;
+    \$613  = mask;
+    if (beat) begin
+      \$613  = \$538 ;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$614  = rz;
     casez (fsm_state)
       6'h00:
-          /* empty */;
+          if (chan__valid) begin
+            \$613  = \$540 ;
+          end
       6'h02:
           /* empty */;
       6'h03:
@@ -3789,8 +3301,50 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$87 ) begin
-            \$614  = \$538 ;
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            if (last) begin
+              \$613  = \$553 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$613  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$614  = last;
+    if (beat) begin
+      \$614  = \$539 ;
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$614  = \$541 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            if (last) begin
+              \$614  = \$554 ;
+            end
           end
     endcase
     if (rst) begin
@@ -3799,7 +3353,541 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$615  = nn;
+    \$615  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$615  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$615  = 77'h00000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$616  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$616  = 21'h000000;
+            if (refused) begin
+              \$616  = 21'h000000;
+            end
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$616  = \$544 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$616  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$617  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$617  = 28'h0000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$617  = \$547 [27:0];
+          end
+    endcase
+    if (rst) begin
+      \$617  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$618  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$618  = 35'h000000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$618  = \$558 [34:0];
+    endcase
+    if (rst) begin
+      \$618  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$619  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$619  = 6'h00;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          (* full_case = 32'd1 *)
+          if (\$560 ) begin
+            \$619  = 6'h00;
+          end else begin
+            \$619  = \$562 [5:0];
+          end
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          (* full_case = 32'd1 *)
+          if (\$566 ) begin
+            \$619  = 6'h00;
+          end else begin
+            \$619  = \$568 [5:0];
+          end
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          (* full_case = 32'd1 *)
+          if (\$570 ) begin
+            \$619  = 6'h00;
+          end else begin
+            \$619  = \$572 [5:0];
+          end
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          (* full_case = 32'd1 *)
+          if (\$578 ) begin
+            \$619  = 6'h00;
+          end else begin
+            \$619  = \$580 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$619  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$620  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$620  = 6'h01;
+            end else begin
+              \$620  = 6'h02;
+            end
+          end
+      6'h02:
+          \$620  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$620  = 6'h04;
+          end
+      6'h04:
+          \$620  = 6'h05;
+      6'h05:
+          if (\done$87 ) begin
+            \$620  = 6'h06;
+          end
+      6'h06:
+          \$620  = 6'h07;
+      6'h07:
+          if (\done$87 ) begin
+            \$620  = 6'h08;
+          end
+      6'h08:
+          if (i__valid) begin
+            if (last) begin
+              \$620  = 6'h09;
+            end
+          end
+      6'h09:
+          \$620  = 6'h0a;
+      6'h0a:
+          if (\done$87 ) begin
+            \$620  = 6'h0b;
+          end
+      6'h0b:
+          \$620  = 6'h0c;
+      6'h0c:
+          if (\done$87 ) begin
+            \$620  = 6'h0d;
+          end
+      6'h0d:
+          \$620  = 6'h0e;
+      6'h0e:
+          if (done) begin
+            \$620  = 6'h0f;
+          end
+      6'h0f:
+          \$620  = 6'h10;
+      6'h10:
+          \$620  = 6'h11;
+      6'h11:
+          if (done) begin
+            \$620  = 6'h12;
+          end
+      6'h12:
+          \$620  = 6'h13;
+      6'h13:
+          \$620  = 6'h14;
+      6'h14:
+          if (\done$87 ) begin
+            \$620  = 6'h15;
+          end
+      6'h15:
+          if (\$560 ) begin
+            \$620  = 6'h16;
+          end
+      6'h16:
+          \$620  = 6'h17;
+      6'h17:
+          if (\done$87 ) begin
+            \$620  = 6'h18;
+          end
+      6'h18:
+          \$620  = 6'h19;
+      6'h19:
+          if (\done$87 ) begin
+            \$620  = 6'h1a;
+          end
+      6'h1a:
+          \$620  = 6'h1b;
+      6'h1b:
+          if (done) begin
+            \$620  = 6'h1c;
+          end
+      6'h1c:
+          \$620  = 6'h1d;
+      6'h1d:
+          if (done) begin
+            \$620  = 6'h1e;
+          end
+      6'h1e:
+          \$620  = 6'h1f;
+      6'h1f:
+          if (done) begin
+            \$620  = 6'h20;
+          end
+      6'h20:
+          \$620  = 6'h21;
+      6'h21:
+          if (done) begin
+            \$620  = 6'h22;
+          end
+      6'h22:
+          \$620  = 6'h23;
+      6'h23:
+          \$620  = 6'h24;
+      6'h24:
+          if (\done$87 ) begin
+            \$620  = 6'h25;
+          end
+      6'h25:
+          if (\$566 ) begin
+            \$620  = 6'h26;
+          end
+      6'h26:
+          \$620  = 6'h27;
+      6'h27:
+          if (\done$87 ) begin
+            \$620  = 6'h28;
+          end
+      6'h28:
+          \$620  = 6'h29;
+      6'h29:
+          if (\done$87 ) begin
+            \$620  = 6'h2a;
+          end
+      6'h2a:
+          \$620  = 6'h2b;
+      6'h2b:
+          if (\done$87 ) begin
+            \$620  = 6'h2c;
+          end
+      6'h2c:
+          \$620  = 6'h2d;
+      6'h2d:
+          if (\$570 ) begin
+            \$620  = 6'h2e;
+          end
+      6'h2e:
+          \$620  = 6'h2f;
+      6'h2f:
+          \$620  = 6'h30;
+      6'h30:
+          if (\done$87 ) begin
+            \$620  = 6'h31;
+          end
+      6'h31:
+          \$620  = 6'h32;
+      6'h32:
+          if (\done$87 ) begin
+            \$620  = 6'h33;
+          end
+      6'h33:
+          if (\$578 ) begin
+            \$620  = 6'h34;
+          end
+      6'h34:
+          \$620  = 6'h35;
+      6'h35:
+          if (\$595 ) begin
+            \$620  = 6'h36;
+          end
+      6'h36:
+          if (stats__ready) begin
+            \$620  = 6'h00;
+          end
+      6'h01:
+          if (stats__ready) begin
+            \$620  = 6'h00;
+          end
+    endcase
+    if (rst) begin
+      \$620  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$621  = sx_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$621  = 21'h000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$621  = \$550 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$621  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$622  = c_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$622  = 13'h0000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$622  = \$552 [12:0];
+          end
+    endcase
+    if (rst) begin
+      \$622  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$623  = q;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$623  = \q$86 [8:0];
+          end
+    endcase
+    if (rst) begin
+      \$623  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$624  = rz;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$87 ) begin
+            \$624  = \$542 ;
+          end
+    endcase
+    if (rst) begin
+      \$624  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$625  = nn;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3815,16 +3903,16 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h07:
           if (\done$87 ) begin
-            \$615  = p[25:0];
+            \$625  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$615  = 26'h0000000;
+      \$625  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$616  = sh;
+    \$626  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3841,15 +3929,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h07:
           /* empty */;
       6'h08:
-          \$616  = \$279 [5:0];
+          \$626  = \$279 [5:0];
     endcase
     if (rst) begin
-      \$616  = 6'h00;
+      \$626  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$617  = scratch;
+    \$627  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3871,7 +3959,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h0a:
           if (\done$87 ) begin
-            \$617  = p;
+            \$627  = p;
           end
       6'h0b:
           /* empty */;
@@ -3903,7 +3991,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h19:
           if (\done$87 ) begin
-            \$617  = p;
+            \$627  = p;
           end
       6'h1a:
           /* empty */;
@@ -3942,12 +4030,12 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2b:
           /* empty */;
       6'h2c:
-          \$617  = c0w;
+          \$627  = c0w;
       6'h2d:
           (* full_case = 32'd1 *)
-          if (\$564 ) begin
+          if (\$570 ) begin
           end else begin
-            \$617  = \$565 [88:0];
+            \$627  = \$571 [88:0];
           end
       6'h2e:
           /* empty */;
@@ -3955,28 +4043,28 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h30:
           if (\done$87 ) begin
-            \$617  = p;
+            \$627  = p;
           end
       6'h31:
           /* empty */;
       6'h32:
           if (\done$87 ) begin
-            \$617  = p;
+            \$627  = p;
           end
       6'h33:
           (* full_case = 32'd1 *)
-          if (\$572 ) begin
+          if (\$578 ) begin
           end else begin
-            \$617  = \$573 [88:0];
+            \$627  = \$579 [88:0];
           end
     endcase
     if (rst) begin
-      \$617  = 89'h00000000000000000000000;
+      \$627  = 89'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$618  = qg;
+    \$628  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4002,16 +4090,16 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h0c:
           if (\done$87 ) begin
-            \$618  = p[39:0];
+            \$628  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$618  = 40'h0000000000;
+      \$628  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$619  = tq;
+    \$629  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4041,7 +4129,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h0e:
           if (done) begin
-            \$619  = \q$86 ;
+            \$629  = \q$86 ;
           end
       6'h0f:
           /* empty */;
@@ -4049,7 +4137,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h11:
           if (done) begin
-            \$619  = \q$86 ;
+            \$629  = \q$86 ;
           end
       6'h12:
           /* empty */;
@@ -4071,34 +4159,34 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h1b:
           if (done) begin
-            \$619  = \q$86 ;
+            \$629  = \q$86 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$619  = \q$86 ;
+            \$629  = \q$86 ;
           end
       6'h1e:
           /* empty */;
       6'h1f:
           if (done) begin
-            \$619  = \q$86 ;
+            \$629  = \q$86 ;
           end
       6'h20:
           /* empty */;
       6'h21:
           if (done) begin
-            \$619  = \q$86 ;
+            \$629  = \q$86 ;
           end
     endcase
     if (rst) begin
-      \$619  = 129'h000000000000000000000000000000000;
+      \$629  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$620  = m1;
+    \$630  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4129,15 +4217,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0e:
           /* empty */;
       6'h0f:
-          \$620  = \$550 [48:0];
+          \$630  = \$556 [48:0];
     endcase
     if (rst) begin
-      \$620  = 49'h0000000000000;
+      \$630  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$621  = lane_a;
+    \$631  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4179,22 +4267,22 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h14:
           if (\done$87 ) begin
-            \$621  = p[48:0];
+            \$631  = p[48:0];
           end
       6'h15:
           (* full_case = 32'd1 *)
-          if (\$554 ) begin
+          if (\$560 ) begin
           end else begin
-            \$621  = \$555 [48:0];
+            \$631  = \$561 [48:0];
           end
     endcase
     if (rst) begin
-      \$621  = 49'h0000000000000;
+      \$631  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$622  = c0w;
+    \$632  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4242,7 +4330,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h17:
           if (\done$87 ) begin
-            \$622  = p;
+            \$632  = p;
           end
       6'h18:
           /* empty */;
@@ -4284,16 +4372,16 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h2b:
           if (\done$87 ) begin
-            \$622  = p;
+            \$632  = p;
           end
     endcase
     if (rst) begin
-      \$622  = 89'h00000000000000000000000;
+      \$632  = 89'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$623  = m2;
+    \$633  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4362,15 +4450,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h21:
           /* empty */;
       6'h22:
-          \$623  = \$558 [74:0];
+          \$633  = \$564 [74:0];
     endcase
     if (rst) begin
-      \$623  = 75'h0000000000000000000;
+      \$633  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$624  = \$signal$82 ;
+    \$634  = \$signal$81 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4444,22 +4532,22 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h24:
           if (\done$87 ) begin
-            \$624  = p[64:0];
+            \$634  = p[64:0];
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$560 ) begin
+          if (\$566 ) begin
           end else begin
-            \$624  = \$561 [64:0];
+            \$634  = \$567 [64:0];
           end
     endcase
     if (rst) begin
-      \$624  = 65'h00000000000000000;
+      \$634  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$625  = wsum;
+    \$635  = wsum;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4539,22 +4627,22 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h27:
           if (\done$87 ) begin
-            \$625  = p;
+            \$635  = p;
           end
       6'h28:
           /* empty */;
       6'h29:
           if (\done$87 ) begin
-            \$625  = p;
+            \$635  = p;
           end
     endcase
     if (rst) begin
-      \$625  = 89'h00000000000000000000000;
+      \$635  = 89'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$626  = const0;
+    \$636  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4647,15 +4735,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2d:
           /* empty */;
       6'h2e:
-          \$626  = \$570 [71:0];
+          \$636  = \$576 [71:0];
     endcase
     if (rst) begin
-      \$626  = 72'h000000000000000000;
+      \$636  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$627  = const1;
+    \$637  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4760,21 +4848,22 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h33:
           /* empty */;
       6'h34:
-          \$627  = \$578 [71:0];
+          \$637  = \$584 [71:0];
     endcase
     if (rst) begin
-      \$627  = 72'h000000000000000000;
+      \$637  = 72'h000000000000000000;
     end
   end
   assign \$signal  = q;
-  assign \rz$20  = rz;
+  assign \$signal$17  = rz;
   assign x = i__payload[7:0];
-  assign \mask$22  = mask;
+  assign \mask$20  = mask;
   assign shv = { 47'h000000000000, \$3  };
   assign sh_new = \$279 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign sel = { 1'h0, \$628  };
+  assign sel = { 1'h0, \$638  };
+  assign \$signal$89  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[68:34];
@@ -4796,8 +4885,8 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$69[0]  = \$signal$69 ;
-  assign \sel[0]  = { 1'h0, \$628  };
+  assign \$signal$68[0]  = \$signal$68 ;
+  assign \sel[0]  = { 1'h0, \$638  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { 7'h00, nn, 8'h00 };
   assign \$4  = 1'h0;
@@ -4974,13 +5063,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$525  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:37] };
   assign \$529  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:37] };
   assign \$531  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:37] };
-  assign \$550  = { \$549 [129], \$549 [129:1] };
-  assign \$552  = { \$551 [129], \$551 [129:1] };
-  assign \$555  = { lane_a, 1'h0 };
+  assign \$556  = { \$555 [129], \$555 [129:1] };
   assign \$558  = { \$557 [129], \$557 [129:1] };
-  assign \$561  = { \$signal$82 , 1'h0 };
-  assign \$565  = { scratch, 1'h0 };
-  assign \$573  = { scratch, 1'h0 };
+  assign \$561  = { lane_a, 1'h0 };
+  assign \$564  = { \$563 [129], \$563 [129:1] };
+  assign \$567  = { \$signal$81 , 1'h0 };
+  assign \$571  = { scratch, 1'h0 };
+  assign \$579  = { scratch, 1'h0 };
+  assign \$591  = 1'h1;
+  assign \$592  = \$590 ;
 endmodule
 
 module \hwnorm_bwd_semidev_s8.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -5331,7 +5422,7 @@ module \hwnorm_bwd_semidev_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p
   assign \$6  = { 1'h0, b_sh[35:1] };
 endmodule
 
-module \hwnorm_bwd_semidev_s8.sel$89 (clk, rst, mask, \port$712$0 , clear, p1, q, rz, x);
+module \hwnorm_bwd_semidev_s8.sel$90 (clk, rst, \port$718$0 , clear, p1, mask, q, rz, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5357,8 +5448,8 @@ module \hwnorm_bwd_semidev_s8.sel$89 (clk, rst, mask, \port$712$0 , clear, p1, q
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$712$0 ;
-  wire [1:0] \port$712$0 ;
+  output [1:0] \port$718$0 ;
+  wire [1:0] \port$718$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -5401,7 +5492,7 @@ module \hwnorm_bwd_semidev_s8.sel$89 (clk, rst, mask, \port$712$0 , clear, p1, q
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$712$0  = \$7 ;
+  assign \port$718$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -669,103 +669,113 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [13:0] \$695 ;
   wire [13:0] \$696 ;
   wire \$697 ;
-  wire [15:0] \$698 ;
-  wire [29:0] \$699 ;
+  wire \$698 ;
+  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire [31:0] \$700 ;
-  wire [31:0] \$701 ;
-  wire [44:0] \$702 ;
-  wire [159:0] \$703 ;
-  wire [159:0] \$704 ;
-  wire [159:0] \$705 ;
-  wire [159:0] \$706 ;
-  wire [6:0] \$707 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire [15:0] \$702 ;
+  wire [29:0] \$703 ;
+  wire [31:0] \$704 ;
+  wire [31:0] \$705 ;
+  wire [44:0] \$706 ;
+  wire \$707 ;
   wire \$708 ;
-  wire [57:0] \$709 ;
+  wire [159:0] \$709 ;
   wire \$71 ;
-  wire [6:0] \$710 ;
+  wire [159:0] \$710 ;
   wire [159:0] \$711 ;
   wire [159:0] \$712 ;
   wire [6:0] \$713 ;
   wire \$714 ;
-  wire [115:0] \$715 ;
+  wire [57:0] \$715 ;
   wire [6:0] \$716 ;
-  wire \$717 ;
-  wire \$718 ;
-  wire [114:0] \$719 ;
+  wire [159:0] \$717 ;
+  wire [159:0] \$718 ;
+  wire [6:0] \$719 ;
   wire \$72 ;
-  wire [114:0] \$720 ;
-  wire [6:0] \$721 ;
-  wire \$722 ;
-  wire [115:0] \$723 ;
-  wire [6:0] \$724 ;
-  wire \$725 ;
-  wire \$726 ;
-  wire [114:0] \$727 ;
-  wire [114:0] \$728 ;
-  wire [6:0] \$729 ;
+  wire \$720 ;
+  wire [115:0] \$721 ;
+  wire [6:0] \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire [114:0] \$725 ;
+  wire [114:0] \$726 ;
+  wire [6:0] \$727 ;
+  wire \$728 ;
+  wire [115:0] \$729 ;
   wire \$73 ;
-  wire \$730 ;
-  wire [115:0] \$731 ;
-  wire [6:0] \$732 ;
-  wire \$733 ;
-  wire \$734 ;
-  wire [114:0] \$735 ;
-  wire [114:0] \$736 ;
-  wire \$737 ;
-  wire \$738 ;
+  wire [6:0] \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire [114:0] \$733 ;
+  wire [114:0] \$734 ;
+  wire [6:0] \$735 ;
+  wire \$736 ;
+  wire [115:0] \$737 ;
+  wire [6:0] \$738 ;
   wire \$739 ;
   wire \$74 ;
   wire \$740 ;
-  wire \$741 ;
-  wire \$742 ;
+  wire [114:0] \$741 ;
+  wire [114:0] \$742 ;
   wire \$743 ;
   wire \$744 ;
   wire \$745 ;
-  reg [15:0] \$746 ;
-  reg [15:0] \$747 ;
-  reg \$748 ;
-  reg [2:0] \$749 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
-  reg \$750 ;
-  reg \$751 ;
-  reg \$752 ;
-  reg \$753 ;
-  reg \$754 ;
-  reg \$755 ;
-  reg [72:0] \$756 ;
-  reg [72:0] \$757 ;
-  reg [73:0] \$758 ;
-  reg [15:0] \$759 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  reg [15:0] \$754 ;
+  reg [15:0] \$755 ;
+  reg \$756 ;
+  reg [2:0] \$757 ;
+  reg \$758 ;
+  reg \$759 ;
   wire [6:0] \$76 ;
-  reg [12:0] \$760 ;
-  reg [12:0] \$761 ;
-  reg [141:0] \$762 ;
-  reg [28:0] \$763 ;
-  reg [43:0] \$764 ;
-  reg [54:0] \$765 ;
-  reg [5:0] \$766 ;
-  reg [5:0] \$767 ;
-  reg [16:0] \$768 ;
-  reg \$769 ;
+  reg \$760 ;
+  reg \$761 ;
+  reg \$762 ;
+  reg \$763 ;
+  reg [72:0] \$764 ;
+  reg [72:0] \$765 ;
+  reg [73:0] \$766 ;
+  reg [15:0] \$767 ;
+  reg [12:0] \$768 ;
+  reg [12:0] \$769 ;
   wire [6:0] \$77 ;
-  reg [12:0] \$770 ;
-  reg [5:0] \$771 ;
-  reg [114:0] \$772 ;
-  reg [55:0] \$773 ;
-  reg [158:0] \$774 ;
-  reg [56:0] \$775 ;
-  reg [56:0] \$776 ;
-  reg [114:0] \$777 ;
-  reg [99:0] \$778 ;
-  reg [71:0] \$779 ;
+  reg \$770 ;
+  reg \$771 ;
+  reg [141:0] \$772 ;
+  reg [28:0] \$773 ;
+  reg [43:0] \$774 ;
+  reg [54:0] \$775 ;
+  reg [5:0] \$776 ;
+  reg [5:0] \$777 ;
+  reg [16:0] \$778 ;
+  reg \$779 ;
   wire \$78 ;
-  reg [71:0] \$780 ;
-  reg [71:0] \$781 ;
-  wire [5:0] \$782 ;
-  wire [1:0] \$783 ;
+  reg [12:0] \$780 ;
+  reg [5:0] \$781 ;
+  reg [114:0] \$782 ;
+  reg [55:0] \$783 ;
+  reg [158:0] \$784 ;
+  reg [56:0] \$785 ;
+  reg [56:0] \$786 ;
+  reg [114:0] \$787 ;
+  reg [99:0] \$788 ;
+  reg [71:0] \$789 ;
   wire \$79 ;
+  reg [71:0] \$790 ;
+  reg [71:0] \$791 ;
+  wire [5:0] \$792 ;
+  wire [1:0] \$793 ;
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
@@ -790,11 +800,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$99 ;
   (* init = 17'h00000 *)
   wire [16:0] \$signal ;
-  reg [2:0] \$signal$68  = 3'h0;
-  wire [2:0] \$signal$68[0] ;
+  reg [2:0] \$signal$67  = 3'h0;
+  wire [2:0] \$signal$67[0] ;
+  reg \$signal$70  = 1'h0;
   reg \$signal$71  = 1'h0;
-  reg \$signal$72  = 1'h0;
-  reg \$signal$74  = 1'h0;
+  reg \$signal$73  = 1'h0;
+  reg \$signal$86  = 1'h0;
+  wire \$signal$88 ;
   reg [114:0] a;
   reg [73:0] acc0 = 74'h0000000000000000000;
   wire adv;
@@ -844,17 +856,18 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   input i__valid;
   wire i__valid;
   reg [56:0] lane_a = 57'h000000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [156:0] lo_init;
   wire [3:0] m;
   reg [56:0] m1 = 57'h000000000000000;
   reg [99:0] m2 = 100'h0000000000000000000000000;
-  wire mask;
-  wire \mask$25 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$23 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$50 ;
+  reg \neg$48 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -880,7 +893,6 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg [55:0] rem_init;
   input rst;
   wire rst;
-  reg rz = 1'h0;
   reg [15:0] s0_g = 16'h0000;
   wire [15:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -901,7 +913,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$46 ;
+  reg \start$44 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -913,7 +925,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   output stats__valid;
   reg stats__valid;
   reg [7:0] steps;
-  reg [4:0] \steps$51 ;
+  reg [4:0] \steps$49 ;
   reg take;
   reg [158:0] tq = 159'h0000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -1257,12 +1269,12 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$615  = - $signed(tq);
   assign \$616  = \$614  ? \$615  : { tq[158], tq };
   assign \$617  = $signed(tq) < $signed(1'h0);
-  assign \$618  = $signed({ 1'h0, chan[12:0] }) - $signed(\$782 );
-  assign \$619  = $signed({ 1'h0, chan[12:0] }) + $signed(\$782 );
-  assign \$620  = $signed(\$782 ) < $signed(1'h0);
-  assign \$621  = - $signed(\$782 );
-  assign \$622  = \$620  ? \$621  : { \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782  };
-  assign \$623  = $signed(\$782 ) < $signed(1'h0);
+  assign \$618  = $signed({ 1'h0, chan[12:0] }) - $signed(\$792 );
+  assign \$619  = $signed({ 1'h0, chan[12:0] }) + $signed(\$792 );
+  assign \$620  = $signed(\$792 ) < $signed(1'h0);
+  assign \$621  = - $signed(\$792 );
+  assign \$622  = \$620  ? \$621  : { \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792  };
+  assign \$623  = $signed(\$792 ) < $signed(1'h0);
   assign \$624  = | left;
   assign \$625  = \$624  & adv;
   assign \$626  = i__valid & i__ready;
@@ -1312,8 +1324,8 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$670  = fsm_state == 6'h2b;
   assign \$671  = fsm_state == 6'h2c;
   assign \$672  = $signed(s0_g) * $signed(lane_a);
-  assign \$673  = \$signal$68  == 2'h2;
-  assign \$674  = ! \$signal$68 ;
+  assign \$673  = \$signal$67  == 2'h2;
+  assign \$674  = ! \$signal$67 ;
   assign \$675  = \$674  ? const0 : const1;
   assign \$676  = \$673  ? const2 : \$675 ;
   assign \$677  = $signed(\$676 ) + $signed(34'h100000000);
@@ -1331,122 +1343,130 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$694  = sat + \$693 ;
   assign \$695  = left - 1'h1;
   assign \$696  = last ? 14'h0000 : \$695 ;
-  assign \$697  = ! p;
-  assign \$698  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$699  = $signed(sg) + $signed(\$698 );
-  assign \$700  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$701  = mask ? \$700  : 32'd0;
-  assign \$702  = $signed(sgx) + $signed(\$701 );
-  assign \$703  = $signed(tq) + $signed(2'h1);
-  assign \$705  = $signed(tq) + $signed(2'h1);
-  assign \$707  = align + sh;
-  assign \$708  = \$707  == 6'h21;
-  assign \$710  = align + 1'h1;
+  assign \$697  = left > 1'h1;
+  assign \$698  = left <= 2'h2;
+  assign \$699  = chan__payload[12:0] > 1'h0;
+  assign \$700  = chan__payload[12:0] <= 1'h1;
+  assign \$701  = ! p;
+  assign \$702  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$703  = $signed(sg) + $signed(\$702 );
+  assign \$704  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$705  = mask ? \$704  : 32'd0;
+  assign \$706  = $signed(sgx) + $signed(\$705 );
+  assign \$707  = chan[12:0] > 1'h0;
+  assign \$708  = chan[12:0] <= 1'h1;
+  assign \$709  = $signed(tq) + $signed(2'h1);
   assign \$711  = $signed(tq) + $signed(2'h1);
   assign \$713  = align + sh;
   assign \$714  = \$713  == 6'h21;
   assign \$716  = align + 1'h1;
-  assign \$717  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$718  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$719  = \$718  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$720  = \$717  ? 115'h000000000007ff801100100000000 : \$719 ;
-  assign \$721  = align + sh;
-  assign \$722  = \$721  == 6'h21;
-  assign \$724  = align + 1'h1;
-  assign \$725  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$726  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$727  = \$726  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$728  = \$725  ? 115'h000000000007ff801100100000000 : \$727 ;
-  assign \$729  = align + sh;
-  assign \$730  = \$729  == 6'h21;
-  assign \$732  = align + 1'h1;
-  assign \$733  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$734  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$735  = \$734  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$736  = \$733  ? 115'h000000000007ff801100100000000 : \$735 ;
-  assign \$737  = | left;
-  assign \$738  = ~ \$737 ;
-  assign \$739  = ~ \$signal$72 ;
-  assign \$740  = \$738  & \$739 ;
-  assign \$741  = ~ \$signal$71 ;
-  assign \$742  = \$740  & \$741 ;
-  assign \$743  = ~ s2_valid;
-  assign \$744  = \$742  & \$743 ;
-  assign \$745  = \$744  & adv;
+  assign \$717  = $signed(tq) + $signed(2'h1);
+  assign \$719  = align + sh;
+  assign \$720  = \$719  == 6'h21;
+  assign \$722  = align + 1'h1;
+  assign \$723  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$724  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$725  = \$724  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$726  = \$723  ? 115'h000000000007ff801100100000000 : \$725 ;
+  assign \$727  = align + sh;
+  assign \$728  = \$727  == 6'h21;
+  assign \$730  = align + 1'h1;
+  assign \$731  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$732  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$733  = \$732  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$734  = \$731  ? 115'h000000000007ff801100100000000 : \$733 ;
+  assign \$735  = align + sh;
+  assign \$736  = \$735  == 6'h21;
+  assign \$738  = align + 1'h1;
+  assign \$739  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$740  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$741  = \$740  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$742  = \$739  ? 115'h000000000007ff801100100000000 : \$741 ;
+  assign \$743  = | left;
+  assign \$744  = ~ \$743 ;
+  assign \$745  = ~ \$signal$71 ;
+  assign \$746  = \$744  & \$745 ;
+  assign \$747  = ~ \$signal$70 ;
+  assign \$748  = \$746  & \$747 ;
+  assign \$751  = ~ s2_valid;
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = \$752  & adv;
   always @(posedge clk)
-    s0_x <= \$746 ;
+    s0_x <= \$754 ;
   always @(posedge clk)
-    s0_g <= \$747 ;
+    s0_g <= \$755 ;
   always @(posedge clk)
-    s0_mask <= \$748 ;
+    s0_mask <= \$756 ;
   always @(posedge clk)
-    \$signal$68  <= \$749 ;
+    \$signal$67  <= \$757 ;
   always @(posedge clk)
-    o__valid <= \$750 ;
+    o__valid <= \$758 ;
   always @(posedge clk)
-    s2_valid <= \$751 ;
+    s2_valid <= \$759 ;
   always @(posedge clk)
-    \$signal$71  <= \$752 ;
+    \$signal$70  <= \$760 ;
   always @(posedge clk)
-    \$signal$72  <= \$753 ;
+    \$signal$71  <= \$761 ;
   always @(posedge clk)
-    s2_mask <= \$754 ;
+    s2_mask <= \$762 ;
   always @(posedge clk)
-    \$signal$74  <= \$755 ;
+    \$signal$73  <= \$763 ;
   always @(posedge clk)
-    s1_t0_0 <= \$756 ;
+    s1_t0_0 <= \$764 ;
   always @(posedge clk)
-    s1_t0_1 <= \$757 ;
+    s1_t0_1 <= \$765 ;
   always @(posedge clk)
-    acc0 <= \$758 ;
+    acc0 <= \$766 ;
   always @(posedge clk)
-    o__payload <= \$759 ;
+    o__payload <= \$767 ;
   always @(posedge clk)
-    sat <= \$760 ;
+    sat <= \$768 ;
   always @(posedge clk)
-    left <= \$761 ;
+    left <= \$769 ;
   always @(posedge clk)
-    chan <= \$762 ;
+    mask <= \$770 ;
   always @(posedge clk)
-    sg <= \$763 ;
+    last <= \$771 ;
   always @(posedge clk)
-    sgx <= \$764 ;
+    chan <= \$772 ;
   always @(posedge clk)
-    dgamma <= \$765 ;
+    sg <= \$773 ;
   always @(posedge clk)
-    align <= \$766 ;
+    sgx <= \$774 ;
   always @(posedge clk)
-    fsm_state <= \$767 ;
+    dgamma <= \$775 ;
   always @(posedge clk)
-    q <= \$768 ;
+    align <= \$776 ;
   always @(posedge clk)
-    rz <= \$769 ;
+    fsm_state <= \$777 ;
   always @(posedge clk)
-    r <= \$770 ;
+    q <= \$778 ;
   always @(posedge clk)
-    sh <= \$771 ;
+    \$signal$86  <= \$779 ;
   always @(posedge clk)
-    scratch <= \$772 ;
+    r <= \$780 ;
   always @(posedge clk)
-    qg <= \$773 ;
+    sh <= \$781 ;
   always @(posedge clk)
-    tq <= \$774 ;
+    scratch <= \$782 ;
   always @(posedge clk)
-    m1 <= \$775 ;
+    qg <= \$783 ;
   always @(posedge clk)
-    lane_a <= \$776 ;
+    tq <= \$784 ;
   always @(posedge clk)
-    c0w <= \$777 ;
+    m1 <= \$785 ;
   always @(posedge clk)
-    m2 <= \$778 ;
+    lane_a <= \$786 ;
   always @(posedge clk)
-    const1 <= \$779 ;
+    c0w <= \$787 ;
   always @(posedge clk)
-    const2 <= \$780 ;
+    m2 <= \$788 ;
   always @(posedge clk)
-    const0 <= \$781 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const1 <= \$789 ;
+  always @(posedge clk)
+    const2 <= \$790 ;
+  always @(posedge clk)
+    const0 <= \$791 ;
   assign \$1  = chan[12:0] < 4'ha;
   assign \$2  = \$1  ? chan[12:0] : 13'h000a;
   assign \$5  = \$3  + \$4 ;
@@ -1480,13 +1500,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .c(c),
     .clk(clk),
     .done(\done$85 ),
-    .\neg$12 (\neg$50 ),
+    .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
-    .start(\start$46 ),
-    .steps(\steps$51 )
+    .start(\start$44 ),
+    .steps(\steps$49 )
   );
-  \hwnorm_bwd_topk_s16.sel$88  \sel$88  (
+  \hwnorm_bwd_topk_s16.sel$89  \sel$89  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [3:0]),
@@ -1494,8 +1514,8 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .n(chan[12:0]),
     .p1(p1),
     .p2(p2),
-    .\port$1184$0 (\$782 ),
-    .\port$1197$0 (\$783 ),
+    .\port$1190$0 (\$792 ),
+    .\port$1203$0 (\$793 ),
     .q(q),
     .r(r),
     .rst(rst),
@@ -1997,7 +2017,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$46  = 1'h0;
+    \start$44  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2006,17 +2026,17 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h03:
           /* empty */;
       6'h04:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2032,21 +2052,21 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h10:
           /* empty */;
       6'h11:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2060,7 +2080,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2068,7 +2088,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -2076,7 +2096,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
     endcase
   end
   always @* begin
@@ -2333,7 +2353,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$50  = 1'h0;
+    \neg$48  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2342,17 +2362,17 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h03:
           /* empty */;
       6'h04:
-          \neg$50  = 1'h1;
+          \neg$48  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$50  = \$585 ;
+          \neg$48  = \$585 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2368,21 +2388,21 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h10:
           /* empty */;
       6'h11:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$50  = \$602 ;
+          \neg$48  = \$602 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$50  = \$606 ;
+          \neg$48  = \$606 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2396,7 +2416,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$50  = 1'h1;
+          \neg$48  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2404,7 +2424,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2412,12 +2432,12 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          \neg$50  = \$623 ;
+          \neg$48  = \$623 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$51  = 5'h00;
+    \steps$49  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2426,17 +2446,17 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h03:
           /* empty */;
       6'h04:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$51  = 5'h1d;
+          \steps$49  = 5'h1d;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2452,21 +2472,21 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h10:
           /* empty */;
       6'h11:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$51  = 5'h1d;
+          \steps$49  = 5'h1d;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$51  = 5'h10;
+          \steps$49  = 5'h10;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$51  = 5'h1c;
+          \steps$49  = 5'h1c;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2480,7 +2500,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2488,7 +2508,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2496,7 +2516,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
     endcase
   end
   always @* begin
@@ -2983,172 +3003,172 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = s0_x;
+    \$754  = s0_x;
     if (take) begin
-      \$746  = i__payload[15:0];
+      \$754  = i__payload[15:0];
     end
     if (rst) begin
-      \$746  = 16'h0000;
+      \$754  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = s0_g;
+    \$755  = s0_g;
     if (take) begin
-      \$747  = i__payload[31:16];
+      \$755  = i__payload[31:16];
     end
     if (rst) begin
-      \$747  = 16'h0000;
+      \$755  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = s0_mask;
+    \$756  = s0_mask;
     if (take) begin
-      \$748  = mask;
+      \$756  = mask;
     end
     if (rst) begin
-      \$748  = 1'h0;
+      \$756  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = \$signal$68 ;
+    \$757  = \$signal$67 ;
     if (take) begin
-      \$749  = { 1'h0, \$783  };
+      \$757  = { 1'h0, \$793  };
     end
     if (rst) begin
-      \$749  = 3'h0;
+      \$757  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = o__valid;
+    \$758  = o__valid;
     if (adv) begin
-      \$750  = s2_valid;
+      \$758  = s2_valid;
     end
     if (rst) begin
-      \$750  = 1'h0;
+      \$758  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = s2_valid;
+    \$759  = s2_valid;
     if (adv) begin
-      \$751  = \$signal$71 ;
+      \$759  = \$signal$70 ;
     end
     if (rst) begin
-      \$751  = 1'h0;
+      \$759  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = \$signal$71 ;
+    \$760  = \$signal$70 ;
     if (adv) begin
-      \$752  = \$signal$72 ;
+      \$760  = \$signal$71 ;
     end
     if (rst) begin
-      \$752  = 1'h0;
+      \$760  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = \$signal$72 ;
+    \$761  = \$signal$71 ;
     if (adv) begin
-      \$753  = take;
+      \$761  = take;
     end
     if (rst) begin
-      \$753  = 1'h0;
+      \$761  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = s2_mask;
+    \$762  = s2_mask;
     if (adv) begin
-      \$754  = \$signal$74 ;
+      \$762  = \$signal$73 ;
     end
     if (rst) begin
-      \$754  = 1'h0;
+      \$762  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = \$signal$74 ;
+    \$763  = \$signal$73 ;
     if (adv) begin
-      \$755  = s0_mask;
+      \$763  = s0_mask;
     end
     if (rst) begin
-      \$755  = 1'h0;
+      \$763  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = s1_t0_0;
+    \$764  = s1_t0_0;
     if (adv) begin
-      \$756  = \$672 ;
+      \$764  = \$672 ;
     end
     if (rst) begin
-      \$756  = 73'h0000000000000000000;
+      \$764  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = s1_t0_1;
+    \$765  = s1_t0_1;
     if (adv) begin
-      \$757  = \$677 ;
+      \$765  = \$677 ;
     end
     if (rst) begin
-      \$757  = 73'h0000000000000000000;
+      \$765  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = acc0;
+    \$766  = acc0;
     if (adv) begin
-      \$758  = \$678 ;
+      \$766  = \$678 ;
     end
     if (rst) begin
-      \$758  = 74'h0000000000000000000;
+      \$766  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = o__payload;
+    \$767  = o__payload;
     if (adv) begin
-      \$759  = \$687 [15:0];
+      \$767  = \$687 [15:0];
     end
     if (rst) begin
-      \$759  = 16'h0000;
+      \$767  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = sat;
+    \$768  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$760  = \$694 [12:0];
+        \$768  = \$694 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$760  = 13'h0000;
+            \$768  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$760  = 13'h0000;
+      \$768  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = left;
+    \$769  = left;
     if (beat) begin
-      \$761  = \$696 [12:0];
+      \$769  = \$696 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$761  = chan__payload[12:0];
+            \$769  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3161,36 +3181,96 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$761  = chan[12:0];
+              \$769  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$761  = 13'h0000;
+      \$769  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = chan;
+    \$770  = mask;
+    if (beat) begin
+      \$770  = \$697 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$762  = chan__payload;
+            \$770  = \$699 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$770  = \$707 ;
+            end
           end
     endcase
     if (rst) begin
-      \$762  = 142'h000000000000000000000000000000000000;
+      \$770  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = sg;
+    \$771  = last;
+    if (beat) begin
+      \$771  = \$698 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$763  = 29'h00000000;
+            \$771  = \$700 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$771  = \$708 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$771  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$772  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$772  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$772  = 142'h000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$773  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$773  = 29'h00000000;
             if (refused) begin
-              \$763  = 29'h00000000;
+              \$773  = 29'h00000000;
             end
           end
       6'h02:
@@ -3203,20 +3283,20 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$763  = \$699 [28:0];
+            \$773  = \$703 [28:0];
           end
     endcase
     if (rst) begin
-      \$763  = 29'h00000000;
+      \$773  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = sgx;
+    \$774  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$764  = 44'h00000000000;
+            \$774  = 44'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3228,20 +3308,20 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$764  = \$702 [43:0];
+            \$774  = \$706 [43:0];
           end
     endcase
     if (rst) begin
-      \$764  = 44'h00000000000;
+      \$774  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = dgamma;
+    \$775  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$765  = 55'h00000000000000;
+            \$775  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3272,19 +3352,19 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           /* empty */;
       6'h10:
-          \$765  = \$706 [54:0];
+          \$775  = \$712 [54:0];
     endcase
     if (rst) begin
-      \$765  = 55'h00000000000000;
+      \$775  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = align;
+    \$776  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$766  = 6'h00;
+            \$776  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3322,10 +3402,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$708 ) begin
-            \$766  = 6'h00;
+          if (\$714 ) begin
+            \$776  = 6'h00;
           end else begin
-            \$766  = \$710 [5:0];
+            \$776  = \$716 [5:0];
           end
       6'h14:
           /* empty */;
@@ -3355,10 +3435,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$714 ) begin
-            \$766  = 6'h00;
+          if (\$720 ) begin
+            \$776  = 6'h00;
           end else begin
-            \$766  = \$716 [5:0];
+            \$776  = \$722 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3368,10 +3448,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$722 ) begin
-            \$766  = 6'h00;
+          if (\$728 ) begin
+            \$776  = 6'h00;
           end else begin
-            \$766  = \$724 [5:0];
+            \$776  = \$730 [5:0];
           end
       6'h26:
           /* empty */;
@@ -3381,173 +3461,173 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$730 ) begin
-            \$766  = 6'h00;
+          if (\$736 ) begin
+            \$776  = 6'h00;
           end else begin
-            \$766  = \$732 [5:0];
+            \$776  = \$738 [5:0];
           end
     endcase
     if (rst) begin
-      \$766  = 6'h00;
+      \$776  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$767  = fsm_state;
+    \$777  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$767  = 6'h01;
+              \$777  = 6'h01;
             end else begin
-              \$767  = 6'h02;
+              \$777  = 6'h02;
             end
           end
       6'h02:
-          \$767  = 6'h03;
+          \$777  = 6'h03;
       6'h03:
           if (done) begin
-            \$767  = 6'h04;
+            \$777  = 6'h04;
           end
       6'h04:
-          \$767  = 6'h05;
+          \$777  = 6'h05;
       6'h05:
           if (\done$85 ) begin
-            \$767  = 6'h06;
+            \$777  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$767  = 6'h07;
+              \$777  = 6'h07;
             end
           end
       6'h07:
-          \$767  = 6'h08;
+          \$777  = 6'h08;
       6'h08:
           if (\done$85 ) begin
-            \$767  = 6'h09;
+            \$777  = 6'h09;
           end
       6'h09:
-          \$767  = 6'h0a;
+          \$777  = 6'h0a;
       6'h0a:
           if (\done$85 ) begin
-            \$767  = 6'h0b;
+            \$777  = 6'h0b;
           end
       6'h0b:
-          \$767  = 6'h0c;
+          \$777  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$767  = 6'h0d;
+            \$777  = 6'h0d;
           end
       6'h0d:
-          \$767  = 6'h0e;
+          \$777  = 6'h0e;
       6'h0e:
-          \$767  = 6'h0f;
+          \$777  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$767  = 6'h10;
+            \$777  = 6'h10;
           end
       6'h10:
-          \$767  = 6'h11;
+          \$777  = 6'h11;
       6'h11:
-          \$767  = 6'h12;
+          \$777  = 6'h12;
       6'h12:
           if (\done$85 ) begin
-            \$767  = 6'h13;
+            \$777  = 6'h13;
           end
       6'h13:
-          if (\$708 ) begin
-            \$767  = 6'h14;
+          if (\$714 ) begin
+            \$777  = 6'h14;
           end
       6'h14:
-          \$767  = 6'h15;
+          \$777  = 6'h15;
       6'h15:
           if (\done$85 ) begin
-            \$767  = 6'h16;
+            \$777  = 6'h16;
           end
       6'h16:
-          \$767  = 6'h17;
+          \$777  = 6'h17;
       6'h17:
           if (\done$85 ) begin
-            \$767  = 6'h18;
+            \$777  = 6'h18;
           end
       6'h18:
-          \$767  = 6'h19;
+          \$777  = 6'h19;
       6'h19:
           if (\done$85 ) begin
-            \$767  = 6'h1a;
+            \$777  = 6'h1a;
           end
       6'h1a:
-          \$767  = 6'h1b;
+          \$777  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$767  = 6'h1c;
+            \$777  = 6'h1c;
           end
       6'h1c:
-          \$767  = 6'h1d;
+          \$777  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$767  = 6'h1e;
+            \$777  = 6'h1e;
           end
       6'h1e:
-          \$767  = 6'h1f;
+          \$777  = 6'h1f;
       6'h1f:
-          \$767  = 6'h20;
+          \$777  = 6'h20;
       6'h20:
           if (\done$85 ) begin
-            \$767  = 6'h21;
+            \$777  = 6'h21;
           end
       6'h21:
-          if (\$714 ) begin
-            \$767  = 6'h22;
+          if (\$720 ) begin
+            \$777  = 6'h22;
           end
       6'h22:
-          \$767  = 6'h23;
+          \$777  = 6'h23;
       6'h23:
-          \$767  = 6'h24;
+          \$777  = 6'h24;
       6'h24:
           if (\done$85 ) begin
-            \$767  = 6'h25;
+            \$777  = 6'h25;
           end
       6'h25:
-          if (\$722 ) begin
-            \$767  = 6'h26;
+          if (\$728 ) begin
+            \$777  = 6'h26;
           end
       6'h26:
-          \$767  = 6'h27;
+          \$777  = 6'h27;
       6'h27:
-          \$767  = 6'h28;
+          \$777  = 6'h28;
       6'h28:
           if (\done$85 ) begin
-            \$767  = 6'h29;
+            \$777  = 6'h29;
           end
       6'h29:
-          if (\$730 ) begin
-            \$767  = 6'h2a;
+          if (\$736 ) begin
+            \$777  = 6'h2a;
           end
       6'h2a:
-          \$767  = 6'h2b;
+          \$777  = 6'h2b;
       6'h2b:
-          if (\$745 ) begin
-            \$767  = 6'h2c;
+          if (\$753 ) begin
+            \$777  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$767  = 6'h00;
+            \$777  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$767  = 6'h00;
+            \$777  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$767  = 6'h00;
+      \$777  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$768  = q;
+    \$778  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3555,16 +3635,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h03:
           if (done) begin
-            \$768  = \q$84 [16:0];
+            \$778  = \q$84 [16:0];
           end
     endcase
     if (rst) begin
-      \$768  = 17'h00000;
+      \$778  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$769  = rz;
+    \$779  = \$signal$86 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3576,16 +3656,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h05:
           if (\done$85 ) begin
-            \$769  = \$697 ;
+            \$779  = \$701 ;
           end
     endcase
     if (rst) begin
-      \$769  = 1'h0;
+      \$779  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$770  = r;
+    \$780  = r;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3597,16 +3677,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h05:
           if (\done$85 ) begin
-            \$770  = p[12:0];
+            \$780  = p[12:0];
           end
     endcase
     if (rst) begin
-      \$770  = 13'h0000;
+      \$780  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$771  = sh;
+    \$781  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3619,15 +3699,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h05:
           /* empty */;
       6'h06:
-          \$771  = \$389 [5:0];
+          \$781  = \$389 [5:0];
     endcase
     if (rst) begin
-      \$771  = 6'h00;
+      \$781  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$772  = scratch;
+    \$782  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3645,7 +3725,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h08:
           if (\done$85 ) begin
-            \$772  = p;
+            \$782  = p;
           end
       6'h09:
           /* empty */;
@@ -3677,13 +3757,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h17:
           if (\done$85 ) begin
-            \$772  = p;
+            \$782  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$85 ) begin
-            \$772  = p;
+            \$782  = p;
           end
       6'h1a:
           /* empty */;
@@ -3699,13 +3779,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           if (\done$85 ) begin
-            \$772  = p;
+            \$782  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$714 ) begin
+          if (\$720 ) begin
           end else begin
-            \$772  = \$715 [114:0];
+            \$782  = \$721 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3713,13 +3793,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           if (\done$85 ) begin
-            \$772  = p;
+            \$782  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$722 ) begin
+          if (\$728 ) begin
           end else begin
-            \$772  = \$723 [114:0];
+            \$782  = \$729 [114:0];
           end
       6'h26:
           /* empty */;
@@ -3727,22 +3807,22 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h28:
           if (\done$85 ) begin
-            \$772  = p;
+            \$782  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$730 ) begin
+          if (\$736 ) begin
           end else begin
-            \$772  = \$731 [114:0];
+            \$782  = \$737 [114:0];
           end
     endcase
     if (rst) begin
-      \$772  = 115'h00000000000000000000000000000;
+      \$782  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$773  = qg;
+    \$783  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3764,16 +3844,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0a:
           if (\done$85 ) begin
-            \$773  = p[55:0];
+            \$783  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$773  = 56'h00000000000000;
+      \$783  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$774  = tq;
+    \$784  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3799,7 +3879,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0c:
           if (done) begin
-            \$774  = \q$84 ;
+            \$784  = \q$84 ;
           end
       6'h0d:
           /* empty */;
@@ -3807,7 +3887,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0f:
           if (done) begin
-            \$774  = \q$84 ;
+            \$784  = \q$84 ;
           end
       6'h10:
           /* empty */;
@@ -3833,22 +3913,22 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1b:
           if (done) begin
-            \$774  = \q$84 ;
+            \$784  = \q$84 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$774  = \q$84 ;
+            \$784  = \q$84 ;
           end
     endcase
     if (rst) begin
-      \$774  = 159'h0000000000000000000000000000000000000000;
+      \$784  = 159'h0000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$775  = m1;
+    \$785  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3875,15 +3955,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0c:
           /* empty */;
       6'h0d:
-          \$775  = \$704 [56:0];
+          \$785  = \$710 [56:0];
     endcase
     if (rst) begin
-      \$775  = 57'h000000000000000;
+      \$785  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$776  = lane_a;
+    \$786  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3921,22 +4001,22 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h12:
           if (\done$85 ) begin
-            \$776  = p[56:0];
+            \$786  = p[56:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$708 ) begin
+          if (\$714 ) begin
           end else begin
-            \$776  = \$709 [56:0];
+            \$786  = \$715 [56:0];
           end
     endcase
     if (rst) begin
-      \$776  = 57'h000000000000000;
+      \$786  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$777  = c0w;
+    \$787  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3980,16 +4060,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h15:
           if (\done$85 ) begin
-            \$777  = p;
+            \$787  = p;
           end
     endcase
     if (rst) begin
-      \$777  = 115'h00000000000000000000000000000;
+      \$787  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$778  = m2;
+    \$788  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4050,15 +4130,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$778  = \$712 [99:0];
+          \$788  = \$718 [99:0];
     endcase
     if (rst) begin
-      \$778  = 100'h0000000000000000000000000;
+      \$788  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$779  = const1;
+    \$789  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4127,15 +4207,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$779  = \$720 [71:0];
+          \$789  = \$726 [71:0];
     endcase
     if (rst) begin
-      \$779  = 72'h000000000000000000;
+      \$789  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$780  = const2;
+    \$790  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4212,15 +4292,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$780  = \$728 [71:0];
+          \$790  = \$734 [71:0];
     endcase
     if (rst) begin
-      \$780  = 72'h000000000000000000;
+      \$790  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$781  = const0;
+    \$791  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4305,10 +4385,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h29:
           /* empty */;
       6'h2a:
-          \$781  = \$736 [71:0];
+          \$791  = \$742 [71:0];
     endcase
     if (rst) begin
-      \$781  = 72'h000000000000000000;
+      \$791  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
@@ -4316,13 +4396,14 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign r_mean = r;
   assign m = \$2 [3:0];
   assign x = i__payload[15:0];
-  assign \mask$25  = mask;
+  assign \mask$23  = mask;
   assign shv = { 70'h000000000000000000, \$5  };
   assign sh_new = \$389 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782 [5], \$782  };
-  assign sel = { 1'h0, \$783  };
+  assign tsum = { \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792 [5], \$792  };
+  assign sel = { 1'h0, \$793  };
+  assign \$signal$88  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[97:42];
@@ -4346,8 +4427,8 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$68[0]  = \$signal$68 ;
-  assign \sel[0]  = { 1'h0, \$783  };
+  assign \$signal$67[0]  = \$signal$67 ;
+  assign \sel[0]  = { 1'h0, \$793  };
   assign \$3  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4622,13 +4703,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$684  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$688  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
   assign \$690  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
-  assign \$704  = { \$703 [159], \$703 [159:1] };
-  assign \$706  = { \$705 [159], \$705 [159:1] };
-  assign \$709  = { lane_a, 1'h0 };
+  assign \$710  = { \$709 [159], \$709 [159:1] };
   assign \$712  = { \$711 [159], \$711 [159:1] };
-  assign \$715  = { scratch, 1'h0 };
-  assign \$723  = { scratch, 1'h0 };
-  assign \$731  = { scratch, 1'h0 };
+  assign \$715  = { lane_a, 1'h0 };
+  assign \$718  = { \$717 [159], \$717 [159:1] };
+  assign \$721  = { scratch, 1'h0 };
+  assign \$729  = { scratch, 1'h0 };
+  assign \$737  = { scratch, 1'h0 };
+  assign \$749  = 1'h1;
+  assign \$750  = \$748 ;
 endmodule
 
 module \hwnorm_bwd_topk_s16.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -4979,7 +5062,7 @@ module \hwnorm_bwd_topk_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s16.sel$88 (clk, rst, mask, m, \port$1184$0 , \port$1197$0 , clear, p1, p2, n, q, r, x);
+module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , clear, p1, p2, mask, n, q, r, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [18:0] \$10 ;
@@ -5378,10 +5461,10 @@ module \hwnorm_bwd_topk_s16.sel$88 (clk, rst, mask, m, \port$1184$0 , \port$1197
   wire pass7;
   wire pass8;
   wire pass9;
-  output [5:0] \port$1184$0 ;
-  wire [5:0] \port$1184$0 ;
-  output [1:0] \port$1197$0 ;
-  wire [1:0] \port$1197$0 ;
+  output [5:0] \port$1190$0 ;
+  wire [5:0] \port$1190$0 ;
+  output [1:0] \port$1203$0 ;
+  wire [1:0] \port$1203$0 ;
   input [16:0] q;
   wire [16:0] q;
   input [12:0] r;
@@ -6171,8 +6254,8 @@ module \hwnorm_bwd_topk_s16.sel$88 (clk, rst, mask, m, \port$1184$0 , \port$1197
   assign budget = \$204 [3:0];
   assign tsum = { \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233  };
   assign sel = { 1'h0, \$246  };
-  assign \port$1184$0  = \$233 ;
-  assign \port$1197$0  = \$246 ;
+  assign \port$1190$0  = \$233 ;
+  assign \port$1203$0  = \$246 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$246  };
   assign \$2  = { r, 1'h0 };

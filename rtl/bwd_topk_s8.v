@@ -497,102 +497,112 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [6:0] \$54 ;
   wire [13:0] \$540 ;
   wire \$541 ;
-  wire [7:0] \$542 ;
-  wire [21:0] \$543 ;
-  wire [15:0] \$544 ;
-  wire [15:0] \$545 ;
-  wire [28:0] \$546 ;
-  wire [111:0] \$547 ;
-  wire [111:0] \$548 ;
-  wire [111:0] \$549 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire [7:0] \$546 ;
+  wire [21:0] \$547 ;
+  wire [15:0] \$548 ;
+  wire [15:0] \$549 ;
   wire [6:0] \$55 ;
-  wire [111:0] \$550 ;
-  wire [5:0] \$551 ;
+  wire [28:0] \$550 ;
+  wire \$551 ;
   wire \$552 ;
-  wire [45:0] \$553 ;
-  wire [5:0] \$554 ;
+  wire [111:0] \$553 ;
+  wire [111:0] \$554 ;
   wire [111:0] \$555 ;
   wire [111:0] \$556 ;
   wire [5:0] \$557 ;
   wire \$558 ;
-  wire [91:0] \$559 ;
+  wire [45:0] \$559 ;
   wire [6:0] \$56 ;
   wire [5:0] \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire [90:0] \$563 ;
-  wire [90:0] \$564 ;
-  wire [5:0] \$565 ;
-  wire \$566 ;
-  wire [91:0] \$567 ;
-  wire [5:0] \$568 ;
-  wire \$569 ;
+  wire [111:0] \$561 ;
+  wire [111:0] \$562 ;
+  wire [5:0] \$563 ;
+  wire \$564 ;
+  wire [91:0] \$565 ;
+  wire [5:0] \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire [90:0] \$569 ;
   wire [6:0] \$57 ;
-  wire \$570 ;
-  wire [90:0] \$571 ;
-  wire [90:0] \$572 ;
-  wire [5:0] \$573 ;
-  wire \$574 ;
-  wire [91:0] \$575 ;
-  wire [5:0] \$576 ;
-  wire \$577 ;
-  wire \$578 ;
-  wire [90:0] \$579 ;
+  wire [90:0] \$570 ;
+  wire [5:0] \$571 ;
+  wire \$572 ;
+  wire [91:0] \$573 ;
+  wire [5:0] \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire [90:0] \$577 ;
+  wire [90:0] \$578 ;
+  wire [5:0] \$579 ;
   wire [6:0] \$58 ;
-  wire [90:0] \$580 ;
-  wire \$581 ;
-  wire \$582 ;
+  wire \$580 ;
+  wire [91:0] \$581 ;
+  wire [5:0] \$582 ;
   wire \$583 ;
   wire \$584 ;
-  wire \$585 ;
-  wire \$586 ;
+  wire [90:0] \$585 ;
+  wire [90:0] \$586 ;
   wire \$587 ;
   wire \$588 ;
   wire \$589 ;
   wire \$59 ;
-  reg [7:0] \$590 ;
-  reg [7:0] \$591 ;
-  reg \$592 ;
-  reg [2:0] \$593 ;
-  reg \$594 ;
-  reg \$595 ;
-  reg \$596 ;
-  reg \$597 ;
-  reg \$598 ;
-  reg \$599 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  reg [7:0] \$598 ;
+  reg [7:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg [52:0] \$600 ;
-  reg [52:0] \$601 ;
-  reg [53:0] \$602 ;
-  reg [7:0] \$603 ;
-  reg [12:0] \$604 ;
-  reg [12:0] \$605 ;
-  reg [101:0] \$606 ;
-  reg [20:0] \$607 ;
-  reg [27:0] \$608 ;
-  reg [42:0] \$609 ;
+  reg \$600 ;
+  reg [2:0] \$601 ;
+  reg \$602 ;
+  reg \$603 ;
+  reg \$604 ;
+  reg \$605 ;
+  reg \$606 ;
+  reg \$607 ;
+  reg [52:0] \$608 ;
+  reg [52:0] \$609 ;
   wire \$61 ;
-  reg [4:0] \$610 ;
-  reg [5:0] \$611 ;
-  reg [8:0] \$612 ;
-  reg \$613 ;
-  reg [12:0] \$614 ;
-  reg [4:0] \$615 ;
-  reg [90:0] \$616 ;
-  reg [39:0] \$617 ;
-  reg [110:0] \$618 ;
-  reg [44:0] \$619 ;
+  reg [53:0] \$610 ;
+  reg [7:0] \$611 ;
+  reg [12:0] \$612 ;
+  reg [12:0] \$613 ;
+  reg \$614 ;
+  reg \$615 ;
+  reg [101:0] \$616 ;
+  reg [20:0] \$617 ;
+  reg [27:0] \$618 ;
+  reg [42:0] \$619 ;
   wire \$62 ;
-  reg [44:0] \$620 ;
-  reg [90:0] \$621 ;
-  reg [75:0] \$622 ;
-  reg [51:0] \$623 ;
-  reg [51:0] \$624 ;
-  reg [51:0] \$625 ;
-  wire [5:0] \$626 ;
-  wire [1:0] \$627 ;
+  reg [4:0] \$620 ;
+  reg [5:0] \$621 ;
+  reg [8:0] \$622 ;
+  reg \$623 ;
+  reg [12:0] \$624 ;
+  reg [4:0] \$625 ;
+  reg [90:0] \$626 ;
+  reg [39:0] \$627 ;
+  reg [110:0] \$628 ;
+  reg [44:0] \$629 ;
   wire \$63 ;
+  reg [44:0] \$630 ;
+  reg [90:0] \$631 ;
+  reg [75:0] \$632 ;
+  reg [51:0] \$633 ;
+  reg [51:0] \$634 ;
+  reg [51:0] \$635 ;
+  wire [5:0] \$636 ;
+  wire [1:0] \$637 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
@@ -634,11 +644,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$99 ;
   (* init = 9'h000 *)
   wire [8:0] \$signal ;
-  reg [2:0] \$signal$68  = 3'h0;
-  wire [2:0] \$signal$68[0] ;
+  reg [2:0] \$signal$67  = 3'h0;
+  wire [2:0] \$signal$67[0] ;
+  reg \$signal$70  = 1'h0;
   reg \$signal$71  = 1'h0;
-  reg \$signal$72  = 1'h0;
-  reg \$signal$74  = 1'h0;
+  reg \$signal$73  = 1'h0;
+  reg \$signal$86  = 1'h0;
+  wire \$signal$88 ;
   reg [90:0] a;
   reg [53:0] acc0 = 54'h00000000000000;
   wire adv;
@@ -688,17 +700,18 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   input i__valid;
   wire i__valid;
   reg [44:0] lane_a = 45'h000000000000;
-  wire last;
+  reg last = 1'h0;
   reg [12:0] left = 13'h0000;
   reg [108:0] lo_init;
   wire [3:0] m;
   reg [44:0] m1 = 45'h000000000000;
   reg [75:0] m2 = 76'h0000000000000000000;
-  wire mask;
-  wire \mask$25 ;
+  reg mask = 1'h0;
+  (* init = 1'h0 *)
+  wire \mask$23 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$50 ;
+  reg \neg$48 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -724,7 +737,6 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg [39:0] rem_init;
   input rst;
   wire rst;
-  reg rz = 1'h0;
   reg [7:0] s0_g = 8'h00;
   wire [7:0] \s0_g[0] ;
   reg s0_mask = 1'h0;
@@ -745,7 +757,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$46 ;
+  reg \start$44 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -757,12 +769,20 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   output stats__valid;
   reg stats__valid;
   reg [6:0] steps;
-  reg [4:0] \steps$51 ;
+  reg [4:0] \steps$49 ;
   reg take;
   reg [110:0] tq = 111'h0000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$361  = chan__payload[48] | chan__payload[49];
+  assign \$362  = \$360  | \$361 ;
+  assign \$363  = \$359  | \$362 ;
+  assign \$364  = chan__payload[46] | chan__payload[47];
+  assign \$365  = chan__payload[48] | chan__payload[49];
+  assign \$366  = \$364  | \$365 ;
+  assign \$367  = chan__payload[48] | chan__payload[49];
+  assign \$368  = chan__payload[49] ? 6'h0f : 6'h0e;
   assign \$369  = chan__payload[47] ? 6'h0d : 6'h0c;
   assign \$370  = \$367  ? \$368  : \$369 ;
   assign \$371  = chan__payload[44] | chan__payload[45];
@@ -856,12 +876,12 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$459  = - $signed(tq);
   assign \$460  = \$458  ? \$459  : { tq[110], tq };
   assign \$461  = $signed(tq) < $signed(1'h0);
-  assign \$462  = $signed({ 1'h0, chan[12:0] }) - $signed(\$626 );
-  assign \$463  = $signed({ 1'h0, chan[12:0] }) + $signed(\$626 );
-  assign \$464  = $signed(\$626 ) < $signed(1'h0);
-  assign \$465  = - $signed(\$626 );
-  assign \$466  = \$464  ? \$465  : { \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626  };
-  assign \$467  = $signed(\$626 ) < $signed(1'h0);
+  assign \$462  = $signed({ 1'h0, chan[12:0] }) - $signed(\$636 );
+  assign \$463  = $signed({ 1'h0, chan[12:0] }) + $signed(\$636 );
+  assign \$464  = $signed(\$636 ) < $signed(1'h0);
+  assign \$465  = - $signed(\$636 );
+  assign \$466  = \$464  ? \$465  : { \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636  };
+  assign \$467  = $signed(\$636 ) < $signed(1'h0);
   assign \$468  = | left;
   assign \$469  = \$468  & adv;
   assign \$470  = i__valid & i__ready;
@@ -911,8 +931,8 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$514  = fsm_state == 6'h2b;
   assign \$515  = fsm_state == 6'h2c;
   assign \$516  = $signed(s0_g) * $signed(lane_a);
-  assign \$517  = \$signal$68  == 2'h2;
-  assign \$518  = ! \$signal$68 ;
+  assign \$517  = \$signal$67  == 2'h2;
+  assign \$518  = ! \$signal$67 ;
   assign \$519  = \$518  ? const0 : const1;
   assign \$520  = \$517  ? const2 : \$519 ;
   assign \$521  = $signed(\$520 ) + $signed(26'h1000000);
@@ -930,122 +950,130 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$538  = sat + \$537 ;
   assign \$539  = left - 1'h1;
   assign \$540  = last ? 14'h0000 : \$539 ;
-  assign \$541  = ! p;
-  assign \$542  = mask ? i__payload[15:8] : 8'h00;
-  assign \$543  = $signed(sg) + $signed(\$542 );
-  assign \$544  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$545  = mask ? \$544  : 16'h0000;
-  assign \$546  = $signed(sgx) + $signed(\$545 );
-  assign \$547  = $signed(tq) + $signed(2'h1);
-  assign \$549  = $signed(tq) + $signed(2'h1);
-  assign \$551  = align + sh;
-  assign \$552  = \$551  == 5'h19;
-  assign \$554  = align + 1'h1;
+  assign \$541  = left > 1'h1;
+  assign \$542  = left <= 2'h2;
+  assign \$543  = chan__payload[12:0] > 1'h0;
+  assign \$544  = chan__payload[12:0] <= 1'h1;
+  assign \$545  = ! p;
+  assign \$546  = mask ? i__payload[15:8] : 8'h00;
+  assign \$547  = $signed(sg) + $signed(\$546 );
+  assign \$548  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$549  = mask ? \$548  : 16'h0000;
+  assign \$550  = $signed(sgx) + $signed(\$549 );
+  assign \$551  = chan[12:0] > 1'h0;
+  assign \$552  = chan[12:0] <= 1'h1;
+  assign \$553  = $signed(tq) + $signed(2'h1);
   assign \$555  = $signed(tq) + $signed(2'h1);
   assign \$557  = align + sh;
   assign \$558  = \$557  == 5'h19;
   assign \$560  = align + 1'h1;
-  assign \$561  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$562  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$563  = \$562  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$564  = \$561  ? 91'h00000000007ff8111ff0000 : \$563 ;
-  assign \$565  = align + sh;
-  assign \$566  = \$565  == 5'h19;
-  assign \$568  = align + 1'h1;
-  assign \$569  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$570  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$571  = \$570  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$572  = \$569  ? 91'h00000000007ff8111ff0000 : \$571 ;
-  assign \$573  = align + sh;
-  assign \$574  = \$573  == 5'h19;
-  assign \$576  = align + 1'h1;
-  assign \$577  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$578  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$579  = \$578  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$580  = \$577  ? 91'h00000000007ff8111ff0000 : \$579 ;
-  assign \$581  = | left;
-  assign \$582  = ~ \$581 ;
-  assign \$583  = ~ \$signal$72 ;
-  assign \$584  = \$582  & \$583 ;
-  assign \$585  = ~ \$signal$71 ;
-  assign \$586  = \$584  & \$585 ;
-  assign \$587  = ~ s2_valid;
-  assign \$588  = \$586  & \$587 ;
-  assign \$589  = \$588  & adv;
+  assign \$561  = $signed(tq) + $signed(2'h1);
+  assign \$563  = align + sh;
+  assign \$564  = \$563  == 5'h19;
+  assign \$566  = align + 1'h1;
+  assign \$567  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$568  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$569  = \$568  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$570  = \$567  ? 91'h00000000007ff8111ff0000 : \$569 ;
+  assign \$571  = align + sh;
+  assign \$572  = \$571  == 5'h19;
+  assign \$574  = align + 1'h1;
+  assign \$575  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$576  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$577  = \$576  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$578  = \$575  ? 91'h00000000007ff8111ff0000 : \$577 ;
+  assign \$579  = align + sh;
+  assign \$580  = \$579  == 5'h19;
+  assign \$582  = align + 1'h1;
+  assign \$583  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$584  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$585  = \$584  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$586  = \$583  ? 91'h00000000007ff8111ff0000 : \$585 ;
+  assign \$587  = | left;
+  assign \$588  = ~ \$587 ;
+  assign \$589  = ~ \$signal$71 ;
+  assign \$590  = \$588  & \$589 ;
+  assign \$591  = ~ \$signal$70 ;
+  assign \$592  = \$590  & \$591 ;
+  assign \$595  = ~ s2_valid;
+  assign \$596  = \$594  & \$595 ;
+  assign \$597  = \$596  & adv;
   always @(posedge clk)
-    s0_x <= \$590 ;
+    s0_x <= \$598 ;
   always @(posedge clk)
-    s0_g <= \$591 ;
+    s0_g <= \$599 ;
   always @(posedge clk)
-    s0_mask <= \$592 ;
+    s0_mask <= \$600 ;
   always @(posedge clk)
-    \$signal$68  <= \$593 ;
+    \$signal$67  <= \$601 ;
   always @(posedge clk)
-    o__valid <= \$594 ;
+    o__valid <= \$602 ;
   always @(posedge clk)
-    s2_valid <= \$595 ;
+    s2_valid <= \$603 ;
   always @(posedge clk)
-    \$signal$71  <= \$596 ;
+    \$signal$70  <= \$604 ;
   always @(posedge clk)
-    \$signal$72  <= \$597 ;
+    \$signal$71  <= \$605 ;
   always @(posedge clk)
-    s2_mask <= \$598 ;
+    s2_mask <= \$606 ;
   always @(posedge clk)
-    \$signal$74  <= \$599 ;
+    \$signal$73  <= \$607 ;
   always @(posedge clk)
-    s1_t0_0 <= \$600 ;
+    s1_t0_0 <= \$608 ;
   always @(posedge clk)
-    s1_t0_1 <= \$601 ;
+    s1_t0_1 <= \$609 ;
   always @(posedge clk)
-    acc0 <= \$602 ;
+    acc0 <= \$610 ;
   always @(posedge clk)
-    o__payload <= \$603 ;
+    o__payload <= \$611 ;
   always @(posedge clk)
-    sat <= \$604 ;
+    sat <= \$612 ;
   always @(posedge clk)
-    left <= \$605 ;
+    left <= \$613 ;
   always @(posedge clk)
-    chan <= \$606 ;
+    mask <= \$614 ;
   always @(posedge clk)
-    sg <= \$607 ;
+    last <= \$615 ;
   always @(posedge clk)
-    sgx <= \$608 ;
+    chan <= \$616 ;
   always @(posedge clk)
-    dgamma <= \$609 ;
+    sg <= \$617 ;
   always @(posedge clk)
-    align <= \$610 ;
+    sgx <= \$618 ;
   always @(posedge clk)
-    fsm_state <= \$611 ;
+    dgamma <= \$619 ;
   always @(posedge clk)
-    q <= \$612 ;
+    align <= \$620 ;
   always @(posedge clk)
-    rz <= \$613 ;
+    fsm_state <= \$621 ;
   always @(posedge clk)
-    r <= \$614 ;
+    q <= \$622 ;
   always @(posedge clk)
-    sh <= \$615 ;
+    \$signal$86  <= \$623 ;
   always @(posedge clk)
-    scratch <= \$616 ;
+    r <= \$624 ;
   always @(posedge clk)
-    qg <= \$617 ;
+    sh <= \$625 ;
   always @(posedge clk)
-    tq <= \$618 ;
+    scratch <= \$626 ;
   always @(posedge clk)
-    m1 <= \$619 ;
+    qg <= \$627 ;
   always @(posedge clk)
-    lane_a <= \$620 ;
+    tq <= \$628 ;
   always @(posedge clk)
-    c0w <= \$621 ;
+    m1 <= \$629 ;
   always @(posedge clk)
-    m2 <= \$622 ;
+    lane_a <= \$630 ;
   always @(posedge clk)
-    const1 <= \$623 ;
+    c0w <= \$631 ;
   always @(posedge clk)
-    const2 <= \$624 ;
+    m2 <= \$632 ;
   always @(posedge clk)
-    const0 <= \$625 ;
-  assign mask = left > 1'h0;
-  assign last = left <= 1'h1;
+    const1 <= \$633 ;
+  always @(posedge clk)
+    const2 <= \$634 ;
+  always @(posedge clk)
+    const0 <= \$635 ;
   assign \$1  = chan[12:0] < 4'ha;
   assign \$2  = \$1  ? chan[12:0] : 13'h000a;
   assign \$5  = \$3  + \$4 ;
@@ -1194,14 +1222,6 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$358  = chan__payload[44] | chan__payload[45];
   assign \$359  = \$357  | \$358 ;
   assign \$360  = chan__payload[46] | chan__payload[47];
-  assign \$361  = chan__payload[48] | chan__payload[49];
-  assign \$362  = \$360  | \$361 ;
-  assign \$363  = \$359  | \$362 ;
-  assign \$364  = chan__payload[46] | chan__payload[47];
-  assign \$365  = chan__payload[48] | chan__payload[49];
-  assign \$366  = \$364  | \$365 ;
-  assign \$367  = chan__payload[48] | chan__payload[49];
-  assign \$368  = chan__payload[49] ? 6'h0f : 6'h0e;
   \hwnorm_bwd_topk_s8.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1220,13 +1240,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .c(c),
     .clk(clk),
     .done(\done$85 ),
-    .\neg$12 (\neg$50 ),
+    .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
-    .start(\start$46 ),
-    .steps(\steps$51 )
+    .start(\start$44 ),
+    .steps(\steps$49 )
   );
-  \hwnorm_bwd_topk_s8.sel$88  \sel$88  (
+  \hwnorm_bwd_topk_s8.sel$89  \sel$89  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [3:0]),
@@ -1234,8 +1254,8 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .n(chan[12:0]),
     .p1(p1),
     .p2(p2),
-    .\port$1028$0 (\$626 ),
-    .\port$1041$0 (\$627 ),
+    .\port$1034$0 (\$636 ),
+    .\port$1047$0 (\$637 ),
     .q(q),
     .r(r),
     .rst(rst),
@@ -1737,7 +1757,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$46  = 1'h0;
+    \start$44  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1746,17 +1766,17 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1772,21 +1792,21 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1800,7 +1820,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -1808,7 +1828,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -1816,7 +1836,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \start$46  = 1'h1;
+          \start$44  = 1'h1;
     endcase
   end
   always @* begin
@@ -2073,7 +2093,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$50  = 1'h0;
+    \neg$48  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2082,17 +2102,17 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \neg$50  = 1'h1;
+          \neg$48  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$50  = \$429 ;
+          \neg$48  = \$429 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2108,21 +2128,21 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$50  = \$446 ;
+          \neg$48  = \$446 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$50  = \$450 ;
+          \neg$48  = \$450 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2136,7 +2156,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$50  = 1'h1;
+          \neg$48  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2144,7 +2164,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \neg$50  = 1'h0;
+          \neg$48  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2152,12 +2172,12 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \neg$50  = \$467 ;
+          \neg$48  = \$467 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$51  = 5'h00;
+    \steps$49  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2166,17 +2186,17 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$51  = 5'h15;
+          \steps$49  = 5'h15;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2192,21 +2212,21 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \steps$51  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$51  = 5'h15;
+          \steps$49  = 5'h15;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$51  = 5'h08;
+          \steps$49  = 5'h08;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$51  = 5'h14;
+          \steps$49  = 5'h14;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2220,7 +2240,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2228,7 +2248,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2236,7 +2256,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \steps$51  = 5'h0e;
+          \steps$49  = 5'h0e;
     endcase
   end
   always @* begin
@@ -2723,172 +2743,172 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = s0_x;
+    \$598  = s0_x;
     if (take) begin
-      \$590  = i__payload[7:0];
+      \$598  = i__payload[7:0];
     end
     if (rst) begin
-      \$590  = 8'h00;
+      \$598  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = s0_g;
+    \$599  = s0_g;
     if (take) begin
-      \$591  = i__payload[15:8];
+      \$599  = i__payload[15:8];
     end
     if (rst) begin
-      \$591  = 8'h00;
+      \$599  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = s0_mask;
+    \$600  = s0_mask;
     if (take) begin
-      \$592  = mask;
+      \$600  = mask;
     end
     if (rst) begin
-      \$592  = 1'h0;
+      \$600  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = \$signal$68 ;
+    \$601  = \$signal$67 ;
     if (take) begin
-      \$593  = { 1'h0, \$627  };
+      \$601  = { 1'h0, \$637  };
     end
     if (rst) begin
-      \$593  = 3'h0;
+      \$601  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = o__valid;
+    \$602  = o__valid;
     if (adv) begin
-      \$594  = s2_valid;
+      \$602  = s2_valid;
     end
     if (rst) begin
-      \$594  = 1'h0;
+      \$602  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = s2_valid;
+    \$603  = s2_valid;
     if (adv) begin
-      \$595  = \$signal$71 ;
+      \$603  = \$signal$70 ;
     end
     if (rst) begin
-      \$595  = 1'h0;
+      \$603  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = \$signal$71 ;
+    \$604  = \$signal$70 ;
     if (adv) begin
-      \$596  = \$signal$72 ;
+      \$604  = \$signal$71 ;
     end
     if (rst) begin
-      \$596  = 1'h0;
+      \$604  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = \$signal$72 ;
+    \$605  = \$signal$71 ;
     if (adv) begin
-      \$597  = take;
+      \$605  = take;
     end
     if (rst) begin
-      \$597  = 1'h0;
+      \$605  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = s2_mask;
+    \$606  = s2_mask;
     if (adv) begin
-      \$598  = \$signal$74 ;
+      \$606  = \$signal$73 ;
     end
     if (rst) begin
-      \$598  = 1'h0;
+      \$606  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = \$signal$74 ;
+    \$607  = \$signal$73 ;
     if (adv) begin
-      \$599  = s0_mask;
+      \$607  = s0_mask;
     end
     if (rst) begin
-      \$599  = 1'h0;
+      \$607  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = s1_t0_0;
+    \$608  = s1_t0_0;
     if (adv) begin
-      \$600  = \$516 ;
+      \$608  = \$516 ;
     end
     if (rst) begin
-      \$600  = 53'h00000000000000;
+      \$608  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = s1_t0_1;
+    \$609  = s1_t0_1;
     if (adv) begin
-      \$601  = \$521 ;
+      \$609  = \$521 ;
     end
     if (rst) begin
-      \$601  = 53'h00000000000000;
+      \$609  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = acc0;
+    \$610  = acc0;
     if (adv) begin
-      \$602  = \$522 ;
+      \$610  = \$522 ;
     end
     if (rst) begin
-      \$602  = 54'h00000000000000;
+      \$610  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = o__payload;
+    \$611  = o__payload;
     if (adv) begin
-      \$603  = \$531 [7:0];
+      \$611  = \$531 [7:0];
     end
     if (rst) begin
-      \$603  = 8'h00;
+      \$611  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = sat;
+    \$612  = sat;
     if (adv) begin
       if (s2_valid) begin
-        \$604  = \$538 [12:0];
+        \$612  = \$538 [12:0];
       end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$604  = 13'h0000;
+            \$612  = 13'h0000;
           end
     endcase
     if (rst) begin
-      \$604  = 13'h0000;
+      \$612  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = left;
+    \$613  = left;
     if (beat) begin
-      \$605  = \$540 [12:0];
+      \$613  = \$540 [12:0];
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$605  = chan__payload[12:0];
+            \$613  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -2901,36 +2921,96 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$605  = chan[12:0];
+              \$613  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$605  = 13'h0000;
+      \$613  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = chan;
+    \$614  = mask;
+    if (beat) begin
+      \$614  = \$541 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$606  = chan__payload;
+            \$614  = \$543 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$614  = \$551 ;
+            end
           end
     endcase
     if (rst) begin
-      \$606  = 102'h00000000000000000000000000;
+      \$614  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = sg;
+    \$615  = last;
+    if (beat) begin
+      \$615  = \$542 ;
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$607  = 21'h000000;
+            \$615  = \$544 ;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (i__valid) begin
+            if (last) begin
+              \$615  = \$552 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$615  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$616  = chan;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$616  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$616  = 102'h00000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$617  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$617  = 21'h000000;
             if (refused) begin
-              \$607  = 21'h000000;
+              \$617  = 21'h000000;
             end
           end
       6'h02:
@@ -2943,20 +3023,20 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$607  = \$543 [20:0];
+            \$617  = \$547 [20:0];
           end
     endcase
     if (rst) begin
-      \$607  = 21'h000000;
+      \$617  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = sgx;
+    \$618  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$608  = 28'h0000000;
+            \$618  = 28'h0000000;
           end
       6'h02:
           /* empty */;
@@ -2968,20 +3048,20 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$608  = \$546 [27:0];
+            \$618  = \$550 [27:0];
           end
     endcase
     if (rst) begin
-      \$608  = 28'h0000000;
+      \$618  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = dgamma;
+    \$619  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$609  = 43'h00000000000;
+            \$619  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3012,19 +3092,19 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          \$609  = \$550 [42:0];
+          \$619  = \$556 [42:0];
     endcase
     if (rst) begin
-      \$609  = 43'h00000000000;
+      \$619  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = align;
+    \$620  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$610  = 5'h00;
+            \$620  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -3062,10 +3142,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$552 ) begin
-            \$610  = 5'h00;
+          if (\$558 ) begin
+            \$620  = 5'h00;
           end else begin
-            \$610  = \$554 [4:0];
+            \$620  = \$560 [4:0];
           end
       6'h14:
           /* empty */;
@@ -3095,10 +3175,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$558 ) begin
-            \$610  = 5'h00;
+          if (\$564 ) begin
+            \$620  = 5'h00;
           end else begin
-            \$610  = \$560 [4:0];
+            \$620  = \$566 [4:0];
           end
       6'h22:
           /* empty */;
@@ -3108,10 +3188,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$566 ) begin
-            \$610  = 5'h00;
+          if (\$572 ) begin
+            \$620  = 5'h00;
           end else begin
-            \$610  = \$568 [4:0];
+            \$620  = \$574 [4:0];
           end
       6'h26:
           /* empty */;
@@ -3121,173 +3201,173 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$574 ) begin
-            \$610  = 5'h00;
+          if (\$580 ) begin
+            \$620  = 5'h00;
           end else begin
-            \$610  = \$576 [4:0];
+            \$620  = \$582 [4:0];
           end
     endcase
     if (rst) begin
-      \$610  = 5'h00;
+      \$620  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = fsm_state;
+    \$621  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$611  = 6'h01;
+              \$621  = 6'h01;
             end else begin
-              \$611  = 6'h02;
+              \$621  = 6'h02;
             end
           end
       6'h02:
-          \$611  = 6'h03;
+          \$621  = 6'h03;
       6'h03:
           if (done) begin
-            \$611  = 6'h04;
+            \$621  = 6'h04;
           end
       6'h04:
-          \$611  = 6'h05;
+          \$621  = 6'h05;
       6'h05:
           if (\done$85 ) begin
-            \$611  = 6'h06;
+            \$621  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$611  = 6'h07;
+              \$621  = 6'h07;
             end
           end
       6'h07:
-          \$611  = 6'h08;
+          \$621  = 6'h08;
       6'h08:
           if (\done$85 ) begin
-            \$611  = 6'h09;
+            \$621  = 6'h09;
           end
       6'h09:
-          \$611  = 6'h0a;
+          \$621  = 6'h0a;
       6'h0a:
           if (\done$85 ) begin
-            \$611  = 6'h0b;
+            \$621  = 6'h0b;
           end
       6'h0b:
-          \$611  = 6'h0c;
+          \$621  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$611  = 6'h0d;
+            \$621  = 6'h0d;
           end
       6'h0d:
-          \$611  = 6'h0e;
+          \$621  = 6'h0e;
       6'h0e:
-          \$611  = 6'h0f;
+          \$621  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$611  = 6'h10;
+            \$621  = 6'h10;
           end
       6'h10:
-          \$611  = 6'h11;
+          \$621  = 6'h11;
       6'h11:
-          \$611  = 6'h12;
+          \$621  = 6'h12;
       6'h12:
           if (\done$85 ) begin
-            \$611  = 6'h13;
+            \$621  = 6'h13;
           end
       6'h13:
-          if (\$552 ) begin
-            \$611  = 6'h14;
+          if (\$558 ) begin
+            \$621  = 6'h14;
           end
       6'h14:
-          \$611  = 6'h15;
+          \$621  = 6'h15;
       6'h15:
           if (\done$85 ) begin
-            \$611  = 6'h16;
+            \$621  = 6'h16;
           end
       6'h16:
-          \$611  = 6'h17;
+          \$621  = 6'h17;
       6'h17:
           if (\done$85 ) begin
-            \$611  = 6'h18;
+            \$621  = 6'h18;
           end
       6'h18:
-          \$611  = 6'h19;
+          \$621  = 6'h19;
       6'h19:
           if (\done$85 ) begin
-            \$611  = 6'h1a;
+            \$621  = 6'h1a;
           end
       6'h1a:
-          \$611  = 6'h1b;
+          \$621  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$611  = 6'h1c;
+            \$621  = 6'h1c;
           end
       6'h1c:
-          \$611  = 6'h1d;
+          \$621  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$611  = 6'h1e;
+            \$621  = 6'h1e;
           end
       6'h1e:
-          \$611  = 6'h1f;
+          \$621  = 6'h1f;
       6'h1f:
-          \$611  = 6'h20;
+          \$621  = 6'h20;
       6'h20:
           if (\done$85 ) begin
-            \$611  = 6'h21;
+            \$621  = 6'h21;
           end
       6'h21:
-          if (\$558 ) begin
-            \$611  = 6'h22;
+          if (\$564 ) begin
+            \$621  = 6'h22;
           end
       6'h22:
-          \$611  = 6'h23;
+          \$621  = 6'h23;
       6'h23:
-          \$611  = 6'h24;
+          \$621  = 6'h24;
       6'h24:
           if (\done$85 ) begin
-            \$611  = 6'h25;
+            \$621  = 6'h25;
           end
       6'h25:
-          if (\$566 ) begin
-            \$611  = 6'h26;
+          if (\$572 ) begin
+            \$621  = 6'h26;
           end
       6'h26:
-          \$611  = 6'h27;
+          \$621  = 6'h27;
       6'h27:
-          \$611  = 6'h28;
+          \$621  = 6'h28;
       6'h28:
           if (\done$85 ) begin
-            \$611  = 6'h29;
+            \$621  = 6'h29;
           end
       6'h29:
-          if (\$574 ) begin
-            \$611  = 6'h2a;
+          if (\$580 ) begin
+            \$621  = 6'h2a;
           end
       6'h2a:
-          \$611  = 6'h2b;
+          \$621  = 6'h2b;
       6'h2b:
-          if (\$589 ) begin
-            \$611  = 6'h2c;
+          if (\$597 ) begin
+            \$621  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$611  = 6'h00;
+            \$621  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$611  = 6'h00;
+            \$621  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$611  = 6'h00;
+      \$621  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$612  = q;
+    \$622  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3295,16 +3375,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h03:
           if (done) begin
-            \$612  = \q$84 [8:0];
+            \$622  = \q$84 [8:0];
           end
     endcase
     if (rst) begin
-      \$612  = 9'h000;
+      \$622  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$613  = rz;
+    \$623  = \$signal$86 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3316,16 +3396,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h05:
           if (\done$85 ) begin
-            \$613  = \$541 ;
+            \$623  = \$545 ;
           end
     endcase
     if (rst) begin
-      \$613  = 1'h0;
+      \$623  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$614  = r;
+    \$624  = r;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3337,16 +3417,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h05:
           if (\done$85 ) begin
-            \$614  = p[12:0];
+            \$624  = p[12:0];
           end
     endcase
     if (rst) begin
-      \$614  = 13'h0000;
+      \$624  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$615  = sh;
+    \$625  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3359,15 +3439,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h05:
           /* empty */;
       6'h06:
-          \$615  = \$289 [4:0];
+          \$625  = \$289 [4:0];
     endcase
     if (rst) begin
-      \$615  = 5'h00;
+      \$625  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$616  = scratch;
+    \$626  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3385,7 +3465,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h08:
           if (\done$85 ) begin
-            \$616  = p;
+            \$626  = p;
           end
       6'h09:
           /* empty */;
@@ -3417,13 +3497,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h17:
           if (\done$85 ) begin
-            \$616  = p;
+            \$626  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
           if (\done$85 ) begin
-            \$616  = p;
+            \$626  = p;
           end
       6'h1a:
           /* empty */;
@@ -3439,13 +3519,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h20:
           if (\done$85 ) begin
-            \$616  = p;
+            \$626  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$558 ) begin
+          if (\$564 ) begin
           end else begin
-            \$616  = \$559 [90:0];
+            \$626  = \$565 [90:0];
           end
       6'h22:
           /* empty */;
@@ -3453,13 +3533,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h24:
           if (\done$85 ) begin
-            \$616  = p;
+            \$626  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$566 ) begin
+          if (\$572 ) begin
           end else begin
-            \$616  = \$567 [90:0];
+            \$626  = \$573 [90:0];
           end
       6'h26:
           /* empty */;
@@ -3467,22 +3547,22 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h28:
           if (\done$85 ) begin
-            \$616  = p;
+            \$626  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$574 ) begin
+          if (\$580 ) begin
           end else begin
-            \$616  = \$575 [90:0];
+            \$626  = \$581 [90:0];
           end
     endcase
     if (rst) begin
-      \$616  = 91'h00000000000000000000000;
+      \$626  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$617  = qg;
+    \$627  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3504,16 +3584,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0a:
           if (\done$85 ) begin
-            \$617  = p[39:0];
+            \$627  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$617  = 40'h0000000000;
+      \$627  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$618  = tq;
+    \$628  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3539,7 +3619,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0c:
           if (done) begin
-            \$618  = \q$84 ;
+            \$628  = \q$84 ;
           end
       6'h0d:
           /* empty */;
@@ -3547,7 +3627,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0f:
           if (done) begin
-            \$618  = \q$84 ;
+            \$628  = \q$84 ;
           end
       6'h10:
           /* empty */;
@@ -3573,22 +3653,22 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1b:
           if (done) begin
-            \$618  = \q$84 ;
+            \$628  = \q$84 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$618  = \q$84 ;
+            \$628  = \q$84 ;
           end
     endcase
     if (rst) begin
-      \$618  = 111'h0000000000000000000000000000;
+      \$628  = 111'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$619  = m1;
+    \$629  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3615,15 +3695,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          \$619  = \$548 [44:0];
+          \$629  = \$554 [44:0];
     endcase
     if (rst) begin
-      \$619  = 45'h000000000000;
+      \$629  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$620  = lane_a;
+    \$630  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3661,22 +3741,22 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h12:
           if (\done$85 ) begin
-            \$620  = p[44:0];
+            \$630  = p[44:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$552 ) begin
+          if (\$558 ) begin
           end else begin
-            \$620  = \$553 [44:0];
+            \$630  = \$559 [44:0];
           end
     endcase
     if (rst) begin
-      \$620  = 45'h000000000000;
+      \$630  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$621  = c0w;
+    \$631  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3720,16 +3800,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h15:
           if (\done$85 ) begin
-            \$621  = p;
+            \$631  = p;
           end
     endcase
     if (rst) begin
-      \$621  = 91'h00000000000000000000000;
+      \$631  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$622  = m2;
+    \$632  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3790,15 +3870,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$622  = \$556 [75:0];
+          \$632  = \$562 [75:0];
     endcase
     if (rst) begin
-      \$622  = 76'h0000000000000000000;
+      \$632  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$623  = const1;
+    \$633  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3867,15 +3947,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$623  = \$564 [51:0];
+          \$633  = \$570 [51:0];
     endcase
     if (rst) begin
-      \$623  = 52'h0000000000000;
+      \$633  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$624  = const2;
+    \$634  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3952,15 +4032,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$624  = \$572 [51:0];
+          \$634  = \$578 [51:0];
     endcase
     if (rst) begin
-      \$624  = 52'h0000000000000;
+      \$634  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$625  = const0;
+    \$635  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4045,10 +4125,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h29:
           /* empty */;
       6'h2a:
-          \$625  = \$580 [51:0];
+          \$635  = \$586 [51:0];
     endcase
     if (rst) begin
-      \$625  = 52'h0000000000000;
+      \$635  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
@@ -4056,13 +4136,14 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign r_mean = r;
   assign m = \$2 [3:0];
   assign x = i__payload[7:0];
-  assign \mask$25  = mask;
+  assign \mask$23  = mask;
   assign shv = { 62'h0000000000000000, \$5  };
   assign sh_new = \$289 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign tsum = { \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626 [5], \$626  };
-  assign sel = { 1'h0, \$627  };
+  assign tsum = { \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636 [5], \$636  };
+  assign sel = { 1'h0, \$637  };
+  assign \$signal$88  = 1'h0;
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[73:34];
@@ -4086,8 +4167,8 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \o_data[0]  = o__payload;
   assign \s0_x[0]  = s0_x;
   assign \s0_g[0]  = s0_g;
-  assign \$signal$68[0]  = \$signal$68 ;
-  assign \sel[0]  = { 1'h0, \$627  };
+  assign \$signal$67[0]  = \$signal$67 ;
+  assign \sel[0]  = { 1'h0, \$637  };
   assign \$3  = { 7'h00, chan[12:0], 8'h00 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4310,13 +4391,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$528  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$532  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
   assign \$534  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
-  assign \$548  = { \$547 [111], \$547 [111:1] };
-  assign \$550  = { \$549 [111], \$549 [111:1] };
-  assign \$553  = { lane_a, 1'h0 };
+  assign \$554  = { \$553 [111], \$553 [111:1] };
   assign \$556  = { \$555 [111], \$555 [111:1] };
-  assign \$559  = { scratch, 1'h0 };
-  assign \$567  = { scratch, 1'h0 };
-  assign \$575  = { scratch, 1'h0 };
+  assign \$559  = { lane_a, 1'h0 };
+  assign \$562  = { \$561 [111], \$561 [111:1] };
+  assign \$565  = { scratch, 1'h0 };
+  assign \$573  = { scratch, 1'h0 };
+  assign \$581  = { scratch, 1'h0 };
+  assign \$593  = 1'h1;
+  assign \$594  = \$592 ;
 endmodule
 
 module \hwnorm_bwd_topk_s8.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -4667,7 +4750,7 @@ module \hwnorm_bwd_topk_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s8.sel$88 (clk, rst, mask, m, \port$1028$0 , \port$1041$0 , clear, p1, p2, n, q, r, x);
+module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , clear, p1, p2, mask, n, q, r, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [10:0] \$10 ;
@@ -5066,10 +5149,10 @@ module \hwnorm_bwd_topk_s8.sel$88 (clk, rst, mask, m, \port$1028$0 , \port$1041$
   wire pass7;
   wire pass8;
   wire pass9;
-  output [5:0] \port$1028$0 ;
-  wire [5:0] \port$1028$0 ;
-  output [1:0] \port$1041$0 ;
-  wire [1:0] \port$1041$0 ;
+  output [5:0] \port$1034$0 ;
+  wire [5:0] \port$1034$0 ;
+  output [1:0] \port$1047$0 ;
+  wire [1:0] \port$1047$0 ;
   input [8:0] q;
   wire [8:0] q;
   input [12:0] r;
@@ -5859,8 +5942,8 @@ module \hwnorm_bwd_topk_s8.sel$88 (clk, rst, mask, m, \port$1028$0 , \port$1041$
   assign budget = \$204 [3:0];
   assign tsum = { \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233  };
   assign sel = { 1'h0, \$246  };
-  assign \port$1028$0  = \$233 ;
-  assign \port$1041$0  = \$246 ;
+  assign \port$1034$0  = \$233 ;
+  assign \port$1047$0  = \$246 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$246  };
   assign \$2  = { r, 1'h0 };

@@ -520,19 +520,19 @@ class BackwardDatapath(wiring.Component):
                      ("sets", [(zup, _sat(tq, w.lane_z - 1))])]
         stoch = gcfg.rounding == "stochastic"
 
-        def lane(j, g, code, draw, x):
-            """acc = X g - clamp(zref + ((Y (x - xref)) >> SY)) + rnd (semidev: the upper Z where d >= 0). Stage one:
-            the products X g and (Y (x - xref)) >> SY, rnd (and semidev's d < 0); stage two Z's sum, clamp and acc."""
-            t = ((ys * (x - xref)) << sl) >> syl
+        def lane(j, g, code, draw, u):
+            """acc = X g - clamp(zref + ((Y u) >> SY)) + rnd, u = x - xref (the top subtracts it as the beat enters s0;
+            semidev: the upper Z where d >= 0). Stage one: the products X g and Y u, rnd (and semidev's d < 0); a
+            middle stage the shift by SY, Z's sum and clamp; stage two acc."""
             rnd = ((draw << sh) >> SR_BITS) if stoch else rnd_h
-            terms = [g * xl, t, rnd] + ([code == 2] if semi else [])
+            terms = [g * xl, ys * u, rnd] + ([code == 2] if semi else [])
 
-            def acc(r):
-                z = zref + r[1]
+            def mid(r):                             # a middle stage of its own: Z's shift, sum and clamp
+                z = zref + ((r[1] << sl) >> syl)
                 if semi:
                     z = Mux(r[3], z, zup)
-                return r[0] - _sat(z, w.lane_z - 1) + r[2]
-            return terms, acc, Const(0), Const(0)
+                return [r[0], _sat(z, w.lane_z - 1), r[2]], lambda q: q[0] - q[1] + q[2]
+            return terms, mid, Const(0), Const(0)
 
         return prog, lane
 
@@ -551,10 +551,12 @@ class BackwardDatapath(wiring.Component):
         chan = Signal.like(self.chan.payload)
         n = chan.count
         left = Signal(cb)
-        mask = Signal(lanes)
-        last = Signal()
-        m.d.comb += [mask[j].eq(left > j) for j in range(lanes)]
-        m.d.comb += last.eq(left <= lanes)
+        mask = Signal(lanes)                        # registered with left: mask[j] = left > j, last = left <= lanes
+        last = Signal()                             # (a compare of left before the selection unit was range's
+                                                    # critical path, 16.2 ns)
+
+        def load_left(v):
+            return [left.eq(v), mask.eq(Cat(*[v > j for j in range(lanes)])), last.eq(v <= lanes)]
 
         r_mean = Signal(cb)                         # lean l2, semidev, linf, topk: r = S - n floor(S / n)
         # selection unit
@@ -702,7 +704,8 @@ class BackwardDatapath(wiring.Component):
 
         # -- the dx lanes, four registers that stall together (adv: the output register is free or freed now):
         # s0 holds the beat (x, g, its sel codes, mask, draws); s1 the products g A' (and x B') and C[sel] + rnd;
-        # s2 acc, their sum; the output register dx = clamp(acc >> sh_max). The products have a register of their
+        # s2 acc, their sum; the output register dx = clamp(acc >> sh_max). The lean l2 / semidev lanes have a fifth,
+        # sm, between s1 and s2 (their Z from Y (x - xref): a shift by SY, a sum and a clamp). The products have a register of their
         # own: a multiply and a wide add in one cycle were the backward's critical path (17 ns on the ECP5).
         dxf = gcfg.dx_fmt
         o_valid = Signal()
@@ -721,22 +724,33 @@ class BackwardDatapath(wiring.Component):
         s2_acc = [Signal(signed(w.acc), name=f"acc{j}") for j in range(lanes)]
         s1_force, s2_force = Signal(lanes), Signal(lanes)       # lean, special regime: the lane's dx saturates
         s1_high, s2_high = Signal(lanes), Signal(lanes)         # ... high (else low)
+        linear = lean and kind in LEAN_LINEAR_HDL      # the lean l2 / semidev lanes take u = x - xref, from s0 on
+        s0_u = [Signal(signed(cfg.in_fmt.bits + 2), name=f"s0_u{j}") for j in range(lanes)] if linear else None
         with m.If(take):
             m.d.sync += [s0_x.eq(xs), s0_g.eq(gs), s0_mask.eq(mask)]
+            if linear:
+                m.d.sync += [u.eq(xs[j] - q_mean) for j, u in enumerate(s0_u)]
             if s0_sel is not None:
                 m.d.sync += s0_sel.eq(sel.sel)
             if stoch:
                 m.d.sync += [s0_draw.eq(Cat(*draws)), state.eq(lfsr_next)]
-        terms, accs, forces, highs = [], [], [], []         # per lane: stage one's values; stage two's sum of them
+        terms, mids, accs, forces, highs = [], [], [], [], []    # per lane: stage one's values, stage two's sum
 
         def stage(j, values, combine):
             regs = [Signal(v.shape(), name=f"s1_t{j}_{i}") for i, v in enumerate(values)]
             terms.extend(zip(regs, values))
-            accs.append(combine(regs))
+            out = combine(regs)
+            if isinstance(out, tuple):              # a middle stage (lean l2 / semidev): registers of its own
+                mvals, final = out
+                mregs = [Signal(v.shape(), name=f"sm_t{j}_{i}") for i, v in enumerate(mvals)]
+                mids.extend(zip(mregs, mvals))
+                out = final(mregs)
+            accs.append(out)
         for j in range(lanes):
             sj = s0_sel[j] if s0_sel is not None else None
             if lean:
-                values, combine, force, high = lane_expr(j, s0_g[j], sj, s0_draw[j] if stoch else None, s0_x[j])
+                values, combine, force, high = lane_expr(j, s0_g[j], sj, s0_draw[j] if stoch else None,
+                                                         s0_u[j] if linear else s0_x[j])
                 stage(j, values, combine)
                 forces.append(force)
                 highs.append(high)
@@ -763,12 +777,17 @@ class BackwardDatapath(wiring.Component):
                 over, under = Mux(s2_force[j], s2_high[j], over), Mux(s2_force[j], ~s2_high[j], under)
             dx_vals.append(Mux(~s2_mask[j], 0, Mux(over, dxf.max_int, Mux(under, dxf.min_int, v[:dxf.bits]))))
             sat_flags.append(s2_mask[j] & (over | under))
+        sm_valid, sm_mask, sm_force, sm_high = Signal(), Signal(lanes), Signal(lanes), Signal(lanes)
+        pre = (sm_valid, sm_mask, sm_force, sm_high) if mids else (s1_valid, s1_mask, s1_force, s1_high)
         with m.If(adv):
-            m.d.sync += [o_valid.eq(s2_valid), s2_valid.eq(s1_valid), s1_valid.eq(s0_valid), s0_valid.eq(take),
-                         s2_mask.eq(s1_mask), s1_mask.eq(s0_mask)]
+            m.d.sync += [o_valid.eq(s2_valid), s2_valid.eq(pre[0]), s1_valid.eq(s0_valid), s0_valid.eq(take),
+                         s2_mask.eq(pre[1]), s1_mask.eq(s0_mask)]
             if lean:
-                m.d.sync += [s1_force.eq(Cat(*forces)), s1_high.eq(Cat(*highs)), s2_force.eq(s1_force),
-                             s2_high.eq(s1_high)]
+                m.d.sync += [s1_force.eq(Cat(*forces)), s1_high.eq(Cat(*highs)), s2_force.eq(pre[2]),
+                             s2_high.eq(pre[3])]
+            if mids:
+                m.d.sync += [sm_valid.eq(s1_valid), sm_mask.eq(s1_mask), sm_force.eq(s1_force), sm_high.eq(s1_high)]
+                m.d.sync += [r.eq(v) for r, v in mids]
             m.d.sync += [r.eq(v) for r, v in terms]
             m.d.sync += [a.eq(e) for a, e in zip(s2_acc, accs)]
             m.d.sync += o_data.eq(Cat(*[d[:dxf.bits] for d in dx_vals]))
@@ -781,15 +800,16 @@ class BackwardDatapath(wiring.Component):
 
         refused = self._refused(m, self.chan.payload)
         beat = Signal()
-        with m.If(beat):
-            m.d.sync += left.eq(Mux(last, 0, left - lanes))
+        with m.If(beat):                            # left - lanes > j is left > j + lanes: compares of left alone
+            m.d.sync += [left.eq(Mux(last, 0, left - lanes)), mask.eq(Cat(*[left > j + lanes for j in range(lanes)])),
+                         last.eq(left <= 2 * lanes)]
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.chan.ready.eq(1)
                 with m.If(self.chan.valid):
                     p = self.chan.payload
-                    m.d.sync += [chan.eq(p), left.eq(p.count), sg.eq(0), sgx.eq(0), sat.eq(0), dgamma.eq(0),
+                    m.d.sync += [chan.eq(p), *load_left(p.count), sg.eq(0), sgx.eq(0), sat.eq(0), dgamma.eq(0),
                                  align.eq(0)]
                     if stoch:
                         m.d.sync += state.eq(Mux(p.seed == 0, SEED_ZERO, p.seed))
@@ -851,7 +871,7 @@ class BackwardDatapath(wiring.Component):
                         m.d.sync += [sx_neg.eq(sx_neg + tree_sum([Mux(negs[j], xs[j], 0) for j in range(lanes)])),
                                      c_neg.eq(c_neg + tree_sum(negs))]
                     with m.If(last):
-                        m.d.sync += left.eq(n)
+                        m.d.sync += load_left(n)
                         m.next = "S0"
             for idx, op in enumerate(prog):
                 nxt = f"S{idx + 1}" if idx + 1 < len(prog) else "PASS2"
@@ -925,7 +945,7 @@ class BackwardDatapath(wiring.Component):
                 m.d.comb += [self.i.ready.eq(more & adv), take.eq(self.i.valid & self.i.ready), beat.eq(take)]
                 if sel is not None:
                     m.d.comb += sel.p2.eq(take)
-                with m.If(~more & ~s0_valid & ~s1_valid & ~s2_valid & adv):
+                with m.If(~more & ~s0_valid & ~s1_valid & ~sm_valid & ~s2_valid & adv):
                     m.next = "REPORT"
             with m.State("REPORT"):
                 m.d.comb += self.stats.valid.eq(1)

@@ -54,10 +54,11 @@ class ChunkExtremes(_Select):
     max / first min position: ties to the lowest index). Lane j's chunk is lane 0's plus the chunk starts in lanes
     1 .. j; the starts come from the distance to the next beat's first start, as in the forward's ChunkRange
     (statistics.chunk_starts: compares with constants, one adder), registered a beat ahead (`chunk_size` must hold
-    from `clear` on: the top gives the descriptor's on that cycle). Pass 1 finds each lane's
-    running max / min of its chunk in one level (`_runs`) and writes each chunk's value when the beat leaves it; pass 2
-    looks up the lane's chunk and keeps, for the open chunk, whether its max / min came already. No indices are stored.
-    `rewind` returns to the channel's first value between the passes."""
+    from `clear` on: the top gives the descriptor's on that cycle). Pass 1 finds each lane's running max / min of its
+    chunk in one level (`_runs`) and writes each chunk's value when the beat leaves it, a cycle later from registers
+    (so pass 2 starts a cycle after pass 1's last beat at the earliest; the top's per-channel program runs between
+    them); pass 2 looks up the lane's chunk and keeps, for the open chunk, whether its max / min came already. No
+    indices are stored. `rewind` returns to the channel's first value between the passes."""
 
     def __init__(self, cfg):
         super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "rewind": In(1)})
@@ -101,14 +102,22 @@ class ChunkExtremes(_Select):
         hi, lo = runs[-1]
         ends = [self.mask[j] & (start[j + 1] | ~self.mask[j + 1]) if j + 1 < lanes else self.mask[j]
                 for j in range(lanes)]
+        # the writes a cycle later, from registers (each lane's run, whether it ends its chunk, its chunk): the
+        # chunk decode and the write select are off the open chunk's path (it was range's critical path, 14.1 ns)
+        w_hi = [Signal(shape, name=f"w_hi{j}") for j in range(lanes)]
+        w_lo = [Signal(shape, name=f"w_lo{j}") for j in range(lanes)]
+        w_end = Signal(lanes)
+        w_chunk = [Signal.like(chunk[0], name=f"w_chunk{j}") for j in range(lanes)]
+        for c in range(nch):
+            wr = [Signal(name=f"wr{c}_{j}") for j in range(lanes)]     # the one lane that ends chunk c
+            m.d.comb += [wr[j].eq(w_end[j] & (w_chunk[j] == c)) for j in range(lanes)]
+            with m.If(Cat(*wr).any()):
+                m.d.sync += [hi_v[c].eq(_or_select(list(zip(wr, w_hi)))), lo_v[c].eq(_or_select(list(zip(wr, w_lo))))]
+        m.d.sync += w_end.eq(0)
         with m.If(self.p1):
-            m.d.sync += [open_hi.eq(hi), open_lo.eq(lo)]
-            for c in range(nch):
-                wr = [Signal(name=f"wr{c}_{j}") for j in range(lanes)]     # the one lane that ends chunk c
-                m.d.comb += [wr[j].eq(ends[j] & (chunk[j] == c)) for j in range(lanes)]
-                with m.If(Cat(*wr).any()):
-                    m.d.sync += [hi_v[c].eq(_or_select([(wr[j], runs[j][0]) for j in range(lanes)])),
-                                 lo_v[c].eq(_or_select([(wr[j], runs[j][1]) for j in range(lanes)]))]
+            m.d.sync += [open_hi.eq(hi), open_lo.eq(lo), w_end.eq(Cat(*ends))]
+            m.d.sync += [r.eq(v) for r, v in zip(w_hi + w_lo + w_chunk, [h for h, _ in runs] + [lo_ for _, lo_ in runs]
+                                                                          + chunk)]
             lc = last
             for j in range(lanes):
                 lc = Mux(self.mask[j], chunk[j], lc)
