@@ -5067,7 +5067,7 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   wire \$458 ;
   wire \$459 ;
   wire \$46 ;
-  wire [13:0] \$460 ;
+  wire [5:0] \$460 ;
   wire \$461 ;
   wire \$462 ;
   wire \$463 ;
@@ -5080,12 +5080,12 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   wire \$47 ;
   wire \$470 ;
   wire \$471 ;
-  wire [13:0] \$472 ;
-  reg \$473 ;
-  reg \$474 ;
-  reg \$475 ;
-  reg \$476 ;
-  reg \$477 ;
+  wire [5:0] \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire [5:0] \$476 ;
+  wire [5:0] \$477 ;
   reg \$478 ;
   reg \$479 ;
   wire \$48 ;
@@ -5104,55 +5104,62 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   reg \$491 ;
   reg \$492 ;
   reg \$493 ;
-  reg [16:0] \$494 ;
-  reg [1:0] \$495 ;
-  reg [16:0] \$496 ;
-  reg [1:0] \$497 ;
-  reg [16:0] \$498 ;
-  reg [1:0] \$499 ;
+  reg \$494 ;
+  reg \$495 ;
+  reg \$496 ;
+  reg \$497 ;
+  reg \$498 ;
+  reg [16:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [16:0] \$500 ;
-  reg [1:0] \$501 ;
-  reg [16:0] \$502 ;
-  reg [1:0] \$503 ;
-  reg [16:0] \$504 ;
-  reg [1:0] \$505 ;
-  reg [16:0] \$506 ;
-  reg [1:0] \$507 ;
-  reg [16:0] \$508 ;
-  reg [1:0] \$509 ;
+  reg [1:0] \$500 ;
+  reg [16:0] \$501 ;
+  reg [1:0] \$502 ;
+  reg [16:0] \$503 ;
+  reg [1:0] \$504 ;
+  reg [16:0] \$505 ;
+  reg [1:0] \$506 ;
+  reg [16:0] \$507 ;
+  reg [1:0] \$508 ;
+  reg [16:0] \$509 ;
   wire \$51 ;
-  reg [16:0] \$510 ;
-  reg [1:0] \$511 ;
-  reg [16:0] \$512 ;
-  reg [1:0] \$513 ;
-  reg [16:0] \$514 ;
-  reg [1:0] \$515 ;
-  reg [16:0] \$516 ;
-  reg [1:0] \$517 ;
-  reg [16:0] \$518 ;
-  reg [1:0] \$519 ;
+  reg [1:0] \$510 ;
+  reg [16:0] \$511 ;
+  reg [1:0] \$512 ;
+  reg [16:0] \$513 ;
+  reg [1:0] \$514 ;
+  reg [16:0] \$515 ;
+  reg [1:0] \$516 ;
+  reg [16:0] \$517 ;
+  reg [1:0] \$518 ;
+  reg [16:0] \$519 ;
   wire \$52 ;
-  reg [16:0] \$520 ;
-  reg [1:0] \$521 ;
-  reg [16:0] \$522 ;
-  reg [1:0] \$523 ;
-  reg [16:0] \$524 ;
-  reg [1:0] \$525 ;
-  reg [16:0] \$526 ;
-  reg [1:0] \$527 ;
-  reg [16:0] \$528 ;
-  reg [1:0] \$529 ;
+  reg [1:0] \$520 ;
+  reg [16:0] \$521 ;
+  reg [1:0] \$522 ;
+  reg [16:0] \$523 ;
+  reg [1:0] \$524 ;
+  reg [16:0] \$525 ;
+  reg [1:0] \$526 ;
+  reg [16:0] \$527 ;
+  reg [1:0] \$528 ;
+  reg [16:0] \$529 ;
   wire \$53 ;
-  reg [16:0] \$530 ;
-  reg [1:0] \$531 ;
-  reg [16:0] \$532 ;
-  reg [1:0] \$533 ;
-  reg [16:0] \$534 ;
-  reg [1:0] \$535 ;
-  reg [12:0] \$536 ;
+  reg [1:0] \$530 ;
+  reg [16:0] \$531 ;
+  reg [1:0] \$532 ;
+  reg [16:0] \$533 ;
+  reg [1:0] \$534 ;
+  reg [16:0] \$535 ;
+  reg [1:0] \$536 ;
+  reg [16:0] \$537 ;
+  reg [1:0] \$538 ;
+  reg [16:0] \$539 ;
   wire \$54 ;
+  reg [1:0] \$540 ;
+  reg [16:0] \$541 ;
+  reg [4:0] \$542 ;
+  reg [4:0] \$543 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -5202,6 +5209,9 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg [16:0] \$signal ;
+  reg [16:0] \$signal$260  = 17'h00000;
+  reg [4:0] \$signal$262  = 5'h00;
   wire at0_0;
   wire at0_1;
   wire at0_10;
@@ -5223,7 +5233,7 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   wire at0_7;
   wire at0_8;
   wire at0_9;
-  wire [4:0] budget;
+  wire [4:0] budget_c;
   input clear;
   wire clear;
   input clk;
@@ -5432,10 +5442,9 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   wire [1:0] \port$1514$0 ;
   input rst;
   wire rst;
-  reg [12:0] seen = 13'h0000;
+  reg [4:0] seen = 5'h00;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
-  reg [16:0] thr;
   reg [1:0] treg0 = 2'h0;
   reg [1:0] treg1 = 2'h0;
   reg [1:0] treg10 = 2'h0;
@@ -5482,6 +5491,13 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  assign \$280  = keep16_at17 ? kreg16 : 17'h00000;
+  assign \$281  = \$279  | \$280 ;
+  assign \$282  = keep17_at17 ? kreg17 : 17'h00000;
+  assign nk17 = \$281  | \$282 ;
+  assign \$283  = lane0_at17 ? 2'h1 : 2'h0;
+  assign \$284  = keep16_at17 ? treg16 : 2'h0;
+  assign \$285  = \$283  | \$284 ;
   assign \$286  = keep17_at17 ? treg17 : 2'h0;
   assign nt17 = \$285  | \$286 ;
   assign nv18 = | { keep18_at18, keep17_at18, lane0_at18 };
@@ -5519,85 +5535,85 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   assign nt20 = \$309  | \$310 ;
   assign \$311  = m - 1'h1;
   assign \$312  = m > 1'h0;
-  assign \$313  = kreg0 == thr;
+  assign \$313  = kreg0 == \$signal ;
   assign \$314  = \$312  & \$313 ;
   assign \$315  = m > 1'h1;
-  assign \$316  = kreg1 == thr;
+  assign \$316  = kreg1 == \$signal ;
   assign \$317  = \$315  & \$316 ;
   assign \$318  = \$314  + \$317 ;
   assign \$319  = m > 2'h2;
-  assign \$320  = kreg2 == thr;
+  assign \$320  = kreg2 == \$signal ;
   assign \$321  = \$319  & \$320 ;
   assign \$322  = m > 2'h3;
-  assign \$323  = kreg3 == thr;
+  assign \$323  = kreg3 == \$signal ;
   assign \$324  = \$322  & \$323 ;
   assign \$325  = \$321  + \$324 ;
   assign \$326  = \$318  + \$325 ;
   assign \$327  = m > 3'h4;
-  assign \$328  = kreg4 == thr;
+  assign \$328  = kreg4 == \$signal ;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = m > 3'h5;
-  assign \$331  = kreg5 == thr;
+  assign \$331  = kreg5 == \$signal ;
   assign \$332  = \$330  & \$331 ;
   assign \$333  = \$329  + \$332 ;
   assign \$334  = m > 3'h6;
-  assign \$335  = kreg6 == thr;
+  assign \$335  = kreg6 == \$signal ;
   assign \$336  = \$334  & \$335 ;
   assign \$337  = m > 3'h7;
-  assign \$338  = kreg7 == thr;
+  assign \$338  = kreg7 == \$signal ;
   assign \$339  = \$337  & \$338 ;
   assign \$340  = \$336  + \$339 ;
   assign \$341  = \$333  + \$340 ;
   assign \$342  = \$326  + \$341 ;
   assign \$343  = m > 4'h8;
-  assign \$344  = kreg8 == thr;
+  assign \$344  = kreg8 == \$signal ;
   assign \$345  = \$343  & \$344 ;
   assign \$346  = m > 4'h9;
-  assign \$347  = kreg9 == thr;
+  assign \$347  = kreg9 == \$signal ;
   assign \$348  = \$346  & \$347 ;
   assign \$349  = \$345  + \$348 ;
   assign \$350  = m > 4'ha;
-  assign \$351  = kreg10 == thr;
+  assign \$351  = kreg10 == \$signal ;
   assign \$352  = \$350  & \$351 ;
   assign \$353  = m > 4'hb;
-  assign \$354  = kreg11 == thr;
+  assign \$354  = kreg11 == \$signal ;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = \$352  + \$355 ;
   assign \$357  = \$349  + \$356 ;
   assign \$358  = m > 4'hc;
-  assign \$359  = kreg12 == thr;
+  assign \$359  = kreg12 == \$signal ;
   assign \$360  = \$358  & \$359 ;
   assign \$361  = m > 4'hd;
-  assign \$362  = kreg13 == thr;
+  assign \$362  = kreg13 == \$signal ;
   assign \$363  = \$361  & \$362 ;
   assign \$364  = \$360  + \$363 ;
   assign \$365  = m > 4'he;
-  assign \$366  = kreg14 == thr;
+  assign \$366  = kreg14 == \$signal ;
   assign \$367  = \$365  & \$366 ;
   assign \$368  = m > 4'hf;
-  assign \$369  = kreg15 == thr;
+  assign \$369  = kreg15 == \$signal ;
   assign \$370  = \$368  & \$369 ;
   assign \$371  = \$367  + \$370 ;
   assign \$372  = \$364  + \$371 ;
   assign \$373  = \$357  + \$372 ;
   assign \$374  = \$342  + \$373 ;
   assign \$375  = m > 5'h10;
-  assign \$376  = kreg16 == thr;
+  assign \$376  = kreg16 == \$signal ;
   assign \$377  = \$375  & \$376 ;
   assign \$378  = m > 5'h11;
-  assign \$379  = kreg17 == thr;
+  assign \$379  = kreg17 == \$signal ;
   assign \$380  = \$378  & \$379 ;
   assign \$381  = \$377  + \$380 ;
   assign \$382  = m > 5'h12;
-  assign \$383  = kreg18 == thr;
+  assign \$383  = kreg18 == \$signal ;
   assign \$384  = \$382  & \$383 ;
   assign \$385  = m > 5'h13;
-  assign \$386  = kreg19 == thr;
+  assign \$386  = kreg19 == \$signal ;
   assign \$387  = \$385  & \$386 ;
   assign \$388  = \$384  + \$387 ;
   assign \$389  = \$381  + \$388 ;
   assign \$390  = m > 5'h14;
-  assign \$391  = kreg20 == thr;
+  assign \$391  = kreg20 == \$signal ;
   assign \$392  = \$390  & \$391 ;
   assign \$393  = \$389  + \$392 ;
   assign \$394  = \$374  + \$393 ;
@@ -5663,146 +5679,155 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   assign \$454  = \$453  ? treg20 : 2'h0;
   assign \$455  = $signed(\$452 ) + $signed(\$454 );
   assign \$456  = $signed(\$441 ) + $signed(\$455 );
-  assign \$457  = $signed(x) > $signed(thr);
-  assign \$458  = $signed(x) == $signed(thr);
+  assign \$457  = $signed(x) > $signed(\$signal$260 );
+  assign \$458  = $signed(x) == $signed(\$signal$260 );
   assign \$459  = mask & \$458 ;
   assign \$460  = seen + 1'h0;
-  assign \$461  = \$460  < \$394 [4:0];
+  assign \$461  = \$460  < \$signal$262 ;
   assign \$462  = \$459  & \$461 ;
   assign \$463  = \$457  | \$462 ;
   assign \$464  = mask & \$463 ;
   assign \$469  = \$466  ? 2'h1 : 2'h0;
-  assign \$470  = $signed(x) == $signed(thr);
+  assign \$470  = $signed(x) == $signed(\$signal$260 );
   assign \$471  = mask & \$470 ;
   assign \$472  = seen + \$471 ;
+  assign \$473  = \$472  > 5'h15;
+  assign \$474  = $signed(x) == $signed(\$signal$260 );
+  assign \$475  = mask & \$474 ;
+  assign \$476  = seen + \$475 ;
+  assign \$477  = \$473  ? 6'h15 : \$476 ;
   always @(posedge clk)
-    valid0 <= \$473 ;
+    valid0 <= \$478 ;
   always @(posedge clk)
-    valid1 <= \$474 ;
+    valid1 <= \$479 ;
   always @(posedge clk)
-    valid2 <= \$475 ;
+    valid2 <= \$480 ;
   always @(posedge clk)
-    valid3 <= \$476 ;
+    valid3 <= \$481 ;
   always @(posedge clk)
-    valid4 <= \$477 ;
+    valid4 <= \$482 ;
   always @(posedge clk)
-    valid5 <= \$478 ;
+    valid5 <= \$483 ;
   always @(posedge clk)
-    valid6 <= \$479 ;
+    valid6 <= \$484 ;
   always @(posedge clk)
-    valid7 <= \$480 ;
+    valid7 <= \$485 ;
   always @(posedge clk)
-    valid8 <= \$481 ;
+    valid8 <= \$486 ;
   always @(posedge clk)
-    valid9 <= \$482 ;
+    valid9 <= \$487 ;
   always @(posedge clk)
-    valid10 <= \$483 ;
+    valid10 <= \$488 ;
   always @(posedge clk)
-    valid11 <= \$484 ;
+    valid11 <= \$489 ;
   always @(posedge clk)
-    valid12 <= \$485 ;
+    valid12 <= \$490 ;
   always @(posedge clk)
-    valid13 <= \$486 ;
+    valid13 <= \$491 ;
   always @(posedge clk)
-    valid14 <= \$487 ;
+    valid14 <= \$492 ;
   always @(posedge clk)
-    valid15 <= \$488 ;
+    valid15 <= \$493 ;
   always @(posedge clk)
-    valid16 <= \$489 ;
+    valid16 <= \$494 ;
   always @(posedge clk)
-    valid17 <= \$490 ;
+    valid17 <= \$495 ;
   always @(posedge clk)
-    valid18 <= \$491 ;
+    valid18 <= \$496 ;
   always @(posedge clk)
-    valid19 <= \$492 ;
+    valid19 <= \$497 ;
   always @(posedge clk)
-    valid20 <= \$493 ;
+    valid20 <= \$498 ;
   always @(posedge clk)
-    kreg0 <= \$494 ;
+    kreg0 <= \$499 ;
   always @(posedge clk)
-    treg0 <= \$495 ;
+    treg0 <= \$500 ;
   always @(posedge clk)
-    kreg1 <= \$496 ;
+    kreg1 <= \$501 ;
   always @(posedge clk)
-    treg1 <= \$497 ;
+    treg1 <= \$502 ;
   always @(posedge clk)
-    kreg2 <= \$498 ;
+    kreg2 <= \$503 ;
   always @(posedge clk)
-    treg2 <= \$499 ;
+    treg2 <= \$504 ;
   always @(posedge clk)
-    kreg3 <= \$500 ;
+    kreg3 <= \$505 ;
   always @(posedge clk)
-    treg3 <= \$501 ;
+    treg3 <= \$506 ;
   always @(posedge clk)
-    kreg4 <= \$502 ;
+    kreg4 <= \$507 ;
   always @(posedge clk)
-    treg4 <= \$503 ;
+    treg4 <= \$508 ;
   always @(posedge clk)
-    kreg5 <= \$504 ;
+    kreg5 <= \$509 ;
   always @(posedge clk)
-    treg5 <= \$505 ;
+    treg5 <= \$510 ;
   always @(posedge clk)
-    kreg6 <= \$506 ;
+    kreg6 <= \$511 ;
   always @(posedge clk)
-    treg6 <= \$507 ;
+    treg6 <= \$512 ;
   always @(posedge clk)
-    kreg7 <= \$508 ;
+    kreg7 <= \$513 ;
   always @(posedge clk)
-    treg7 <= \$509 ;
+    treg7 <= \$514 ;
   always @(posedge clk)
-    kreg8 <= \$510 ;
+    kreg8 <= \$515 ;
   always @(posedge clk)
-    treg8 <= \$511 ;
+    treg8 <= \$516 ;
   always @(posedge clk)
-    kreg9 <= \$512 ;
+    kreg9 <= \$517 ;
   always @(posedge clk)
-    treg9 <= \$513 ;
+    treg9 <= \$518 ;
   always @(posedge clk)
-    kreg10 <= \$514 ;
+    kreg10 <= \$519 ;
   always @(posedge clk)
-    treg10 <= \$515 ;
+    treg10 <= \$520 ;
   always @(posedge clk)
-    kreg11 <= \$516 ;
+    kreg11 <= \$521 ;
   always @(posedge clk)
-    treg11 <= \$517 ;
+    treg11 <= \$522 ;
   always @(posedge clk)
-    kreg12 <= \$518 ;
+    kreg12 <= \$523 ;
   always @(posedge clk)
-    treg12 <= \$519 ;
+    treg12 <= \$524 ;
   always @(posedge clk)
-    kreg13 <= \$520 ;
+    kreg13 <= \$525 ;
   always @(posedge clk)
-    treg13 <= \$521 ;
+    treg13 <= \$526 ;
   always @(posedge clk)
-    kreg14 <= \$522 ;
+    kreg14 <= \$527 ;
   always @(posedge clk)
-    treg14 <= \$523 ;
+    treg14 <= \$528 ;
   always @(posedge clk)
-    kreg15 <= \$524 ;
+    kreg15 <= \$529 ;
   always @(posedge clk)
-    treg15 <= \$525 ;
+    treg15 <= \$530 ;
   always @(posedge clk)
-    kreg16 <= \$526 ;
+    kreg16 <= \$531 ;
   always @(posedge clk)
-    treg16 <= \$527 ;
+    treg16 <= \$532 ;
   always @(posedge clk)
-    kreg17 <= \$528 ;
+    kreg17 <= \$533 ;
   always @(posedge clk)
-    treg17 <= \$529 ;
+    treg17 <= \$534 ;
   always @(posedge clk)
-    kreg18 <= \$530 ;
+    kreg18 <= \$535 ;
   always @(posedge clk)
-    treg18 <= \$531 ;
+    treg18 <= \$536 ;
   always @(posedge clk)
-    kreg19 <= \$532 ;
+    kreg19 <= \$537 ;
   always @(posedge clk)
-    treg19 <= \$533 ;
+    treg19 <= \$538 ;
   always @(posedge clk)
-    kreg20 <= \$534 ;
+    kreg20 <= \$539 ;
   always @(posedge clk)
-    treg20 <= \$535 ;
+    treg20 <= \$540 ;
   always @(posedge clk)
-    seen <= \$536 ;
+    \$signal$260  <= \$541 ;
+  always @(posedge clk)
+    \$signal$262  <= \$542 ;
+  always @(posedge clk)
+    seen <= \$543 ;
   assign \$1  = $signed(kreg0) >= $signed(x);
   assign ge0_0 = valid0 & \$1 ;
   assign \$2  = $signed(kreg1) >= $signed(x);
@@ -6196,128 +6221,61 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   assign nt16 = \$277  | \$278 ;
   assign nv17 = | { keep17_at17, keep16_at17, lane0_at17 };
   assign \$279  = lane0_at17 ? { x[15], x } : 17'h00000;
-  assign \$280  = keep16_at17 ? kreg16 : 17'h00000;
-  assign \$281  = \$279  | \$280 ;
-  assign \$282  = keep17_at17 ? kreg17 : 17'h00000;
-  assign nk17 = \$281  | \$282 ;
-  assign \$283  = lane0_at17 ? 2'h1 : 2'h0;
-  assign \$284  = keep16_at17 ? treg16 : 2'h0;
-  assign \$285  = \$283  | \$284 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    thr = 17'h00000;
+    \$signal  = 17'h00000;
     casez (\$311 )
       6'h00:
-          thr = kreg0;
+          \$signal  = kreg0;
       6'h01:
-          thr = kreg1;
+          \$signal  = kreg1;
       6'h02:
-          thr = kreg2;
+          \$signal  = kreg2;
       6'h03:
-          thr = kreg3;
+          \$signal  = kreg3;
       6'h04:
-          thr = kreg4;
+          \$signal  = kreg4;
       6'h05:
-          thr = kreg5;
+          \$signal  = kreg5;
       6'h06:
-          thr = kreg6;
+          \$signal  = kreg6;
       6'h07:
-          thr = kreg7;
+          \$signal  = kreg7;
       6'h08:
-          thr = kreg8;
+          \$signal  = kreg8;
       6'h09:
-          thr = kreg9;
+          \$signal  = kreg9;
       6'h0a:
-          thr = kreg10;
+          \$signal  = kreg10;
       6'h0b:
-          thr = kreg11;
+          \$signal  = kreg11;
       6'h0c:
-          thr = kreg12;
+          \$signal  = kreg12;
       6'h0d:
-          thr = kreg13;
+          \$signal  = kreg13;
       6'h0e:
-          thr = kreg14;
+          \$signal  = kreg14;
       6'h0f:
-          thr = kreg15;
+          \$signal  = kreg15;
       6'h10:
-          thr = kreg16;
+          \$signal  = kreg16;
       6'h11:
-          thr = kreg17;
+          \$signal  = kreg17;
       6'h12:
-          thr = kreg18;
+          \$signal  = kreg18;
       6'h13:
-          thr = kreg19;
+          \$signal  = kreg19;
       6'h14:
-          thr = kreg20;
+          \$signal  = kreg20;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$473  = valid0;
-    if (clear) begin
-      \$473  = 1'h0;
-    end else if (p1) begin
-      \$473  = nv0;
-    end
-    if (rst) begin
-      \$473  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$474  = valid1;
-    if (clear) begin
-      \$474  = 1'h0;
-    end else if (p1) begin
-      \$474  = nv1;
-    end
-    if (rst) begin
-      \$474  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$475  = valid2;
-    if (clear) begin
-      \$475  = 1'h0;
-    end else if (p1) begin
-      \$475  = nv2;
-    end
-    if (rst) begin
-      \$475  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$476  = valid3;
-    if (clear) begin
-      \$476  = 1'h0;
-    end else if (p1) begin
-      \$476  = nv3;
-    end
-    if (rst) begin
-      \$476  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$477  = valid4;
-    if (clear) begin
-      \$477  = 1'h0;
-    end else if (p1) begin
-      \$477  = nv4;
-    end
-    if (rst) begin
-      \$477  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$478  = valid5;
+    \$478  = valid0;
     if (clear) begin
       \$478  = 1'h0;
     end else if (p1) begin
-      \$478  = nv5;
+      \$478  = nv0;
     end
     if (rst) begin
       \$478  = 1'h0;
@@ -6325,11 +6283,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$479  = valid6;
+    \$479  = valid1;
     if (clear) begin
       \$479  = 1'h0;
     end else if (p1) begin
-      \$479  = nv6;
+      \$479  = nv1;
     end
     if (rst) begin
       \$479  = 1'h0;
@@ -6337,11 +6295,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$480  = valid7;
+    \$480  = valid2;
     if (clear) begin
       \$480  = 1'h0;
     end else if (p1) begin
-      \$480  = nv7;
+      \$480  = nv2;
     end
     if (rst) begin
       \$480  = 1'h0;
@@ -6349,11 +6307,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$481  = valid8;
+    \$481  = valid3;
     if (clear) begin
       \$481  = 1'h0;
     end else if (p1) begin
-      \$481  = nv8;
+      \$481  = nv3;
     end
     if (rst) begin
       \$481  = 1'h0;
@@ -6361,11 +6319,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$482  = valid9;
+    \$482  = valid4;
     if (clear) begin
       \$482  = 1'h0;
     end else if (p1) begin
-      \$482  = nv9;
+      \$482  = nv4;
     end
     if (rst) begin
       \$482  = 1'h0;
@@ -6373,11 +6331,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$483  = valid10;
+    \$483  = valid5;
     if (clear) begin
       \$483  = 1'h0;
     end else if (p1) begin
-      \$483  = nv10;
+      \$483  = nv5;
     end
     if (rst) begin
       \$483  = 1'h0;
@@ -6385,11 +6343,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$484  = valid11;
+    \$484  = valid6;
     if (clear) begin
       \$484  = 1'h0;
     end else if (p1) begin
-      \$484  = nv11;
+      \$484  = nv6;
     end
     if (rst) begin
       \$484  = 1'h0;
@@ -6397,11 +6355,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$485  = valid12;
+    \$485  = valid7;
     if (clear) begin
       \$485  = 1'h0;
     end else if (p1) begin
-      \$485  = nv12;
+      \$485  = nv7;
     end
     if (rst) begin
       \$485  = 1'h0;
@@ -6409,11 +6367,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$486  = valid13;
+    \$486  = valid8;
     if (clear) begin
       \$486  = 1'h0;
     end else if (p1) begin
-      \$486  = nv13;
+      \$486  = nv8;
     end
     if (rst) begin
       \$486  = 1'h0;
@@ -6421,11 +6379,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$487  = valid14;
+    \$487  = valid9;
     if (clear) begin
       \$487  = 1'h0;
     end else if (p1) begin
-      \$487  = nv14;
+      \$487  = nv9;
     end
     if (rst) begin
       \$487  = 1'h0;
@@ -6433,11 +6391,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$488  = valid15;
+    \$488  = valid10;
     if (clear) begin
       \$488  = 1'h0;
     end else if (p1) begin
-      \$488  = nv15;
+      \$488  = nv10;
     end
     if (rst) begin
       \$488  = 1'h0;
@@ -6445,11 +6403,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$489  = valid16;
+    \$489  = valid11;
     if (clear) begin
       \$489  = 1'h0;
     end else if (p1) begin
-      \$489  = nv16;
+      \$489  = nv11;
     end
     if (rst) begin
       \$489  = 1'h0;
@@ -6457,11 +6415,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$490  = valid17;
+    \$490  = valid12;
     if (clear) begin
       \$490  = 1'h0;
     end else if (p1) begin
-      \$490  = nv17;
+      \$490  = nv12;
     end
     if (rst) begin
       \$490  = 1'h0;
@@ -6469,11 +6427,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$491  = valid18;
+    \$491  = valid13;
     if (clear) begin
       \$491  = 1'h0;
     end else if (p1) begin
-      \$491  = nv18;
+      \$491  = nv13;
     end
     if (rst) begin
       \$491  = 1'h0;
@@ -6481,11 +6439,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$492  = valid19;
+    \$492  = valid14;
     if (clear) begin
       \$492  = 1'h0;
     end else if (p1) begin
-      \$492  = nv19;
+      \$492  = nv14;
     end
     if (rst) begin
       \$492  = 1'h0;
@@ -6493,11 +6451,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$493  = valid20;
+    \$493  = valid15;
     if (clear) begin
       \$493  = 1'h0;
     end else if (p1) begin
-      \$493  = nv20;
+      \$493  = nv15;
     end
     if (rst) begin
       \$493  = 1'h0;
@@ -6505,481 +6463,555 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$494  = kreg0;
+    \$494  = valid16;
     if (clear) begin
+      \$494  = 1'h0;
     end else if (p1) begin
-      \$494  = nk0;
+      \$494  = nv16;
     end
     if (rst) begin
-      \$494  = 17'h00000;
+      \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$495  = treg0;
+    \$495  = valid17;
     if (clear) begin
+      \$495  = 1'h0;
     end else if (p1) begin
-      \$495  = nt0;
+      \$495  = nv17;
     end
     if (rst) begin
-      \$495  = 2'h0;
+      \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$496  = kreg1;
+    \$496  = valid18;
     if (clear) begin
+      \$496  = 1'h0;
     end else if (p1) begin
-      \$496  = nk1;
+      \$496  = nv18;
     end
     if (rst) begin
-      \$496  = 17'h00000;
+      \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$497  = treg1;
+    \$497  = valid19;
     if (clear) begin
+      \$497  = 1'h0;
     end else if (p1) begin
-      \$497  = nt1;
+      \$497  = nv19;
     end
     if (rst) begin
-      \$497  = 2'h0;
+      \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$498  = kreg2;
+    \$498  = valid20;
     if (clear) begin
+      \$498  = 1'h0;
     end else if (p1) begin
-      \$498  = nk2;
+      \$498  = nv20;
     end
     if (rst) begin
-      \$498  = 17'h00000;
+      \$498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$499  = treg2;
+    \$499  = kreg0;
     if (clear) begin
     end else if (p1) begin
-      \$499  = nt2;
+      \$499  = nk0;
     end
     if (rst) begin
-      \$499  = 2'h0;
+      \$499  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$500  = kreg3;
+    \$500  = treg0;
     if (clear) begin
     end else if (p1) begin
-      \$500  = nk3;
+      \$500  = nt0;
     end
     if (rst) begin
-      \$500  = 17'h00000;
+      \$500  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$501  = treg3;
+    \$501  = kreg1;
     if (clear) begin
     end else if (p1) begin
-      \$501  = nt3;
+      \$501  = nk1;
     end
     if (rst) begin
-      \$501  = 2'h0;
+      \$501  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$502  = kreg4;
+    \$502  = treg1;
     if (clear) begin
     end else if (p1) begin
-      \$502  = nk4;
+      \$502  = nt1;
     end
     if (rst) begin
-      \$502  = 17'h00000;
+      \$502  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$503  = treg4;
+    \$503  = kreg2;
     if (clear) begin
     end else if (p1) begin
-      \$503  = nt4;
+      \$503  = nk2;
     end
     if (rst) begin
-      \$503  = 2'h0;
+      \$503  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$504  = kreg5;
+    \$504  = treg2;
     if (clear) begin
     end else if (p1) begin
-      \$504  = nk5;
+      \$504  = nt2;
     end
     if (rst) begin
-      \$504  = 17'h00000;
+      \$504  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$505  = treg5;
+    \$505  = kreg3;
     if (clear) begin
     end else if (p1) begin
-      \$505  = nt5;
+      \$505  = nk3;
     end
     if (rst) begin
-      \$505  = 2'h0;
+      \$505  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$506  = kreg6;
+    \$506  = treg3;
     if (clear) begin
     end else if (p1) begin
-      \$506  = nk6;
+      \$506  = nt3;
     end
     if (rst) begin
-      \$506  = 17'h00000;
+      \$506  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$507  = treg6;
+    \$507  = kreg4;
     if (clear) begin
     end else if (p1) begin
-      \$507  = nt6;
+      \$507  = nk4;
     end
     if (rst) begin
-      \$507  = 2'h0;
+      \$507  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$508  = kreg7;
+    \$508  = treg4;
     if (clear) begin
     end else if (p1) begin
-      \$508  = nk7;
+      \$508  = nt4;
     end
     if (rst) begin
-      \$508  = 17'h00000;
+      \$508  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$509  = treg7;
+    \$509  = kreg5;
     if (clear) begin
     end else if (p1) begin
-      \$509  = nt7;
+      \$509  = nk5;
     end
     if (rst) begin
-      \$509  = 2'h0;
+      \$509  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$510  = kreg8;
+    \$510  = treg5;
     if (clear) begin
     end else if (p1) begin
-      \$510  = nk8;
+      \$510  = nt5;
     end
     if (rst) begin
-      \$510  = 17'h00000;
+      \$510  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$511  = treg8;
+    \$511  = kreg6;
     if (clear) begin
     end else if (p1) begin
-      \$511  = nt8;
+      \$511  = nk6;
     end
     if (rst) begin
-      \$511  = 2'h0;
+      \$511  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$512  = kreg9;
+    \$512  = treg6;
     if (clear) begin
     end else if (p1) begin
-      \$512  = nk9;
+      \$512  = nt6;
     end
     if (rst) begin
-      \$512  = 17'h00000;
+      \$512  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$513  = treg9;
+    \$513  = kreg7;
     if (clear) begin
     end else if (p1) begin
-      \$513  = nt9;
+      \$513  = nk7;
     end
     if (rst) begin
-      \$513  = 2'h0;
+      \$513  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$514  = kreg10;
+    \$514  = treg7;
     if (clear) begin
     end else if (p1) begin
-      \$514  = nk10;
+      \$514  = nt7;
     end
     if (rst) begin
-      \$514  = 17'h00000;
+      \$514  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$515  = treg10;
+    \$515  = kreg8;
     if (clear) begin
     end else if (p1) begin
-      \$515  = nt10;
+      \$515  = nk8;
     end
     if (rst) begin
-      \$515  = 2'h0;
+      \$515  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$516  = kreg11;
+    \$516  = treg8;
     if (clear) begin
     end else if (p1) begin
-      \$516  = nk11;
+      \$516  = nt8;
     end
     if (rst) begin
-      \$516  = 17'h00000;
+      \$516  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$517  = treg11;
+    \$517  = kreg9;
     if (clear) begin
     end else if (p1) begin
-      \$517  = nt11;
+      \$517  = nk9;
     end
     if (rst) begin
-      \$517  = 2'h0;
+      \$517  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$518  = kreg12;
+    \$518  = treg9;
     if (clear) begin
     end else if (p1) begin
-      \$518  = nk12;
+      \$518  = nt9;
     end
     if (rst) begin
-      \$518  = 17'h00000;
+      \$518  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$519  = treg12;
+    \$519  = kreg10;
     if (clear) begin
     end else if (p1) begin
-      \$519  = nt12;
+      \$519  = nk10;
     end
     if (rst) begin
-      \$519  = 2'h0;
+      \$519  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$520  = kreg13;
+    \$520  = treg10;
     if (clear) begin
     end else if (p1) begin
-      \$520  = nk13;
+      \$520  = nt10;
     end
     if (rst) begin
-      \$520  = 17'h00000;
+      \$520  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$521  = treg13;
+    \$521  = kreg11;
     if (clear) begin
     end else if (p1) begin
-      \$521  = nt13;
+      \$521  = nk11;
     end
     if (rst) begin
-      \$521  = 2'h0;
+      \$521  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$522  = kreg14;
+    \$522  = treg11;
     if (clear) begin
     end else if (p1) begin
-      \$522  = nk14;
+      \$522  = nt11;
     end
     if (rst) begin
-      \$522  = 17'h00000;
+      \$522  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$523  = treg14;
+    \$523  = kreg12;
     if (clear) begin
     end else if (p1) begin
-      \$523  = nt14;
+      \$523  = nk12;
     end
     if (rst) begin
-      \$523  = 2'h0;
+      \$523  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$524  = kreg15;
+    \$524  = treg12;
     if (clear) begin
     end else if (p1) begin
-      \$524  = nk15;
+      \$524  = nt12;
     end
     if (rst) begin
-      \$524  = 17'h00000;
+      \$524  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$525  = treg15;
+    \$525  = kreg13;
     if (clear) begin
     end else if (p1) begin
-      \$525  = nt15;
+      \$525  = nk13;
     end
     if (rst) begin
-      \$525  = 2'h0;
+      \$525  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$526  = kreg16;
+    \$526  = treg13;
     if (clear) begin
     end else if (p1) begin
-      \$526  = nk16;
+      \$526  = nt13;
     end
     if (rst) begin
-      \$526  = 17'h00000;
+      \$526  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$527  = treg16;
+    \$527  = kreg14;
     if (clear) begin
     end else if (p1) begin
-      \$527  = nt16;
+      \$527  = nk14;
     end
     if (rst) begin
-      \$527  = 2'h0;
+      \$527  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$528  = kreg17;
+    \$528  = treg14;
     if (clear) begin
     end else if (p1) begin
-      \$528  = nk17;
+      \$528  = nt14;
     end
     if (rst) begin
-      \$528  = 17'h00000;
+      \$528  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$529  = treg17;
+    \$529  = kreg15;
     if (clear) begin
     end else if (p1) begin
-      \$529  = nt17;
+      \$529  = nk15;
     end
     if (rst) begin
-      \$529  = 2'h0;
+      \$529  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$530  = kreg18;
+    \$530  = treg15;
     if (clear) begin
     end else if (p1) begin
-      \$530  = nk18;
+      \$530  = nt15;
     end
     if (rst) begin
-      \$530  = 17'h00000;
+      \$530  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$531  = treg18;
+    \$531  = kreg16;
     if (clear) begin
     end else if (p1) begin
-      \$531  = nt18;
+      \$531  = nk16;
     end
     if (rst) begin
-      \$531  = 2'h0;
+      \$531  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$532  = kreg19;
+    \$532  = treg16;
     if (clear) begin
     end else if (p1) begin
-      \$532  = nk19;
+      \$532  = nt16;
     end
     if (rst) begin
-      \$532  = 17'h00000;
+      \$532  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$533  = treg19;
+    \$533  = kreg17;
     if (clear) begin
     end else if (p1) begin
-      \$533  = nt19;
+      \$533  = nk17;
     end
     if (rst) begin
-      \$533  = 2'h0;
+      \$533  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$534  = kreg20;
+    \$534  = treg17;
     if (clear) begin
     end else if (p1) begin
-      \$534  = nk20;
+      \$534  = nt17;
     end
     if (rst) begin
-      \$534  = 17'h00000;
+      \$534  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$535  = treg20;
+    \$535  = kreg18;
     if (clear) begin
     end else if (p1) begin
-      \$535  = nt20;
+      \$535  = nk18;
     end
     if (rst) begin
-      \$535  = 2'h0;
+      \$535  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$536  = seen;
+    \$536  = treg18;
     if (clear) begin
-      \$536  = 13'h0000;
+    end else if (p1) begin
+      \$536  = nt18;
+    end
+    if (rst) begin
+      \$536  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$537  = kreg19;
+    if (clear) begin
+    end else if (p1) begin
+      \$537  = nk19;
+    end
+    if (rst) begin
+      \$537  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$538  = treg19;
+    if (clear) begin
+    end else if (p1) begin
+      \$538  = nt19;
+    end
+    if (rst) begin
+      \$538  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$539  = kreg20;
+    if (clear) begin
+    end else if (p1) begin
+      \$539  = nk20;
+    end
+    if (rst) begin
+      \$539  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$540  = treg20;
+    if (clear) begin
+    end else if (p1) begin
+      \$540  = nt20;
+    end
+    if (rst) begin
+      \$540  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$541  = \$signal ;
+    if (rst) begin
+      \$541  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$542  = \$394 [4:0];
+    if (rst) begin
+      \$542  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$543  = seen;
+    if (clear) begin
+      \$543  = 5'h00;
     end else if (p2) begin
-      \$536  = \$472 [12:0];
+      \$543  = \$477 [4:0];
     end
     if (rst) begin
-      \$536  = 13'h0000;
+      \$543  = 5'h00;
     end
   end
   assign key0 = { x[15], x };
   assign lc0_is0 = 1'h1;
-  assign budget = \$394 [4:0];
+  assign budget_c = \$394 [4:0];
   assign tsum = { \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456 [6], \$456  };
   assign sel = { 1'h0, \$469  };
   assign \port$1501$0  = \$456 ;

@@ -4763,7 +4763,7 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   wire \$35 ;
   wire \$36 ;
   wire \$37 ;
-  wire [13:0] \$38 ;
+  wire [2:0] \$38 ;
   wire \$39 ;
   wire [13:0] \$4 ;
   wire \$40 ;
@@ -4777,18 +4777,28 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [13:0] \$50 ;
-  reg \$51 ;
-  reg [11:0] \$52 ;
-  reg [1:0] \$53 ;
-  reg [12:0] \$54 ;
+  wire [2:0] \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire [2:0] \$54 ;
+  wire [2:0] \$55 ;
+  reg \$56 ;
+  reg [11:0] \$57 ;
+  reg [1:0] \$58 ;
+  reg [11:0] \$59 ;
   wire [2:0] \$6 ;
+  reg \$60 ;
+  reg [1:0] \$61 ;
   wire [2:0] \$7 ;
   wire \$8 ;
   wire [10:0] \$9 ;
+  reg [11:0] \$signal ;
+  reg [11:0] \$signal$26  = 12'h000;
+  reg \$signal$28  = 1'h0;
   wire [2:0] a;
   wire at0_0;
-  wire budget;
+  wire budget_c;
   input clear;
   wire clear;
   input clk;
@@ -4823,11 +4833,10 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   wire [12:0] r;
   input rst;
   wire rst;
-  reg [12:0] seen = 13'h0000;
+  reg [1:0] seen = 2'h0;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
-  reg [11:0] thr;
   reg [1:0] treg0 = 2'h0;
   wire [13:0] tsum;
   wire [9:0] u0;
@@ -4835,13 +4844,19 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$29  = keep0_at0 ? treg0 : 2'h0;
+  assign nt0 = \$28  | \$29 ;
+  assign \$30  = m - 1'h1;
+  assign \$31  = m > 1'h0;
+  assign \$32  = kreg0 == \$signal ;
+  assign budget_c = \$31  & \$32 ;
   assign \$33  = m > 1'h0;
   assign \$34  = \$33  ? treg0 : 2'h0;
-  assign \$35  = $signed(\$14 [11:0]) > $signed(thr);
-  assign \$36  = \$14 [11:0] == thr;
+  assign \$35  = $signed(\$14 [11:0]) > $signed(\$signal$26 );
+  assign \$36  = \$14 [11:0] == \$signal$26 ;
   assign \$37  = mask & \$36 ;
   assign \$38  = seen + 1'h0;
-  assign \$39  = \$38  < budget;
+  assign \$39  = \$38  < \$signal$28 ;
   assign \$40  = \$37  & \$39 ;
   assign \$41  = \$35  | \$40 ;
   assign \$42  = mask & \$41 ;
@@ -4850,17 +4865,26 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   assign \$45  = $signed(t0) > $signed(1'h0);
   assign \$46  = \$45  ? 2'h1 : 2'h2;
   assign \$47  = \$44  ? \$46  : 2'h0;
-  assign \$48  = \$14 [11:0] == thr;
+  assign \$48  = \$14 [11:0] == \$signal$26 ;
   assign \$49  = mask & \$48 ;
   assign \$50  = seen + \$49 ;
+  assign \$51  = \$50  > 1'h1;
+  assign \$52  = \$14 [11:0] == \$signal$26 ;
+  assign \$53  = mask & \$52 ;
+  assign \$54  = seen + \$53 ;
+  assign \$55  = \$51  ? 3'h1 : \$54 ;
   always @(posedge clk)
-    valid0 <= \$51 ;
+    valid0 <= \$56 ;
   always @(posedge clk)
-    kreg0 <= \$52 ;
+    kreg0 <= \$57 ;
   always @(posedge clk)
-    treg0 <= \$53 ;
+    treg0 <= \$58 ;
   always @(posedge clk)
-    seen <= \$54 ;
+    \$signal$26  <= \$59 ;
+  always @(posedge clk)
+    \$signal$28  <= \$60 ;
+  always @(posedge clk)
+    seen <= \$61 ;
   assign \$1  = ! r;
   assign \$3  = \$2  < n;
   assign \$5  = \$4  == n;
@@ -4893,65 +4917,73 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   assign \$27  = keep0_at0 ? kreg0 : 12'h000;
   assign nk0 = \$26  | \$27 ;
   assign \$28  = lane0_at0 ? t0 : 2'h0;
-  assign \$29  = keep0_at0 ? treg0 : 2'h0;
-  assign nt0 = \$28  | \$29 ;
-  assign \$30  = m - 1'h1;
-  assign \$31  = m > 1'h0;
-  assign \$32  = kreg0 == thr;
-  assign budget = \$31  & \$32 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$51  = valid0;
-    if (clear) begin
-      \$51  = 1'h0;
-    end else if (p1) begin
-      \$51  = nv0;
-    end
-    if (rst) begin
-      \$51  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$52  = kreg0;
-    if (clear) begin
-    end else if (p1) begin
-      \$52  = nk0;
-    end
-    if (rst) begin
-      \$52  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$53  = treg0;
-    if (clear) begin
-    end else if (p1) begin
-      \$53  = nt0;
-    end
-    if (rst) begin
-      \$53  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$54  = seen;
-    if (clear) begin
-      \$54  = 13'h0000;
-    end else if (p2) begin
-      \$54  = \$50 [12:0];
-    end
-    if (rst) begin
-      \$54  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    thr = 12'h000;
+    \$signal  = 12'h000;
     casez (\$30 )
       2'h0:
-          thr = kreg0;
+          \$signal  = kreg0;
     endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$56  = valid0;
+    if (clear) begin
+      \$56  = 1'h0;
+    end else if (p1) begin
+      \$56  = nv0;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$57  = kreg0;
+    if (clear) begin
+    end else if (p1) begin
+      \$57  = nk0;
+    end
+    if (rst) begin
+      \$57  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$58  = treg0;
+    if (clear) begin
+    end else if (p1) begin
+      \$58  = nt0;
+    end
+    if (rst) begin
+      \$58  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$59  = \$signal ;
+    if (rst) begin
+      \$59  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$60  = budget_c;
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$61  = seen;
+    if (clear) begin
+      \$61  = 2'h0;
+    end else if (p2) begin
+      \$61  = \$55 [1:0];
+    end
+    if (rst) begin
+      \$61  = 2'h0;
+    end
   end
   assign key0 = \$14 [11:0];
   assign lc0_is0 = 1'h1;

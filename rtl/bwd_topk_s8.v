@@ -4905,7 +4905,7 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   wire \$234 ;
   wire \$235 ;
   wire \$236 ;
-  wire [13:0] \$237 ;
+  wire [4:0] \$237 ;
   wire \$238 ;
   wire \$239 ;
   wire \$24 ;
@@ -4918,42 +4918,49 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   wire [1:0] \$246 ;
   wire \$247 ;
   wire \$248 ;
-  wire [13:0] \$249 ;
+  wire [4:0] \$249 ;
   wire \$25 ;
-  reg \$250 ;
-  reg \$251 ;
-  reg \$252 ;
-  reg \$253 ;
-  reg \$254 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire [4:0] \$253 ;
+  wire [4:0] \$254 ;
   reg \$255 ;
   reg \$256 ;
   reg \$257 ;
   reg \$258 ;
   reg \$259 ;
   wire \$26 ;
-  reg [11:0] \$260 ;
-  reg [1:0] \$261 ;
-  reg [11:0] \$262 ;
-  reg [1:0] \$263 ;
-  reg [11:0] \$264 ;
-  reg [1:0] \$265 ;
-  reg [11:0] \$266 ;
-  reg [1:0] \$267 ;
-  reg [11:0] \$268 ;
-  reg [1:0] \$269 ;
+  reg \$260 ;
+  reg \$261 ;
+  reg \$262 ;
+  reg \$263 ;
+  reg \$264 ;
+  reg [11:0] \$265 ;
+  reg [1:0] \$266 ;
+  reg [11:0] \$267 ;
+  reg [1:0] \$268 ;
+  reg [11:0] \$269 ;
   wire \$27 ;
-  reg [11:0] \$270 ;
-  reg [1:0] \$271 ;
-  reg [11:0] \$272 ;
-  reg [1:0] \$273 ;
-  reg [11:0] \$274 ;
-  reg [1:0] \$275 ;
-  reg [11:0] \$276 ;
-  reg [1:0] \$277 ;
-  reg [11:0] \$278 ;
-  reg [1:0] \$279 ;
+  reg [1:0] \$270 ;
+  reg [11:0] \$271 ;
+  reg [1:0] \$272 ;
+  reg [11:0] \$273 ;
+  reg [1:0] \$274 ;
+  reg [11:0] \$275 ;
+  reg [1:0] \$276 ;
+  reg [11:0] \$277 ;
+  reg [1:0] \$278 ;
+  reg [11:0] \$279 ;
   wire \$28 ;
-  reg [12:0] \$280 ;
+  reg [1:0] \$280 ;
+  reg [11:0] \$281 ;
+  reg [1:0] \$282 ;
+  reg [11:0] \$283 ;
+  reg [1:0] \$284 ;
+  reg [11:0] \$285 ;
+  reg [3:0] \$286 ;
+  reg [3:0] \$287 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
@@ -5032,6 +5039,9 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   wire [1:0] \$97 ;
   wire [1:0] \$98 ;
   wire [1:0] \$99 ;
+  reg [11:0] \$signal ;
+  reg [11:0] \$signal$134  = 12'h000;
+  reg [3:0] \$signal$136  = 4'h0;
   wire [2:0] a;
   wire at0_0;
   wire at0_1;
@@ -5043,7 +5053,7 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   wire at0_7;
   wire at0_8;
   wire at0_9;
-  wire [3:0] budget;
+  wire [3:0] budget_c;
   input clear;
   wire clear;
   input clk;
@@ -5159,11 +5169,10 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   wire [12:0] r;
   input rst;
   wire rst;
-  reg [12:0] seen = 13'h0000;
+  reg [3:0] seen = 4'h0;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
-  reg [11:0] thr;
   reg [1:0] treg0 = 2'h0;
   reg [1:0] treg1 = 2'h0;
   reg [1:0] treg2 = 2'h0;
@@ -5414,41 +5423,41 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   assign nt9 = \$163  | \$164 ;
   assign \$165  = m - 1'h1;
   assign \$166  = m > 1'h0;
-  assign \$167  = kreg0 == thr;
+  assign \$167  = kreg0 == \$signal ;
   assign \$168  = \$166  & \$167 ;
   assign \$169  = m > 1'h1;
-  assign \$170  = kreg1 == thr;
+  assign \$170  = kreg1 == \$signal ;
   assign \$171  = \$169  & \$170 ;
   assign \$172  = \$168  + \$171 ;
   assign \$173  = m > 2'h2;
-  assign \$174  = kreg2 == thr;
+  assign \$174  = kreg2 == \$signal ;
   assign \$175  = \$173  & \$174 ;
   assign \$176  = m > 2'h3;
-  assign \$177  = kreg3 == thr;
+  assign \$177  = kreg3 == \$signal ;
   assign \$178  = \$176  & \$177 ;
   assign \$179  = \$175  + \$178 ;
   assign \$180  = \$172  + \$179 ;
   assign \$181  = m > 3'h4;
-  assign \$182  = kreg4 == thr;
+  assign \$182  = kreg4 == \$signal ;
   assign \$183  = \$181  & \$182 ;
   assign \$184  = m > 3'h5;
-  assign \$185  = kreg5 == thr;
+  assign \$185  = kreg5 == \$signal ;
   assign \$186  = \$184  & \$185 ;
   assign \$187  = \$183  + \$186 ;
   assign \$188  = m > 3'h6;
-  assign \$189  = kreg6 == thr;
+  assign \$189  = kreg6 == \$signal ;
   assign \$190  = \$188  & \$189 ;
   assign \$191  = m > 3'h7;
-  assign \$192  = kreg7 == thr;
+  assign \$192  = kreg7 == \$signal ;
   assign \$193  = \$191  & \$192 ;
   assign \$194  = \$190  + \$193 ;
   assign \$195  = \$187  + \$194 ;
   assign \$196  = \$180  + \$195 ;
   assign \$197  = m > 4'h8;
-  assign \$198  = kreg8 == thr;
+  assign \$198  = kreg8 == \$signal ;
   assign \$199  = \$197  & \$198 ;
   assign \$200  = m > 4'h9;
-  assign \$201  = kreg9 == thr;
+  assign \$201  = kreg9 == \$signal ;
   assign \$202  = \$200  & \$201 ;
   assign \$203  = \$199  + \$202 ;
   assign \$204  = \$196  + \$203 ;
@@ -5481,11 +5490,11 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   assign \$231  = \$230  ? treg9 : 2'h0;
   assign \$232  = $signed(\$229 ) + $signed(\$231 );
   assign \$233  = $signed(\$227 ) + $signed(\$232 );
-  assign \$234  = $signed(\$14 [11:0]) > $signed(thr);
-  assign \$235  = \$14 [11:0] == thr;
+  assign \$234  = $signed(\$14 [11:0]) > $signed(\$signal$134 );
+  assign \$235  = \$14 [11:0] == \$signal$134 ;
   assign \$236  = mask & \$235 ;
   assign \$237  = seen + 1'h0;
-  assign \$238  = \$237  < \$204 [3:0];
+  assign \$238  = \$237  < \$signal$136 ;
   assign \$239  = \$236  & \$238 ;
   assign \$240  = \$234  | \$239 ;
   assign \$241  = mask & \$240 ;
@@ -5494,164 +5503,113 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   assign \$244  = $signed(t0) > $signed(1'h0);
   assign \$245  = \$244  ? 2'h1 : 2'h2;
   assign \$246  = \$243  ? \$245  : 2'h0;
-  assign \$247  = \$14 [11:0] == thr;
+  assign \$247  = \$14 [11:0] == \$signal$134 ;
   assign \$248  = mask & \$247 ;
   assign \$249  = seen + \$248 ;
+  assign \$250  = \$249  > 4'ha;
+  assign \$251  = \$14 [11:0] == \$signal$134 ;
+  assign \$252  = mask & \$251 ;
+  assign \$253  = seen + \$252 ;
+  assign \$254  = \$250  ? 5'h0a : \$253 ;
   always @(posedge clk)
-    valid0 <= \$250 ;
+    valid0 <= \$255 ;
   always @(posedge clk)
-    valid1 <= \$251 ;
+    valid1 <= \$256 ;
   always @(posedge clk)
-    valid2 <= \$252 ;
+    valid2 <= \$257 ;
   always @(posedge clk)
-    valid3 <= \$253 ;
+    valid3 <= \$258 ;
   always @(posedge clk)
-    valid4 <= \$254 ;
+    valid4 <= \$259 ;
   always @(posedge clk)
-    valid5 <= \$255 ;
+    valid5 <= \$260 ;
   always @(posedge clk)
-    valid6 <= \$256 ;
+    valid6 <= \$261 ;
   always @(posedge clk)
-    valid7 <= \$257 ;
+    valid7 <= \$262 ;
   always @(posedge clk)
-    valid8 <= \$258 ;
+    valid8 <= \$263 ;
   always @(posedge clk)
-    valid9 <= \$259 ;
+    valid9 <= \$264 ;
   always @(posedge clk)
-    kreg0 <= \$260 ;
+    kreg0 <= \$265 ;
   always @(posedge clk)
-    treg0 <= \$261 ;
+    treg0 <= \$266 ;
   always @(posedge clk)
-    kreg1 <= \$262 ;
+    kreg1 <= \$267 ;
   always @(posedge clk)
-    treg1 <= \$263 ;
+    treg1 <= \$268 ;
   always @(posedge clk)
-    kreg2 <= \$264 ;
+    kreg2 <= \$269 ;
   always @(posedge clk)
-    treg2 <= \$265 ;
+    treg2 <= \$270 ;
   always @(posedge clk)
-    kreg3 <= \$266 ;
+    kreg3 <= \$271 ;
   always @(posedge clk)
-    treg3 <= \$267 ;
+    treg3 <= \$272 ;
   always @(posedge clk)
-    kreg4 <= \$268 ;
+    kreg4 <= \$273 ;
   always @(posedge clk)
-    treg4 <= \$269 ;
+    treg4 <= \$274 ;
   always @(posedge clk)
-    kreg5 <= \$270 ;
+    kreg5 <= \$275 ;
   always @(posedge clk)
-    treg5 <= \$271 ;
+    treg5 <= \$276 ;
   always @(posedge clk)
-    kreg6 <= \$272 ;
+    kreg6 <= \$277 ;
   always @(posedge clk)
-    treg6 <= \$273 ;
+    treg6 <= \$278 ;
   always @(posedge clk)
-    kreg7 <= \$274 ;
+    kreg7 <= \$279 ;
   always @(posedge clk)
-    treg7 <= \$275 ;
+    treg7 <= \$280 ;
   always @(posedge clk)
-    kreg8 <= \$276 ;
+    kreg8 <= \$281 ;
   always @(posedge clk)
-    treg8 <= \$277 ;
+    treg8 <= \$282 ;
   always @(posedge clk)
-    kreg9 <= \$278 ;
+    kreg9 <= \$283 ;
   always @(posedge clk)
-    treg9 <= \$279 ;
+    treg9 <= \$284 ;
   always @(posedge clk)
-    seen <= \$280 ;
+    \$signal$134  <= \$285 ;
+  always @(posedge clk)
+    \$signal$136  <= \$286 ;
+  always @(posedge clk)
+    seen <= \$287 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    thr = 12'h000;
+    \$signal  = 12'h000;
     casez (\$165 )
       5'h00:
-          thr = kreg0;
+          \$signal  = kreg0;
       5'h01:
-          thr = kreg1;
+          \$signal  = kreg1;
       5'h02:
-          thr = kreg2;
+          \$signal  = kreg2;
       5'h03:
-          thr = kreg3;
+          \$signal  = kreg3;
       5'h04:
-          thr = kreg4;
+          \$signal  = kreg4;
       5'h05:
-          thr = kreg5;
+          \$signal  = kreg5;
       5'h06:
-          thr = kreg6;
+          \$signal  = kreg6;
       5'h07:
-          thr = kreg7;
+          \$signal  = kreg7;
       5'h08:
-          thr = kreg8;
+          \$signal  = kreg8;
       5'h09:
-          thr = kreg9;
+          \$signal  = kreg9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$250  = valid0;
-    if (clear) begin
-      \$250  = 1'h0;
-    end else if (p1) begin
-      \$250  = nv0;
-    end
-    if (rst) begin
-      \$250  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$251  = valid1;
-    if (clear) begin
-      \$251  = 1'h0;
-    end else if (p1) begin
-      \$251  = nv1;
-    end
-    if (rst) begin
-      \$251  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$252  = valid2;
-    if (clear) begin
-      \$252  = 1'h0;
-    end else if (p1) begin
-      \$252  = nv2;
-    end
-    if (rst) begin
-      \$252  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$253  = valid3;
-    if (clear) begin
-      \$253  = 1'h0;
-    end else if (p1) begin
-      \$253  = nv3;
-    end
-    if (rst) begin
-      \$253  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$254  = valid4;
-    if (clear) begin
-      \$254  = 1'h0;
-    end else if (p1) begin
-      \$254  = nv4;
-    end
-    if (rst) begin
-      \$254  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$255  = valid5;
+    \$255  = valid0;
     if (clear) begin
       \$255  = 1'h0;
     end else if (p1) begin
-      \$255  = nv5;
+      \$255  = nv0;
     end
     if (rst) begin
       \$255  = 1'h0;
@@ -5659,11 +5617,11 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$256  = valid6;
+    \$256  = valid1;
     if (clear) begin
       \$256  = 1'h0;
     end else if (p1) begin
-      \$256  = nv6;
+      \$256  = nv1;
     end
     if (rst) begin
       \$256  = 1'h0;
@@ -5671,11 +5629,11 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$257  = valid7;
+    \$257  = valid2;
     if (clear) begin
       \$257  = 1'h0;
     end else if (p1) begin
-      \$257  = nv7;
+      \$257  = nv2;
     end
     if (rst) begin
       \$257  = 1'h0;
@@ -5683,11 +5641,11 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$258  = valid8;
+    \$258  = valid3;
     if (clear) begin
       \$258  = 1'h0;
     end else if (p1) begin
-      \$258  = nv8;
+      \$258  = nv3;
     end
     if (rst) begin
       \$258  = 1'h0;
@@ -5695,11 +5653,11 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$259  = valid9;
+    \$259  = valid4;
     if (clear) begin
       \$259  = 1'h0;
     end else if (p1) begin
-      \$259  = nv9;
+      \$259  = nv4;
     end
     if (rst) begin
       \$259  = 1'h0;
@@ -5707,239 +5665,313 @@ module \hwnorm_bwd_topk_s8.sel$89 (clk, rst, m, \port$1034$0 , \port$1047$0 , cl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$260  = kreg0;
+    \$260  = valid5;
     if (clear) begin
+      \$260  = 1'h0;
     end else if (p1) begin
-      \$260  = nk0;
+      \$260  = nv5;
     end
     if (rst) begin
-      \$260  = 12'h000;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$261  = treg0;
+    \$261  = valid6;
     if (clear) begin
+      \$261  = 1'h0;
     end else if (p1) begin
-      \$261  = nt0;
+      \$261  = nv6;
     end
     if (rst) begin
-      \$261  = 2'h0;
+      \$261  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$262  = kreg1;
+    \$262  = valid7;
     if (clear) begin
+      \$262  = 1'h0;
     end else if (p1) begin
-      \$262  = nk1;
+      \$262  = nv7;
     end
     if (rst) begin
-      \$262  = 12'h000;
+      \$262  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$263  = treg1;
+    \$263  = valid8;
     if (clear) begin
+      \$263  = 1'h0;
     end else if (p1) begin
-      \$263  = nt1;
+      \$263  = nv8;
     end
     if (rst) begin
-      \$263  = 2'h0;
+      \$263  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$264  = kreg2;
+    \$264  = valid9;
     if (clear) begin
+      \$264  = 1'h0;
     end else if (p1) begin
-      \$264  = nk2;
+      \$264  = nv9;
     end
     if (rst) begin
-      \$264  = 12'h000;
+      \$264  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$265  = treg2;
+    \$265  = kreg0;
     if (clear) begin
     end else if (p1) begin
-      \$265  = nt2;
+      \$265  = nk0;
     end
     if (rst) begin
-      \$265  = 2'h0;
+      \$265  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$266  = kreg3;
+    \$266  = treg0;
     if (clear) begin
     end else if (p1) begin
-      \$266  = nk3;
+      \$266  = nt0;
     end
     if (rst) begin
-      \$266  = 12'h000;
+      \$266  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$267  = treg3;
+    \$267  = kreg1;
     if (clear) begin
     end else if (p1) begin
-      \$267  = nt3;
+      \$267  = nk1;
     end
     if (rst) begin
-      \$267  = 2'h0;
+      \$267  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$268  = kreg4;
+    \$268  = treg1;
     if (clear) begin
     end else if (p1) begin
-      \$268  = nk4;
+      \$268  = nt1;
     end
     if (rst) begin
-      \$268  = 12'h000;
+      \$268  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$269  = treg4;
+    \$269  = kreg2;
     if (clear) begin
     end else if (p1) begin
-      \$269  = nt4;
+      \$269  = nk2;
     end
     if (rst) begin
-      \$269  = 2'h0;
+      \$269  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$270  = kreg5;
+    \$270  = treg2;
     if (clear) begin
     end else if (p1) begin
-      \$270  = nk5;
+      \$270  = nt2;
     end
     if (rst) begin
-      \$270  = 12'h000;
+      \$270  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$271  = treg5;
+    \$271  = kreg3;
     if (clear) begin
     end else if (p1) begin
-      \$271  = nt5;
+      \$271  = nk3;
     end
     if (rst) begin
-      \$271  = 2'h0;
+      \$271  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$272  = kreg6;
+    \$272  = treg3;
     if (clear) begin
     end else if (p1) begin
-      \$272  = nk6;
+      \$272  = nt3;
     end
     if (rst) begin
-      \$272  = 12'h000;
+      \$272  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$273  = treg6;
+    \$273  = kreg4;
     if (clear) begin
     end else if (p1) begin
-      \$273  = nt6;
+      \$273  = nk4;
     end
     if (rst) begin
-      \$273  = 2'h0;
+      \$273  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$274  = kreg7;
+    \$274  = treg4;
     if (clear) begin
     end else if (p1) begin
-      \$274  = nk7;
+      \$274  = nt4;
     end
     if (rst) begin
-      \$274  = 12'h000;
+      \$274  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$275  = treg7;
+    \$275  = kreg5;
     if (clear) begin
     end else if (p1) begin
-      \$275  = nt7;
+      \$275  = nk5;
     end
     if (rst) begin
-      \$275  = 2'h0;
+      \$275  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$276  = kreg8;
+    \$276  = treg5;
     if (clear) begin
     end else if (p1) begin
-      \$276  = nk8;
+      \$276  = nt5;
     end
     if (rst) begin
-      \$276  = 12'h000;
+      \$276  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$277  = treg8;
+    \$277  = kreg6;
     if (clear) begin
     end else if (p1) begin
-      \$277  = nt8;
+      \$277  = nk6;
     end
     if (rst) begin
-      \$277  = 2'h0;
+      \$277  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$278  = kreg9;
+    \$278  = treg6;
     if (clear) begin
     end else if (p1) begin
-      \$278  = nk9;
+      \$278  = nt6;
     end
     if (rst) begin
-      \$278  = 12'h000;
+      \$278  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$279  = treg9;
+    \$279  = kreg7;
     if (clear) begin
     end else if (p1) begin
-      \$279  = nt9;
+      \$279  = nk7;
     end
     if (rst) begin
-      \$279  = 2'h0;
+      \$279  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$280  = seen;
+    \$280  = treg7;
     if (clear) begin
-      \$280  = 13'h0000;
+    end else if (p1) begin
+      \$280  = nt7;
+    end
+    if (rst) begin
+      \$280  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$281  = kreg8;
+    if (clear) begin
+    end else if (p1) begin
+      \$281  = nk8;
+    end
+    if (rst) begin
+      \$281  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$282  = treg8;
+    if (clear) begin
+    end else if (p1) begin
+      \$282  = nt8;
+    end
+    if (rst) begin
+      \$282  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$283  = kreg9;
+    if (clear) begin
+    end else if (p1) begin
+      \$283  = nk9;
+    end
+    if (rst) begin
+      \$283  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$284  = treg9;
+    if (clear) begin
+    end else if (p1) begin
+      \$284  = nt9;
+    end
+    if (rst) begin
+      \$284  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$285  = \$signal ;
+    if (rst) begin
+      \$285  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$286  = \$204 [3:0];
+    if (rst) begin
+      \$286  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$287  = seen;
+    if (clear) begin
+      \$287  = 4'h0;
     end else if (p2) begin
-      \$280  = \$249 [12:0];
+      \$287  = \$254 [3:0];
     end
     if (rst) begin
-      \$280  = 13'h0000;
+      \$287  = 4'h0;
     end
   end
   assign key0 = \$14 [11:0];
   assign lc0_is0 = 1'h1;
-  assign budget = \$204 [3:0];
+  assign budget_c = \$204 [3:0];
   assign tsum = { \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233 [5], \$233  };
   assign sel = { 1'h0, \$246  };
   assign \port$1034$0  = \$233 ;

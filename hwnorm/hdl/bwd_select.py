@@ -198,8 +198,9 @@ class TopSelect(_Select):
     """linf, topk (keys in the order of |d|, `_abs_keys`; t = sgn d) and cvar (key x, the order of d; t = 1): the m
     largest, ties to the lowest index, d_i = n x_i - S; no multiplier (the top gives q = floor(S / n), r = S - n q).
     Pass 1 keeps the k largest (key, t) in a sorted register, a new value going after equal ones (each beat merged in
-    one level, `_merge`); then thr = the m-th key, `budget` = how many of the first m equal it and tsum = their t.
-    Pass 2 selects key > thr, and key = thr while fewer than `budget` such values came before."""
+    one level, `_merge`); then thr = the m-th key, `budget` = how many of the first m equal it and tsum = their t
+    (thr and budget registered: pass 2 starts a cycle after pass 1 at the earliest). Pass 2 selects key > thr, and
+    key = thr while fewer than `budget` such values came before."""
 
     def __init__(self, cfg):
         super().__init__(cfg, {"n": In(cfg.count_bits), "q": In(signed(cfg.in_fmt.bits + 1)), "r": In(cfg.count_bits),
@@ -256,14 +257,17 @@ class TopSelect(_Select):
             for p in range(k):
                 m.d.sync += [valid[p].eq(nxt[p][0]), kreg[p].eq(nxt[p][1]), treg[p].eq(nxt[p][2])]
 
-        thr = Signal(signed(kb))
-        budget = Signal(range(k + 1))
-        m.d.comb += thr.eq(Array(kreg)[self.m - 1])
+        # thr and budget are registered from the sorted register (it holds still after pass 1, and pass 2 starts a
+        # cycle later at the earliest): the m-th key's lookup is off pass 2's path (43 MHz for topk x 4 before)
+        thr, thr_c = Signal(signed(kb)), Signal(signed(kb))
+        budget, budget_c = Signal(range(k + 1)), Signal(range(k + 1))
+        m.d.comb += thr_c.eq(Array(kreg)[self.m - 1])
         in_m = [p < self.m for p in range(k)]
-        m.d.comb += [budget.eq(tree_sum([in_m[p] & (kreg[p] == thr) for p in range(k)])),
+        m.d.comb += [budget_c.eq(tree_sum([in_m[p] & (kreg[p] == thr_c) for p in range(k)])),
                      self.tsum.eq(tree_sum([Mux(in_m[p], treg[p], 0) for p in range(k)]))]
+        m.d.sync += [thr.eq(thr_c), budget.eq(budget_c)]
 
-        seen = Signal(range(cfg.max_count + 1))
+        seen = Signal(range(k + lanes + 1))         # values equal to thr so far, saturated at k (budget <= k)
         eqs = [self.mask[j] & (keys[j] == thr) for j in range(lanes)]
         for j in range(lanes):
             before = seen + (tree_sum(eqs[:j]) if j else 0)
@@ -272,7 +276,8 @@ class TopSelect(_Select):
         with m.If(self.clear):
             m.d.sync += seen.eq(0)
         with m.Elif(self.p2):
-            m.d.sync += seen.eq(seen + tree_sum(eqs))
+            nxt = seen + tree_sum(eqs)
+            m.d.sync += seen.eq(Mux(nxt > k, k, nxt))
         return m
 
     def _merge(self, m, valid, kreg, treg, keys, ts):
