@@ -5080,17 +5080,17 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   wire \$47 ;
   wire \$470 ;
   wire \$471 ;
-  wire [5:0] \$472 ;
+  wire \$472 ;
   wire \$473 ;
-  wire \$474 ;
+  wire [5:0] \$474 ;
   wire \$475 ;
-  wire [5:0] \$476 ;
-  wire [5:0] \$477 ;
-  reg \$478 ;
-  reg \$479 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire [5:0] \$478 ;
+  wire [5:0] \$479 ;
   wire \$48 ;
-  reg \$480 ;
-  reg \$481 ;
+  reg [16:0] \$480 ;
+  reg [1:0] \$481 ;
   reg \$482 ;
   reg \$483 ;
   reg \$484 ;
@@ -5109,14 +5109,14 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   reg \$496 ;
   reg \$497 ;
   reg \$498 ;
-  reg [16:0] \$499 ;
+  reg \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [1:0] \$500 ;
-  reg [16:0] \$501 ;
-  reg [1:0] \$502 ;
-  reg [16:0] \$503 ;
-  reg [1:0] \$504 ;
+  reg \$500 ;
+  reg \$501 ;
+  reg \$502 ;
+  reg \$503 ;
+  reg \$504 ;
   reg [16:0] \$505 ;
   reg [1:0] \$506 ;
   reg [16:0] \$507 ;
@@ -5158,8 +5158,14 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   wire \$54 ;
   reg [1:0] \$540 ;
   reg [16:0] \$541 ;
-  reg [4:0] \$542 ;
-  reg [4:0] \$543 ;
+  reg [1:0] \$542 ;
+  reg [16:0] \$543 ;
+  reg [1:0] \$544 ;
+  reg [16:0] \$545 ;
+  reg [1:0] \$546 ;
+  reg [16:0] \$547 ;
+  reg [4:0] \$548 ;
+  reg [4:0] \$549 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -5209,9 +5215,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  reg [16:0] \$signal ;
-  reg [16:0] \$signal$260  = 17'h00000;
-  reg [4:0] \$signal$262  = 5'h00;
+  reg \$signal  = 1'h0;
+  reg [16:0] \$signal$257 ;
+  reg [16:0] \$signal$263  = 17'h00000;
+  reg [4:0] \$signal$265  = 5'h00;
   wire at0_0;
   wire at0_1;
   wire at0_10;
@@ -5259,6 +5266,7 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   wire ge7_0;
   wire ge8_0;
   wire ge9_0;
+  reg [16:0] k1_0 = 17'h00000;
   wire keep0_at0;
   wire keep0_at1;
   wire keep10_at10;
@@ -5348,6 +5356,7 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   wire [4:0] m;
   input mask;
   wire mask;
+  reg merge = 1'h0;
   wire [16:0] nk0;
   wire [16:0] nk1;
   wire [16:0] nk10;
@@ -5445,6 +5454,7 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   reg [4:0] seen = 5'h00;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
+  reg [1:0] t1_0 = 2'h0;
   reg [1:0] treg0 = 2'h0;
   reg [1:0] treg1 = 2'h0;
   reg [1:0] treg10 = 2'h0;
@@ -5491,129 +5501,135 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  assign \$276  = keep15_at16 ? treg15 : 2'h0;
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = keep16_at16 ? treg16 : 2'h0;
+  assign nt16 = \$277  | \$278 ;
+  assign nv17 = | { keep17_at17, keep16_at17, lane0_at17 };
+  assign \$279  = lane0_at17 ? k1_0 : 17'h00000;
   assign \$280  = keep16_at17 ? kreg16 : 17'h00000;
   assign \$281  = \$279  | \$280 ;
   assign \$282  = keep17_at17 ? kreg17 : 17'h00000;
   assign nk17 = \$281  | \$282 ;
-  assign \$283  = lane0_at17 ? 2'h1 : 2'h0;
+  assign \$283  = lane0_at17 ? t1_0 : 2'h0;
   assign \$284  = keep16_at17 ? treg16 : 2'h0;
   assign \$285  = \$283  | \$284 ;
   assign \$286  = keep17_at17 ? treg17 : 2'h0;
   assign nt17 = \$285  | \$286 ;
   assign nv18 = | { keep18_at18, keep17_at18, lane0_at18 };
-  assign \$287  = lane0_at18 ? { x[15], x } : 17'h00000;
+  assign \$287  = lane0_at18 ? k1_0 : 17'h00000;
   assign \$288  = keep17_at18 ? kreg17 : 17'h00000;
   assign \$289  = \$287  | \$288 ;
   assign \$290  = keep18_at18 ? kreg18 : 17'h00000;
   assign nk18 = \$289  | \$290 ;
-  assign \$291  = lane0_at18 ? 2'h1 : 2'h0;
+  assign \$291  = lane0_at18 ? t1_0 : 2'h0;
   assign \$292  = keep17_at18 ? treg17 : 2'h0;
   assign \$293  = \$291  | \$292 ;
   assign \$294  = keep18_at18 ? treg18 : 2'h0;
   assign nt18 = \$293  | \$294 ;
   assign nv19 = | { keep19_at19, keep18_at19, lane0_at19 };
-  assign \$295  = lane0_at19 ? { x[15], x } : 17'h00000;
+  assign \$295  = lane0_at19 ? k1_0 : 17'h00000;
   assign \$296  = keep18_at19 ? kreg18 : 17'h00000;
   assign \$297  = \$295  | \$296 ;
   assign \$298  = keep19_at19 ? kreg19 : 17'h00000;
   assign nk19 = \$297  | \$298 ;
-  assign \$299  = lane0_at19 ? 2'h1 : 2'h0;
+  assign \$299  = lane0_at19 ? t1_0 : 2'h0;
   assign \$300  = keep18_at19 ? treg18 : 2'h0;
   assign \$301  = \$299  | \$300 ;
   assign \$302  = keep19_at19 ? treg19 : 2'h0;
   assign nt19 = \$301  | \$302 ;
   assign nv20 = | { keep20_at20, keep19_at20, lane0_at20 };
-  assign \$303  = lane0_at20 ? { x[15], x } : 17'h00000;
+  assign \$303  = lane0_at20 ? k1_0 : 17'h00000;
   assign \$304  = keep19_at20 ? kreg19 : 17'h00000;
   assign \$305  = \$303  | \$304 ;
   assign \$306  = keep20_at20 ? kreg20 : 17'h00000;
   assign nk20 = \$305  | \$306 ;
-  assign \$307  = lane0_at20 ? 2'h1 : 2'h0;
+  assign \$307  = lane0_at20 ? t1_0 : 2'h0;
   assign \$308  = keep19_at20 ? treg19 : 2'h0;
   assign \$309  = \$307  | \$308 ;
   assign \$310  = keep20_at20 ? treg20 : 2'h0;
   assign nt20 = \$309  | \$310 ;
   assign \$311  = m - 1'h1;
   assign \$312  = m > 1'h0;
-  assign \$313  = kreg0 == \$signal ;
+  assign \$313  = kreg0 == \$signal$257 ;
   assign \$314  = \$312  & \$313 ;
   assign \$315  = m > 1'h1;
-  assign \$316  = kreg1 == \$signal ;
+  assign \$316  = kreg1 == \$signal$257 ;
   assign \$317  = \$315  & \$316 ;
   assign \$318  = \$314  + \$317 ;
   assign \$319  = m > 2'h2;
-  assign \$320  = kreg2 == \$signal ;
+  assign \$320  = kreg2 == \$signal$257 ;
   assign \$321  = \$319  & \$320 ;
   assign \$322  = m > 2'h3;
-  assign \$323  = kreg3 == \$signal ;
+  assign \$323  = kreg3 == \$signal$257 ;
   assign \$324  = \$322  & \$323 ;
   assign \$325  = \$321  + \$324 ;
   assign \$326  = \$318  + \$325 ;
   assign \$327  = m > 3'h4;
-  assign \$328  = kreg4 == \$signal ;
+  assign \$328  = kreg4 == \$signal$257 ;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = m > 3'h5;
-  assign \$331  = kreg5 == \$signal ;
+  assign \$331  = kreg5 == \$signal$257 ;
   assign \$332  = \$330  & \$331 ;
   assign \$333  = \$329  + \$332 ;
   assign \$334  = m > 3'h6;
-  assign \$335  = kreg6 == \$signal ;
+  assign \$335  = kreg6 == \$signal$257 ;
   assign \$336  = \$334  & \$335 ;
   assign \$337  = m > 3'h7;
-  assign \$338  = kreg7 == \$signal ;
+  assign \$338  = kreg7 == \$signal$257 ;
   assign \$339  = \$337  & \$338 ;
   assign \$340  = \$336  + \$339 ;
   assign \$341  = \$333  + \$340 ;
   assign \$342  = \$326  + \$341 ;
   assign \$343  = m > 4'h8;
-  assign \$344  = kreg8 == \$signal ;
+  assign \$344  = kreg8 == \$signal$257 ;
   assign \$345  = \$343  & \$344 ;
   assign \$346  = m > 4'h9;
-  assign \$347  = kreg9 == \$signal ;
+  assign \$347  = kreg9 == \$signal$257 ;
   assign \$348  = \$346  & \$347 ;
   assign \$349  = \$345  + \$348 ;
   assign \$350  = m > 4'ha;
-  assign \$351  = kreg10 == \$signal ;
+  assign \$351  = kreg10 == \$signal$257 ;
   assign \$352  = \$350  & \$351 ;
   assign \$353  = m > 4'hb;
-  assign \$354  = kreg11 == \$signal ;
+  assign \$354  = kreg11 == \$signal$257 ;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = \$352  + \$355 ;
   assign \$357  = \$349  + \$356 ;
   assign \$358  = m > 4'hc;
-  assign \$359  = kreg12 == \$signal ;
+  assign \$359  = kreg12 == \$signal$257 ;
   assign \$360  = \$358  & \$359 ;
   assign \$361  = m > 4'hd;
-  assign \$362  = kreg13 == \$signal ;
+  assign \$362  = kreg13 == \$signal$257 ;
   assign \$363  = \$361  & \$362 ;
   assign \$364  = \$360  + \$363 ;
   assign \$365  = m > 4'he;
-  assign \$366  = kreg14 == \$signal ;
+  assign \$366  = kreg14 == \$signal$257 ;
   assign \$367  = \$365  & \$366 ;
   assign \$368  = m > 4'hf;
-  assign \$369  = kreg15 == \$signal ;
+  assign \$369  = kreg15 == \$signal$257 ;
   assign \$370  = \$368  & \$369 ;
   assign \$371  = \$367  + \$370 ;
   assign \$372  = \$364  + \$371 ;
   assign \$373  = \$357  + \$372 ;
   assign \$374  = \$342  + \$373 ;
   assign \$375  = m > 5'h10;
-  assign \$376  = kreg16 == \$signal ;
+  assign \$376  = kreg16 == \$signal$257 ;
   assign \$377  = \$375  & \$376 ;
   assign \$378  = m > 5'h11;
-  assign \$379  = kreg17 == \$signal ;
+  assign \$379  = kreg17 == \$signal$257 ;
   assign \$380  = \$378  & \$379 ;
   assign \$381  = \$377  + \$380 ;
   assign \$382  = m > 5'h12;
-  assign \$383  = kreg18 == \$signal ;
+  assign \$383  = kreg18 == \$signal$257 ;
   assign \$384  = \$382  & \$383 ;
   assign \$385  = m > 5'h13;
-  assign \$386  = kreg19 == \$signal ;
+  assign \$386  = kreg19 == \$signal$257 ;
   assign \$387  = \$385  & \$386 ;
   assign \$388  = \$384  + \$387 ;
   assign \$389  = \$381  + \$388 ;
   assign \$390  = m > 5'h14;
-  assign \$391  = kreg20 == \$signal ;
+  assign \$391  = kreg20 == \$signal$257 ;
   assign \$392  = \$390  & \$391 ;
   assign \$393  = \$389  + \$392 ;
   assign \$394  = \$374  + \$393 ;
@@ -5679,196 +5695,206 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   assign \$454  = \$453  ? treg20 : 2'h0;
   assign \$455  = $signed(\$452 ) + $signed(\$454 );
   assign \$456  = $signed(\$441 ) + $signed(\$455 );
-  assign \$457  = $signed(x) > $signed(\$signal$260 );
-  assign \$458  = $signed(x) == $signed(\$signal$260 );
+  assign \$457  = $signed(x) > $signed(\$signal$263 );
+  assign \$458  = $signed(x) == $signed(\$signal$263 );
   assign \$459  = mask & \$458 ;
   assign \$460  = seen + 1'h0;
-  assign \$461  = \$460  < \$signal$262 ;
+  assign \$461  = \$460  < \$signal$265 ;
   assign \$462  = \$459  & \$461 ;
   assign \$463  = \$457  | \$462 ;
   assign \$464  = mask & \$463 ;
   assign \$469  = \$466  ? 2'h1 : 2'h0;
-  assign \$470  = $signed(x) == $signed(\$signal$260 );
-  assign \$471  = mask & \$470 ;
-  assign \$472  = seen + \$471 ;
-  assign \$473  = \$472  > 5'h15;
-  assign \$474  = $signed(x) == $signed(\$signal$260 );
-  assign \$475  = mask & \$474 ;
-  assign \$476  = seen + \$475 ;
-  assign \$477  = \$473  ? 6'h15 : \$476 ;
+  assign \$470  = ~ clear;
+  assign \$471  = p1 & \$470 ;
+  assign \$472  = $signed(x) == $signed(\$signal$263 );
+  assign \$473  = mask & \$472 ;
+  assign \$474  = seen + \$473 ;
+  assign \$475  = \$474  > 5'h15;
+  assign \$476  = $signed(x) == $signed(\$signal$263 );
+  assign \$477  = mask & \$476 ;
+  assign \$478  = seen + \$477 ;
+  assign \$479  = \$475  ? 6'h15 : \$478 ;
   always @(posedge clk)
-    valid0 <= \$478 ;
+    k1_0 <= \$480 ;
   always @(posedge clk)
-    valid1 <= \$479 ;
+    t1_0 <= \$481 ;
   always @(posedge clk)
-    valid2 <= \$480 ;
+    \$signal  <= \$482 ;
   always @(posedge clk)
-    valid3 <= \$481 ;
+    merge <= \$483 ;
   always @(posedge clk)
-    valid4 <= \$482 ;
+    valid0 <= \$484 ;
   always @(posedge clk)
-    valid5 <= \$483 ;
+    valid1 <= \$485 ;
   always @(posedge clk)
-    valid6 <= \$484 ;
+    valid2 <= \$486 ;
   always @(posedge clk)
-    valid7 <= \$485 ;
+    valid3 <= \$487 ;
   always @(posedge clk)
-    valid8 <= \$486 ;
+    valid4 <= \$488 ;
   always @(posedge clk)
-    valid9 <= \$487 ;
+    valid5 <= \$489 ;
   always @(posedge clk)
-    valid10 <= \$488 ;
+    valid6 <= \$490 ;
   always @(posedge clk)
-    valid11 <= \$489 ;
+    valid7 <= \$491 ;
   always @(posedge clk)
-    valid12 <= \$490 ;
+    valid8 <= \$492 ;
   always @(posedge clk)
-    valid13 <= \$491 ;
+    valid9 <= \$493 ;
   always @(posedge clk)
-    valid14 <= \$492 ;
+    valid10 <= \$494 ;
   always @(posedge clk)
-    valid15 <= \$493 ;
+    valid11 <= \$495 ;
   always @(posedge clk)
-    valid16 <= \$494 ;
+    valid12 <= \$496 ;
   always @(posedge clk)
-    valid17 <= \$495 ;
+    valid13 <= \$497 ;
   always @(posedge clk)
-    valid18 <= \$496 ;
+    valid14 <= \$498 ;
   always @(posedge clk)
-    valid19 <= \$497 ;
+    valid15 <= \$499 ;
   always @(posedge clk)
-    valid20 <= \$498 ;
+    valid16 <= \$500 ;
   always @(posedge clk)
-    kreg0 <= \$499 ;
+    valid17 <= \$501 ;
   always @(posedge clk)
-    treg0 <= \$500 ;
+    valid18 <= \$502 ;
   always @(posedge clk)
-    kreg1 <= \$501 ;
+    valid19 <= \$503 ;
   always @(posedge clk)
-    treg1 <= \$502 ;
+    valid20 <= \$504 ;
   always @(posedge clk)
-    kreg2 <= \$503 ;
+    kreg0 <= \$505 ;
   always @(posedge clk)
-    treg2 <= \$504 ;
+    treg0 <= \$506 ;
   always @(posedge clk)
-    kreg3 <= \$505 ;
+    kreg1 <= \$507 ;
   always @(posedge clk)
-    treg3 <= \$506 ;
+    treg1 <= \$508 ;
   always @(posedge clk)
-    kreg4 <= \$507 ;
+    kreg2 <= \$509 ;
   always @(posedge clk)
-    treg4 <= \$508 ;
+    treg2 <= \$510 ;
   always @(posedge clk)
-    kreg5 <= \$509 ;
+    kreg3 <= \$511 ;
   always @(posedge clk)
-    treg5 <= \$510 ;
+    treg3 <= \$512 ;
   always @(posedge clk)
-    kreg6 <= \$511 ;
+    kreg4 <= \$513 ;
   always @(posedge clk)
-    treg6 <= \$512 ;
+    treg4 <= \$514 ;
   always @(posedge clk)
-    kreg7 <= \$513 ;
+    kreg5 <= \$515 ;
   always @(posedge clk)
-    treg7 <= \$514 ;
+    treg5 <= \$516 ;
   always @(posedge clk)
-    kreg8 <= \$515 ;
+    kreg6 <= \$517 ;
   always @(posedge clk)
-    treg8 <= \$516 ;
+    treg6 <= \$518 ;
   always @(posedge clk)
-    kreg9 <= \$517 ;
+    kreg7 <= \$519 ;
   always @(posedge clk)
-    treg9 <= \$518 ;
+    treg7 <= \$520 ;
   always @(posedge clk)
-    kreg10 <= \$519 ;
+    kreg8 <= \$521 ;
   always @(posedge clk)
-    treg10 <= \$520 ;
+    treg8 <= \$522 ;
   always @(posedge clk)
-    kreg11 <= \$521 ;
+    kreg9 <= \$523 ;
   always @(posedge clk)
-    treg11 <= \$522 ;
+    treg9 <= \$524 ;
   always @(posedge clk)
-    kreg12 <= \$523 ;
+    kreg10 <= \$525 ;
   always @(posedge clk)
-    treg12 <= \$524 ;
+    treg10 <= \$526 ;
   always @(posedge clk)
-    kreg13 <= \$525 ;
+    kreg11 <= \$527 ;
   always @(posedge clk)
-    treg13 <= \$526 ;
+    treg11 <= \$528 ;
   always @(posedge clk)
-    kreg14 <= \$527 ;
+    kreg12 <= \$529 ;
   always @(posedge clk)
-    treg14 <= \$528 ;
+    treg12 <= \$530 ;
   always @(posedge clk)
-    kreg15 <= \$529 ;
+    kreg13 <= \$531 ;
   always @(posedge clk)
-    treg15 <= \$530 ;
+    treg13 <= \$532 ;
   always @(posedge clk)
-    kreg16 <= \$531 ;
+    kreg14 <= \$533 ;
   always @(posedge clk)
-    treg16 <= \$532 ;
+    treg14 <= \$534 ;
   always @(posedge clk)
-    kreg17 <= \$533 ;
+    kreg15 <= \$535 ;
   always @(posedge clk)
-    treg17 <= \$534 ;
+    treg15 <= \$536 ;
   always @(posedge clk)
-    kreg18 <= \$535 ;
+    kreg16 <= \$537 ;
   always @(posedge clk)
-    treg18 <= \$536 ;
+    treg16 <= \$538 ;
   always @(posedge clk)
-    kreg19 <= \$537 ;
+    kreg17 <= \$539 ;
   always @(posedge clk)
-    treg19 <= \$538 ;
+    treg17 <= \$540 ;
   always @(posedge clk)
-    kreg20 <= \$539 ;
+    kreg18 <= \$541 ;
   always @(posedge clk)
-    treg20 <= \$540 ;
+    treg18 <= \$542 ;
   always @(posedge clk)
-    \$signal$260  <= \$541 ;
+    kreg19 <= \$543 ;
   always @(posedge clk)
-    \$signal$262  <= \$542 ;
+    treg19 <= \$544 ;
   always @(posedge clk)
-    seen <= \$543 ;
-  assign \$1  = $signed(kreg0) >= $signed(x);
+    kreg20 <= \$545 ;
+  always @(posedge clk)
+    treg20 <= \$546 ;
+  always @(posedge clk)
+    \$signal$263  <= \$547 ;
+  always @(posedge clk)
+    \$signal$265  <= \$548 ;
+  always @(posedge clk)
+    seen <= \$549 ;
+  assign \$1  = $signed(kreg0) >= $signed(k1_0);
   assign ge0_0 = valid0 & \$1 ;
-  assign \$2  = $signed(kreg1) >= $signed(x);
+  assign \$2  = $signed(kreg1) >= $signed(k1_0);
   assign ge1_0 = valid1 & \$2 ;
-  assign \$3  = $signed(kreg2) >= $signed(x);
+  assign \$3  = $signed(kreg2) >= $signed(k1_0);
   assign ge2_0 = valid2 & \$3 ;
-  assign \$4  = $signed(kreg3) >= $signed(x);
+  assign \$4  = $signed(kreg3) >= $signed(k1_0);
   assign ge3_0 = valid3 & \$4 ;
-  assign \$5  = $signed(kreg4) >= $signed(x);
+  assign \$5  = $signed(kreg4) >= $signed(k1_0);
   assign ge4_0 = valid4 & \$5 ;
-  assign \$6  = $signed(kreg5) >= $signed(x);
+  assign \$6  = $signed(kreg5) >= $signed(k1_0);
   assign ge5_0 = valid5 & \$6 ;
-  assign \$7  = $signed(kreg6) >= $signed(x);
+  assign \$7  = $signed(kreg6) >= $signed(k1_0);
   assign ge6_0 = valid6 & \$7 ;
-  assign \$8  = $signed(kreg7) >= $signed(x);
+  assign \$8  = $signed(kreg7) >= $signed(k1_0);
   assign ge7_0 = valid7 & \$8 ;
-  assign \$9  = $signed(kreg8) >= $signed(x);
+  assign \$9  = $signed(kreg8) >= $signed(k1_0);
   assign ge8_0 = valid8 & \$9 ;
-  assign \$10  = $signed(kreg9) >= $signed(x);
+  assign \$10  = $signed(kreg9) >= $signed(k1_0);
   assign ge9_0 = valid9 & \$10 ;
-  assign \$11  = $signed(kreg10) >= $signed(x);
+  assign \$11  = $signed(kreg10) >= $signed(k1_0);
   assign ge10_0 = valid10 & \$11 ;
-  assign \$12  = $signed(kreg11) >= $signed(x);
+  assign \$12  = $signed(kreg11) >= $signed(k1_0);
   assign ge11_0 = valid11 & \$12 ;
-  assign \$13  = $signed(kreg12) >= $signed(x);
+  assign \$13  = $signed(kreg12) >= $signed(k1_0);
   assign ge12_0 = valid12 & \$13 ;
-  assign \$14  = $signed(kreg13) >= $signed(x);
+  assign \$14  = $signed(kreg13) >= $signed(k1_0);
   assign ge13_0 = valid13 & \$14 ;
-  assign \$15  = $signed(kreg14) >= $signed(x);
+  assign \$15  = $signed(kreg14) >= $signed(k1_0);
   assign ge14_0 = valid14 & \$15 ;
-  assign \$16  = $signed(kreg15) >= $signed(x);
+  assign \$16  = $signed(kreg15) >= $signed(k1_0);
   assign ge15_0 = valid15 & \$16 ;
-  assign \$17  = $signed(kreg16) >= $signed(x);
+  assign \$17  = $signed(kreg16) >= $signed(k1_0);
   assign ge16_0 = valid16 & \$17 ;
-  assign \$18  = $signed(kreg17) >= $signed(x);
+  assign \$18  = $signed(kreg17) >= $signed(k1_0);
   assign ge17_0 = valid17 & \$18 ;
-  assign \$19  = $signed(kreg18) >= $signed(x);
+  assign \$19  = $signed(kreg18) >= $signed(k1_0);
   assign ge18_0 = valid18 & \$19 ;
-  assign \$20  = $signed(kreg19) >= $signed(x);
+  assign \$20  = $signed(kreg19) >= $signed(k1_0);
   assign ge19_0 = valid19 & \$20 ;
-  assign \$21  = $signed(kreg20) >= $signed(x);
+  assign \$21  = $signed(kreg20) >= $signed(k1_0);
   assign ge20_0 = valid20 & \$21 ;
   assign \$22  = ~ ge0_0;
   assign \$23  = ~ ge1_0;
@@ -5911,443 +5937,393 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   assign at0_19 = ge18_0 & \$41 ;
   assign \$42  = ~ ge20_0;
   assign at0_20 = ge19_0 & \$42 ;
-  assign lane0_at0 = mask & \$44 ;
-  assign lane0_at1 = mask & \$46 ;
-  assign lane0_at2 = mask & \$48 ;
-  assign lane0_at3 = mask & \$50 ;
-  assign lane0_at4 = mask & \$52 ;
-  assign lane0_at5 = mask & \$54 ;
-  assign lane0_at6 = mask & \$56 ;
-  assign lane0_at7 = mask & \$58 ;
-  assign lane0_at8 = mask & \$60 ;
-  assign lane0_at9 = mask & \$62 ;
-  assign lane0_at10 = mask & \$64 ;
-  assign lane0_at11 = mask & \$66 ;
-  assign lane0_at12 = mask & \$68 ;
-  assign lane0_at13 = mask & \$70 ;
-  assign lane0_at14 = mask & \$72 ;
-  assign lane0_at15 = mask & \$74 ;
-  assign lane0_at16 = mask & \$76 ;
-  assign lane0_at17 = mask & \$78 ;
-  assign lane0_at18 = mask & \$80 ;
-  assign lane0_at19 = mask & \$82 ;
-  assign lane0_at20 = mask & \$84 ;
+  assign lane0_at0 = \$signal  & \$44 ;
+  assign lane0_at1 = \$signal  & \$46 ;
+  assign lane0_at2 = \$signal  & \$48 ;
+  assign lane0_at3 = \$signal  & \$50 ;
+  assign lane0_at4 = \$signal  & \$52 ;
+  assign lane0_at5 = \$signal  & \$54 ;
+  assign lane0_at6 = \$signal  & \$56 ;
+  assign lane0_at7 = \$signal  & \$58 ;
+  assign lane0_at8 = \$signal  & \$60 ;
+  assign lane0_at9 = \$signal  & \$62 ;
+  assign lane0_at10 = \$signal  & \$64 ;
+  assign lane0_at11 = \$signal  & \$66 ;
+  assign lane0_at12 = \$signal  & \$68 ;
+  assign lane0_at13 = \$signal  & \$70 ;
+  assign lane0_at14 = \$signal  & \$72 ;
+  assign lane0_at15 = \$signal  & \$74 ;
+  assign lane0_at16 = \$signal  & \$76 ;
+  assign lane0_at17 = \$signal  & \$78 ;
+  assign lane0_at18 = \$signal  & \$80 ;
+  assign lane0_at19 = \$signal  & \$82 ;
+  assign lane0_at20 = \$signal  & \$84 ;
   assign \$85  = ~ ge0_0;
-  assign pass0 = mask & \$85 ;
+  assign pass0 = \$signal  & \$85 ;
   assign \$86  = ! pass0;
   assign keep0_at0 = valid0 & \$86 ;
   assign keep0_at1 = valid0 & \$87 ;
   assign \$88  = ~ ge1_0;
-  assign pass1 = mask & \$88 ;
+  assign pass1 = \$signal  & \$88 ;
   assign \$89  = ! pass1;
   assign keep1_at1 = valid1 & \$89 ;
   assign keep1_at2 = valid1 & \$90 ;
   assign \$91  = ~ ge2_0;
-  assign pass2 = mask & \$91 ;
+  assign pass2 = \$signal  & \$91 ;
   assign \$92  = ! pass2;
   assign keep2_at2 = valid2 & \$92 ;
   assign keep2_at3 = valid2 & \$93 ;
   assign \$94  = ~ ge3_0;
-  assign pass3 = mask & \$94 ;
+  assign pass3 = \$signal  & \$94 ;
   assign \$95  = ! pass3;
   assign keep3_at3 = valid3 & \$95 ;
   assign keep3_at4 = valid3 & \$96 ;
   assign \$97  = ~ ge4_0;
-  assign pass4 = mask & \$97 ;
+  assign pass4 = \$signal  & \$97 ;
   assign \$98  = ! pass4;
   assign keep4_at4 = valid4 & \$98 ;
   assign keep4_at5 = valid4 & \$99 ;
   assign \$100  = ~ ge5_0;
-  assign pass5 = mask & \$100 ;
+  assign pass5 = \$signal  & \$100 ;
   assign \$101  = ! pass5;
   assign keep5_at5 = valid5 & \$101 ;
   assign keep5_at6 = valid5 & \$102 ;
   assign \$103  = ~ ge6_0;
-  assign pass6 = mask & \$103 ;
+  assign pass6 = \$signal  & \$103 ;
   assign \$104  = ! pass6;
   assign keep6_at6 = valid6 & \$104 ;
   assign keep6_at7 = valid6 & \$105 ;
   assign \$106  = ~ ge7_0;
-  assign pass7 = mask & \$106 ;
+  assign pass7 = \$signal  & \$106 ;
   assign \$107  = ! pass7;
   assign keep7_at7 = valid7 & \$107 ;
   assign keep7_at8 = valid7 & \$108 ;
   assign \$109  = ~ ge8_0;
-  assign pass8 = mask & \$109 ;
+  assign pass8 = \$signal  & \$109 ;
   assign \$110  = ! pass8;
   assign keep8_at8 = valid8 & \$110 ;
   assign keep8_at9 = valid8 & \$111 ;
   assign \$112  = ~ ge9_0;
-  assign pass9 = mask & \$112 ;
+  assign pass9 = \$signal  & \$112 ;
   assign \$113  = ! pass9;
   assign keep9_at9 = valid9 & \$113 ;
   assign keep9_at10 = valid9 & \$114 ;
   assign \$115  = ~ ge10_0;
-  assign pass10 = mask & \$115 ;
+  assign pass10 = \$signal  & \$115 ;
   assign \$116  = ! pass10;
   assign keep10_at10 = valid10 & \$116 ;
   assign keep10_at11 = valid10 & \$117 ;
   assign \$118  = ~ ge11_0;
-  assign pass11 = mask & \$118 ;
+  assign pass11 = \$signal  & \$118 ;
   assign \$119  = ! pass11;
   assign keep11_at11 = valid11 & \$119 ;
   assign keep11_at12 = valid11 & \$120 ;
   assign \$121  = ~ ge12_0;
-  assign pass12 = mask & \$121 ;
+  assign pass12 = \$signal  & \$121 ;
   assign \$122  = ! pass12;
   assign keep12_at12 = valid12 & \$122 ;
   assign keep12_at13 = valid12 & \$123 ;
   assign \$124  = ~ ge13_0;
-  assign pass13 = mask & \$124 ;
+  assign pass13 = \$signal  & \$124 ;
   assign \$125  = ! pass13;
   assign keep13_at13 = valid13 & \$125 ;
   assign keep13_at14 = valid13 & \$126 ;
   assign \$127  = ~ ge14_0;
-  assign pass14 = mask & \$127 ;
+  assign pass14 = \$signal  & \$127 ;
   assign \$128  = ! pass14;
   assign keep14_at14 = valid14 & \$128 ;
   assign keep14_at15 = valid14 & \$129 ;
   assign \$130  = ~ ge15_0;
-  assign pass15 = mask & \$130 ;
+  assign pass15 = \$signal  & \$130 ;
   assign \$131  = ! pass15;
   assign keep15_at15 = valid15 & \$131 ;
   assign keep15_at16 = valid15 & \$132 ;
   assign \$133  = ~ ge16_0;
-  assign pass16 = mask & \$133 ;
+  assign pass16 = \$signal  & \$133 ;
   assign \$134  = ! pass16;
   assign keep16_at16 = valid16 & \$134 ;
   assign keep16_at17 = valid16 & \$135 ;
   assign \$136  = ~ ge17_0;
-  assign pass17 = mask & \$136 ;
+  assign pass17 = \$signal  & \$136 ;
   assign \$137  = ! pass17;
   assign keep17_at17 = valid17 & \$137 ;
   assign keep17_at18 = valid17 & \$138 ;
   assign \$139  = ~ ge18_0;
-  assign pass18 = mask & \$139 ;
+  assign pass18 = \$signal  & \$139 ;
   assign \$140  = ! pass18;
   assign keep18_at18 = valid18 & \$140 ;
   assign keep18_at19 = valid18 & \$141 ;
   assign \$142  = ~ ge19_0;
-  assign pass19 = mask & \$142 ;
+  assign pass19 = \$signal  & \$142 ;
   assign \$143  = ! pass19;
   assign keep19_at19 = valid19 & \$143 ;
   assign keep19_at20 = valid19 & \$144 ;
   assign \$145  = ~ ge20_0;
-  assign pass20 = mask & \$145 ;
+  assign pass20 = \$signal  & \$145 ;
   assign \$146  = ! pass20;
   assign keep20_at20 = valid20 & \$146 ;
   assign nv0 = | { keep0_at0, lane0_at0 };
-  assign \$147  = lane0_at0 ? { x[15], x } : 17'h00000;
+  assign \$147  = lane0_at0 ? k1_0 : 17'h00000;
   assign \$148  = keep0_at0 ? kreg0 : 17'h00000;
   assign nk0 = \$147  | \$148 ;
-  assign \$149  = lane0_at0 ? 2'h1 : 2'h0;
+  assign \$149  = lane0_at0 ? t1_0 : 2'h0;
   assign \$150  = keep0_at0 ? treg0 : 2'h0;
   assign nt0 = \$149  | \$150 ;
   assign nv1 = | { keep1_at1, keep0_at1, lane0_at1 };
-  assign \$151  = lane0_at1 ? { x[15], x } : 17'h00000;
+  assign \$151  = lane0_at1 ? k1_0 : 17'h00000;
   assign \$152  = keep0_at1 ? kreg0 : 17'h00000;
   assign \$153  = \$151  | \$152 ;
   assign \$154  = keep1_at1 ? kreg1 : 17'h00000;
   assign nk1 = \$153  | \$154 ;
-  assign \$155  = lane0_at1 ? 2'h1 : 2'h0;
+  assign \$155  = lane0_at1 ? t1_0 : 2'h0;
   assign \$156  = keep0_at1 ? treg0 : 2'h0;
   assign \$157  = \$155  | \$156 ;
   assign \$158  = keep1_at1 ? treg1 : 2'h0;
   assign nt1 = \$157  | \$158 ;
   assign nv2 = | { keep2_at2, keep1_at2, lane0_at2 };
-  assign \$159  = lane0_at2 ? { x[15], x } : 17'h00000;
+  assign \$159  = lane0_at2 ? k1_0 : 17'h00000;
   assign \$160  = keep1_at2 ? kreg1 : 17'h00000;
   assign \$161  = \$159  | \$160 ;
   assign \$162  = keep2_at2 ? kreg2 : 17'h00000;
   assign nk2 = \$161  | \$162 ;
-  assign \$163  = lane0_at2 ? 2'h1 : 2'h0;
+  assign \$163  = lane0_at2 ? t1_0 : 2'h0;
   assign \$164  = keep1_at2 ? treg1 : 2'h0;
   assign \$165  = \$163  | \$164 ;
   assign \$166  = keep2_at2 ? treg2 : 2'h0;
   assign nt2 = \$165  | \$166 ;
   assign nv3 = | { keep3_at3, keep2_at3, lane0_at3 };
-  assign \$167  = lane0_at3 ? { x[15], x } : 17'h00000;
+  assign \$167  = lane0_at3 ? k1_0 : 17'h00000;
   assign \$168  = keep2_at3 ? kreg2 : 17'h00000;
   assign \$169  = \$167  | \$168 ;
   assign \$170  = keep3_at3 ? kreg3 : 17'h00000;
   assign nk3 = \$169  | \$170 ;
-  assign \$171  = lane0_at3 ? 2'h1 : 2'h0;
+  assign \$171  = lane0_at3 ? t1_0 : 2'h0;
   assign \$172  = keep2_at3 ? treg2 : 2'h0;
   assign \$173  = \$171  | \$172 ;
   assign \$174  = keep3_at3 ? treg3 : 2'h0;
   assign nt3 = \$173  | \$174 ;
   assign nv4 = | { keep4_at4, keep3_at4, lane0_at4 };
-  assign \$175  = lane0_at4 ? { x[15], x } : 17'h00000;
+  assign \$175  = lane0_at4 ? k1_0 : 17'h00000;
   assign \$176  = keep3_at4 ? kreg3 : 17'h00000;
   assign \$177  = \$175  | \$176 ;
   assign \$178  = keep4_at4 ? kreg4 : 17'h00000;
   assign nk4 = \$177  | \$178 ;
-  assign \$179  = lane0_at4 ? 2'h1 : 2'h0;
+  assign \$179  = lane0_at4 ? t1_0 : 2'h0;
   assign \$180  = keep3_at4 ? treg3 : 2'h0;
   assign \$181  = \$179  | \$180 ;
   assign \$182  = keep4_at4 ? treg4 : 2'h0;
   assign nt4 = \$181  | \$182 ;
   assign nv5 = | { keep5_at5, keep4_at5, lane0_at5 };
-  assign \$183  = lane0_at5 ? { x[15], x } : 17'h00000;
+  assign \$183  = lane0_at5 ? k1_0 : 17'h00000;
   assign \$184  = keep4_at5 ? kreg4 : 17'h00000;
   assign \$185  = \$183  | \$184 ;
   assign \$186  = keep5_at5 ? kreg5 : 17'h00000;
   assign nk5 = \$185  | \$186 ;
-  assign \$187  = lane0_at5 ? 2'h1 : 2'h0;
+  assign \$187  = lane0_at5 ? t1_0 : 2'h0;
   assign \$188  = keep4_at5 ? treg4 : 2'h0;
   assign \$189  = \$187  | \$188 ;
   assign \$190  = keep5_at5 ? treg5 : 2'h0;
   assign nt5 = \$189  | \$190 ;
   assign nv6 = | { keep6_at6, keep5_at6, lane0_at6 };
-  assign \$191  = lane0_at6 ? { x[15], x } : 17'h00000;
+  assign \$191  = lane0_at6 ? k1_0 : 17'h00000;
   assign \$192  = keep5_at6 ? kreg5 : 17'h00000;
   assign \$193  = \$191  | \$192 ;
   assign \$194  = keep6_at6 ? kreg6 : 17'h00000;
   assign nk6 = \$193  | \$194 ;
-  assign \$195  = lane0_at6 ? 2'h1 : 2'h0;
+  assign \$195  = lane0_at6 ? t1_0 : 2'h0;
   assign \$196  = keep5_at6 ? treg5 : 2'h0;
   assign \$197  = \$195  | \$196 ;
   assign \$198  = keep6_at6 ? treg6 : 2'h0;
   assign nt6 = \$197  | \$198 ;
   assign nv7 = | { keep7_at7, keep6_at7, lane0_at7 };
-  assign \$199  = lane0_at7 ? { x[15], x } : 17'h00000;
+  assign \$199  = lane0_at7 ? k1_0 : 17'h00000;
   assign \$200  = keep6_at7 ? kreg6 : 17'h00000;
   assign \$201  = \$199  | \$200 ;
   assign \$202  = keep7_at7 ? kreg7 : 17'h00000;
   assign nk7 = \$201  | \$202 ;
-  assign \$203  = lane0_at7 ? 2'h1 : 2'h0;
+  assign \$203  = lane0_at7 ? t1_0 : 2'h0;
   assign \$204  = keep6_at7 ? treg6 : 2'h0;
   assign \$205  = \$203  | \$204 ;
   assign \$206  = keep7_at7 ? treg7 : 2'h0;
   assign nt7 = \$205  | \$206 ;
   assign nv8 = | { keep8_at8, keep7_at8, lane0_at8 };
-  assign \$207  = lane0_at8 ? { x[15], x } : 17'h00000;
+  assign \$207  = lane0_at8 ? k1_0 : 17'h00000;
   assign \$208  = keep7_at8 ? kreg7 : 17'h00000;
   assign \$209  = \$207  | \$208 ;
   assign \$210  = keep8_at8 ? kreg8 : 17'h00000;
   assign nk8 = \$209  | \$210 ;
-  assign \$211  = lane0_at8 ? 2'h1 : 2'h0;
+  assign \$211  = lane0_at8 ? t1_0 : 2'h0;
   assign \$212  = keep7_at8 ? treg7 : 2'h0;
   assign \$213  = \$211  | \$212 ;
   assign \$214  = keep8_at8 ? treg8 : 2'h0;
   assign nt8 = \$213  | \$214 ;
   assign nv9 = | { keep9_at9, keep8_at9, lane0_at9 };
-  assign \$215  = lane0_at9 ? { x[15], x } : 17'h00000;
+  assign \$215  = lane0_at9 ? k1_0 : 17'h00000;
   assign \$216  = keep8_at9 ? kreg8 : 17'h00000;
   assign \$217  = \$215  | \$216 ;
   assign \$218  = keep9_at9 ? kreg9 : 17'h00000;
   assign nk9 = \$217  | \$218 ;
-  assign \$219  = lane0_at9 ? 2'h1 : 2'h0;
+  assign \$219  = lane0_at9 ? t1_0 : 2'h0;
   assign \$220  = keep8_at9 ? treg8 : 2'h0;
   assign \$221  = \$219  | \$220 ;
   assign \$222  = keep9_at9 ? treg9 : 2'h0;
   assign nt9 = \$221  | \$222 ;
   assign nv10 = | { keep10_at10, keep9_at10, lane0_at10 };
-  assign \$223  = lane0_at10 ? { x[15], x } : 17'h00000;
+  assign \$223  = lane0_at10 ? k1_0 : 17'h00000;
   assign \$224  = keep9_at10 ? kreg9 : 17'h00000;
   assign \$225  = \$223  | \$224 ;
   assign \$226  = keep10_at10 ? kreg10 : 17'h00000;
   assign nk10 = \$225  | \$226 ;
-  assign \$227  = lane0_at10 ? 2'h1 : 2'h0;
+  assign \$227  = lane0_at10 ? t1_0 : 2'h0;
   assign \$228  = keep9_at10 ? treg9 : 2'h0;
   assign \$229  = \$227  | \$228 ;
   assign \$230  = keep10_at10 ? treg10 : 2'h0;
   assign nt10 = \$229  | \$230 ;
   assign nv11 = | { keep11_at11, keep10_at11, lane0_at11 };
-  assign \$231  = lane0_at11 ? { x[15], x } : 17'h00000;
+  assign \$231  = lane0_at11 ? k1_0 : 17'h00000;
   assign \$232  = keep10_at11 ? kreg10 : 17'h00000;
   assign \$233  = \$231  | \$232 ;
   assign \$234  = keep11_at11 ? kreg11 : 17'h00000;
   assign nk11 = \$233  | \$234 ;
-  assign \$235  = lane0_at11 ? 2'h1 : 2'h0;
+  assign \$235  = lane0_at11 ? t1_0 : 2'h0;
   assign \$236  = keep10_at11 ? treg10 : 2'h0;
   assign \$237  = \$235  | \$236 ;
   assign \$238  = keep11_at11 ? treg11 : 2'h0;
   assign nt11 = \$237  | \$238 ;
   assign nv12 = | { keep12_at12, keep11_at12, lane0_at12 };
-  assign \$239  = lane0_at12 ? { x[15], x } : 17'h00000;
+  assign \$239  = lane0_at12 ? k1_0 : 17'h00000;
   assign \$240  = keep11_at12 ? kreg11 : 17'h00000;
   assign \$241  = \$239  | \$240 ;
   assign \$242  = keep12_at12 ? kreg12 : 17'h00000;
   assign nk12 = \$241  | \$242 ;
-  assign \$243  = lane0_at12 ? 2'h1 : 2'h0;
+  assign \$243  = lane0_at12 ? t1_0 : 2'h0;
   assign \$244  = keep11_at12 ? treg11 : 2'h0;
   assign \$245  = \$243  | \$244 ;
   assign \$246  = keep12_at12 ? treg12 : 2'h0;
   assign nt12 = \$245  | \$246 ;
   assign nv13 = | { keep13_at13, keep12_at13, lane0_at13 };
-  assign \$247  = lane0_at13 ? { x[15], x } : 17'h00000;
+  assign \$247  = lane0_at13 ? k1_0 : 17'h00000;
   assign \$248  = keep12_at13 ? kreg12 : 17'h00000;
   assign \$249  = \$247  | \$248 ;
   assign \$250  = keep13_at13 ? kreg13 : 17'h00000;
   assign nk13 = \$249  | \$250 ;
-  assign \$251  = lane0_at13 ? 2'h1 : 2'h0;
+  assign \$251  = lane0_at13 ? t1_0 : 2'h0;
   assign \$252  = keep12_at13 ? treg12 : 2'h0;
   assign \$253  = \$251  | \$252 ;
   assign \$254  = keep13_at13 ? treg13 : 2'h0;
   assign nt13 = \$253  | \$254 ;
   assign nv14 = | { keep14_at14, keep13_at14, lane0_at14 };
-  assign \$255  = lane0_at14 ? { x[15], x } : 17'h00000;
+  assign \$255  = lane0_at14 ? k1_0 : 17'h00000;
   assign \$256  = keep13_at14 ? kreg13 : 17'h00000;
   assign \$257  = \$255  | \$256 ;
   assign \$258  = keep14_at14 ? kreg14 : 17'h00000;
   assign nk14 = \$257  | \$258 ;
-  assign \$259  = lane0_at14 ? 2'h1 : 2'h0;
+  assign \$259  = lane0_at14 ? t1_0 : 2'h0;
   assign \$260  = keep13_at14 ? treg13 : 2'h0;
   assign \$261  = \$259  | \$260 ;
   assign \$262  = keep14_at14 ? treg14 : 2'h0;
   assign nt14 = \$261  | \$262 ;
   assign nv15 = | { keep15_at15, keep14_at15, lane0_at15 };
-  assign \$263  = lane0_at15 ? { x[15], x } : 17'h00000;
+  assign \$263  = lane0_at15 ? k1_0 : 17'h00000;
   assign \$264  = keep14_at15 ? kreg14 : 17'h00000;
   assign \$265  = \$263  | \$264 ;
   assign \$266  = keep15_at15 ? kreg15 : 17'h00000;
   assign nk15 = \$265  | \$266 ;
-  assign \$267  = lane0_at15 ? 2'h1 : 2'h0;
+  assign \$267  = lane0_at15 ? t1_0 : 2'h0;
   assign \$268  = keep14_at15 ? treg14 : 2'h0;
   assign \$269  = \$267  | \$268 ;
   assign \$270  = keep15_at15 ? treg15 : 2'h0;
   assign nt15 = \$269  | \$270 ;
   assign nv16 = | { keep16_at16, keep15_at16, lane0_at16 };
-  assign \$271  = lane0_at16 ? { x[15], x } : 17'h00000;
+  assign \$271  = lane0_at16 ? k1_0 : 17'h00000;
   assign \$272  = keep15_at16 ? kreg15 : 17'h00000;
   assign \$273  = \$271  | \$272 ;
   assign \$274  = keep16_at16 ? kreg16 : 17'h00000;
   assign nk16 = \$273  | \$274 ;
-  assign \$275  = lane0_at16 ? 2'h1 : 2'h0;
-  assign \$276  = keep15_at16 ? treg15 : 2'h0;
-  assign \$277  = \$275  | \$276 ;
-  assign \$278  = keep16_at16 ? treg16 : 2'h0;
-  assign nt16 = \$277  | \$278 ;
-  assign nv17 = | { keep17_at17, keep16_at17, lane0_at17 };
-  assign \$279  = lane0_at17 ? { x[15], x } : 17'h00000;
+  assign \$275  = lane0_at16 ? t1_0 : 2'h0;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$signal  = 17'h00000;
+    \$signal$257  = 17'h00000;
     casez (\$311 )
       6'h00:
-          \$signal  = kreg0;
+          \$signal$257  = kreg0;
       6'h01:
-          \$signal  = kreg1;
+          \$signal$257  = kreg1;
       6'h02:
-          \$signal  = kreg2;
+          \$signal$257  = kreg2;
       6'h03:
-          \$signal  = kreg3;
+          \$signal$257  = kreg3;
       6'h04:
-          \$signal  = kreg4;
+          \$signal$257  = kreg4;
       6'h05:
-          \$signal  = kreg5;
+          \$signal$257  = kreg5;
       6'h06:
-          \$signal  = kreg6;
+          \$signal$257  = kreg6;
       6'h07:
-          \$signal  = kreg7;
+          \$signal$257  = kreg7;
       6'h08:
-          \$signal  = kreg8;
+          \$signal$257  = kreg8;
       6'h09:
-          \$signal  = kreg9;
+          \$signal$257  = kreg9;
       6'h0a:
-          \$signal  = kreg10;
+          \$signal$257  = kreg10;
       6'h0b:
-          \$signal  = kreg11;
+          \$signal$257  = kreg11;
       6'h0c:
-          \$signal  = kreg12;
+          \$signal$257  = kreg12;
       6'h0d:
-          \$signal  = kreg13;
+          \$signal$257  = kreg13;
       6'h0e:
-          \$signal  = kreg14;
+          \$signal$257  = kreg14;
       6'h0f:
-          \$signal  = kreg15;
+          \$signal$257  = kreg15;
       6'h10:
-          \$signal  = kreg16;
+          \$signal$257  = kreg16;
       6'h11:
-          \$signal  = kreg17;
+          \$signal$257  = kreg17;
       6'h12:
-          \$signal  = kreg18;
+          \$signal$257  = kreg18;
       6'h13:
-          \$signal  = kreg19;
+          \$signal$257  = kreg19;
       6'h14:
-          \$signal  = kreg20;
+          \$signal$257  = kreg20;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$478  = valid0;
-    if (clear) begin
-      \$478  = 1'h0;
-    end else if (p1) begin
-      \$478  = nv0;
-    end
+    \$480  = { x[15], x };
     if (rst) begin
-      \$478  = 1'h0;
+      \$480  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$479  = valid1;
-    if (clear) begin
-      \$479  = 1'h0;
-    end else if (p1) begin
-      \$479  = nv1;
-    end
+    \$481  = 2'h1;
     if (rst) begin
-      \$479  = 1'h0;
+      \$481  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$480  = valid2;
-    if (clear) begin
-      \$480  = 1'h0;
-    end else if (p1) begin
-      \$480  = nv2;
-    end
-    if (rst) begin
-      \$480  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$481  = valid3;
-    if (clear) begin
-      \$481  = 1'h0;
-    end else if (p1) begin
-      \$481  = nv3;
-    end
-    if (rst) begin
-      \$481  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$482  = valid4;
-    if (clear) begin
-      \$482  = 1'h0;
-    end else if (p1) begin
-      \$482  = nv4;
-    end
+    \$482  = mask;
     if (rst) begin
       \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$483  = valid5;
-    if (clear) begin
-      \$483  = 1'h0;
-    end else if (p1) begin
-      \$483  = nv5;
-    end
+    \$483  = \$471 ;
     if (rst) begin
       \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$484  = valid6;
+    \$484  = valid0;
     if (clear) begin
       \$484  = 1'h0;
-    end else if (p1) begin
-      \$484  = nv6;
+    end else if (merge) begin
+      \$484  = nv0;
     end
     if (rst) begin
       \$484  = 1'h0;
@@ -6355,11 +6331,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$485  = valid7;
+    \$485  = valid1;
     if (clear) begin
       \$485  = 1'h0;
-    end else if (p1) begin
-      \$485  = nv7;
+    end else if (merge) begin
+      \$485  = nv1;
     end
     if (rst) begin
       \$485  = 1'h0;
@@ -6367,11 +6343,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$486  = valid8;
+    \$486  = valid2;
     if (clear) begin
       \$486  = 1'h0;
-    end else if (p1) begin
-      \$486  = nv8;
+    end else if (merge) begin
+      \$486  = nv2;
     end
     if (rst) begin
       \$486  = 1'h0;
@@ -6379,11 +6355,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$487  = valid9;
+    \$487  = valid3;
     if (clear) begin
       \$487  = 1'h0;
-    end else if (p1) begin
-      \$487  = nv9;
+    end else if (merge) begin
+      \$487  = nv3;
     end
     if (rst) begin
       \$487  = 1'h0;
@@ -6391,11 +6367,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$488  = valid10;
+    \$488  = valid4;
     if (clear) begin
       \$488  = 1'h0;
-    end else if (p1) begin
-      \$488  = nv10;
+    end else if (merge) begin
+      \$488  = nv4;
     end
     if (rst) begin
       \$488  = 1'h0;
@@ -6403,11 +6379,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$489  = valid11;
+    \$489  = valid5;
     if (clear) begin
       \$489  = 1'h0;
-    end else if (p1) begin
-      \$489  = nv11;
+    end else if (merge) begin
+      \$489  = nv5;
     end
     if (rst) begin
       \$489  = 1'h0;
@@ -6415,11 +6391,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$490  = valid12;
+    \$490  = valid6;
     if (clear) begin
       \$490  = 1'h0;
-    end else if (p1) begin
-      \$490  = nv12;
+    end else if (merge) begin
+      \$490  = nv6;
     end
     if (rst) begin
       \$490  = 1'h0;
@@ -6427,11 +6403,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$491  = valid13;
+    \$491  = valid7;
     if (clear) begin
       \$491  = 1'h0;
-    end else if (p1) begin
-      \$491  = nv13;
+    end else if (merge) begin
+      \$491  = nv7;
     end
     if (rst) begin
       \$491  = 1'h0;
@@ -6439,11 +6415,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$492  = valid14;
+    \$492  = valid8;
     if (clear) begin
       \$492  = 1'h0;
-    end else if (p1) begin
-      \$492  = nv14;
+    end else if (merge) begin
+      \$492  = nv8;
     end
     if (rst) begin
       \$492  = 1'h0;
@@ -6451,11 +6427,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$493  = valid15;
+    \$493  = valid9;
     if (clear) begin
       \$493  = 1'h0;
-    end else if (p1) begin
-      \$493  = nv15;
+    end else if (merge) begin
+      \$493  = nv9;
     end
     if (rst) begin
       \$493  = 1'h0;
@@ -6463,11 +6439,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$494  = valid16;
+    \$494  = valid10;
     if (clear) begin
       \$494  = 1'h0;
-    end else if (p1) begin
-      \$494  = nv16;
+    end else if (merge) begin
+      \$494  = nv10;
     end
     if (rst) begin
       \$494  = 1'h0;
@@ -6475,11 +6451,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$495  = valid17;
+    \$495  = valid11;
     if (clear) begin
       \$495  = 1'h0;
-    end else if (p1) begin
-      \$495  = nv17;
+    end else if (merge) begin
+      \$495  = nv11;
     end
     if (rst) begin
       \$495  = 1'h0;
@@ -6487,11 +6463,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$496  = valid18;
+    \$496  = valid12;
     if (clear) begin
       \$496  = 1'h0;
-    end else if (p1) begin
-      \$496  = nv18;
+    end else if (merge) begin
+      \$496  = nv12;
     end
     if (rst) begin
       \$496  = 1'h0;
@@ -6499,11 +6475,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$497  = valid19;
+    \$497  = valid13;
     if (clear) begin
       \$497  = 1'h0;
-    end else if (p1) begin
-      \$497  = nv19;
+    end else if (merge) begin
+      \$497  = nv13;
     end
     if (rst) begin
       \$497  = 1'h0;
@@ -6511,11 +6487,11 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$498  = valid20;
+    \$498  = valid14;
     if (clear) begin
       \$498  = 1'h0;
-    end else if (p1) begin
-      \$498  = nv20;
+    end else if (merge) begin
+      \$498  = nv14;
     end
     if (rst) begin
       \$498  = 1'h0;
@@ -6523,76 +6499,82 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$499  = kreg0;
+    \$499  = valid15;
     if (clear) begin
-    end else if (p1) begin
-      \$499  = nk0;
+      \$499  = 1'h0;
+    end else if (merge) begin
+      \$499  = nv15;
     end
     if (rst) begin
-      \$499  = 17'h00000;
+      \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$500  = treg0;
+    \$500  = valid16;
     if (clear) begin
-    end else if (p1) begin
-      \$500  = nt0;
+      \$500  = 1'h0;
+    end else if (merge) begin
+      \$500  = nv16;
     end
     if (rst) begin
-      \$500  = 2'h0;
+      \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$501  = kreg1;
+    \$501  = valid17;
     if (clear) begin
-    end else if (p1) begin
-      \$501  = nk1;
+      \$501  = 1'h0;
+    end else if (merge) begin
+      \$501  = nv17;
     end
     if (rst) begin
-      \$501  = 17'h00000;
+      \$501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$502  = treg1;
+    \$502  = valid18;
     if (clear) begin
-    end else if (p1) begin
-      \$502  = nt1;
+      \$502  = 1'h0;
+    end else if (merge) begin
+      \$502  = nv18;
     end
     if (rst) begin
-      \$502  = 2'h0;
+      \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$503  = kreg2;
+    \$503  = valid19;
     if (clear) begin
-    end else if (p1) begin
-      \$503  = nk2;
+      \$503  = 1'h0;
+    end else if (merge) begin
+      \$503  = nv19;
     end
     if (rst) begin
-      \$503  = 17'h00000;
+      \$503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$504  = treg2;
+    \$504  = valid20;
     if (clear) begin
-    end else if (p1) begin
-      \$504  = nt2;
+      \$504  = 1'h0;
+    end else if (merge) begin
+      \$504  = nv20;
     end
     if (rst) begin
-      \$504  = 2'h0;
+      \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$505  = kreg3;
+    \$505  = kreg0;
     if (clear) begin
-    end else if (p1) begin
-      \$505  = nk3;
+    end else if (merge) begin
+      \$505  = nk0;
     end
     if (rst) begin
       \$505  = 17'h00000;
@@ -6600,10 +6582,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$506  = treg3;
+    \$506  = treg0;
     if (clear) begin
-    end else if (p1) begin
-      \$506  = nt3;
+    end else if (merge) begin
+      \$506  = nt0;
     end
     if (rst) begin
       \$506  = 2'h0;
@@ -6611,10 +6593,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$507  = kreg4;
+    \$507  = kreg1;
     if (clear) begin
-    end else if (p1) begin
-      \$507  = nk4;
+    end else if (merge) begin
+      \$507  = nk1;
     end
     if (rst) begin
       \$507  = 17'h00000;
@@ -6622,10 +6604,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$508  = treg4;
+    \$508  = treg1;
     if (clear) begin
-    end else if (p1) begin
-      \$508  = nt4;
+    end else if (merge) begin
+      \$508  = nt1;
     end
     if (rst) begin
       \$508  = 2'h0;
@@ -6633,10 +6615,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$509  = kreg5;
+    \$509  = kreg2;
     if (clear) begin
-    end else if (p1) begin
-      \$509  = nk5;
+    end else if (merge) begin
+      \$509  = nk2;
     end
     if (rst) begin
       \$509  = 17'h00000;
@@ -6644,10 +6626,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$510  = treg5;
+    \$510  = treg2;
     if (clear) begin
-    end else if (p1) begin
-      \$510  = nt5;
+    end else if (merge) begin
+      \$510  = nt2;
     end
     if (rst) begin
       \$510  = 2'h0;
@@ -6655,10 +6637,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$511  = kreg6;
+    \$511  = kreg3;
     if (clear) begin
-    end else if (p1) begin
-      \$511  = nk6;
+    end else if (merge) begin
+      \$511  = nk3;
     end
     if (rst) begin
       \$511  = 17'h00000;
@@ -6666,10 +6648,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$512  = treg6;
+    \$512  = treg3;
     if (clear) begin
-    end else if (p1) begin
-      \$512  = nt6;
+    end else if (merge) begin
+      \$512  = nt3;
     end
     if (rst) begin
       \$512  = 2'h0;
@@ -6677,10 +6659,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$513  = kreg7;
+    \$513  = kreg4;
     if (clear) begin
-    end else if (p1) begin
-      \$513  = nk7;
+    end else if (merge) begin
+      \$513  = nk4;
     end
     if (rst) begin
       \$513  = 17'h00000;
@@ -6688,10 +6670,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$514  = treg7;
+    \$514  = treg4;
     if (clear) begin
-    end else if (p1) begin
-      \$514  = nt7;
+    end else if (merge) begin
+      \$514  = nt4;
     end
     if (rst) begin
       \$514  = 2'h0;
@@ -6699,10 +6681,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$515  = kreg8;
+    \$515  = kreg5;
     if (clear) begin
-    end else if (p1) begin
-      \$515  = nk8;
+    end else if (merge) begin
+      \$515  = nk5;
     end
     if (rst) begin
       \$515  = 17'h00000;
@@ -6710,10 +6692,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$516  = treg8;
+    \$516  = treg5;
     if (clear) begin
-    end else if (p1) begin
-      \$516  = nt8;
+    end else if (merge) begin
+      \$516  = nt5;
     end
     if (rst) begin
       \$516  = 2'h0;
@@ -6721,10 +6703,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$517  = kreg9;
+    \$517  = kreg6;
     if (clear) begin
-    end else if (p1) begin
-      \$517  = nk9;
+    end else if (merge) begin
+      \$517  = nk6;
     end
     if (rst) begin
       \$517  = 17'h00000;
@@ -6732,10 +6714,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$518  = treg9;
+    \$518  = treg6;
     if (clear) begin
-    end else if (p1) begin
-      \$518  = nt9;
+    end else if (merge) begin
+      \$518  = nt6;
     end
     if (rst) begin
       \$518  = 2'h0;
@@ -6743,10 +6725,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$519  = kreg10;
+    \$519  = kreg7;
     if (clear) begin
-    end else if (p1) begin
-      \$519  = nk10;
+    end else if (merge) begin
+      \$519  = nk7;
     end
     if (rst) begin
       \$519  = 17'h00000;
@@ -6754,10 +6736,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$520  = treg10;
+    \$520  = treg7;
     if (clear) begin
-    end else if (p1) begin
-      \$520  = nt10;
+    end else if (merge) begin
+      \$520  = nt7;
     end
     if (rst) begin
       \$520  = 2'h0;
@@ -6765,10 +6747,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$521  = kreg11;
+    \$521  = kreg8;
     if (clear) begin
-    end else if (p1) begin
-      \$521  = nk11;
+    end else if (merge) begin
+      \$521  = nk8;
     end
     if (rst) begin
       \$521  = 17'h00000;
@@ -6776,10 +6758,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$522  = treg11;
+    \$522  = treg8;
     if (clear) begin
-    end else if (p1) begin
-      \$522  = nt11;
+    end else if (merge) begin
+      \$522  = nt8;
     end
     if (rst) begin
       \$522  = 2'h0;
@@ -6787,10 +6769,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$523  = kreg12;
+    \$523  = kreg9;
     if (clear) begin
-    end else if (p1) begin
-      \$523  = nk12;
+    end else if (merge) begin
+      \$523  = nk9;
     end
     if (rst) begin
       \$523  = 17'h00000;
@@ -6798,10 +6780,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$524  = treg12;
+    \$524  = treg9;
     if (clear) begin
-    end else if (p1) begin
-      \$524  = nt12;
+    end else if (merge) begin
+      \$524  = nt9;
     end
     if (rst) begin
       \$524  = 2'h0;
@@ -6809,10 +6791,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$525  = kreg13;
+    \$525  = kreg10;
     if (clear) begin
-    end else if (p1) begin
-      \$525  = nk13;
+    end else if (merge) begin
+      \$525  = nk10;
     end
     if (rst) begin
       \$525  = 17'h00000;
@@ -6820,10 +6802,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$526  = treg13;
+    \$526  = treg10;
     if (clear) begin
-    end else if (p1) begin
-      \$526  = nt13;
+    end else if (merge) begin
+      \$526  = nt10;
     end
     if (rst) begin
       \$526  = 2'h0;
@@ -6831,10 +6813,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$527  = kreg14;
+    \$527  = kreg11;
     if (clear) begin
-    end else if (p1) begin
-      \$527  = nk14;
+    end else if (merge) begin
+      \$527  = nk11;
     end
     if (rst) begin
       \$527  = 17'h00000;
@@ -6842,10 +6824,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$528  = treg14;
+    \$528  = treg11;
     if (clear) begin
-    end else if (p1) begin
-      \$528  = nt14;
+    end else if (merge) begin
+      \$528  = nt11;
     end
     if (rst) begin
       \$528  = 2'h0;
@@ -6853,10 +6835,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$529  = kreg15;
+    \$529  = kreg12;
     if (clear) begin
-    end else if (p1) begin
-      \$529  = nk15;
+    end else if (merge) begin
+      \$529  = nk12;
     end
     if (rst) begin
       \$529  = 17'h00000;
@@ -6864,10 +6846,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$530  = treg15;
+    \$530  = treg12;
     if (clear) begin
-    end else if (p1) begin
-      \$530  = nt15;
+    end else if (merge) begin
+      \$530  = nt12;
     end
     if (rst) begin
       \$530  = 2'h0;
@@ -6875,10 +6857,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$531  = kreg16;
+    \$531  = kreg13;
     if (clear) begin
-    end else if (p1) begin
-      \$531  = nk16;
+    end else if (merge) begin
+      \$531  = nk13;
     end
     if (rst) begin
       \$531  = 17'h00000;
@@ -6886,10 +6868,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$532  = treg16;
+    \$532  = treg13;
     if (clear) begin
-    end else if (p1) begin
-      \$532  = nt16;
+    end else if (merge) begin
+      \$532  = nt13;
     end
     if (rst) begin
       \$532  = 2'h0;
@@ -6897,10 +6879,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$533  = kreg17;
+    \$533  = kreg14;
     if (clear) begin
-    end else if (p1) begin
-      \$533  = nk17;
+    end else if (merge) begin
+      \$533  = nk14;
     end
     if (rst) begin
       \$533  = 17'h00000;
@@ -6908,10 +6890,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$534  = treg17;
+    \$534  = treg14;
     if (clear) begin
-    end else if (p1) begin
-      \$534  = nt17;
+    end else if (merge) begin
+      \$534  = nt14;
     end
     if (rst) begin
       \$534  = 2'h0;
@@ -6919,10 +6901,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$535  = kreg18;
+    \$535  = kreg15;
     if (clear) begin
-    end else if (p1) begin
-      \$535  = nk18;
+    end else if (merge) begin
+      \$535  = nk15;
     end
     if (rst) begin
       \$535  = 17'h00000;
@@ -6930,10 +6912,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$536  = treg18;
+    \$536  = treg15;
     if (clear) begin
-    end else if (p1) begin
-      \$536  = nt18;
+    end else if (merge) begin
+      \$536  = nt15;
     end
     if (rst) begin
       \$536  = 2'h0;
@@ -6941,10 +6923,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$537  = kreg19;
+    \$537  = kreg16;
     if (clear) begin
-    end else if (p1) begin
-      \$537  = nk19;
+    end else if (merge) begin
+      \$537  = nk16;
     end
     if (rst) begin
       \$537  = 17'h00000;
@@ -6952,10 +6934,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$538  = treg19;
+    \$538  = treg16;
     if (clear) begin
-    end else if (p1) begin
-      \$538  = nt19;
+    end else if (merge) begin
+      \$538  = nt16;
     end
     if (rst) begin
       \$538  = 2'h0;
@@ -6963,10 +6945,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$539  = kreg20;
+    \$539  = kreg17;
     if (clear) begin
-    end else if (p1) begin
-      \$539  = nk20;
+    end else if (merge) begin
+      \$539  = nk17;
     end
     if (rst) begin
       \$539  = 17'h00000;
@@ -6974,10 +6956,10 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$540  = treg20;
+    \$540  = treg17;
     if (clear) begin
-    end else if (p1) begin
-      \$540  = nt20;
+    end else if (merge) begin
+      \$540  = nt17;
     end
     if (rst) begin
       \$540  = 2'h0;
@@ -6985,28 +6967,94 @@ module \hwnorm_bwd_cvar_s16.sel$88 (clk, rst, \port$1501$0 , \port$1514$0 , clea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$541  = \$signal ;
+    \$541  = kreg18;
+    if (clear) begin
+    end else if (merge) begin
+      \$541  = nk18;
+    end
     if (rst) begin
       \$541  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$542  = \$394 [4:0];
+    \$542  = treg18;
+    if (clear) begin
+    end else if (merge) begin
+      \$542  = nt18;
+    end
     if (rst) begin
-      \$542  = 5'h00;
+      \$542  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$543  = seen;
+    \$543  = kreg19;
     if (clear) begin
-      \$543  = 5'h00;
-    end else if (p2) begin
-      \$543  = \$477 [4:0];
+    end else if (merge) begin
+      \$543  = nk19;
     end
     if (rst) begin
-      \$543  = 5'h00;
+      \$543  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$544  = treg19;
+    if (clear) begin
+    end else if (merge) begin
+      \$544  = nt19;
+    end
+    if (rst) begin
+      \$544  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$545  = kreg20;
+    if (clear) begin
+    end else if (merge) begin
+      \$545  = nk20;
+    end
+    if (rst) begin
+      \$545  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$546  = treg20;
+    if (clear) begin
+    end else if (merge) begin
+      \$546  = nt20;
+    end
+    if (rst) begin
+      \$546  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$547  = \$signal$257 ;
+    if (rst) begin
+      \$547  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$548  = \$394 [4:0];
+    if (rst) begin
+      \$548  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$549  = seen;
+    if (clear) begin
+      \$549  = 5'h00;
+    end else if (p2) begin
+      \$549  = \$479 [4:0];
+    end
+    if (rst) begin
+      \$549  = 5'h00;
     end
   end
   assign key0 = { x[15], x };

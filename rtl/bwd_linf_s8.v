@@ -4777,25 +4777,32 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
-  wire \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
-  wire [2:0] \$54 ;
-  wire [2:0] \$55 ;
-  reg \$56 ;
-  reg [11:0] \$57 ;
-  reg [1:0] \$58 ;
-  reg [11:0] \$59 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  reg [11:0] \$58 ;
+  reg [1:0] \$59 ;
   wire [2:0] \$6 ;
   reg \$60 ;
-  reg [1:0] \$61 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg [11:0] \$63 ;
+  reg [1:0] \$64 ;
+  reg [11:0] \$65 ;
+  reg \$66 ;
+  reg [1:0] \$67 ;
   wire [2:0] \$7 ;
   wire \$8 ;
   wire [10:0] \$9 ;
-  reg [11:0] \$signal ;
-  reg [11:0] \$signal$26  = 12'h000;
-  reg \$signal$28  = 1'h0;
+  reg \$signal  = 1'h0;
+  reg [11:0] \$signal$23 ;
+  reg [11:0] \$signal$29  = 12'h000;
+  reg \$signal$31  = 1'h0;
   wire [2:0] a;
   wire at0_0;
   wire budget_c;
@@ -4804,6 +4811,7 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   input clk;
   wire clk;
   wire ge0_0;
+  reg [11:0] k1_0 = 12'h000;
   wire keep0_at0;
   wire [11:0] key0;
   reg [11:0] kreg0 = 12'h000;
@@ -4813,6 +4821,7 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   wire m;
   input mask;
   wire mask;
+  reg merge = 1'h0;
   input [12:0] n;
   wire [12:0] n;
   wire [11:0] nk0;
@@ -4837,6 +4846,7 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
+  reg [1:0] t1_0 = 2'h0;
   reg [1:0] treg0 = 2'h0;
   wire [13:0] tsum;
   wire [9:0] u0;
@@ -4844,19 +4854,25 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign keep0_at0 = valid0 & \$25 ;
+  assign nv0 = | { keep0_at0, lane0_at0 };
+  assign \$26  = lane0_at0 ? k1_0 : 12'h000;
+  assign \$27  = keep0_at0 ? kreg0 : 12'h000;
+  assign nk0 = \$26  | \$27 ;
+  assign \$28  = lane0_at0 ? t1_0 : 2'h0;
   assign \$29  = keep0_at0 ? treg0 : 2'h0;
   assign nt0 = \$28  | \$29 ;
   assign \$30  = m - 1'h1;
   assign \$31  = m > 1'h0;
-  assign \$32  = kreg0 == \$signal ;
+  assign \$32  = kreg0 == \$signal$23 ;
   assign budget_c = \$31  & \$32 ;
   assign \$33  = m > 1'h0;
   assign \$34  = \$33  ? treg0 : 2'h0;
-  assign \$35  = $signed(\$14 [11:0]) > $signed(\$signal$26 );
-  assign \$36  = \$14 [11:0] == \$signal$26 ;
+  assign \$35  = $signed(\$14 [11:0]) > $signed(\$signal$29 );
+  assign \$36  = \$14 [11:0] == \$signal$29 ;
   assign \$37  = mask & \$36 ;
   assign \$38  = seen + 1'h0;
-  assign \$39  = \$38  < \$signal$28 ;
+  assign \$39  = \$38  < \$signal$31 ;
   assign \$40  = \$37  & \$39 ;
   assign \$41  = \$35  | \$40 ;
   assign \$42  = mask & \$41 ;
@@ -4865,26 +4881,36 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   assign \$45  = $signed(t0) > $signed(1'h0);
   assign \$46  = \$45  ? 2'h1 : 2'h2;
   assign \$47  = \$44  ? \$46  : 2'h0;
-  assign \$48  = \$14 [11:0] == \$signal$26 ;
-  assign \$49  = mask & \$48 ;
-  assign \$50  = seen + \$49 ;
-  assign \$51  = \$50  > 1'h1;
-  assign \$52  = \$14 [11:0] == \$signal$26 ;
-  assign \$53  = mask & \$52 ;
-  assign \$54  = seen + \$53 ;
-  assign \$55  = \$51  ? 3'h1 : \$54 ;
+  assign \$48  = ~ clear;
+  assign \$49  = p1 & \$48 ;
+  assign \$50  = \$14 [11:0] == \$signal$29 ;
+  assign \$51  = mask & \$50 ;
+  assign \$52  = seen + \$51 ;
+  assign \$53  = \$52  > 1'h1;
+  assign \$54  = \$14 [11:0] == \$signal$29 ;
+  assign \$55  = mask & \$54 ;
+  assign \$56  = seen + \$55 ;
+  assign \$57  = \$53  ? 3'h1 : \$56 ;
   always @(posedge clk)
-    valid0 <= \$56 ;
+    k1_0 <= \$58 ;
   always @(posedge clk)
-    kreg0 <= \$57 ;
+    t1_0 <= \$59 ;
   always @(posedge clk)
-    treg0 <= \$58 ;
+    \$signal  <= \$60 ;
   always @(posedge clk)
-    \$signal$26  <= \$59 ;
+    merge <= \$61 ;
   always @(posedge clk)
-    \$signal$28  <= \$60 ;
+    valid0 <= \$62 ;
   always @(posedge clk)
-    seen <= \$61 ;
+    kreg0 <= \$63 ;
+  always @(posedge clk)
+    treg0 <= \$64 ;
+  always @(posedge clk)
+    \$signal$29  <= \$65 ;
+  always @(posedge clk)
+    \$signal$31  <= \$66 ;
+  always @(posedge clk)
+    seen <= \$67 ;
   assign \$1  = ! r;
   assign \$3  = \$2  < n;
   assign \$5  = \$4  == n;
@@ -4904,85 +4930,107 @@ module \hwnorm_bwd_linf_s8.sel$89 (clk, rst, m, \port$736$0 , \port$749$0 , clea
   assign \$18  = $signed(u0) <= $signed(1'h0);
   assign \$19  = \$18  ? 2'h3 : 2'h1;
   assign t0 = \$17  ? 2'h0 : \$19 ;
-  assign \$20  = $signed(kreg0) >= $signed(\$14 [11:0]);
+  assign \$20  = $signed(kreg0) >= $signed(k1_0);
   assign ge0_0 = valid0 & \$20 ;
   assign \$21  = ~ ge0_0;
-  assign lane0_at0 = mask & \$23 ;
+  assign lane0_at0 = \$signal  & \$23 ;
   assign \$24  = ~ ge0_0;
-  assign pass0 = mask & \$24 ;
+  assign pass0 = \$signal  & \$24 ;
   assign \$25  = ! pass0;
-  assign keep0_at0 = valid0 & \$25 ;
-  assign nv0 = | { keep0_at0, lane0_at0 };
-  assign \$26  = lane0_at0 ? \$14 [11:0] : 12'h000;
-  assign \$27  = keep0_at0 ? kreg0 : 12'h000;
-  assign nk0 = \$26  | \$27 ;
-  assign \$28  = lane0_at0 ? t0 : 2'h0;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$signal  = 12'h000;
+    \$signal$23  = 12'h000;
     casez (\$30 )
       2'h0:
-          \$signal  = kreg0;
+          \$signal$23  = kreg0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$56  = valid0;
-    if (clear) begin
-      \$56  = 1'h0;
-    end else if (p1) begin
-      \$56  = nv0;
-    end
+    \$58  = \$14 [11:0];
     if (rst) begin
-      \$56  = 1'h0;
+      \$58  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$57  = kreg0;
-    if (clear) begin
-    end else if (p1) begin
-      \$57  = nk0;
-    end
+    \$59  = t0;
     if (rst) begin
-      \$57  = 12'h000;
+      \$59  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$58  = treg0;
-    if (clear) begin
-    end else if (p1) begin
-      \$58  = nt0;
-    end
-    if (rst) begin
-      \$58  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$59  = \$signal ;
-    if (rst) begin
-      \$59  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$60  = budget_c;
+    \$60  = mask;
     if (rst) begin
       \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$61  = seen;
+    \$61  = \$49 ;
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$62  = valid0;
     if (clear) begin
-      \$61  = 2'h0;
-    end else if (p2) begin
-      \$61  = \$55 [1:0];
+      \$62  = 1'h0;
+    end else if (merge) begin
+      \$62  = nv0;
     end
     if (rst) begin
-      \$61  = 2'h0;
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$63  = kreg0;
+    if (clear) begin
+    end else if (merge) begin
+      \$63  = nk0;
+    end
+    if (rst) begin
+      \$63  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$64  = treg0;
+    if (clear) begin
+    end else if (merge) begin
+      \$64  = nt0;
+    end
+    if (rst) begin
+      \$64  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$65  = \$signal$23 ;
+    if (rst) begin
+      \$65  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$66  = budget_c;
+    if (rst) begin
+      \$66  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$67  = seen;
+    if (clear) begin
+      \$67  = 2'h0;
+    end else if (p2) begin
+      \$67  = \$57 [1:0];
+    end
+    if (rst) begin
+      \$67  = 2'h0;
     end
   end
   assign key0 = \$14 [11:0];

@@ -5230,17 +5230,17 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   wire [1:0] \$246 ;
   wire \$247 ;
   wire \$248 ;
-  wire [4:0] \$249 ;
+  wire \$249 ;
   wire \$25 ;
   wire \$250 ;
-  wire \$251 ;
+  wire [4:0] \$251 ;
   wire \$252 ;
-  wire [4:0] \$253 ;
-  wire [4:0] \$254 ;
-  reg \$255 ;
-  reg \$256 ;
-  reg \$257 ;
-  reg \$258 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire [4:0] \$255 ;
+  wire [4:0] \$256 ;
+  reg [19:0] \$257 ;
+  reg [1:0] \$258 ;
   reg \$259 ;
   wire \$26 ;
   reg \$260 ;
@@ -5248,13 +5248,13 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   reg \$262 ;
   reg \$263 ;
   reg \$264 ;
-  reg [19:0] \$265 ;
-  reg [1:0] \$266 ;
-  reg [19:0] \$267 ;
-  reg [1:0] \$268 ;
-  reg [19:0] \$269 ;
+  reg \$265 ;
+  reg \$266 ;
+  reg \$267 ;
+  reg \$268 ;
+  reg \$269 ;
   wire \$27 ;
-  reg [1:0] \$270 ;
+  reg \$270 ;
   reg [19:0] \$271 ;
   reg [1:0] \$272 ;
   reg [19:0] \$273 ;
@@ -5271,9 +5271,15 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   reg [19:0] \$283 ;
   reg [1:0] \$284 ;
   reg [19:0] \$285 ;
-  reg [3:0] \$286 ;
-  reg [3:0] \$287 ;
+  reg [1:0] \$286 ;
+  reg [19:0] \$287 ;
+  reg [1:0] \$288 ;
+  reg [19:0] \$289 ;
   wire \$29 ;
+  reg [1:0] \$290 ;
+  reg [19:0] \$291 ;
+  reg [3:0] \$292 ;
+  reg [3:0] \$293 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
@@ -5351,9 +5357,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   wire [1:0] \$97 ;
   wire [1:0] \$98 ;
   wire [1:0] \$99 ;
-  reg [19:0] \$signal ;
-  reg [19:0] \$signal$134  = 20'h00000;
-  reg [3:0] \$signal$136  = 4'h0;
+  reg \$signal  = 1'h0;
+  reg [19:0] \$signal$131 ;
+  reg [19:0] \$signal$137  = 20'h00000;
+  reg [3:0] \$signal$139  = 4'h0;
   wire [2:0] a;
   wire at0_0;
   wire at0_1;
@@ -5380,6 +5387,7 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   wire ge7_0;
   wire ge8_0;
   wire ge9_0;
+  reg [19:0] k1_0 = 20'h00000;
   wire keep0_at0;
   wire keep0_at1;
   wire keep1_at1;
@@ -5425,6 +5433,7 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   wire [3:0] m;
   input mask;
   wire mask;
+  reg merge = 1'h0;
   input [12:0] n;
   wire [12:0] n;
   wire [19:0] nk0;
@@ -5485,6 +5494,7 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
+  reg [1:0] t1_0 = 2'h0;
   reg [1:0] treg0 = 2'h0;
   reg [1:0] treg1 = 2'h0;
   reg [1:0] treg2 = 2'h0;
@@ -5529,25 +5539,25 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   assign \$18  = $signed(u0) <= $signed(1'h0);
   assign \$19  = \$18  ? 2'h3 : 2'h1;
   assign t0 = \$17  ? 2'h0 : \$19 ;
-  assign \$20  = $signed(kreg0) >= $signed(\$14 [19:0]);
+  assign \$20  = $signed(kreg0) >= $signed(k1_0);
   assign ge0_0 = valid0 & \$20 ;
-  assign \$21  = $signed(kreg1) >= $signed(\$14 [19:0]);
+  assign \$21  = $signed(kreg1) >= $signed(k1_0);
   assign ge1_0 = valid1 & \$21 ;
-  assign \$22  = $signed(kreg2) >= $signed(\$14 [19:0]);
+  assign \$22  = $signed(kreg2) >= $signed(k1_0);
   assign ge2_0 = valid2 & \$22 ;
-  assign \$23  = $signed(kreg3) >= $signed(\$14 [19:0]);
+  assign \$23  = $signed(kreg3) >= $signed(k1_0);
   assign ge3_0 = valid3 & \$23 ;
-  assign \$24  = $signed(kreg4) >= $signed(\$14 [19:0]);
+  assign \$24  = $signed(kreg4) >= $signed(k1_0);
   assign ge4_0 = valid4 & \$24 ;
-  assign \$25  = $signed(kreg5) >= $signed(\$14 [19:0]);
+  assign \$25  = $signed(kreg5) >= $signed(k1_0);
   assign ge5_0 = valid5 & \$25 ;
-  assign \$26  = $signed(kreg6) >= $signed(\$14 [19:0]);
+  assign \$26  = $signed(kreg6) >= $signed(k1_0);
   assign ge6_0 = valid6 & \$26 ;
-  assign \$27  = $signed(kreg7) >= $signed(\$14 [19:0]);
+  assign \$27  = $signed(kreg7) >= $signed(k1_0);
   assign ge7_0 = valid7 & \$27 ;
-  assign \$28  = $signed(kreg8) >= $signed(\$14 [19:0]);
+  assign \$28  = $signed(kreg8) >= $signed(k1_0);
   assign ge8_0 = valid8 & \$28 ;
-  assign \$29  = $signed(kreg9) >= $signed(\$14 [19:0]);
+  assign \$29  = $signed(kreg9) >= $signed(k1_0);
   assign ge9_0 = valid9 & \$29 ;
   assign \$30  = ~ ge0_0;
   assign \$31  = ~ ge1_0;
@@ -5568,208 +5578,208 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   assign at0_8 = ge7_0 & \$38 ;
   assign \$39  = ~ ge9_0;
   assign at0_9 = ge8_0 & \$39 ;
-  assign lane0_at0 = mask & \$41 ;
-  assign lane0_at1 = mask & \$43 ;
-  assign lane0_at2 = mask & \$45 ;
-  assign lane0_at3 = mask & \$47 ;
-  assign lane0_at4 = mask & \$49 ;
-  assign lane0_at5 = mask & \$51 ;
-  assign lane0_at6 = mask & \$53 ;
-  assign lane0_at7 = mask & \$55 ;
-  assign lane0_at8 = mask & \$57 ;
-  assign lane0_at9 = mask & \$59 ;
+  assign lane0_at0 = \$signal  & \$41 ;
+  assign lane0_at1 = \$signal  & \$43 ;
+  assign lane0_at2 = \$signal  & \$45 ;
+  assign lane0_at3 = \$signal  & \$47 ;
+  assign lane0_at4 = \$signal  & \$49 ;
+  assign lane0_at5 = \$signal  & \$51 ;
+  assign lane0_at6 = \$signal  & \$53 ;
+  assign lane0_at7 = \$signal  & \$55 ;
+  assign lane0_at8 = \$signal  & \$57 ;
+  assign lane0_at9 = \$signal  & \$59 ;
   assign \$60  = ~ ge0_0;
-  assign pass0 = mask & \$60 ;
+  assign pass0 = \$signal  & \$60 ;
   assign \$61  = ! pass0;
   assign keep0_at0 = valid0 & \$61 ;
   assign keep0_at1 = valid0 & \$62 ;
   assign \$63  = ~ ge1_0;
-  assign pass1 = mask & \$63 ;
+  assign pass1 = \$signal  & \$63 ;
   assign \$64  = ! pass1;
   assign keep1_at1 = valid1 & \$64 ;
   assign keep1_at2 = valid1 & \$65 ;
   assign \$66  = ~ ge2_0;
-  assign pass2 = mask & \$66 ;
+  assign pass2 = \$signal  & \$66 ;
   assign \$67  = ! pass2;
   assign keep2_at2 = valid2 & \$67 ;
   assign keep2_at3 = valid2 & \$68 ;
   assign \$69  = ~ ge3_0;
-  assign pass3 = mask & \$69 ;
+  assign pass3 = \$signal  & \$69 ;
   assign \$70  = ! pass3;
   assign keep3_at3 = valid3 & \$70 ;
   assign keep3_at4 = valid3 & \$71 ;
   assign \$72  = ~ ge4_0;
-  assign pass4 = mask & \$72 ;
+  assign pass4 = \$signal  & \$72 ;
   assign \$73  = ! pass4;
   assign keep4_at4 = valid4 & \$73 ;
   assign keep4_at5 = valid4 & \$74 ;
   assign \$75  = ~ ge5_0;
-  assign pass5 = mask & \$75 ;
+  assign pass5 = \$signal  & \$75 ;
   assign \$76  = ! pass5;
   assign keep5_at5 = valid5 & \$76 ;
   assign keep5_at6 = valid5 & \$77 ;
   assign \$78  = ~ ge6_0;
-  assign pass6 = mask & \$78 ;
+  assign pass6 = \$signal  & \$78 ;
   assign \$79  = ! pass6;
   assign keep6_at6 = valid6 & \$79 ;
   assign keep6_at7 = valid6 & \$80 ;
   assign \$81  = ~ ge7_0;
-  assign pass7 = mask & \$81 ;
+  assign pass7 = \$signal  & \$81 ;
   assign \$82  = ! pass7;
   assign keep7_at7 = valid7 & \$82 ;
   assign keep7_at8 = valid7 & \$83 ;
   assign \$84  = ~ ge8_0;
-  assign pass8 = mask & \$84 ;
+  assign pass8 = \$signal  & \$84 ;
   assign \$85  = ! pass8;
   assign keep8_at8 = valid8 & \$85 ;
   assign keep8_at9 = valid8 & \$86 ;
   assign \$87  = ~ ge9_0;
-  assign pass9 = mask & \$87 ;
+  assign pass9 = \$signal  & \$87 ;
   assign \$88  = ! pass9;
   assign keep9_at9 = valid9 & \$88 ;
   assign nv0 = | { keep0_at0, lane0_at0 };
-  assign \$89  = lane0_at0 ? \$14 [19:0] : 20'h00000;
+  assign \$89  = lane0_at0 ? k1_0 : 20'h00000;
   assign \$90  = keep0_at0 ? kreg0 : 20'h00000;
   assign nk0 = \$89  | \$90 ;
-  assign \$91  = lane0_at0 ? t0 : 2'h0;
+  assign \$91  = lane0_at0 ? t1_0 : 2'h0;
   assign \$92  = keep0_at0 ? treg0 : 2'h0;
   assign nt0 = \$91  | \$92 ;
   assign nv1 = | { keep1_at1, keep0_at1, lane0_at1 };
-  assign \$93  = lane0_at1 ? \$14 [19:0] : 20'h00000;
+  assign \$93  = lane0_at1 ? k1_0 : 20'h00000;
   assign \$94  = keep0_at1 ? kreg0 : 20'h00000;
   assign \$95  = \$93  | \$94 ;
   assign \$96  = keep1_at1 ? kreg1 : 20'h00000;
   assign nk1 = \$95  | \$96 ;
-  assign \$97  = lane0_at1 ? t0 : 2'h0;
+  assign \$97  = lane0_at1 ? t1_0 : 2'h0;
   assign \$98  = keep0_at1 ? treg0 : 2'h0;
   assign \$99  = \$97  | \$98 ;
   assign \$100  = keep1_at1 ? treg1 : 2'h0;
   assign nt1 = \$99  | \$100 ;
   assign nv2 = | { keep2_at2, keep1_at2, lane0_at2 };
-  assign \$101  = lane0_at2 ? \$14 [19:0] : 20'h00000;
+  assign \$101  = lane0_at2 ? k1_0 : 20'h00000;
   assign \$102  = keep1_at2 ? kreg1 : 20'h00000;
   assign \$103  = \$101  | \$102 ;
   assign \$104  = keep2_at2 ? kreg2 : 20'h00000;
   assign nk2 = \$103  | \$104 ;
-  assign \$105  = lane0_at2 ? t0 : 2'h0;
+  assign \$105  = lane0_at2 ? t1_0 : 2'h0;
   assign \$106  = keep1_at2 ? treg1 : 2'h0;
   assign \$107  = \$105  | \$106 ;
   assign \$108  = keep2_at2 ? treg2 : 2'h0;
   assign nt2 = \$107  | \$108 ;
   assign nv3 = | { keep3_at3, keep2_at3, lane0_at3 };
-  assign \$109  = lane0_at3 ? \$14 [19:0] : 20'h00000;
+  assign \$109  = lane0_at3 ? k1_0 : 20'h00000;
   assign \$110  = keep2_at3 ? kreg2 : 20'h00000;
   assign \$111  = \$109  | \$110 ;
   assign \$112  = keep3_at3 ? kreg3 : 20'h00000;
   assign nk3 = \$111  | \$112 ;
-  assign \$113  = lane0_at3 ? t0 : 2'h0;
+  assign \$113  = lane0_at3 ? t1_0 : 2'h0;
   assign \$114  = keep2_at3 ? treg2 : 2'h0;
   assign \$115  = \$113  | \$114 ;
   assign \$116  = keep3_at3 ? treg3 : 2'h0;
   assign nt3 = \$115  | \$116 ;
   assign nv4 = | { keep4_at4, keep3_at4, lane0_at4 };
-  assign \$117  = lane0_at4 ? \$14 [19:0] : 20'h00000;
+  assign \$117  = lane0_at4 ? k1_0 : 20'h00000;
   assign \$118  = keep3_at4 ? kreg3 : 20'h00000;
   assign \$119  = \$117  | \$118 ;
   assign \$120  = keep4_at4 ? kreg4 : 20'h00000;
   assign nk4 = \$119  | \$120 ;
-  assign \$121  = lane0_at4 ? t0 : 2'h0;
+  assign \$121  = lane0_at4 ? t1_0 : 2'h0;
   assign \$122  = keep3_at4 ? treg3 : 2'h0;
   assign \$123  = \$121  | \$122 ;
   assign \$124  = keep4_at4 ? treg4 : 2'h0;
   assign nt4 = \$123  | \$124 ;
   assign nv5 = | { keep5_at5, keep4_at5, lane0_at5 };
-  assign \$125  = lane0_at5 ? \$14 [19:0] : 20'h00000;
+  assign \$125  = lane0_at5 ? k1_0 : 20'h00000;
   assign \$126  = keep4_at5 ? kreg4 : 20'h00000;
   assign \$127  = \$125  | \$126 ;
   assign \$128  = keep5_at5 ? kreg5 : 20'h00000;
   assign nk5 = \$127  | \$128 ;
-  assign \$129  = lane0_at5 ? t0 : 2'h0;
+  assign \$129  = lane0_at5 ? t1_0 : 2'h0;
   assign \$130  = keep4_at5 ? treg4 : 2'h0;
   assign \$131  = \$129  | \$130 ;
   assign \$132  = keep5_at5 ? treg5 : 2'h0;
   assign nt5 = \$131  | \$132 ;
   assign nv6 = | { keep6_at6, keep5_at6, lane0_at6 };
-  assign \$133  = lane0_at6 ? \$14 [19:0] : 20'h00000;
+  assign \$133  = lane0_at6 ? k1_0 : 20'h00000;
   assign \$134  = keep5_at6 ? kreg5 : 20'h00000;
   assign \$135  = \$133  | \$134 ;
   assign \$136  = keep6_at6 ? kreg6 : 20'h00000;
   assign nk6 = \$135  | \$136 ;
-  assign \$137  = lane0_at6 ? t0 : 2'h0;
+  assign \$137  = lane0_at6 ? t1_0 : 2'h0;
   assign \$138  = keep5_at6 ? treg5 : 2'h0;
   assign \$139  = \$137  | \$138 ;
   assign \$140  = keep6_at6 ? treg6 : 2'h0;
   assign nt6 = \$139  | \$140 ;
   assign nv7 = | { keep7_at7, keep6_at7, lane0_at7 };
-  assign \$141  = lane0_at7 ? \$14 [19:0] : 20'h00000;
+  assign \$141  = lane0_at7 ? k1_0 : 20'h00000;
   assign \$142  = keep6_at7 ? kreg6 : 20'h00000;
   assign \$143  = \$141  | \$142 ;
   assign \$144  = keep7_at7 ? kreg7 : 20'h00000;
   assign nk7 = \$143  | \$144 ;
-  assign \$145  = lane0_at7 ? t0 : 2'h0;
+  assign \$145  = lane0_at7 ? t1_0 : 2'h0;
   assign \$146  = keep6_at7 ? treg6 : 2'h0;
   assign \$147  = \$145  | \$146 ;
   assign \$148  = keep7_at7 ? treg7 : 2'h0;
   assign nt7 = \$147  | \$148 ;
   assign nv8 = | { keep8_at8, keep7_at8, lane0_at8 };
-  assign \$149  = lane0_at8 ? \$14 [19:0] : 20'h00000;
+  assign \$149  = lane0_at8 ? k1_0 : 20'h00000;
   assign \$150  = keep7_at8 ? kreg7 : 20'h00000;
   assign \$151  = \$149  | \$150 ;
   assign \$152  = keep8_at8 ? kreg8 : 20'h00000;
   assign nk8 = \$151  | \$152 ;
-  assign \$153  = lane0_at8 ? t0 : 2'h0;
+  assign \$153  = lane0_at8 ? t1_0 : 2'h0;
   assign \$154  = keep7_at8 ? treg7 : 2'h0;
   assign \$155  = \$153  | \$154 ;
   assign \$156  = keep8_at8 ? treg8 : 2'h0;
   assign nt8 = \$155  | \$156 ;
   assign nv9 = | { keep9_at9, keep8_at9, lane0_at9 };
-  assign \$157  = lane0_at9 ? \$14 [19:0] : 20'h00000;
+  assign \$157  = lane0_at9 ? k1_0 : 20'h00000;
   assign \$158  = keep8_at9 ? kreg8 : 20'h00000;
   assign \$159  = \$157  | \$158 ;
   assign \$160  = keep9_at9 ? kreg9 : 20'h00000;
   assign nk9 = \$159  | \$160 ;
-  assign \$161  = lane0_at9 ? t0 : 2'h0;
+  assign \$161  = lane0_at9 ? t1_0 : 2'h0;
   assign \$162  = keep8_at9 ? treg8 : 2'h0;
   assign \$163  = \$161  | \$162 ;
   assign \$164  = keep9_at9 ? treg9 : 2'h0;
   assign nt9 = \$163  | \$164 ;
   assign \$165  = m - 1'h1;
   assign \$166  = m > 1'h0;
-  assign \$167  = kreg0 == \$signal ;
+  assign \$167  = kreg0 == \$signal$131 ;
   assign \$168  = \$166  & \$167 ;
   assign \$169  = m > 1'h1;
-  assign \$170  = kreg1 == \$signal ;
+  assign \$170  = kreg1 == \$signal$131 ;
   assign \$171  = \$169  & \$170 ;
   assign \$172  = \$168  + \$171 ;
   assign \$173  = m > 2'h2;
-  assign \$174  = kreg2 == \$signal ;
+  assign \$174  = kreg2 == \$signal$131 ;
   assign \$175  = \$173  & \$174 ;
   assign \$176  = m > 2'h3;
-  assign \$177  = kreg3 == \$signal ;
+  assign \$177  = kreg3 == \$signal$131 ;
   assign \$178  = \$176  & \$177 ;
   assign \$179  = \$175  + \$178 ;
   assign \$180  = \$172  + \$179 ;
   assign \$181  = m > 3'h4;
-  assign \$182  = kreg4 == \$signal ;
+  assign \$182  = kreg4 == \$signal$131 ;
   assign \$183  = \$181  & \$182 ;
   assign \$184  = m > 3'h5;
-  assign \$185  = kreg5 == \$signal ;
+  assign \$185  = kreg5 == \$signal$131 ;
   assign \$186  = \$184  & \$185 ;
   assign \$187  = \$183  + \$186 ;
   assign \$188  = m > 3'h6;
-  assign \$189  = kreg6 == \$signal ;
+  assign \$189  = kreg6 == \$signal$131 ;
   assign \$190  = \$188  & \$189 ;
   assign \$191  = m > 3'h7;
-  assign \$192  = kreg7 == \$signal ;
+  assign \$192  = kreg7 == \$signal$131 ;
   assign \$193  = \$191  & \$192 ;
   assign \$194  = \$190  + \$193 ;
   assign \$195  = \$187  + \$194 ;
   assign \$196  = \$180  + \$195 ;
   assign \$197  = m > 4'h8;
-  assign \$198  = kreg8 == \$signal ;
+  assign \$198  = kreg8 == \$signal$131 ;
   assign \$199  = \$197  & \$198 ;
   assign \$200  = m > 4'h9;
-  assign \$201  = kreg9 == \$signal ;
+  assign \$201  = kreg9 == \$signal$131 ;
   assign \$202  = \$200  & \$201 ;
   assign \$203  = \$199  + \$202 ;
   assign \$204  = \$196  + \$203 ;
@@ -5802,11 +5812,11 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   assign \$231  = \$230  ? treg9 : 2'h0;
   assign \$232  = $signed(\$229 ) + $signed(\$231 );
   assign \$233  = $signed(\$227 ) + $signed(\$232 );
-  assign \$234  = $signed(\$14 [19:0]) > $signed(\$signal$134 );
-  assign \$235  = \$14 [19:0] == \$signal$134 ;
+  assign \$234  = $signed(\$14 [19:0]) > $signed(\$signal$137 );
+  assign \$235  = \$14 [19:0] == \$signal$137 ;
   assign \$236  = mask & \$235 ;
   assign \$237  = seen + 1'h0;
-  assign \$238  = \$237  < \$signal$136 ;
+  assign \$238  = \$237  < \$signal$139 ;
   assign \$239  = \$236  & \$238 ;
   assign \$240  = \$234  | \$239 ;
   assign \$241  = mask & \$240 ;
@@ -5815,185 +5825,151 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   assign \$244  = $signed(t0) > $signed(1'h0);
   assign \$245  = \$244  ? 2'h1 : 2'h2;
   assign \$246  = \$243  ? \$245  : 2'h0;
-  assign \$247  = \$14 [19:0] == \$signal$134 ;
-  assign \$248  = mask & \$247 ;
-  assign \$249  = seen + \$248 ;
-  assign \$250  = \$249  > 4'ha;
-  assign \$251  = \$14 [19:0] == \$signal$134 ;
-  assign \$252  = mask & \$251 ;
-  assign \$253  = seen + \$252 ;
-  assign \$254  = \$250  ? 5'h0a : \$253 ;
+  assign \$247  = ~ clear;
+  assign \$248  = p1 & \$247 ;
+  assign \$249  = \$14 [19:0] == \$signal$137 ;
+  assign \$250  = mask & \$249 ;
+  assign \$251  = seen + \$250 ;
+  assign \$252  = \$251  > 4'ha;
+  assign \$253  = \$14 [19:0] == \$signal$137 ;
+  assign \$254  = mask & \$253 ;
+  assign \$255  = seen + \$254 ;
+  assign \$256  = \$252  ? 5'h0a : \$255 ;
   always @(posedge clk)
-    valid0 <= \$255 ;
+    k1_0 <= \$257 ;
   always @(posedge clk)
-    valid1 <= \$256 ;
+    t1_0 <= \$258 ;
   always @(posedge clk)
-    valid2 <= \$257 ;
+    \$signal  <= \$259 ;
   always @(posedge clk)
-    valid3 <= \$258 ;
+    merge <= \$260 ;
   always @(posedge clk)
-    valid4 <= \$259 ;
+    valid0 <= \$261 ;
   always @(posedge clk)
-    valid5 <= \$260 ;
+    valid1 <= \$262 ;
   always @(posedge clk)
-    valid6 <= \$261 ;
+    valid2 <= \$263 ;
   always @(posedge clk)
-    valid7 <= \$262 ;
+    valid3 <= \$264 ;
   always @(posedge clk)
-    valid8 <= \$263 ;
+    valid4 <= \$265 ;
   always @(posedge clk)
-    valid9 <= \$264 ;
+    valid5 <= \$266 ;
   always @(posedge clk)
-    kreg0 <= \$265 ;
+    valid6 <= \$267 ;
   always @(posedge clk)
-    treg0 <= \$266 ;
+    valid7 <= \$268 ;
   always @(posedge clk)
-    kreg1 <= \$267 ;
+    valid8 <= \$269 ;
   always @(posedge clk)
-    treg1 <= \$268 ;
+    valid9 <= \$270 ;
   always @(posedge clk)
-    kreg2 <= \$269 ;
+    kreg0 <= \$271 ;
   always @(posedge clk)
-    treg2 <= \$270 ;
+    treg0 <= \$272 ;
   always @(posedge clk)
-    kreg3 <= \$271 ;
+    kreg1 <= \$273 ;
   always @(posedge clk)
-    treg3 <= \$272 ;
+    treg1 <= \$274 ;
   always @(posedge clk)
-    kreg4 <= \$273 ;
+    kreg2 <= \$275 ;
   always @(posedge clk)
-    treg4 <= \$274 ;
+    treg2 <= \$276 ;
   always @(posedge clk)
-    kreg5 <= \$275 ;
+    kreg3 <= \$277 ;
   always @(posedge clk)
-    treg5 <= \$276 ;
+    treg3 <= \$278 ;
   always @(posedge clk)
-    kreg6 <= \$277 ;
+    kreg4 <= \$279 ;
   always @(posedge clk)
-    treg6 <= \$278 ;
+    treg4 <= \$280 ;
   always @(posedge clk)
-    kreg7 <= \$279 ;
+    kreg5 <= \$281 ;
   always @(posedge clk)
-    treg7 <= \$280 ;
+    treg5 <= \$282 ;
   always @(posedge clk)
-    kreg8 <= \$281 ;
+    kreg6 <= \$283 ;
   always @(posedge clk)
-    treg8 <= \$282 ;
+    treg6 <= \$284 ;
   always @(posedge clk)
-    kreg9 <= \$283 ;
+    kreg7 <= \$285 ;
   always @(posedge clk)
-    treg9 <= \$284 ;
+    treg7 <= \$286 ;
   always @(posedge clk)
-    \$signal$134  <= \$285 ;
+    kreg8 <= \$287 ;
   always @(posedge clk)
-    \$signal$136  <= \$286 ;
+    treg8 <= \$288 ;
   always @(posedge clk)
-    seen <= \$287 ;
+    kreg9 <= \$289 ;
+  always @(posedge clk)
+    treg9 <= \$290 ;
+  always @(posedge clk)
+    \$signal$137  <= \$291 ;
+  always @(posedge clk)
+    \$signal$139  <= \$292 ;
+  always @(posedge clk)
+    seen <= \$293 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$signal  = 20'h00000;
+    \$signal$131  = 20'h00000;
     casez (\$165 )
       5'h00:
-          \$signal  = kreg0;
+          \$signal$131  = kreg0;
       5'h01:
-          \$signal  = kreg1;
+          \$signal$131  = kreg1;
       5'h02:
-          \$signal  = kreg2;
+          \$signal$131  = kreg2;
       5'h03:
-          \$signal  = kreg3;
+          \$signal$131  = kreg3;
       5'h04:
-          \$signal  = kreg4;
+          \$signal$131  = kreg4;
       5'h05:
-          \$signal  = kreg5;
+          \$signal$131  = kreg5;
       5'h06:
-          \$signal  = kreg6;
+          \$signal$131  = kreg6;
       5'h07:
-          \$signal  = kreg7;
+          \$signal$131  = kreg7;
       5'h08:
-          \$signal  = kreg8;
+          \$signal$131  = kreg8;
       5'h09:
-          \$signal  = kreg9;
+          \$signal$131  = kreg9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$255  = valid0;
-    if (clear) begin
-      \$255  = 1'h0;
-    end else if (p1) begin
-      \$255  = nv0;
-    end
+    \$257  = \$14 [19:0];
     if (rst) begin
-      \$255  = 1'h0;
+      \$257  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$256  = valid1;
-    if (clear) begin
-      \$256  = 1'h0;
-    end else if (p1) begin
-      \$256  = nv1;
-    end
+    \$258  = t0;
     if (rst) begin
-      \$256  = 1'h0;
+      \$258  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$257  = valid2;
-    if (clear) begin
-      \$257  = 1'h0;
-    end else if (p1) begin
-      \$257  = nv2;
-    end
-    if (rst) begin
-      \$257  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$258  = valid3;
-    if (clear) begin
-      \$258  = 1'h0;
-    end else if (p1) begin
-      \$258  = nv3;
-    end
-    if (rst) begin
-      \$258  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$259  = valid4;
-    if (clear) begin
-      \$259  = 1'h0;
-    end else if (p1) begin
-      \$259  = nv4;
-    end
+    \$259  = mask;
     if (rst) begin
       \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$260  = valid5;
-    if (clear) begin
-      \$260  = 1'h0;
-    end else if (p1) begin
-      \$260  = nv5;
-    end
+    \$260  = \$248 ;
     if (rst) begin
       \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$261  = valid6;
+    \$261  = valid0;
     if (clear) begin
       \$261  = 1'h0;
-    end else if (p1) begin
-      \$261  = nv6;
+    end else if (merge) begin
+      \$261  = nv0;
     end
     if (rst) begin
       \$261  = 1'h0;
@@ -6001,11 +5977,11 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$262  = valid7;
+    \$262  = valid1;
     if (clear) begin
       \$262  = 1'h0;
-    end else if (p1) begin
-      \$262  = nv7;
+    end else if (merge) begin
+      \$262  = nv1;
     end
     if (rst) begin
       \$262  = 1'h0;
@@ -6013,11 +5989,11 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$263  = valid8;
+    \$263  = valid2;
     if (clear) begin
       \$263  = 1'h0;
-    end else if (p1) begin
-      \$263  = nv8;
+    end else if (merge) begin
+      \$263  = nv2;
     end
     if (rst) begin
       \$263  = 1'h0;
@@ -6025,11 +6001,11 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$264  = valid9;
+    \$264  = valid3;
     if (clear) begin
       \$264  = 1'h0;
-    end else if (p1) begin
-      \$264  = nv9;
+    end else if (merge) begin
+      \$264  = nv3;
     end
     if (rst) begin
       \$264  = 1'h0;
@@ -6037,76 +6013,82 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$265  = kreg0;
+    \$265  = valid4;
     if (clear) begin
-    end else if (p1) begin
-      \$265  = nk0;
+      \$265  = 1'h0;
+    end else if (merge) begin
+      \$265  = nv4;
     end
     if (rst) begin
-      \$265  = 20'h00000;
+      \$265  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$266  = treg0;
+    \$266  = valid5;
     if (clear) begin
-    end else if (p1) begin
-      \$266  = nt0;
+      \$266  = 1'h0;
+    end else if (merge) begin
+      \$266  = nv5;
     end
     if (rst) begin
-      \$266  = 2'h0;
+      \$266  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$267  = kreg1;
+    \$267  = valid6;
     if (clear) begin
-    end else if (p1) begin
-      \$267  = nk1;
+      \$267  = 1'h0;
+    end else if (merge) begin
+      \$267  = nv6;
     end
     if (rst) begin
-      \$267  = 20'h00000;
+      \$267  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$268  = treg1;
+    \$268  = valid7;
     if (clear) begin
-    end else if (p1) begin
-      \$268  = nt1;
+      \$268  = 1'h0;
+    end else if (merge) begin
+      \$268  = nv7;
     end
     if (rst) begin
-      \$268  = 2'h0;
+      \$268  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$269  = kreg2;
+    \$269  = valid8;
     if (clear) begin
-    end else if (p1) begin
-      \$269  = nk2;
+      \$269  = 1'h0;
+    end else if (merge) begin
+      \$269  = nv8;
     end
     if (rst) begin
-      \$269  = 20'h00000;
+      \$269  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$270  = treg2;
+    \$270  = valid9;
     if (clear) begin
-    end else if (p1) begin
-      \$270  = nt2;
+      \$270  = 1'h0;
+    end else if (merge) begin
+      \$270  = nv9;
     end
     if (rst) begin
-      \$270  = 2'h0;
+      \$270  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$271  = kreg3;
+    \$271  = kreg0;
     if (clear) begin
-    end else if (p1) begin
-      \$271  = nk3;
+    end else if (merge) begin
+      \$271  = nk0;
     end
     if (rst) begin
       \$271  = 20'h00000;
@@ -6114,10 +6096,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$272  = treg3;
+    \$272  = treg0;
     if (clear) begin
-    end else if (p1) begin
-      \$272  = nt3;
+    end else if (merge) begin
+      \$272  = nt0;
     end
     if (rst) begin
       \$272  = 2'h0;
@@ -6125,10 +6107,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$273  = kreg4;
+    \$273  = kreg1;
     if (clear) begin
-    end else if (p1) begin
-      \$273  = nk4;
+    end else if (merge) begin
+      \$273  = nk1;
     end
     if (rst) begin
       \$273  = 20'h00000;
@@ -6136,10 +6118,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$274  = treg4;
+    \$274  = treg1;
     if (clear) begin
-    end else if (p1) begin
-      \$274  = nt4;
+    end else if (merge) begin
+      \$274  = nt1;
     end
     if (rst) begin
       \$274  = 2'h0;
@@ -6147,10 +6129,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$275  = kreg5;
+    \$275  = kreg2;
     if (clear) begin
-    end else if (p1) begin
-      \$275  = nk5;
+    end else if (merge) begin
+      \$275  = nk2;
     end
     if (rst) begin
       \$275  = 20'h00000;
@@ -6158,10 +6140,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$276  = treg5;
+    \$276  = treg2;
     if (clear) begin
-    end else if (p1) begin
-      \$276  = nt5;
+    end else if (merge) begin
+      \$276  = nt2;
     end
     if (rst) begin
       \$276  = 2'h0;
@@ -6169,10 +6151,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$277  = kreg6;
+    \$277  = kreg3;
     if (clear) begin
-    end else if (p1) begin
-      \$277  = nk6;
+    end else if (merge) begin
+      \$277  = nk3;
     end
     if (rst) begin
       \$277  = 20'h00000;
@@ -6180,10 +6162,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$278  = treg6;
+    \$278  = treg3;
     if (clear) begin
-    end else if (p1) begin
-      \$278  = nt6;
+    end else if (merge) begin
+      \$278  = nt3;
     end
     if (rst) begin
       \$278  = 2'h0;
@@ -6191,10 +6173,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$279  = kreg7;
+    \$279  = kreg4;
     if (clear) begin
-    end else if (p1) begin
-      \$279  = nk7;
+    end else if (merge) begin
+      \$279  = nk4;
     end
     if (rst) begin
       \$279  = 20'h00000;
@@ -6202,10 +6184,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$280  = treg7;
+    \$280  = treg4;
     if (clear) begin
-    end else if (p1) begin
-      \$280  = nt7;
+    end else if (merge) begin
+      \$280  = nt4;
     end
     if (rst) begin
       \$280  = 2'h0;
@@ -6213,10 +6195,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$281  = kreg8;
+    \$281  = kreg5;
     if (clear) begin
-    end else if (p1) begin
-      \$281  = nk8;
+    end else if (merge) begin
+      \$281  = nk5;
     end
     if (rst) begin
       \$281  = 20'h00000;
@@ -6224,10 +6206,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$282  = treg8;
+    \$282  = treg5;
     if (clear) begin
-    end else if (p1) begin
-      \$282  = nt8;
+    end else if (merge) begin
+      \$282  = nt5;
     end
     if (rst) begin
       \$282  = 2'h0;
@@ -6235,10 +6217,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$283  = kreg9;
+    \$283  = kreg6;
     if (clear) begin
-    end else if (p1) begin
-      \$283  = nk9;
+    end else if (merge) begin
+      \$283  = nk6;
     end
     if (rst) begin
       \$283  = 20'h00000;
@@ -6246,10 +6228,10 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$284  = treg9;
+    \$284  = treg6;
     if (clear) begin
-    end else if (p1) begin
-      \$284  = nt9;
+    end else if (merge) begin
+      \$284  = nt6;
     end
     if (rst) begin
       \$284  = 2'h0;
@@ -6257,28 +6239,94 @@ module \hwnorm_bwd_topk_s16.sel$89 (clk, rst, m, \port$1190$0 , \port$1203$0 , c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$285  = \$signal ;
+    \$285  = kreg7;
+    if (clear) begin
+    end else if (merge) begin
+      \$285  = nk7;
+    end
     if (rst) begin
       \$285  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$286  = \$204 [3:0];
+    \$286  = treg7;
+    if (clear) begin
+    end else if (merge) begin
+      \$286  = nt7;
+    end
     if (rst) begin
-      \$286  = 4'h0;
+      \$286  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$287  = seen;
+    \$287  = kreg8;
     if (clear) begin
-      \$287  = 4'h0;
-    end else if (p2) begin
-      \$287  = \$254 [3:0];
+    end else if (merge) begin
+      \$287  = nk8;
     end
     if (rst) begin
-      \$287  = 4'h0;
+      \$287  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$288  = treg8;
+    if (clear) begin
+    end else if (merge) begin
+      \$288  = nt8;
+    end
+    if (rst) begin
+      \$288  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$289  = kreg9;
+    if (clear) begin
+    end else if (merge) begin
+      \$289  = nk9;
+    end
+    if (rst) begin
+      \$289  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$290  = treg9;
+    if (clear) begin
+    end else if (merge) begin
+      \$290  = nt9;
+    end
+    if (rst) begin
+      \$290  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$291  = \$signal$131 ;
+    if (rst) begin
+      \$291  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$292  = \$204 [3:0];
+    if (rst) begin
+      \$292  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$293  = seen;
+    if (clear) begin
+      \$293  = 4'h0;
+    end else if (p2) begin
+      \$293  = \$256 [3:0];
+    end
+    if (rst) begin
+      \$293  = 4'h0;
     end
   end
   assign key0 = \$14 [19:0];

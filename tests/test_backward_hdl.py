@@ -336,10 +336,11 @@ def test_select_units(kind, lanes):
                     ctx.set(unit.p2, 0)
                     if kind == "range":
                         ctx.set(unit.rewind, 0)
+                if p == 1:
+                    await ctx.tick()        # ChunkExtremes' last writes, TopSelect's last merge: a cycle after pass 1
                 if p == 1 and kind != "range":
                     assert ctx.get(unit.tsum) == want_t, (kind, x, ctx.get(unit.tsum), want_t)
-                if p == 1:
-                    await ctx.tick()        # ChunkExtremes' last writes, TopSelect's thr: a cycle after pass 1
+                    await ctx.tick()        # TopSelect's thr and budget: a cycle after the last merge
 
     sim = Simulator(unit)
     sim.add_clock(1e-8)
@@ -473,6 +474,7 @@ def test_top_select_register(kind, lanes):
                 ctx.set(unit.p1, 1)
                 await ctx.tick()
                 ctx.set(unit.p1, 0)
+                await ctx.tick()                # the beat is merged a cycle after it
                 seen = min(n, b + lanes)
                 order = sorted(range(seen), key=lambda i: (-order_key[i], i))[:cfg.k]
                 got_v = [ctx.get(v) for v in unit.valid]
