@@ -704,9 +704,9 @@ class BackwardDatapath(wiring.Component):
 
         # -- the dx lanes, four registers that stall together (adv: the output register is free or freed now):
         # s0 holds the beat (x, g, its sel codes, mask, draws); s1 the products g A' (and x B') and C[sel] + rnd;
-        # s2 acc, their sum; the output register dx = clamp(acc >> sh_max). The lean l2 / semidev lanes have a fifth,
-        # sm, between s1 and s2 (their Z from Y (x - xref): a shift by SY, a sum and a clamp). The products have a register of their
-        # own: a multiply and a wide add in one cycle were the backward's critical path (17 ns on the ECP5).
+        # s2 acc, their sum; the output register dx = clamp(acc >> sh_max). The products have a register of their own:
+        # a multiply and a wide add in one cycle were the backward's critical path (17 ns on the ECP5). The lean l2 /
+        # semidev lanes have a fifth, sm, between s1 and s2 (their Z from Y (x - xref): a shift by SY, a sum, a clamp).
         dxf = gcfg.dx_fmt
         o_valid = Signal()
         o_data = Signal(lanes_of(fmt_shape(dxf), lanes))

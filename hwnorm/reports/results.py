@@ -239,9 +239,14 @@ def _mark(row: dict) -> str:
     return f" {CLASSIC_MARK}" if classic_abc(row) else ""
 
 
-def _with_note(lines: list, rows) -> str:
+def _note_lines(rows) -> list:
+    """A blank line and classic_note(rows), or nothing if no row is classic ABC's."""
     note = classic_note(rows)
-    return "\n".join(lines + (["", note] if note else []))
+    return ["", note] if note else []
+
+
+def _with_note(lines: list, rows) -> str:
+    return "\n".join(lines + _note_lines(rows))
 
 
 def before_after_table(rows: dict, before: dict) -> str:
@@ -808,9 +813,7 @@ def backward_cost_section(data: dict | None) -> str:
             out.append(f"| {name} | {r.get('rounding', '-')} | {r['gates']} | {r['ecp5_luts']}{mk} | "
                        f"{r['ecp5_luts_nodsp']}{mk} | {r['ecp5_ffs']} | {r['ecp5_mult18']} | {_mhz(r['fmax_ecp5'])}{mk} | "
                        f"{rel} |")
-        note = classic_note(rows.values())
-        if note:
-            out += ["", note]
+        out += _note_lines(rows.values())
     errors = data.get("errors") or {}
     if errors:
         out += ["", "Failed (no row written): " + ", ".join(sorted(errors))]

